@@ -1,0 +1,6 @@
+"""A single-node Apache Kafka broker for development, tests and CI, run from Kafka's own Maven
+artifacts (no Docker)."""
+
+from agents.broker.local import KAFKA_VERSION, LocalBroker
+
+__all__ = ["KAFKA_VERSION", "LocalBroker"]

@@ -1,0 +1,330 @@
+"""Start, stop and inspect a single-node KRaft broker (combined broker and controller) on
+127.0.0.1, with all data and logs under one state folder.
+
+>>> broker = LocalBroker(Settings(broker_port=19092, state_dir=Path("/tmp/canary-doc")))
+>>> broker.home
+PosixPath('/tmp/canary-doc/broker-19092')
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from agents.broker.install import KAFKA_VERSION, ensure_libs
+from agents.kafka.admin import Admin
+from streams.errors import BrokerError
+from streams.settings import Settings
+
+__all__ = ["KAFKA_VERSION", "BrokerStatus", "LocalBroker"]
+
+_LOG4J = """\
+status = warn
+appender.file.type = RollingFile
+appender.file.name = FILE
+appender.file.fileName = {logs}/server.log
+appender.file.filePattern = {logs}/server.log.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 50MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 3
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerStatus:
+    running: bool
+    answering: bool
+    pid: int | None
+    bootstrap: str
+    home: Path
+
+    def describe(self) -> str:
+        if self.answering:
+            return f"up: Kafka {KAFKA_VERSION} answering at {self.bootstrap} (pid {self.pid})"
+        if self.running:
+            return f"starting or stuck: pid {self.pid} alive but {self.bootstrap} not answering"
+        return f"down: no local broker for {self.bootstrap} (state in {self.home})"
+
+
+class LocalBroker:
+    """The development broker for ``settings.broker_port`` under ``settings.state_dir``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = settings.broker_port
+        self.controller_port = _controller_port(self.port)
+        self.home = settings.state_dir / f"broker-{self.port}"
+        self.data_dir = self.home / "data"
+        self.logs_dir = self.home / "logs"
+        self.pid_file = self.home / "broker.pid"
+        self.bootstrap = f"127.0.0.1:{self.port}"
+
+    # -- queries -------------------------------------------------------------------------
+    def pid(self) -> int | None:
+        """The broker's pid when its process is alive, else ``None``."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) and self._is_ours(pid) else None
+
+    def answering(self, timeout: float = 2.0) -> bool:
+        # The TCP probe first: librdkafka logs every refused connection loudly.
+        if not _port_in_use(self.port):
+            return False
+        return Admin(self.settings.with_overrides(bootstrap=self.bootstrap)).ping(timeout)
+
+    def status(self) -> BrokerStatus:
+        pid = self.pid()
+        answering = pid is not None and self.answering()
+        return BrokerStatus(pid is not None, answering, pid, self.bootstrap, self.home)
+
+    def log_tail(self, lines: int = 30) -> str:
+        chunks: list[str] = []
+        for name in ("server.log", "stdout.log"):
+            path = self.logs_dir / name
+            if path.exists():
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+                chunks.append(f"--- {path} ---\n" + "\n".join(text))
+        return "\n".join(chunks) or f"(no log under {self.logs_dir})"
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self, timeout: float = 90.0, heap: str = "512m") -> BrokerStatus:
+        """Start the broker unless it is already up; return once it answers metadata requests.
+
+        Idempotent: a second call finds the running broker and returns its status.
+        """
+        if self.pid() is not None:
+            return self._wait_ready(timeout)
+        if _port_in_use(self.port) or _port_in_use(self.controller_port):
+            raise BrokerError(
+                f"port {self.port} or {self.controller_port} is already in use by another "
+                "process: stop it, choose another --broker-port, or use it with --bootstrap"
+            )
+        java = _java()
+        libs = ensure_libs(self.settings.cache_dir)
+        self._write_config()
+        self._format(java, libs)
+        cmd = [
+            java,
+            f"-Xms{heap}",
+            f"-Xmx{heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:InitiatingHeapOccupancyPercent=35",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+            f"-Dcanary.broker.home={self.home}",
+            "-cp",
+            f"{libs}/*",
+            "kafka.Kafka",
+            str(self.home / "server.properties"),
+        ]
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.logs_dir / "stdout.log", "ab") as out:
+            # A new session: the broker outlives this command and ignores its terminal's ^C.
+            proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(f"{proc.pid}\n")
+        return self._wait_ready(timeout, proc)
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the broker (SIGTERM, then SIGKILL after ``timeout``); True if one was running.
+
+        Afterwards no java process of this broker remains.
+        """
+        pids = set(self._find_pids())
+        pid = self.pid()
+        if pid is not None:
+            pids.add(pid)
+        for p in pids:
+            _signal(p, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for p in pids:
+            if _alive(p):
+                _signal(p, signal.SIGKILL)
+        for p in pids:
+            _reap(p)
+        self.pid_file.unlink(missing_ok=True)
+        return bool(pids)
+
+    # -- internals -----------------------------------------------------------------------
+    def _wait_ready(
+        self, timeout: float, proc: subprocess.Popen[bytes] | None = None
+    ) -> BrokerStatus:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise BrokerError(
+                    f"the broker exited with code {proc.returncode} during start-up:\n"
+                    + self.log_tail()
+                )
+            if self.answering(timeout=1.0):
+                return self.status()
+            time.sleep(0.2)
+        raise BrokerError(
+            f"the broker did not answer at {self.bootstrap} within {timeout:.0f}s:\n"
+            + self.log_tail()
+        )
+
+    def _write_config(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            "num.partitions": "1",
+            # One broker: every internal topic has one replica, and transactions need
+            # min ISR 1 (the default 2 makes transactional producers fail).
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "8",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "8",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "num.network.threads": "2",
+            "num.io.threads": "4",
+            "auto.create.topics.enable": "false",
+            "log.retention.hours": "24",
+        }
+        text = "".join(f"{k}={v}\n" for k, v in props.items())
+        (self.home / "server.properties").write_text(text)
+        (self.home / "log4j2.properties").write_text(_LOG4J.format(logs=self.logs_dir))
+
+    def _format(self, java: str, libs: Path) -> None:
+        """Format the storage once; an already formatted folder is kept as it is."""
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cluster_file = self.home / "cluster.id"
+        if not cluster_file.exists():
+            # Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding.
+            raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_file.write_text(raw + "\n")
+        cluster_id = cluster_file.read_text().strip()
+        proc = subprocess.run(
+            [
+                java,
+                f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+                "-cp",
+                f"{libs}/*",
+                "kafka.tools.StorageTool",
+                "format",
+                "--ignore-formatted",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.home / "server.properties"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise BrokerError(f"formatting {self.data_dir} failed:\n{proc.stdout}{proc.stderr}")
+
+    def _find_pids(self) -> list[int]:
+        """Every live process started for this broker home (also one whose pid file is lost)."""
+        marker = f"-Dcanary.broker.home={self.home}".encode()
+        found: list[int] = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if marker in args:
+                found.append(int(entry.name))
+        return found
+
+    def _is_ours(self, pid: int) -> bool:
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return f"-Dcanary.broker.home={self.home}".encode() in args
+
+
+def _controller_port(port: int) -> int:
+    return port + 1 if port < 65535 else port - 1
+
+
+def _java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").exists():
+        return str(Path(home) / "bin" / "java")
+    java = shutil.which("java")
+    if java is None:
+        raise BrokerError(
+            "Java 17 or newer is needed to run the local Kafka broker "
+            "(apt-get install openjdk-17-jre-headless)"
+        )
+    return java
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) is not alive.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)

@@ -1,0 +1,1 @@
+"""The ``canary`` command line."""

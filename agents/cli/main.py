@@ -1,0 +1,46 @@
+"""Entry point of the ``canary`` console script."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from agents.cli import broker_cmd, topics_cmd
+from agents.cli.common import add_connection_options
+from streams import __version__
+from streams.errors import CanaryError
+
+DESCRIPTION = (
+    "model-canary: Kafka-native progressive delivery for machine-learning models. "
+    "Requests arrive on a Kafka topic; a router splits them between a baseline and a canary "
+    "version; an evaluator promotes or rolls back."
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    add_connection_options(common)
+    parser = argparse.ArgumentParser(prog="canary", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"model-canary {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (broker_cmd, topics_cmd):
+        module.register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except CanaryError as exc:
+        print(f"canary: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

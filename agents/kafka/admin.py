@@ -1,0 +1,78 @@
+"""Topic administration: idempotent creation with the catalogue's configurations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from agents.kafka.config import admin_config
+from agents.kafka.errors import wrap
+from streams.settings import Settings
+from streams.topics import TopicSpec
+
+
+class Admin:
+    """Creates and inspects topics. Connects on first use, not in ``__init__``.
+
+    >>> admin = Admin(Settings())          # no network yet
+    >>> # admin.ensure_topics(TopicCatalogue().core_specs())
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: AdminClient | None = None
+
+    @property
+    def client(self) -> AdminClient:
+        if self._client is None:
+            self._client = AdminClient(admin_config(self._settings))
+        return self._client
+
+    def ensure_topics(self, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
+        """Create the topics that do not exist yet; returns the names created.
+
+        A topic that already exists is left as it is (its partition count may be larger:
+        users scale out by adding partitions).
+        """
+        new = [
+            NewTopic(
+                s.name,
+                num_partitions=s.partitions,
+                replication_factor=self._settings.replication_factor,
+                config=dict(s.config),
+            )
+            for s in specs
+        ]
+        if not new:
+            return []
+        created: list[str] = []
+        futures = self.client.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
+        for name, future in futures.items():
+            try:
+                future.result(timeout=timeout)
+                created.append(name)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue
+                raise wrap(f"create topic {name}", exc) from None
+        return created
+
+    def list_topics(self, timeout: float = 10.0) -> dict[str, int]:
+        """``{topic: partition count}`` for every topic the cluster reports."""
+        try:
+            md = self.client.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            raise wrap("list topics", exc) from None
+        return {name: len(t.partitions) for name, t in md.topics.items()}
+
+    def ping(self, timeout: float = 2.0) -> bool:
+        """True when a broker answers a metadata request within ``timeout`` seconds."""
+        try:
+            md = self.client.list_topics(timeout=timeout)
+        except KafkaException:
+            return False
+        return bool(md.brokers)

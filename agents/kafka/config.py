@@ -1,0 +1,61 @@
+"""librdkafka configuration for each kind of client.
+
+Order of precedence: project defaults < the user's pass-through settings (``extra_config``:
+SASL, TLS, tuning) < what a client cannot work without (group id, transactional id).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.settings import Settings
+
+
+def base_config(settings: Settings, client_id: str) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "client.id": client_id,
+        **settings.extra_config,
+    }
+
+
+def admin_config(settings: Settings) -> dict[str, Any]:
+    return base_config(settings, "canary-admin")
+
+
+def producer_config(
+    settings: Settings,
+    client_id: str,
+    *,
+    transactional_id: str | None = None,
+    **required: Any,
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "linger.ms": 5,
+        "enable.idempotence": True,
+        "acks": "all",
+        # murmur2 puts a key on the same partition as Java clients do.
+        "partitioner": "murmur2_random",
+    }
+    config.update(base_config(settings, client_id))
+    if transactional_id:
+        config["transactional.id"] = transactional_id
+    config.update(required)
+    return config
+
+
+def consumer_config(
+    settings: Settings,
+    client_id: str,
+    group_id: str,
+    **required: Any,
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+    }
+    config.update(base_config(settings, client_id))
+    config["group.id"] = group_id
+    config.update(required)
+    return config

@@ -1,0 +1,88 @@
+"""One error root for the project, a small subclass per failure.
+
+Every error the project raises on purpose is a :class:`CanaryError`, so a caller can catch the
+whole family at once::
+
+    try:
+        codec.decode(payload)
+    except DecodeError as exc:
+        dead_letter(reason=exc.reason)
+"""
+
+from __future__ import annotations
+
+
+class CanaryError(Exception):
+    """Root of every error model-canary raises on purpose."""
+
+
+class ConfigError(CanaryError):
+    """A setting, flag, plan or environment variable is missing or invalid."""
+
+
+class DecodeError(CanaryError):
+    """A message could not be turned into a record.
+
+    ``reason`` is a short machine-friendly code (it becomes the dead-letter reason header);
+    the message text says what exactly is wrong.
+    """
+
+    reason = "undecodable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.detail = message
+
+
+class UndecodableError(DecodeError):
+    """The bytes are not a valid encoding of any known record (truncated, corrupt, not JSON)."""
+
+    reason = "undecodable"
+
+
+class UnknownSchemaError(DecodeError):
+    """An Avro single-object message names a writer schema fingerprint nobody registered."""
+
+    reason = "unknown-schema"
+
+
+class InvalidRecordError(DecodeError):
+    """The message decodes but its content is wrong: a required field is missing, a value
+    has the wrong type, or an identifier is empty."""
+
+    reason = "invalid-record"
+
+
+class UnsupportedContentTypeError(DecodeError):
+    """The ``content-type`` header names an encoding the project does not read."""
+
+    reason = "unsupported-content-type"
+
+
+class PayloadTooLargeError(DecodeError):
+    """The message is larger than the configured size limit."""
+
+    reason = "too-large"
+
+
+class BrokerError(CanaryError):
+    """The local development broker could not be installed, started or stopped."""
+
+
+class KafkaOperationError(CanaryError):
+    """A Kafka client operation failed; carries librdkafka's error code and description.
+
+    >>> str(KafkaOperationError("create topics", "TOPIC_AUTHORIZATION_FAILED", "not allowed"))
+    'create topics failed: TOPIC_AUTHORIZATION_FAILED: not allowed'
+    """
+
+    def __init__(self, operation: str, code: str, description: str, *, retriable: bool = False):
+        super().__init__(f"{operation} failed: {code}: {description}")
+        self.operation = operation
+        self.code = code
+        self.description = description
+        self.retriable = retriable
+
+
+class RequestTimeoutError(CanaryError):
+    """No served result arrived for a request within its timeout."""

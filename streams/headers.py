@@ -1,0 +1,48 @@
+"""Kafka header names and helpers. Routing metadata travels in headers (and the key) so the
+router never decodes a payload.
+
+>>> h = header_dict([("canary-model", b"iris"), ("canary-request-id", b"r1")])
+>>> h[MODEL], h[REQUEST_ID]
+('iris', 'r1')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+Headers = list[tuple[str, bytes]]
+
+CONTENT_TYPE = "content-type"
+REQUEST_ID = "canary-request-id"
+MODEL = "canary-model"
+ROUTING_KEY = "canary-routing-key"
+# Set by the router on every routed request; a client may also set it to force an arm
+# (header match for testers).
+ARM = "canary-arm"
+VERSION = "canary-version"
+ROLLOUT_ID = "canary-rollout-id"
+WEIGHT_BP = "canary-weight-bp"
+ROUTED_AT_MS = "canary-routed-at-ms"
+SHADOW = "canary-shadow"
+
+DLQ_REASON = "canary-dlq-reason"
+DLQ_DETAIL = "canary-dlq-detail"
+DLQ_TOPIC = "canary-dlq-topic"
+DLQ_PARTITION = "canary-dlq-partition"
+DLQ_OFFSET = "canary-dlq-offset"
+DLQ_AGENT = "canary-dlq-agent"
+
+JSON = "application/json"
+
+
+def header_dict(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    """Headers as ``{name: text}``; the last value wins, undecodable values are replaced."""
+    out: dict[str, str] = {}
+    for name, value in headers or ():
+        out[name] = "" if value is None else value.decode("utf-8", "replace")
+    return out
+
+
+def encode_headers(items: Iterable[tuple[str, str | None]]) -> Headers:
+    """``[(name, text)]`` -> Kafka headers, skipping ``None`` values."""
+    return [(name, value.encode()) for name, value in items if value is not None]

@@ -1,0 +1,169 @@
+"""One settings object for every agent and command, fed by ``CANARY_*`` environment variables
+and overridden by command-line flags.
+
+Unknown librdkafka settings (SASL, TLS, timeouts...) pass through untouched to every Kafka
+client, so a secured cluster needs configuration, not code::
+
+    CANARY_BOOTSTRAP=kafka-1:9093 \\
+    CANARY_KAFKA_SECURITY_PROTOCOL=SASL_SSL CANARY_KAFKA_SASL_MECHANISM=SCRAM-SHA-512 \\
+    canary router
+
+>>> s = Settings.from_env({"CANARY_TOPIC_PREFIX": "ml", "CANARY_KAFKA_SASL_MECHANISM": "PLAIN"})
+>>> s.topic_prefix, dict(s.extra_config)
+('ml', {'sasl.mechanism': 'PLAIN'})
+>>> s.bootstrap_servers
+'127.0.0.1:9092'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from streams.errors import ConfigError
+
+ENV_PREFIX = "CANARY_"
+KAFKA_ENV_PREFIX = "CANARY_KAFKA_"
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "model-canary"
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "model-canary"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Where Kafka is, how topics are named, and how clients connect.
+
+    ``bootstrap`` is ``None`` for the local development broker (``canary broker start``,
+    listening on ``127.0.0.1:broker_port``); any other value points at an existing cluster and
+    nothing local is started.
+    """
+
+    bootstrap: str | None = None
+    topic_prefix: str = "canary"
+    broker_port: int = 9092
+    state_dir: Path = field(default_factory=_default_state_dir)
+    cache_dir: Path = field(default_factory=_default_cache_dir)
+    partitions: int = 3
+    replication_factor: int = 1
+    commit_interval_ms: int = 100
+    max_request_bytes: int = 1_048_576
+    metrics_port: int | None = None
+    extra_config: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+    def __post_init__(self) -> None:
+        if not self.topic_prefix or not all(c.isalnum() or c in "._-" for c in self.topic_prefix):
+            raise ConfigError(
+                f"topic prefix {self.topic_prefix!r} must be non-empty and use only "
+                "letters, digits, '.', '_' and '-'"
+            )
+        if not 1 <= self.broker_port <= 65535:
+            raise ConfigError(f"broker port {self.broker_port} is outside 1..65535")
+        for name in ("partitions", "replication_factor", "commit_interval_ms", "max_request_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        object.__setattr__(self, "extra_config", MappingProxyType(dict(self.extra_config)))
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The ``bootstrap.servers`` every client uses."""
+        return self.bootstrap or f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def uses_local_broker(self) -> bool:
+        return self.bootstrap is None
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with the given fields replaced; ``None`` values are ignored (unset flags)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``CANARY_*`` variables, then ``overrides`` (``None`` means unset)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        text = {
+            "CANARY_BOOTSTRAP": "bootstrap",
+            "CANARY_TOPIC_PREFIX": "topic_prefix",
+        }
+        for var, name in text.items():
+            if env.get(var):
+                values[name] = env[var]
+        numbers = {
+            "CANARY_BROKER_PORT": "broker_port",
+            "CANARY_PARTITIONS": "partitions",
+            "CANARY_REPLICATION_FACTOR": "replication_factor",
+            "CANARY_COMMIT_INTERVAL_MS": "commit_interval_ms",
+            "CANARY_MAX_REQUEST_BYTES": "max_request_bytes",
+            "CANARY_METRICS_PORT": "metrics_port",
+        }
+        for var, name in numbers.items():
+            if env.get(var):
+                values[name] = _parse_int(var, env[var])
+        for var, name in {"CANARY_STATE_DIR": "state_dir", "CANARY_CACHE_DIR": "cache_dir"}.items():
+            if env.get(var):
+                values[name] = Path(env[var]).expanduser()
+        extra = kafka_config_from_env(env)
+        extra.update(overrides.pop("extra_config", None) or {})
+        values["extra_config"] = extra
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _parse_int(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def kafka_config_from_env(env: Mapping[str, str]) -> dict[str, str]:
+    """librdkafka settings from the environment.
+
+    ``CANARY_KAFKA_CONFIG_FILE`` names a Java-style properties file (``key=value`` lines);
+    each ``CANARY_KAFKA_<NAME>`` variable sets ``<name>`` with ``_`` read as ``.``
+    (librdkafka property names use dots only). Variables win over the file.
+    """
+    config: dict[str, str] = {}
+    path = env.get("CANARY_KAFKA_CONFIG_FILE")
+    if path:
+        config.update(read_properties(Path(path)))
+    for var, value in env.items():
+        if var.startswith(KAFKA_ENV_PREFIX) and var != "CANARY_KAFKA_CONFIG_FILE":
+            config[var[len(KAFKA_ENV_PREFIX) :].lower().replace("_", ".")] = value
+    return config
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """Parse ``key=value`` lines; ``#`` and ``!`` start comments."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read Kafka config file {path}: {exc.strerror}") from None
+    return parse_key_values(
+        (line for line in lines if line.strip() and line.lstrip()[0] not in "#!"),
+        source=str(path),
+    )
+
+
+def parse_key_values(items: Iterable[str], *, source: str = "--kafka-config") -> dict[str, str]:
+    """``["a.b=1", "c=x=y"]`` -> ``{"a.b": "1", "c": "x=y"}``; a missing ``=`` is an error."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{source}: expected KEY=VALUE, got {item.strip()!r}")
+        out[key.strip()] = value.strip()
+    return out

@@ -1,0 +1,128 @@
+"""The topic catalogue: every topic name derives from one prefix, with the configuration each
+topic needs.
+
+>>> cat = TopicCatalogue("canary")
+>>> cat.requests, cat.version_requests("iris", "v2")
+('canary.requests', 'canary.requests.iris.v2')
+>>> cat.spec(cat.rollout_state).config["cleanup.policy"]
+'compact'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from streams.errors import ConfigError
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+WEEK_MS = str(7 * 24 * 3600 * 1000)
+
+
+def validate_name(kind: str, value: str) -> str:
+    """Model and version names become part of topic names: letters, digits, ``_`` and ``-``.
+
+    Dots are refused so ``prefix.requests.model.version`` can be read back unambiguously.
+    """
+    if not _NAME.match(value):
+        raise ConfigError(f"{kind} name {value!r} is invalid: use 1-64 letters, digits, '_' or '-'")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic to create: name, partition count and topic-level configuration."""
+
+    name: str
+    partitions: int
+    config: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class TopicCatalogue:
+    """Names of the project's topics under ``prefix``."""
+
+    prefix: str = "canary"
+    partitions: int = 3
+
+    @property
+    def requests(self) -> str:
+        """Inference requests from users, before routing."""
+        return f"{self.prefix}.requests"
+
+    def version_requests(self, model: str, version: str) -> str:
+        """Requests routed to one version of a model (consumed by that version's workers)."""
+        validate_name("model", model)
+        validate_name("version", version)
+        return f"{self.prefix}.requests.{model}.{version}"
+
+    @property
+    def results(self) -> str:
+        """Inference results, served and shadow (``served=false``)."""
+        return f"{self.prefix}.results"
+
+    @property
+    def metrics(self) -> str:
+        """One metric event per answered request."""
+        return f"{self.prefix}.metrics"
+
+    @property
+    def feedback(self) -> str:
+        """Ground-truth labels arriving after the fact."""
+        return f"{self.prefix}.feedback"
+
+    @property
+    def control(self) -> str:
+        """Commands from operators and the evaluator's decisions."""
+        return f"{self.prefix}.control"
+
+    @property
+    def rollout_state(self) -> str:
+        """Compacted: the latest state of each rollout, keyed by model."""
+        return f"{self.prefix}.rollout-state"
+
+    @property
+    def events(self) -> str:
+        """Audit events: applied commands, rejections with their reasons."""
+        return f"{self.prefix}.events"
+
+    @property
+    def dead_letters(self) -> str:
+        """Messages no agent could process, with the reason in headers."""
+        return f"{self.prefix}.dead-letters"
+
+    def spec(self, name: str) -> TopicSpec:
+        """The specification of one catalogue topic (version request topics included)."""
+        single = {self.control, self.rollout_state, self.events}
+        config: dict[str, str] = {}
+        if name == self.rollout_state:
+            # Compaction keeps the latest state per model forever: a restarted router
+            # restores every rollout from it.
+            config = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
+        elif name == self.dead_letters:
+            config = {"retention.ms": str(4 * int(WEEK_MS))}
+        elif name in (self.control, self.events):
+            config = {"retention.ms": str(8 * int(WEEK_MS))}
+        # Control-plane topics have one partition: commands for all models are totally ordered.
+        partitions = 1 if name in single else self.partitions
+        return TopicSpec(name, partitions, MappingProxyType(config))
+
+    def core_specs(self) -> list[TopicSpec]:
+        """Every topic that does not depend on a model version."""
+        names = [
+            self.requests,
+            self.results,
+            self.metrics,
+            self.feedback,
+            self.control,
+            self.rollout_state,
+            self.events,
+            self.dead_letters,
+        ]
+        return [self.spec(n) for n in names]
+
+    def version_specs(self, model: str, *versions: str) -> list[TopicSpec]:
+        return [self.spec(self.version_requests(model, v)) for v in versions]

@@ -1,0 +1,32 @@
+"""The topic catalogue on a real broker: idempotent creation and the right configurations."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka.admin import ConfigResource
+
+from agents.kafka.admin import Admin
+from streams.topics import TopicCatalogue
+
+pytestmark = pytest.mark.integration
+
+
+def test_ensure_topics_is_idempotent_and_compacts_rollout_state(
+    admin: Admin, catalogue: TopicCatalogue
+) -> None:
+    specs = catalogue.core_specs() + catalogue.version_specs("iris", "v1", "v2")
+    created = admin.ensure_topics(specs)
+    assert sorted(created) == sorted(s.name for s in specs)
+    assert admin.ensure_topics(specs) == []
+
+    topics = admin.list_topics()
+    assert topics[catalogue.requests] == catalogue.partitions
+    assert topics[catalogue.version_requests("iris", "v2")] == catalogue.partitions
+    assert topics[catalogue.control] == 1
+
+    resource = ConfigResource(ConfigResource.Type.TOPIC, catalogue.rollout_state)
+    configs = admin.client.describe_configs([resource])[resource].result(timeout=10)
+    assert configs["cleanup.policy"].value == "compact"
+    resource = ConfigResource(ConfigResource.Type.TOPIC, catalogue.requests)
+    configs = admin.client.describe_configs([resource])[resource].result(timeout=10)
+    assert configs["cleanup.policy"].value == "delete"

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents.kafka.config import consumer_config, producer_config
+from streams.errors import ConfigError
+from streams.settings import Settings, parse_key_values
+
+
+def test_env_then_overrides() -> None:
+    env = {
+        "CANARY_BOOTSTRAP": "kafka-1:9093,kafka-2:9093",
+        "CANARY_TOPIC_PREFIX": "ml",
+        "CANARY_PARTITIONS": "12",
+        "CANARY_STATE_DIR": "/var/tmp/x",
+    }
+    s = Settings.from_env(env, topic_prefix="override", partitions=None)
+    assert s.bootstrap_servers == "kafka-1:9093,kafka-2:9093"
+    assert not s.uses_local_broker
+    assert s.topic_prefix == "override"
+    assert s.partitions == 12
+    assert s.state_dir == Path("/var/tmp/x")
+
+
+def test_local_broker_by_default() -> None:
+    s = Settings.from_env({}, broker_port=19999)
+    assert s.uses_local_broker and s.bootstrap_servers == "127.0.0.1:19999"
+
+
+def test_kafka_settings_pass_through_from_env_file_and_flags(tmp_path: Path) -> None:
+    props = tmp_path / "client.properties"
+    props.write_text("# TLS\nsecurity.protocol=SSL\nssl.ca.location=/etc/ca.pem\n")
+    env = {
+        "CANARY_KAFKA_CONFIG_FILE": str(props),
+        "CANARY_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "CANARY_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+    }
+    s = Settings.from_env(env, extra_config={"sasl.username": "alice"})
+    assert dict(s.extra_config) == {
+        "security.protocol": "SASL_SSL",
+        "ssl.ca.location": "/etc/ca.pem",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "alice",
+    }
+    producer = producer_config(s, "router", transactional_id="router-1")
+    consumer = consumer_config(s, "router", "canary-router")
+    for config in (producer, consumer):
+        assert config["security.protocol"] == "SASL_SSL"
+        assert config["sasl.username"] == "alice"
+    assert producer["transactional.id"] == "router-1"
+    assert consumer["group.id"] == "canary-router"
+    assert consumer["isolation.level"] == "read_committed"
+
+
+def test_required_client_settings_win_over_pass_through() -> None:
+    s = Settings.from_env({}, extra_config={"group.id": "hijack", "linger.ms": "50"})
+    assert consumer_config(s, "c", "mine")["group.id"] == "mine"
+    # Tuning the user passes through does override project defaults.
+    assert producer_config(s, "p")["linger.ms"] == "50"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CANARY_PARTITIONS": "three"}, "whole number"),
+        ({"CANARY_PARTITIONS": "0"}, "at least 1"),
+        ({"CANARY_TOPIC_PREFIX": "bad prefix"}, "topic prefix"),
+        ({"CANARY_BROKER_PORT": "70000"}, "outside"),
+        ({"CANARY_KAFKA_CONFIG_FILE": "/nonexistent/file"}, "cannot read"),
+    ],
+)
+def test_bad_settings_raise_config_error(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_parse_key_values() -> None:
+    assert parse_key_values(["a.b=1", "c = x=y"]) == {"a.b": "1", "c": "x=y"}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_key_values(["novalue"])

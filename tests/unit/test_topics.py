@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+
+from streams.errors import ConfigError
+from streams.topics import TopicCatalogue, validate_name
+
+
+def test_names_follow_the_prefix() -> None:
+    cat = TopicCatalogue("acme")
+    names = [s.name for s in cat.core_specs()]
+    assert all(n.startswith("acme.") for n in names)
+    assert len(set(names)) == len(names) == 8
+    assert cat.version_requests("fraud", "v10") == "acme.requests.fraud.v10"
+
+
+def test_control_plane_topics_have_one_partition_and_state_is_compacted() -> None:
+    cat = TopicCatalogue("c", partitions=6)
+    assert cat.spec(cat.control).partitions == 1
+    assert cat.spec(cat.rollout_state).partitions == 1
+    assert cat.spec(cat.rollout_state).config["cleanup.policy"] == "compact"
+    assert cat.spec(cat.requests).partitions == 6
+    assert "cleanup.policy" not in cat.spec(cat.requests).config
+
+
+@pytest.mark.parametrize("bad", ["", "a.b", "has space", "x" * 65, "ünï"])
+def test_invalid_model_and_version_names(bad: str) -> None:
+    with pytest.raises(ConfigError, match="invalid"):
+        validate_name("model", bad)
+    with pytest.raises(ConfigError):
+        TopicCatalogue().version_requests("iris", bad)
