@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 Headers = list[tuple[str, bytes]]
+# What confluent-kafka accepts and returns: values may be text, bytes or None.
+RawHeaders = list[tuple[str, str | bytes | None]]
 
 CONTENT_TYPE = "content-type"
 REQUEST_ID = "canary-request-id"
@@ -35,12 +37,27 @@ DLQ_AGENT = "canary-dlq-agent"
 JSON = "application/json"
 
 
-def header_dict(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, str]:
+def header_dict(headers: Sequence[tuple[str, str | bytes | None]] | None) -> dict[str, str]:
     """Headers as ``{name: text}``; the last value wins, undecodable values are replaced."""
     out: dict[str, str] = {}
     for name, value in headers or ():
-        out[name] = "" if value is None else value.decode("utf-8", "replace")
+        if value is None:
+            out[name] = ""
+        elif isinstance(value, bytes):
+            out[name] = value.decode("utf-8", "replace")
+        else:
+            out[name] = value
     return out
+
+
+def as_list(headers: object) -> RawHeaders:
+    """A message's headers as a list of pairs (confluent-kafka may type them as a dict)."""
+    if headers is None:
+        return []
+    if isinstance(headers, dict):
+        return list(headers.items())
+    pairs: RawHeaders = list(headers)  # type: ignore[call-overload]
+    return pairs
 
 
 def encode_headers(items: Iterable[tuple[str, str | None]]) -> Headers:
