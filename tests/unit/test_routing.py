@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from typing import Any
+
+from streams.messages import Arm, Mode, Phase, RolloutState, utc_now
+from streams.routing import routes_for
+
+NOW = utc_now()
+
+
+def state(**fields: Any) -> RolloutState:
+    base: dict[str, Any] = dict(
+        model="iris",
+        rollout_id="r1",
+        stable_version="v1",
+        baseline_version="v1",
+        canary_version="v2",
+        phase=Phase.PROGRESSING,
+        weight_bp=2000,
+        step_started_at=NOW,
+        updated_at=NOW,
+    )
+    base.update(fields)
+    return RolloutState(**base)
+
+
+KEYS = [f"user-{i}".encode() for i in range(5000)]
+
+
+def test_split_follows_the_weight_and_is_sticky() -> None:
+    s = state()
+    first = [routes_for(s, k)[0].arm for k in KEYS]
+    assert [routes_for(s, k)[0].arm for k in KEYS] == first
+    share = first.count(Arm.CANARY) / len(KEYS)
+    assert 0.17 < share < 0.23
+    assert all(r.weight_bp == 2000 for k in KEYS[:20] for r in routes_for(s, k))
+
+
+def test_forced_arm_overrides_with_its_true_probability() -> None:
+    s = state(weight_bp=0)
+    (route,) = routes_for(s, b"k", forced_arm="canary")
+    assert (route.version, route.arm, route.weight_bp) == ("v2", Arm.CANARY, 10_000)
+    (route,) = routes_for(state(weight_bp=10_000), b"k", forced_arm="baseline")
+    assert (route.version, route.arm, route.weight_bp) == ("v1", Arm.BASELINE, 0)
+
+
+def test_no_rollout_goes_to_stable() -> None:
+    for phase in (Phase.STABLE, Phase.ROLLED_BACK):
+        (route,) = routes_for(state(phase=phase, weight_bp=0), b"k", forced_arm="canary")
+        assert (route.version, route.arm) == ("v1", Arm.STABLE)
+    (route,) = routes_for(state(phase=Phase.SUCCEEDED, stable_version="v2", weight_bp=0), b"k")
+    assert route.version == "v2"
+
+
+def test_shadow_serves_baseline_and_mirrors_a_sample() -> None:
+    s = state(mode=Mode.SHADOW, weight_bp=0, shadow_sample_bp=5000)
+    mirrored = 0
+    for k in KEYS:
+        routes = routes_for(s, k)
+        assert routes[0].served and routes[0].arm is Arm.BASELINE
+        assert all(not r.served for r in routes[1:])
+        mirrored += len(routes) - 1
+    assert 0.45 < mirrored / len(KEYS) < 0.55
