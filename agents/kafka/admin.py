@@ -59,7 +59,33 @@ class Admin:
                 if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                     continue
                 raise wrap(f"create topic {name}", exc) from None
+        if created:
+            self.wait_for_leaders(created, timeout)
         return created
+
+    def wait_for_leaders(self, topics: Iterable[str], timeout: float = 30.0) -> None:
+        """Wait until every partition of ``topics`` has a leader (new topics take a moment)."""
+        import time
+
+        wanted = set(topics)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                md = self.client.list_topics(timeout=5)
+            except KafkaException:
+                time.sleep(0.1)
+                continue
+            ready = {
+                name
+                for name in wanted
+                if name in md.topics
+                and md.topics[name].error is None
+                and md.topics[name].partitions
+                and all(p.leader >= 0 for p in md.topics[name].partitions.values())
+            }
+            if ready == wanted:
+                return
+            time.sleep(0.1)
 
     def list_topics(self, timeout: float = 10.0) -> dict[str, int]:
         """``{topic: partition count}`` for every topic the cluster reports."""

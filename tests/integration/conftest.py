@@ -125,3 +125,135 @@ def consume_n(consumer: Consumer, n: int, timeout: float = 20.0) -> list[Message
             if msg.error() is None:
                 out.append(msg)
     return out
+
+
+class Agent:
+    """A model-canary agent running as its own process (so tests can SIGKILL it)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        import subprocess
+        import sys
+
+        self.args = args
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agents.cli.main", *args],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=str(ROOT),
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to commit or clean up."""
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> int:
+        """SIGTERM and wait: a graceful stop commits the open transaction."""
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return int(self.proc.returncode)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def spawn(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Agent]]:
+    """Factory: start ``canary ARGS...`` as a process on this test's broker and topic prefix.
+
+    Every process is stopped at teardown; their logs are printed when a test fails.
+    """
+    agents: list[Agent] = []
+    env = {
+        **os.environ,
+        "CANARY_BOOTSTRAP": settings.bootstrap_servers,
+        "CANARY_TOPIC_PREFIX": settings.topic_prefix,
+        "CANARY_PARTITIONS": str(settings.partitions),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+    def start(*args: str) -> Agent:
+        agent = Agent(list(args), env, tmp_path / f"agent{len(agents)}-{args[0]}.log")
+        agents.append(agent)
+        return agent
+
+    yield start
+    for agent in agents:
+        agent.stop()
+    for agent in agents:
+        print(f"----- {' '.join(agent.args)} (exit {agent.proc.returncode}) -----")
+        print(agent.log()[-4000:])
+
+
+@pytest.fixture
+def topics(admin: Admin, catalogue: TopicCatalogue) -> TopicCatalogue:
+    """The core topics of this test's prefix, created."""
+    admin.ensure_topics(catalogue.core_specs())
+    return catalogue
+
+
+def read_topic(
+    settings: Settings, topic: str, expected: int, *, timeout: float = 60.0, settle: float = 1.0
+) -> list[Message]:
+    """Every committed message of ``topic`` from the beginning: waits until ``expected`` arrived,
+    then ``settle`` seconds more so that extra (duplicate) messages are seen too."""
+    import time
+
+    from agents.client.tail import open_tail
+
+    consumer = open_tail(settings, topic, f"read-{uuid.uuid4().hex[:6]}", from_beginning=True)
+    out: list[Message] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(out) < expected and time.monotonic() < deadline:
+            out += [m for m in consumer.consume(1000, timeout=0.5) if m.error() is None]
+        quiet_until = time.monotonic() + settle
+        while time.monotonic() < quiet_until:
+            out += [m for m in consumer.consume(1000, timeout=0.2) if m.error() is None]
+    finally:
+        consumer.close()
+    return out
+
+
+def send_requests(
+    settings: Settings, model: str, keys: list[str], *, prefix: str = "r", headers: Any = None
+) -> list[str]:
+    """Produce one Avro request per key (request ids ``{prefix}{i}``); returns the ids."""
+    from agents.client.inference import CanaryClient
+
+    client = CanaryClient(settings)
+    ids = []
+    for i, key in enumerate(keys):
+        ids.append(
+            client.send(
+                b'{"inputs":[]}',
+                model=model,
+                key=key,
+                request_id=f"{prefix}{i}",
+                headers=headers,
+                flush=False,
+            )
+        )
+    client.close()
+    return ids
+
+
+def header(msg: Message, name: str) -> str | None:
+    for k, v in msg.headers() or []:
+        if k == name:
+            return v.decode() if isinstance(v, bytes) else v
+    return None

@@ -1,0 +1,157 @@
+"""``canary router`` and ``canary worker``: the data-plane agents."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import threading
+
+from agents import metrics
+from agents.cli.common import settings_from_args
+from agents.cli.logs import setup_logging
+from agents.kafka.admin import Admin
+from agents.kafka.eos import stop_on_signals
+from agents.router.agent import Router, RouterOptions
+from agents.router.controller import Controller
+from agents.worker.adapters import FaultInjector, ModelAdapter, load_adapter, parse_latency
+from agents.worker.agent import Worker, WorkerOptions
+from streams.topics import TopicCatalogue
+
+log = logging.getLogger(__name__)
+
+
+def _instance_option(parser: argparse.ArgumentParser, role: str) -> None:
+    parser.add_argument(
+        "--instance",
+        default=socket.gethostname(),
+        help=f"this {role}'s instance name, unique among running {role}s; it names the "
+        "Kafka transactional id, so a restarted instance aborts what its predecessor left "
+        "open (default: the host name)",
+    )
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    router = sub.add_parser(
+        "router",
+        parents=[common],
+        help="run the router agent (and the controller that applies control commands)",
+        description="Consume the requests topic and republish each request, payload untouched, "
+        "to the baseline or canary version's topic following the model's rollout state, "
+        "exactly once. Run several for more throughput: they share the work through their "
+        "consumer group.",
+    )
+    _instance_option(router, "router")
+    router.add_argument("--max-batch", type=int, default=1000, help="messages per batch")
+    router.add_argument(
+        "--commit-interval-ms",
+        type=int,
+        help="transaction commit interval (CANARY_COMMIT_INTERVAL_MS, default 100)",
+    )
+    router.add_argument(
+        "--no-controller",
+        action="store_true",
+        help="do not apply control commands in this process",
+    )
+    router.set_defaults(handler=run_router)
+
+    worker = sub.add_parser(
+        "worker",
+        parents=[common],
+        help="run a model worker for one model version",
+        description="Consume one model version's request topic, run the model in micro-batches "
+        "and publish one result and one metric event per request, exactly once. Adapters: "
+        "python:MODULE:FUNCTION, sklearn:PATH, oip:URL, openai:URL?model=NAME, noop:.",
+    )
+    worker.add_argument("--model", required=True, help="model name")
+    worker.add_argument("--version", required=True, help="version name this worker serves")
+    worker.add_argument("--adapter", required=True, metavar="SPEC", help="how to run the model")
+    _instance_option(worker, "worker")
+    worker.add_argument("--max-batch", type=int, default=64, help="requests per micro-batch")
+    worker.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds a batch may take (default 10)"
+    )
+    worker.add_argument(
+        "--commit-interval-ms",
+        type=int,
+        help="transaction commit interval (CANARY_COMMIT_INTERVAL_MS, default 100)",
+    )
+    worker.add_argument(
+        "--inject-latency",
+        metavar="DIST",
+        help="add latency per request: fixed:MS, uniform:A,B, lognormal:MEDIAN,SIGMA, normal:MU,SD",
+    )
+    worker.add_argument(
+        "--inject-error-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="fail this share of requests (0..1), for demos and tests",
+    )
+    worker.add_argument("--seed", type=int, help="seed of the fault injection")
+    worker.set_defaults(handler=run_worker)
+
+
+def run_router(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+    settings = settings_from_args(args).with_overrides(commit_interval_ms=args.commit_interval_ms)
+    Admin(settings).ensure_topics(
+        TopicCatalogue(settings.topic_prefix, settings.partitions).core_specs()
+    )
+    metrics.serve(args.metrics_port)
+    stop = stop_on_signals()
+    threads: list[threading.Thread] = []
+    if not args.no_controller:
+        controller = Controller(settings, args.instance)
+        thread = threading.Thread(
+            target=_guard, args=(controller.loop.run, stop), name="controller", daemon=True
+        )
+        thread.start()
+        threads.append(thread)
+    router = Router(settings, RouterOptions(instance=args.instance, max_batch=args.max_batch))
+    log.info("router %s routing %s", args.instance, router.catalogue.requests)
+    try:
+        router.run(stop)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    return 0
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+    settings = settings_from_args(args).with_overrides(commit_interval_ms=args.commit_interval_ms)
+    adapter: ModelAdapter = load_adapter(args.adapter, timeout_s=args.timeout)
+    if args.inject_latency or args.inject_error_rate:
+        latency = parse_latency(args.inject_latency) if args.inject_latency else None
+        adapter = FaultInjector(adapter, latency, args.inject_error_rate, args.seed)
+    options = WorkerOptions(
+        model=args.model,
+        version=args.version,
+        instance=args.instance,
+        max_batch=args.max_batch,
+        timeout_s=args.timeout,
+    )
+    catalogue = TopicCatalogue(settings.topic_prefix, settings.partitions)
+    Admin(settings).ensure_topics(
+        catalogue.core_specs() + catalogue.version_specs(args.model, args.version)
+    )
+    metrics.serve(args.metrics_port)
+    worker = Worker(settings, options, adapter)
+    log.info("worker %s serving %s with %s", args.instance, worker.topic, adapter.name)
+    worker.run(stop_on_signals())
+    return 0
+
+
+def _guard(target: object, stop: threading.Event) -> None:
+    """Run a loop in a thread; if it dies, stop the whole process (a supervisor restarts it)."""
+    try:
+        target(stop)  # type: ignore[operator]
+    except Exception:
+        log.exception("controller stopped")
+        stop.set()

@@ -1,0 +1,207 @@
+"""Operator commands: register a model, start and steer rollouts, read their status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from agents.cli.common import settings_from_args
+from agents.client.control import ControlClient, ControlOutcome
+from streams.errors import ConfigError
+from streams.messages import MAX_BP, Mode, Phase, RolloutState
+
+ROLLED_BACK_EXIT = 3
+T = TypeVar("T")
+
+
+def percent_to_bp(text: str) -> int:
+    """``"2.5"`` -> 250 basis points; outside 0..100 -> ConfigError."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"weight must be a percentage, got {text!r}") from None
+    if not 0 <= value <= 100:
+        raise ConfigError(f"weight {text}% is outside 0..100")
+    return round(value * 100)
+
+
+def steps_to_bp(text: str) -> tuple[int, ...]:
+    """``"1,20,50,100"`` -> (100, 2000, 5000, 10000)."""
+    return tuple(percent_to_bp(part.strip()) for part in text.split(",") if part.strip())
+
+
+def _arg(convert: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse ``type=``: a ConfigError becomes argparse's own usage error."""
+
+    def parse(text: str) -> T:
+        try:
+            return convert(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = convert.__name__
+    return parse
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    model = sub.add_parser("model", help="register a model's stable version")
+    model_actions = model.add_subparsers(dest="model_action", required=True, metavar="ACTION")
+    reg = model_actions.add_parser(
+        "register", parents=[common], help="declare the version that serves a model's traffic"
+    )
+    reg.add_argument("model")
+    reg.add_argument("--version", required=True, help="the stable version, e.g. v1")
+    reg.set_defaults(handler=_run, action="register")
+
+    rollout = sub.add_parser("rollout", help="start a rollout")
+    r_actions = rollout.add_subparsers(dest="rollout_action", required=True, metavar="ACTION")
+    start = r_actions.add_parser(
+        "start",
+        parents=[common],
+        help="start a canary (or shadow) rollout of a new version",
+        description="Start sending the canary version a share of the model's traffic, rising "
+        "through --steps. The baseline defaults to the model's stable version; a model not "
+        "registered yet is registered with --baseline.",
+    )
+    start.add_argument("--model", required=True)
+    start.add_argument("--baseline", help="baseline version (default: the stable version)")
+    start.add_argument("--canary", required=True, help="the new version")
+    start.add_argument(
+        "--steps",
+        default="1,20,50,100",
+        type=_arg(steps_to_bp),
+        help="canary weights in percent (default 1,20,50,100)",
+    )
+    start.add_argument(
+        "--shadow",
+        action="store_true",
+        help="mirror traffic to the canary without serving its outputs",
+    )
+    start.add_argument(
+        "--shadow-sample",
+        type=_arg(percent_to_bp),
+        default=MAX_BP,
+        metavar="PERCENT",
+        help="share of requests mirrored in shadow mode (default 100)",
+    )
+    start.set_defaults(handler=_run, action="start")
+
+    def simple(name: str, action: str, text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=text, description=text)
+        p.add_argument("model")
+        p.add_argument("--reason", default="", help="why (kept in the rollout's history)")
+        p.set_defaults(handler=_run, action=action)
+        return p
+
+    weight = simple("set-weight", "set_weight", "set the canary's share of traffic now")
+    weight.add_argument("weight", type=_arg(percent_to_bp), help="percent, 0..100")
+    promote = simple("promote", "advance", "move the canary to its next step")
+    promote.add_argument(
+        "--full", action="store_true", help="finalize now: the canary becomes the stable version"
+    )
+    rollback = simple("rollback", "rollback", "send all traffic back to the baseline now")
+    rollback.set_defaults(reason_required=True)
+    simple("pause", "pause", "keep the current weight; the evaluator stops moving it")
+    simple("resume", "resume", "let the rollout move again")
+
+    status = sub.add_parser(
+        "status",
+        parents=[common],
+        help="show a model's rollout state (exit 0 healthy or finished, 3 rolled back)",
+    )
+    status.add_argument("model")
+    status.add_argument("--json", action="store_true", help="print the state as JSON")
+    status.set_defaults(handler=run_status)
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    control = ControlClient(settings)
+    action: str = args.action
+    fields: dict[str, Any] = {"reason": getattr(args, "reason", "") or ""}
+    if getattr(args, "reason_required", False) and not fields["reason"]:
+        raise ConfigError("rollback needs --reason TEXT (it is kept in the rollout's history)")
+    if action == "register":
+        fields["baseline_version"] = args.version
+    elif action == "start":
+        if args.baseline:
+            fields["baseline_version"] = args.baseline
+        fields.update(
+            canary_version=args.canary,
+            steps_bp=args.steps,
+            mode=Mode.SHADOW if args.shadow else Mode.CANARY,
+            shadow_sample_bp=args.shadow_sample,
+        )
+        if not args.baseline and control.state(args.model) is None:
+            raise ConfigError(f"model {args.model!r} is not registered: give --baseline")
+    elif action == "set_weight":
+        fields["weight_bp"] = args.weight
+    elif action == "advance" and args.full:
+        action = "finalize"
+    model = args.model
+    outcome = control.send(model, action, **fields)
+    _print_outcome(outcome)
+    return 0
+
+
+def _print_outcome(outcome: ControlOutcome) -> None:
+    e = outcome.event
+    weight = f", canary weight {e.weight_bp / 100:g}%" if e.weight_bp is not None else ""
+    print(f"{e.action} {e.model}: {e.outcome}: {e.detail}{weight}")
+
+
+def run_status(args: argparse.Namespace) -> int:
+    state = ControlClient(settings_from_args(args)).state(args.model)
+    if state is None:
+        raise ConfigError(f"model {args.model!r} is unknown: register it first")
+    if args.json:
+        print(json.dumps(state_json(state)))
+    else:
+        print(describe_state(state))
+    return ROLLED_BACK_EXIT if state.phase is Phase.ROLLED_BACK else 0
+
+
+def state_json(state: RolloutState) -> dict[str, Any]:
+    return {
+        "model": state.model,
+        "rollout_id": state.rollout_id,
+        "phase": state.phase.value,
+        "mode": state.mode.value,
+        "stable": state.stable_version,
+        "baseline": state.baseline_version,
+        "canary": state.canary_version,
+        "weight_percent": state.weight_bp / 100,
+        "steps_percent": [s / 100 for s in state.steps_bp],
+        "step_index": state.step_index,
+        "revision": state.revision,
+        "updated_at": state.updated_at.isoformat(),
+        "reason": state.reason,
+    }
+
+
+def describe_state(state: RolloutState) -> str:
+    lines = [
+        f"model     {state.model}",
+        f"phase     {state.phase.value}",
+        f"stable    {state.stable_version}",
+    ]
+    if state.canary_version:
+        steps = " -> ".join(
+            f"[{s / 100:g}%]" if i == state.step_index else f"{s / 100:g}%"
+            for i, s in enumerate(state.steps_bp)
+        )
+        lines += [
+            f"rollout   {state.rollout_id} ({state.mode.value})",
+            f"baseline  {state.baseline_version}",
+            f"canary    {state.canary_version}",
+            f"weight    {state.weight_bp / 100:g}%",
+            f"steps     {steps}",
+        ]
+    if state.reason:
+        lines.append(f"reason    {state.reason}")
+    lines.append(f"updated   {state.updated_at.isoformat()} (revision {state.revision})")
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""Send control commands and learn whether the controller applied or rejected them."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from agents.client.tail import open_tail
+from agents.kafka.config import producer_config
+from agents.kafka.state_view import StateView
+from streams.codec.avro import codec_for
+from streams.errors import CanaryError, DecodeError, RequestTimeoutError
+from streams.messages import Action, ControlCommand, ControlEvent, RolloutState, utc_now
+from streams.settings import Settings
+from streams.topics import TopicCatalogue
+
+
+@dataclass(frozen=True, slots=True)
+class ControlOutcome:
+    """What became of a command: ``applied`` (with the new phase and weight) or ``rejected``."""
+
+    command: ControlCommand
+    event: ControlEvent
+
+    @property
+    def applied(self) -> bool:
+        return self.event.outcome == "applied"
+
+
+class CommandRejectedError(CanaryError):
+    """The controller rejected the command; the event says why."""
+
+    def __init__(self, outcome: ControlOutcome) -> None:
+        e = outcome.event
+        super().__init__(f"{e.action} for {e.model!r} rejected ({e.reason}): {e.detail}")
+        self.outcome = outcome
+
+
+class ControlClient:
+    """Operators' and the evaluator's way to move traffic.
+
+    >>> control = ControlClient(Settings(bootstrap="localhost:9092"))
+    >>> # control.send("iris", "start", baseline_version="v1", canary_version="v2")
+    """
+
+    def __init__(self, settings: Settings | None = None, *, issued_by: str = "operator") -> None:
+        self.settings = settings or Settings.from_env()
+        self.catalogue = TopicCatalogue(self.settings.topic_prefix)
+        self.issued_by = issued_by
+        self._producer: Producer | None = None
+        self._command_codec = codec_for(ControlCommand)
+        self._event_codec = codec_for(ControlEvent)
+
+    def command(self, model: str, action: str | Action, **fields: Any) -> ControlCommand:
+        """Build a command with a fresh id and the current time."""
+        return ControlCommand(
+            command_id=uuid.uuid4().hex,
+            model=model,
+            action=Action(action),
+            issued_by=self.issued_by,
+            issued_at=utc_now(),
+            **fields,
+        )
+
+    def publish(self, command: ControlCommand) -> None:
+        """Produce the command to the control topic and wait until the broker has it."""
+        if self._producer is None:
+            self._producer = Producer(producer_config(self.settings, "canary-control"))
+        self._producer.produce(
+            self.catalogue.control,
+            self._command_codec.encode(command),
+            key=command.model.encode(),
+        )
+        self._producer.flush(30)
+
+    def send(
+        self, model: str, action: str, *, wait: float = 30.0, check: bool = True, **fields: Any
+    ) -> ControlOutcome:
+        """Send a command and wait up to ``wait`` seconds for the controller's verdict.
+
+        Raises :class:`CommandRejectedError` on rejection when ``check`` is true, and
+        :class:`RequestTimeoutError` when no controller answered (is a router running?).
+        """
+        command = self.command(model, action, **fields)
+        events = open_tail(self.settings, self.catalogue.events, "canary-control-events")
+        try:
+            self.publish(command)
+            outcome = self._await(events, command, wait)
+        finally:
+            events.close()
+        if check and not outcome.applied:
+            raise CommandRejectedError(outcome)
+        return outcome
+
+    def _await(self, events: Consumer, command: ControlCommand, wait: float) -> ControlOutcome:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            for msg in events.consume(num_messages=100, timeout=0.2):
+                if msg.error() is not None:
+                    continue
+                try:
+                    event = self._event_codec.decode(msg.value() or b"")
+                except DecodeError:
+                    continue
+                if event.command_id == command.command_id:
+                    return ControlOutcome(command, event)
+        raise RequestTimeoutError(
+            f"no controller answered {command.action.value} for {command.model!r} within "
+            f"{wait:g}s: is a router running ('canary router')?"
+        )
+
+    def state(self, model: str) -> RolloutState | None:
+        """The model's current rollout state, read from the rollout-state topic."""
+        view = StateView(self.settings, client_id="canary-control-state")
+        try:
+            view.catch_up(timeout=10)
+            return view.get(model)
+        finally:
+            view.close()

@@ -1,0 +1,276 @@
+"""Request/reply over Kafka: produce an inference request, wait for its served result."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer
+
+from agents.client.tail import open_tail
+from agents.kafka.config import producer_config
+from streams import headers as h
+from streams.codec.avro import INFERENCE_REQUEST_CONTENT_TYPE, codec_for
+from streams.codec.requests import canonical_json, oip_request
+from streams.errors import CanaryError, DecodeError, RequestTimeoutError
+from streams.messages import InferenceRequest, InferenceResult, utc_now
+from streams.settings import Settings
+from streams.topics import TopicCatalogue
+
+Inputs = bytes | Mapping[str, Any]
+
+
+class InferenceError(CanaryError):
+    """The model answered the request with an error; ``result`` holds the whole answer."""
+
+    def __init__(self, result: InferenceResult) -> None:
+        super().__init__(
+            f"model {result.model} {result.version} failed request {result.request_id}: "
+            f"{result.error_type}: {result.error}"
+        )
+        self.result = result
+
+
+class CanaryClient:
+    """Send inference requests to a model and receive the served results.
+
+    ``inputs`` is an Open Inference Protocol request body (bytes), a full OIP request dict
+    (``{"inputs": [...]}``), or a mapping of tensor name to nested lists, made into OIP.
+    ``key`` is the routing key (a user or session id): the same key always gets the same arm
+    while the weight holds. Thread-safe; connects on first use.
+
+    >>> client = CanaryClient(Settings(bootstrap="localhost:9092"))
+    >>> # client.infer({"x": [[5.1, 3.5, 1.4, 0.2]]}, model="iris", key="user-7").outputs
+    """
+
+    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+        self.settings = settings or Settings.from_env(**overrides)
+        self.catalogue = TopicCatalogue(self.settings.topic_prefix)
+        self._producer: Producer | None = None
+        self._results: Consumer | None = None
+        self._listener: threading.Thread | None = None
+        self._pending: dict[str, Future[InferenceResult]] = {}
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._request_codec = codec_for(InferenceRequest)
+        self._result_codec = codec_for(InferenceResult)
+
+    # -- public --------------------------------------------------------------------------
+    def infer(
+        self,
+        inputs: Inputs,
+        *,
+        model: str,
+        key: str | None = None,
+        timeout: float = 30.0,
+        request_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> InferenceResult:
+        """Send one request and return its served result.
+
+        Raises :class:`RequestTimeoutError` when nothing is served within ``timeout`` seconds
+        and :class:`InferenceError` when the model answered with an error.
+        """
+        future = self.infer_nowait(
+            inputs, model=model, key=key, request_id=request_id, headers=headers
+        )
+        try:
+            result = future.result(timeout)
+        except TimeoutError:
+            rid = self._forget(future)
+            raise RequestTimeoutError(
+                f"no served result for request {rid} to {model!r} within {timeout:g}s"
+            ) from None
+        if result.error is not None:
+            raise InferenceError(result)
+        return result
+
+    def infer_nowait(
+        self,
+        inputs: Inputs,
+        *,
+        model: str,
+        key: str | None = None,
+        request_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Future[InferenceResult]:
+        """Send one request; the future completes with its served result (error or not)."""
+        self._ensure_listener()
+        rid = request_id or uuid.uuid4().hex
+        future: Future[InferenceResult] = Future()
+        future.request_id = rid  # type: ignore[attr-defined]
+        with self._lock:
+            self._pending[rid] = future
+        self.send(inputs, model=model, key=key, request_id=rid, headers=headers)
+        return future
+
+    def send(
+        self,
+        inputs: Inputs,
+        *,
+        model: str,
+        key: str | None = None,
+        request_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        flush: bool = True,
+    ) -> str:
+        """Send a request without waiting for its result; returns the request id."""
+        rid = request_id or uuid.uuid4().hex
+        request = InferenceRequest(
+            request_id=rid,
+            model=model,
+            inputs=to_oip(inputs),
+            routing_key=key,
+            created_at=utc_now(),
+        )
+        producer = self._open_producer()
+        extra = list((headers or {}).items())
+        producer.produce(
+            self.catalogue.requests,
+            self._request_codec.encode(request),
+            key=(key or rid).encode(),
+            headers=h.as_list(
+                h.encode_headers(
+                    [
+                        (h.CONTENT_TYPE, INFERENCE_REQUEST_CONTENT_TYPE),
+                        (h.REQUEST_ID, rid),
+                        (h.MODEL, model),
+                        (h.ROUTING_KEY, key),
+                        *extra,
+                    ]
+                )
+            ),
+        )
+        if flush:
+            producer.poll(0)
+            producer.flush(10)
+        return rid
+
+    def flush(self, timeout: float = 30.0) -> None:
+        if self._producer is not None:
+            self._producer.flush(timeout)
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._listener is not None:
+            self._listener.join(5)
+        if self._producer is not None:
+            self._producer.flush(10)
+            self._producer = None
+
+    def __enter__(self) -> CanaryClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- internals -----------------------------------------------------------------------
+    def _open_producer(self) -> Producer:
+        with self._lock:
+            if self._producer is None:
+                self._producer = Producer(producer_config(self.settings, "canary-client"))
+            return self._producer
+
+    def _ensure_listener(self) -> None:
+        with self._lock:
+            if self._listener is not None:
+                return
+            # Positioned at the end before any request is sent, so no answer is missed.
+            self._results = open_tail(self.settings, self.catalogue.results, "canary-client")
+            self._listener = threading.Thread(
+                target=self._listen, name="canary-client-results", daemon=True
+            )
+            self._listener.start()
+
+    def _listen(self) -> None:
+        consumer = self._results
+        assert consumer is not None
+        try:
+            while not self._closed.is_set():
+                try:
+                    msgs = consumer.consume(num_messages=500, timeout=0.2)
+                except KafkaException:
+                    continue
+                for msg in msgs:
+                    if msg.error() is not None or not self._pending:
+                        continue
+                    rid = (msg.key() or b"").decode("utf-8", "replace")
+                    if rid not in self._pending:
+                        continue
+                    try:
+                        result = self._result_codec.decode(msg.value() or b"")
+                    except DecodeError:
+                        continue
+                    if not result.served:
+                        continue  # a shadow output is never the answer
+                    with self._lock:
+                        future = self._pending.pop(result.request_id, None)
+                    if future is not None and not future.done():
+                        future.set_result(result)
+        finally:
+            consumer.close()
+
+    def _forget(self, future: Future[InferenceResult]) -> str:
+        rid: str = getattr(future, "request_id", "?")
+        with self._lock:
+            self._pending.pop(rid, None)
+        return rid
+
+
+class AsyncCanaryClient:
+    """The asyncio face of :class:`CanaryClient`.
+
+    >>> async def main() -> None:
+    ...     async with AsyncCanaryClient(Settings(bootstrap="localhost:9092")) as client:
+    ...         pass  # result = await client.infer({"x": [[1.0, 2.0]]}, model="iris")
+    """
+
+    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+        self._sync = CanaryClient(settings, **overrides)
+
+    async def infer(
+        self,
+        inputs: Inputs,
+        *,
+        model: str,
+        key: str | None = None,
+        timeout: float = 30.0,
+        request_id: str | None = None,
+    ) -> InferenceResult:
+        loop = asyncio.get_running_loop()
+        future = await loop.run_in_executor(
+            None,
+            lambda: self._sync.infer_nowait(inputs, model=model, key=key, request_id=request_id),
+        )
+        try:
+            result = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except TimeoutError:
+            rid = self._sync._forget(future)
+            raise RequestTimeoutError(
+                f"no served result for request {rid} to {model!r} within {timeout:g}s"
+            ) from None
+        if result.error is not None:
+            raise InferenceError(result)
+        return result
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._sync.close)
+
+    async def __aenter__(self) -> AsyncCanaryClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+
+def to_oip(inputs: Inputs) -> bytes:
+    """Request ``inputs`` as bytes: kept as given, an OIP dict, or tensors made into OIP."""
+    if isinstance(inputs, bytes | bytearray):
+        return bytes(inputs)
+    if "inputs" in inputs and isinstance(inputs["inputs"], Sequence):
+        return canonical_json(dict(inputs))
+    return oip_request(inputs)

@@ -1,0 +1,64 @@
+"""Read a topic from its current end, without a consumer group (for request/reply and tails)."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+from agents.kafka.config import consumer_config
+from agents.kafka.errors import wrap
+from streams.errors import CanaryError
+from streams.settings import Settings
+
+
+def open_tail(
+    settings: Settings,
+    topic: str,
+    client_id: str,
+    *,
+    from_beginning: bool = False,
+    timeout: float = 15.0,
+) -> Consumer:
+    """A consumer assigned to every partition of ``topic`` at its end (or its beginning).
+
+    The end offsets are looked up now, so anything produced after this returns is seen.
+    """
+    consumer = Consumer(consumer_config(settings, client_id, f"{client_id}-unused"))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            assignment = _assignment(consumer, topic, from_beginning)
+            break
+        except KafkaException as exc:
+            # A topic created a moment ago may not have a leader yet ("not leader for
+            # partition" is not flagged retriable, but it passes within a second).
+            if time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            consumer.close()
+            raise wrap(f"open {topic}", exc) from None
+        except CanaryError:
+            consumer.close()
+            raise
+    consumer.assign(assignment)
+    return consumer
+
+
+def _assignment(consumer: Consumer, topic: str, from_beginning: bool) -> list[TopicPartition]:
+    md = consumer.list_topics(topic, timeout=10)
+    meta = md.topics.get(topic)
+    if meta is None or not meta.partitions:
+        raise wrap(f"open {topic}", RuntimeError("no such topic: run 'canary topics create'"))
+    if meta.error is not None:
+        raise KafkaException(meta.error)
+    assignment = []
+    for p in meta.partitions:
+        if from_beginning:
+            offset = OFFSET_BEGINNING
+        else:
+            _low, offset = consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=10, cached=False
+            )
+        assignment.append(TopicPartition(topic, p, offset))
+    return assignment

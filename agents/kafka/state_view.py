@@ -1,0 +1,134 @@
+"""Every rollout's latest state, read from the compacted rollout-state topic.
+
+Each router and worker instance keeps its own view (no consumer group: every instance reads
+every partition), restored from the beginning on start, so a restarted process routes exactly
+as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+from agents.kafka.config import consumer_config
+from agents.kafka.errors import wrap
+from streams.codec.avro import codec_for
+from streams.errors import DecodeError
+from streams.messages import RolloutState
+from streams.settings import Settings
+from streams.topics import TopicCatalogue
+
+log = logging.getLogger(__name__)
+
+
+class StateView:
+    """``view.get(model)`` -> the model's :class:`RolloutState` or ``None``.
+
+    >>> view = StateView(Settings())   # connects on first use
+    >>> # view.catch_up(); view.get("iris")
+    """
+
+    def __init__(self, settings: Settings, client_id: str = "canary-state-view") -> None:
+        self._settings = settings
+        self._topic = TopicCatalogue(settings.topic_prefix).rollout_state
+        self._client_id = client_id
+        self._consumer: Consumer | None = None
+        self._codec = codec_for(RolloutState)
+        self.states: dict[str, RolloutState] = {}
+        self.revision = 0  # number of state records applied, for cheap change detection
+
+    def get(self, model: str) -> RolloutState | None:
+        return self.states.get(model)
+
+    def _open(self) -> Consumer:
+        if self._consumer is None:
+            # The group id is never used to commit (assign, not subscribe), but librdkafka
+            # wants one.
+            consumer = Consumer(
+                consumer_config(
+                    self._settings,
+                    self._client_id,
+                    f"{self._client_id}-unused",
+                    **{"enable.partition.eof": False},
+                )
+            )
+            try:
+                md = consumer.list_topics(self._topic, timeout=10)
+            except KafkaException as exc:
+                raise wrap(f"read metadata of {self._topic}", exc) from None
+            topic = md.topics.get(self._topic)
+            if topic is None or topic.error is not None:
+                raise wrap(
+                    f"open {self._topic}",
+                    RuntimeError(
+                        f"topic missing: run 'canary topics create' ({topic and topic.error})"
+                    ),
+                )
+            consumer.assign(
+                [TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in topic.partitions]
+            )
+            self._consumer = consumer
+        return self._consumer
+
+    def catch_up(self, timeout: float = 30.0) -> int:
+        """Read until every partition's end (as of now); returns the number of records read."""
+        consumer = self._open()
+        deadline = time.monotonic() + timeout
+        ends = {}
+        for tp in consumer.assignment():
+            _low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            ends[tp.partition] = high
+        read = 0
+        while time.monotonic() < deadline:
+            read += self.poll(0.2)
+            positions = consumer.position(consumer.assignment())
+            if all(
+                ends[tp.partition] <= 0 or (tp.offset >= 0 and tp.offset >= ends[tp.partition])
+                for tp in positions
+            ):
+                return read
+        log.warning(
+            "rollout state not fully read within %.0fs; going on with what arrived", timeout
+        )
+        return read
+
+    def poll(self, timeout: float = 0.0) -> int:
+        """Apply whatever state records have arrived; returns how many."""
+        consumer = self._open()
+        n = 0
+        for msg in consumer.consume(num_messages=500, timeout=timeout):
+            if msg.error() is not None:
+                continue
+            value = msg.value()
+            if value is None:  # a tombstone forgets the model
+                self.states.pop((msg.key() or b"").decode(), None)
+                n += 1
+                continue
+            try:
+                state = self._codec.decode(value)
+            except DecodeError as exc:
+                log.error("skipping undecodable rollout state at offset %s: %s", msg.offset(), exc)
+                continue
+            current = self.states.get(state.model)
+            # Revisions only grow for a rollout; an older record never replaces a newer one.
+            if (
+                current is None
+                or state.revision >= current.revision
+                or state.rollout_id != current.rollout_id
+            ):
+                self.states[state.model] = state
+            n += 1
+        self.revision += n
+        return n
+
+    def apply_local(self, state: RolloutState) -> None:
+        """Record a state this process wrote itself (before it comes back from the topic)."""
+        self.states[state.model] = state
+        self.revision += 1
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None

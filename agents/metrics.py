@@ -1,0 +1,69 @@
+"""Prometheus metrics of every agent (names follow Prometheus conventions: ``_total`` for
+counters, ``_seconds`` for durations, no request ids in labels)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+ROUTED = Counter(
+    "canary_routed_requests_total",
+    "Requests the router republished, by model, version and arm (shadow copies included).",
+    ["model", "version", "arm"],
+)
+DEAD_LETTERS = Counter(
+    "canary_dead_letters_total",
+    "Messages sent to the dead-letter topic, by agent and reason.",
+    ["agent", "reason"],
+)
+WEIGHT = Gauge(
+    "canary_weight_ratio",
+    "Share of a model's traffic served by its canary (0..1).",
+    ["model"],
+)
+COMMANDS = Counter(
+    "canary_control_commands_total",
+    "Control commands handled, by action and outcome (applied or rejected).",
+    ["action", "outcome"],
+)
+INFERENCE_SECONDS = Histogram(
+    "canary_inference_duration_seconds",
+    "Model latency per request as measured by the worker.",
+    ["model", "version"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+INFERENCES = Counter(
+    "canary_inferences_total",
+    "Requests answered by a worker, by model, version and outcome (ok or error).",
+    ["model", "version", "outcome"],
+)
+REDRIVEN = Counter(
+    "canary_redriven_requests_total",
+    "Canary requests handed back to the baseline after a rollback.",
+    ["model", "version"],
+)
+BATCH_SIZE = Histogram(
+    "canary_batch_size",
+    "Messages per consumed batch.",
+    ["agent"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+TXN_COMMIT_SECONDS = Histogram(
+    "canary_transaction_commit_duration_seconds",
+    "Time to commit one Kafka transaction with its offsets.",
+    ["agent"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+TXN_ABORTS = Counter(
+    "canary_transaction_aborts_total", "Transactions aborted and replayed.", ["agent"]
+)
+LAG = Gauge(
+    "canary_consumer_lag_messages",
+    "Messages not yet consumed, per topic and partition.",
+    ["agent", "topic", "partition"],
+)
+
+
+def serve(port: int | None) -> None:
+    """Serve ``/metrics`` on ``port`` (all interfaces) when a port is given."""
+    if port:
+        start_http_server(port)

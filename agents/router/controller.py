@@ -1,0 +1,169 @@
+"""The controller: applies control commands to rollout states, exactly once.
+
+Every router process runs one, but the control topic has a single partition consumed by one
+consumer group, so exactly one instance applies commands at a time; the others take over on
+rebalance. A command and its effects (the new state on the compacted rollout-state topic and
+an event on the events topic) commit in one transaction with the command's offset.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+
+from confluent_kafka import Message
+
+from agents import metrics
+from agents.kafka.admin import Admin
+from agents.kafka.dead_letters import dead_letter
+from agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnOutput
+from agents.kafka.state_view import StateView
+from streams.codec.avro import codec_for, decode_any
+from streams.errors import CanaryError, DecodeError
+from streams.messages import (
+    Action,
+    ControlCommand,
+    ControlEvent,
+    Decision,
+    RolloutState,
+    utc_now,
+)
+from streams.rollout import CommandRejected, apply_command
+from streams.settings import Settings
+from streams.topics import TopicCatalogue
+
+log = logging.getLogger(__name__)
+
+AGENT = "controller"
+
+
+class Controller:
+    """Consume the control topic and apply each command."""
+
+    def __init__(self, settings: Settings, instance: str) -> None:
+        self.settings = settings
+        self.catalogue = TopicCatalogue(settings.topic_prefix, settings.partitions)
+        self.view = StateView(settings, client_id=f"canary-controller-state-{instance}")
+        self.admin = Admin(settings)
+        self._state_codec = codec_for(RolloutState)
+        self._event_codec = codec_for(ControlEvent)
+        prefix = settings.topic_prefix
+        self.loop = ExactlyOnceLoop(
+            settings,
+            LoopConfig(
+                agent=AGENT,
+                group_id=f"{prefix}.controller",
+                topics=(self.catalogue.control,),
+                transactional_id=f"{prefix}.controller.{instance}",
+                max_batch=100,
+                commit_interval_ms=settings.commit_interval_ms,
+            ),
+            self.handle,
+        )
+        self._caught_up = False
+
+    def handle(self, batch: Sequence[Message], out: TxnOutput) -> None:
+        if not self._caught_up:
+            # States committed by a previous owner of the control partition.
+            self.view.catch_up()
+            self._caught_up = True
+        for msg in batch:
+            try:
+                self._handle_one(msg, out)
+            except Exception as exc:  # never stop on input
+                log.exception("control message at offset %s failed", msg.offset())
+                dead_letter(
+                    out,
+                    self.catalogue.dead_letters,
+                    msg,
+                    agent=AGENT,
+                    reason="internal-error",
+                    detail=f"{type(exc).__name__}: {exc}",
+                )
+
+    def _handle_one(self, msg: Message, out: TxnOutput) -> None:
+        value = msg.value() or b""
+        try:
+            record = decode_any(value)
+        except DecodeError as exc:
+            self._reject(out, None, exc.reason, str(exc), msg)
+            return
+        if isinstance(record, Decision):
+            return  # the evaluator's evidence record: kept on the topic for audit and history
+        if not isinstance(record, ControlCommand):
+            self._reject(
+                out,
+                None,
+                "invalid-command",
+                f"a {type(record).__name__} is not a control command",
+                msg,
+            )
+            return
+        command = record
+        now = utc_now()
+        state = self.view.get(command.model)
+        try:
+            new = apply_command(state, command, now)
+            if command.action in (Action.REGISTER, Action.START):
+                self._ensure_version_topics(new)
+        except CommandRejected as rej:
+            self._reject(out, command, rej.reason, str(rej), msg)
+            return
+        except CanaryError as exc:
+            self._reject(out, command, "unavailable", str(exc), msg)
+            return
+        out.produce(
+            self.catalogue.rollout_state, self._state_codec.encode(new), key=new.model.encode()
+        )
+        self.view.apply_local(new)
+        self._event(out, command, "applied", "", f"phase {new.phase.value}", new)
+        metrics.COMMANDS.labels(command.action.value, "applied").inc()
+        metrics.WEIGHT.labels(new.model).set(new.weight_bp / 10_000)
+
+    def _ensure_version_topics(self, state: RolloutState) -> None:
+        versions = [v for v in (state.baseline_version, state.canary_version) if v]
+        self.admin.ensure_topics(self.catalogue.version_specs(state.model, *versions))
+
+    def _reject(
+        self,
+        out: TxnOutput,
+        command: ControlCommand | None,
+        reason: str,
+        detail: str,
+        msg: Message,
+    ) -> None:
+        log.warning("rejected command at offset %s: %s: %s", msg.offset(), reason, detail)
+        metrics.COMMANDS.labels(command.action.value if command else "unknown", "rejected").inc()
+        if command is None:
+            # Unreadable: keep the bytes for inspection too.
+            dead_letter(
+                out, self.catalogue.dead_letters, msg, agent=AGENT, reason=reason, detail=detail
+            )
+        self._event(out, command, "rejected", reason, detail, None)
+
+    def _event(
+        self,
+        out: TxnOutput,
+        command: ControlCommand | None,
+        outcome: str,
+        reason: str,
+        detail: str,
+        state: RolloutState | None,
+    ) -> None:
+        event = ControlEvent(
+            event_id=uuid.uuid4().hex,
+            model=command.model if command else "",
+            command_id=command.command_id if command else "",
+            action=command.action.value if command else "",
+            issued_by=command.issued_by if command else "",
+            outcome=outcome,
+            reason=reason,
+            detail=detail,
+            revision=state.revision if state else -1,
+            phase=state.phase.value if state else None,
+            weight_bp=state.weight_bp if state else None,
+            at=utc_now(),
+        )
+        key = event.model.encode() if event.model else None
+        out.produce(self.catalogue.events, self._event_codec.encode(event), key=key)

@@ -1,0 +1,249 @@
+"""A model worker: consumes one model version's request topic, runs the model in micro-batches
+and publishes one result and one metric event per request, inside Kafka transactions.
+
+After a rollback, requests still queued for the canary are not answered by it: the worker
+re-drives them to the baseline's topic in the same transaction that consumes them, so each is
+still answered exactly once, by the baseline.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import Message
+
+from agents import metrics
+from agents.kafka.dead_letters import dead_letter
+from agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnOutput
+from agents.kafka.state_view import StateView
+from agents.worker.adapters import ModelAdapter, ModelInput, ModelOutput, predict_safely
+from streams import headers as h
+from streams.codec.avro import codec_for
+from streams.codec.requests import decode_request
+from streams.errors import DecodeError
+from streams.messages import (
+    Arm,
+    InferenceRequest,
+    InferenceResult,
+    MetricEvent,
+    Phase,
+    from_epoch_ms,
+    utc_now,
+)
+from streams.settings import Settings
+from streams.topics import TopicCatalogue
+
+log = logging.getLogger(__name__)
+
+AGENT = "worker"
+REDRIVEN = "canary-redriven"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    model: str
+    version: str
+    instance: str = "worker-1"
+    max_batch: int = 64
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Routed:
+    """What the router wrote in the headers of one request."""
+
+    arm: Arm
+    rollout_id: str | None
+    weight_bp: int
+    served: bool
+    routed_at_ms: int | None
+    redriven: bool
+
+    @classmethod
+    def from_headers(cls, meta: dict[str, str]) -> _Routed:
+        try:
+            arm = Arm(meta.get(h.ARM, Arm.STABLE.value))
+        except ValueError:
+            arm = Arm.STABLE
+        return cls(
+            arm=arm,
+            rollout_id=meta.get(h.ROLLOUT_ID) or None,
+            weight_bp=_int(meta.get(h.WEIGHT_BP), 0),
+            served=meta.get(h.SHADOW) != "1",
+            routed_at_ms=_int(meta.get(h.ROUTED_AT_MS), 0) or None,
+            redriven=meta.get(REDRIVEN) == "1",
+        )
+
+
+class Worker:
+    """Serve one model version until stopped.
+
+    >>> # Worker(settings, WorkerOptions("iris", "v2"), load_adapter("noop:")).run(stop)
+    """
+
+    def __init__(self, settings: Settings, options: WorkerOptions, adapter: ModelAdapter) -> None:
+        self.settings = settings
+        self.options = options
+        self.adapter = adapter
+        self.catalogue = TopicCatalogue(settings.topic_prefix, settings.partitions)
+        self.topic = self.catalogue.version_requests(options.model, options.version)
+        self.view = StateView(settings, client_id=f"canary-worker-state-{options.instance}")
+        self._result_codec = codec_for(InferenceResult)
+        self._metric_codec = codec_for(MetricEvent)
+        prefix = settings.topic_prefix
+        name = f"{options.model}.{options.version}"
+        self.loop = ExactlyOnceLoop(
+            settings,
+            LoopConfig(
+                agent=AGENT,
+                group_id=f"{prefix}.worker.{name}",
+                topics=(self.topic,),
+                transactional_id=f"{prefix}.worker.{name}.{options.instance}",
+                max_batch=options.max_batch,
+                commit_interval_ms=settings.commit_interval_ms,
+            ),
+            self.handle,
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        self.view.catch_up()
+        try:
+            self.loop.run(stop)
+        finally:
+            self.view.close()
+            self.adapter.close()
+
+    def handle(self, batch: Sequence[Message], out: TxnOutput) -> None:
+        self.view.poll(0)
+        todo: list[tuple[Message, InferenceRequest, _Routed]] = []
+        for msg in batch:
+            try:
+                item = self._prepare(msg, out)
+            except Exception as exc:  # never stop on input
+                log.exception("request at offset %s failed", msg.offset())
+                self._dead(out, msg, "internal-error", f"{type(exc).__name__}: {exc}")
+                continue
+            if item is not None:
+                todo.append(item)
+        if not todo:
+            return
+        inputs = [ModelInput(r.request_id, r.inputs, r.content_type) for _, r, _ in todo]
+        began = time.perf_counter()
+        outputs = predict_safely(self.adapter, inputs, self.options.timeout_s)
+        batch_ms = (time.perf_counter() - began) * 1000
+        for (_msg, request, routed), output in zip(todo, outputs, strict=True):
+            self._publish(out, request, routed, output, batch_ms + output.extra_latency_ms)
+
+    def _prepare(
+        self, msg: Message, out: TxnOutput
+    ) -> tuple[Message, InferenceRequest, _Routed] | None:
+        raw = h.as_list(msg.headers())
+        meta = h.header_dict(raw)
+        routed = _Routed.from_headers(meta)
+        if routed.arm is Arm.CANARY and self._rolled_back(routed.rollout_id):
+            if routed.served:
+                self._redrive(out, msg, raw)
+            return None  # a shadow copy of a rolled-back canary is simply not run
+        value = msg.value() or b""
+        try:
+            request = decode_request(
+                value, meta.get(h.CONTENT_TYPE), max_bytes=self.settings.max_request_bytes
+            )
+        except DecodeError as exc:
+            self._dead(out, msg, exc.reason, str(exc))
+            return None
+        if request.model != self.options.model:
+            self._dead(
+                out, msg, "invalid-record", f"request for model {request.model!r} on {self.topic}"
+            )
+            return None
+        return msg, request, routed
+
+    def _rolled_back(self, rollout_id: str | None) -> bool:
+        state = self.view.get(self.options.model)
+        return (
+            state is not None
+            and rollout_id is not None
+            and state.rollout_id == rollout_id
+            and state.phase is Phase.ROLLED_BACK
+        )
+
+    def _redrive(self, out: TxnOutput, msg: Message, raw: h.RawHeaders) -> None:
+        state = self.view.get(self.options.model)
+        assert state is not None
+        replaced = {h.ARM, h.VERSION, REDRIVEN}
+        headers: h.RawHeaders = [(k, v) for k, v in raw if k not in replaced] + [
+            (h.ARM, Arm.BASELINE.value.encode()),
+            (h.VERSION, state.baseline_version.encode()),
+            (REDRIVEN, b"1"),
+        ]
+        topic = self.catalogue.version_requests(self.options.model, state.baseline_version)
+        out.produce(topic, msg.value(), key=msg.key(), headers=headers)
+        metrics.REDRIVEN.labels(self.options.model, self.options.version).inc()
+
+    def _publish(
+        self,
+        out: TxnOutput,
+        request: InferenceRequest,
+        routed: _Routed,
+        output: ModelOutput,
+        latency_ms: float,
+    ) -> None:
+        o = self.options
+        now = utc_now()
+        result = InferenceResult(
+            request_id=request.request_id,
+            model=o.model,
+            version=o.version,
+            arm=routed.arm,
+            served=routed.served,
+            outputs=output.outputs,
+            content_type=output.content_type,
+            error=output.error,
+            error_type=output.error_type,
+            rollout_id=routed.rollout_id,
+            weight_bp=routed.weight_bp,
+            routing_key=request.routing_key,
+            latency_ms=latency_ms,
+            created_at=now,
+        )
+        # A re-driven request was assigned to the canary: its baseline answer is served but
+        # says nothing about the canary-vs-baseline comparison, so no metric event is counted
+        # for it as a random baseline draw.
+        metric = MetricEvent(
+            request_id=request.request_id,
+            model=o.model,
+            version=o.version,
+            arm=routed.arm,
+            served=routed.served,
+            rollout_id=None if routed.redriven else routed.rollout_id,
+            weight_bp=routed.weight_bp,
+            latency_ms=latency_ms,
+            error=not output.ok,
+            error_type=output.error_type,
+            prediction=output.prediction,
+            routing_key=request.routing_key,
+            routed_at=from_epoch_ms(routed.routed_at_ms) if routed.routed_at_ms else now,
+            completed_at=now,
+        )
+        key = request.request_id.encode()
+        out.produce(self.catalogue.results, self._result_codec.encode(result), key=key)
+        out.produce(self.catalogue.metrics, self._metric_codec.encode(metric), key=o.model.encode())
+        metrics.INFERENCES.labels(o.model, o.version, "ok" if output.ok else "error").inc()
+        metrics.INFERENCE_SECONDS.labels(o.model, o.version).observe(latency_ms / 1000)
+
+    def _dead(self, out: TxnOutput, msg: Message, reason: str, detail: str) -> None:
+        dead_letter(
+            out, self.catalogue.dead_letters, msg, agent=AGENT, reason=reason, detail=detail
+        )
+
+
+def _int(raw: str | None, default: int) -> int:
+    try:
+        return int(raw) if raw is not None else default
+    except ValueError:
+        return default
