@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
@@ -14,13 +15,14 @@ from streams.settings import Settings
 
 def open_tail(
     settings: Settings,
-    topic: str,
+    topic: str | Sequence[str],
     client_id: str,
     *,
     from_beginning: bool = False,
     timeout: float = 15.0,
 ) -> Consumer:
-    """A consumer assigned to every partition of ``topic`` at its end (or its beginning).
+    """A consumer assigned to every partition of ``topic`` (one or several) at its end (or its
+    beginning).
 
     The end offsets are looked up now, so anything produced after this returns is seen.
     """
@@ -28,7 +30,8 @@ def open_tail(
     deadline = time.monotonic() + timeout
     while True:
         try:
-            assignment = _assignment(consumer, topic, from_beginning)
+            names = [topic] if isinstance(topic, str) else list(topic)
+            assignment = [tp for t in names for tp in _assignment(consumer, t, from_beginning)]
             break
         except KafkaException as exc:
             # A topic created a moment ago may not have a leader yet ("not leader for

@@ -51,6 +51,8 @@ class LoopConfig:
     max_in_txn: int = 50_000
     poll_timeout_s: float = 0.05
     transaction_timeout_ms: int = 10_000
+    # How long a crashed instance that is not restarted keeps its partitions.
+    session_timeout_ms: int = 10_000
 
 
 class TxnOutput:
@@ -125,7 +127,13 @@ class ExactlyOnceLoop:
                     self.settings,
                     f"canary-{c.agent}",
                     c.group_id,
-                    **{"enable.auto.offset.store": False},
+                    **{
+                        "enable.auto.offset.store": False,
+                        # Static membership: a restarted instance takes its partitions back at
+                        # once instead of waiting for the group to expel its dead predecessor.
+                        "group.instance.id": c.transactional_id,
+                        "session.timeout.ms": c.session_timeout_ms,
+                    },
                 )
             )
             consumer.subscribe(list(c.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)

@@ -186,8 +186,9 @@ def spawn(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Agent]]:
         "PYTHONUNBUFFERED": "1",
     }
 
-    def start(*args: str) -> Agent:
-        agent = Agent(list(args), env, tmp_path / f"agent{len(agents)}-{args[0]}.log")
+    def start(*args: str, extra_env: dict[str, str] | None = None) -> Agent:
+        log = tmp_path / f"agent{len(agents)}-{args[0]}.log"
+        agent = Agent(list(args), {**env, **(extra_env or {})}, log)
         agents.append(agent)
         return agent
 
@@ -207,9 +208,14 @@ def topics(admin: Admin, catalogue: TopicCatalogue) -> TopicCatalogue:
 
 
 def read_topic(
-    settings: Settings, topic: str, expected: int, *, timeout: float = 60.0, settle: float = 1.0
+    settings: Settings,
+    topic: str | list[str],
+    expected: int,
+    *,
+    timeout: float = 60.0,
+    settle: float = 1.0,
 ) -> list[Message]:
-    """Every committed message of ``topic`` from the beginning: waits until ``expected`` arrived,
+    """Every committed message of ``topic`` (or several topics) from the beginning: waits until ``expected`` arrived,
     then ``settle`` seconds more so that extra (duplicate) messages are seen too."""
     import time
 

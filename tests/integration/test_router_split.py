@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import Counter, defaultdict
@@ -52,7 +53,7 @@ def test_split_is_within_binomial_tolerance_sticky_and_monotone(
         assert abs(canary_keys - p * len(KEYS)) <= tolerance, (weight_pct, canary_keys)
         arm_of_key.append(arms)
 
-    for before, after in zip(arm_of_key, arm_of_key[1:], strict=False):
+    for before, after in itertools.pairwise(arm_of_key):
         moved_back = [k for k, a in before.items() if a == {"canary"} and after[k] != {"canary"}]
         assert moved_back == [], "raising the weight moved keys from canary to baseline"
 
@@ -60,7 +61,7 @@ def test_split_is_within_binomial_tolerance_sticky_and_monotone(
 def _wait_total(settings: Settings, topics: tuple[str, ...], total: int) -> list[Message]:
     deadline = time.monotonic() + 90
     while True:
-        msgs = [m for t in topics for m in read_topic(settings, t, 0, timeout=0, settle=0.5)]
+        msgs = read_topic(settings, list(topics), total, timeout=5, settle=0.5)
         if len(msgs) >= total or time.monotonic() > deadline:
             return msgs
         time.sleep(0.5)

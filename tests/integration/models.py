@@ -1,0 +1,26 @@
+"""Tiny in-process models for the integration tests (``python:tests.integration.models:NAME``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def echo(batch: list[Any]) -> list[Any]:
+    """Answer each request with an OIP response whose prediction is the request's first value."""
+    out: list[Any] = []
+    for body in batch:
+        first = (body.get("inputs") or [{}])[0].get("data", [None])[0] if body else None
+        out.append(
+            {"outputs": [{"name": "echo", "shape": [1], "datatype": "FP64", "data": [first]}]}
+        )
+    return out
+
+
+def fails_on_negative(batch: list[Any]) -> list[Any]:
+    """Like :func:`echo`, but a negative first value is an error for that request only."""
+    out = echo(batch)
+    for i, resp in enumerate(out):
+        value = resp["outputs"][0]["data"][0]
+        if isinstance(value, int | float) and value < 0:
+            out[i] = ValueError(f"negative input {value}")
+    return out

@@ -1,0 +1,95 @@
+"""SIGKILL the router or a worker in the middle of a load: every request is routed and answered
+exactly once for read_committed readers."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from agents.client.control import ControlClient
+from agents.kafka.config import consumer_config
+from streams import headers as h
+from streams.settings import Settings
+from streams.topics import TopicCatalogue
+from tests.integration.conftest import Agent, header, read_topic, send_requests
+
+pytestmark = pytest.mark.integration
+
+
+def _produced(settings: Settings, topics: list[str]) -> int:
+    """Messages written to ``topics`` so far, committed or not (high watermarks)."""
+    consumer = Consumer(consumer_config(settings, "watermarks", "watermarks-unused"))
+    try:
+        total = 0
+        for topic in topics:
+            md = consumer.list_topics(topic, timeout=10).topics[topic]
+            for p in md.partitions:
+                total += consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        return total
+    finally:
+        consumer.close()
+
+
+def _kill_when(agent: Agent, settings: Settings, topics: list[str], at_least: int) -> int:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        n = _produced(settings, topics)
+        if n >= at_least:
+            agent.kill()
+            return n
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {at_least} messages arrived in 120 s:\n{agent.log()[-3000:]}")
+
+
+def test_router_killed_mid_stream_routes_every_request_exactly_once(
+    settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
+) -> None:
+    n = 50_000
+    first = spawn("router", "--instance", "r1")
+    control = ControlClient(settings)
+    control.send("iris", "start", baseline_version="v1", canary_version="v2")
+    control.send("iris", "set_weight", weight_bp=5000)
+    send_requests(settings, "iris", [f"user-{i % 7000}" for i in range(n)])
+    out = [topics.version_requests("iris", v) for v in ("v1", "v2")]
+    at_kill = _kill_when(first, settings, out, 10_000)
+    assert at_kill < n, "the router finished before it could be killed"
+    spawn("router", "--instance", "r1")  # same instance: aborts the killed one's transaction
+
+    routed = read_topic(settings, out, n, timeout=120, settle=2)
+    counts = Counter(header(m, h.REQUEST_ID) for m in routed)
+    assert len(counts) == n, f"{n - len(counts)} requests lost"
+    assert max(counts.values()) == 1, f"duplicates: {[k for k, c in counts.items() if c > 1][:5]}"
+
+
+def test_worker_killed_mid_stream_answers_every_request_exactly_once(
+    settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
+) -> None:
+    n = 20_000
+    spawn("router", "--instance", "r1")
+    ControlClient(settings).send("iris", "register", baseline_version="v1")
+    send_requests(settings, "iris", [f"user-{i}" for i in range(n)])
+    worker_args = (
+        "worker",
+        "--model",
+        "iris",
+        "--version",
+        "v1",
+        "--adapter",
+        "noop:",
+        "--instance",
+        "w1",
+    )
+    first = spawn(*worker_args)
+    _kill_when(first, settings, [topics.results], 4_000)
+    spawn(*worker_args)
+
+    results = read_topic(settings, topics.results, n, timeout=120, settle=2)
+    counts = Counter((m.key() or b"").decode() for m in results)
+    assert len(counts) == n, f"{n - len(counts)} requests unanswered"
+    assert max(counts.values()) == 1, "a request was answered twice"
+    metrics = read_topic(settings, topics.metrics, n, timeout=30, settle=1)
+    assert len(metrics) == n, "one metric event per answered request"
