@@ -215,8 +215,8 @@ def read_topic(
     timeout: float = 60.0,
     settle: float = 1.0,
 ) -> list[Message]:
-    """Every committed message of ``topic`` (or several topics) from the beginning: waits until ``expected`` arrived,
-    then ``settle`` seconds more so that extra (duplicate) messages are seen too."""
+    """Every committed message of ``topic`` (or several topics) from the beginning: waits
+    until ``expected`` arrived, then ``settle`` seconds more so duplicates would be seen."""
     import time
 
     from agents.client.tail import open_tail

@@ -1,0 +1,96 @@
+"""Rollback with a canary backlog, and shadow mode, on a real broker with real workers."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+
+import pytest
+
+from agents.client.control import ControlClient
+from agents.client.inference import CanaryClient
+from streams import headers as h
+from streams.codec.avro import codec_for
+from streams.messages import Arm, InferenceResult
+from streams.settings import Settings
+from streams.topics import TopicCatalogue
+from tests.integration.conftest import Agent, header, read_topic, send_requests
+
+pytestmark = pytest.mark.integration
+
+ECHO = "python:tests.integration.models:echo"
+
+
+def _worker(spawn: Callable[..., Agent], version: str) -> Agent:
+    return spawn(
+        "worker",
+        "--model",
+        "iris",
+        "--version",
+        version,
+        "--adapter",
+        ECHO,
+        "--instance",
+        f"w-{version}",
+    )
+
+
+def _results(settings: Settings, topics: TopicCatalogue, n: int) -> list[InferenceResult]:
+    codec = codec_for(InferenceResult)
+    return [codec.decode(m.value()) for m in read_topic(settings, topics.results, n, settle=2)]
+
+
+def test_rollback_answers_the_canary_backlog_from_the_baseline_exactly_once(
+    settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
+) -> None:
+    spawn("router", "--instance", "r1")
+    _worker(spawn, "v1")
+    control = ControlClient(settings)
+    control.send("iris", "start", baseline_version="v1", canary_version="v2")
+    control.send("iris", "set_weight", weight_bp=5000)
+    # No v2 worker is running: the canary's share queues up on its topic.
+    before = send_requests(settings, "iris", [f"u{i}" for i in range(2000)], prefix="a")
+    time.sleep(1.0)
+    outcome = control.send("iris", "rollback", reason="test")
+    assert outcome.event.weight_bp == 0
+    after = send_requests(settings, "iris", [f"u{i}" for i in range(500)], prefix="b")
+    canary_worker = _worker(spawn, "v2")  # sees the rollback, hands its backlog back
+
+    results = _results(settings, topics, len(before) + len(after))
+    served = Counter(r.request_id for r in results if r.served)
+    assert set(served) == set(before) | set(after), "a request went unanswered"
+    assert max(served.values()) == 1, "a request was answered twice"
+    assert {r.version for r in results} == {"v1"}, "the rolled-back canary answered"
+    backlog = read_topic(settings, topics.version_requests("iris", "v2"), 0, timeout=0)
+    assert 800 < len(backlog) < 1200, "about half the first requests were queued for v2"
+    backlog_ids = {header(m, h.REQUEST_ID) for m in backlog}
+    answered = [r for r in results if r.request_id in backlog_ids]
+    assert len(answered) == len(backlog_ids)
+    assert {(r.version, r.arm) for r in answered} == {("v1", Arm.BASELINE)}
+    assert canary_worker.proc.poll() is None
+
+
+def test_shadow_serves_every_request_from_the_baseline_and_mirrors_it(
+    settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
+) -> None:
+    spawn("router", "--instance", "r1")
+    _worker(spawn, "v1")
+    _worker(spawn, "v2")
+    control = ControlClient(settings)
+    control.send("iris", "start", baseline_version="v1", canary_version="v2", mode="shadow")
+    with CanaryClient(settings) as client:
+        answers = [
+            client.infer({"x": [[float(i)]]}, model="iris", key=f"k{i}", timeout=30)
+            for i in range(20)
+        ]
+    assert {(a.version, a.served) for a in answers} == {("v1", True)}
+    ids = send_requests(settings, "iris", [f"user-{i}" for i in range(1000)])
+
+    results = _results(settings, topics, 2 * (len(ids) + 20))
+    by_id: dict[str, list[tuple[str, bool]]] = defaultdict(list)
+    for r in results:
+        by_id[r.request_id].append((r.version, r.served))
+    assert len(by_id) == len(ids) + 20
+    for rid, got in by_id.items():
+        assert sorted(got) == [("v1", True), ("v2", False)], (rid, got)
