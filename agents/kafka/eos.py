@@ -35,6 +35,8 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+LAG_INTERVAL_S = 5.0
+
 BatchHandler = Callable[[Sequence[Message], "TxnOutput"], None]
 
 
@@ -102,6 +104,7 @@ class ExactlyOnceLoop:
         self._pending = 0
         self.processed = 0
         self.assigned: list[TopicPartition] = []
+        self._lag_at = 0.0
 
     # -- set-up --------------------------------------------------------------------------
     def _open(self) -> tuple[Consumer, Producer]:
@@ -171,6 +174,8 @@ class ExactlyOnceLoop:
                     self.processed += len(batch)
                 if self.on_idle is not None:
                     self.on_idle()
+                if time.monotonic() - self._lag_at >= LAG_INTERVAL_S:
+                    self._report_lag()
                 if self._in_txn and (
                     time.monotonic() - self._txn_started >= c.commit_interval_ms / 1000
                     or self._pending >= c.max_in_txn
@@ -241,6 +246,16 @@ class ExactlyOnceLoop:
             _low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
             out[(tp.topic, tp.partition)] = max(0, high - tp.offset) if tp.offset >= 0 else high
         return out
+
+    def _report_lag(self) -> None:
+        self._lag_at = time.monotonic()
+        try:
+            lag = self.lag()
+        except KafkaException as exc:
+            log.debug("lag not measured: %s", exc)
+            return
+        for (topic, partition), n in lag.items():
+            metrics.LAG.labels(self.config.agent, topic, str(partition)).set(n)
 
     def close(self) -> None:
         if self._consumer is not None:
