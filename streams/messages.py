@@ -13,98 +13,52 @@ enum-like field has an unknown value, a timestamp is naive or a ``*_bp`` value l
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
-from types import UnionType
-from typing import Any, ClassVar
+from datetime import datetime
+from typing import ClassVar
 
+from streams.enums import Action, Arm, Mode, Outcome, Phase
 from streams.headers import JSON
+from streams.record_base import (
+    EPOCH,
+    INT32_MAX,
+    MAX_BP,
+    Record,
+    epoch_ms,
+    from_epoch_ms,
+    unwrap_optional,
+    utc_now,
+)
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MAX_BP = 10_000
-INT32_MAX = 2**31 - 1
-_MS = timedelta(milliseconds=1)
-
-
-def from_epoch_ms(ms: int) -> datetime:
-    """Milliseconds since the epoch -> aware UTC datetime (``OverflowError`` if out of range)."""
-    return EPOCH + ms * _MS
-
-
-def epoch_ms(when: datetime) -> int:
-    """Aware datetime -> milliseconds since the epoch, rounded down like the Avro encoder."""
-    return (when - EPOCH) // _MS
-
-
-def utc_now() -> datetime:
-    """The current time in UTC, truncated to milliseconds (so it survives an Avro round trip)."""
-    return from_epoch_ms(epoch_ms(datetime.now(UTC)))
-
-
-class Arm(StrEnum):
-    """The deployment that answered a request."""
-
-    STABLE = "stable"
-    BASELINE = "baseline"
-    CANARY = "canary"
-
-
-class Mode(StrEnum):
-    """``canary`` serves a share of traffic from the canary; ``shadow`` only mirrors it."""
-
-    CANARY = "canary"
-    SHADOW = "shadow"
-
-
-class Action(StrEnum):
-    """What a :class:`ControlCommand` asks the controller to do."""
-
-    REGISTER = "register"
-    START = "start"
-    SET_WEIGHT = "set_weight"
-    ADVANCE = "advance"
-    PAUSE = "pause"
-    RESUME = "resume"
-    HOLD = "hold"
-    ROLLBACK = "rollback"
-    FINALIZE = "finalize"
-
-
-class Phase(StrEnum):
-    """Where a rollout is in its life (``Stable``: a registered model with no rollout)."""
-
-    STABLE = "Stable"
-    INITIALIZING = "Initializing"
-    PROGRESSING = "Progressing"
-    PAUSED = "Paused"
-    HOLDING = "Holding"
-    PROMOTING = "Promoting"
-    SUCCEEDED = "Succeeded"
-    ROLLED_BACK = "RolledBack"
-
-
-class Outcome(StrEnum):
-    """The evaluator's verdict on a rollout step."""
-
-    ADVANCE = "ADVANCE"
-    HOLD = "HOLD"
-    ROLLBACK = "ROLLBACK"
-    FINALIZE = "FINALIZE"
-
-
-class Record:
-    """Base of every record: validates and normalises the fields after construction."""
-
-    __slots__ = ()
-    #: Fields that identify the record; they have no Avro default and must not be empty.
-    IDENTITY: ClassVar[tuple[str, ...]] = ()
-
-    def __post_init__(self) -> None:
-        _check(self)
+__all__ = [
+    "EPOCH",
+    "INT32_MAX",
+    "MAX_BP",
+    "RECORD_TYPES",
+    "Action",
+    "Arm",
+    "ControlCommand",
+    "ControlEvent",
+    "DeadLetter",
+    "Decision",
+    "Feedback",
+    "Header",
+    "InferenceRequest",
+    "InferenceResult",
+    "MetricEvent",
+    "MetricEvidence",
+    "Mode",
+    "OffsetRange",
+    "Outcome",
+    "Phase",
+    "Record",
+    "RolloutState",
+    "epoch_ms",
+    "from_epoch_ms",
+    "unwrap_optional",
+    "utc_now",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -386,69 +340,3 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     DeadLetter,
 )
 """The top-level records, one per schema file (nested records are not listed)."""
-
-
-# --- validation -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Rules:
-    enums: tuple[tuple[str, type[StrEnum]], ...]
-    times: tuple[str, ...]
-    bps: tuple[str, ...]
-
-
-_RULES: dict[type, _Rules] = {}
-
-
-def unwrap_optional(hint: Any) -> tuple[Any, bool]:
-    """``X | None`` -> ``(X, True)``; any other hint -> ``(hint, False)``."""
-    if typing.get_origin(hint) in (typing.Union, UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return hint, False
-
-
-def _rules(cls: type) -> _Rules:
-    rules = _RULES.get(cls)
-    if rules is None:
-        hints = typing.get_type_hints(cls)
-        enums: list[tuple[str, type[StrEnum]]] = []
-        times: list[str] = []
-        for f in dataclasses.fields(cls):
-            hint, _ = unwrap_optional(hints[f.name])
-            if isinstance(hint, type) and issubclass(hint, StrEnum):
-                enums.append((f.name, hint))
-            elif hint is datetime:
-                times.append(f.name)
-        bps = tuple(f.name for f in dataclasses.fields(cls) if f.name.endswith("_bp"))
-        rules = _RULES[cls] = _Rules(tuple(enums), tuple(times), bps)
-    return rules
-
-
-def _check(record: Record) -> None:
-    cls = type(record)
-    rules = _rules(cls)
-    for name in cls.IDENTITY:
-        if getattr(record, name) == "":
-            raise ValueError(f"{cls.__name__}.{name} must not be empty")
-    for name, enum in rules.enums:
-        value = getattr(record, name)
-        if value is not None and type(value) is not enum:
-            try:
-                object.__setattr__(record, name, enum(value))
-            except ValueError:
-                allowed = ", ".join(m.value for m in enum)
-                raise ValueError(
-                    f"{cls.__name__}.{name} must be one of {allowed}; got {value!r}"
-                ) from None
-    for name in rules.times:
-        value = getattr(record, name)
-        if not isinstance(value, datetime) or value.tzinfo is None:
-            raise ValueError(f"{cls.__name__}.{name} must be a timezone-aware datetime")
-    for name in rules.bps:
-        value = getattr(record, name)
-        for bp in value if isinstance(value, tuple) else (value,):
-            if bp is not None and not 0 <= bp <= MAX_BP:
-                raise ValueError(f"{cls.__name__}.{name} must be within 0..{MAX_BP}; got {bp}")

@@ -1,0 +1,56 @@
+"""The closed vocabularies of the records: arms, modes, actions, phases, outcomes."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Arm(StrEnum):
+    """The deployment that answered a request."""
+
+    STABLE = "stable"
+    BASELINE = "baseline"
+    CANARY = "canary"
+
+
+class Mode(StrEnum):
+    """``canary`` serves a share of traffic from the canary; ``shadow`` only mirrors it."""
+
+    CANARY = "canary"
+    SHADOW = "shadow"
+
+
+class Action(StrEnum):
+    """What a :class:`ControlCommand` asks the controller to do."""
+
+    REGISTER = "register"
+    START = "start"
+    SET_WEIGHT = "set_weight"
+    ADVANCE = "advance"
+    PAUSE = "pause"
+    RESUME = "resume"
+    HOLD = "hold"
+    ROLLBACK = "rollback"
+    FINALIZE = "finalize"
+
+
+class Phase(StrEnum):
+    """Where a rollout is in its life (``Stable``: a registered model with no rollout)."""
+
+    STABLE = "Stable"
+    INITIALIZING = "Initializing"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    HOLDING = "Holding"
+    PROMOTING = "Promoting"
+    SUCCEEDED = "Succeeded"
+    ROLLED_BACK = "RolledBack"
+
+
+class Outcome(StrEnum):
+    """The evaluator's verdict on a rollout step."""
+
+    ADVANCE = "ADVANCE"
+    HOLD = "HOLD"
+    ROLLBACK = "ROLLBACK"
+    FINALIZE = "FINALIZE"
