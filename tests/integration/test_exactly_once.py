@@ -63,6 +63,12 @@ def test_router_killed_mid_stream_routes_every_request_exactly_once(
     counts = Counter(header(m, h.REQUEST_ID) for m in routed)
     assert len(counts) == n, f"{n - len(counts)} requests lost"
     assert max(counts.values()) == 1, f"duplicates: {[k for k, c in counts.items() if c > 1][:5]}"
+    # The restarted router restored the rollout state: every key kept its arm across the kill.
+    arms: dict[bytes, set[str | None]] = {}
+    for m in routed:
+        arms.setdefault(m.key() or b"", set()).add(header(m, h.ARM))
+    assert all(len(a) == 1 for a in arms.values()), "a key changed arms across the restart"
+    assert {a for s in arms.values() for a in s} == {"baseline", "canary"}
 
 
 def test_worker_killed_mid_stream_answers_every_request_exactly_once(

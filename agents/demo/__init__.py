@@ -1,0 +1,1 @@
+"""``canary demo``: the end-to-end run a new user starts with."""
