@@ -105,7 +105,8 @@ class CanaryClient:
         future.request_id = rid  # type: ignore[attr-defined]
         with self._lock:
             self._pending[rid] = future
-        self.send(inputs, model=model, key=key, request_id=rid, headers=headers)
+        # No flush: librdkafka sends within linger.ms, so many requests go out in batches.
+        self.send(inputs, model=model, key=key, request_id=rid, headers=headers, flush=False)
         return future
 
     def send(
@@ -145,8 +146,8 @@ class CanaryClient:
                 )
             ),
         )
+        producer.poll(0)
         if flush:
-            producer.poll(0)
             producer.flush(10)
         return rid
 

@@ -201,6 +201,29 @@ def spawn(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Agent]]:
 
 
 @pytest.fixture
+def start_worker(spawn: Callable[..., Agent]) -> Callable[..., Agent]:
+    """Factory: a worker for model ``iris`` (by default the ``noop:`` adapter)."""
+
+    def start(
+        version: str = "v1", *extra: str, adapter: str = "noop:", model: str = "iris"
+    ) -> Agent:
+        return spawn(
+            "worker",
+            "--model",
+            model,
+            "--version",
+            version,
+            "--adapter",
+            adapter,
+            "--instance",
+            f"w-{model}-{version}",
+            *extra,
+        )
+
+    return start
+
+
+@pytest.fixture
 def topics(admin: Admin, catalogue: TopicCatalogue) -> TopicCatalogue:
     """The core topics of this test's prefix, created."""
     admin.ensure_topics(catalogue.core_specs())

@@ -33,10 +33,11 @@ def test_each_malformed_request_is_dead_lettered_with_its_reason_while_routing_g
     settings: Settings,
     topics: TopicCatalogue,
     spawn: Callable[..., Agent],
+    start_worker: Callable[..., Agent],
     make_producer: Callable[..., Producer],
 ) -> None:
     router = spawn("router", "--instance", "r1", extra_env={"CANARY_MAX_REQUEST_BYTES": "4096"})
-    spawn("worker", "--model", "iris", "--version", "v1", "--adapter", "noop:", "--instance", "w")
+    start_worker()
     ControlClient(settings).send("iris", "register", baseline_version="v1")
     producer = make_producer()
     good_inputs = {"inputs": []}

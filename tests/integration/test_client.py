@@ -21,19 +21,14 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def serving(settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]) -> None:
+def serving(
+    settings: Settings,
+    topics: TopicCatalogue,
+    spawn: Callable[..., Agent],
+    start_worker: Callable[..., Agent],
+) -> None:
     spawn("router", "--instance", "r1")
-    spawn(
-        "worker",
-        "--model",
-        "iris",
-        "--version",
-        "v1",
-        "--instance",
-        "w",
-        "--adapter",
-        "python:tests.integration.models:fails_on_negative",
-    )
+    start_worker(adapter="python:tests.integration.models:fails_on_negative")
     ControlClient(settings).send("iris", "register", baseline_version="v1")
 
 

@@ -72,26 +72,18 @@ def test_router_killed_mid_stream_routes_every_request_exactly_once(
 
 
 def test_worker_killed_mid_stream_answers_every_request_exactly_once(
-    settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
+    settings: Settings,
+    topics: TopicCatalogue,
+    spawn: Callable[..., Agent],
+    start_worker: Callable[..., Agent],
 ) -> None:
     n = 20_000
     spawn("router", "--instance", "r1")
     ControlClient(settings).send("iris", "register", baseline_version="v1")
     send_requests(settings, "iris", [f"user-{i}" for i in range(n)])
-    worker_args = (
-        "worker",
-        "--model",
-        "iris",
-        "--version",
-        "v1",
-        "--adapter",
-        "noop:",
-        "--instance",
-        "w1",
-    )
-    first = spawn(*worker_args)
+    first = start_worker()
     _kill_when(first, settings, [topics.results], 4_000)
-    spawn(*worker_args)
+    start_worker()
 
     results = read_topic(settings, topics.results, n, timeout=120, settle=2)
     counts = Counter((m.key() or b"").decode() for m in results)

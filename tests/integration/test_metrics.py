@@ -40,23 +40,14 @@ def _scrape(port: int, wanted: list[str], timeout: float = 30.0) -> str:
 
 
 def test_router_and_worker_metrics(
-    settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
+    settings: Settings,
+    topics: TopicCatalogue,
+    spawn: Callable[..., Agent],
+    start_worker: Callable[..., Agent],
 ) -> None:
     router_port, worker_port = _free_port(), _free_port()
     spawn("router", "--instance", "r1", "--metrics-port", str(router_port))
-    spawn(
-        "worker",
-        "--model",
-        "iris",
-        "--version",
-        "v1",
-        "--adapter",
-        "noop:",
-        "--instance",
-        "w1",
-        "--metrics-port",
-        str(worker_port),
-    )
+    start_worker("v1", "--metrics-port", str(worker_port))
     control = ControlClient(settings)
     control.send("iris", "start", baseline_version="v1", canary_version="v2")
     control.send("iris", "set_weight", weight_bp=2000)

@@ -22,30 +22,19 @@ pytestmark = pytest.mark.integration
 ECHO = "python:tests.integration.models:echo"
 
 
-def _worker(spawn: Callable[..., Agent], version: str) -> Agent:
-    return spawn(
-        "worker",
-        "--model",
-        "iris",
-        "--version",
-        version,
-        "--adapter",
-        ECHO,
-        "--instance",
-        f"w-{version}",
-    )
-
-
 def _results(settings: Settings, topics: TopicCatalogue, n: int) -> list[InferenceResult]:
     codec = codec_for(InferenceResult)
     return [codec.decode(m.value()) for m in read_topic(settings, topics.results, n, settle=2)]
 
 
 def test_rollback_answers_the_canary_backlog_from_the_baseline_exactly_once(
-    settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
+    settings: Settings,
+    topics: TopicCatalogue,
+    spawn: Callable[..., Agent],
+    start_worker: Callable[..., Agent],
 ) -> None:
     spawn("router", "--instance", "r1")
-    _worker(spawn, "v1")
+    start_worker(adapter=ECHO, version="v1")
     control = ControlClient(settings)
     control.send("iris", "start", baseline_version="v1", canary_version="v2")
     control.send("iris", "set_weight", weight_bp=5000)
@@ -55,7 +44,9 @@ def test_rollback_answers_the_canary_backlog_from_the_baseline_exactly_once(
     outcome = control.send("iris", "rollback", reason="test")
     assert outcome.event.weight_bp == 0
     after = send_requests(settings, "iris", [f"u{i}" for i in range(500)], prefix="b")
-    canary_worker = _worker(spawn, "v2")  # sees the rollback, hands its backlog back
+    canary_worker = start_worker(
+        adapter=ECHO, version="v2"
+    )  # sees the rollback, hands its backlog back
 
     results = _results(settings, topics, len(before) + len(after))
     served = Counter(r.request_id for r in results if r.served)
@@ -72,11 +63,14 @@ def test_rollback_answers_the_canary_backlog_from_the_baseline_exactly_once(
 
 
 def test_shadow_serves_every_request_from_the_baseline_and_mirrors_it(
-    settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
+    settings: Settings,
+    topics: TopicCatalogue,
+    spawn: Callable[..., Agent],
+    start_worker: Callable[..., Agent],
 ) -> None:
     spawn("router", "--instance", "r1")
-    _worker(spawn, "v1")
-    _worker(spawn, "v2")
+    start_worker(adapter=ECHO, version="v1")
+    start_worker(adapter=ECHO, version="v2")
     control = ControlClient(settings)
     control.send("iris", "start", baseline_version="v1", canary_version="v2", mode="shadow")
     with CanaryClient(settings) as client:

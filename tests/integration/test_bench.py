@@ -1,0 +1,117 @@
+"""Smoke runs of ``canary bench router | worker`` on a real broker: the JSON line has every
+key with sane values and nothing is lost. Nothing here asserts a speed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+
+from agents.cli import bench_cmd
+from agents.cli.common import add_connection_options
+from agents.kafka.admin import Admin
+from streams.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+ROUTER_KEYS = {
+    "router_msgs_per_s",
+    "passthrough_msgs_per_s",
+    "ratio",
+    "router_added_latency_p50_ms",
+    "router_added_latency_p99_ms",
+    "router_rss_mb",
+    "router_rss_start_mb",
+    "router_rss_end_mb",
+    "requests",
+    "lost",
+    "duplicated",
+}
+WORKER_KEYS = {
+    "worker_msgs_per_s",
+    "passthrough_msgs_per_s",
+    "ratio",
+    "worker_rss_mb",
+    "requests",
+    "lost",
+    "duplicated",
+}
+
+
+def _run(
+    capsys: pytest.CaptureFixture[str], settings: Settings, prefix: str, *args: str
+) -> dict[str, object]:
+    """Run ``canary bench ARGS`` in-process; returns the JSON of stdout's last line."""
+    common = argparse.ArgumentParser(add_help=False)
+    add_connection_options(common)
+    parser = argparse.ArgumentParser(prog="canary")
+    bench_cmd.register(parser.add_subparsers(dest="command", required=True), common)
+    parsed = parser.parse_args(
+        ["bench", *args, "--bootstrap", settings.bootstrap_servers, "--topic-prefix", prefix]
+    )
+    assert parsed.handler(parsed) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    figures: dict[str, object] = json.loads(lines[-1])
+    return figures
+
+
+def _positive(figures: dict[str, object], *keys: str) -> None:
+    for key in keys:
+        value = figures[key]
+        assert isinstance(value, int | float) and math.isfinite(value) and value > 0, (key, value)
+
+
+def _no_topics_left(settings: Settings, prefix: str) -> None:
+    left = [n for n in Admin(settings).list_topics() if n.startswith(prefix + "-")]
+    assert left == [], f"benchmark topics not deleted: {left}"
+
+
+def test_bench_router_smoke(
+    capsys: pytest.CaptureFixture[str], broker_settings: Settings, unique: str
+) -> None:
+    prefix = f"b{unique}"
+    figures = _run(
+        capsys,
+        broker_settings,
+        prefix,
+        "router",
+        "--requests",
+        "3000",
+        "--latency-rate",
+        "200",
+        "--latency-seconds",
+        "1",
+    )
+    assert ROUTER_KEYS <= figures.keys()
+    _positive(
+        figures,
+        "router_msgs_per_s",
+        "passthrough_msgs_per_s",
+        "ratio",
+        "router_rss_mb",
+        "router_rss_start_mb",
+        "router_rss_end_mb",
+    )
+    for key in ("router_added_latency_p50_ms", "router_added_latency_p99_ms"):
+        assert isinstance(figures[key], float) and math.isfinite(figures[key]), key
+    assert figures["requests"] == 3000
+    assert figures["lost"] == 0 and figures["duplicated"] == 0
+    assert figures["dead_letters"] == 0
+    assert figures["latency_samples"] == 200
+    assert figures["router_rss_mb"] >= figures["router_rss_start_mb"]  # type: ignore[operator]
+    _no_topics_left(broker_settings, prefix)
+
+
+def test_bench_worker_smoke(
+    capsys: pytest.CaptureFixture[str], broker_settings: Settings, unique: str
+) -> None:
+    prefix = f"b{unique}"
+    figures = _run(capsys, broker_settings, prefix, "worker", "--requests", "3000", "--json-only")
+    assert WORKER_KEYS <= figures.keys()
+    _positive(figures, "worker_msgs_per_s", "passthrough_msgs_per_s", "ratio", "worker_rss_mb")
+    assert figures["requests"] == 3000
+    assert figures["lost"] == 0 and figures["duplicated"] == 0
+    assert figures["passthrough_lost"] == 0 and figures["passthrough_duplicated"] == 0
+    _no_topics_left(broker_settings, prefix)
