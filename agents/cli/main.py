@@ -6,7 +6,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from agents.cli import agents_cmd, broker_cmd, control_cmd, data_cmd, demo_cmd, topics_cmd
+from agents.cli import (
+    agents_cmd,
+    bench_cmd,
+    broker_cmd,
+    control_cmd,
+    data_cmd,
+    demo_cmd,
+    topics_cmd,
+)
 from agents.cli.common import add_connection_options
 from streams import __version__
 from streams.errors import CanaryError
@@ -24,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="canary", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"model-canary {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (broker_cmd, topics_cmd, agents_cmd, control_cmd, data_cmd, demo_cmd):
+    modules = (broker_cmd, topics_cmd, agents_cmd, control_cmd, data_cmd, demo_cmd, bench_cmd)
+    for module in modules:
         module.register(sub, common)
     return parser
 

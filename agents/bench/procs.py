@@ -1,0 +1,145 @@
+"""Benchmark contenders run as child processes; their resident memory is sampled from
+``/proc/PID/status`` (``VmRSS``) while they run.
+
+>>> child = Child("passthrough", ["python", "-m", "agents.bench.passthrough"], {}, Path("x.log"))
+>>> # child.start(); ...; child.stop(); child.rss.peak_mb()
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+MB = 1024 * 1024
+
+
+def read_rss(pid: int) -> int | None:
+    """Resident set size of ``pid`` in bytes (``VmRSS``), or ``None`` once it has exited."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class RssSampler:
+    """Samples a process's RSS every ``interval_s`` seconds in a daemon thread.
+
+    >>> sampler = RssSampler(1, interval_s=0.1)   # ``sampler.start()`` begins sampling
+    >>> sampler.peak_mb() is None
+    True
+    """
+
+    def __init__(self, pid: int, interval_s: float = 0.1) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self.samples: list[tuple[float, int]] = []  # (time.monotonic(), bytes)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"rss-{pid}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = read_rss(self.pid)
+            if rss is None:
+                return
+            self.samples.append((time.monotonic(), rss))
+            self._stop.wait(self.interval_s)
+
+    def sample_now(self) -> int | None:
+        """Take (and record) one sample at once."""
+        rss = read_rss(self.pid)
+        if rss is not None:
+            self.samples.append((time.monotonic(), rss))
+        return rss
+
+    def at_mb(self, when: float) -> float | None:
+        """RSS of the first sample taken at or after ``when`` (a ``time.monotonic()``)."""
+        for t, rss in self.samples:
+            if t >= when:
+                return rss / MB
+        return self.samples[-1][1] / MB if self.samples else None
+
+    def peak_mb(self) -> float | None:
+        return max(rss for _t, rss in self.samples) / MB if self.samples else None
+
+    def last_mb(self) -> float | None:
+        return self.samples[-1][1] / MB if self.samples else None
+
+
+class Child:
+    """One contender process: ``argv`` with ``env``, output appended to ``log_path``."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.rss: RssSampler | None = None  # of the current (or last) run
+        self.runs: list[RssSampler] = []  # one per start
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        """Start the process (and its RSS sampler) unless it is running."""
+        if self.alive:
+            return
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.rss = RssSampler(self.proc.pid)
+        self.rss.start()
+        self.runs.append(self.rss)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM (a graceful stop commits the open transaction) and wait; SIGKILL after
+        ``timeout`` seconds. Returns the exit code, ``None`` if it never ran."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if self.rss is not None:
+            self.rss.sample_now()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        if self.rss is not None:
+            self.rss.stop()
+        return proc.returncode
+
+    def peak_mb(self) -> float | None:
+        """Highest RSS over every run of this contender."""
+        peaks = [p for p in (r.peak_mb() for r in self.runs) if p is not None]
+        return max(peaks) if peaks else None
+
+    def check_alive(self) -> None:
+        """Raise with the end of the log when the process has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(
+                f"{self.name} exited with code {self.proc.returncode}:\n{self.log_tail()}"
+            )
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""

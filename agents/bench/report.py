@@ -1,0 +1,62 @@
+"""Figures to text: percentiles, medians, the human table and the final JSON line.
+
+>>> percentile([1.0, 2.0, 3.0, 4.0], 50)
+2.5
+>>> print(table([("rate", "1", "2")], ("", "a", "b")))
+      a  b
+rate  1  2
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Linear-interpolated percentile (``pct`` in 0..100); NaN when ``values`` is empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * pct / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def fmt(value: float | int | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.{digits}f}"
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    """Left-aligned first column, right-aligned others, two spaces apart."""
+    lines = [list(header), *(list(r) for r in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = []
+    for line in lines:
+        cells = [line[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True)
+        ]
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out)
+
+
+def json_line(figures: Mapping[str, object]) -> str:
+    """One line of JSON; floats rounded to 3 decimals, NaN written as null."""
+
+    def clean(v: object) -> object:
+        if isinstance(v, float):
+            return None if math.isnan(v) else round(v, 3)
+        return v
+
+    return json.dumps({k: clean(v) for k, v in figures.items()}, separators=(", ", ": "))

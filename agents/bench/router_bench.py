@@ -1,0 +1,236 @@
+"""``canary bench router``: the router against the passthrough, on the same broker and the
+same requests.
+
+1. Under a fresh prefix: create the topics, register model ``bench`` (baseline ``v1``) and
+   start a rollout to ``v2`` at ``weight_pct`` through a controller run in a thread here.
+2. Produce ``requests`` Avro requests before either consumer starts.
+3. Each contender (``canary router --no-controller`` and the passthrough, each a process of
+   its own) drains them alone; see :mod:`agents.bench.measure` for what is timed.
+4. Latency: with only the router running, requests at ``latency_rate``/s for
+   ``latency_seconds`` s; then the same through the passthrough.
+5. Check every request was routed exactly once (``read_committed``), delete the topics.
+
+>>> # figures, text = run_router_bench(Settings.from_env(), RouterBenchOptions(requests=3000))
+>>> # figures["ratio"]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agents.bench.load import produce_paced, produce_requests
+from agents.bench.measure import (
+    Drain,
+    LatencyTail,
+    check_delivery,
+    drain_rounds,
+    read_ids,
+    request_id_header,
+    wait_caught_up,
+)
+from agents.bench.probe import OffsetProbe
+from agents.bench.report import fmt, median, percentile, table
+from agents.bench.session import BenchSession, Contender, Progress
+from streams.errors import ConfigError
+from streams.settings import Settings
+
+MODEL = "bench"
+BASELINE, CANARY = "v1", "v2"
+
+
+@dataclass(frozen=True, slots=True)
+class RouterBenchOptions:
+    requests: int = 200_000
+    latency_rate: float = 1000.0
+    latency_seconds: float = 10.0
+    rounds: int = 1
+    weight_pct: float = 20.0
+    max_batch: int = 1000
+    keep_topics: bool = False
+    timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        for name in ("requests", "rounds", "max_batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.latency_rate <= 0 or self.latency_seconds <= 0:
+            raise ConfigError("--latency-rate and --latency-seconds must be positive")
+        if not 0 <= self.weight_pct <= 100:
+            raise ConfigError("--weight-pct must be within 0..100")
+
+
+def run_router_bench(
+    settings: Settings, options: RouterBenchOptions, progress: Progress = lambda _m: None
+) -> tuple[dict[str, object], str]:
+    """Run the benchmark; returns the figures (the JSON line's content) and a table."""
+    o = options
+    with BenchSession(
+        settings, "router-bench", keep_topics=o.keep_topics, progress=progress
+    ) as session:
+        cat = session.catalogue
+        prefix = session.settings.topic_prefix
+        copy = session.spec("passthrough-out")
+        progress(f"topics under {prefix}.*: creating, starting a rollout at {o.weight_pct:g}%")
+        session.create_topics([copy])
+        session.apply_commands(
+            [
+                (MODEL, "register", {"baseline_version": BASELINE}),
+                (MODEL, "start", {"canary_version": CANARY}),
+                (MODEL, "set_weight", {"weight_bp": round(o.weight_pct * 100)}),
+            ]
+        )
+        versions = (cat.version_requests(MODEL, BASELINE), cat.version_requests(MODEL, CANARY))
+        router = session.agent(
+            "router",
+            f"{prefix}.router",
+            [cat.requests],
+            [*versions, cat.dead_letters],
+            "router",
+            "--instance",
+            "bench",
+            "--no-controller",
+            "--max-batch",
+            str(o.max_batch),
+        )
+        passthrough = session.passthrough(cat.requests, [copy.name])
+        probe = OffsetProbe(session.settings)
+        sent: list[str] = []
+
+        def produce(r: int) -> None:
+            progress(f"round {r + 1}/{o.rounds}: producing {o.requests:,} requests")
+            before = probe.end_total([cat.requests])
+            sent.extend(produce_requests(session.settings, MODEL, o.requests, id_prefix=f"t{r}-"))
+            written = probe.end_total([cat.requests]) - before
+            if written != o.requests:
+                raise RuntimeError(f"{written} of {o.requests} requests were written")
+
+        try:
+            drains = drain_rounds(
+                probe,
+                [passthrough, router],
+                o.rounds,
+                produce,
+                progress=progress,
+                timeout=o.timeout,
+            )
+            # The router is still running from its last drain.
+            router_lat, router_lat_ids = _latency(session, probe, router, "lr-", o, progress)
+            router.child.stop()
+            pt_lat, pt_lat_ids = _latency(session, probe, passthrough, "lp-", o, progress)
+            passthrough.child.stop()
+            progress("checking every request was routed exactly once")
+            routed = check_delivery(
+                session.settings, versions, [*sent, *router_lat_ids], request_id_header
+            )
+            dead = len(read_ids(session.settings, [cat.dead_letters], request_id_header))
+            copied = check_delivery(
+                session.settings,
+                [copy.name],
+                [*sent, *router_lat_ids, *pt_lat_ids],
+                request_id_header,
+            )
+        finally:
+            probe.close()
+
+    last = drains["router"][-1]
+    r_rate = median([d.msgs_per_s for d in drains["router"]])
+    p_rate = median([d.msgs_per_s for d in drains["passthrough"]])
+    r50, r99 = percentile(router_lat, 50), percentile(router_lat, 99)
+    p50, p99 = percentile(pt_lat, 50), percentile(pt_lat, 99)
+    rss_end = router.child.runs[-1].last_mb() if router.child.runs else None
+    figures: dict[str, object] = {
+        "router_msgs_per_s": r_rate,
+        "passthrough_msgs_per_s": p_rate,
+        "ratio": r_rate / p_rate if p_rate else float("nan"),
+        "router_added_latency_p50_ms": r50 - p50,
+        "router_added_latency_p99_ms": r99 - p99,
+        "router_rss_mb": router.child.peak_mb(),
+        "router_rss_start_mb": last.rss_start_mb,
+        "router_rss_end_mb": rss_end,
+        "requests": o.requests,
+        "lost": routed.lost,
+        "duplicated": routed.duplicated,
+        "rounds": o.rounds,
+        "router_latency_p50_ms": r50,
+        "router_latency_p99_ms": r99,
+        "passthrough_latency_p50_ms": p50,
+        "passthrough_latency_p99_ms": p99,
+        "latency_samples": len(router_lat),
+        "passthrough_rss_mb": passthrough.child.peak_mb(),
+        "dead_letters": dead,
+        "passthrough_lost": copied.lost,
+        "passthrough_duplicated": copied.duplicated,
+    }
+    return figures, _table(drains, router_lat, pt_lat, figures)
+
+
+def _latency(
+    session: BenchSession,
+    probe: OffsetProbe,
+    contender: Contender,
+    id_prefix: str,
+    o: RouterBenchOptions,
+    progress: Progress,
+) -> tuple[list[float], list[str]]:
+    """Latencies of paced requests through ``contender`` (started and caught up first)."""
+    c = contender
+    wait_caught_up(probe, c.child, c.group, c.inputs, o.timeout)
+    progress(f"latency through {c.child.name}: {o.latency_rate:g}/s for {o.latency_seconds:g} s")
+    tail = LatencyTail(session.settings, c.outputs)
+    all_ids, ids = produce_paced(
+        session.settings, MODEL, o.latency_rate, o.latency_seconds, id_prefix=id_prefix
+    )
+    latencies = tail.wait_for(ids, timeout=60)
+    wait_caught_up(probe, c.child, c.group, c.inputs, o.timeout)
+    if len(latencies) < len(ids):
+        progress(f"  {len(ids) - len(latencies)} of {len(ids)} latency requests never arrived")
+    return latencies, all_ids
+
+
+def _table(
+    drains: dict[str, list[Drain]],
+    router_lat: list[float],
+    pt_lat: list[float],
+    f: dict[str, object],
+) -> str:
+    def rate(name: str) -> str:
+        return fmt(median([d.msgs_per_s for d in drains[name]]), 0)
+
+    def secs(name: str) -> str:
+        return fmt(median([d.seconds for d in drains[name]]), 2)
+
+    def num(key: str) -> float | None:
+        v = f[key]
+        return float(v) if isinstance(v, int | float) else None
+
+    rows = [
+        ("drain msgs/s (median)", rate("router"), rate("passthrough"), fmt(num("ratio"), 3)),
+        ("drain seconds (median)", secs("router"), secs("passthrough"), ""),
+        (
+            "latency p50 ms",
+            fmt(percentile(router_lat, 50)),
+            fmt(percentile(pt_lat, 50)),
+            fmt(num("router_added_latency_p50_ms")),
+        ),
+        (
+            "latency p99 ms",
+            fmt(percentile(router_lat, 99)),
+            fmt(percentile(pt_lat, 99)),
+            fmt(num("router_added_latency_p99_ms")),
+        ),
+        (
+            "RSS MB start/end/peak",
+            "/".join(
+                fmt(num(k)) for k in ("router_rss_start_mb", "router_rss_end_mb", "router_rss_mb")
+            ),
+            fmt(num("passthrough_rss_mb")) + " peak",
+            "",
+        ),
+        (
+            "lost / duplicated",
+            f"{f['lost']} / {f['duplicated']}",
+            f"{f['passthrough_lost']} / {f['passthrough_duplicated']}",
+            "",
+        ),
+    ]
+    return table(rows, ("", "router", "passthrough", "ratio or difference"))

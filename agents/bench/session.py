@@ -1,0 +1,184 @@
+"""A benchmark session: a fresh topic prefix on the cluster, the environment its child
+processes run with, the contenders, and clean-up.
+
+>>> # with BenchSession(Settings.from_env(), "bench") as session:
+>>> #     session.create_topics(...); child = session.child("router", [...])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from confluent_kafka import KafkaException
+
+from agents.bench.procs import Child
+from agents.client.control import ControlClient
+from agents.kafka.admin import Admin
+from agents.router.controller import Controller
+from streams.settings import Settings
+from streams.topics import TopicCatalogue, TopicSpec
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Contender:
+    """A process under test and how it is observed: its consumer group, the topic(s) it
+    drains and the topics it writes its copies to."""
+
+    child: Child
+    group: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+class BenchSession:
+    """Everything of one benchmark run lives under ``{base prefix}-{kind}-{random}``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        kind: str,
+        *,
+        keep_topics: bool = False,
+        progress: Progress = lambda _m: None,
+    ) -> None:
+        prefix = f"{settings.topic_prefix}-{kind}-{uuid.uuid4().hex[:8]}"
+        self.settings = settings.with_overrides(topic_prefix=prefix)
+        self.catalogue = TopicCatalogue(prefix, self.settings.partitions)
+        self.admin = Admin(self.settings)
+        self.keep_topics = keep_topics
+        self.progress = progress
+        self.children: list[Child] = []
+        self.log_dir = Path(tempfile.mkdtemp(prefix=f"canary-bench-{kind}-"))
+        self.groups: list[str] = []
+
+    # -- children ------------------------------------------------------------------------
+    def env(self) -> dict[str, str]:
+        """What a child needs to reach the same cluster under the same prefix."""
+        s = self.settings
+        env = {
+            **os.environ,
+            "CANARY_BOOTSTRAP": s.bootstrap_servers,
+            "CANARY_TOPIC_PREFIX": s.topic_prefix,
+            "CANARY_PARTITIONS": str(s.partitions),
+            "CANARY_COMMIT_INTERVAL_MS": str(s.commit_interval_ms),
+            "CANARY_MAX_REQUEST_BYTES": str(s.max_request_bytes),
+            "PYTHONUNBUFFERED": "1",
+        }
+        for key, value in s.extra_config.items():
+            env["CANARY_KAFKA_" + key.upper().replace(".", "_")] = value
+        return env
+
+    def child(self, name: str, args: Sequence[str]) -> Child:
+        """A ``python ARGS...`` child process (not started)."""
+        made = Child(name, [sys.executable, *args], self.env(), self.log_dir / f"{name}.log")
+        self.children.append(made)
+        return made
+
+    def agent(
+        self, name: str, group: str, inputs: Sequence[str], outputs: Sequence[str], *args: str
+    ) -> Contender:
+        """``canary ARGS...`` as a contender."""
+        self.groups.append(group)
+        child = self.child(name, ["-m", "agents.cli.main", *args])
+        return Contender(child, group, tuple(inputs), tuple(outputs))
+
+    def passthrough(self, input_topic: str, outputs: Sequence[str]) -> Contender:
+        """The reference loop (:mod:`agents.bench.passthrough`) as a contender."""
+        group = f"{self.settings.topic_prefix}.passthrough"
+        self.groups.append(group)
+        args = ["-m", "agents.bench.passthrough", "--input", input_topic, "--group", group]
+        args += ["--transactional-id", f"{group}.bench"]
+        args += [a for topic in outputs for a in ("--output", topic)]
+        args += ["--commit-interval-ms", str(self.settings.commit_interval_ms)]
+        child = self.child("passthrough", args)
+        return Contender(child, group, (input_topic,), tuple(outputs))
+
+    # -- topics and rollouts -------------------------------------------------------------
+    def create_topics(self, extra: Sequence[TopicSpec] = ()) -> None:
+        self.admin.ensure_topics([*self.catalogue.core_specs(), *extra])
+
+    def spec(self, suffix: str) -> TopicSpec:
+        """A plain data topic ``{prefix}.{suffix}``."""
+        return TopicSpec(f"{self.settings.topic_prefix}.{suffix}", self.settings.partitions)
+
+    def apply_commands(self, commands: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+        """Apply control commands ``(model, action, fields)`` through a controller run in a
+        thread of this process, stopped once all are applied."""
+        controller = Controller(self.settings, "bench")
+        self.groups.append(f"{self.settings.topic_prefix}.controller")
+        stop = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                controller.loop.run(stop)
+            except BaseException as exc:  # reported below
+                failure.append(exc)
+
+        thread = threading.Thread(target=run, name="bench-controller", daemon=True)
+        thread.start()
+        try:
+            control = ControlClient(self.settings, issued_by="canary-bench")
+            for model, action, fields in commands:
+                control.send(model, action, wait=60, **fields)
+        finally:
+            stop.set()
+            thread.join(30)
+            controller.view.close()
+        if failure:
+            raise RuntimeError(f"the controller failed: {failure[0]}")
+
+    # -- clean-up ------------------------------------------------------------------------
+    def close(self, failed: bool = False) -> None:
+        """Stop the children; delete the topics (unless kept) and the children's logs
+        (unless kept or ``failed``)."""
+        for child in self.children:
+            child.stop()
+        if self.keep_topics or failed:
+            self.progress(f"logs of the agents in {self.log_dir}")
+        else:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
+        if self.keep_topics:
+            self.progress(f"kept topics {self.settings.topic_prefix}.*")
+            return
+        prefix = self.settings.topic_prefix + "."
+        try:
+            names = [n for n in self.admin.list_topics() if n.startswith(prefix)]
+            if names:
+                for future in self.admin.client.delete_topics(names, operation_timeout=30).values():
+                    future.result(60)
+            # Best effort: groups with static members stay non-empty until their session
+            # times out, and are then removed by the broker's offset retention.
+            if self.groups:
+                for future in self.admin.client.delete_consumer_groups(
+                    sorted(set(self.groups)), request_timeout=10
+                ).values():
+                    with contextlib.suppress(KafkaException):
+                        future.result(15)
+        except KafkaException as exc:
+            self.progress(f"could not delete the benchmark topics: {exc}")
+        self.progress(f"deleted topics {prefix}*")
+
+    def __enter__(self) -> BenchSession:
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        exc: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> None:
+        self.close(failed=exc is not None)

@@ -1,0 +1,192 @@
+"""``canary bench router | worker``: throughput, latency and memory of an agent against a
+minimal confluent-kafka passthrough, on a real cluster.
+
+>>> # canary bench router --requests 200000 --bootstrap kafka:9092
+>>> # canary bench worker --requests 50000 --json-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from agents.bench.report import json_line
+from agents.cli.common import settings_from_args
+
+_MEASURE = (
+    "Both contenders run as processes of their own, one at a time, over their own consumer "
+    "group on the same requests, produced before either starts. Throughput is drained "
+    "messages / (time of the last transaction commit, seen as the group's committed offsets "
+    "reaching the end of the input, - time of the first output, seen as the output topics' "
+    "high watermarks moving): start-up and group join are left out. RSS is the process's "
+    "VmRSS sampled every 100 ms. Exactly-once is checked by reading every output "
+    "read_committed and counting request ids (lost: never written; duplicated: written more "
+    "than once). Everything runs under a fresh topic prefix, PREFIX-AGENT-bench-RANDOM "
+    "(PREFIX from --topic-prefix, default 'canary'), deleted at the end unless --keep-topics. "
+    "The last line printed is JSON."
+)
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    parser = sub.add_parser(
+        "bench",
+        help="benchmark the router or a worker against a bare confluent-kafka passthrough",
+        description="Measure an agent against the least an exactly-once consume-produce loop "
+        "can do: a passthrough written directly against confluent-kafka that copies each "
+        "message inside transactions committed every 100 ms (python -m "
+        "agents.bench.passthrough). Prints figures, it asserts nothing.",
+    )
+    kinds = parser.add_subparsers(dest="bench_kind", required=True, metavar="AGENT")
+
+    router = kinds.add_parser(
+        "router",
+        parents=[common],
+        help="the router (real rollout state, canary at --weight-pct) vs the passthrough",
+        description="Register model 'bench' (baseline v1), start a rollout to v2 at "
+        "--weight-pct through a controller run in this process, then measure 'canary router "
+        "--no-controller' against the passthrough (one output topic). " + _MEASURE + " "
+        "Latency: with only that contender running, requests are sent at --latency-rate per "
+        "second for --latency-seconds, each stamped with its send time; latency is the time "
+        "from just before produce to receipt by a read_committed consumer of the outputs "
+        "(fetch.wait.max.ms=10). With transactions committed every 100 ms both are dominated "
+        "by the commit interval, so what counts is router_added_latency_pXX_ms = router pXX "
+        "- passthrough pXX (the raw figures are in the JSON too). JSON keys: "
+        "router_msgs_per_s, passthrough_msgs_per_s, ratio (router/passthrough), "
+        "router_added_latency_p50_ms, router_added_latency_p99_ms, router_rss_mb (peak), "
+        "router_rss_start_mb (at its first routed message), router_rss_end_mb (after the "
+        "latency phase), requests, lost, duplicated (over every request the router "
+        "consumed), and more.",
+    )
+    router.add_argument(
+        "--requests",
+        type=int,
+        default=200_000,
+        metavar="N",
+        help="requests drained per round (default 200000)",
+    )
+    router.add_argument(
+        "--latency-rate",
+        type=float,
+        default=1000.0,
+        metavar="PER_S",
+        help="requests per second in the latency phase (default 1000)",
+    )
+    router.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="length of each latency phase (default 10)",
+    )
+    router.add_argument(
+        "--weight-pct",
+        type=float,
+        default=20.0,
+        metavar="PCT",
+        help="canary weight of the rollout the router applies (default 20)",
+    )
+    router.add_argument(
+        "--max-batch",
+        type=int,
+        default=1000,
+        help="the router's --max-batch (default 1000, as 'canary router')",
+    )
+    _shared(router)
+    router.set_defaults(handler=run_router_bench)
+
+    worker = kinds.add_parser(
+        "worker",
+        parents=[common],
+        help="a worker with the noop: adapter vs the passthrough (two outputs each)",
+        description="Produce requests, with the headers the router sets, straight to model "
+        "'bench' version v1's topic; measure 'canary worker --adapter noop:' (one result and "
+        "one metric event per request) against the passthrough copying each request to two "
+        "topics. " + _MEASURE + " JSON keys: worker_msgs_per_s, passthrough_msgs_per_s, "
+        "ratio (worker/passthrough), worker_rss_mb (peak), requests, lost (requests without a "
+        "result or a metric event), duplicated, and more.",
+    )
+    worker.add_argument(
+        "--requests",
+        type=int,
+        default=50_000,
+        metavar="N",
+        help="requests drained per round (default 50000)",
+    )
+    worker.add_argument(
+        "--max-batch",
+        type=int,
+        default=64,
+        help="the worker's --max-batch, also its consume batch (default 64, as 'canary "
+        "worker'); the passthrough consumes 1000 at a time",
+    )
+    _shared(worker)
+    worker.set_defaults(handler=run_worker_bench)
+
+
+def _shared(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="drain this many times, alternating who goes first; medians are reported (default 1)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="give up on a phase after this many seconds (default 600)",
+    )
+    parser.add_argument(
+        "--keep-topics", action="store_true", help="keep the benchmark's topics and groups"
+    )
+    parser.add_argument(
+        "--json-only", action="store_true", help="print only the JSON line (no progress, no table)"
+    )
+
+
+def _progress(args: argparse.Namespace) -> Callable[[str], None]:
+    if args.json_only:
+        return lambda _m: None
+    return lambda m: print(m, file=sys.stderr, flush=True)
+
+
+def _finish(args: argparse.Namespace, figures: dict[str, object], text: str) -> int:
+    if not args.json_only:
+        print(text)
+    print(json_line(figures), flush=True)
+    return 0
+
+
+def run_router_bench(args: argparse.Namespace) -> int:
+    from agents.bench.router_bench import RouterBenchOptions, run_router_bench
+
+    options = RouterBenchOptions(
+        requests=args.requests,
+        latency_rate=args.latency_rate,
+        latency_seconds=args.latency_seconds,
+        rounds=args.rounds,
+        weight_pct=args.weight_pct,
+        max_batch=args.max_batch,
+        keep_topics=args.keep_topics,
+        timeout=args.timeout,
+    )
+    figures, text = run_router_bench(settings_from_args(args), options, _progress(args))
+    return _finish(args, figures, text)
+
+
+def run_worker_bench(args: argparse.Namespace) -> int:
+    from agents.bench.worker_bench import WorkerBenchOptions, run_worker_bench
+
+    options = WorkerBenchOptions(
+        requests=args.requests,
+        rounds=args.rounds,
+        max_batch=args.max_batch,
+        keep_topics=args.keep_topics,
+        timeout=args.timeout,
+    )
+    figures, text = run_worker_bench(settings_from_args(args), options, _progress(args))
+    return _finish(args, figures, text)
