@@ -1,7 +1,7 @@
 """The routing decision: where one request goes, given its model's rollout state.
 
-Pure code, no Kafka: the router calls :func:`routes_for` for each request and republishes the
-payload unchanged to each route's version topic.
+Pure code, no Kafka: the router compiles each state into a :class:`RoutePlan` once and asks it
+for every request; the payload is republished unchanged to each route's version topic.
 
 >>> from streams.messages import Phase, RolloutState, utc_now
 >>> now = utc_now()
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.cohort import bucket
+from streams.cohort import Cohorts
 from streams.messages import MAX_BP, Arm, Mode, RolloutState
 from streams.rollout.machine import ACTIVE_PHASES
 
@@ -33,30 +33,68 @@ class Route:
     weight_bp: int
 
 
+class RoutePlan:
+    """A rollout state compiled for routing: the few possible route tuples are built once, so
+    routing a request costs one hash and a comparison.
+
+    ``routes(key, forced_arm)``: ``forced_arm`` ("baseline" or "canary", from the request's
+    ``canary-arm`` header) overrides the split for testers; its weight is then 0 or 10000, the
+    probability it really had, so forced requests carry no evidence about the arms.
+    """
+
+    __slots__ = ("_active", "_baseline", "_canary", "_cohorts", "_forced", "_shadow", "_threshold")
+
+    def __init__(self, state: RolloutState) -> None:
+        rid = state.rollout_id
+        self._cohorts = Cohorts(rid)
+        self._active = state.phase in ACTIVE_PHASES and state.canary_version is not None
+        self._shadow = state.mode is Mode.SHADOW
+        self._forced: dict[str, tuple[Route, ...]] = {}
+        self._baseline: tuple[Route, ...]
+        self._canary: tuple[Route, ...]
+        if not self._active:
+            stable = (Route(state.stable_version, Arm.STABLE, True, rid, 0),)
+            self._baseline = self._canary = stable
+            self._threshold = 0
+            return
+        canary = state.canary_version
+        assert canary is not None
+        baseline = state.baseline_version
+        if self._shadow:
+            served = Route(baseline, Arm.BASELINE, True, rid, 0)
+            self._baseline = (served,)
+            self._canary = (served, Route(canary, Arm.CANARY, False, rid, 0))
+            self._threshold = state.shadow_sample_bp
+            self._forced = {Arm.BASELINE: self._baseline, Arm.CANARY: self._canary}
+            return
+        weight = state.weight_bp
+        self._baseline = (Route(baseline, Arm.BASELINE, True, rid, weight),)
+        self._canary = (Route(canary, Arm.CANARY, True, rid, weight),)
+        self._threshold = weight
+        self._forced = {
+            Arm.BASELINE: (Route(baseline, Arm.BASELINE, True, rid, 0),),
+            Arm.CANARY: (Route(canary, Arm.CANARY, True, rid, MAX_BP),),
+        }
+
+    def routes(self, key: bytes, forced_arm: str | None = None) -> tuple[Route, ...]:
+        """Where a request with routing key ``key`` goes (in shadow mode: the served route
+        first, then the mirrored copy when the key is sampled)."""
+        if not self._active:
+            return self._baseline
+        if forced_arm is not None:
+            forced = self._forced.get(forced_arm)
+            if forced is not None:
+                return forced
+        if self._cohorts.bucket(key) < self._threshold:
+            return self._canary
+        return self._baseline
+
+    def all_routes(self) -> tuple[Route, ...]:
+        """Every distinct route this plan can return."""
+        seen = (*self._baseline, *self._canary, *(r for f in self._forced.values() for r in f))
+        return tuple(dict.fromkeys(seen))
+
+
 def routes_for(state: RolloutState, key: bytes, forced_arm: str | None = None) -> tuple[Route, ...]:
-    """Where a request with routing key ``key`` goes. ``forced_arm`` ("baseline" or "canary",
-    from the request's ``canary-arm`` header) overrides the split for testers; its weight is
-    then 0 or 10000, the probability it really had, so forced requests carry no evidence."""
-    rid = state.rollout_id
-    if state.phase not in ACTIVE_PHASES or state.canary_version is None:
-        return (Route(state.stable_version, Arm.STABLE, True, rid, 0),)
-    baseline = state.baseline_version
-    canary = state.canary_version
-    if state.mode is Mode.SHADOW:
-        routes = [Route(baseline, Arm.BASELINE, True, rid, 0)]
-        mirrored = (
-            forced_arm == Arm.CANARY
-            if forced_arm in (Arm.CANARY, Arm.BASELINE)
-            else bucket(key, rid) < state.shadow_sample_bp
-        )
-        if mirrored:
-            routes.append(Route(canary, Arm.CANARY, False, rid, 0))
-        return tuple(routes)
-    if forced_arm == Arm.CANARY:
-        return (Route(canary, Arm.CANARY, True, rid, MAX_BP),)
-    if forced_arm == Arm.BASELINE:
-        return (Route(baseline, Arm.BASELINE, True, rid, 0),)
-    weight = state.weight_bp
-    if bucket(key, rid) < weight:
-        return (Route(canary, Arm.CANARY, True, rid, weight),)
-    return (Route(baseline, Arm.BASELINE, True, rid, weight),)
+    """Where a request with routing key ``key`` goes (see :class:`RoutePlan`)."""
+    return RoutePlan(state).routes(key, forced_arm)

@@ -9,6 +9,7 @@ even when the process is killed at any point.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -62,6 +63,9 @@ class TxnOutput:
 
     def __init__(self, producer: Producer) -> None:
         self._producer = producer
+        #: The producer's own ``produce``, for hot loops: call it directly and fall back to
+        #: :meth:`produce` on ``BufferError`` (the local queue is full).
+        self.fast_produce = producer.produce
 
     def produce(
         self,
@@ -239,11 +243,15 @@ class ExactlyOnceLoop:
             consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
 
     def lag(self) -> dict[tuple[str, int], int]:
-        """Messages not yet consumed per assigned partition (high watermark - position)."""
+        """Messages not yet consumed per assigned partition (high watermark - position).
+
+        Uses the high watermark of the last fetch response (no broker round trip: a blocking
+        query would wait behind the consumer's long-poll fetch).
+        """
         consumer, _ = self._open()
         out: dict[tuple[str, int], int] = {}
         for tp in consumer.position(consumer.assignment()):
-            _low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
             out[(tp.topic, tp.partition)] = max(0, high - tp.offset) if tp.offset >= 0 else high
         return out
 
@@ -277,6 +285,18 @@ def _usable(msg: Message) -> bool:
 
 def _describe(partitions: list[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
+
+
+def tune_gc() -> None:
+    """Collect reference cycles less often in an agent's hot loop.
+
+    Routing and answering allocate many short-lived objects that form no cycles (header lists,
+    records); the default thresholds run the cycle collector every 700 allocations, which cost
+    the router about a tenth of its throughput. Cycles are still collected, only less often;
+    the objects alive at start-up are frozen out of every collection.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def stop_on_signals() -> threading.Event:

@@ -14,17 +14,18 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from confluent_kafka import Message
 
 from agents import metrics
 from agents.kafka.dead_letters import dead_letter
-from agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnOutput
+from agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnOutput, tune_gc
 from agents.kafka.state_view import StateView
 from streams import headers as h
 from streams.codec.requests import decode_request
 from streams.errors import DecodeError
-from streams.routing import routes_for
+from streams.routing import RoutePlan
 from streams.settings import Settings
 from streams.topics import TopicCatalogue
 
@@ -34,6 +35,41 @@ AGENT = "router"
 # Headers the router sets; a client's values for them are replaced (canary-arm is read first
 # as a forced arm).
 _ROUTER_HEADERS = frozenset({h.ARM, h.VERSION, h.ROLLOUT_ID, h.WEIGHT_BP, h.ROUTED_AT_MS, h.SHADOW})
+
+
+_JSON = h.JSON.encode()
+_JSON_LEN = len(_JSON)
+_MODEL, _REQUEST_ID, _CONTENT_TYPE, _ARM = h.MODEL, h.REQUEST_ID, h.CONTENT_TYPE, h.ARM
+_ROUTED_AT = h.ROUTED_AT_MS
+
+
+class _Output:
+    """Where one route's requests go: topic, encoded route headers, metric labels, and the
+    count routed since the metrics were last updated."""
+
+    __slots__ = ("count", "headers", "labels", "topic")
+
+    def __init__(self, topic: str, headers: h.RawHeaders, labels: tuple[str, str, str]) -> None:
+        self.topic = topic
+        self.headers = headers
+        self.labels = labels
+        self.count = 0
+
+
+# A route plan and, per route (by identity), its output.
+_Plan = tuple[RoutePlan, dict[int, _Output]]
+
+
+def _text(raw: str | bytes | None) -> str:
+    if raw is None:
+        return ""
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+
+
+def _bytes(raw: str | bytes | None) -> bytes:
+    if raw is None:
+        return b""
+    return raw if isinstance(raw, bytes) else raw.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +105,11 @@ class Router:
             on_idle=self._refresh_state,
         )
         self._last_state_poll = 0.0
+        # Compiled per model (keyed by the raw model header), dropped when any state changes.
+        self._plans: dict[str | bytes, _Plan] = {}
 
     def run(self, stop: threading.Event) -> None:
+        tune_gc()
         self.view.catch_up()
         self._publish_weights()
         try:
@@ -83,6 +122,8 @@ class Router:
         if now - self._last_state_poll >= self.options.state_poll_interval_s:
             self._last_state_poll = now
             if self.view.poll(0):
+                self._flush_counts()
+                self._plans.clear()
                 self._publish_weights()
 
     def _publish_weights(self) -> None:
@@ -102,8 +143,22 @@ class Router:
                     "routing failed at %s[%s]@%s", msg.topic(), msg.partition(), msg.offset()
                 )
                 self._dead(out, msg, "internal-error", f"{type(exc).__name__}: {exc}")
+        self._flush_counts()
 
-    def _route(self, msg: Message, out: TxnOutput, routed_at: bytes) -> None:
+    def _flush_counts(self) -> None:
+        # Counted per batch: a Prometheus update per message costs more than the routing.
+        for _plan, outputs in self._plans.values():
+            for output in outputs.values():
+                if output.count:
+                    metrics.ROUTED.labels(*output.labels).inc(output.count)
+                    output.count = 0
+
+    def _route(
+        self,
+        msg: Message,
+        out: TxnOutput,
+        routed_at: bytes,
+    ) -> None:
         value = msg.value()
         if not value:
             self._dead(out, msg, "empty", "the message has no value")
@@ -116,60 +171,83 @@ class Router:
                 f"{len(value)} bytes exceed the limit of {self.settings.max_request_bytes}",
             )
             return
-        raw_headers = h.as_list(msg.headers())
-        meta = h.header_dict(raw_headers)
-        model = meta.get(h.MODEL)
-        request_id = meta.get(h.REQUEST_ID)
-        content_type = meta.get(h.CONTENT_TYPE)
-        added: h.RawHeaders = []
-        if not model or not request_id or (content_type or "").startswith(h.JSON):
+        # Consumed messages carry a list of pairs (the stubs also allow a dict, for produce).
+        # dict() and the set test run in C: most requests need no header decoded.
+        raw_headers = cast(h.RawHeaders, msg.headers() or [])
+        meta = dict(raw_headers)
+        model = meta.get(_MODEL)
+        request_id = meta.get(_REQUEST_ID)
+        content_type = meta.get(_CONTENT_TYPE)
+        forced = meta.get(_ARM)
+        if _ROUTER_HEADERS.isdisjoint(meta):
+            kept = raw_headers
+        else:
+            kept = [(k, v) for k, v in raw_headers if k not in _ROUTER_HEADERS]
+        if not model or not request_id or (content_type or b"")[:_JSON_LEN] == _JSON:
             try:
                 request = decode_request(
-                    value, content_type, max_bytes=self.settings.max_request_bytes
+                    value, _text(content_type) or None, max_bytes=self.settings.max_request_bytes
                 )
             except DecodeError as exc:
                 self._dead(out, msg, exc.reason, str(exc))
                 return
-            if model and model != request.model:
+            if model and _text(model) != request.model:
                 self._dead(
                     out,
                     msg,
                     "invalid-record",
-                    f"header model {model!r} differs from payload model {request.model!r}",
+                    f"header model {_text(model)!r} differs from payload model {request.model!r}",
                 )
                 return
+            added: h.RawHeaders = []
             if not model:
                 added.append((h.MODEL, request.model.encode()))
             if not request_id:
                 added.append((h.REQUEST_ID, request.request_id.encode()))
+            kept = [*kept, *added]
             model, request_id = request.model, request.request_id
+        plan = self._plans.get(model)
+        if plan is None:
+            plan = self._compile(_text(model))
+            if plan is None:
+                self._dead(
+                    out,
+                    msg,
+                    "unknown-model",
+                    f"model {_text(model)!r} has no registered version or rollout",
+                )
+                return
+            self._plans[model] = plan
+        routes, outputs = plan
+        key = msg.key() or _bytes(request_id)
+        for route in routes.routes(key, _text(forced) if forced else None):
+            output = outputs[id(route)]
+            headers = [*kept, *output.headers, (_ROUTED_AT, routed_at)]
+            try:
+                out.fast_produce(output.topic, value, key, headers=headers)
+            except BufferError:
+                out.produce(output.topic, value, key=key, headers=headers)
+            output.count += 1
+
+    def _compile(self, model: str) -> _Plan | None:
+        """The model's route plan with each route's topic, encoded headers and metric labels."""
         state = self.view.get(model)
         if state is None:
-            self._dead(
-                out, msg, "unknown-model", f"model {model!r} has no registered version or rollout"
-            )
-            return
-        key = msg.key() or request_id.encode()
-        forced = meta.get(h.ARM)
-        kept = [(k, v) for k, v in raw_headers if k not in _ROUTER_HEADERS] + added
-        for route in routes_for(state, key, forced):
+            return None
+        plan = RoutePlan(state)
+        outputs: dict[int, _Output] = {}
+        for route in plan.all_routes():
             headers: h.RawHeaders = [
-                *kept,
                 (h.ARM, route.arm.value.encode()),
                 (h.VERSION, route.version.encode()),
                 (h.ROLLOUT_ID, route.rollout_id.encode()),
                 (h.WEIGHT_BP, str(route.weight_bp).encode()),
-                (h.ROUTED_AT_MS, routed_at),
             ]
             if not route.served:
                 headers.append((h.SHADOW, b"1"))
-            out.produce(
-                self.catalogue.version_requests(model, route.version),
-                value,
-                key=key,
-                headers=headers,
-            )
-            metrics.ROUTED.labels(model, route.version, route.arm.value).inc()
+            topic = self.catalogue.version_requests(model, route.version)
+            outputs[id(route)] = _Output(topic, headers, (model, route.version, route.arm.value))
+        return plan, outputs
 
     def _dead(self, out: TxnOutput, msg: Message, reason: str, detail: str) -> None:
         dead_letter(
