@@ -83,13 +83,22 @@ def _run(
     v1_path, v2_path, data = train(work / "models")
     group.start("router", "router", "--instance", "demo-router")
     for version, path in (("v1", v1_path), ("v2", v2_path)):
-        group.start(f"worker-{version}", "worker", "--model", "iris", "--version", version,
-                    "--adapter", f"sklearn:{path}", "--instance", f"demo-{version}")
+        group.start(
+            f"worker-{version}",
+            "worker",
+            "--model",
+            "iris",
+            "--version",
+            version,
+            "--adapter",
+            f"sklearn:{path}",
+            "--instance",
+            f"demo-{version}",
+        )
     control = ControlClient(settings)
     control.send("iris", "register", baseline_version="v1", wait=60)
     steps_bp = tuple(round(p * 100) for p in options.steps_pct)
-    control.send("iris", "start", canary_version="v2", steps_bp=steps_bp,
-                 reason="demo rollout")
+    control.send("iris", "start", canary_version="v2", steps_bp=steps_bp, reason="demo rollout")
     sent: list[str] = []
     report: list[dict[str, Any]] = []
     with CanaryClient(settings) as client:
