@@ -109,6 +109,7 @@ class ExactlyOnceLoop:
         self.processed = 0
         self.assigned: list[TopicPartition] = []
         self._lag_at = 0.0
+        self.assignments = 0  # how many times partitions were assigned (rebalances)
 
     # -- set-up --------------------------------------------------------------------------
     def _open(self) -> tuple[Consumer, Producer]:
@@ -149,6 +150,7 @@ class ExactlyOnceLoop:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned = list(partitions)
+        self.assignments += 1
         log.info("%s assigned %s", self.config.agent, _describe(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -78,7 +78,15 @@ class StateView:
         deadline = time.monotonic() + timeout
         ends = {}
         for tp in consumer.assignment():
-            _low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            while True:
+                try:
+                    _low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+                    break
+                except KafkaException as exc:
+                    # A topic created a moment ago may have no leader yet.
+                    if time.monotonic() > deadline:
+                        raise wrap(f"read the end of {self._topic}", exc) from None
+                    time.sleep(0.2)
             ends[tp.partition] = high
         read = 0
         while time.monotonic() < deadline:

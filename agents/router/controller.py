@@ -61,13 +61,14 @@ class Controller:
             ),
             self.handle,
         )
-        self._caught_up = False
+        self._caught_up = -1  # the assignment generation the view was caught up for
 
     def handle(self, batch: Sequence[Message], out: TxnOutput) -> None:
-        if not self._caught_up:
-            # States committed by a previous owner of the control partition.
+        if self._caught_up != self.loop.assignments:
+            # After every (re)assignment: read the states committed by whichever instance
+            # owned the control partition before, so commands apply to the latest state.
             self.view.catch_up()
-            self._caught_up = True
+            self._caught_up = self.loop.assignments
         for msg in batch:
             try:
                 self._handle_one(msg, out)
