@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from agents.cli.common import settings_from_args
 from agents.client.control import ControlClient, ControlOutcome
+from agents.kafka.state_view import StateView
 from streams.errors import ConfigError
-from streams.messages import MAX_BP, Mode, Phase, RolloutState
+from streams.messages import Mode, Phase, RolloutState
+from streams.plan import RolloutPlan, load_plan, parse_plan
+from streams.settings import Settings
+from streams.topics import validate_name
 
 ROLLED_BACK_EXIT = 3
+TIMEOUT_EXIT = 4
 T = TypeVar("T")
 
 
@@ -67,12 +75,18 @@ def register(
         "through --steps. The baseline defaults to the model's stable version; a model not "
         "registered yet is registered with --baseline.",
     )
-    start.add_argument("--model", required=True)
+    start.add_argument(
+        "--plan",
+        type=Path,
+        metavar="FILE",
+        help="a rollout plan (YAML or JSON): steps, durations, metrics and tolerances, alpha; "
+        "flags given here override it",
+    )
+    start.add_argument("--model", help="the model (required without --plan)")
     start.add_argument("--baseline", help="baseline version (default: the stable version)")
-    start.add_argument("--canary", required=True, help="the new version")
+    start.add_argument("--canary", help="the new version (required without --plan)")
     start.add_argument(
         "--steps",
-        default="1,20,50,100",
         type=_arg(steps_to_bp),
         help="canary weights in percent (default 1,20,50,100)",
     )
@@ -84,7 +98,6 @@ def register(
     start.add_argument(
         "--shadow-sample",
         type=_arg(percent_to_bp),
-        default=MAX_BP,
         metavar="PERCENT",
         help="share of requests mirrored in shadow mode (default 100)",
     )
@@ -112,9 +125,19 @@ def register(
         "status",
         parents=[common],
         help="show a model's rollout state (exit 0 healthy or finished, 3 rolled back)",
+        description="Show a model's rollout state. Exit code: 0 when healthy or finished, "
+        "3 when rolled back, 4 when --watch timed out.",
     )
     status.add_argument("model")
     status.add_argument("--json", action="store_true", help="print the state as JSON")
+    status.add_argument(
+        "--watch",
+        action="store_true",
+        help="print every change until the rollout ends (Succeeded: exit 0, RolledBack: exit 3)",
+    )
+    status.add_argument(
+        "--timeout", type=float, help="with --watch: give up after this many seconds (exit 4)"
+    )
     status.set_defaults(handler=run_status)
 
 
@@ -128,16 +151,19 @@ def _run(args: argparse.Namespace) -> int:
     if action == "register":
         fields["baseline_version"] = args.version
     elif action == "start":
-        if args.baseline:
-            fields["baseline_version"] = args.baseline
+        plan = start_plan(args)
+        args.model = plan.model
+        if plan.baseline:
+            fields["baseline_version"] = plan.baseline
         fields.update(
-            canary_version=args.canary,
-            steps_bp=args.steps,
-            mode=Mode.SHADOW if args.shadow else Mode.CANARY,
-            shadow_sample_bp=args.shadow_sample,
+            canary_version=plan.canary,
+            steps_bp=plan.steps_bp,
+            mode=Mode(plan.mode),
+            shadow_sample_bp=plan.shadow_sample_bp,
+            plan_json=plan.to_json(),
         )
-        if not args.baseline and control.state(args.model) is None:
-            raise ConfigError(f"model {args.model!r} is not registered: give --baseline")
+        if not plan.baseline and control.state(plan.model) is None:
+            raise ConfigError(f"model {plan.model!r} is not registered: give --baseline")
     elif action == "set_weight":
         fields["weight_bp"] = args.weight
     elif action == "advance" and args.full:
@@ -148,6 +174,32 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def start_plan(args: argparse.Namespace) -> RolloutPlan:
+    """The plan of ``rollout start``: the --plan file (if any) with the flags laid over it."""
+    base = load_plan(args.plan) if args.plan else None
+    overrides: dict[str, Any] = {}
+    if args.model:
+        overrides["model"] = validate_name("model", args.model)
+    if args.canary:
+        overrides["canary"] = validate_name("version", args.canary)
+    if args.baseline:
+        overrides["baseline"] = validate_name("version", args.baseline)
+    if args.steps:
+        overrides["steps_bp"] = args.steps
+    if args.shadow:
+        overrides["mode"] = "shadow"
+    if args.shadow_sample is not None:
+        overrides["shadow_sample_bp"] = args.shadow_sample
+    if base is None:
+        if not args.model or not args.canary:
+            raise ConfigError("rollout start needs --model and --canary, or --plan FILE")
+        base = parse_plan({"model": args.model, "canary": args.canary})
+    plan = replace(base, **overrides)
+    if plan.baseline is not None and plan.baseline == plan.canary:
+        raise ConfigError("the canary version equals the baseline")
+    return plan
+
+
 def _print_outcome(outcome: ControlOutcome) -> None:
     e = outcome.event
     weight = f", canary weight {e.weight_bp / 100:g}%" if e.weight_bp is not None else ""
@@ -155,14 +207,43 @@ def _print_outcome(outcome: ControlOutcome) -> None:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    state = ControlClient(settings_from_args(args)).state(args.model)
+    settings = settings_from_args(args)
+    if args.watch:
+        return watch(settings, args.model, as_json=args.json, timeout=args.timeout)
+    state = ControlClient(settings).state(args.model)
     if state is None:
         raise ConfigError(f"model {args.model!r} is unknown: register it first")
-    if args.json:
-        print(json.dumps(state_json(state)))
-    else:
-        print(describe_state(state))
+    _show(state, args.json)
     return ROLLED_BACK_EXIT if state.phase is Phase.ROLLED_BACK else 0
+
+
+def watch(settings: Settings, model: str, *, as_json: bool, timeout: float | None) -> int:
+    """Follow the rollout state as it changes, like ``kubectl argo rollouts status --watch``."""
+    view = StateView(settings, client_id="canary-status-watch")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    shown = -1
+    try:
+        view.catch_up(timeout=10)
+        while deadline is None or time.monotonic() < deadline:
+            state = view.get(model)
+            if state is not None and state.revision != shown:
+                shown = state.revision
+                _show(state, as_json)
+                if state.phase is Phase.ROLLED_BACK:
+                    return ROLLED_BACK_EXIT
+                if state.phase in (Phase.SUCCEEDED, Phase.STABLE):
+                    return 0
+            view.poll(0.5)
+    finally:
+        view.close()
+    return TIMEOUT_EXIT
+
+
+def _show(state: RolloutState, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(state_json(state)), flush=True)
+    else:
+        print(describe_state(state) + "\n", flush=True)
 
 
 def state_json(state: RolloutState) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from agents.cli import (
     control_cmd,
     data_cmd,
     demo_cmd,
+    history_cmd,
     topics_cmd,
 )
 from agents.cli.common import add_connection_options
@@ -32,7 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="canary", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"model-canary {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    modules = (broker_cmd, topics_cmd, agents_cmd, control_cmd, data_cmd, demo_cmd, bench_cmd)
+    modules = (
+        broker_cmd,
+        topics_cmd,
+        agents_cmd,
+        control_cmd,
+        history_cmd,
+        data_cmd,
+        demo_cmd,
+        bench_cmd,
+    )
     for module in modules:
         module.register(sub, common)
     return parser

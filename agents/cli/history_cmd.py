@@ -1,0 +1,96 @@
+"""``canary history MODEL``: every command applied or rejected, and every decision with its
+evidence, read back from the events and control topics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from agents.cli.common import settings_from_args
+from agents.cli.data_cmd import record_json
+from agents.client.tail import open_tail
+from streams.codec.avro import decode_any
+from streams.errors import DecodeError
+from streams.messages import ControlEvent, Decision, Record, epoch_ms
+from streams.settings import Settings
+from streams.topics import TopicCatalogue
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    history = sub.add_parser(
+        "history",
+        parents=[common],
+        help="a model's rollout history: commands applied or rejected, decisions with evidence",
+    )
+    history.add_argument("model")
+    history.add_argument("--json", action="store_true", help="one JSON object per line")
+    history.set_defaults(handler=run)
+
+
+def read_history(settings: Settings, model: str, idle: float = 1.5) -> list[Record]:
+    """The model's events and decisions, oldest first."""
+    catalogue = TopicCatalogue(settings.topic_prefix)
+    consumer = open_tail(
+        settings, [catalogue.events, catalogue.control], "canary-history", from_beginning=True
+    )
+    found: list[tuple[int, Record]] = []
+    try:
+        last = time.monotonic()
+        while time.monotonic() - last < idle:
+            msgs = consumer.consume(500, timeout=0.3)
+            if msgs:
+                last = time.monotonic()
+            for msg in msgs:
+                if msg.error() is not None:
+                    continue
+                try:
+                    record = decode_any(msg.value() or b"")
+                except DecodeError:
+                    continue
+                if isinstance(record, ControlEvent) and record.model == model:
+                    found.append((epoch_ms(record.at), record))
+                elif isinstance(record, Decision) and record.model == model:
+                    found.append((epoch_ms(record.decided_at), record))
+    finally:
+        consumer.close()
+    found.sort(key=lambda item: item[0])
+    return [record for _, record in found]
+
+
+def run(args: argparse.Namespace) -> int:
+    records = read_history(settings_from_args(args), args.model)
+    for record in records:
+        if args.json:
+            print(json.dumps(record_json(record)))
+        else:
+            print(describe(record))
+    if not records and not args.json:
+        print(f"no history for model {args.model!r}")
+    return 0
+
+
+def describe(record: Record) -> str:
+    if isinstance(record, ControlEvent):
+        state = ""
+        if record.outcome == "applied":
+            state = f" -> {record.phase}, weight {(record.weight_bp or 0) / 100:g}%"
+        why = f" ({record.reason})" if record.reason else ""
+        return (
+            f"{record.at.isoformat(timespec='seconds')}  {record.action:<10} by "
+            f"{record.issued_by or '?':<9} {record.outcome}{why}{state}: {record.detail}"
+        )
+    assert isinstance(record, Decision)
+    lines = [
+        f"{record.decided_at.isoformat(timespec='seconds')}  decision   {record.outcome.value} "
+        f"at step {record.step_index} ({record.weight_bp / 100:g}%): {record.reason}"
+    ]
+    for e in record.evidence:
+        lines.append(
+            f"{'':22}{e.metric}: canary {e.canary_bad}/{e.canary_n} bad, baseline "
+            f"{e.baseline_bad}/{e.baseline_n} bad, statistic {e.statistic:.3g} "
+            f"(threshold {e.threshold:.3g}){' ALARM' if e.alarmed else ''}"
+        )
+    return "\n".join(lines)
