@@ -14,6 +14,7 @@ from agents.cli import (
     data_cmd,
     demo_cmd,
     history_cmd,
+    sim_cmd,
     topics_cmd,
 )
 from agents.cli.common import add_connection_options
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         data_cmd,
         demo_cmd,
         bench_cmd,
+        sim_cmd,
     )
     for module in modules:
         module.register(sub, common)
