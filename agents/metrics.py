@@ -67,3 +67,23 @@ def serve(port: int | None) -> None:
     """Serve ``/metrics`` on ``port`` (all interfaces) when a port is given."""
     if port:
         start_http_server(port)
+
+
+DECISIONS = Counter(
+    "canary_decisions_total", "Evaluator decisions published, by outcome.", ["outcome"]
+)
+TEST_STATISTIC = Gauge(
+    "canary_test_statistic",
+    "Log likelihood ratio of the harm test, per model and metric (rollback above ln(M/alpha)).",
+    ["model", "metric"],
+)
+EVALUATED = Gauge(
+    "canary_evaluated_requests",
+    "Requests counted by the evaluator in the current rollout, per model, metric and arm.",
+    ["model", "metric", "arm"],
+)
+BAD_EVENTS = Gauge(
+    "canary_bad_events",
+    "Bad events (errors, slow requests, wrong predictions) counted in the current rollout.",
+    ["model", "metric", "arm"],
+)

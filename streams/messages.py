@@ -179,6 +179,7 @@ class ControlCommand(Record):
     plan_json: str | None = None
     key_id: str | None = None
     signature: str | None = None
+    expected_revision: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

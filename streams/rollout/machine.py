@@ -41,7 +41,7 @@ class CommandRejected(CanaryError):
     """A control command that is invalid or not allowed in the rollout's current phase.
 
     ``reason`` is a short code for the rejection event (``unknown-model``, ``bad-weight``,
-    ``forbidden-transition``, ``invalid-command``).
+    ``forbidden-transition``, ``invalid-command``, ``stale``).
     """
 
     def __init__(self, reason: str, message: str) -> None:
@@ -63,6 +63,16 @@ def apply_command(
             "unknown-model",
             f"model {command.model!r} is unknown: register it or start a rollout with "
             "a baseline version first",
+        )
+    if (
+        command.expected_revision is not None
+        and state is not None
+        and state.revision != command.expected_revision
+    ):
+        raise CommandRejected(
+            "stale",
+            f"the command was decided on revision {command.expected_revision} of the rollout, "
+            f"which is now at revision {state.revision}",
         )
     new = handler(state, command, now)
     revision = 0 if state is None else state.revision + 1

@@ -136,3 +136,11 @@ def test_every_action_has_a_handler() -> None:
         except CommandRejected as rejected:
             # Rejected for a phase or field reason, never for a missing handler.
             assert "unknown action" not in str(rejected)
+
+
+def test_a_command_decided_on_an_older_revision_is_rejected_as_stale() -> None:
+    s = started()  # revision 1
+    with pytest.raises(CommandRejected) as info:
+        apply_command(s, cmd("advance", 8, expected_revision=0), NOW)
+    assert info.value.reason == "stale"
+    assert apply_command(s, cmd("advance", 9, expected_revision=1), NOW).weight_bp == 2000

@@ -1,0 +1,52 @@
+"""``canary evaluator``: the agent that promotes or rolls back rollouts on its own."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from agents import metrics
+from agents.cli.common import settings_from_args
+from agents.cli.logs import setup_logging
+from agents.kafka.admin import Admin
+from streams.topics import TopicCatalogue
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    ev = sub.add_parser(
+        "evaluator",
+        parents=[common],
+        help="run the evaluator: automatic, statistically sound promote and rollback",
+        description="Aggregate metric events and ground-truth labels per rollout (a "
+        "faust-streaming app with changelog-backed tables, exactly once) and decide on the "
+        "clock: ADVANCE, HOLD (with the reason), ROLLBACK as soon as a metric shows harm beyond "
+        "its tolerance, FINALIZE at the end. Decisions with their evidence and the resulting "
+        "commands go to the control topic; an operator's command always wins. Run several for "
+        "more models: they share the rollouts through their consumer group.",
+    )
+    ev.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between decisions (default 1)"
+    )
+    ev.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    ev.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    ev.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+    settings = settings_from_args(args)
+    Admin(settings).ensure_topics(
+        TopicCatalogue(settings.topic_prefix, settings.partitions).core_specs()
+    )
+    metrics.serve(args.metrics_port)
+    from faust import Worker
+
+    from agents.evaluator.app import build_app
+
+    app = build_app(settings, interval_s=args.interval)
+    level = "debug" if args.verbose else "warn"
+    logging.getLogger("faust").setLevel(logging.WARNING)
+    Worker(app, loglevel=level).execute_from_commandline()
+    return 0

@@ -1,0 +1,251 @@
+"""The evaluator as a faust-streaming app.
+
+* Two agents (concurrency 1, so offsets are never committed past an event in flight) read the
+  metrics and feedback topics, both keyed by model, and keep their state in changelog-backed
+  tables: ``aggregates`` (one :class:`~streams.evaluation.Aggregate` per model) and
+  ``predictions`` (request id -> what a later label is joined with). With
+  ``processing_guarantee="exactly_once"`` faust commits table changes and consumed offsets in
+  one transaction, so a restarted evaluator resumes without counting anything twice.
+* A timer decides on the clock, not only when events arrive: for every rollout whose
+  aggregate this instance owns, it runs the decision rule and publishes the decision (with its
+  evidence) and, where one is due, a command to the control topic.
+
+No windowed tables are used (their close callbacks see raw per-key values and hopping windows
+emit step-sized data); the evidence is cumulative per weight, which the sequential tests need.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+
+from agents import metrics
+from agents.evaluator.decisions import DecisionSink
+from agents.kafka.state_view import StateView
+from streams.codec.avro import codec_for
+from streams.enums import Arm, Mode, Phase
+from streams.errors import ConfigError, DecodeError
+from streams.evaluation import Aggregate, policy
+from streams.messages import Feedback, MetricEvent, RolloutState, epoch_ms, utc_now
+from streams.plan import RolloutPlan, parse_plan
+from streams.settings import Settings
+from streams.stats import decide
+from streams.topics import TopicCatalogue
+
+log = logging.getLogger(__name__)
+
+DECIDING = frozenset({Phase.PROGRESSING, Phase.HOLDING, Phase.PROMOTING})
+PENDING_TIMEOUT_S = 30.0
+
+
+def broker_urls(settings: Settings) -> list[str]:
+    return [f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")]
+
+
+def build_app(settings: Settings, *, interval_s: float = 1.0) -> faust.App:
+    """The evaluator app for ``settings`` (nothing connects until the worker starts)."""
+    catalogue = TopicCatalogue(settings.topic_prefix, settings.partitions)
+    app = faust.App(
+        f"{settings.topic_prefix}-evaluator",
+        broker=broker_urls(settings),
+        processing_guarantee="exactly_once",
+        store="memory://",
+        topic_partitions=settings.partitions,
+        table_standby_replicas=0,
+        broker_commit_interval=0.5,
+        # A crashed instance's partitions move to the others (or to its restart) after this.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
+        web_enabled=False,
+        # Tables hold JSON under text keys; the source topics carry our Avro bytes.
+        value_serializer="json",
+        key_serializer="json",
+        consumer_auto_offset_reset="earliest",
+    )
+    metrics_topic = app.topic(catalogue.metrics, value_serializer="raw", key_serializer="raw")
+    feedback_topic = app.topic(catalogue.feedback, value_serializer="raw", key_serializer="raw")
+    aggregates = app.Table("aggregates")
+    predictions = app.Table("predictions")
+    brain = Evaluator(settings)
+
+    @app.agent(metrics_topic, concurrency=1)
+    async def on_metrics(stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                brain.on_metric(event.value, event.message, aggregates, predictions)
+            except Exception:  # never stop on input
+                log.exception("metric event at offset %s failed", event.message.offset)
+
+    @app.agent(feedback_topic, concurrency=1)
+    async def on_feedback(stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                brain.on_feedback(event.value, aggregates, predictions)
+            except Exception:
+                log.exception("feedback at offset %s failed", event.message.offset)
+
+    @app.timer(interval=interval_s)  # type: ignore[untyped-decorator]
+    async def tick() -> None:
+        try:
+            brain.tick(aggregates)
+        except Exception:
+            log.exception("evaluation failed")
+
+    return app
+
+
+class Evaluator:
+    """The evaluator's logic between faust and the pure decision rule."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.view = StateView(settings, client_id="canary-evaluator-state")
+        self.sink = DecisionSink(settings)
+        self._metric = codec_for(MetricEvent)
+        self._feedback = codec_for(Feedback)
+        self._caught_up = False
+        self._pending: dict[str, tuple[int, float]] = {}  # model -> (revision, sent at)
+        self._last_hold: dict[str, str] = {}
+
+    def _state(self, model: str, rollout_id: str | None = None) -> RolloutState | None:
+        if not self._caught_up:
+            self.view.catch_up(timeout=10)
+            self._caught_up = True
+        state = self.view.get(model)
+        if state is None or (rollout_id is not None and state.rollout_id != rollout_id):
+            # The event may be newer than our view of the state: read what has arrived.
+            self.view.poll(0.05)
+            state = self.view.get(model)
+        return state
+
+    def on_metric(self, value: bytes, message: Any, aggregates: Any, predictions: Any) -> None:
+        try:
+            event = self._metric.decode(value)
+        except DecodeError as exc:
+            log.warning("undecodable metric event at offset %s: %s", message.offset, exc)
+            return
+        if not event.served or event.rollout_id is None or event.arm is Arm.STABLE:
+            return
+        state = self._state(event.model, event.rollout_id)
+        if state is None or state.rollout_id != event.rollout_id or state.mode is Mode.SHADOW:
+            return
+        plan = plan_of(state)
+        agg = _aggregate(aggregates, event.model, event.rollout_id)
+        keep = agg.record(event, state, plan)
+        agg.seen(message.topic, message.partition, message.offset)
+        if keep and "accuracy" in plan.metrics:
+            rid = event.request_id
+            waiting = predictions.get(rid)
+            entry = [
+                event.rollout_id,
+                event.arm is Arm.CANARY,
+                event.weight_bp,
+                event.prediction,
+                epoch_ms(event.routed_at),
+            ]
+            if isinstance(waiting, dict) and "label" in waiting:
+                # The label came first: join now.
+                _join(agg, entry, str(waiting["label"]))
+                predictions[rid] = {"done": True}
+            else:
+                predictions[rid] = entry
+        aggregates[event.model] = agg.to_json()
+        _export(event.model, agg)
+
+    def on_feedback(self, value: bytes, aggregates: Any, predictions: Any) -> None:
+        try:
+            fb = self._feedback.decode(value)
+        except DecodeError as exc:
+            log.warning("undecodable feedback: %s", exc)
+            return
+        rid = fb.request_id
+        entry = predictions.get(rid)
+        if entry is None:
+            predictions[rid] = {"label": fb.label}
+            return
+        if not isinstance(entry, list):
+            return  # already joined, or a duplicate label
+        raw = aggregates.get(fb.model)
+        if raw is None or raw["rollout_id"] != entry[0]:
+            return
+        agg = Aggregate.from_json(raw)
+        _join(agg, entry, fb.label)
+        predictions[rid] = {"done": True}
+        aggregates[fb.model] = agg.to_json()
+        _export(fb.model, agg)
+
+    def tick(self, aggregates: Any) -> None:
+        if not self._caught_up:
+            self._state("")
+        self.view.poll(0)
+        for key, raw in list(aggregates.items()):
+            model = str(key)
+            state = self.view.get(model)
+            if state is None or state.rollout_id != raw["rollout_id"]:
+                continue
+            if state.phase not in DECIDING or state.mode is Mode.SHADOW:
+                continue
+            pending = self._pending.get(model)
+            if (
+                pending
+                and pending[0] == state.revision
+                and time.monotonic() - pending[1] < PENDING_TIMEOUT_S
+            ):
+                continue  # our command for this revision is not applied yet
+            agg = Aggregate.from_json(raw)
+            _export(model, agg)
+            plan = plan_of(state)
+            verdict = decide(agg.snapshot(state, plan, utc_now()), policy(plan))
+            for e in verdict.evidence:
+                metrics.TEST_STATISTIC.labels(model, e.metric).set(e.statistic)
+            if verdict.outcome.value == "HOLD":
+                if self._last_hold.get(model) == f"{state.revision}:{verdict.code}":
+                    continue
+                self._last_hold[model] = f"{state.revision}:{verdict.code}"
+            emitted = self.sink.emit(state, verdict, agg.offsets)
+            metrics.DECISIONS.labels(verdict.outcome.value).inc()
+            if emitted.command is not None:
+                self._pending[model] = (state.revision, time.monotonic())
+
+
+def plan_of(state: RolloutState) -> RolloutPlan:
+    """The rollout's plan (from the start command), or the defaults."""
+    if state.plan_json:
+        try:
+            return RolloutPlan.from_json(state.plan_json)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("unreadable plan for %s, using defaults: %s", state.model, exc)
+    try:
+        return parse_plan({"model": state.model, "canary": state.canary_version or "unknown"})
+    except ConfigError:
+        return RolloutPlan(model=state.model, baseline=None, canary="unknown")
+
+
+def _aggregate(aggregates: Any, model: str, rollout_id: str) -> Aggregate:
+    raw = aggregates.get(model)
+    if raw is None or raw.get("rollout_id") != rollout_id:
+        return Aggregate.new(rollout_id)
+    return Aggregate.from_json(raw)
+
+
+def _join(agg: Aggregate, entry: list[Any], label: str) -> None:
+    _rollout, canary, weight_bp, prediction, routed_ms = entry
+    agg.label(
+        weight_bp=int(weight_bp),
+        canary=bool(canary),
+        correct=str(prediction) == label,
+        this_step=routed_ms >= agg.step_key,
+    )
+
+
+def _export(model: str, agg: Aggregate) -> None:
+    for metric, by_weight in agg.counts.items():
+        for arm, col in (("canary", 0), ("baseline", 1)):
+            metrics.EVALUATED.labels(model, metric, arm).set(
+                sum(r[col] for r in by_weight.values())
+            )
+            metrics.BAD_EVENTS.labels(model, metric, arm).set(
+                sum(r[col + 2] for r in by_weight.values())
+            )

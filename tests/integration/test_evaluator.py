@@ -1,0 +1,213 @@
+"""The evaluator on a real broker with the router and two workers: automatic rollback at the
+1% step, automatic promotion to the end, and a restart that resumes with the same counts."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from agents.cli.history_cmd import read_history
+from agents.client.control import ControlClient
+from streams.enums import Outcome, Phase
+from streams.messages import Decision, RolloutState
+from streams.plan import parse_plan
+from streams.settings import Settings
+from streams.topics import TopicCatalogue
+from tests.integration.conftest import Agent, read_topic, send_requests
+
+pytestmark = pytest.mark.integration
+
+
+def _drive(
+    settings: Settings,
+    control: ControlClient,
+    done: Callable[[RolloutState], bool],
+    *,
+    batch: int = 1500,
+    timeout: float = 150.0,
+) -> RolloutState:
+    """Send keyed requests in batches until ``done(state)`` or the timeout."""
+    deadline = time.monotonic() + timeout
+    sent = 0
+    while time.monotonic() < deadline:
+        send_requests(
+            settings, "iris", [f"user-{sent + i}" for i in range(batch)], prefix=f"d{sent}-"
+        )
+        sent += batch
+        time.sleep(1.0)
+        state = control.state("iris")
+        if state is not None and done(state):
+            return state
+    raise AssertionError(f"not done after {sent} requests: {control.state('iris')}")
+
+
+def test_a_canary_with_5pct_errors_is_rolled_back_during_the_1pct_step(
+    settings: Settings,
+    topics: TopicCatalogue,
+    spawn: Callable[..., Agent],
+    start_worker: Callable[..., Agent],
+) -> None:
+    spawn("router", "--instance", "r1")
+    start_worker("v1")
+    start_worker("v2", "--inject-error-rate", "0.05", "--seed", "7")
+    spawn("evaluator", "--interval", "0.5")
+    control = ControlClient(settings)
+    plan = parse_plan(
+        {
+            "model": "iris",
+            "baseline": "v1",
+            "canary": "v2",
+            "steps": [1, 20, 50, 100],
+            "step": {"min_duration": "1h", "warmup": 0},
+            "metrics": {"errors": {}},
+        }
+    )
+    control.send(
+        "iris",
+        "start",
+        baseline_version="v1",
+        canary_version="v2",
+        steps_bp=plan.steps_bp,
+        plan_json=plan.to_json(),
+    )
+
+    state = _drive(settings, control, lambda s: s.phase is Phase.ROLLED_BACK)
+    assert state.weight_bp == 0 and state.step_index == 0, "rolled back during the 1% step"
+
+    decisions = [r for r in read_history(settings, "iris") if isinstance(r, Decision)]
+    rollback = [d for d in decisions if d.outcome is Outcome.ROLLBACK]
+    assert rollback, decisions
+    evidence = {e.metric: e for e in rollback[0].evidence}
+    assert rollback[0].weight_bp == 100
+    assert evidence["errors"].alarmed and evidence["errors"].canary_bad > 0
+    assert evidence["errors"].statistic > evidence["errors"].threshold
+    assert rollback[0].offsets, "the decision names the offsets it used"
+
+    # The router sends the canary no more traffic.
+    before = len(read_topic(settings, topics.version_requests("iris", "v2"), 0, timeout=0))
+    send_requests(settings, "iris", [f"late-{i}" for i in range(500)], prefix="late-")
+    time.sleep(2)
+    after = len(read_topic(settings, topics.version_requests("iris", "v2"), 0, timeout=0))
+    assert after == before
+
+
+def test_an_identical_canary_advances_through_every_step_and_is_finalized(
+    settings: Settings,
+    topics: TopicCatalogue,
+    spawn: Callable[..., Agent],
+    start_worker: Callable[..., Agent],
+) -> None:
+    spawn("router", "--instance", "r1")
+    # Both arms fail 5% of requests: enough bad events for the upper bounds to close.
+    start_worker("v1", "--inject-error-rate", "0.05", "--seed", "1")
+    start_worker("v2", "--inject-error-rate", "0.05", "--seed", "2")
+    spawn("evaluator", "--interval", "0.5")
+    control = ControlClient(settings)
+    plan = parse_plan(
+        {
+            "model": "iris",
+            "baseline": "v1",
+            "canary": "v2",
+            "steps": [10, 50, 100],
+            "step": {"min_duration": "2s", "min_canary_requests": 50, "warmup": 0},
+            "metrics": {"errors": {"tolerance": 3.0}},
+        }
+    )
+    control.send(
+        "iris",
+        "start",
+        baseline_version="v1",
+        canary_version="v2",
+        steps_bp=plan.steps_bp,
+        plan_json=plan.to_json(),
+    )
+    state = _drive(settings, control, lambda s: s.phase is Phase.SUCCEEDED, timeout=240)
+    assert state.stable_version == "v2"
+    outcomes = [d.outcome for d in read_history(settings, "iris") if isinstance(d, Decision)]
+    acted = [o for o in outcomes if o is not Outcome.HOLD]
+    assert acted == [Outcome.ADVANCE, Outcome.ADVANCE, Outcome.FINALIZE], outcomes
+
+
+def _counts(port: int) -> dict[str, float]:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    return {
+        line.split("{", 1)[1].split("}", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("canary_evaluated_requests{")
+    }
+
+
+def _wait_counts(port: int, total: int, timeout: float = 60) -> dict[str, float]:
+    deadline = time.monotonic() + timeout
+    counts: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        counts = _counts(port)
+        errors = {k: v for k, v in counts.items() if 'metric="errors"' in k}
+        if sum(errors.values()) >= total:
+            time.sleep(2.0)  # let the last transaction commit, then read once more
+            return _counts(port)
+        time.sleep(0.5)
+    raise AssertionError(f"evaluator counted {counts} of {total}")
+
+
+def test_a_restarted_evaluator_resumes_with_the_same_counts(
+    settings: Settings,
+    topics: TopicCatalogue,
+    spawn: Callable[..., Agent],
+    start_worker: Callable[..., Agent],
+    tmp_path: Path,
+) -> None:
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    spawn("router", "--instance", "r1")
+    start_worker("v1")
+    start_worker("v2")
+    first = spawn("evaluator", "--metrics-port", str(ports[0]))
+    control = ControlClient(settings)
+    plan = parse_plan(
+        {
+            "model": "iris",
+            "baseline": "v1",
+            "canary": "v2",
+            "steps": [50, 100],
+            "step": {"min_duration": "1h", "warmup": 0},
+            "metrics": {"errors": {}},
+        }
+    )
+    control.send(
+        "iris",
+        "start",
+        baseline_version="v1",
+        canary_version="v2",
+        steps_bp=plan.steps_bp,
+        plan_json=plan.to_json(),
+    )
+    send_requests(settings, "iris", [f"u{i}" for i in range(2000)], prefix="a")
+    before = _wait_counts(ports[0], 2000)
+    errors_before = {k: v for k, v in before.items() if 'metric="errors"' in k}
+    assert sum(errors_before.values()) == 2000, before
+
+    first.kill()
+    spawn("evaluator", "--metrics-port", str(ports[1]))
+    after = _wait_counts(ports[1], 2000)
+    assert {k: v for k, v in after.items() if 'metric="errors"' in k} == errors_before
+
+    send_requests(settings, "iris", [f"u{i}" for i in range(500)], prefix="b")
+    final = _wait_counts(ports[1], 2500)
+    assert sum(v for k, v in final.items() if 'metric="errors"' in k) == 2500, "no double counting"
+    (tmp_path / "counts.json").write_text(json.dumps({"before": before, "after": after}))
