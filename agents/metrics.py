@@ -87,3 +87,8 @@ BAD_EVENTS = Gauge(
     "Bad events (errors, slow requests, wrong predictions) counted in the current rollout.",
     ["model", "metric", "arm"],
 )
+PHASE = Gauge(
+    "canary_rollout_phase",
+    "1 for the phase each model's rollout is in (one series per phase), as the evaluator sees it.",
+    ["model", "phase"],
+)

@@ -185,6 +185,8 @@ class Evaluator:
             state = self.view.get(model)
             if state is None or state.rollout_id != raw["rollout_id"]:
                 continue
+            for phase in Phase:
+                metrics.PHASE.labels(model, phase.value).set(1 if phase is state.phase else 0)
             if state.phase not in DECIDING or state.mode is Mode.SHADOW:
                 continue
             pending = self._pending.get(model)

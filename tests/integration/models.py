@@ -24,3 +24,12 @@ def fails_on_negative(batch: list[Any]) -> list[Any]:
         if isinstance(value, int | float) and value < 0:
             out[i] = ValueError(f"negative input {value}")
     return out
+
+
+def negate(batch: list[Any]) -> list[Any]:
+    """Like :func:`echo` but answers the negated value: a model that is always wrong."""
+    out = echo(batch)
+    for resp in out:
+        data = resp["outputs"][0]["data"]
+        data[0] = -data[0] if isinstance(data[0], int | float) else data[0]
+    return out

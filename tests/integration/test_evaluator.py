@@ -211,3 +211,74 @@ def test_a_restarted_evaluator_resumes_with_the_same_counts(
     final = _wait_counts(ports[1], 2500)
     assert sum(v for k, v in final.items() if 'metric="errors"' in k) == 2500, "no double counting"
     (tmp_path / "counts.json").write_text(json.dumps({"before": before, "after": after}))
+
+
+def test_a_less_accurate_canary_is_rolled_back_on_ground_truth_labels(
+    settings: Settings,
+    topics: TopicCatalogue,
+    spawn: Callable[..., Agent],
+    start_worker: Callable[..., Agent],
+) -> None:
+    """Labels arrive on the feedback topic after the answers; the evaluator joins them with
+    the predictions and rolls back the canary that is wrong more often."""
+    from confluent_kafka import Producer
+
+    from agents.kafka.config import producer_config
+    from streams.codec.avro import codec_for
+    from streams.messages import Feedback, InferenceResult, utc_now
+
+    spawn("router", "--instance", "r1")
+    start_worker("v1", adapter="python:tests.integration.models:echo")
+    # The canary answers with the negated input: wrong on every labelled request.
+    start_worker("v2", adapter="python:tests.integration.models:negate")
+    spawn("evaluator", "--interval", "0.5")
+    control = ControlClient(settings)
+    plan = parse_plan(
+        {
+            "model": "iris",
+            "baseline": "v1",
+            "canary": "v2",
+            "steps": [20, 100],
+            "step": {"min_duration": "1h", "warmup": 0},
+            "metrics": {"accuracy": {}},
+        }
+    )
+    control.send(
+        "iris",
+        "start",
+        baseline_version="v1",
+        canary_version="v2",
+        steps_bp=plan.steps_bp,
+        plan_json=plan.to_json(),
+    )
+    from agents.client.inference import CanaryClient
+
+    with CanaryClient(settings) as client:
+        for i in range(400):
+            client.send(
+                {"x": [[1.0]]}, model="iris", key=f"user-{i}", request_id=f"q{i}", flush=False
+            )
+        client.flush()
+    results = read_topic(settings, topics.results, 400, settle=0.5)
+    assert len(results) == 400
+    codec = codec_for(InferenceResult)
+    labels = Producer(producer_config(settings, "labels"))
+    fb = codec_for(Feedback)
+    for m in results:
+        r = codec.decode(m.value() or b"")
+        label = Feedback(request_id=r.request_id, model="iris", label="1.0", observed_at=utc_now())
+        labels.produce(topics.feedback, fb.encode(label), key=b"iris")
+    labels.flush(10)
+    deadline = time.monotonic() + 60
+    state = control.state("iris")
+    while (
+        time.monotonic() < deadline and state is not None and state.phase is not Phase.ROLLED_BACK
+    ):
+        time.sleep(1)
+        state = control.state("iris")
+    assert state is not None and state.phase is Phase.ROLLED_BACK, state
+    decisions = [r for r in read_history(settings, "iris") if isinstance(r, Decision)]
+    evidence = {e.metric: e for d in decisions if d.outcome is Outcome.ROLLBACK for e in d.evidence}
+    assert evidence["accuracy"].alarmed
+    assert evidence["accuracy"].canary_bad == evidence["accuracy"].canary_n > 0
+    assert evidence["accuracy"].baseline_bad == 0
