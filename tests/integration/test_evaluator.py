@@ -22,6 +22,19 @@ from tests.integration.conftest import Agent, read_topic, send_requests
 pytestmark = pytest.mark.integration
 
 
+def _start(control: ControlClient, plan: dict[str, object]) -> None:
+    """Start iris v1 -> v2 with a plan (steps, step rules, metrics) given as a document."""
+    parsed = parse_plan({"model": "iris", "baseline": "v1", "canary": "v2", **plan})
+    control.send(
+        "iris",
+        "start",
+        baseline_version="v1",
+        canary_version="v2",
+        steps_bp=parsed.steps_bp,
+        plan_json=parsed.to_json(),
+    )
+
+
 def _drive(
     settings: Settings,
     control: ControlClient,
@@ -56,23 +69,13 @@ def test_a_canary_with_5pct_errors_is_rolled_back_during_the_1pct_step(
     start_worker("v2", "--inject-error-rate", "0.05", "--seed", "7")
     spawn("evaluator", "--interval", "0.5")
     control = ControlClient(settings)
-    plan = parse_plan(
+    _start(
+        control,
         {
-            "model": "iris",
-            "baseline": "v1",
-            "canary": "v2",
             "steps": [1, 20, 50, 100],
             "step": {"min_duration": "1h", "warmup": 0},
             "metrics": {"errors": {}},
-        }
-    )
-    control.send(
-        "iris",
-        "start",
-        baseline_version="v1",
-        canary_version="v2",
-        steps_bp=plan.steps_bp,
-        plan_json=plan.to_json(),
+        },
     )
 
     state = _drive(settings, control, lambda s: s.phase is Phase.ROLLED_BACK)
@@ -107,23 +110,13 @@ def test_an_identical_canary_advances_through_every_step_and_is_finalized(
     start_worker("v2", "--inject-error-rate", "0.05", "--seed", "2")
     spawn("evaluator", "--interval", "0.5")
     control = ControlClient(settings)
-    plan = parse_plan(
+    _start(
+        control,
         {
-            "model": "iris",
-            "baseline": "v1",
-            "canary": "v2",
             "steps": [10, 50, 100],
             "step": {"min_duration": "2s", "min_canary_requests": 50, "warmup": 0},
             "metrics": {"errors": {"tolerance": 3.0}},
-        }
-    )
-    control.send(
-        "iris",
-        "start",
-        baseline_version="v1",
-        canary_version="v2",
-        steps_bp=plan.steps_bp,
-        plan_json=plan.to_json(),
+        },
     )
     state = _drive(settings, control, lambda s: s.phase is Phase.SUCCEEDED, timeout=240)
     assert state.stable_version == "v2"
@@ -179,23 +172,13 @@ def test_a_restarted_evaluator_resumes_with_the_same_counts(
     start_worker("v2")
     first = spawn("evaluator", "--metrics-port", str(ports[0]))
     control = ControlClient(settings)
-    plan = parse_plan(
+    _start(
+        control,
         {
-            "model": "iris",
-            "baseline": "v1",
-            "canary": "v2",
             "steps": [50, 100],
             "step": {"min_duration": "1h", "warmup": 0},
             "metrics": {"errors": {}},
-        }
-    )
-    control.send(
-        "iris",
-        "start",
-        baseline_version="v1",
-        canary_version="v2",
-        steps_bp=plan.steps_bp,
-        plan_json=plan.to_json(),
+        },
     )
     send_requests(settings, "iris", [f"u{i}" for i in range(2000)], prefix="a")
     before = _wait_counts(ports[0], 2000)
@@ -233,23 +216,13 @@ def test_a_less_accurate_canary_is_rolled_back_on_ground_truth_labels(
     start_worker("v2", adapter="python:tests.integration.models:negate")
     spawn("evaluator", "--interval", "0.5")
     control = ControlClient(settings)
-    plan = parse_plan(
+    _start(
+        control,
         {
-            "model": "iris",
-            "baseline": "v1",
-            "canary": "v2",
             "steps": [20, 100],
             "step": {"min_duration": "1h", "warmup": 0},
             "metrics": {"accuracy": {}},
-        }
-    )
-    control.send(
-        "iris",
-        "start",
-        baseline_version="v1",
-        canary_version="v2",
-        steps_bp=plan.steps_bp,
-        plan_json=plan.to_json(),
+        },
     )
     from agents.client.inference import CanaryClient
 
