@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from streams.messages import Arm, MetricEvent, RolloutState, epoch_ms
+from streams.messages import Arm, MetricEvent, Mode, RolloutState, epoch_ms
 from streams.plan import RolloutPlan
+from streams.routing import SHADOW_PAIR_BP
 from streams.stats import ArmCounts, StepPolicy, StepSnapshot
 
 THRESHOLD_SAMPLES = 200
@@ -85,7 +86,7 @@ class Aggregate:
         self.start_step(state)
         canary = event.arm is Arm.CANARY
         routed = epoch_ms(event.routed_at)
-        if event.weight_bp == state.weight_bp and routed >= self.step_key:
+        if event.weight_bp == current_weight(state) and routed >= self.step_key:
             if routed < self.step_key + plan.warmup_seconds * 1000:
                 return False  # warm-up after a weight change: not counted
             self.step[0 if canary else 1] += 1
@@ -139,15 +140,21 @@ class Aggregate:
         if "accuracy" in plan.metrics:
             coverage = self.step[2] / requests if requests else 0.0
         steps = state.steps_bp
+        shadow = state.mode is Mode.SHADOW
         return StepSnapshot(
-            weight_bp=state.weight_bp,
-            final=state.step_index == len(steps) - 2 and steps[-1] >= 10_000,
+            weight_bp=current_weight(state),
+            final=not shadow and state.step_index == len(steps) - 2 and steps[-1] >= 10_000,
             elapsed_s=max(0.0, (now - state.step_started_at).total_seconds()),
             canary_requests=self.step[0],
             metrics=metrics,
             label_coverage=coverage,
             labelled={int(w): (r[0], r[1]) for w, r in self.labelled.items()},
         )
+
+
+def current_weight(state: RolloutState) -> int:
+    """The weight this step's requests carry (mirrored pairs carry 1/2 in shadow mode)."""
+    return SHADOW_PAIR_BP if state.mode is Mode.SHADOW else state.weight_bp
 
 
 def policy(plan: RolloutPlan) -> StepPolicy:

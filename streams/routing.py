@@ -20,6 +20,8 @@ from streams.cohort import Cohorts
 from streams.messages import MAX_BP, Arm, Mode, RolloutState
 from streams.rollout.machine import ACTIVE_PHASES
 
+SHADOW_PAIR_BP = 5_000
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -61,9 +63,15 @@ class RoutePlan:
         assert canary is not None
         baseline = state.baseline_version
         if self._shadow:
-            served = Route(baseline, Arm.BASELINE, True, rid, 0)
-            self._baseline = (served,)
-            self._canary = (served, Route(canary, Arm.CANARY, False, rid, 0))
+            # A mirrored request is answered by both arms, so under "no difference" a bad
+            # event among its two answers comes from the canary with probability 1/2: that
+            # is the weight its two routes carry. A request that is not mirrored carries 0
+            # (it says nothing about the canary).
+            self._baseline = (Route(baseline, Arm.BASELINE, True, rid, 0),)
+            self._canary = (
+                Route(baseline, Arm.BASELINE, True, rid, SHADOW_PAIR_BP),
+                Route(canary, Arm.CANARY, False, rid, SHADOW_PAIR_BP),
+            )
             self._threshold = state.shadow_sample_bp
             self._forced = {Arm.BASELINE: self._baseline, Arm.CANARY: self._canary}
             return

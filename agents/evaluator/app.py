@@ -126,11 +126,13 @@ class Evaluator:
         except DecodeError as exc:
             log.warning("undecodable metric event at offset %s: %s", message.offset, exc)
             return
-        if not event.served or event.rollout_id is None or event.arm is Arm.STABLE:
+        if event.rollout_id is None or event.arm is Arm.STABLE:
             return
         state = self._state(event.model, event.rollout_id)
-        if state is None or state.rollout_id != event.rollout_id or state.mode is Mode.SHADOW:
+        if state is None or state.rollout_id != event.rollout_id:
             return
+        if not event.served and state.mode is not Mode.SHADOW:
+            return  # a canary answer not served outside shadow mode: nothing to compare
         plan = plan_of(state)
         agg = _aggregate(aggregates, event.model, event.rollout_id)
         keep = agg.record(event, state, plan)
@@ -187,7 +189,7 @@ class Evaluator:
                 continue
             for phase in Phase:
                 metrics.PHASE.labels(model, phase.value).set(1 if phase is state.phase else 0)
-            if state.phase not in DECIDING or state.mode is Mode.SHADOW:
+            if state.phase not in DECIDING:
                 continue
             pending = self._pending.get(model)
             if (

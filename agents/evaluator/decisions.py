@@ -10,7 +10,7 @@ from confluent_kafka import Producer
 
 from agents.kafka.config import producer_config
 from streams.codec.avro import codec_for
-from streams.enums import Action, Outcome, Phase
+from streams.enums import Action, Mode, Outcome, Phase
 from streams.messages import ControlCommand, Decision, OffsetRange, RolloutState, utc_now
 from streams.settings import Settings
 from streams.stats import Verdict
@@ -66,6 +66,10 @@ class DecisionSink:
             ),
         )
         action = _ACTIONS.get(verdict.outcome)
+        if state.mode is Mode.SHADOW and verdict.outcome in (Outcome.ADVANCE, Outcome.FINALIZE):
+            # A shadow rollout has no steps: the evaluator stops a harmful shadow, but going
+            # live (a canary rollout) is the operator's call, informed by this decision.
+            action = None
         if verdict.outcome is Outcome.HOLD:
             action = (
                 Action.HOLD

@@ -12,8 +12,9 @@ import pytest
 
 from agents.cli.history_cmd import read_history
 from agents.client.control import ControlClient
+from streams.codec.avro import codec_for
 from streams.enums import Outcome, Phase
-from streams.messages import Decision, RolloutState
+from streams.messages import Decision, InferenceResult, RolloutState
 from streams.plan import parse_plan
 from streams.settings import Settings
 from streams.topics import TopicCatalogue
@@ -255,3 +256,53 @@ def test_a_less_accurate_canary_is_rolled_back_on_ground_truth_labels(
     assert evidence["accuracy"].alarmed
     assert evidence["accuracy"].canary_bad == evidence["accuracy"].canary_n > 0
     assert evidence["accuracy"].baseline_bad == 0
+
+
+def test_a_harmful_shadow_is_stopped_without_serving_anything_from_it(
+    settings: Settings,
+    topics: TopicCatalogue,
+    spawn: Callable[..., Agent],
+    start_worker: Callable[..., Agent],
+) -> None:
+    spawn("router", "--instance", "r1")
+    start_worker("v1")
+    start_worker("v2", "--inject-error-rate", "0.05", "--seed", "3")
+    spawn("evaluator", "--interval", "0.5")
+    control = ControlClient(settings)
+    plan = parse_plan(
+        {
+            "model": "iris",
+            "baseline": "v1",
+            "canary": "v2",
+            "mode": "shadow",
+            "step": {"min_duration": "1h", "warmup": 0},
+            "metrics": {"errors": {}},
+        }
+    )
+    control.send(
+        "iris",
+        "start",
+        baseline_version="v1",
+        canary_version="v2",
+        mode="shadow",
+        plan_json=plan.to_json(),
+    )
+    state = _drive(settings, control, lambda s: s.phase is Phase.ROLLED_BACK, batch=500)
+    assert state.mode.value == "shadow"
+    codec = codec_for(InferenceResult)
+    served = [
+        r
+        for r in (
+            codec.decode(m.value() or b"")
+            for m in read_topic(settings, topics.results, 0, timeout=0)
+        )
+        if r.served
+    ]
+    assert served and {r.version for r in served} == {"v1"}, "nothing served from the shadow"
+    rollback = [
+        d
+        for d in read_history(settings, "iris")
+        if isinstance(d, Decision) and d.outcome is Outcome.ROLLBACK
+    ]
+    assert rollback and rollback[0].weight_bp == 0
+    assert {e.metric: e.alarmed for e in rollback[0].evidence} == {"errors": True}

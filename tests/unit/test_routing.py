@@ -59,5 +59,7 @@ def test_shadow_serves_baseline_and_mirrors_a_sample() -> None:
         routes = routes_for(s, k)
         assert routes[0].served and routes[0].arm is Arm.BASELINE
         assert all(not r.served for r in routes[1:])
+        # Both answers of a mirrored request carry 1/2; an unmirrored one carries 0.
+        assert {r.weight_bp for r in routes} == ({5000} if len(routes) == 2 else {0})
         mirrored += len(routes) - 1
     assert 0.45 < mirrored / len(KEYS) < 0.55
