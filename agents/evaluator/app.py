@@ -24,6 +24,7 @@ import faust
 
 from agents import metrics
 from agents.evaluator.decisions import DecisionSink
+from agents.evaluator.security import faust_credentials
 from agents.kafka.state_view import StateView
 from streams.codec.avro import codec_for
 from streams.enums import Arm, Mode, Phase
@@ -51,6 +52,7 @@ def build_app(settings: Settings, *, interval_s: float = 1.0) -> faust.App:
     app = faust.App(
         f"{settings.topic_prefix}-evaluator",
         broker=broker_urls(settings),
+        broker_credentials=faust_credentials(settings.extra_config),
         processing_guarantee="exactly_once",
         store="memory://",
         topic_partitions=settings.partitions,
