@@ -30,7 +30,7 @@ from agents.bench.measure import (
 )
 from agents.bench.probe import OffsetProbe
 from agents.bench.report import fmt, median, percentile, table
-from agents.bench.session import BenchSession, Contender, Progress
+from agents.bench.session import BenchSession, Contender, Progress, require_at_least_one
 from streams.errors import ConfigError
 from streams.settings import Settings
 
@@ -50,9 +50,7 @@ class RouterBenchOptions:
     timeout: float = 600.0
 
     def __post_init__(self) -> None:
-        for name in ("requests", "rounds", "max_batch"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        require_at_least_one(self, "requests", "rounds", "max_batch")
         if self.latency_rate <= 0 or self.latency_seconds <= 0:
             raise ConfigError("--latency-rate and --latency-seconds must be positive")
         if not 0 <= self.weight_pct <= 100:

@@ -26,6 +26,7 @@ from agents.bench.procs import Child
 from agents.client.control import ControlClient
 from agents.kafka.admin import Admin
 from agents.router.controller import Controller
+from streams.errors import ConfigError
 from streams.settings import Settings
 from streams.topics import TopicCatalogue, TopicSpec
 
@@ -182,3 +183,10 @@ class BenchSession:
         _tb: TracebackType | None,
     ) -> None:
         self.close(failed=exc is not None)
+
+
+def require_at_least_one(options: object, *names: str) -> None:
+    """Raise a CLI-worded :class:`ConfigError` when any of ``names`` is below 1."""
+    for name in names:
+        if getattr(options, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")

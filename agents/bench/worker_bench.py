@@ -29,9 +29,9 @@ from agents.bench.measure import (
 )
 from agents.bench.probe import OffsetProbe
 from agents.bench.report import fmt, median, table
-from agents.bench.session import BenchSession, Progress
+from agents.bench.session import BenchSession, Progress, require_at_least_one
 from streams.codec.avro import codec_for
-from streams.errors import ConfigError, DecodeError
+from streams.errors import DecodeError
 from streams.messages import MetricEvent
 from streams.settings import Settings
 
@@ -47,9 +47,7 @@ class WorkerBenchOptions:
     timeout: float = 600.0
 
     def __post_init__(self) -> None:
-        for name in ("requests", "rounds", "max_batch"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        require_at_least_one(self, "requests", "rounds", "max_batch")
 
 
 def run_worker_bench(

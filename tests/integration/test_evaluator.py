@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 
 def _start(control: ControlClient, plan: dict[str, object]) -> None:
-    """Start iris v1 -> v2 with a plan (steps, step rules, metrics) given as a document."""
+    """Start iris v1 -> v2 with a plan (steps, step rules, metrics, mode) given as a document."""
     parsed = parse_plan({"model": "iris", "baseline": "v1", "canary": "v2", **plan})
     control.send(
         "iris",
@@ -32,6 +32,7 @@ def _start(control: ControlClient, plan: dict[str, object]) -> None:
         baseline_version="v1",
         canary_version="v2",
         steps_bp=parsed.steps_bp,
+        mode=parsed.mode,
         plan_json=parsed.to_json(),
     )
 
@@ -269,23 +270,9 @@ def test_a_harmful_shadow_is_stopped_without_serving_anything_from_it(
     start_worker("v2", "--inject-error-rate", "0.05", "--seed", "3")
     spawn("evaluator", "--interval", "0.5")
     control = ControlClient(settings)
-    plan = parse_plan(
-        {
-            "model": "iris",
-            "baseline": "v1",
-            "canary": "v2",
-            "mode": "shadow",
-            "step": {"min_duration": "1h", "warmup": 0},
-            "metrics": {"errors": {}},
-        }
-    )
-    control.send(
-        "iris",
-        "start",
-        baseline_version="v1",
-        canary_version="v2",
-        mode="shadow",
-        plan_json=plan.to_json(),
+    _start(
+        control,
+        {"mode": "shadow", "step": {"min_duration": "1h", "warmup": 0}, "metrics": {"errors": {}}},
     )
     state = _drive(settings, control, lambda s: s.phase is Phase.ROLLED_BACK, batch=500)
     assert state.mode.value == "shadow"
