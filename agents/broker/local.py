@@ -235,8 +235,7 @@ class LocalBroker:
         cluster_file = self.home / "cluster.id"
         if not cluster_file.exists():
             # Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding.
-            raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            cluster_file.write_text(raw + "\n")
+            cluster_file.write_text(new_cluster_id() + "\n")
         cluster_id = cluster_file.read_text().strip()
         proc = subprocess.run(
             [
@@ -247,8 +246,8 @@ class LocalBroker:
                 "kafka.tools.StorageTool",
                 "format",
                 "--ignore-formatted",
-                "-t",
-                cluster_id,
+                # The "=" form: an id may start with "-", which would read as an option.
+                f"--cluster-id={cluster_id}",
                 "-c",
                 str(self.home / "server.properties"),
             ],
@@ -280,6 +279,15 @@ class LocalBroker:
         except OSError:
             return False
         return f"-Dcanary.broker.home={self.home}".encode() in args
+
+
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes in URL-safe base64 without padding, never starting
+    with "-" (as Kafka's own ``random-uuid`` guarantees, so command lines parse it)."""
+    while True:
+        raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not raw.startswith("-"):
+            return raw
 
 
 def _controller_port(port: int) -> int:

@@ -80,3 +80,10 @@ def test_parse_key_values() -> None:
     assert parse_key_values(["a.b=1", "c = x=y"]) == {"a.b": "1", "c": "x=y"}
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_key_values(["novalue"])
+
+
+def test_cluster_ids_never_start_with_a_dash() -> None:
+    from agents.broker.local import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(2000)]
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
