@@ -135,8 +135,40 @@ class Router:
         # State changes are applied between batches only, so one batch routes consistently.
         self._refresh_state()
         routed_at = str(int(time.time() * 1000)).encode()
+        routed_at_header = (_ROUTED_AT, routed_at)
+        # The common case inline, with everything it touches in locals: a request of a model
+        # already routed in this state, with its metadata headers, not JSON, no router
+        # headers. Everything else (and any doubt) takes the full path, _route.
+        plans = self._plans
+        limit = self.settings.max_request_bytes
+        produce = out.fast_produce
+        plain = _ROUTER_HEADERS.isdisjoint
         for msg in batch:
             try:
+                value = msg.value()
+                raw = msg.headers()
+                if value and raw and len(value) <= limit:
+                    meta = dict(raw)
+                    plan = plans.get(meta.get(_MODEL))  # type: ignore[arg-type]
+                    content_type = meta.get(_CONTENT_TYPE)
+                    if (
+                        plan is not None
+                        and _REQUEST_ID in meta
+                        and plain(meta)
+                        and not (content_type and content_type[:_JSON_LEN] == _JSON)
+                    ):
+                        routes, outputs = plan
+                        # Consumed header values are bytes (the stubs allow str for produce).
+                        key: bytes = msg.key() or meta[_REQUEST_ID]  # type: ignore[assignment]
+                        for route in routes.routes(key):
+                            output = outputs[id(route)]
+                            headers = [*raw, *output.headers, routed_at_header]
+                            try:
+                                produce(output.topic, value, key, headers=headers)
+                            except BufferError:
+                                out.produce(output.topic, value, key=key, headers=headers)
+                            output.count += 1
+                        continue
                 self._route(msg, out, routed_at)
             except Exception as exc:  # the router never stops on input
                 log.exception(
