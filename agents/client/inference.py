@@ -81,13 +81,8 @@ class CanaryClient:
         try:
             result = future.result(timeout)
         except TimeoutError:
-            rid = self._forget(future)
-            raise RequestTimeoutError(
-                f"no served result for request {rid} to {model!r} within {timeout:g}s"
-            ) from None
-        if result.error is not None:
-            raise InferenceError(result)
-        return result
+            raise self._timed_out(future, model, timeout) from None
+        return _served(result)
 
     def infer_nowait(
         self,
@@ -215,11 +210,23 @@ class CanaryClient:
         finally:
             consumer.close()
 
-    def _forget(self, future: Future[InferenceResult]) -> str:
+    def _timed_out(
+        self, future: Future[InferenceResult], model: str, timeout: float
+    ) -> RequestTimeoutError:
+        """Stop waiting for ``future``'s request; the error to raise."""
         rid: str = getattr(future, "request_id", "?")
         with self._lock:
             self._pending.pop(rid, None)
-        return rid
+        return RequestTimeoutError(
+            f"no served result for request {rid} to {model!r} within {timeout:g}s"
+        )
+
+
+def _served(result: InferenceResult) -> InferenceResult:
+    """The result, or :class:`InferenceError` when the model answered with an error."""
+    if result.error is not None:
+        raise InferenceError(result)
+    return result
 
 
 class AsyncCanaryClient:
@@ -250,13 +257,8 @@ class AsyncCanaryClient:
         try:
             result = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
         except TimeoutError:
-            rid = self._sync._forget(future)
-            raise RequestTimeoutError(
-                f"no served result for request {rid} to {model!r} within {timeout:g}s"
-            ) from None
-        if result.error is not None:
-            raise InferenceError(result)
-        return result
+            raise self._sync._timed_out(future, model, timeout) from None
+        return _served(result)
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._sync.close)
