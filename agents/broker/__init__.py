@@ -2,5 +2,6 @@
 artifacts (no Docker)."""
 
 from agents.broker.local import KAFKA_VERSION, LocalBroker
+from agents.broker.security import BrokerSecurity
 
-__all__ = ["KAFKA_VERSION", "LocalBroker"]
+__all__ = ["KAFKA_VERSION", "BrokerSecurity", "LocalBroker"]

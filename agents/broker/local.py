@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.broker.install import KAFKA_VERSION, ensure_libs
+from agents.broker.security import BrokerSecurity
 from agents.kafka.admin import Admin
 from streams.errors import BrokerError
 from streams.settings import Settings
 
-__all__ = ["KAFKA_VERSION", "BrokerStatus", "LocalBroker"]
+__all__ = ["KAFKA_VERSION", "BrokerSecurity", "BrokerStatus", "LocalBroker"]
 
 _LOG4J = """\
 status = warn
@@ -68,10 +69,15 @@ class BrokerStatus:
 
 
 class LocalBroker:
-    """The development broker for ``settings.broker_port`` under ``settings.state_dir``."""
+    """The development broker for ``settings.broker_port`` under ``settings.state_dir``.
 
-    def __init__(self, settings: Settings) -> None:
+    With ``security`` its listener takes SASL/SCRAM users only and ACLs decide what each may
+    do (see :mod:`agents.broker.security`); without it, PLAINTEXT and no authorization.
+    """
+
+    def __init__(self, settings: Settings, security: BrokerSecurity | None = None) -> None:
         self.settings = settings
+        self.security = security
         self.port = settings.broker_port
         self.controller_port = _controller_port(self.port)
         self.home = settings.state_dir / f"broker-{self.port}"
@@ -93,7 +99,15 @@ class LocalBroker:
         # The TCP probe first: librdkafka logs every refused connection loudly.
         if not _port_in_use(self.port):
             return False
-        return Admin(self.settings.with_overrides(bootstrap=self.bootstrap)).ping(timeout)
+        return Admin(self.admin_settings()).ping(timeout)
+
+    def admin_settings(self) -> Settings:
+        """Settings that reach this broker (as its super user when it is secured)."""
+        if self.security is None:
+            return self.settings.with_overrides(bootstrap=self.bootstrap)
+        creds = self.security.client_config(self.security.admin)
+        extra = {**self.settings.extra_config, **creds}
+        return self.settings.with_overrides(bootstrap=self.bootstrap, extra_config=extra)
 
     def status(self) -> BrokerStatus:
         pid = self.pid()
@@ -224,8 +238,14 @@ class LocalBroker:
             "auto.create.topics.enable": "false",
             "log.retention.hours": "24",
         }
+        server_properties = self.home / "server.properties"
+        if self.security is not None:
+            props.update(self.security.server_properties(self.port, self.controller_port))
+            # It holds the admin password: readable by its owner only.
+            server_properties.touch(mode=0o600)
+            server_properties.chmod(0o600)
         text = "".join(f"{k}={v}\n" for k, v in props.items())
-        (self.home / "server.properties").write_text(text)
+        server_properties.write_text(text)
         (self.home / "log4j2.properties").write_text(_LOG4J.format(logs=self.logs_dir))
 
     def _format(self, java: str, libs: Path) -> None:
@@ -250,6 +270,7 @@ class LocalBroker:
                 f"--cluster-id={cluster_id}",
                 "-c",
                 str(self.home / "server.properties"),
+                *(self.security.format_arguments() if self.security else ()),
             ],
             capture_output=True,
             text=True,
