@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import Any
 
 from streams.errors import ConfigError
+from streams.signing_keys import KeyRing
 
 ENV_PREFIX = "CANARY_"
 KAFKA_ENV_PREFIX = "CANARY_KAFKA_"
@@ -62,6 +63,8 @@ class Settings:
     max_request_bytes: int = 1_048_576
     metrics_port: int | None = None
     extra_config: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    # Keys that sign and verify control commands (CANARY_CONTROL_KEY, CANARY_CONTROL_KEY_FILE).
+    control_keys: KeyRing = field(default_factory=KeyRing)
 
     def __post_init__(self) -> None:
         if not self.topic_prefix or not all(c.isalnum() or c in "._-" for c in self.topic_prefix):
@@ -75,6 +78,14 @@ class Settings:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         object.__setattr__(self, "extra_config", MappingProxyType(dict(self.extra_config)))
+
+    def __repr__(self) -> str:
+        # Settings end up in logs, tracebacks and test reports: never with a password in them.
+        fields = ", ".join(
+            f"{name}={redact_config(value) if name == 'extra_config' else value!r}"
+            for name, value in ((n, getattr(self, n)) for n in self.__dataclass_fields__)
+        )
+        return f"Settings({fields})"
 
     @property
     def bootstrap_servers(self) -> str:
@@ -118,8 +129,34 @@ class Settings:
         extra = kafka_config_from_env(env)
         extra.update(overrides.pop("extra_config", None) or {})
         values["extra_config"] = extra
+        values["control_keys"] = KeyRing.from_env(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+REDACTED = "[redacted]"
+# Parts of a setting's name that mark its value as a secret: sasl.password, ssl.key.password,
+# ssl.keystore.password, ssl.key.pem, sasl.oauthbearer.client.secret, sasl.jaas.config...
+_SECRET_MARKERS = ("password", "secret", "token", "key", "credential", "jaas", "oauthbearer.config")
+
+
+def is_secret(name: str) -> bool:
+    """Whether a Kafka client setting's value must never be shown.
+
+    >>> is_secret("sasl.password"), is_secret("ssl.keystore.password"), is_secret("sasl.username")
+    (True, True, False)
+    """
+    lowered = name.lower()
+    return any(marker in lowered for marker in _SECRET_MARKERS)
+
+
+def redact_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` safe to log: every secret value replaced by ``[redacted]``.
+
+    >>> redact_config({"sasl.username": "ev", "sasl.password": "s3cr3t"})
+    {'sasl.username': 'ev', 'sasl.password': '[redacted]'}
+    """
+    return {k: REDACTED if is_secret(k) else v for k, v in config.items()}
 
 
 def _parse_int(name: str, raw: str) -> int:
@@ -164,6 +201,8 @@ def parse_key_values(items: Iterable[str], *, source: str = "--kafka-config") ->
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"{source}: expected KEY=VALUE, got {item.strip()!r}")
+            # The text may be a secret typed with the wrong separator: never echo it.
+            shown = REDACTED if is_secret(item) else repr(item.strip())
+            raise ConfigError(f"{source}: expected KEY=VALUE, got {shown}")
         out[key.strip()] = value.strip()
     return out
