@@ -17,6 +17,7 @@ from streams.errors import ConfigError
 from streams.messages import Mode, Phase, RolloutState
 from streams.plan import RolloutPlan, load_plan, parse_plan
 from streams.settings import Settings
+from streams.signing_keys import KeyRing
 from streams.topics import validate_name
 
 ROLLED_BACK_EXIT = 3
@@ -63,6 +64,7 @@ def register(
     )
     reg.add_argument("model")
     reg.add_argument("--version", required=True, help="the stable version, e.g. v1")
+    _key_option(reg)
     reg.set_defaults(handler=_run, action="register")
 
     rollout = sub.add_parser("rollout", help="start a rollout")
@@ -101,12 +103,14 @@ def register(
         metavar="PERCENT",
         help="share of requests mirrored in shadow mode (default 100)",
     )
+    _key_option(start)
     start.set_defaults(handler=_run, action="start")
 
     def simple(name: str, action: str, text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=text, description=text)
         p.add_argument("model")
         p.add_argument("--reason", default="", help="why (kept in the rollout's history)")
+        _key_option(p)
         p.set_defaults(handler=_run, action=action)
         return p
 
@@ -141,8 +145,20 @@ def register(
     status.set_defaults(handler=run_status)
 
 
+def _key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--key-file",
+        type=Path,
+        metavar="FILE",
+        help="sign the command with the first key of FILE ('ID:SECRET' lines; default: "
+        "CANARY_CONTROL_KEY, then CANARY_CONTROL_KEY_FILE)",
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    if args.key_file:
+        settings = settings.with_overrides(control_keys=KeyRing.read(args.key_file))
     control = ControlClient(settings)
     action: str = args.action
     fields: dict[str, Any] = {"reason": getattr(args, "reason", "") or ""}

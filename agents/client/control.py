@@ -11,11 +11,13 @@ from confluent_kafka import Consumer, Producer
 
 from agents.client.tail import open_tail
 from agents.kafka.config import producer_config
+from agents.kafka.errors import produce_confirmed
 from agents.kafka.state_view import StateView
 from streams.codec.avro import codec_for
 from streams.errors import CanaryError, DecodeError, RequestTimeoutError
 from streams.messages import Action, ControlCommand, ControlEvent, RolloutState, utc_now
 from streams.settings import Settings
+from streams.signing import sign_if_keyed
 from streams.topics import TopicCatalogue
 
 
@@ -43,6 +45,9 @@ class CommandRejectedError(CanaryError):
 class ControlClient:
     """Operators' and the evaluator's way to move traffic.
 
+    Commands are signed with the settings' control key (the first of ``control_keys``) when
+    one is configured; a router with keys refuses unsigned ones.
+
     >>> control = ControlClient(Settings(bootstrap="localhost:9092"))
     >>> # control.send("iris", "start", baseline_version="v1", canary_version="v2")
     """
@@ -66,16 +71,23 @@ class ControlClient:
             **fields,
         )
 
-    def publish(self, command: ControlCommand) -> None:
-        """Produce the command to the control topic and wait until the broker has it."""
+    def publish(self, command: ControlCommand) -> ControlCommand:
+        """Produce the command to the control topic and wait until the broker has it (a refused
+        write raises :class:`~streams.errors.KafkaOperationError`); returns it as sent.
+
+        An unsigned command is signed first when the settings hold a control key.
+        """
+        command = sign_if_keyed(command, self.settings.control_keys)
         if self._producer is None:
             self._producer = Producer(producer_config(self.settings, "canary-control"))
-        self._producer.produce(
+        produce_confirmed(
+            self._producer,
+            f"publish {command.action.value} to {self.catalogue.control}",
             self.catalogue.control,
             self._command_codec.encode(command),
             key=command.model.encode(),
         )
-        self._producer.flush(30)
+        return command
 
     def send(
         self, model: str, action: str, *, wait: float = 30.0, check: bool = True, **fields: Any
@@ -85,10 +97,15 @@ class ControlClient:
         Raises :class:`CommandRejectedError` on rejection when ``check`` is true, and
         :class:`RequestTimeoutError` when no controller answered (is a router running?).
         """
-        command = self.command(model, action, **fields)
+        return self.submit(self.command(model, action, **fields), wait=wait, check=check)
+
+    def submit(
+        self, command: ControlCommand, *, wait: float = 30.0, check: bool = True
+    ) -> ControlOutcome:
+        """Publish a command built beforehand and wait for the verdict, like :meth:`send`."""
         events = open_tail(self.settings, self.catalogue.events, "canary-control-events")
         try:
-            self.publish(command)
+            command = self.publish(command)
             outcome = self._await(events, command, wait)
         finally:
             events.close()

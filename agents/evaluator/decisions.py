@@ -13,6 +13,7 @@ from streams.codec.avro import codec_for
 from streams.enums import Action, Mode, Outcome, Phase
 from streams.messages import ControlCommand, Decision, OffsetRange, RolloutState, utc_now
 from streams.settings import Settings
+from streams.signing import sign_if_keyed
 from streams.stats import Verdict
 from streams.topics import TopicCatalogue
 
@@ -33,7 +34,8 @@ class DecisionSink:
 
     Each command carries the state revision it was decided on (``expected_revision``): the
     controller rejects it if the state moved meanwhile, so a decision is never applied twice
-    (after a restart) nor over an operator's newer command.
+    (after a restart) nor over an operator's newer command. Commands are signed with the
+    settings' control key when one is configured (decision records move nothing and are not).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -78,14 +80,17 @@ class DecisionSink:
             )
         command = None
         if action is not None:
-            command = ControlCommand(
-                command_id=uuid.uuid4().hex,
-                model=state.model,
-                action=action,
-                issued_by="evaluator",
-                issued_at=now,
-                reason=decision.reason,
-                expected_revision=state.revision,
+            command = sign_if_keyed(
+                ControlCommand(
+                    command_id=uuid.uuid4().hex,
+                    model=state.model,
+                    action=action,
+                    issued_by="evaluator",
+                    issued_at=now,
+                    reason=decision.reason,
+                    expected_revision=state.revision,
+                ),
+                self._settings.control_keys,
             )
         producer = self._open()
         key = state.model.encode()

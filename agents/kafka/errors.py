@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from streams.errors import KafkaOperationError
 
@@ -16,3 +16,39 @@ def wrap(operation: str, error: KafkaError | KafkaException | BaseException) -> 
             operation, error.name(), error.str(), retriable=bool(error.retriable())
         )
     return KafkaOperationError(operation, type(error).__name__, str(error))
+
+
+def produce_confirmed(
+    producer: Producer,
+    operation: str,
+    topic: str,
+    value: bytes,
+    *,
+    key: bytes | None = None,
+    timeout: float = 30.0,
+) -> None:
+    """Produce one message and wait for the broker's acknowledgement.
+
+    A refused write (``TOPIC_AUTHORIZATION_FAILED`` for a principal without WRITE, say) raises
+    :class:`KafkaOperationError` with Kafka's code and description instead of passing silently.
+    """
+    failures: list[KafkaError] = []
+
+    def delivered(error: KafkaError | None, _msg: object) -> None:
+        if error is not None:
+            failures.append(error)
+
+    try:
+        producer.produce(topic, value, key=key, on_delivery=delivered)
+    except (KafkaException, BufferError) as exc:
+        raise wrap(operation, exc) from None
+    try:
+        left = producer.flush(timeout)
+    except KafkaException as exc:  # a fatal producer error (no producer id granted, say)
+        raise wrap(operation, exc) from None
+    if failures:
+        raise wrap(operation, failures[0])
+    if left:
+        raise KafkaOperationError(
+            operation, "_MSG_TIMED_OUT", f"not acknowledged by the broker within {timeout:g}s"
+        )

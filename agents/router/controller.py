@@ -3,7 +3,9 @@
 Every router process runs one, but the control topic has a single partition consumed by one
 consumer group, so exactly one instance applies commands at a time; the others take over on
 rebalance. A command and its effects (the new state on the compacted rollout-state topic and
-an event on the events topic) commit in one transaction with the command's offset.
+an event on the events topic) commit in one transaction with the command's offset. When a
+control key is configured, only signed, recent, never-seen commands are applied (see
+:mod:`agents.router.command_guard`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from agents.kafka.admin import Admin
 from agents.kafka.dead_letters import dead_letter
 from agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnOutput
 from agents.kafka.state_view import StateView
+from agents.router.command_guard import CommandGuard
 from streams.codec.avro import codec_for, decode_any
 from streams.errors import CanaryError, DecodeError
 from streams.messages import (
@@ -62,12 +65,16 @@ class Controller:
             self.handle,
         )
         self._caught_up = -1  # the assignment generation the view was caught up for
+        self.guard = CommandGuard(
+            settings, self.catalogue.control, client_id=f"canary-controller-replay-{instance}"
+        )
 
     def handle(self, batch: Sequence[Message], out: TxnOutput) -> None:
         if self._caught_up != self.loop.assignments:
             # After every (re)assignment: read the states committed by whichever instance
             # owned the control partition before, so commands apply to the latest state.
             self.view.catch_up()
+            self.guard.catch_up()
             self._caught_up = self.loop.assignments
         for msg in batch:
             try:
@@ -103,6 +110,10 @@ class Controller:
             return
         command = record
         now = utc_now()
+        rejection = self.guard.check(command, msg, now)
+        if rejection is not None:  # unsigned, forged, stale or replayed: nothing changes
+            self._reject(out, command, rejection.reason, rejection.detail, msg)
+            return
         state = self.view.get(command.model)
         try:
             new = apply_command(state, command, now)
