@@ -1,0 +1,307 @@
+"""Kafka security end to end: a broker that takes SASL/SCRAM users only and authorizes with
+ACLs; agents configured through ``CANARY_KAFKA_*`` alone; a principal without WRITE on the
+control topic cannot move traffic, and no password shows up in logs, metrics or topics.
+
+The broker is this module's own (port ``CANARY_TEST_SASL_PORT``, default 19192, and the next
+one for its controller), not the session's shared PLAINTEXT broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+# The package re-exports these without declaring them; mypy --strict wants the defining modules.
+from confluent_kafka.admin._acl import AclBinding, AclOperation, AclPermissionType
+from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
+
+from agents.broker import BrokerSecurity, LocalBroker
+from agents.client.tail import open_tail
+from agents.kafka.admin import Admin
+from agents.kafka.config import admin_config
+from streams.codec.avro import codec_for
+from streams.errors import DecodeError
+from streams.messages import Decision, InferenceResult
+from streams.settings import Settings
+from streams.topics import TopicCatalogue
+from tests.integration.conftest import ROOT, Agent, read_topic, send_requests
+
+pytestmark = pytest.mark.integration
+
+SASL_PORT = int(os.environ.get("CANARY_TEST_SASL_PORT", "19192"))
+USERS = ("admin", "router", "worker", "evaluator", "operator", "intruder")
+MECHANISM = "SCRAM-SHA-512"
+
+TOPIC, GROUP, TXN = ResourceType.TOPIC, ResourceType.GROUP, ResourceType.TRANSACTIONAL_ID
+LIT, PRE = ResourcePatternType.LITERAL, ResourcePatternType.PREFIXED
+READ, WRITE, CREATE = AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE
+Grant = tuple[ResourceType, str, ResourcePatternType, AclOperation]
+
+
+def acls(p: str) -> dict[str, list[Grant]]:
+    """What each principal may do under topic prefix ``p`` (the README's table, as code).
+
+    READ and WRITE imply DESCRIBE. Every agent creates missing topics under the prefix at
+    start; the evaluator (faust) also owns topics, a group and transactional ids named
+    ``{p}-evaluator...``.
+    """
+    c = TopicCatalogue(p)
+    return {
+        "router": [
+            (TOPIC, f"{p}.", PRE, CREATE),
+            *[(TOPIC, t, LIT, READ) for t in (c.requests, c.control, c.rollout_state)],
+            (TOPIC, f"{c.requests}.", PRE, WRITE),
+            *[(TOPIC, t, LIT, WRITE) for t in (c.events, c.rollout_state, c.dead_letters)],
+            (GROUP, f"{p}.router", LIT, READ),
+            (GROUP, f"{p}.controller", LIT, READ),
+            (TXN, f"{p}.router.", PRE, WRITE),
+            (TXN, f"{p}.controller.", PRE, WRITE),
+        ],
+        "worker": [
+            (TOPIC, f"{p}.", PRE, CREATE),
+            (TOPIC, f"{c.requests}.", PRE, READ),
+            (TOPIC, c.rollout_state, LIT, READ),
+            *[(TOPIC, t, LIT, WRITE) for t in (c.results, c.metrics, c.dead_letters)],
+            (GROUP, f"{p}.worker.", PRE, READ),
+            (TXN, f"{p}.worker.", PRE, WRITE),
+        ],
+        "evaluator": [
+            (TOPIC, f"{p}.", PRE, CREATE),
+            *[(TOPIC, t, LIT, READ) for t in (c.metrics, c.feedback, c.rollout_state)],
+            (TOPIC, c.control, LIT, WRITE),
+            *[(TOPIC, f"{p}-evaluator", PRE, op) for op in (CREATE, READ, WRITE)],
+            (GROUP, f"{p}-evaluator", PRE, READ),
+            (TXN, f"{p}-evaluator", PRE, WRITE),
+        ],
+        "operator": [
+            (TOPIC, c.control, LIT, WRITE),
+            *[(TOPIC, t, LIT, READ) for t in (c.events, c.rollout_state)],
+        ],
+        # An application: sends requests and labels, reads everything, but may not steer.
+        "intruder": [
+            (TOPIC, f"{p}.", PRE, READ),
+            *[(TOPIC, t, LIT, WRITE) for t in (c.requests, c.feedback)],
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class Secured:
+    broker: LocalBroker
+    security: BrokerSecurity
+    prefix: str
+    logs: Path
+
+    def settings(self, user: str) -> Settings:
+        """Settings that connect as ``user`` under this module's topic prefix."""
+        return self.broker.admin_settings().with_overrides(
+            topic_prefix=self.prefix,
+            partitions=2,
+            extra_config=self.security.client_config(user),
+        )
+
+    def env(self, user: str) -> dict[str, str]:
+        """A child's environment: the security settings pass through CANARY_KAFKA_* only."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CANARY_")}
+        env.update(
+            CANARY_BOOTSTRAP=self.broker.bootstrap,
+            CANARY_TOPIC_PREFIX=self.prefix,
+            CANARY_PARTITIONS="2",
+            CANARY_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
+            CANARY_KAFKA_SASL_MECHANISM=MECHANISM,
+            CANARY_KAFKA_SASL_USERNAME=user,
+            CANARY_KAFKA_SASL_PASSWORD=self.security.users[user],
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    # Random passwords: any occurrence of one in a log or a topic is a leak, not a coincidence.
+    security = BrokerSecurity({u: f"{u}-pw-{secrets.token_hex(12)}" for u in USERS})
+    state = tmp_path_factory.mktemp("sasl-broker")
+    broker = LocalBroker(Settings.from_env({}, broker_port=SASL_PORT, state_dir=state), security)
+    broker.start()
+    try:
+        prefix = f"s{uuid.uuid4().hex[:8]}"
+        sec = Secured(broker, security, prefix, tmp_path_factory.mktemp("sasl-logs"))
+        admin = sec.settings("admin")
+        catalogue = TopicCatalogue(prefix, admin.partitions)
+        Admin(admin).ensure_topics(
+            catalogue.core_specs() + catalogue.version_specs("iris", "v1", "v2")
+        )
+        bindings = [
+            AclBinding(kind, name, pattern, f"User:{user}", "*", op, AclPermissionType.ALLOW)
+            for user, grants in acls(prefix).items()
+            for kind, name, pattern, op in grants
+        ]
+        client = AdminClient(admin_config(admin))
+        for future in client.create_acls(bindings, request_timeout=30).values():
+            future.result(30)
+        yield sec
+    finally:
+        broker.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _canary(sec: Secured, user: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agents.cli.main", *args],
+        env=sec.env(user),
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _weight(sec: Secured) -> float:
+    status = _canary(sec, "operator", "status", "iris", "--json")
+    assert status.returncode == 0, status.stderr
+    return float(json.loads(status.stdout)["weight_percent"])
+
+
+def _scan(sec: Secured, topic: str, done: Callable[[bytes], bool], timeout: float = 60.0) -> None:
+    """Read ``topic`` from the beginning as admin until ``done(value)`` says enough."""
+    consumer = open_tail(sec.settings("admin"), topic, "sec-scan", from_beginning=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(done(m.value() or b"") for m in consumer.consume(500, timeout=0.5)):
+                return
+    finally:
+        consumer.close()
+
+
+def _served(sec: Secured, request_ids: list[str]) -> set[str]:
+    """Which of ``request_ids`` have a served result, waiting until all do (or a minute)."""
+    codec = codec_for(InferenceResult)
+    wanted, served = set(request_ids), set[str]()
+
+    def count(value: bytes) -> bool:
+        result = codec.decode(value)
+        if result.served and result.request_id in wanted:
+            served.add(result.request_id)
+        return served == wanted
+
+    _scan(sec, TopicCatalogue(sec.prefix).results, count)
+    return served
+
+
+def test_only_authorized_principals_steer_and_no_secret_leaks(
+    secured: Secured, tmp_path: Path
+) -> None:
+    sec = secured
+    ports = {name: _free_port() for name in ("router", "w1", "w2", "evaluator")}
+    agents: list[Agent] = []
+
+    def spawn(user: str, name: str, *args: str) -> Agent:
+        agent = Agent(
+            [*args, "-v", "--metrics-port", str(ports[name])],
+            sec.env(user),
+            sec.logs / f"{name}.log",
+        )
+        agents.append(agent)
+        return agent
+
+    try:
+        spawn("router", "router", "router", "--instance", "r1")
+        for name, version in (("w1", "v1"), ("w2", "v2")):
+            spawn("worker", name, "worker", "--model", "iris", "--version", version,
+                  "--adapter", "noop:", "--instance", f"w-{version}")  # fmt: skip
+        spawn("evaluator", "evaluator", "evaluator")
+
+        plan = tmp_path / "plan.yaml"
+        # The evaluator runs but has no reason to move the weight during the test.
+        plan.write_text(
+            "model: iris\nbaseline: v1\ncanary: v2\nsteps: [10, 50, 100]\n"
+            "step: {min_duration: 1h, min_canary_requests: 1000000, warmup: 0s}\n"
+        )
+        started = _canary(sec, "operator", "rollout", "start", "--plan", str(plan))
+        assert started.returncode == 0, started.stderr
+        moved = _canary(sec, "operator", "set-weight", "iris", "30", "--reason", "ops")
+        assert moved.returncode == 0, moved.stderr
+        assert _weight(sec) == 30
+
+        before = send_requests(sec.settings("intruder"), "iris", [f"k{i}" for i in range(40)])
+        assert _served(sec, before) == set(before)
+
+        refused = _canary(sec, "intruder", "set-weight", "iris", "100", "--reason", "mine")
+        assert refused.returncode != 0
+        assert "TOPIC_AUTHORIZATION_FAILED" in refused.stderr, refused.stderr
+        assert TopicCatalogue(sec.prefix).control in refused.stderr
+        assert _weight(sec) == 30
+
+        after = send_requests(
+            sec.settings("intruder"), "iris", [f"k{i}" for i in range(40)], prefix="after"
+        )
+        assert _served(sec, after) == set(after)
+        # The evaluator works under its grants: it read the metrics and the rollout state and
+        # published a decision (a hold: the plan's step lasts an hour) to the control topic.
+        decision = _first_decision(sec)
+        assert (decision.model, decision.weight_bp) == ("iris", 3000)
+        pages = {name: _metrics_page(port) for name, port in ports.items()}
+        assert all(agent.proc.poll() is None for agent in agents), "an agent stopped"
+    finally:
+        for agent in agents:
+            agent.stop()
+
+    passwords = list(sec.security.users.values())
+    cli_output = "".join(p.stdout + p.stderr for p in (started, moved, refused))
+    assert not [p for p in passwords if p in cli_output], "a password in the CLI's output"
+    for agent in agents:
+        log = agent.log()
+        assert log, f"{agent.args[0]} logged nothing"
+        assert not [p for p in passwords if p in log], f"a password in {agent.log_path}"
+    for name, page in pages.items():
+        assert "# TYPE" in page, f"{name} served no metrics"
+        assert not [p for p in passwords if p in page], f"a password on {name}'s /metrics"
+    catalogue = TopicCatalogue(sec.prefix)
+    topics = [catalogue.control, catalogue.events, catalogue.rollout_state]
+    records = read_topic(sec.settings("admin"), topics, 3, settle=0.5)
+    assert len(records) >= 3
+    for msg in records:
+        headers = [h[1] for h in msg.headers() or [] if isinstance(h[1], bytes)]
+        blob = b"".join([msg.value() or b"", *headers])
+        assert not [p for p in passwords if p.encode() in blob], f"a password on {msg.topic()}"
+
+
+def _first_decision(sec: Secured) -> Decision:
+    """The evaluator's first decision on the control topic (which also carries commands)."""
+    codec = codec_for(Decision)
+    found: list[Decision] = []
+
+    def pick(value: bytes) -> bool:
+        with contextlib.suppress(DecodeError):
+            found.append(codec.decode(value))
+        return bool(found)
+
+    _scan(sec, TopicCatalogue(sec.prefix).control, pick)
+    assert found, "no decision on the control topic within a minute"
+    return found[0]
+
+
+def _metrics_page(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
+        return str(page.read().decode())
