@@ -29,7 +29,11 @@ def _instance_option(parser: argparse.ArgumentParser, role: str) -> None:
         "Kafka transactional id, so a restarted instance aborts what its predecessor left "
         "open (default: the host name)",
     )
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus /metrics on this port (CANARY_METRICS_PORT)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -102,7 +106,7 @@ def run_router(args: argparse.Namespace) -> int:
     Admin(settings).ensure_topics(
         TopicCatalogue(settings.topic_prefix, settings.partitions).core_specs()
     )
-    metrics.serve(args.metrics_port)
+    metrics.serve(args.metrics_port or settings.metrics_port)
     stop = stop_on_signals()
     threads: list[threading.Thread] = []
     if not args.no_controller:
@@ -141,7 +145,7 @@ def run_worker(args: argparse.Namespace) -> int:
     Admin(settings).ensure_topics(
         catalogue.core_specs() + catalogue.version_specs(args.model, args.version)
     )
-    metrics.serve(args.metrics_port)
+    metrics.serve(args.metrics_port or settings.metrics_port)
     worker = Worker(settings, options, adapter)
     log.info("worker %s serving %s with %s", args.instance, worker.topic, adapter.name)
     worker.run(stop_on_signals())

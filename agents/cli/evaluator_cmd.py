@@ -29,7 +29,11 @@ def register(
     ev.add_argument(
         "--interval", type=float, default=1.0, help="seconds between decisions (default 1)"
     )
-    ev.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    ev.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus /metrics on this port (CANARY_METRICS_PORT)",
+    )
     ev.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     ev.set_defaults(handler=run)
 
@@ -40,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     Admin(settings).ensure_topics(
         TopicCatalogue(settings.topic_prefix, settings.partitions).core_specs()
     )
-    metrics.serve(args.metrics_port)
+    metrics.serve(args.metrics_port or settings.metrics_port)
     from faust import Worker
 
     from agents.evaluator.app import build_app
