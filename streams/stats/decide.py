@@ -1,6 +1,7 @@
 """The per-step decision rule, as a pure function of counts and the policy.
 
-* ROLLBACK as soon as any metric's harm test alarms (alpha split evenly over the metrics);
+* ROLLBACK as soon as any metric's harm test alarms: its bad-event ratio is shown to exceed
+  ``1 + rollback_tolerance`` (alpha split evenly over the metrics);
 * HOLD on a sample-ratio mismatch of labelled requests (the evidence is suspect, the canary
   is not proven harmful);
 * ADVANCE when the step ran its minimum duration, the canary served its minimum requests
@@ -45,12 +46,19 @@ class ArmCounts:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepPolicy:
-    """The plan's thresholds. ``tolerances`` maps a metric to its tolerated relative increase
-    in bad-event rate (``default_tolerance`` for the others)."""
+    """The plan's thresholds, per metric (``default_*`` for metrics not named):
+
+    * ``tolerances``: the promotion margin, the relative increase in bad-event rate still
+      acceptable: the final step needs the upper confidence bound below ``1 + tolerance``;
+    * ``rollback_tolerances``: the rollback test's null, ``ratio <= 1 + rollback_tolerance``;
+      0 rolls back on evidence of any harm.
+    """
 
     alpha: float = 0.05
     tolerances: Mapping[str, float] = field(default_factory=dict)
     default_tolerance: float = 0.2
+    rollback_tolerances: Mapping[str, float] = field(default_factory=dict)
+    default_rollback_tolerance: float = 0.0
     min_duration_s: float = 600.0
     min_canary_requests: int = 500
     min_label_coverage: float = 0.5
@@ -59,6 +67,9 @@ class StepPolicy:
 
     def tolerance(self, metric: str) -> float:
         return self.tolerances.get(metric, self.default_tolerance)
+
+    def rollback_tolerance(self, metric: str) -> float:
+        return self.rollback_tolerances.get(metric, self.default_rollback_tolerance)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,9 +106,9 @@ def decide(snapshot: StepSnapshot, policy: StepPolicy) -> Verdict:
     s, p = snapshot, policy
     alpha_m = p.alpha / max(1, len(s.metrics))
     results = {
-        name: HarmTest(p.tolerance(name), alpha_m).evaluate(
-            {w: (c.canary_bad, c.baseline_bad) for w, c in by_weight.items()}
-        )
+        name: HarmTest(
+            p.tolerance(name), alpha_m, rollback_tolerance=p.rollback_tolerance(name)
+        ).evaluate({w: (c.canary_bad, c.baseline_bad) for w, c in by_weight.items()})
         for name, by_weight in s.metrics.items()
     }
     evidence = tuple(_evidence(name, s.metrics[name], r) for name, r in results.items())
@@ -175,7 +186,7 @@ def _evidence(name: str, by_weight: Mapping[int, ArmCounts], r: HarmResult) -> M
 def _describe(r: HarmResult) -> str:
     return (
         f"bad-event ratio {_fmt(r.ratio)} (lower bound {_fmt(r.lower)}) exceeds "
-        f"{1 + r.tolerance:g}; log LR {r.log_lr:.2f} >= {r.threshold:.2f}"
+        f"{1 + r.rollback_tolerance:g}; log LR {r.log_lr:.2f} >= {r.threshold:.2f}"
     )
 
 

@@ -1,22 +1,36 @@
-"""The harm test: is the canary's bad-event rate more than ``1 + tolerance`` times the baseline's?
+"""The harm test: is the canary's bad-event rate higher than the baseline's?
 
 A bad event is an error, a request slower than a latency threshold fixed before the
 comparison, or a wrong labelled prediction. Under equal rates the arm of a bad event is a coin
 flip landing on the canary with the probability ``rho`` its request was routed there, so
-drifts and incidents that hit both arms cancel. The test of ``H0: ratio <= 1 + tolerance``
-mixes likelihood ratios against the boundary over a grid of larger ratios: a nonnegative
-supermartingale under H0, so by Ville's inequality P(ever LR >= 1/alpha) <= alpha, and it may
-be evaluated after every event.
+drifts and incidents that hit both arms cancel.
+
+Two questions, two parameters, each answered by an anytime-valid procedure:
+
+* **roll back?** The test of ``H0: ratio <= 1 + rollback_tolerance`` mixes likelihood ratios
+  against that boundary over a grid of larger ratios (:data:`ALARM_INCREMENTS`): a
+  nonnegative supermartingale under H0 (each factor is, for every ratio in H0, because the
+  alternatives lie above the boundary), so by Ville's inequality P(ever LR >= 1/alpha) <= alpha
+  and it may be evaluated after every event. ``rollback_tolerance`` is fixed before the data
+  (the plan), which is all Ville's inequality needs; 0 (the default in plans) means "roll back
+  on evidence that the canary is worse at all", so a doubling is tested as a doubling rather
+  than as 2 / 1.2 = 1.67 times the boundary, which needs about half the samples.
+* **promote?** The upper end of a confidence sequence for the ratio (inverting, at every
+  grid value, a mixture test of "ratio >= value" against smaller ratios) must fall below
+  ``1 + tolerance``: a canary worse than that is promoted with probability at most alpha.
+
+When ``rollback_tolerance`` is not given it equals ``tolerance`` (one boundary for both, as
+before the split).
 
 The sufficient statistic is (canary bad, baseline bad) per distinct weight: pooling weights
 would mix different coin biases (Simpson's paradox). Weights 0 and 100% carry no information
 (every bad event comes from one arm) and are ignored.
 
->>> test = HarmTest(tolerance=0.2, alpha=0.05)
+>>> test = HarmTest(tolerance=0.2, alpha=0.05, rollback_tolerance=0.0)
 >>> test.evaluate({}).log_lr, test.evaluate({100: (0, 0)}).alarmed
 (0.0, False)
 >>> r = test.evaluate({100: (12, 300)})  # 1%: about 3 canary bad events expected, 12 seen
->>> r.alarmed, round(r.ratio, 2), r.lower > 1.2
+>>> r.alarmed, round(r.ratio, 2), r.lower > 1.0
 (True, 3.96, True)
 """
 
@@ -29,7 +43,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from streams.stats.mixture import (
-    DEFAULT_INCREMENTS,
+    ALARM_INCREMENTS,
+    BOUND_INCREMENTS,
     FloatArray,
     log_prior,
     mixture_log_lr,
@@ -47,7 +62,7 @@ Counts = Mapping[int, tuple[int, int]]
 class HarmResult:
     """One evaluation of the harm test (ratios are canary bad-event rate / baseline's)."""
 
-    log_lr: float  #: log of the mixture likelihood ratio against ratio = 1 + tolerance
+    log_lr: float  #: log of the mixture likelihood ratio against ratio = 1 + rollback_tolerance
     threshold: float  #: ln(1/alpha): alarm when ``log_lr`` reaches it
     alarmed: bool
     ratio: float  #: maximum-likelihood ratio (nan without bad events, inf without baseline's)
@@ -55,7 +70,8 @@ class HarmResult:
     upper: float  #: anytime-valid upper confidence bound (inf when not yet bounded)
     canary_bad: int
     baseline_bad: int
-    tolerance: float
+    tolerance: float  #: promotion margin: harmless when ``upper < 1 + tolerance``
+    rollback_tolerance: float  #: the rollback test's null is ``ratio <= 1 + rollback_tolerance``
 
     @property
     def harmless(self) -> bool:
@@ -66,28 +82,37 @@ class HarmResult:
 class HarmTest:
     """The mixture sequential test for one metric, with confidence bounds on the ratio.
 
-    ``increments`` are the log-ratio steps above the boundary the mixture weighs (``prior``
-    their weights, equal by default). Use :meth:`evaluate` on counts keyed by weight in basis
-    points, or feed increments with :meth:`update`.
+    ``tolerance`` is the promotion margin, ``rollback_tolerance`` (default: ``tolerance``) the
+    rollback test's null. ``increments`` are the log-ratio steps above that null the mixture
+    weighs (``prior`` their weights, equal by default; the lower confidence bound uses them
+    too), ``bound_increments`` those below a candidate value for the upper bound. Use
+    :meth:`evaluate` on counts keyed by weight in basis points, or feed them with
+    :meth:`update`.
     """
 
     def __init__(
         self,
         tolerance: float = 0.2,
         alpha: float = 0.05,
-        increments: Sequence[float] = DEFAULT_INCREMENTS,
+        increments: Sequence[float] = ALARM_INCREMENTS,
         prior: Sequence[float] | None = None,
+        *,
+        rollback_tolerance: float | None = None,
+        bound_increments: Sequence[float] = BOUND_INCREMENTS,
     ) -> None:
-        if tolerance < 0 or not 0 < alpha < 1:
-            raise ValueError("tolerance must be >= 0 and alpha within (0, 1)")
-        if not increments or min(increments) <= 0:
+        rollback = tolerance if rollback_tolerance is None else rollback_tolerance
+        if tolerance < 0 or rollback < 0 or not 0 < alpha < 1:
+            raise ValueError("tolerances must be >= 0 and alpha within (0, 1)")
+        if not increments or min(increments) <= 0 or min(bound_increments, default=0) <= 0:
             raise ValueError("increments must be positive log ratios")
         self.tolerance = tolerance
+        self.rollback_tolerance = rollback
         self.alpha = alpha
-        self.boundary = math.log1p(tolerance)
+        self.boundary = math.log1p(rollback)
         self.threshold = -math.log(alpha)
         self.increments = np.asarray(increments, dtype=np.float64)
         self.log_weights = log_prior(prior, len(self.increments))
+        self.bound_increments = np.asarray(bound_increments, dtype=np.float64)
         self._counts: dict[int, tuple[int, int]] = {}
 
     def update(self, weight_bp: int, canary_bad: int, baseline_bad: int) -> HarmResult:
@@ -120,6 +145,7 @@ class HarmTest:
                 canary_bad=total_c,
                 baseline_bad=total_b,
                 tolerance=self.tolerance,
+                rollback_tolerance=self.rollback_tolerance,
             )
         log_lr = float(mixture_log_lr(c, b, rho, self.boundary, self.increments, self.log_weights))
         lower, upper = self._bounds(c, b, rho)
@@ -137,16 +163,25 @@ class HarmTest:
             canary_bad=total_c,
             baseline_bad=total_b,
             tolerance=self.tolerance,
+            rollback_tolerance=self.rollback_tolerance,
         )
 
     def _bounds(self, c: FloatArray, b: FloatArray, rho: FloatArray) -> tuple[float, float]:
         # Confidence sequence by inversion: at each grid value g, one mixture test of
-        # "ratio <= e^g" (alternatives above) and one of "ratio >= e^g" (below). A bound moves
-        # one grid step outwards past the last value not rejected, so it stays valid when the
-        # true ratio falls between grid points.
+        # "ratio <= e^g" (alternatives above, the rollback test's grid, so the lower bound
+        # passes 1 + rollback_tolerance about when it alarms) and one of "ratio >= e^g"
+        # (below, the fine grid). A bound moves one grid step outwards past the last value not
+        # rejected, so it stays valid when the true ratio falls between grid points.
         g = BOUND_GRID
         up = mixture_log_lr_grid(c, b, rho, g, g[:, None] + self.increments, self.log_weights)
-        down = mixture_log_lr_grid(c, b, rho, g, g[:, None] - self.increments, self.log_weights)
+        down = mixture_log_lr_grid(
+            c,
+            b,
+            rho,
+            g,
+            g[:, None] - self.bound_increments,
+            log_prior(None, self.bound_increments.size),
+        )
         keep_low = np.flatnonzero(up < self.threshold)
         keep_high = np.flatnonzero(down < self.threshold)
         if keep_low.size == 0:
@@ -165,7 +200,7 @@ def upper_bounds(
     baseline_bad: FloatArray,
     rho: FloatArray,
     alpha: float,
-    increments: Sequence[float] = DEFAULT_INCREMENTS,
+    increments: Sequence[float] = BOUND_INCREMENTS,
 ) -> FloatArray:
     """Vectorised upper confidence bounds on the ratio: counts ``(..., W)`` -> ``(...)``."""
     g = BOUND_GRID

@@ -26,12 +26,23 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float64]
 ArrayLike = npt.ArrayLike
 
-#: Steps of the log ratio above (or below) the null value that the mixture puts weight on:
-#: a geometric grid from 0.05 (a ratio 5% past the boundary) to 3.4 (30 times the boundary),
-#: equal weights. Effects below 5% past the boundary take too long to find to be worth the
-#: prior mass; the ratio 1.6 between neighbours keeps every effect within ~25% of a grid
-#: point, which costs little drift, while ten points cost at most ln(10) nats.
-DEFAULT_INCREMENTS: tuple[float, ...] = tuple(0.05 * 1.6**i for i in range(10))
+#: Steps of the log ratio above the rollback test's null that its mixture weighs (equal
+#: weights): ratios 1.22, 1.38, 1.70, 2.36 and 4.06 past the null. A mixture pays
+#: ``ln(1/w)`` nats for the weight ``w`` on the component nearest the truth, on top of the
+#: threshold ``ln(M/alpha)`` (about 4.4 nats): ten equal points cost up to ln 10 = 2.3 nats
+#: for effects nobody can find in a canary anyway (5% past the null: ~400 times the samples
+#: of a doubling). Five points over the harms worth catching quickly (ratios ~1.25 to 5) cost
+#: ln 5 = 1.6 nats; in the small-share limit the stopping time stays within ~1.45 times that
+#: of the SPRT that knows the true ratio for every ratio from 1.25 to 5 (the grid minimising
+#: that worst case over 3-6 geometric points). Smaller harms are still detected - every
+#: component has positive drift for any ratio past the null - only more slowly.
+ALARM_INCREMENTS: tuple[float, ...] = tuple(0.2 * 7.0 ** (i / 4) for i in range(5))
+
+#: Steps of the log ratio *below* a candidate upper bound for the upper confidence bound,
+#: which promotion needs below ``1 + tolerance`` with a canary as good as the baseline: the
+#: useful alternatives there are small (tolerances of 2% to 20%), so this grid is fine-grained:
+#: geometric from 0.05 to 3.4, ten equal weights (each effect within ~25% of a point).
+BOUND_INCREMENTS: tuple[float, ...] = tuple(0.05 * 1.6**i for i in range(10))
 
 
 def theta(delta: ArrayLike, rho: ArrayLike) -> FloatArray:

@@ -108,3 +108,19 @@ def test_full_traffic_finalizes_after_its_minimum_duration() -> None:
 def test_late_labels_of_an_earlier_step_can_still_roll_back_at_full_traffic() -> None:
     bad = {"accuracy": {2000: ArmCounts(3000, 12_000, 600, 1200)}}
     assert decide(snap(weight_bp=10_000, metrics=bad), POLICY).outcome is Outcome.ROLLBACK
+
+
+def test_rollback_tolerance_moves_the_rollback_null_not_the_promotion_margin() -> None:
+    # Ratio about 1.5 at 20% with plenty of events: harm is proven, but not beyond 1.6.
+    metrics = {"errors": {2000: ArmCounts(6000, 24_000, 90, 240)}}
+    strict = decide(snap(metrics=metrics), POLICY)
+    assert (strict.outcome, strict.code) == (Outcome.ROLLBACK, "harm")
+    assert "exceeds 1;" in strict.reason
+    lenient = StepPolicy(
+        min_duration_s=600, min_canary_requests=500, rollback_tolerances={"errors": 0.6}
+    )
+    v = decide(snap(metrics=metrics), lenient)
+    assert v.outcome is Outcome.ADVANCE
+    # From the final step it still holds: the upper bound is far above 1 + tolerance.
+    v = decide(snap(metrics=metrics, final=True), lenient)
+    assert (v.outcome, v.code) == (Outcome.HOLD, "not-yet-harmless")

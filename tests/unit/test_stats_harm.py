@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from streams.stats.harm import HarmTest, mle_log_ratio, upper_bounds
 from streams.stats.mixture import (
-    DEFAULT_INCREMENTS,
+    ALARM_INCREMENTS,
     log_prior,
     mixture_log_lr,
     theta,
@@ -153,7 +153,46 @@ def test_a_a_false_alarm_rate_is_at_most_alpha_under_continuous_monitoring(
     cum_c = np.cumsum(c[:, :, None] * onehot, axis=1)
     cum_b = np.cumsum(b[:, :, None] * onehot, axis=1)
     llr = mixture_log_lr(
-        cum_c, cum_b, rho, math.log1p(tolerance), DEFAULT_INCREMENTS, log_prior(None, 10)
+        cum_c,
+        cum_b,
+        rho,
+        math.log1p(tolerance),
+        ALARM_INCREMENTS,
+        log_prior(None, len(ALARM_INCREMENTS)),
     )
     rate = float((llr.max(axis=1) >= -math.log(alpha)).mean())
     assert rate <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / reps)
+
+
+def test_rollback_tolerance_sets_the_null_and_tolerance_the_promotion_margin() -> None:
+    counts = {2000: (40, 100)}  # ratio 1.6 at 20%
+    split = HarmTest(tolerance=0.2, rollback_tolerance=0.0).evaluate(counts)
+    joint = HarmTest(tolerance=0.2).evaluate(counts)
+    assert (split.rollback_tolerance, joint.rollback_tolerance) == (0.0, 0.2)
+    # The same evidence against "no worse" is stronger than against "at most 1.2 times worse".
+    assert split.log_lr > joint.log_lr
+    # Both bounds and the promotion margin do not depend on the rollback null's position...
+    assert split.upper == joint.upper and split.tolerance == joint.tolerance
+    # ... and a larger rollback tolerance never makes an alarm more likely (monotone).
+    lrs = [HarmTest(rollback_tolerance=t).evaluate(counts).log_lr for t in (0.0, 0.05, 0.2, 0.5)]
+    assert lrs == sorted(lrs, reverse=True)
+
+
+def test_a_doubling_is_found_with_fewer_events_against_no_harm_than_against_the_margin() -> None:
+    # At 1%, baseline 1% and canary 2% errors: count canary requests until the alarm.
+    def events_needed(rollback_tolerance: float) -> int:
+        test = HarmTest(tolerance=0.2, alpha=0.05 / 3, rollback_tolerance=rollback_tolerance)
+        for n in range(100, 20_000, 100):
+            # Expected counts exactly: n canary requests, 99 n baseline ones.
+            if test.evaluate({100: (round(0.02 * n), round(0.01 * 99 * n))}).alarmed:
+                return n
+        raise AssertionError("never alarmed")
+
+    assert events_needed(0.0) < 0.7 * events_needed(0.2)
+
+
+def test_lower_bound_passes_the_rollback_null_when_the_test_alarms() -> None:
+    test = HarmTest(tolerance=0.2, rollback_tolerance=0.0)
+    alarms = [r for r in (test.evaluate({100: (c, 300)}) for c in range(40)) if r.alarmed]
+    assert alarms, "40 canary bad events against 300 at 1% must alarm"
+    assert all(r.lower >= 0.99 for r in alarms)  # one bound-grid step below 1 at most
