@@ -37,13 +37,23 @@ class PlanError(ConfigError):
 class MetricPolicy:
     """How much worse than the baseline the canary may be on one metric.
 
-    ``tolerance`` is relative (0.2: the canary's bad-event rate may be up to 1.2 times the
-    baseline's); ``min_label_coverage`` (accuracy only) is the share of requests that must
-    have a ground-truth label before the final step.
+    Both tolerances are relative to the baseline's bad-event rate:
+
+    * ``tolerance`` is the promotion margin (0.2: the canary's rate may be up to 1.2 times
+      the baseline's): the last step before 100% holds until the upper confidence bound on
+      the ratio is below ``1 + tolerance``;
+    * ``rollback_tolerance`` is the harm the rollback test looks past: it rolls back once the
+      ratio is shown to exceed ``1 + rollback_tolerance`` (default 0: any proven harm). A
+      canary between the two is neither rolled back nor promoted on weak evidence.
+
+    ``min_label_coverage`` (accuracy only) is the share of requests that must have a
+    ground-truth label before the final step.
     """
 
     tolerance: float
     min_label_coverage: float = 0.0
+    #: Added after ``tolerance``; plans and stored rollout states without it read as 0.
+    rollback_tolerance: float = 0.0
 
 
 DEFAULT_METRICS = MappingProxyType(
@@ -80,10 +90,17 @@ class RolloutPlan:
 
     @classmethod
     def from_json(cls, text: str) -> RolloutPlan:
-        doc = json.loads(text)
-        doc["steps_bp"] = tuple(doc["steps_bp"])
-        doc["metrics"] = MappingProxyType({k: MetricPolicy(**v) for k, v in doc["metrics"].items()})
-        return cls(**doc)
+        """The plan :meth:`to_json` wrote; :class:`PlanError` for anything else (the text
+        travels in commands, which anyone with access to the control topic can write)."""
+        try:
+            doc = json.loads(text)
+            doc["steps_bp"] = tuple(doc["steps_bp"])
+            doc["metrics"] = MappingProxyType(
+                {k: MetricPolicy(**v) for k, v in doc["metrics"].items()}
+            )
+            return cls(**doc)
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+            raise PlanError(f"not a stored plan: {type(exc).__name__}: {exc}") from None
 
 
 def load_plan(path: Path) -> RolloutPlan:
@@ -122,7 +139,7 @@ def parse_plan(doc: Mapping[str, Any]) -> RolloutPlan:
         "alpha",
         "shadow_sample",
     }
-    unknown = sorted(set(doc) - known)
+    unknown = sorted(map(str, set(doc) - known))  # YAML keys may be numbers
     if unknown:
         raise PlanError(f"unknown field(s) {unknown}; a plan has {sorted(known)}")
     model = _required_name(doc, "model", "model")
@@ -137,7 +154,9 @@ def parse_plan(doc: Mapping[str, Any]) -> RolloutPlan:
     step = doc.get("step", {}) or {}
     if not isinstance(step, dict):
         raise PlanError("step: must be a mapping (min_duration, min_canary_requests, ...)")
-    unknown = sorted(set(step) - {"min_duration", "min_canary_requests", "max_duration", "warmup"})
+    unknown = sorted(
+        map(str, set(step) - {"min_duration", "min_canary_requests", "max_duration", "warmup"})
+    )
     if unknown:
         raise PlanError(f"step: unknown field(s) {unknown}")
     min_s = duration(step.get("min_duration", "5m"), "step.min_duration")
@@ -229,18 +248,13 @@ def _metrics(value: Any) -> Mapping[str, MetricPolicy]:
         spec = spec or {}
         if not isinstance(spec, dict):
             raise PlanError(f"metrics.{name}: must be a mapping (tolerance, ...)")
-        unknown = sorted(set(spec) - {"tolerance", "min_label_coverage"})
+        unknown = sorted(
+            map(str, set(spec) - {"tolerance", "rollback_tolerance", "min_label_coverage"})
+        )
         if unknown or ("min_label_coverage" in spec and name != "accuracy"):
             raise PlanError(f"metrics.{name}: unknown field(s) {unknown or ['min_label_coverage']}")
-        tolerance = spec.get("tolerance", 0.02 if name == "accuracy" else 0.2)
-        if (
-            not isinstance(tolerance, int | float)
-            or isinstance(tolerance, bool)
-            or not 0 <= tolerance <= 10
-        ):
-            raise PlanError(
-                f"metrics.{name}.tolerance: must be a number in [0, 10], got {tolerance!r}"
-            )
+        tolerance = _tolerance(spec, name, "tolerance", 0.02 if name == "accuracy" else 0.2)
+        rollback = _tolerance(spec, name, "rollback_tolerance", 0.0)
         coverage = spec.get("min_label_coverage", 0.5 if name == "accuracy" else 0.0)
         if (
             not isinstance(coverage, int | float)
@@ -250,5 +264,12 @@ def _metrics(value: Any) -> Mapping[str, MetricPolicy]:
             raise PlanError(
                 f"metrics.{name}.min_label_coverage: must be a share in [0, 1], got {coverage!r}"
             )
-        out[name] = MetricPolicy(float(tolerance), float(coverage))
+        out[name] = MetricPolicy(float(tolerance), float(coverage), rollback)
     return MappingProxyType(out)
+
+
+def _tolerance(spec: Mapping[str, Any], metric: str, key: str, default: float) -> float:
+    value = spec.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 10:
+        raise PlanError(f"metrics.{metric}.{key}: must be a number in [0, 10], got {value!r}")
+    return float(value)

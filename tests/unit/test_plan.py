@@ -59,6 +59,10 @@ def test_yaml_and_json_files_give_the_same_plan(tmp_path: Path) -> None:
         ({"alpha": 0.9}, "alpha: must be"),
         ({"metrics": {"cpu": {}}}, "metrics.cpu: unknown metric"),
         ({"metrics": {"errors": {"tolerance": "lots"}}}, "metrics.errors.tolerance"),
+        (
+            {"metrics": {"errors": {"rollback_tolerance": -0.1}}},
+            "metrics.errors.rollback_tolerance: must be",
+        ),
         ({"metrics": {"errors": {"min_label_coverage": 0.5}}}, "metrics.errors: unknown"),
         ({"metrics": {"accuracy": {"min_label_coverage": 2}}}, "min_label_coverage: must be"),
         ({"surprise": 1}, r"unknown field\(s\) \['surprise'\]"),
@@ -88,3 +92,18 @@ def test_durations() -> None:
     assert duration(42, "x") == 42
     with pytest.raises(PlanError):
         duration(-1, "x")
+
+
+def test_rollback_tolerance_is_optional_and_old_plan_states_still_load() -> None:
+    plan = parse_plan({**BASE, "metrics": {"errors": {"tolerance": 0.3}, "latency_p99": {}}})
+    assert plan.metrics["errors"].rollback_tolerance == 0.0
+    assert plan.metrics["errors"].tolerance == 0.3
+    custom = parse_plan({**BASE, "metrics": {"errors": {"rollback_tolerance": 0.05}}})
+    assert custom.metrics["errors"].rollback_tolerance == 0.05
+    assert custom.metrics["errors"].tolerance == 0.2
+    assert RolloutPlan.from_json(custom.to_json()) == custom
+    # A plan serialised before the field existed (in a running rollout's state) reads as 0.
+    doc = json.loads(plan.to_json())
+    for spec in doc["metrics"].values():
+        del spec["rollback_tolerance"]
+    assert RolloutPlan.from_json(json.dumps(doc)) == plan
