@@ -7,6 +7,16 @@ weights. Bad events: an error; a request slower than the baseline's p95 or p99, 
 thresholds fixed from the first baseline requests of the rollout before any latency is
 compared; a misclassified labelled request.
 
+The tests only see requests routed before both arms' results have arrived (a low watermark):
+counting results as they arrive would let the faster arm's bad events be seen first - a
+lightly loaded canary answers sooner - and under equal rates the test's statistic would drift
+up with the lag alone (it rolled back an identical canary one second into a 10% step, at an
+apparent ratio of 3.9, when the null was "no harm"). The arm of a bad event is a coin flip
+given the weight only over a window in which both arms' events are complete; holding back
+the last seconds restores that, and what the watermark releases does not depend on which
+arm the bad events came from. ``counts`` keeps every event (the exported metrics); the
+held-back tail is in ``pending`` until released.
+
 >>> agg = Aggregate.new("r1")
 >>> agg.add("errors", 100, canary=True, bad=True)
 >>> agg.counts["errors"]["100"]
@@ -25,6 +35,12 @@ from streams.routing import SHADOW_PAIR_BP
 from streams.stats import ArmCounts, StepPolicy, StepSnapshot
 
 THRESHOLD_SAMPLES = 200
+#: Results of requests routed up to this long before the slower arm's newest one are
+#: complete (an arm's partitions are worked in parallel, so slightly out of order).
+SLACK_MS = 1_000
+#: An arm silent for this long (routed-time behind the other, or the clock) is not lagging
+#: but idle - one weight at 0 or 100%, or nothing routed to it: its absence is data.
+MAX_LAG_MS = 10_000
 LATENCY_METRICS = {"latency_p95": 0.95, "latency_p99": 0.99}
 
 
@@ -41,6 +57,10 @@ class Aggregate:
     step_key: int = 0
     step: list[int] = field(default_factory=lambda: [0, 0, 0])  # canary, baseline, labelled
     offsets: dict[str, list[int]] = field(default_factory=dict)
+    #: ``pending[second routed][metric][weight_bp]``: the part of ``counts`` the tests may not
+    #: use yet (see the module docstring); ``high_water``: newest routed ms, canary and baseline.
+    pending: dict[str, dict[str, dict[str, list[int]]]] = field(default_factory=dict)
+    high_water: list[int] = field(default_factory=lambda: [0, 0])
 
     @classmethod
     def new(cls, rollout_id: str) -> Aggregate:
@@ -60,13 +80,36 @@ class Aggregate:
             "step_key": self.step_key,
             "step": self.step,
             "offsets": self.offsets,
+            "pending": self.pending,
+            "high_water": self.high_water,
         }
 
-    def add(self, metric: str, weight_bp: int, *, canary: bool, bad: bool) -> None:
-        row = self.counts.setdefault(metric, {}).setdefault(str(weight_bp), [0, 0, 0, 0])
-        row[0 if canary else 1] += 1
-        if bad:
-            row[2 if canary else 3] += 1
+    def add(
+        self, metric: str, weight_bp: int, *, canary: bool, bad: bool, routed_ms: int | None = None
+    ) -> None:
+        """Count one request; with ``routed_ms`` it is held back until the watermark passes."""
+        rows = [self.counts.setdefault(metric, {}).setdefault(str(weight_bp), [0, 0, 0, 0])]
+        if routed_ms is not None:
+            held = self.pending.setdefault(str(routed_ms // 1000), {}).setdefault(metric, {})
+            rows.append(held.setdefault(str(weight_bp), [0, 0, 0, 0]))
+        for row in rows:
+            row[0 if canary else 1] += 1
+            if bad:
+                row[2 if canary else 3] += 1
+
+    def _arrived(self, canary: bool, routed_ms: int) -> None:
+        # Move the arm's high-water mark and release the seconds both arms have passed.
+        arm = 0 if canary else 1
+        self.high_water[arm] = max(self.high_water[arm], routed_ms)
+        cutoff = self._cutoff(None)
+        for second in [b for b in self.pending if (int(b) + 1) * 1000 <= cutoff]:
+            del self.pending[second]
+
+    def _cutoff(self, now_ms: int | None) -> int:
+        # Requests routed before this (ms) are complete in both arms.
+        low, high = min(self.high_water), max(self.high_water)
+        cutoff = max(low - SLACK_MS, high - MAX_LAG_MS)
+        return cutoff if now_ms is None else max(cutoff, now_ms - MAX_LAG_MS)
 
     def seen(self, topic: str, partition: int, offset: int) -> None:
         """Remember the offset range used, for the decision's audit trail."""
@@ -86,17 +129,18 @@ class Aggregate:
         self.start_step(state)
         canary = event.arm is Arm.CANARY
         routed = epoch_ms(event.routed_at)
+        self._arrived(canary, routed)
         if event.weight_bp == current_weight(state) and routed >= self.step_key:
             if routed < self.step_key + plan.warmup_seconds * 1000:
                 return False  # warm-up after a weight change: not counted
             self.step[0 if canary else 1] += 1
         if "errors" in plan.metrics:
-            self.add("errors", event.weight_bp, canary=canary, bad=event.error)
+            self.add("errors", event.weight_bp, canary=canary, bad=event.error, routed_ms=routed)
         if not event.error:
-            self._latency(event, canary, plan)
+            self._latency(event, canary, plan, routed)
         return event.prediction is not None and not event.error
 
-    def _latency(self, event: MetricEvent, canary: bool, plan: RolloutPlan) -> None:
+    def _latency(self, event: MetricEvent, canary: bool, plan: RolloutPlan, routed_ms: int) -> None:
         wanted = [m for m in LATENCY_METRICS if m in plan.metrics]
         if not wanted:
             return
@@ -113,7 +157,7 @@ class Aggregate:
             return
         for metric in wanted:
             bad = event.latency_ms > self.thresholds[metric]
-            self.add(metric, event.weight_bp, canary=canary, bad=bad)
+            self.add(metric, event.weight_bp, canary=canary, bad=bad, routed_ms=routed_ms)
 
     def label(self, *, weight_bp: int, canary: bool, correct: bool, this_step: bool) -> None:
         """Count a ground-truth label joined with its prediction."""
@@ -126,15 +170,21 @@ class Aggregate:
     def snapshot(self, state: RolloutState, plan: RolloutPlan, now: datetime) -> StepSnapshot:
         """What the decision rule needs about the current step."""
         self.start_step(state)
-        metrics = {
-            name: {
-                int(w): ArmCounts(
-                    canary_n=r[0], baseline_n=r[1], canary_bad=r[2], baseline_bad=r[3]
-                )
-                for w, r in self.counts.get(name, {}).items()
-            }
-            for name in plan.metrics
-        }
+        cutoff = self._cutoff(epoch_ms(now))
+        held: dict[str, dict[str, list[int]]] = {}
+        for second, by_metric in self.pending.items():
+            if (int(second) + 1) * 1000 > cutoff:
+                for name, by_weight in by_metric.items():
+                    for w, row in by_weight.items():
+                        acc = held.setdefault(name, {}).setdefault(w, [0, 0, 0, 0])
+                        acc[:] = [a + r for a, r in zip(acc, row, strict=True)]
+        metrics = {}
+        for name in plan.metrics:
+            rows = {}
+            for w, r in self.counts.get(name, {}).items():
+                h = held.get(name, {}).get(w, [0, 0, 0, 0])
+                rows[int(w)] = ArmCounts(r[0] - h[0], r[1] - h[1], r[2] - h[2], r[3] - h[3])
+            metrics[name] = rows
         requests = self.step[0] + self.step[1]
         coverage = None
         if "accuracy" in plan.metrics:
@@ -163,6 +213,7 @@ def policy(plan: RolloutPlan) -> StepPolicy:
     return StepPolicy(
         alpha=plan.alpha,
         tolerances={name: m.tolerance for name, m in plan.metrics.items()},
+        rollback_tolerances={name: m.rollback_tolerance for name, m in plan.metrics.items()},
         min_duration_s=plan.min_step_seconds,
         min_canary_requests=plan.min_canary_requests,
         min_label_coverage=accuracy.min_label_coverage if accuracy else 0.0,

@@ -3,9 +3,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from streams.evaluation import THRESHOLD_SAMPLES, Aggregate, policy
+from streams.evaluation import MAX_LAG_MS, SLACK_MS, THRESHOLD_SAMPLES, Aggregate, policy
 from streams.messages import Arm, MetricEvent, Phase, RolloutState, utc_now
 from streams.plan import parse_plan
+from streams.stats import ArmCounts
 
 NOW = utc_now()
 PLAN = parse_plan(
@@ -14,7 +15,11 @@ PLAN = parse_plan(
         "canary": "v2",
         "steps": [1, 20, 100],
         "step": {"warmup": "10s", "min_duration": "1m", "min_canary_requests": 5},
-        "metrics": {"errors": {}, "latency_p95": {}, "accuracy": {"min_label_coverage": 0.2}},
+        "metrics": {
+            "errors": {"rollback_tolerance": 0.1},
+            "latency_p95": {},
+            "accuracy": {"min_label_coverage": 0.2},
+        },
     }
 )
 
@@ -113,3 +118,38 @@ def test_policy_from_plan() -> None:
     p = policy(PLAN)
     assert p.min_duration_s == 60 and p.min_canary_requests == 5
     assert p.min_label_coverage == 0.2 and p.tolerance("accuracy") == 0.02
+    assert p.rollback_tolerance("errors") == 0.1 and p.rollback_tolerance("latency_p95") == 0.0
+    assert p.tolerance("errors") == 0.2
+
+
+def test_the_tests_wait_until_both_arms_results_have_arrived() -> None:
+    # The canary (lightly loaded) answers a whole second of requests before the baseline.
+    agg = Aggregate.new("r1")
+    s = state()
+    t0 = NOW - timedelta(minutes=1)
+    for i in range(5):
+        agg.record(event(Arm.CANARY, error=True, routed=t0 + timedelta(seconds=i)), s, PLAN)
+    assert agg.counts["errors"]["100"] == [5, 0, 5, 0], "every event is counted (metrics)"
+    one_second_later = t0 + timedelta(seconds=5)
+    snap = agg.snapshot(s, PLAN, one_second_later)
+    assert snap.metrics["errors"][100] == ArmCounts(), "nothing the baseline has not passed"
+    # The baseline catches up to t0 + 3 s: requests routed before t0 + 2 s are complete.
+    for i in range(4):
+        agg.record(event(Arm.BASELINE, routed=t0 + timedelta(seconds=i)), s, PLAN)
+    snap = agg.snapshot(s, PLAN, one_second_later)
+    assert snap.metrics["errors"][100] == ArmCounts(2, 2, 2, 0)
+    back = Aggregate.from_json(agg.to_json())
+    assert back == agg and back.snapshot(s, PLAN, one_second_later) == snap
+    # An arm silent for longer than MAX_LAG_MS is idle, not late: everything is released.
+    later = agg.snapshot(s, PLAN, t0 + timedelta(milliseconds=MAX_LAG_MS + 6000))
+    assert later.metrics["errors"][100] == ArmCounts(5, 4, 5, 0)
+
+
+def test_released_seconds_are_dropped_so_the_held_back_tail_stays_small() -> None:
+    agg = Aggregate.new("r1")
+    s = state()
+    t0 = NOW - timedelta(minutes=10)
+    for i in range(0, 300, 3):
+        for arm in (Arm.CANARY, Arm.BASELINE):
+            agg.record(event(arm, routed=t0 + timedelta(seconds=i)), s, PLAN)
+    assert len(agg.pending) <= 2 + SLACK_MS // 1000
