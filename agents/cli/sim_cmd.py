@@ -19,8 +19,12 @@ def register(
         help="simulate canary rollouts: our sequential test against Kayenta- and Argo-style checks",
         description="Simulate rollouts at 1,000 requests a minute through 1%, 20% and 50% "
         "steps of 30 minutes, in A/A scenarios (false rollbacks) and regressions (how often "
-        "and how fast each method rolls back). Prints a table, the targets, and last one JSON "
-        "line. Scenarios: " + ", ".join(s.name for s in SCENARIOS) + ".",
+        "and how fast each method rolls back). In regressions an 'oracle' row shows the "
+        "information limit: the sequential probability ratio test that knows the true harm "
+        "ratio (a reference, not a method). Prints a table, the targets (flagging those no "
+        "valid test can meet), and last one JSON line. Scenarios: "
+        + ", ".join(s.name for s in SCENARIOS)
+        + ".",
     )
     sim.add_argument("--replications", type=int, default=2000, help="runs per scenario")
     sim.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed")

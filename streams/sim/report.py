@@ -34,6 +34,8 @@ class Target:
     text: str
     value: str
     met: bool | None  #: None: cannot be judged (a method never rolled back)
+    #: The oracle reference misses it too: no valid test at this schedule can meet it.
+    beyond_limit: bool = False
 
 
 def targets(result: SimResult) -> list[Target]:
@@ -49,22 +51,26 @@ def targets(result: SimResult) -> list[Target]:
                 )
             )
             continue
+        oracle_rate = sr.methods["oracle"].rollback_rate
         out.append(
             Target(
                 f"{name}: caught before 100% >= {CATCH_TARGET:.0%}",
-                f"{ours.rollback_rate:.1%}",
+                f"{ours.rollback_rate:.1%} (oracle {oracle_rate:.1%})",
                 ours.rollback_rate >= CATCH_TARGET,
+                oracle_rate < CATCH_TARGET,
             )
         )
         if name in MEDIAN_TARGETS:
             goal = MEDIAN_TARGETS[name]
             med = ours.median_requests
-            limits = f" (limit {_num(sr.info_limit)}, vs tolerance {_num(sr.info_limit_tolerance)})"
+            oracle = sr.methods["oracle"].median_requests
+            limits = f" (oracle {_num(oracle)}, small-share formula {_num(sr.info_limit)})"
             out.append(
                 Target(
                     f"{name}: median canary requests <= {goal}",
                     _num(med) + limits,
                     med is not None and med <= goal,
+                    oracle is None or oracle > goal,
                 )
             )
         if name in RELATIVE_TARGETS:
@@ -82,11 +88,14 @@ def targets(result: SimResult) -> list[Target]:
                     )
                 )
             else:
+                oracle = sr.methods["oracle"].median_requests
                 out.append(
                     Target(
                         f"{name}: ours <= {share:g} x Kayenta-style median",
-                        f"{mine / theirs:.2f} x ({_num(mine)} / {_num(theirs)})",
+                        f"{mine / theirs:.2f} x ({_num(mine)} / {_num(theirs)}; oracle "
+                        f"{_ratio(oracle, theirs)} x)",
                         mine <= share * theirs,
+                        oracle is None or oracle > share * theirs,
                     )
                 )
     return out
@@ -98,13 +107,34 @@ def table(result: SimResult) -> list[str]:
     lines = [head, "-" * len(head)]
     for sr in result.scenarios:
         for method, m in sr.methods.items():
+            label = method + ("*" if method == "oracle" else "")
             lines.append(
-                f"{sr.scenario.name:<14} {method:<10} {m.rollback_rate:>9.2%} "
+                f"{sr.scenario.name:<14} {label:<10} {m.rollback_rate:>9.2%} "
                 f"{_num(m.median_requests):>11} {_num(m.p90_requests):>9} "
                 f"{_num(m.median_minute):>11} "
                 f"{'' if m.promote_ready is None else format(m.promote_ready, '.1%'):>14}"
             )
+    lines.append(
+        "* oracle: a reference, not a method - the SPRT that knows the true ratio, on the same "
+        "evidence, alpha share and evaluation cadence as ours: the information limit."
+    )
     return lines
+
+
+def median_ratios(result: SimResult) -> dict[str, dict[str, float | None]]:
+    """Per harmful scenario: ours / oracle, ours / Kayenta-style and oracle / Kayenta-style
+    median canary requests to the rollback."""
+    out = {}
+    for sr in result.scenarios:
+        if not sr.scenario.harmful:
+            continue
+        med = {name: m.median_requests for name, m in sr.methods.items()}
+        out[sr.scenario.name] = {
+            "ours/oracle": _div(med["ours"], med["oracle"]),
+            "ours/kayenta": _div(med["ours"], med["kayenta"]),
+            "oracle/kayenta": _div(med["oracle"], med["kayenta"]),
+        }
+    return out
 
 
 def summary(result: SimResult) -> dict[str, Any]:
@@ -114,7 +144,11 @@ def summary(result: SimResult) -> dict[str, Any]:
         "seed": result.seed,
         "seconds": round(result.seconds, 1),
         "scenarios": {sr.scenario.name: _scenario_json(sr) for sr in result.scenarios},
-        "targets": [{"target": t.text, "value": t.value, "met": t.met} for t in targets(result)],
+        "median_ratios": median_ratios(result),
+        "targets": [
+            {"target": t.text, "value": t.value, "met": t.met, "beyond_limit": t.beyond_limit}
+            for t in targets(result)
+        ],
     }
 
 
@@ -130,7 +164,8 @@ def render(result: SimResult, json_only: bool) -> list[str]:
         lines.append("targets:")
         for t in targets(result):
             mark = {True: "met", False: "NOT met", None: "n/a"}[t.met]
-            lines.append(f"  [{mark:^7}] {t.text}: {t.value}")
+            limit = " - beyond the information limit (the oracle misses it too)"
+            lines.append(f"  [{mark:^7}] {t.text}: {t.value}{limit if t.beyond_limit else ''}")
     lines.append(json.dumps(summary(result)))
     return lines
 
@@ -148,6 +183,15 @@ def _method_json(m: MethodResult) -> dict[str, Any]:
     if m.promote_ready is not None:
         out["promote_ready"] = round(m.promote_ready, 4)
     return out
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else round(a / b, 3)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    r = _div(a, b)
+    return "-" if r is None else f"{r:.2f}"
 
 
 def _round(x: float | None) -> int | None:

@@ -63,6 +63,10 @@ class Traffic:
     lab_b: Counts | None
     mis_c: Counts | None  #: wrong predictions among them
     mis_b: Counts | None
+    #: (R,) the true ratio of the canary's to the baseline's probability of exceeding the
+    #: warm-up p95 (p99) threshold; only the oracle reference reads it.
+    ratio95: FloatArray
+    ratio99: FloatArray
 
     @property
     def minutes(self) -> int:
@@ -133,6 +137,8 @@ def generate(
         lab_b=lab_b,
         mis_c=mis_c,
         mis_b=mis_b,
+        ratio95=q95_c / (1.0 - u95),
+        ratio99=q99_c / (1.0 - u99),
     )
 
 
