@@ -15,6 +15,7 @@ from agents.cli import (
     demo_cmd,
     evaluator_cmd,
     history_cmd,
+    load_cmd,
     sim_cmd,
     topics_cmd,
 )
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         history_cmd,
         data_cmd,
         demo_cmd,
+        load_cmd,
         bench_cmd,
         sim_cmd,
     )
