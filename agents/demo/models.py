@@ -1,5 +1,11 @@
-"""Two real scikit-learn models for the demo, trained on the iris data set that ships with
-scikit-learn: a baseline v1 and a candidate v2."""
+"""Real scikit-learn models for the demo, trained on the iris data set that ships with
+scikit-learn: a baseline v1, a better candidate v2, and a broken candidate for the accuracy
+regression.
+
+>>> paths = write_models(Path("/tmp/canary-models"))  # doctest: +SKIP
+>>> sorted(p.name for p in paths.values())  # doctest: +SKIP
+['iris-v1.joblib', 'iris-v2-broken.joblib', 'iris-v2.joblib']
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,9 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
+#: File names under the output folder, by role.
+FILES = {"v1": "iris-v1.joblib", "v2": "iris-v2.joblib", "broken": "iris-v2-broken.joblib"}
+
 
 @dataclass(frozen=True, slots=True)
 class DemoData:
@@ -22,30 +31,49 @@ class DemoData:
     labels: np.ndarray[Any, Any]
 
 
-def train(folder: Path, seed: int = 7) -> tuple[Path, Path, DemoData]:
-    """Fit v1 (a weakly regularised logistic regression on two features) and v2 (on all four
-    features) and save them with joblib; returns both paths and the held-out data."""
+def held_out(seed: int = 7) -> DemoData:
+    """The half of iris the models never saw (the load generator's rows)."""
+    return _split(seed)[1]
+
+
+def write_models(folder: Path, seed: int = 7, *, broken: bool = True) -> dict[str, Path]:
+    """Fit and save v1 (a weakly regularised logistic regression on the two sepal features,
+    about 77% accurate), v2 (all four features, about 95%) and, with ``broken``, a v2 whose
+    class indices are shifted by one (a label-encoding bug: almost always wrong)."""
+    train, _test = _split(seed)
+    x, y = train.features, train.labels
+    models: dict[str, Any] = {
+        "v1": _Columns(LogisticRegression(max_iter=500, C=0.05).fit(x[:, :2], y), 2),
+        "v2": LogisticRegression(max_iter=500).fit(x, y),
+    }
+    if broken:
+        models["broken"] = LogisticRegression(max_iter=500).fit(x, (y + 1) % 3)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for role, model in models.items():
+        paths[role] = folder / FILES[role]
+        joblib.dump(model, paths[role])
+    return paths
+
+
+def _split(seed: int) -> tuple[DemoData, DemoData]:
     iris = load_iris()
     x_train, x_test, y_train, y_test = train_test_split(
         iris.data, iris.target, test_size=0.5, random_state=seed, stratify=iris.target
     )
-    v1 = _TwoFeatures(LogisticRegression(max_iter=500, C=0.05).fit(x_train[:, :2], y_train))
-    v2 = LogisticRegression(max_iter=500).fit(x_train, y_train)
-    folder.mkdir(parents=True, exist_ok=True)
-    p1, p2 = folder / "iris-v1.joblib", folder / "iris-v2.joblib"
-    joblib.dump(v1, p1)
-    joblib.dump(v2, p2)
-    return p1, p2, DemoData(x_test, y_test)
+    return DemoData(x_train, y_train), DemoData(x_test, y_test)
 
 
-class _TwoFeatures:
-    """A weaker baseline: it only looks at the sepal measurements."""
+class _Columns:
+    """A weaker baseline: it only looks at the first ``n`` (sepal) measurements. Being a
+    module-level class, joblib can load it in the worker process."""
 
     n_features_in_ = 4
 
-    def __init__(self, model: LogisticRegression) -> None:
+    def __init__(self, model: LogisticRegression, n: int) -> None:
         self.model = model
+        self.n = n
 
     def predict(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        result: np.ndarray[Any, Any] = self.model.predict(np.asarray(x)[:, :2])
+        result: np.ndarray[Any, Any] = self.model.predict(np.asarray(x)[:, : self.n])
         return result

@@ -1,197 +1,249 @@
-"""The demo: a real rollout of a new scikit-learn model version through the router and two
-workers, with the operator promoting step by step.
+"""The demo: a real rollout of a new scikit-learn model version, decided by the evaluator.
 
-The evaluator that decides on its own is the next milestone; until then the demo plays the
-operator: it sends keyed requests at each step, shows what each arm served, and promotes.
+It starts the local broker (unless told where Kafka is), creates the topics, trains the iris
+models, starts the router, one worker per version and the evaluator as separate processes,
+drives a keyed load with delayed labels, starts the rollout with an explicit plan through
+``canary rollout start --plan``, and watches until the evaluator has finalized or rolled it
+back (a shadow comparison runs for a set time). Every process it started is stopped at the
+end, also on Ctrl-C and SIGTERM.
 """
 
 from __future__ import annotations
 
-import json
-import statistics
+import sys
 import tempfile
+import threading
 import time
-from collections import Counter
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agents.broker import LocalBroker
-from agents.client import CanaryClient, ControlClient
-from agents.demo.models import DemoData, train
+from agents.demo.events import acted, weight_steps
+from agents.demo.live import LineView, RichView, Status
+from agents.demo.load import LoadGenerator, LoadOptions
+from agents.demo.models import write_models
+from agents.demo.observe import Observer
+from agents.demo.plan import SHADOW_S, Scenario, demo_plan, write_plan
 from agents.demo.processes import ProcessGroup
+from agents.demo.report import ReportData, render_report
+from agents.demo.summary import account, requests_per_arm, shadow_comparison, version_views
 from agents.kafka.admin import Admin
-from streams.codec.avro import codec_for
-from streams.messages import Arm, InferenceResult
+from streams.messages import epoch_ms, utc_now
 from streams.settings import Settings
 from streams.topics import TopicCatalogue
 
-
-@dataclass
-class ArmStats:
-    served: int = 0
-    errors: int = 0
-    correct: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        lat = sorted(self.latencies_ms)
-        return {
-            "served": self.served,
-            "errors": self.errors,
-            "accuracy": round(self.correct / self.served, 4) if self.served else None,
-            "latency_p50_ms": round(statistics.median(lat), 2) if lat else None,
-            "latency_p99_ms": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 2)
-            if lat
-            else None,
-        }
+ENDED = ("Succeeded", "RolledBack")
+MODEL = "iris"
 
 
 @dataclass(frozen=True, slots=True)
 class DemoOptions:
-    steps_pct: tuple[float, ...] = (1, 20, 50, 100)
-    requests_per_step: int = 400
-    users: int = 200
-    json: bool = False
+    """``speed`` divides the plan's durations and the label delay; ``rate`` is requests/s."""
+
+    scenario: Scenario
+    speed: float = 1.0
+    rate: float = 50.0
+    keys: int = 10_000
+    label_delay: float = 2.0
+    timeout: float = 600.0
+    report: Path = Path("canary-demo-report.html")
+    live: bool = False
+    keep_broker: bool = False
 
 
 def run_demo(settings: Settings, options: DemoOptions) -> dict[str, Any]:
     """Run the whole demo; returns the summary printed as the last JSON line."""
-    started_broker = False
     broker = LocalBroker(settings)
-    if settings.uses_local_broker and broker.pid() is None:
-        _say(options, f"starting a local Kafka broker on {broker.bootstrap} ...")
-        broker.start()
-        started_broker = True
+    started_broker = False
     work = Path(tempfile.mkdtemp(prefix="canary-demo-"))
-    group = ProcessGroup(settings, work / "logs")
+    group = ProcessGroup(settings, work / "logs", cwd=work)
+    group.interrupts.install()
     try:
-        return _run(settings, options, group, work)
+        if settings.uses_local_broker and broker.pid() is None:
+            _progress(options, f"starting a local Kafka broker on {broker.bootstrap} ...")
+            started_broker = True  # before start(): a Ctrl-C during it stops it too
+            broker.start()
+        return _Demo(settings, options, group, work).run()
     finally:
+        group.interrupts.ignore()
         group.stop()
-        if started_broker:
+        if started_broker and not options.keep_broker:
             broker.stop()
+        group.interrupts.restore()
 
 
-def _run(
-    settings: Settings, options: DemoOptions, group: ProcessGroup, work: Path
-) -> dict[str, Any]:
-    catalogue = TopicCatalogue(settings.topic_prefix, settings.partitions)
-    Admin(settings).ensure_topics(catalogue.core_specs())
-    _say(options, "training iris models v1 (2 features) and v2 (4 features) ...")
-    v1_path, v2_path, data = train(work / "models")
-    group.start("router", "router", "--instance", "demo-router")
-    for version, path in (("v1", v1_path), ("v2", v2_path)):
-        group.start(
+def _progress(_options: DemoOptions, text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class _Demo:
+    def __init__(
+        self, settings: Settings, options: DemoOptions, group: ProcessGroup, work: Path
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self.group = group
+        self.work = work
+        scenario = options.scenario
+        self.plan = demo_plan(
+            shadow=scenario.name == "shadow", speed=options.speed, rate=options.rate
+        )
+        self.load = LoadGenerator(
+            settings,
+            LoadOptions(
+                model=MODEL,
+                rate=options.rate,
+                label_delay=options.label_delay / options.speed,
+                keys=options.keys,
+                id_prefix=f"demo-{scenario.name}",
+            ),
+        )
+        self.t0_ms = epoch_ms(utc_now())
+        self.observer = Observer(settings, MODEL, t0_ms=self.t0_ms, labels=self.load.sent)
+        self.roles = {"v1": "baseline", "v2": "canary"}
+
+    def run(self) -> dict[str, Any]:
+        o, scenario = self.options, self.options.scenario
+        Admin(self.settings).ensure_topics(
+            TopicCatalogue(self.settings.topic_prefix, self.settings.partitions).core_specs()
+        )
+        _progress(o, "training the iris models v1 (baseline) and v2 (candidate) ...")
+        paths = write_models(self.work / "models", broken=scenario.regression == "accuracy")
+        plan_file = write_plan(self.plan, self.work / "plan.json")
+        self.group.start("router", "router", "--instance", "demo-router")
+        self._worker("v1", paths["v1"])
+        self._worker("v2", paths[scenario.canary_model()], *scenario.canary_faults())
+        self.group.start("evaluator", "evaluator", "--interval", "0.5")
+        self.observer.start()
+        # Registered before the first request: the router dead-letters requests to a model
+        # it does not know.
+        self.group.run("register", "model", "register", MODEL, "--version", "v1")
+        stop_load = threading.Event()
+        sender = threading.Thread(target=self.load.run, args=(stop_load,), daemon=True)
+        sender.start()
+        view = RichView() if o.live else LineView()
+        try:
+            _progress(o, f"starting the rollout with {plan_file} ...")
+            self.group.run("rollout-start", "rollout", "start", "--plan", str(plan_file))
+            self._watch(view, time.monotonic())
+            stop_load.set()
+            sender.join(30)
+            self._drain()
+            view.update(self._status())
+        finally:  # also on Ctrl-C: no draining then, just stop
+            stop_load.set()
+            sender.join(30)
+            view.close()
+            self.observer.stop()
+        return self._finish()
+
+    def _worker(self, version: str, path: Path, *faults: str) -> None:
+        self.group.start(
             f"worker-{version}",
             "worker",
             "--model",
-            "iris",
+            MODEL,
             "--version",
             version,
             "--adapter",
             f"sklearn:{path}",
             "--instance",
             f"demo-{version}",
+            *faults,
         )
-    control = ControlClient(settings)
-    control.send("iris", "register", baseline_version="v1", wait=60)
-    steps_bp = tuple(round(p * 100) for p in options.steps_pct)
-    control.send("iris", "start", canary_version="v2", steps_bp=steps_bp, reason="demo rollout")
-    sent: list[str] = []
-    report: list[dict[str, Any]] = []
-    with CanaryClient(settings) as client:
-        for index, pct in enumerate(options.steps_pct):
-            if index > 0:
-                control.send("iris", "advance", reason="demo: operator promotes")
-            group.check()
-            stats = _drive(client, data, options, index, sent)
-            row = {"weight_percent": pct, **{arm: s.summary() for arm, s in stats.items()}}
-            report.append(row)
-            _say(options, _format_step(row))
-    outcome = control.send("iris", "finalize", reason="demo: all steps passed")
-    served = _served_counts(settings, catalogue, len(sent))
-    lost = [rid for rid in sent if served[rid] == 0]
-    dupes = [rid for rid in sent if served[rid] > 1]
-    return {
-        "scenario": "manual",
-        "final_phase": outcome.event.phase,
-        "stable_version": "v2",
-        "steps": report,
-        "requests": len(sent),
-        "answered": len(sent) - len(lost),
-        "lost": len(lost),
-        "duplicates": len(dupes),
-        "logs": str(group.log_dir),
-    }
 
+    def _watch(self, view: RichView | LineView, started: float) -> None:
+        shadow_s = SHADOW_S / self.options.speed
+        while time.monotonic() - started < self.options.timeout:
+            self.group.check()
+            view.update(self._status())
+            if self.observer.phase in ENDED:
+                return
+            if self.options.scenario.name == "shadow" and time.monotonic() - started > shadow_s:
+                return
+            time.sleep(1.0)
 
-def _drive(
-    client: CanaryClient, data: DemoData, options: DemoOptions, step: int, sent: list[str]
-) -> dict[str, ArmStats]:
-    futures: list[tuple[int, Future[InferenceResult]]] = []
-    n = len(data.labels)
-    for i in range(options.requests_per_step):
-        row = (step * options.requests_per_step + i) % n
-        key = f"user-{(step * 7919 + i) % options.users}"
-        rid = f"demo-{step}-{i}"
-        inputs = {"input-0": [data.features[row].tolist()]}
-        futures.append((row, client.infer_nowait(inputs, model="iris", key=key, request_id=rid)))
-        sent.append(rid)
-    stats: dict[str, ArmStats] = {Arm.BASELINE.value: ArmStats(), Arm.CANARY.value: ArmStats()}
-    for row, future in futures:
-        result = future.result(timeout=120)
-        arm = stats.setdefault(result.arm.value, ArmStats())
-        arm.served += 1
-        arm.latencies_ms.append(result.latency_ms)
-        if result.error is not None:
-            arm.errors += 1
-            continue
-        predicted = json.loads(result.outputs)["outputs"][0]["data"][0]
-        arm.correct += int(predicted == int(data.labels[row]))
-    return stats
+    def _drain(self, quiet_s: float = 60.0) -> None:
+        """Wait until every request sent has a served answer, or nothing new came for a while."""
+        last, seen = time.monotonic(), -1
+        while time.monotonic() - last < quiet_s:
+            served = self.observer.served
+            if account(list(self.load.sent), served).lost == 0:
+                return
+            if len(self.observer.samples) != seen:
+                seen, last = len(self.observer.samples), time.monotonic()
+            time.sleep(0.5)
 
+    def _elapsed(self) -> float:
+        return (epoch_ms(utc_now()) - self.t0_ms) / 1000
 
-def _served_counts(settings: Settings, catalogue: TopicCatalogue, expected: int) -> Counter[str]:
-    """Served results per request id, read back from the results topic (read_committed)."""
-    from agents.client.tail import open_tail
-
-    codec = codec_for(InferenceResult)
-    consumer = open_tail(settings, catalogue.results, "canary-demo-audit", from_beginning=True)
-    counts: Counter[str] = Counter()
-    try:
-        quiet = time.monotonic()
-        while time.monotonic() - quiet < 2.0 or sum(counts.values()) < expected:
-            msgs = consumer.consume(1000, timeout=0.5)
-            if msgs:
-                quiet = time.monotonic()
-            for msg in msgs:
-                if msg.error() is None:
-                    result = codec.decode(msg.value() or b"")
-                    if result.served:
-                        counts[result.request_id] += 1
-            if time.monotonic() - quiet > 30:
-                break
-    finally:
-        consumer.close()
-    return counts
-
-
-def _format_step(row: dict[str, Any]) -> str:
-    parts = [f"step {row['weight_percent']:>5g}%"]
-    for arm in ("baseline", "canary"):
-        s = row.get(arm) or {}
-        acc = s.get("accuracy")
-        p99 = s.get("latency_p99_ms")
-        parts.append(
-            f"{arm}: {s.get('served', 0):>4} served, {s.get('errors', 0)} errors, "
-            f"accuracy {'-' if acc is None else f'{acc:.1%}'}, "
-            f"p99 {'-' if p99 is None else f'{p99:.1f} ms'}"
+    def _status(self) -> Status:
+        obs = self.observer
+        steps = tuple(float(w) for w in self.plan["steps"])
+        reached = [i for i, w in enumerate(steps) if obs.weight_percent >= w]
+        done = len(steps) if obs.phase == "Succeeded" else (max(reached) if reached else 0)
+        decisions = list(obs.decisions)
+        latest = decisions[-1] if decisions else None
+        holds = [d for d in decisions if d.outcome == "HOLD"]
+        return Status(
+            scenario=self.options.scenario.name,
+            elapsed_s=self._elapsed(),
+            phase=obs.phase,
+            weight_percent=obs.weight_percent,
+            steps=steps,
+            steps_done=done,
+            sent=len(self.load.sent),
+            versions=version_views(list(obs.samples)),
+            roles=self.roles,
+            decisions=acted(decisions),
+            waiting=holds[-1].reason if holds and holds[-1] is latest else "",
+            evidence=latest.evidence if latest else (),
         )
-    return " | ".join(parts)
+
+    def _finish(self) -> dict[str, Any]:
+        o, obs = self.options, self.observer
+        samples = list(obs.samples)
+        tally = account(list(self.load.sent), obs.served)
+        decisions = acted(obs.decisions)
+        end_s = self._elapsed()
+        summary: dict[str, Any] = {
+            "scenario": o.scenario.name,
+            "regression": o.scenario.regression,
+            "final_phase": obs.phase,
+            "expected_phase": o.scenario.expected_phase,
+            "decisions": [d.to_json() for d in decisions],
+            "requests_per_arm": requests_per_arm(samples),
+            "requests": tally.sent,
+            "answered": tally.answered,
+            "lost": tally.lost,
+            "duplicates": tally.duplicates,
+            "duration_s": round(end_s, 1),
+        }
+        if o.scenario.name == "shadow":
+            cmp = shadow_comparison(samples)
+            summary["shadow"] = {
+                "pairs": cmp.pairs,
+                "agreement": None if cmp.agreement is None else round(cmp.agreement, 4),
+                "latency_diff_p50_ms": _round(cmp.latency_diff_p50_ms),
+                "latency_diff_mean_ms": _round(cmp.latency_diff_mean_ms),
+            }
+        report = o.report.resolve()
+        summary["report"] = str(report)
+        summary["logs"] = str(self.group.log_dir)
+        data = ReportData(
+            summary=summary,
+            samples=samples,
+            weight=weight_steps(obs.changes),
+            decisions=decisions,
+            roles=self.roles,
+            end_s=end_s,
+            plan=self.plan,
+        )
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(render_report(data), encoding="utf-8")
+        return summary
 
 
-def _say(options: DemoOptions, text: str) -> None:
-    if not options.json:
-        print(text, flush=True)
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)

@@ -1,46 +1,159 @@
-"""The README's main job, shortened: ``canary demo`` on the test broker."""
+"""The README's main job, sped up: ``canary demo`` on the test broker, each scenario ending
+as it should with every request answered exactly once, and every process stopped.
+
+The three scenarios run at the same time (each under its own topic prefix): every demo spends
+most of its time waiting for steps to pass, so together they take about as long as one.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from streams.settings import Settings
 
-pytestmark = pytest.mark.integration
+# The scenarios run for minutes on a busy machine; no assertion is about time.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+KEYS = {
+    "scenario",
+    "final_phase",
+    "decisions",
+    "requests_per_arm",
+    "requests",
+    "answered",
+    "lost",
+    "duplicates",
+    "report",
+}
+SCENARIOS = {
+    "good": ("--scenario", "good"),
+    "bad": ("--scenario", "bad", "--regression", "latency"),
+    "shadow": ("--scenario", "shadow"),
+}
 
 
-def test_demo_rolls_out_v2_with_nothing_lost_or_duplicated(settings: Settings) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agents.cli.main",
-            "demo",
-            "--json",
-            "--bootstrap",
-            settings.bootstrap_servers,
-            "--topic-prefix",
-            settings.topic_prefix,
-            "--requests-per-step",
-            "60",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert summary["final_phase"] == "Succeeded"
-    assert (summary["requests"], summary["answered"]) == (240, 240)
-    assert (summary["lost"], summary["duplicates"]) == (0, 0)
-    served = [
-        (step.get("baseline", {}).get("served", 0), step.get("canary", {}).get("served", 0))
-        for step in summary["steps"]
+@dataclass(frozen=True)
+class Run:
+    prefix: str
+    report: Path
+    code: int
+    stdout: str
+    stderr: str
+
+
+def _command(bootstrap: str, prefix: str, report: Path, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "agents.cli.main",
+        "demo",
+        "--json",
+        "--speed",
+        "5",
+        "--bootstrap",
+        bootstrap,
+        "--topic-prefix",
+        prefix,
+        "--report",
+        str(report),
+        *args,
     ]
-    assert served[-1] == (0, 60), "at 100% the canary serves everything"
-    assert served[0][0] > served[0][1], "at 1% the baseline serves most"
+
+
+@pytest.fixture(scope="module")
+def runs(broker_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    """Run every scenario (concurrently) once for the module."""
+    started = {}
+    for name, args in SCENARIOS.items():
+        prefix = f"t{uuid.uuid4().hex[:10]}"
+        report = tmp_path_factory.mktemp(name) / "report.html"
+        cmd = _command(broker_settings.bootstrap_servers, prefix, report, *args)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started[name] = (prefix, report, proc)
+    done = {}
+    for name, (prefix, report, proc) in started.items():
+        out, err = proc.communicate(timeout=600)
+        done[name] = Run(prefix, report, proc.returncode, out, err)
+    return done
+
+
+def _summary(run: Run) -> dict[str, Any]:
+    assert run.code == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    summary: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
+    assert set(summary) >= KEYS, summary
+    assert summary["requests"] > 0 and summary["answered"] == summary["requests"]
+    assert (summary["lost"], summary["duplicates"]) == (0, 0)
+    assert Path(summary["report"]) == run.report.resolve()
+    html = run.report.read_text(encoding="utf-8")
+    assert html.count("<svg") == 4 and "Canary weight" in html and "<script" not in html
+    assert _agents_of(run.prefix) == {}, "every agent stopped"
+    return summary
+
+
+def _agents_of(prefix: str) -> dict[int, bytes]:
+    """Processes whose environment names this topic prefix (the demo's agents), with their
+    command lines."""
+    found = {}
+    needle = f"CANARY_TOPIC_PREFIX={prefix}".encode()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            if needle in environ.split(b"\0"):
+                found[int(pid)] = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+    return found
+
+
+def test_good_candidate_is_promoted_step_by_step_and_finalized(runs: dict[str, Run]) -> None:
+    summary = _summary(runs["good"])
+    assert summary["final_phase"] == "Succeeded"
+    moves = [(d["action"], d["weight_percent"]) for d in summary["decisions"]]
+    assert moves == [("ADVANCE", 1), ("ADVANCE", 20), ("ADVANCE", 50), ("FINALIZE", 100)]
+    assert summary["requests_per_arm"]["canary"] > 0
+
+
+def test_slow_candidate_is_rolled_back_by_the_evaluator(runs: dict[str, Run]) -> None:
+    summary = _summary(runs["bad"])
+    assert summary["final_phase"] == "RolledBack"
+    assert summary["decisions"][-1]["action"] == "ROLLBACK"
+    assert "latency" in summary["decisions"][-1]["reason"]
+
+
+def test_shadow_serves_everything_from_the_baseline(runs: dict[str, Run]) -> None:
+    summary = _summary(runs["shadow"])
+    arms = summary["requests_per_arm"]
+    assert "canary" not in arms and arms["shadow"] > 0
+    assert arms.get("stable", 0) + arms["baseline"] == summary["requests"]
+    shadow = summary["shadow"]
+    assert shadow["pairs"] > 0 and 0 < shadow["agreement"] < 1, "v1 and v2 differ sometimes"
+
+
+def test_sigterm_stops_every_process_the_demo_started(settings: Settings, tmp_path: Path) -> None:
+    cmd = _command(
+        settings.bootstrap_servers, settings.topic_prefix, tmp_path / "report.html", "--json"
+    )
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:
+        if "starting the rollout" in line or time.monotonic() > deadline:
+            break
+    assert _agents_of(settings.topic_prefix), "the agents are running"
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=90)
+    assert proc.returncode != 0
+    assert _agents_of(settings.topic_prefix) == {}

@@ -1,0 +1,67 @@
+"""``canary load``: a keyed iris request load with ground-truth labels sent after a delay."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+
+from agents.cli.common import settings_from_args
+from agents.demo.load import LoadGenerator, LoadOptions
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    load = sub.add_parser(
+        "load",
+        parents=[common],
+        help="send a keyed iris request load with delayed labels (runs until interrupted)",
+        description="Send held-out iris rows to MODEL at RATE requests per second, each with a "
+        "routing key drawn from KEYS users, and each request's true label to the feedback "
+        "topic LABEL_DELAY seconds later; 3%% of requests are malformed (a feature missing), "
+        "as from a broken client. Runs until interrupted unless --duration is given.",
+    )
+    load.add_argument("--model", required=True, help="the model to send requests to")
+    load.add_argument("--rate", type=float, default=50.0, help="requests per second (50)")
+    load.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
+    load.add_argument(
+        "--label-delay", type=float, default=2.0, help="seconds until the label is sent (2)"
+    )
+    load.add_argument("--keys", type=int, default=10_000, help="distinct routing keys (10000)")
+    load.add_argument(
+        "--bad-input", type=float, default=0.03, help="share of malformed requests (0.03)"
+    )
+    load.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    options = LoadOptions(
+        model=args.model,
+        rate=args.rate,
+        duration=args.duration,
+        label_delay=args.label_delay,
+        keys=args.keys,
+        bad_input=args.bad_input,
+        id_prefix=f"load-{int(time.time())}",
+    )
+    generator = LoadGenerator(settings_from_args(args), options)
+    stop = threading.Event()
+    began = time.monotonic()
+    signal.signal(signal.SIGTERM, _interrupt)  # `docker stop`: flush what was sent, then exit
+    try:
+        generator.run(stop)
+    except KeyboardInterrupt:
+        stop.set()
+    took = time.monotonic() - began
+    print(
+        f"sent {len(generator.sent)} requests and {generator.labels_sent} labels in {took:.0f}s",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
