@@ -49,7 +49,9 @@ class ModelOutput:
 
     ``error`` (a message) and ``error_type`` (a short class such as ``"timeout"``) are set when
     the model failed for this input; ``prediction`` is the predicted label as text, for joining
-    with ground truth; ``extra_latency_ms`` is latency a fault injector added to this item.
+    with ground truth; ``extra_latency_ms`` corrects the batch's measured time for this item
+    (a fault injector sleeps once per batch for its largest delay; items with a smaller one
+    report less).
 
     >>> ModelOutput(b'{"outputs": []}', prediction="setosa").ok
     True

@@ -5,8 +5,8 @@ share of its outputs fail and its batches slower, following a latency distributi
 >>> from agents.worker.adapters.base import EchoAdapter, ModelInput
 >>> faulty = FaultInjector(EchoAdapter(), parse_latency("fixed:1"), error_rate=1.0, seed=7)
 >>> out = faulty.predict([ModelInput("r1", b"{}")])[0]
->>> out.error_type, out.extra_latency_ms
-('injected', 1.0)
+>>> out.error_type, out.extra_latency_ms  # its own 1 ms, already in the batch's time
+('injected', 0.0)
 """
 
 from __future__ import annotations
@@ -84,9 +84,11 @@ def parse_latency(spec: str) -> LatencySpec:
 
 class FaultInjector:
     """Wraps ``adapter``: each output fails with probability ``error_rate`` (``error_type``
-    ``"injected"``), each item gets a latency sampled from ``latency`` (recorded in its
-    ``extra_latency_ms``), and the batch sleeps once for the largest sample, since the items of a
-    batch are served in parallel. ``seed`` makes the faults repeatable.
+    ``"injected"``) and each item gets a latency sampled from ``latency``. The batch sleeps once
+    for the largest sample, since the items of a batch are served in parallel; the worker's
+    timing of the batch includes that sleep, so each item's ``extra_latency_ms`` is its own
+    sample minus the largest (zero or negative) and the item reports the model's time plus its
+    own sample. ``seed`` makes the faults repeatable.
 
     >>> from agents.worker.adapters.base import EchoAdapter
     >>> FaultInjector(EchoAdapter(), None, error_rate=0.0).name
@@ -115,11 +117,12 @@ class FaultInjector:
             delays = [self.latency.sample(self._rng) if self.latency else 0.0 for _ in batch]
             failed = [self._rng.random() < self.error_rate for _ in batch]
         outputs = self.adapter.predict(batch)
-        if delays and max(delays) > 0:
-            time.sleep(max(delays) / 1000.0)
+        slept = max(delays, default=0.0)
+        if slept > 0:
+            time.sleep(slept / 1000.0)
         result: list[ModelOutput] = []
         for out, delay, fail in zip(outputs, delays, failed, strict=False):
-            extra = out.extra_latency_ms + delay
+            extra = out.extra_latency_ms + delay - slept
             if fail:
                 result.append(error_output("injected fault", INJECTED, extra_latency_ms=extra))
             else:
