@@ -280,6 +280,10 @@ def _usable(msg: Message) -> bool:
     err = msg.error()
     if err is None:
         return True
+    if err.fatal():
+        # The consumer is unusable (a static member fenced after a broker restart, say):
+        # going on would consume nothing, silently. Stop, so a supervisor restarts us.
+        raise wrap("consume", err)
     if err.code() != KafkaError._PARTITION_EOF:
         log.warning("consume error: %s", err.str())
     return False
