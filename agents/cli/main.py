@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from agents.cli import (
     agents_cmd,
+    audit_cmd,
     bench_cmd,
     broker_cmd,
     control_cmd,
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         load_cmd,
         bench_cmd,
         sim_cmd,
+        audit_cmd,
     )
     for module in modules:
         module.register(sub, common)
