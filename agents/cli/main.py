@@ -11,6 +11,7 @@ from agents.cli import (
     audit_cmd,
     bench_cmd,
     broker_cmd,
+    chaos_cmd,
     control_cmd,
     data_cmd,
     demo_cmd,
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         bench_cmd,
         sim_cmd,
         audit_cmd,
+        chaos_cmd,
     )
     for module in modules:
         module.register(sub, common)
