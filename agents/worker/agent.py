@@ -24,8 +24,9 @@ from agents.worker.adapters import ModelAdapter, ModelInput, ModelOutput, predic
 from streams import headers as h
 from streams.codec.avro import codec_for
 from streams.codec.requests import decode_request
-from streams.errors import DecodeError
+from streams.errors import DecodeError, InvalidRecordError
 from streams.messages import (
+    MAX_BP,
     Arm,
     InferenceRequest,
     InferenceResult,
@@ -69,12 +70,25 @@ class _Routed:
             arm = Arm(meta.get(h.ARM, Arm.STABLE.value))
         except ValueError:
             arm = Arm.STABLE
+        weight_bp = _int(meta.get(h.WEIGHT_BP), 0)
+        routed_at_ms = _int(meta.get(h.ROUTED_AT_MS), 0) or None
+        # Values the router never writes would only fail later, when the result is built,
+        # outside the per-message handling: the worker would stop, and stop again on restart.
+        if not 0 <= weight_bp <= MAX_BP:
+            raise InvalidRecordError(f"header {h.WEIGHT_BP} {weight_bp} is outside 0..{MAX_BP}")
+        if routed_at_ms is not None:
+            try:
+                from_epoch_ms(routed_at_ms)
+            except OverflowError:
+                raise InvalidRecordError(
+                    f"header {h.ROUTED_AT_MS} {routed_at_ms} is not a time"
+                ) from None
         return cls(
             arm=arm,
             rollout_id=meta.get(h.ROLLOUT_ID) or None,
-            weight_bp=_int(meta.get(h.WEIGHT_BP), 0),
+            weight_bp=weight_bp,
             served=meta.get(h.SHADOW) != "1",
-            routed_at_ms=_int(meta.get(h.ROUTED_AT_MS), 0) or None,
+            routed_at_ms=routed_at_ms,
             redriven=meta.get(REDRIVEN) == "1",
         )
 
@@ -155,7 +169,11 @@ class Worker:
     ) -> tuple[Message, InferenceRequest, _Routed] | None:
         raw = h.as_list(msg.headers())
         meta = h.header_dict(raw)
-        routed = _Routed.from_headers(meta)
+        try:
+            routed = _Routed.from_headers(meta)
+        except DecodeError as exc:
+            self._dead(out, msg, exc.reason, str(exc))
+            return None
         if routed.arm is Arm.CANARY and self._rolled_back(routed.rollout_id):
             if routed.served:
                 self._redrive(out, msg, raw)
