@@ -25,6 +25,7 @@ import faust
 from agents import metrics
 from agents.evaluator.decisions import DecisionSink
 from agents.evaluator.security import faust_credentials
+from agents.kafka.dead_letters import dead_letter_headers
 from agents.kafka.state_view import StateView
 from streams.codec.avro import codec_for
 from streams.enums import Arm, Mode, Phase
@@ -38,6 +39,7 @@ from streams.topics import TopicCatalogue
 
 log = logging.getLogger(__name__)
 
+AGENT = "evaluator"
 DECIDING = frozenset({Phase.PROGRESSING, Phase.HOLDING, Phase.PROMOTING})
 PENDING_TIMEOUT_S = 30.0
 
@@ -69,6 +71,7 @@ def build_app(settings: Settings, *, interval_s: float = 1.0) -> faust.App:
     )
     metrics_topic = app.topic(catalogue.metrics, value_serializer="raw", key_serializer="raw")
     feedback_topic = app.topic(catalogue.feedback, value_serializer="raw", key_serializer="raw")
+    dead_letters = app.topic(catalogue.dead_letters, value_serializer="raw", key_serializer="raw")
     aggregates = app.Table("aggregates")
     predictions = app.Table("predictions")
     brain = Evaluator(settings)
@@ -78,16 +81,22 @@ def build_app(settings: Settings, *, interval_s: float = 1.0) -> faust.App:
         async for event in stream.events():
             try:
                 brain.on_metric(event.value, event.message, aggregates, predictions)
-            except Exception:  # never stop on input
+            except DecodeError as exc:
+                await _dead_letter(dead_letters, event.message, exc.reason, str(exc))
+            except Exception as exc:  # never stop on input
                 log.exception("metric event at offset %s failed", event.message.offset)
+                await _dead_letter(dead_letters, event.message, "internal-error", _text(exc))
 
     @app.agent(feedback_topic, concurrency=1)
     async def on_feedback(stream: Any) -> None:
         async for event in stream.events():
             try:
                 brain.on_feedback(event.value, aggregates, predictions)
-            except Exception:
+            except DecodeError as exc:
+                await _dead_letter(dead_letters, event.message, exc.reason, str(exc))
+            except Exception as exc:
                 log.exception("feedback at offset %s failed", event.message.offset)
+                await _dead_letter(dead_letters, event.message, "internal-error", _text(exc))
 
     @app.timer(interval=interval_s)  # type: ignore[untyped-decorator]
     async def tick() -> None:
@@ -123,11 +132,8 @@ class Evaluator:
         return state
 
     def on_metric(self, value: bytes, message: Any, aggregates: Any, predictions: Any) -> None:
-        try:
-            event = self._metric.decode(value)
-        except DecodeError as exc:
-            log.warning("undecodable metric event at offset %s: %s", message.offset, exc)
-            return
+        """Count a metric event; :class:`DecodeError` if it is unreadable."""
+        event = self._metric.decode(value)
         if event.rollout_id is None or event.arm is Arm.STABLE:
             return
         state = self._state(event.model, event.rollout_id)
@@ -159,11 +165,8 @@ class Evaluator:
         _export(event.model, agg)
 
     def on_feedback(self, value: bytes, aggregates: Any, predictions: Any) -> None:
-        try:
-            fb = self._feedback.decode(value)
-        except DecodeError as exc:
-            log.warning("undecodable feedback: %s", exc)
-            return
+        """Join a label with its prediction; :class:`DecodeError` if it is unreadable."""
+        fb = self._feedback.decode(value)
         rid = fb.request_id
         entry = predictions.get(rid)
         if entry is None:
@@ -216,12 +219,27 @@ class Evaluator:
                 self._pending[model] = (state.revision, time.monotonic())
 
 
+async def _dead_letter(topic: Any, message: Any, reason: str, detail: str) -> None:
+    """Keep an event the evaluator cannot use on the dead-letter topic, as the other agents do
+    (sent inside faust's transaction for the event)."""
+    log.warning("dead letter from %s@%s: %s: %s", message.topic, message.offset, reason, detail)
+    source = (message.topic, message.partition, message.offset)
+    headers = dead_letter_headers(
+        message.headers, source, agent=AGENT, reason=reason, detail=detail
+    )
+    await topic.send(key=message.key, value=message.value, headers=headers)
+
+
+def _text(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
 def plan_of(state: RolloutState) -> RolloutPlan:
     """The rollout's plan (from the start command), or the defaults."""
     if state.plan_json:
         try:
             return RolloutPlan.from_json(state.plan_json)
-        except (ValueError, KeyError, TypeError) as exc:
+        except ConfigError as exc:
             log.warning("unreadable plan for %s, using defaults: %s", state.model, exc)
     try:
         return parse_plan({"model": state.model, "canary": state.canary_version or "unknown"})
