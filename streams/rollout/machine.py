@@ -29,6 +29,7 @@ from itertools import pairwise
 
 from streams.errors import CanaryError
 from streams.messages import MAX_BP, Action, ControlCommand, Mode, Phase, RolloutState
+from streams.plan import PlanError, RolloutPlan
 from streams.topics import validate_name
 
 DEFAULT_STEPS_BP = (100, 2000, 5000, 10000)
@@ -141,6 +142,12 @@ def _start(state: RolloutState | None, cmd: ControlCommand, now: datetime) -> Ro
     steps = validate_steps(cmd.steps_bp or DEFAULT_STEPS_BP)
     shadow = cmd.shadow_sample_bp if cmd.shadow_sample_bp is not None else MAX_BP
     _check_bp("shadow_sample_bp", shadow)
+    if cmd.plan_json is not None:
+        try:
+            RolloutPlan.from_json(cmd.plan_json)
+        except PlanError as exc:
+            # The evaluator judges the rollout by this plan: it must be readable.
+            raise CommandRejected("invalid-command", f"plan_json: {exc}") from None
     return RolloutState(
         model=cmd.model,
         rollout_id=cmd.command_id,
@@ -219,7 +226,9 @@ def _rollback(state: RolloutState | None, cmd: ControlCommand, now: datetime) ->
 
 def _finalize(state: RolloutState | None, cmd: ControlCommand, now: datetime) -> RolloutState:
     s = _require_active(state, cmd)
-    assert s.canary_version is not None  # every active rollout has one
+    if not s.canary_version:
+        # Every rollout this machine starts has one; a state record from elsewhere may not.
+        raise CommandRejected("invalid-command", "the rollout has no canary version to finalize")
     return replace(
         s,
         phase=Phase.SUCCEEDED,
