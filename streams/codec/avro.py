@@ -18,18 +18,20 @@ from __future__ import annotations
 import functools
 import io
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
+from fastavro.schema import SchemaParseException, to_parsing_canonical_form
 from fastavro.schema import fingerprint as _fastavro_fingerprint
-from fastavro.schema import to_parsing_canonical_form
 
 from schemas import load_schema, schema_dir
 from streams.codec.convert import from_avro, plan, to_avro
-from streams.errors import InvalidRecordError, UndecodableError, UnknownSchemaError
+from streams.errors import ConfigError, InvalidRecordError, UndecodableError, UnknownSchemaError
 from streams.messages import (
     ControlCommand,
     ControlEvent,
@@ -46,6 +48,7 @@ from streams.messages import (
 T = TypeVar("T")
 
 MAGIC = b"\xc3\x01"
+SCHEMA_DIRS_ENV = "CANARY_SCHEMA_DIRS"
 HEADER_SIZE = len(MAGIC) + 8
 
 INFERENCE_REQUEST_CONTENT_TYPE = "application/vnd.modelcanary.inference-request+avro"
@@ -104,11 +107,19 @@ class SchemaStore:
             self.register(schema)
 
     @classmethod
-    def with_project_schemas(cls) -> SchemaStore:
-        """A store knowing every schema in ``schemas/`` and ``schemas/history/``."""
+    def with_project_schemas(cls, extra_dirs: Iterable[Path] = ()) -> SchemaStore:
+        """A store knowing every schema in ``schemas/``, ``schemas/history/`` and the
+        ``*.avsc`` files of ``extra_dirs`` (:class:`ConfigError` for an unreadable one)."""
         directory = schema_dir()
         paths = sorted(directory.glob("*.avsc")) + sorted(directory.glob("history/*.avsc"))
-        return cls(json.loads(path.read_text(encoding="utf-8")) for path in paths)
+        store = cls(json.loads(path.read_text(encoding="utf-8")) for path in paths)
+        for extra in extra_dirs:
+            for path in sorted(extra.glob("*.avsc")):
+                try:
+                    store.register(json.loads(path.read_text(encoding="utf-8")))
+                except (OSError, ValueError, SchemaParseException) as exc:
+                    raise ConfigError(f"writer schema {path}: {exc}") from None
+        return store
 
     def register(self, schema: Mapping[str, Any]) -> bytes:
         """Learn a writer schema (a JSON dict); returns its fingerprint. Idempotent."""
@@ -130,8 +141,12 @@ class SchemaStore:
 
 @functools.cache
 def default_store() -> SchemaStore:
-    """The process-wide store used by codecs built without an explicit one."""
-    return SchemaStore.with_project_schemas()
+    """The process-wide store used by codecs built without an explicit one: the project's
+    schemas plus the writer schemas in the directories ``CANARY_SCHEMA_DIRS`` names
+    (separated by ``os.pathsep``), so a running reader learns a newer writer's schema (a field
+    added with a default) without being upgraded."""
+    dirs = os.environ.get(SCHEMA_DIRS_ENV, "").split(os.pathsep)
+    return SchemaStore.with_project_schemas(Path(d) for d in dirs if d)
 
 
 class AvroCodec(Generic[T]):
