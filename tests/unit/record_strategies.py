@@ -225,3 +225,141 @@ def record_strategy(cls: type[Any], schema: dict[str, Any] | None = None) -> st.
             fields[f["name"]] = _value(f["type"], hints[f["name"]], f["name"])
     assert set(fields) == {f.name for f in dataclasses.fields(cls)}
     return st.builds(cls, **fields)
+
+
+# --- hostile input ----------------------------------------------------------------------------
+
+JSON_VALUES: st.SearchStrategy[Any] = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+"""Any JSON-ish value (YAML gives the same kinds), NaN and infinities included."""
+
+
+def avro_message(schema: dict[str, Any], datum: dict[str, Any]) -> bytes:
+    """A single-object message written by fastavro straight from ``schema``, bypassing the
+    records' checks, as a producer in another language could write it."""
+    import io
+
+    import fastavro
+
+    from streams.codec.avro import MAGIC, fingerprint
+
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(schema), datum)
+    return MAGIC + fingerprint(schema) + body.getvalue()
+
+
+def _raw_field(avro_type: Any) -> st.SearchStrategy[Any]:
+    """Any value Avro accepts for ``avro_type``, whatever the record would think of it."""
+    if isinstance(avro_type, list):
+        return st.none() | _raw_field(avro_type[1])
+    if isinstance(avro_type, dict):
+        if avro_type.get("logicalType") == "timestamp-millis":
+            return st.integers(-(2**62), 2**62)  # most are beyond datetime's range
+        if avro_type["type"] == "array":
+            return st.lists(_raw_field(avro_type["items"]), max_size=4)
+        if avro_type["type"] == "map":
+            return st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3)
+        return st.fixed_dictionaries(
+            {f["name"]: _raw_field(f["type"]) for f in avro_type["fields"]}
+        )
+    if avro_type in _INT:
+        return st.integers(*_INT[avro_type])
+    return {
+        "string": st.text(max_size=30),
+        "bytes": st.binary(max_size=30),
+        "double": st.floats(),
+        "boolean": st.booleans(),
+    }[avro_type]
+
+
+def raw_datum(cls: type[Record]) -> st.SearchStrategy[dict[str, Any]]:
+    """A datum of ``cls``'s schema with any values the schema admits: empty identities,
+    unknown enum values, basis points out of range, timestamps out of range."""
+    schema = load_schema(schema_file(cls))
+    return st.fixed_dictionaries({f["name"]: _raw_field(f["type"]) for f in schema["fields"]})
+
+
+def raw_message(cls: type[Record]) -> st.SearchStrategy[bytes]:
+    """:func:`raw_datum` encoded as a single-object message of ``cls``'s current schema."""
+    schema = load_schema(schema_file(cls))
+    return raw_datum(cls).map(lambda datum: avro_message(schema, datum))
+
+
+def valid_message(cls: type[Record]) -> st.SearchStrategy[bytes]:
+    from streams.codec.avro import codec_for
+
+    return record_strategy(cls).map(codec_for(cls).encode)
+
+
+def hostile_payload(cls: type[Record], max_huge: int = 200_000) -> st.SearchStrategy[bytes]:
+    """Bytes an agent expecting ``cls`` must survive: random bytes, a truncated or mutated
+    message, a body behind a known fingerprint, valid Avro of another record type, schema-valid
+    but invalid records, JSON of any shape, huge payloads."""
+    others = [t for t in EXAMPLES if t is not cls]
+    wrong_type = st.sampled_from(others).flatmap(valid_message)
+    own = valid_message(cls)
+
+    def truncated(data: bytes, cut: float) -> bytes:
+        return data[: int(len(data) * cut)]
+
+    def mutated(data: bytes, at: int, byte: int) -> bytes:
+        index = at % len(data)
+        return data[:index] + bytes([byte]) + data[index + 1 :]
+
+    from streams.codec.avro import codec_for
+
+    header = codec_for(cls).encode(EXAMPLES[cls])[:10]
+    return st.one_of(
+        st.binary(max_size=200),
+        st.builds(truncated, own, st.floats(0, 0.999)),
+        st.builds(mutated, own, st.integers(10, 10_000), st.integers(0, 255)),
+        st.binary(max_size=200).map(lambda body: header + body),
+        wrong_type,
+        raw_message(cls),
+        JSON_VALUES.map(lambda doc: _json_bytes(doc)),
+        st.integers(max_huge // 20, max_huge).map(lambda n: header + b"\xff" * n),
+    )
+
+
+def _json_bytes(doc: Any) -> bytes:
+    import json
+
+    return json.dumps(doc).encode()
+
+
+HEADER_VALUES: st.SearchStrategy[str | bytes | None] = st.one_of(
+    st.none(),
+    st.binary(max_size=40),  # mostly not UTF-8
+    st.text(max_size=40),
+    st.integers(-(2**80), 2**80).map(lambda n: str(n).encode()),
+    st.integers(1_000, 10_000).map(lambda n: b"9" * n),  # a huge number
+)
+
+HEADERS: st.SearchStrategy[list[tuple[str, str | bytes | None]]] = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [
+                "content-type",
+                "canary-model",
+                "canary-request-id",
+                "canary-arm",
+                "canary-version",
+                "canary-rollout-id",
+                "canary-weight-bp",
+                "canary-routed-at-ms",
+                "canary-shadow",
+                "canary-redriven",
+            ]
+        )
+        | st.text(max_size=20),
+        HEADER_VALUES,
+    ),
+    max_size=12,
+)
+"""Kafka headers with duplicates, ``None`` values, non-UTF-8 bytes and huge numbers, mostly
+under the names the agents read."""
