@@ -21,6 +21,9 @@ from streams.messages import MAX_BP, Arm, Mode, RolloutState
 from streams.rollout.machine import ACTIVE_PHASES
 
 SHADOW_PAIR_BP = 5_000
+#: Routing keys whose routes a plan remembers: users send many requests, and a dictionary hit
+#: costs a tenth of the hash. Cleared when full, so memory stays bounded.
+MEMO_KEYS = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,14 +40,23 @@ class Route:
 
 class RoutePlan:
     """A rollout state compiled for routing: the few possible route tuples are built once, so
-    routing a request costs one hash and a comparison.
+    routing a request costs one hash and a comparison (and a repeated key, a dictionary hit).
 
     ``routes(key, forced_arm)``: ``forced_arm`` ("baseline" or "canary", from the request's
     ``canary-arm`` header) overrides the split for testers; its weight is then 0 or 10000, the
     probability it really had, so forced requests carry no evidence about the arms.
     """
 
-    __slots__ = ("_active", "_baseline", "_canary", "_cohorts", "_forced", "_shadow", "_threshold")
+    __slots__ = (
+        "_active",
+        "_baseline",
+        "_canary",
+        "_cohorts",
+        "_forced",
+        "_memo",
+        "_shadow",
+        "_threshold",
+    )
 
     def __init__(self, state: RolloutState) -> None:
         rid = state.rollout_id
@@ -52,6 +64,7 @@ class RoutePlan:
         self._active = state.phase in ACTIVE_PHASES and state.canary_version is not None
         self._shadow = state.mode is Mode.SHADOW
         self._forced: dict[str, tuple[Route, ...]] = {}
+        self._memo: dict[bytes, tuple[Route, ...]] = {}
         self._baseline: tuple[Route, ...]
         self._canary: tuple[Route, ...]
         if not self._active:
@@ -93,9 +106,14 @@ class RoutePlan:
             forced = self._forced.get(forced_arm)
             if forced is not None:
                 return forced
-        if self._cohorts.bucket(key) < self._threshold:
-            return self._canary
-        return self._baseline
+        routes = self._memo.get(key)
+        if routes is None:
+            memo = self._memo
+            if len(memo) >= MEMO_KEYS:
+                memo.clear()
+            canary = self._cohorts.bucket(key) < self._threshold
+            routes = memo[key] = self._canary if canary else self._baseline
+        return routes
 
     def all_routes(self) -> tuple[Route, ...]:
         """Every distinct route this plan can return."""

@@ -63,3 +63,15 @@ def test_shadow_serves_baseline_and_mirrors_a_sample() -> None:
         assert {r.weight_bp for r in routes} == ({5000} if len(routes) == 2 else {0})
         mirrored += len(routes) - 1
     assert 0.45 < mirrored / len(KEYS) < 0.55
+
+
+def test_a_plan_remembers_routes_without_changing_them(monkeypatch: Any) -> None:
+    import streams.routing as routing
+
+    monkeypatch.setattr(routing, "MEMO_KEYS", 100)  # cleared many times over 5,000 keys
+    s = state()
+    plan = routing.RoutePlan(s)
+    fresh = [routes_for(s, k) for k in KEYS]
+    assert [plan.routes(k) for k in KEYS] == fresh
+    assert [plan.routes(k) for k in reversed(KEYS)] == fresh[::-1]
+    assert len(plan._memo) <= 100
