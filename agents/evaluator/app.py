@@ -3,7 +3,8 @@
 * Two agents (concurrency 1, so offsets are never committed past an event in flight) read the
   metrics and feedback topics, both keyed by model, and keep their state in changelog-backed
   tables: ``aggregates`` (one :class:`~streams.evaluation.Aggregate` per model) and
-  ``predictions`` (request id -> what a later label is joined with). With
+  ``predictions`` (request id -> what a later label is joined with, per arm: see
+  :mod:`agents.evaluator.labels`). With
   ``processing_guarantee="exactly_once"`` faust commits table changes and consumed offsets in
   one transaction, so a restarted evaluator resumes without counting anything twice.
 * A timer decides on the clock, not only when events arrive: for every rollout whose
@@ -24,6 +25,7 @@ import faust
 
 from agents import metrics
 from agents.evaluator.decisions import DecisionSink
+from agents.evaluator.labels import add_label, add_prediction
 from agents.evaluator.security import faust_credentials
 from agents.kafka.dead_letters import dead_letter_headers
 from agents.kafka.state_view import StateView
@@ -51,6 +53,9 @@ def broker_urls(settings: Settings) -> list[str]:
 def build_app(settings: Settings, *, interval_s: float = 1.0) -> faust.App:
     """The evaluator app for ``settings`` (nothing connects until the worker starts)."""
     catalogue = TopicCatalogue(settings.topic_prefix, settings.partitions)
+    # faust's data folder, under the state folder rather than the working directory.
+    datadir = settings.state_dir / "evaluator" / f"{settings.topic_prefix}-evaluator"
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.topic_prefix}-evaluator",
         broker=broker_urls(settings),
@@ -64,6 +69,7 @@ def build_app(settings: Settings, *, interval_s: float = 1.0) -> faust.App:
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
         web_enabled=False,
+        datadir=str(datadir),
         # Tables hold JSON under text keys; the source topics carry our Avro bytes.
         value_serializer="json",
         key_serializer="json",
@@ -118,7 +124,7 @@ class Evaluator:
         self._feedback = codec_for(Feedback)
         self._caught_up = False
         self._pending: dict[str, tuple[int, float]] = {}  # model -> (revision, sent at)
-        self._last_hold: dict[str, str] = {}
+        self._last_said: dict[str, str] = {}  # model -> last verdict that moved nothing
 
     def _state(self, model: str, rollout_id: str | None = None) -> RolloutState | None:
         if not self._caught_up:
@@ -146,8 +152,6 @@ class Evaluator:
         keep = agg.record(event, state, plan)
         agg.seen(message.topic, message.partition, message.offset)
         if keep and "accuracy" in plan.metrics:
-            rid = event.request_id
-            waiting = predictions.get(rid)
             entry = [
                 event.rollout_id,
                 event.arm is Arm.CANARY,
@@ -155,33 +159,27 @@ class Evaluator:
                 event.prediction,
                 epoch_ms(event.routed_at),
             ]
-            if isinstance(waiting, dict) and "label" in waiting:
-                # The label came first: join now.
-                _join(agg, entry, str(waiting["label"]))
-                predictions[rid] = {"done": True}
-            else:
-                predictions[rid] = entry
+            arm = "canary" if event.arm is Arm.CANARY else "baseline"
+            for waiting, label in add_prediction(predictions, event.request_id, arm, entry):
+                _join(agg, waiting, label)  # the label came first
         aggregates[event.model] = agg.to_json()
         _export(event.model, agg)
 
     def on_feedback(self, value: bytes, aggregates: Any, predictions: Any) -> None:
         """Join a label with its prediction; :class:`DecodeError` if it is unreadable."""
         fb = self._feedback.decode(value)
-        rid = fb.request_id
-        entry = predictions.get(rid)
-        if entry is None:
-            predictions[rid] = {"label": fb.label}
-            return
-        if not isinstance(entry, list):
-            return  # already joined, or a duplicate label
+        joined = add_label(predictions, fb.request_id, fb.label)
         raw = aggregates.get(fb.model)
-        if raw is None or raw["rollout_id"] != entry[0]:
-            return
+        if not joined or raw is None:
+            return  # no prediction yet (it will join the label), or a duplicate label
         agg = Aggregate.from_json(raw)
-        _join(agg, entry, fb.label)
-        predictions[rid] = {"done": True}
-        aggregates[fb.model] = agg.to_json()
-        _export(fb.model, agg)
+        # In shadow mode both arms' predictions of the request wait for this label.
+        current = [(entry, label) for entry, label in joined if entry[0] == raw["rollout_id"]]
+        for entry, label in current:
+            _join(agg, entry, label)
+        if current:
+            aggregates[fb.model] = agg.to_json()
+            _export(fb.model, agg)
 
     def tick(self, aggregates: Any) -> None:
         if not self._caught_up:
@@ -209,14 +207,19 @@ class Evaluator:
             verdict = decide(agg.snapshot(state, plan, utc_now()), policy(plan))
             for e in verdict.evidence:
                 metrics.TEST_STATISTIC.labels(model, e.metric).set(e.statistic)
-            if verdict.outcome.value == "HOLD":
-                if self._last_hold.get(model) == f"{state.revision}:{verdict.code}":
-                    continue
-                self._last_hold[model] = f"{state.revision}:{verdict.code}"
+            # The same verdict on the same state is published once when it moves nothing (a
+            # HOLD, or a shadow's "no harm" ADVANCE); one with a command is retried by the
+            # pending timeout above.
+            said = f"{state.revision}:{verdict.outcome.value}:{verdict.code}"
+            if self._last_said.get(model) == said:
+                continue
             emitted = self.sink.emit(state, verdict, agg.offsets)
             metrics.DECISIONS.labels(verdict.outcome.value).inc()
             if emitted.command is not None:
                 self._pending[model] = (state.revision, time.monotonic())
+                self._last_said.pop(model, None)
+            else:
+                self._last_said[model] = said
 
 
 async def _dead_letter(topic: Any, message: Any, reason: str, detail: str) -> None:
