@@ -102,5 +102,5 @@ def run(args: argparse.Namespace) -> int:
     )
     summary = run_demo(settings, options)
     print(json.dumps(summary), flush=True)
-    ok = summary["final_phase"] == summary["expected_phase"]
+    ok = summary["final_phase"] == summary["expected_phase"] and summary["audit"]["ok"]
     return 0 if ok and summary["lost"] == 0 and summary["duplicates"] == 0 else 1

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.audit import audit
 from agents.broker import LocalBroker
 from agents.demo.events import acted, weight_steps
 from agents.demo.live import LineView, RichView, Status
@@ -219,6 +220,8 @@ class _Demo:
             "lost": tally.lost,
             "duplicates": tally.duplicates,
             "duration_s": round(end_s, 1),
+            # The same accounting from the topics themselves (read_committed), as `canary audit`.
+            "audit": _audit(self.settings),
         }
         if o.scenario.name == "shadow":
             cmp = shadow_comparison(samples)
@@ -247,3 +250,9 @@ class _Demo:
 
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
+
+
+def _audit(settings: Settings) -> dict[str, Any]:
+    report = audit(settings, timeout=10.0).to_dict(max_ids=5)
+    keys = ("requests", "served_results", "shadow_results", "dead_letters", "lost", "duplicated")
+    return {k: report[k] for k in (*keys, "orphans", "ok")}
