@@ -8,7 +8,7 @@ from datetime import datetime
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from agents.kafka.config import consumer_config
+from agents.kafka.config import reader_config
 from agents.kafka.errors import wrap
 from streams.errors import CanaryError
 from streams.settings import Settings
@@ -31,9 +31,7 @@ class RangeReader:
 
     def __init__(self, settings: Settings, client_id: str = "canary-audit") -> None:
         self._consumer = Consumer(
-            consumer_config(
-                settings, client_id, f"{client_id}-unused", **{"enable.partition.eof": True}
-            )
+            reader_config(settings, client_id, **{"enable.partition.eof": True})
         )
 
     def close(self) -> None:

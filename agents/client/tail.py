@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from agents.kafka.config import consumer_config
+from agents.kafka.config import reader_config
 from agents.kafka.errors import wrap
 from streams.errors import CanaryError
 from streams.settings import Settings
@@ -26,7 +26,7 @@ def open_tail(
 
     The end offsets are looked up now, so anything produced after this returns is seen.
     """
-    consumer = Consumer(consumer_config(settings, client_id, f"{client_id}-unused"))
+    consumer = Consumer(reader_config(settings, client_id))
     deadline = time.monotonic() + timeout
     while True:
         try:

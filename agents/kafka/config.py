@@ -59,3 +59,13 @@ def consumer_config(
     config["group.id"] = group_id
     config.update(required)
     return config
+
+
+def reader_config(settings: Settings, client_id: str, **required: Any) -> dict[str, Any]:
+    """A consumer that is assigned partitions and never commits (tails, state views, audits):
+    librdkafka still wants a group id, so it gets a placeholder no one joins.
+
+    >>> reader_config(Settings(bootstrap="k:9092"), "tail")["group.id"]
+    'tail-unused'
+    """
+    return consumer_config(settings, client_id, f"{client_id}-unused", **required)

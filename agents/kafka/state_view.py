@@ -12,7 +12,7 @@ import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from agents.kafka.config import consumer_config
+from agents.kafka.config import reader_config
 from agents.kafka.errors import wrap
 from streams.codec.avro import codec_for
 from streams.errors import DecodeError
@@ -47,12 +47,7 @@ class StateView:
             # The group id is never used to commit (assign, not subscribe), but librdkafka
             # wants one.
             consumer = Consumer(
-                consumer_config(
-                    self._settings,
-                    self._client_id,
-                    f"{self._client_id}-unused",
-                    **{"enable.partition.eof": False},
-                )
+                reader_config(self._settings, self._client_id, **{"enable.partition.eof": False})
             )
             try:
                 md = consumer.list_topics(self._topic, timeout=10)

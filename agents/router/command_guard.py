@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from agents.kafka.config import consumer_config
+from agents.kafka.config import reader_config
 from agents.kafka.errors import wrap
 from streams.codec.avro import decode_any
 from streams.errors import DecodeError, KafkaOperationError
@@ -70,12 +70,7 @@ class CommandGuard:
             return 0
         since = epoch_ms(utc_now() - 2 * self.verifier.window)
         consumer = Consumer(
-            consumer_config(
-                self._settings,
-                self._client_id,
-                f"{self._client_id}-unused",
-                **{"enable.partition.eof": False},
-            )
+            reader_config(self._settings, self._client_id, **{"enable.partition.eof": False})
         )
         try:
             return self._read(consumer, since, time.monotonic() + timeout)
