@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+from agents.process import terminate
+
 MB = 1024 * 1024
 
 
@@ -115,13 +117,7 @@ class Child:
             return None
         if self.rss is not None:
             self.rss.sample_now()
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        terminate(proc, timeout)
         if self.rss is not None:
             self.rss.stop()
         return proc.returncode

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from agents.process import terminate
 from streams.errors import CanaryError
 from streams.settings import Settings
 
@@ -79,15 +80,7 @@ class Supervisor:
 
     def stop(self, name: str, timeout: float = 30.0) -> None:
         """SIGTERM (the agent commits and leaves its group), SIGKILL after ``timeout``."""
-        proc = self.procs.pop(name)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)  # a paused process cannot handle SIGTERM
-            proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        terminate(self.procs.pop(name), timeout)
 
     def wait_for_log(self, name: str, text: str, timeout: float = 120.0) -> None:
         """Wait until ``name`` logged ``text`` since it was (re)started."""
