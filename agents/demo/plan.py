@@ -75,10 +75,12 @@ def demo_plan(*, shadow: bool, speed: float, rate: float) -> dict[str, Any]:
         "accuracy": {"tolerance": 0.5, "min_label_coverage": 0.5},
     }
     if shadow:
-        # The evaluator joins a label with one prediction per request id, but a shadow
-        # request has two (one per arm): its labelled counts look like a sample-ratio
-        # mismatch and it holds the rollout. The demo compares accuracy itself instead.
-        del metrics["accuracy"]
+        # The demo compares the two answers to each mirrored request itself (agreement,
+        # latency difference). The evaluator watches errors only: a worker's latency is its
+        # micro-batch's, so slow requests come in clumps of a batch, and on a busy 2-core
+        # machine the two workers' batches differ enough for a clump to look like harm (the
+        # test counts events as independent).
+        del metrics["accuracy"], metrics["latency_p95"]
     return {
         "model": "iris",
         "baseline": "v1",
