@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import lru_cache
 from typing import Any
 
 import faust
@@ -241,13 +242,20 @@ def plan_of(state: RolloutState) -> RolloutPlan:
     """The rollout's plan (from the start command), or the defaults."""
     if state.plan_json:
         try:
-            return RolloutPlan.from_json(state.plan_json)
+            return _stored_plan(state.plan_json)
         except ConfigError as exc:
             log.warning("unreadable plan for %s, using defaults: %s", state.model, exc)
     try:
         return parse_plan({"model": state.model, "canary": state.canary_version or "unknown"})
     except ConfigError:
         return RolloutPlan(model=state.model, baseline=None, canary="unknown")
+
+
+@lru_cache(maxsize=64)
+def _stored_plan(text: str) -> RolloutPlan:
+    # Every metric event needs its rollout's plan: parse each stored plan once, not per event
+    # (plans are frozen, so sharing one is safe; a parse error is raised again every time).
+    return RolloutPlan.from_json(text)
 
 
 def _aggregate(aggregates: Any, model: str, rollout_id: str) -> Aggregate:
