@@ -17,6 +17,7 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY streams ./streams
 COPY agents ./agents
 COPY schemas ./schemas
+COPY model_canary ./model_canary
 RUN pip install -c constraints.txt . \
     && canary demo train --out /models \
     && chmod -R a+rX /models \

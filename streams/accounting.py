@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from streams import headers as h
-from streams.codec.requests import decode_request
-from streams.errors import ConfigError, DecodeError
+from model_canary.streams import headers as h
+from model_canary.streams.codec.requests import decode_request
+from model_canary.streams.errors import ConfigError, DecodeError
 
 _JSON = h.JSON.encode()
 

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from streams.messages import Arm, MetricEvent, Mode, RolloutState, epoch_ms
-from streams.plan import RolloutPlan
-from streams.routing import SHADOW_PAIR_BP
-from streams.stats import ArmCounts, StepPolicy, StepSnapshot
+from model_canary.streams.messages import Arm, MetricEvent, Mode, RolloutState, epoch_ms
+from model_canary.streams.plan import RolloutPlan
+from model_canary.streams.routing import SHADOW_PAIR_BP
+from model_canary.streams.stats import ArmCounts, StepPolicy, StepSnapshot
 
 THRESHOLD_SAMPLES = 200
 #: Results of requests routed up to this long before the slower arm's newest one are

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
-from streams.enums import Action, Arm, Mode, Outcome, Phase
-from streams.headers import JSON
-from streams.record_base import (
+from model_canary.streams.enums import Action, Arm, Mode, Outcome, Phase
+from model_canary.streams.headers import JSON
+from model_canary.streams.record_base import (
     EPOCH,
     INT32_MAX,
     MAX_BP,

@@ -17,8 +17,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from streams.errors import ConfigError
-from streams.topics import validate_name
+from model_canary.streams.errors import ConfigError
+from model_canary.streams.topics import validate_name
 
 METRICS = ("errors", "latency_p95", "latency_p99", "accuracy")
 DEFAULT_STEPS = (1.0, 20.0, 50.0, 100.0)

@@ -3,7 +3,7 @@
 Pure code, no Kafka: the router compiles each state into a :class:`RoutePlan` once and asks it
 for every request; the payload is republished unchanged to each route's version topic.
 
->>> from streams.messages import Phase, RolloutState, utc_now
+>>> from model_canary.streams.messages import Phase, RolloutState, utc_now
 >>> now = utc_now()
 >>> state = RolloutState(model="iris", rollout_id="r1", stable_version="v1",
 ...     baseline_version="v1", canary_version="v2", phase=Phase.PROGRESSING,
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.cohort import Cohorts
-from streams.messages import MAX_BP, Arm, Mode, RolloutState
-from streams.rollout.machine import ACTIVE_PHASES
+from model_canary.streams.cohort import Cohorts
+from model_canary.streams.messages import MAX_BP, Arm, Mode, RolloutState
+from model_canary.streams.rollout.machine import ACTIVE_PHASES
 
 SHADOW_PAIR_BP = 5_000
 #: Routing keys whose routes a plan remembers: users send many requests, and a dictionary hit

@@ -24,8 +24,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from streams.errors import ConfigError
-from streams.signing_keys import KeyRing
+from model_canary.streams.errors import ConfigError
+from model_canary.streams.signing_keys import KeyRing
 
 ENV_PREFIX = "CANARY_"
 KAFKA_ENV_PREFIX = "CANARY_KAFKA_"

@@ -6,7 +6,7 @@ included, so a signature cannot be moved to another key), encoded as sorted-key 
 JSON with timestamps as epoch milliseconds: the same bytes on every Python version and after
 an Avro round trip.
 
->>> from streams.messages import ControlCommand, utc_now
+>>> from model_canary.streams.messages import ControlCommand, utc_now
 >>> ring = KeyRing.parse("ops:0123456789abcdef0123")
 >>> cmd = ControlCommand(command_id="c1", model="iris", action="pause", issued_at=utc_now())
 >>> signed = sign(cmd, ring.signer) if ring.signer else cmd
@@ -31,8 +31,8 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from streams.messages import ControlCommand, epoch_ms
-from streams.signing_keys import KeyRing, Secret, SigningKey
+from model_canary.streams.messages import ControlCommand, epoch_ms
+from model_canary.streams.signing_keys import KeyRing, Secret, SigningKey
 
 __all__ = [
     "DEFAULT_WINDOW",

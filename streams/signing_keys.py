@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.errors import ConfigError
+from model_canary.streams.errors import ConfigError
 
 DEFAULT_KEY_ID = "default"
 MIN_SECRET_BYTES = 16

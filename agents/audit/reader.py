@@ -8,10 +8,10 @@ from datetime import datetime
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from agents.kafka.config import reader_config
-from agents.kafka.errors import wrap
-from streams.errors import CanaryError
-from streams.settings import Settings
+from model_canary.agents.kafka.config import reader_config
+from model_canary.agents.kafka.errors import wrap
+from model_canary.streams.errors import CanaryError
+from model_canary.streams.settings import Settings
 
 # (topic, partition) -> offset
 Offsets = dict[tuple[str, int], int]

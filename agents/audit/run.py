@@ -10,14 +10,14 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from agents.audit.reader import RangeReader
-from streams import headers as h
-from streams.accounting import AccountingReport, Ledger, position_id, request_id_of
-from streams.codec.avro import codec_for
-from streams.errors import DecodeError
-from streams.messages import InferenceResult
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.agents.audit.reader import RangeReader
+from model_canary.streams import headers as h
+from model_canary.streams.accounting import AccountingReport, Ledger, position_id, request_id_of
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.errors import DecodeError
+from model_canary.streams.messages import InferenceResult
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 
 # Requests this long before --since are read too, so their answers (written after --since)
 # are not taken for results with no request.

@@ -13,12 +13,12 @@ from collections.abc import Callable, Mapping
 
 from confluent_kafka import Producer
 
-from agents.client.inference import CanaryClient
-from agents.kafka.config import producer_config
-from streams import headers as h
-from streams.codec.avro import INFERENCE_REQUEST_CONTENT_TYPE, codec_for
-from streams.messages import Arm, InferenceRequest, utc_now
-from streams.settings import Settings
+from model_canary.agents.client.inference import CanaryClient
+from model_canary.agents.kafka.config import producer_config
+from model_canary.streams import headers as h
+from model_canary.streams.codec.avro import INFERENCE_REQUEST_CONTENT_TYPE, codec_for
+from model_canary.streams.messages import Arm, InferenceRequest, utc_now
+from model_canary.streams.settings import Settings
 
 # Header a latency request carries: its send time, ``time.time_ns()`` in decimal.
 SENT_NS = "canary-bench-sent-ns"

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from agents.bench.load import SENT_NS
-from agents.bench.probe import OffsetProbe
-from agents.bench.procs import Child
-from agents.bench.session import Contender
-from agents.kafka.config import consumer_config
-from streams import headers as h
-from streams.settings import Settings
+from model_canary.agents.bench.load import SENT_NS
+from model_canary.agents.bench.probe import OffsetProbe
+from model_canary.agents.bench.procs import Child
+from model_canary.agents.bench.session import Contender
+from model_canary.agents.kafka.config import consumer_config
+from model_canary.streams import headers as h
+from model_canary.streams.settings import Settings
 
 IdOf = Callable[[Message], str | None]
 

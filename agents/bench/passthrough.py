@@ -4,11 +4,11 @@ consume-then-produce loop can do, written directly against confluent-kafka.
 It consumes in batches (``consume(num_messages=1000)``), copies each message (value, key,
 headers) to every output topic inside a transaction, and every 100 ms sends the consumed
 offsets to the transaction and commits it. Clients are configured as the agents' are
-(:mod:`agents.kafka.config`: ``read_committed``, idempotence, ``acks=all``, ``linger.ms=5``,
-static group membership), so the only difference from an agent is the agent's own work.
-Connection settings come from ``CANARY_*`` variables. Stops gracefully on SIGTERM/SIGINT.
+(:mod:`~model_canary.agents.kafka.config`: ``read_committed``, idempotence, ``acks=all``,
+``linger.ms=5``, static group membership), so the only difference from an agent is the agent's
+own work. Connection settings come from ``CANARY_*`` variables. Stops gracefully on SIGTERM/SIGINT.
 
-    python -m agents.bench.passthrough --input canary.requests --output canary.copy \\
+    python -m model_canary.agents.bench.passthrough --input canary.requests --output canary.copy \\
         --group canary.passthrough --transactional-id canary.passthrough.1
 """
 
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from agents.kafka.config import consumer_config, producer_config
-from streams.settings import Settings
+from model_canary.agents.kafka.config import consumer_config, producer_config
+from model_canary.streams.settings import Settings
 
 
 class Passthrough:
@@ -115,7 +115,7 @@ class Passthrough:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m agents.bench.passthrough",
+        prog="python -m model_canary.agents.bench.passthrough",
         description="Copy one topic to others exactly once with a bare confluent-kafka "
         "transactional loop (the benchmarks' reference). Connection from CANARY_* variables.",
     )

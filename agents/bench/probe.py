@@ -14,8 +14,8 @@ from collections.abc import Iterable
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from agents.kafka.config import consumer_config
-from streams.settings import Settings
+from model_canary.agents.kafka.config import consumer_config
+from model_canary.streams.settings import Settings
 
 
 class OffsetProbe:

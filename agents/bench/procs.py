@@ -1,7 +1,8 @@
 """Benchmark contenders run as child processes; their resident memory is sampled from
 ``/proc/PID/status`` (``VmRSS``) while they run.
 
->>> child = Child("passthrough", ["python", "-m", "agents.bench.passthrough"], {}, Path("x.log"))
+>>> args = ["python", "-m", "model_canary.agents.bench.passthrough"]
+>>> child = Child("passthrough", args, {}, Path("x.log"))
 >>> # child.start(); ...; child.stop(); child.rss.peak_mb()
 """
 
@@ -12,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from agents.process import terminate
+from model_canary.agents.process import terminate
 
 MB = 1024 * 1024
 

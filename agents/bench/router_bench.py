@@ -5,7 +5,7 @@ same requests.
    start a rollout to ``v2`` at ``weight_pct`` through a controller run in a thread here.
 2. Produce ``requests`` Avro requests before either consumer starts.
 3. Each contender (``canary router --no-controller`` and the passthrough, each a process of
-   its own) drains them alone; see :mod:`agents.bench.measure` for what is timed.
+   its own) drains them alone; see :mod:`model_canary.agents.bench.measure` for what is timed.
 4. Latency: with only the router running, requests at ``latency_rate``/s for
    ``latency_seconds`` s; then the same through the passthrough.
 5. Check every request was routed exactly once (``read_committed``), delete the topics.
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents.bench.load import produce_paced, produce_requests
-from agents.bench.measure import (
+from model_canary.agents.bench.load import produce_paced, produce_requests
+from model_canary.agents.bench.measure import (
     Drain,
     LatencyTail,
     check_delivery,
@@ -28,11 +28,16 @@ from agents.bench.measure import (
     request_id_header,
     wait_caught_up,
 )
-from agents.bench.probe import OffsetProbe
-from agents.bench.report import fmt, median, percentile, table
-from agents.bench.session import BenchSession, Contender, Progress, require_at_least_one
-from streams.errors import ConfigError
-from streams.settings import Settings
+from model_canary.agents.bench.probe import OffsetProbe
+from model_canary.agents.bench.report import fmt, median, percentile, table
+from model_canary.agents.bench.session import (
+    BenchSession,
+    Contender,
+    Progress,
+    require_at_least_one,
+)
+from model_canary.streams.errors import ConfigError
+from model_canary.streams.settings import Settings
 
 MODEL = "bench"
 BASELINE, CANARY = "v1", "v2"

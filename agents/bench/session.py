@@ -22,13 +22,13 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
-from agents.bench.procs import Child
-from agents.client.control import ControlClient
-from agents.kafka.admin import Admin
-from agents.router.controller import Controller
-from streams.errors import ConfigError
-from streams.settings import Settings
-from streams.topics import TopicCatalogue, TopicSpec
+from model_canary.agents.bench.procs import Child
+from model_canary.agents.client.control import ControlClient
+from model_canary.agents.kafka.admin import Admin
+from model_canary.agents.router.controller import Controller
+from model_canary.streams.errors import ConfigError
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue, TopicSpec
 
 Progress = Callable[[str], None]
 
@@ -93,14 +93,21 @@ class BenchSession:
     ) -> Contender:
         """``canary ARGS...`` as a contender."""
         self.groups.append(group)
-        child = self.child(name, ["-m", "agents.cli.main", *args])
+        child = self.child(name, ["-m", "model_canary.agents.cli.main", *args])
         return Contender(child, group, tuple(inputs), tuple(outputs))
 
     def passthrough(self, input_topic: str, outputs: Sequence[str]) -> Contender:
-        """The reference loop (:mod:`agents.bench.passthrough`) as a contender."""
+        """The reference loop (:mod:`model_canary.agents.bench.passthrough`) as a contender."""
         group = f"{self.settings.topic_prefix}.passthrough"
         self.groups.append(group)
-        args = ["-m", "agents.bench.passthrough", "--input", input_topic, "--group", group]
+        args = [
+            "-m",
+            "model_canary.agents.bench.passthrough",
+            "--input",
+            input_topic,
+            "--group",
+            group,
+        ]
         args += ["--transactional-id", f"{group}.bench"]
         args += [a for topic in outputs for a in ("--output", topic)]
         args += ["--commit-interval-ms", str(self.settings.commit_interval_ms)]

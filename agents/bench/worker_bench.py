@@ -3,8 +3,8 @@
 Requests carrying the router's headers are produced straight to model ``bench`` version
 ``v1``'s topic. The worker publishes a result and a metric event per request; for fairness the
 passthrough copies each request to two topics. Each drains the same requests alone (see
-:mod:`agents.bench.measure`); then every output is read ``read_committed`` to check each request
-got exactly one result and one metric event (and exactly two copies).
+:mod:`~model_canary.agents.bench.measure`); then every output is read ``read_committed`` to
+check each request got exactly one result and one metric event (and exactly two copies).
 
 >>> # figures, text = run_worker_bench(Settings.from_env(), WorkerBenchOptions(requests=3000))
 >>> # figures["worker_msgs_per_s"]
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import Message
 
-from agents.bench.load import produce_routed
-from agents.bench.measure import (
+from model_canary.agents.bench.load import produce_routed
+from model_canary.agents.bench.measure import (
     Delivery,
     Drain,
     IdOf,
@@ -27,13 +27,13 @@ from agents.bench.measure import (
     key_text,
     request_id_header,
 )
-from agents.bench.probe import OffsetProbe
-from agents.bench.report import fmt, median, table
-from agents.bench.session import BenchSession, Progress, require_at_least_one
-from streams.codec.avro import codec_for
-from streams.errors import DecodeError
-from streams.messages import MetricEvent
-from streams.settings import Settings
+from model_canary.agents.bench.probe import OffsetProbe
+from model_canary.agents.bench.report import fmt, median, table
+from model_canary.agents.bench.session import BenchSession, Progress, require_at_least_one
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.errors import DecodeError
+from model_canary.streams.messages import MetricEvent
+from model_canary.streams.settings import Settings
 
 MODEL, VERSION = "bench", "v1"
 

@@ -1,7 +1,7 @@
 """A single-node Apache Kafka broker for development, tests and CI, run from Kafka's own Maven
 artifacts (no Docker)."""
 
-from agents.broker.local import KAFKA_VERSION, LocalBroker
-from agents.broker.security import BrokerSecurity
+from model_canary.agents.broker.local import KAFKA_VERSION, LocalBroker
+from model_canary.agents.broker.security import BrokerSecurity
 
 __all__ = ["KAFKA_VERSION", "BrokerSecurity", "LocalBroker"]

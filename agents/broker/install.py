@@ -8,14 +8,14 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from streams.errors import BrokerError
+from model_canary.streams.errors import BrokerError
 
 KAFKA_VERSION = "4.1.1"
 _MARKER = ".complete"
 
 
 def pom_path() -> Path:
-    return Path(str(resources.files("agents.broker").joinpath("pom.xml")))
+    return Path(str(resources.files("model_canary.agents.broker").joinpath("pom.xml")))
 
 
 def libs_dir(cache_dir: Path) -> Path:

@@ -20,11 +20,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.broker.install import KAFKA_VERSION, ensure_libs
-from agents.broker.security import BrokerSecurity
-from agents.kafka.admin import Admin
-from streams.errors import BrokerError
-from streams.settings import Settings
+from model_canary.agents.broker.install import KAFKA_VERSION, ensure_libs
+from model_canary.agents.broker.security import BrokerSecurity
+from model_canary.agents.kafka.admin import Admin
+from model_canary.streams.errors import BrokerError
+from model_canary.streams.settings import Settings
 
 __all__ = ["KAFKA_VERSION", "BrokerSecurity", "BrokerStatus", "LocalBroker"]
 
@@ -72,7 +72,7 @@ class LocalBroker:
     """The development broker for ``settings.broker_port`` under ``settings.state_dir``.
 
     With ``security`` its listener takes SASL/SCRAM users only and ACLs decide what each may
-    do (see :mod:`agents.broker.security`); without it, PLAINTEXT and no authorization.
+    do (see :mod:`model_canary.agents.broker.security`); without it, PLAINTEXT and no authorization.
     """
 
     def __init__(self, settings: Settings, security: BrokerSecurity | None = None) -> None:

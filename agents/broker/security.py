@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from streams.errors import ConfigError
+from model_canary.streams.errors import ConfigError
 
 __all__ = ["BrokerSecurity"]
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import threading
 import time
 
-from agents.bench.load import INPUTS
-from agents.client.inference import CanaryClient
-from agents.client.tail import open_tail
-from streams.codec.avro import codec_for
-from streams.errors import DecodeError
-from streams.messages import InferenceResult
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.agents.bench.load import INPUTS
+from model_canary.agents.client.inference import CanaryClient
+from model_canary.agents.client.tail import open_tail
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.errors import DecodeError
+from model_canary.streams.messages import InferenceResult
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 
 
 class SteadyLoad(threading.Thread):

@@ -11,19 +11,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.audit import audit
-from agents.broker import LocalBroker
-from agents.chaos import scenarios as sc
-from agents.chaos.load import ResultWatch, SteadyLoad
-from agents.chaos.recovery import recovery_seconds
-from agents.chaos.supervisor import ChaosError, Supervisor
-from agents.client.control import ControlClient
-from agents.kafka.admin import Admin
-from streams.errors import ConfigError
-from streams.messages import RolloutState, utc_now
-from streams.plan import MetricPolicy, RolloutPlan
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.agents.audit import audit
+from model_canary.agents.broker import LocalBroker
+from model_canary.agents.chaos import scenarios as sc
+from model_canary.agents.chaos.load import ResultWatch, SteadyLoad
+from model_canary.agents.chaos.recovery import recovery_seconds
+from model_canary.agents.chaos.supervisor import ChaosError, Supervisor
+from model_canary.agents.client.control import ControlClient
+from model_canary.agents.kafka.admin import Admin
+from model_canary.streams.errors import ConfigError
+from model_canary.streams.messages import RolloutState, utc_now
+from model_canary.streams.plan import MetricPolicy, RolloutPlan
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 
 # Long steps and errors only (noop workers never fail): the evaluator holds the rollout
 # where it is for the whole run, so any state change is the faults' doing.

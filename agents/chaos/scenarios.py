@@ -10,10 +10,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agents.broker import LocalBroker
-from agents.chaos.supervisor import Supervisor
-from agents.client.control import ControlClient
-from streams.messages import Phase
+from model_canary.agents.broker import LocalBroker
+from model_canary.agents.chaos.supervisor import Supervisor
+from model_canary.agents.client.control import ControlClient
+from model_canary.streams.messages import Phase
 
 MODEL = "iris"
 # Slightly longer than the agents' consumer session timeout (agents/kafka/eos.py: 10 s).

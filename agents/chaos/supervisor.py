@@ -1,6 +1,6 @@
 """A supervisor of named agent processes that can SIGKILL, restart, SIGSTOP and SIGCONT them.
 
-Each agent is ``python -m agents.cli.main ARGS...`` with its log appended to
+Each agent is ``python -m model_canary.agents.cli.main ARGS...`` with its log appended to
 ``log_dir/NAME.log`` across restarts.
 """
 
@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from agents.process import terminate
-from streams.errors import CanaryError
-from streams.settings import Settings
+from model_canary.agents.process import terminate
+from model_canary.streams.errors import CanaryError
+from model_canary.streams.settings import Settings
 
 
 class ChaosError(CanaryError):
@@ -53,7 +53,7 @@ class Supervisor:
         self.log_starts[name] = len(path.read_text(errors="replace")) if path.exists() else 0
         with open(self.log_dir / f"{name}.log", "ab") as log:
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "agents.cli.main", *args],
+                [sys.executable, "-m", "model_canary.agents.cli.main", *args],
                 env=self.env,
                 cwd=self.log_dir,
                 stdout=log,

@@ -7,16 +7,21 @@ import logging
 import socket
 import threading
 
-from agents import metrics
-from agents.cli.common import settings_from_args
-from agents.cli.logs import setup_logging
-from agents.kafka.admin import Admin
-from agents.kafka.eos import stop_on_signals
-from agents.router.agent import Router, RouterOptions
-from agents.router.controller import Controller
-from agents.worker.adapters import FaultInjector, ModelAdapter, load_adapter, parse_latency
-from agents.worker.agent import Worker, WorkerOptions
-from streams.topics import TopicCatalogue
+from model_canary.agents import metrics
+from model_canary.agents.cli.common import settings_from_args
+from model_canary.agents.cli.logs import setup_logging
+from model_canary.agents.kafka.admin import Admin
+from model_canary.agents.kafka.eos import stop_on_signals
+from model_canary.agents.router.agent import Router, RouterOptions
+from model_canary.agents.router.controller import Controller
+from model_canary.agents.worker.adapters import (
+    FaultInjector,
+    ModelAdapter,
+    load_adapter,
+    parse_latency,
+)
+from model_canary.agents.worker.agent import Worker, WorkerOptions
+from model_canary.streams.topics import TopicCatalogue
 
 log = logging.getLogger(__name__)
 

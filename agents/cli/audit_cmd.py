@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from agents.audit import AuditReport, audit
-from agents.cli.common import settings_from_args
-from streams.accounting import parse_since
-from streams.messages import utc_now
+from model_canary.agents.audit import AuditReport, audit
+from model_canary.agents.cli.common import settings_from_args
+from model_canary.streams.accounting import parse_since
+from model_canary.streams.messages import utc_now
 
 MAX_IDS = 20
 

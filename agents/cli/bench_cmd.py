@@ -11,8 +11,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from agents.bench.report import json_line
-from agents.cli.common import settings_from_args
+from model_canary.agents.bench.report import json_line
+from model_canary.agents.cli.common import settings_from_args
 
 _MEASURE = (
     "Both contenders run as processes of their own, one at a time, over their own consumer "
@@ -37,7 +37,7 @@ def register(
         description="Measure an agent against the least an exactly-once consume-produce loop "
         "can do: a passthrough written directly against confluent-kafka that copies each "
         "message inside transactions committed every 100 ms (python -m "
-        "agents.bench.passthrough). Prints figures, it asserts nothing.",
+        "model_canary.agents.bench.passthrough). Prints figures, it asserts nothing.",
     )
     kinds = parser.add_subparsers(dest="bench_kind", required=True, metavar="AGENT")
 
@@ -162,7 +162,7 @@ def _finish(args: argparse.Namespace, figures: dict[str, object], text: str) -> 
 
 
 def run_router_bench(args: argparse.Namespace) -> int:
-    from agents.bench.router_bench import RouterBenchOptions, run_router_bench
+    from model_canary.agents.bench.router_bench import RouterBenchOptions, run_router_bench
 
     options = RouterBenchOptions(
         requests=args.requests,
@@ -179,7 +179,7 @@ def run_router_bench(args: argparse.Namespace) -> int:
 
 
 def run_worker_bench(args: argparse.Namespace) -> int:
-    from agents.bench.worker_bench import WorkerBenchOptions, run_worker_bench
+    from model_canary.agents.bench.worker_bench import WorkerBenchOptions, run_worker_bench
 
     options = WorkerBenchOptions(
         requests=args.requests,

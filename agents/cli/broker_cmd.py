@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from agents.broker import KAFKA_VERSION, LocalBroker
-from agents.cli.common import settings_from_args
-from agents.kafka.admin import Admin
+from model_canary.agents.broker import KAFKA_VERSION, LocalBroker
+from model_canary.agents.cli.common import settings_from_args
+from model_canary.agents.kafka.admin import Admin
 
 HELP = f"run a local single-node Apache Kafka {KAFKA_VERSION} broker (KRaft) for development"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from agents.chaos.scenarios import NAMES
-from agents.cli.common import settings_from_args
+from model_canary.agents.chaos.scenarios import NAMES
+from model_canary.agents.cli.common import settings_from_args
 
 
 def register(
@@ -38,7 +38,7 @@ def register(
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents.chaos.run import ChaosOptions, run_chaos, summary
+    from model_canary.agents.chaos.run import ChaosOptions, run_chaos, summary
 
     options = ChaosOptions(
         scenarios=tuple(args.scenario or NAMES), rate=args.rate, seconds=args.duration

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from streams.settings import Settings, parse_key_values
+from model_canary.streams.settings import Settings, parse_key_values
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:

@@ -10,15 +10,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agents.cli.common import settings_from_args
-from agents.client.control import ControlClient, ControlOutcome
-from agents.kafka.state_view import StateView
-from streams.errors import ConfigError
-from streams.messages import Mode, Phase, RolloutState
-from streams.plan import RolloutPlan, load_plan, parse_plan
-from streams.settings import Settings
-from streams.signing_keys import KeyRing
-from streams.topics import validate_name
+from model_canary.agents.cli.common import settings_from_args
+from model_canary.agents.client.control import ControlClient, ControlOutcome
+from model_canary.agents.kafka.state_view import StateView
+from model_canary.streams.errors import ConfigError
+from model_canary.streams.messages import Mode, Phase, RolloutState
+from model_canary.streams.plan import RolloutPlan, load_plan, parse_plan
+from model_canary.streams.settings import Settings
+from model_canary.streams.signing_keys import KeyRing
+from model_canary.streams.topics import validate_name
 
 ROLLED_BACK_EXIT = 3
 TIMEOUT_EXIT = 4

@@ -8,14 +8,14 @@ import json
 import sys
 from typing import Any
 
-from agents.cli.common import settings_from_args
-from agents.client.inference import CanaryClient, InferenceError
-from agents.client.tail import open_tail
-from streams import headers as h
-from streams.codec.avro import decode_any
-from streams.errors import ConfigError, DecodeError
-from streams.messages import epoch_ms
-from streams.topics import TopicCatalogue
+from model_canary.agents.cli.common import settings_from_args
+from model_canary.agents.client.inference import CanaryClient, InferenceError
+from model_canary.agents.client.tail import open_tail
+from model_canary.streams import headers as h
+from model_canary.streams.codec.avro import decode_any
+from model_canary.streams.errors import ConfigError, DecodeError
+from model_canary.streams.messages import epoch_ms
+from model_canary.streams.topics import TopicCatalogue
 
 TAILS = ("results", "metrics", "events", "control", "feedback", "dead-letters")
 

@@ -9,9 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from agents.cli.common import settings_from_args
-from agents.demo.models import write_models
-from agents.demo.plan import REGRESSIONS, SCENARIOS, Scenario
+from model_canary.agents.cli.common import settings_from_args
+from model_canary.agents.demo.models import write_models
+from model_canary.agents.demo.plan import REGRESSIONS, SCENARIOS, Scenario
 
 
 def register(
@@ -83,7 +83,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents.demo.run import DemoOptions, run_demo
+    from model_canary.agents.demo.run import DemoOptions, run_demo
 
     settings = settings_from_args(args)
     if args.topic_prefix is None:

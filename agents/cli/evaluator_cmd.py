@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 
-from agents import metrics
-from agents.cli.common import settings_from_args
-from agents.cli.logs import setup_logging
-from agents.kafka.admin import Admin
-from streams.topics import TopicCatalogue
+from model_canary.agents import metrics
+from model_canary.agents.cli.common import settings_from_args
+from model_canary.agents.cli.logs import setup_logging
+from model_canary.agents.kafka.admin import Admin
+from model_canary.streams.topics import TopicCatalogue
 
 
 def register(
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     metrics.serve(args.metrics_port or settings.metrics_port)
     from faust import Worker
 
-    from agents.evaluator.app import build_app
+    from model_canary.agents.evaluator.app import build_app
 
     app = build_app(settings, interval_s=args.interval)
     level = "debug" if args.verbose else "warn"

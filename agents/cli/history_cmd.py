@@ -7,14 +7,14 @@ import argparse
 import json
 import time
 
-from agents.cli.common import settings_from_args
-from agents.cli.data_cmd import record_json
-from agents.client.tail import open_tail
-from streams.codec.avro import decode_any
-from streams.errors import DecodeError
-from streams.messages import ControlEvent, Decision, Record, epoch_ms
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.agents.cli.common import settings_from_args
+from model_canary.agents.cli.data_cmd import record_json
+from model_canary.agents.client.tail import open_tail
+from model_canary.streams.codec.avro import decode_any
+from model_canary.streams.errors import DecodeError
+from model_canary.streams.messages import ControlEvent, Decision, Record, epoch_ms
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 
 
 def register(

@@ -8,8 +8,8 @@ import sys
 import threading
 import time
 
-from agents.cli.common import settings_from_args
-from agents.demo.load import LoadGenerator, LoadOptions
+from model_canary.agents.cli.common import settings_from_args
+from model_canary.agents.demo.load import LoadGenerator, LoadOptions
 
 
 def register(

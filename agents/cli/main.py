@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from agents.cli import (
+from model_canary.agents.cli import (
     agents_cmd,
     audit_cmd,
     bench_cmd,
@@ -21,9 +21,9 @@ from agents.cli import (
     sim_cmd,
     topics_cmd,
 )
-from agents.cli.common import add_connection_options
-from streams import __version__
-from streams.errors import CanaryError
+from model_canary.agents.cli.common import add_connection_options
+from model_canary.streams import __version__
+from model_canary.streams.errors import CanaryError
 
 DESCRIPTION = (
     "model-canary: Kafka-native progressive delivery for machine-learning models. "

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from streams.errors import ConfigError
-from streams.sim.report import render
-from streams.sim.runner import DEFAULT_SEED, run
-from streams.sim.scenarios import SCENARIOS
+from model_canary.streams.errors import ConfigError
+from model_canary.streams.sim.report import render
+from model_canary.streams.sim.runner import DEFAULT_SEED, run
+from model_canary.streams.sim.scenarios import SCENARIOS
 
 
 def register(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from agents.cli.common import settings_from_args
-from agents.kafka.admin import Admin
-from streams.topics import TopicCatalogue
+from model_canary.agents.cli.common import settings_from_args
+from model_canary.agents.kafka.admin import Admin
+from model_canary.streams.topics import TopicCatalogue
 
 
 def register(

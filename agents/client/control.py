@@ -9,16 +9,22 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from agents.client.tail import open_tail
-from agents.kafka.config import producer_config
-from agents.kafka.errors import produce_confirmed
-from agents.kafka.state_view import StateView
-from streams.codec.avro import codec_for
-from streams.errors import CanaryError, DecodeError, RequestTimeoutError
-from streams.messages import Action, ControlCommand, ControlEvent, RolloutState, utc_now
-from streams.settings import Settings
-from streams.signing import sign_if_keyed
-from streams.topics import TopicCatalogue
+from model_canary.agents.client.tail import open_tail
+from model_canary.agents.kafka.config import producer_config
+from model_canary.agents.kafka.errors import produce_confirmed
+from model_canary.agents.kafka.state_view import StateView
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.errors import CanaryError, DecodeError, RequestTimeoutError
+from model_canary.streams.messages import (
+    Action,
+    ControlCommand,
+    ControlEvent,
+    RolloutState,
+    utc_now,
+)
+from model_canary.streams.settings import Settings
+from model_canary.streams.signing import sign_if_keyed
+from model_canary.streams.topics import TopicCatalogue
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +79,7 @@ class ControlClient:
 
     def publish(self, command: ControlCommand) -> ControlCommand:
         """Produce the command to the control topic and wait until the broker has it (a refused
-        write raises :class:`~streams.errors.KafkaOperationError`); returns it as sent.
+        write raises :class:`~model_canary.streams.errors.KafkaOperationError`); returns it as sent.
 
         An unsigned command is signed first when the settings hold a control key.
         """

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from confluent_kafka import Producer
 
-from agents.kafka.config import producer_config
-from streams.codec.avro import codec_for
-from streams.messages import Feedback, utc_now
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.agents.kafka.config import producer_config
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.messages import Feedback, utc_now
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 
 
 class FeedbackClient:

@@ -11,15 +11,15 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer
 
-from agents.client.tail import open_tail
-from agents.kafka.config import producer_config
-from streams import headers as h
-from streams.codec.avro import INFERENCE_REQUEST_CONTENT_TYPE, codec_for
-from streams.codec.requests import canonical_json, oip_request
-from streams.errors import CanaryError, DecodeError, RequestTimeoutError
-from streams.messages import InferenceRequest, InferenceResult, utc_now
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.agents.client.tail import open_tail
+from model_canary.agents.kafka.config import producer_config
+from model_canary.streams import headers as h
+from model_canary.streams.codec.avro import INFERENCE_REQUEST_CONTENT_TYPE, codec_for
+from model_canary.streams.codec.requests import canonical_json, oip_request
+from model_canary.streams.errors import CanaryError, DecodeError, RequestTimeoutError
+from model_canary.streams.messages import InferenceRequest, InferenceResult, utc_now
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 
 Inputs = bytes | Mapping[str, Any]
 

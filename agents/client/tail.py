@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from agents.kafka.config import reader_config
-from agents.kafka.errors import wrap
-from streams.errors import CanaryError
-from streams.settings import Settings
+from model_canary.agents.kafka.config import reader_config
+from model_canary.agents.kafka.errors import wrap
+from model_canary.streams.errors import CanaryError
+from model_canary.streams.settings import Settings
 
 
 def open_tail(

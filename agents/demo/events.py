@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.messages import MetricEvidence
+from model_canary.streams.messages import MetricEvidence
 
 
 @dataclass(frozen=True, slots=True)

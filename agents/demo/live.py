@@ -18,9 +18,9 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from agents.demo.events import DecisionRow, describe_evidence
-from agents.demo.summary import VersionView
-from streams.messages import MetricEvidence
+from model_canary.agents.demo.events import DecisionRow, describe_evidence
+from model_canary.agents.demo.summary import VersionView
+from model_canary.streams.messages import MetricEvidence
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,11 +18,11 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from agents.client.feedback import FeedbackClient
-from agents.client.inference import CanaryClient
-from agents.demo.models import DemoData, held_out
-from streams.errors import ConfigError
-from streams.settings import Settings
+from model_canary.agents.client.feedback import FeedbackClient
+from model_canary.agents.client.inference import CanaryClient
+from model_canary.agents.demo.models import DemoData, held_out
+from model_canary.streams.errors import ConfigError
+from model_canary.streams.settings import Settings
 
 #: How often the pacing loop wakes up (seconds).
 TICK_S = 0.02

@@ -14,14 +14,14 @@ from collections.abc import Mapping
 
 from confluent_kafka import Consumer, KafkaException
 
-from agents.client.tail import open_tail
-from agents.demo.events import DecisionRow, PhaseChange
-from agents.demo.summary import Sample
-from streams.codec.avro import decode_any
-from streams.errors import DecodeError
-from streams.messages import ControlEvent, Decision, InferenceResult, epoch_ms
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.agents.client.tail import open_tail
+from model_canary.agents.demo.events import DecisionRow, PhaseChange
+from model_canary.agents.demo.summary import Sample
+from model_canary.streams.codec.avro import decode_any
+from model_canary.streams.errors import DecodeError
+from model_canary.streams.messages import ControlEvent, Decision, InferenceResult, epoch_ms
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streams.errors import ConfigError
-from streams.plan import parse_plan
+from model_canary.streams.errors import ConfigError
+from model_canary.streams.plan import parse_plan
 
 SCENARIOS = ("good", "bad", "shadow")
 REGRESSIONS = ("errors", "latency", "accuracy")

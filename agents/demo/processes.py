@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from streams.errors import CanaryError
-from streams.settings import Settings
+from model_canary.streams.errors import CanaryError
+from model_canary.streams.settings import Settings
 
 
 class DemoError(CanaryError):
@@ -68,7 +68,7 @@ class Interrupts:
 
 
 class ProcessGroup:
-    """Agents started with ``python -m agents.cli.main ...``, logs in ``log_dir``.
+    """Agents started with ``python -m model_canary.agents.cli.main ...``, logs in ``log_dir``.
 
     Each agent runs in ``cwd`` (the evaluator keeps its local table data there) and in a
     session of its own, so a Ctrl-C at the terminal reaches only the demo, which then stops
@@ -97,7 +97,7 @@ class ProcessGroup:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with self.interrupts.shielded(), open(self.log_dir / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "agents.cli.main", *args],
+                [sys.executable, "-m", "model_canary.agents.cli.main", *args],
                 env=self.env,
                 cwd=self.cwd,
                 stdout=log,

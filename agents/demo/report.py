@@ -1,6 +1,6 @@
 """The demo's self-contained HTML report: the outcome, the decisions and plots over time
 (canary weight, error rate, latency quantiles, accuracy per version) with decision markers.
-Everything is inline (SVG drawn by :mod:`agents.demo.svg`); the file opens offline.
+Everything is inline (SVG drawn by :mod:`model_canary.agents.demo.svg`); the file opens offline.
 
 >>> html = render_report(ReportData(summary={"scenario": "good"}, samples=[], weight=[],
 ...                                 decisions=[], roles={}, end_s=10, plan={}))
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from agents.demo.events import DecisionRow
-from agents.demo.summary import Sample, VersionView, over_time
-from agents.demo.svg import MARKER_COLOURS, Line, Marker, line_chart
+from model_canary.agents.demo.events import DecisionRow
+from model_canary.agents.demo.summary import Sample, VersionView, over_time
+from model_canary.agents.demo.svg import MARKER_COLOURS, Line, Marker, line_chart
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 OUTCOME_KEYS = (

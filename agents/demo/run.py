@@ -18,21 +18,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.audit import audit
-from agents.broker import LocalBroker
-from agents.demo.events import acted, weight_steps
-from agents.demo.live import LineView, RichView, Status
-from agents.demo.load import LoadGenerator, LoadOptions
-from agents.demo.models import write_models
-from agents.demo.observe import Observer
-from agents.demo.plan import SHADOW_S, Scenario, demo_plan, write_plan
-from agents.demo.processes import ProcessGroup
-from agents.demo.report import ReportData, render_report
-from agents.demo.summary import account, requests_per_arm, shadow_comparison, version_views
-from agents.kafka.admin import Admin
-from streams.messages import epoch_ms, utc_now
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.agents.audit import audit
+from model_canary.agents.broker import LocalBroker
+from model_canary.agents.demo.events import acted, weight_steps
+from model_canary.agents.demo.live import LineView, RichView, Status
+from model_canary.agents.demo.load import LoadGenerator, LoadOptions
+from model_canary.agents.demo.models import write_models
+from model_canary.agents.demo.observe import Observer
+from model_canary.agents.demo.plan import SHADOW_S, Scenario, demo_plan, write_plan
+from model_canary.agents.demo.processes import ProcessGroup
+from model_canary.agents.demo.report import ReportData, render_report
+from model_canary.agents.demo.summary import (
+    account,
+    requests_per_arm,
+    shadow_comparison,
+    version_views,
+)
+from model_canary.agents.kafka.admin import Admin
+from model_canary.streams.messages import epoch_ms, utc_now
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 
 ENDED = ("Succeeded", "RolledBack")
 MODEL = "iris"

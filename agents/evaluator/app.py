@@ -2,9 +2,9 @@
 
 * Two agents (concurrency 1, so offsets are never committed past an event in flight) read the
   metrics and feedback topics, both keyed by model, and keep their state in changelog-backed
-  tables: ``aggregates`` (one :class:`~streams.evaluation.Aggregate` per model) and
+  tables: ``aggregates`` (one :class:`~model_canary.streams.evaluation.Aggregate` per model) and
   ``predictions`` (request id -> what a later label is joined with, per arm: see
-  :mod:`agents.evaluator.labels`). With
+  :mod:`model_canary.agents.evaluator.labels`). With
   ``processing_guarantee="exactly_once"`` faust commits table changes and consumed offsets in
   one transaction, so a restarted evaluator resumes without counting anything twice.
 * A timer decides on the clock, not only when events arrive: for every rollout whose
@@ -24,21 +24,21 @@ from typing import Any
 
 import faust
 
-from agents import metrics
-from agents.evaluator.decisions import DecisionSink
-from agents.evaluator.labels import add_label, add_prediction
-from agents.evaluator.security import faust_credentials
-from agents.kafka.dead_letters import dead_letter_headers
-from agents.kafka.state_view import StateView
-from streams.codec.avro import codec_for
-from streams.enums import Arm, Mode, Phase
-from streams.errors import ConfigError, DecodeError
-from streams.evaluation import Aggregate, policy
-from streams.messages import Feedback, MetricEvent, RolloutState, epoch_ms, utc_now
-from streams.plan import RolloutPlan, parse_plan
-from streams.settings import Settings
-from streams.stats import decide
-from streams.topics import TopicCatalogue
+from model_canary.agents import metrics
+from model_canary.agents.evaluator.decisions import DecisionSink
+from model_canary.agents.evaluator.labels import add_label, add_prediction
+from model_canary.agents.evaluator.security import faust_credentials
+from model_canary.agents.kafka.dead_letters import dead_letter_headers
+from model_canary.agents.kafka.state_view import StateView
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.enums import Arm, Mode, Phase
+from model_canary.streams.errors import ConfigError, DecodeError
+from model_canary.streams.evaluation import Aggregate, policy
+from model_canary.streams.messages import Feedback, MetricEvent, RolloutState, epoch_ms, utc_now
+from model_canary.streams.plan import RolloutPlan, parse_plan
+from model_canary.streams.settings import Settings
+from model_canary.streams.stats import decide
+from model_canary.streams.topics import TopicCatalogue
 
 log = logging.getLogger(__name__)
 

@@ -8,14 +8,20 @@ from dataclasses import dataclass
 
 from confluent_kafka import Producer
 
-from agents.kafka.config import producer_config
-from streams.codec.avro import codec_for
-from streams.enums import Action, Mode, Outcome, Phase
-from streams.messages import ControlCommand, Decision, OffsetRange, RolloutState, utc_now
-from streams.settings import Settings
-from streams.signing import sign_if_keyed
-from streams.stats import Verdict
-from streams.topics import TopicCatalogue
+from model_canary.agents.kafka.config import producer_config
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.enums import Action, Mode, Outcome, Phase
+from model_canary.streams.messages import (
+    ControlCommand,
+    Decision,
+    OffsetRange,
+    RolloutState,
+    utc_now,
+)
+from model_canary.streams.settings import Settings
+from model_canary.streams.signing import sign_if_keyed
+from model_canary.streams.stats import Verdict
+from model_canary.streams.topics import TopicCatalogue
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import faust
 
-from streams.errors import ConfigError
+from model_canary.streams.errors import ConfigError
 
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 

@@ -8,10 +8,10 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from agents.kafka.config import admin_config
-from agents.kafka.errors import wrap
-from streams.settings import Settings
-from streams.topics import TopicSpec
+from model_canary.agents.kafka.config import admin_config
+from model_canary.agents.kafka.errors import wrap
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicSpec
 
 
 class Admin:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.settings import Settings
+from model_canary.streams.settings import Settings
 
 
 def base_config(settings: Settings, client_id: str) -> dict[str, Any]:

@@ -6,9 +6,9 @@ import logging
 
 from confluent_kafka import Message
 
-from agents import metrics
-from agents.kafka.eos import TxnOutput
-from streams import headers as h
+from model_canary.agents import metrics
+from model_canary.agents.kafka.eos import TxnOutput
+from model_canary.streams import headers as h
 
 log = logging.getLogger(__name__)
 

@@ -27,12 +27,12 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from agents import metrics
-from agents.kafka.config import consumer_config, producer_config
-from agents.kafka.errors import wrap
-from streams.errors import KafkaOperationError
-from streams.headers import RawHeaders
-from streams.settings import Settings
+from model_canary.agents import metrics
+from model_canary.agents.kafka.config import consumer_config, producer_config
+from model_canary.agents.kafka.errors import wrap
+from model_canary.streams.errors import KafkaOperationError
+from model_canary.streams.headers import RawHeaders
+from model_canary.streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from streams.errors import KafkaOperationError
+from model_canary.streams.errors import KafkaOperationError
 
 
 def wrap(operation: str, error: KafkaError | KafkaException | BaseException) -> KafkaOperationError:

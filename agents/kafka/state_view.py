@@ -12,13 +12,13 @@ import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from agents.kafka.config import reader_config
-from agents.kafka.errors import wrap
-from streams.codec.avro import codec_for
-from streams.errors import DecodeError
-from streams.messages import RolloutState
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.agents.kafka.config import reader_config
+from model_canary.agents.kafka.errors import wrap
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.errors import DecodeError
+from model_canary.streams.messages import RolloutState
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 
 log = logging.getLogger(__name__)
 

@@ -18,16 +18,16 @@ from typing import cast
 
 from confluent_kafka import Message
 
-from agents import metrics
-from agents.kafka.dead_letters import dead_letter
-from agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnOutput, tune_gc
-from agents.kafka.state_view import StateView
-from streams import headers as h
-from streams.codec.requests import decode_request
-from streams.errors import DecodeError
-from streams.routing import RoutePlan
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.agents import metrics
+from model_canary.agents.kafka.dead_letters import dead_letter
+from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnOutput, tune_gc
+from model_canary.agents.kafka.state_view import StateView
+from model_canary.streams import headers as h
+from model_canary.streams.codec.requests import decode_request
+from model_canary.streams.errors import DecodeError
+from model_canary.streams.routing import RoutePlan
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 
 log = logging.getLogger(__name__)
 

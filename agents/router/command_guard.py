@@ -1,8 +1,8 @@
 """The controller's gate for control commands: signature, age and replay checks.
 
 With a key ring configured (``CANARY_CONTROL_KEY``/``CANARY_CONTROL_KEY_FILE``) a command passes
-only if :class:`~streams.signing.Verifier` accepts it. Without one every command passes, as
-before commands were signed, and the controller says so once at start.
+only if :class:`~model_canary.streams.signing.Verifier` accepts it. Without one every command
+passes, as before commands were signed, and the controller says so once at start.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from datetime import datetime, timedelta
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from agents.kafka.config import reader_config
-from agents.kafka.errors import wrap
-from streams.codec.avro import decode_any
-from streams.errors import DecodeError, KafkaOperationError
-from streams.messages import ControlCommand, epoch_ms, utc_now
-from streams.settings import Settings
-from streams.signing import DEFAULT_WINDOW, Rejection, Verifier
+from model_canary.agents.kafka.config import reader_config
+from model_canary.agents.kafka.errors import wrap
+from model_canary.streams.codec.avro import decode_any
+from model_canary.streams.errors import DecodeError, KafkaOperationError
+from model_canary.streams.messages import ControlCommand, epoch_ms, utc_now
+from model_canary.streams.settings import Settings
+from model_canary.streams.signing import DEFAULT_WINDOW, Rejection, Verifier
 
 log = logging.getLogger(__name__)
 

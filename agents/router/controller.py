@@ -5,7 +5,7 @@ consumer group, so exactly one instance applies commands at a time; the others t
 rebalance. A command and its effects (the new state on the compacted rollout-state topic and
 an event on the events topic) commit in one transaction with the command's offset. When a
 control key is configured, only signed, recent, never-seen commands are applied (see
-:mod:`agents.router.command_guard`).
+:mod:`model_canary.agents.router.command_guard`).
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from collections.abc import Sequence
 
 from confluent_kafka import Message
 
-from agents import metrics
-from agents.kafka.admin import Admin
-from agents.kafka.dead_letters import dead_letter
-from agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnOutput
-from agents.kafka.state_view import StateView
-from agents.router.command_guard import CommandGuard
-from streams.codec.avro import codec_for, decode_any
-from streams.errors import CanaryError, DecodeError
-from streams.messages import (
+from model_canary.agents import metrics
+from model_canary.agents.kafka.admin import Admin
+from model_canary.agents.kafka.dead_letters import dead_letter
+from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnOutput
+from model_canary.agents.kafka.state_view import StateView
+from model_canary.agents.router.command_guard import CommandGuard
+from model_canary.streams.codec.avro import codec_for, decode_any
+from model_canary.streams.errors import CanaryError, DecodeError
+from model_canary.streams.messages import (
     Action,
     ControlCommand,
     ControlEvent,
@@ -32,9 +32,9 @@ from streams.messages import (
     RolloutState,
     utc_now,
 )
-from streams.rollout import CommandRejected, apply_command
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.streams.rollout import CommandRejected, apply_command
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 
 log = logging.getLogger(__name__)
 

@@ -1,2 +1,2 @@
 """The model worker: consumes inference requests, runs a model in micro-batches through an
-adapter (:mod:`agents.worker.adapters`) and publishes the results."""
+adapter (:mod:`model_canary.agents.worker.adapters`) and publishes the results."""

@@ -16,16 +16,21 @@ from dataclasses import dataclass
 
 from confluent_kafka import Message
 
-from agents import metrics
-from agents.kafka.dead_letters import dead_letter
-from agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnOutput, tune_gc
-from agents.kafka.state_view import StateView
-from agents.worker.adapters import ModelAdapter, ModelInput, ModelOutput, predict_safely
-from streams import headers as h
-from streams.codec.avro import codec_for
-from streams.codec.requests import decode_request
-from streams.errors import DecodeError, InvalidRecordError
-from streams.messages import (
+from model_canary.agents import metrics
+from model_canary.agents.kafka.dead_letters import dead_letter
+from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnOutput, tune_gc
+from model_canary.agents.kafka.state_view import StateView
+from model_canary.agents.worker.adapters import (
+    ModelAdapter,
+    ModelInput,
+    ModelOutput,
+    predict_safely,
+)
+from model_canary.streams import headers as h
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.codec.requests import decode_request
+from model_canary.streams.errors import DecodeError, InvalidRecordError
+from model_canary.streams.messages import (
     MAX_BP,
     Arm,
     InferenceRequest,
@@ -35,8 +40,8 @@ from streams.messages import (
     from_epoch_ms,
     utc_now,
 )
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 
 log = logging.getLogger(__name__)
 

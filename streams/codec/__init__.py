@@ -1,7 +1,7 @@
 """Wire formats: Avro single-object encoding of every record, plus the JSON form of inference
 requests for clients without Avro tooling."""
 
-from streams.codec.avro import (
+from model_canary.streams.codec.avro import (
     CONTENT_TYPES,
     CONTROL_COMMAND_CONTENT_TYPE,
     CONTROL_EVENT_CONTENT_TYPE,
@@ -19,7 +19,7 @@ from streams.codec.avro import (
     default_store,
     fingerprint,
 )
-from streams.codec.requests import (
+from model_canary.streams.codec.requests import (
     decode_request,
     encode_request_json,
     oip_request,

@@ -1,11 +1,11 @@
-"""Avro single-object encoding of the records in :mod:`streams.messages`.
+"""Avro single-object encoding of the records in :mod:`model_canary.streams.messages`.
 
 A message is the marker ``C3 01``, the 8-byte CRC-64-AVRO fingerprint of the writer schema's
 Parsing Canonical Form (little-endian, as the Avro spec says), then the Avro binary body. The
 reader looks the writer schema up in a :class:`SchemaStore` and resolves it against its own
 schema, so fields added or removed with a default are read fine in both directions.
 
->>> from streams.messages import EPOCH, Feedback
+>>> from model_canary.streams.messages import EPOCH, Feedback
 >>> codec = codec_for(Feedback)
 >>> fb = Feedback(request_id="r1", model="iris", label="setosa", observed_at=EPOCH)
 >>> data = codec.encode(fb)
@@ -29,10 +29,15 @@ from fastavro.read import SchemaResolutionError
 from fastavro.schema import SchemaParseException, to_parsing_canonical_form
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 
-from schemas import load_schema, schema_dir
-from streams.codec.convert import from_avro, plan, to_avro
-from streams.errors import ConfigError, InvalidRecordError, UndecodableError, UnknownSchemaError
-from streams.messages import (
+from model_canary.schemas import load_schema, schema_dir
+from model_canary.streams.codec.convert import from_avro, plan, to_avro
+from model_canary.streams.errors import (
+    ConfigError,
+    InvalidRecordError,
+    UndecodableError,
+    UnknownSchemaError,
+)
+from model_canary.streams.messages import (
     ControlCommand,
     ControlEvent,
     DeadLetter,
@@ -189,7 +194,8 @@ class AvroCodec(Generic[T]):
         return out.getvalue()
 
     def decode(self, data: bytes) -> T:
-        """The record in ``data``; raises only :class:`~streams.errors.DecodeError` subclasses."""
+        """The record in ``data``; raises only
+        :class:`~model_canary.streams.errors.DecodeError` subclasses."""
         data, fp, writer = _writer_of(data, self.store, self.name)
         body = io.BytesIO(data)
         body.seek(HEADER_SIZE)

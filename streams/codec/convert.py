@@ -4,7 +4,7 @@ Only nested records (and tuples of them) need converting; every other value (str
 float, bool, aware ``datetime``, ``StrEnum``, tuples of scalars, maps) is passed as is. The
 per-type plan is worked out once from the type hints and cached.
 
->>> from streams.messages import Decision, EPOCH, MetricEvidence
+>>> from model_canary.streams.messages import Decision, EPOCH, MetricEvidence
 >>> d = Decision(decision_id="d1", model="iris", rollout_id="ro1", outcome="HOLD",
 ...              decided_at=EPOCH, evidence=(MetricEvidence(metric="error_rate"),))
 >>> to_avro(d)["evidence"][0]["metric"]
@@ -20,7 +20,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from streams.messages import unwrap_optional
+from model_canary.streams.messages import unwrap_optional
 
 T = TypeVar("T")
 Convert = Callable[[Any], Any]

@@ -29,15 +29,15 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.codec.avro import INFERENCE_REQUEST_CONTENT_TYPE, codec_for
-from streams.errors import (
+from model_canary.streams.codec.avro import INFERENCE_REQUEST_CONTENT_TYPE, codec_for
+from model_canary.streams.errors import (
     InvalidRecordError,
     PayloadTooLargeError,
     UndecodableError,
     UnsupportedContentTypeError,
 )
-from streams.headers import JSON
-from streams.messages import InferenceRequest, epoch_ms, from_epoch_ms, utc_now
+from model_canary.streams.headers import JSON
+from model_canary.streams.messages import InferenceRequest, epoch_ms, from_epoch_ms, utc_now
 
 DEFAULT_MAX_BYTES = 1_048_576
 
@@ -67,7 +67,7 @@ def decode_request(
     """Decode an inference request in the form ``content_type`` names (Avro when ``None``).
 
     ``now`` is the ``created_at`` of a JSON request that has none (default: the clock).
-    Raises only :class:`~streams.errors.DecodeError` subclasses.
+    Raises only :class:`~model_canary.streams.errors.DecodeError` subclasses.
     """
     if not isinstance(value, bytes | bytearray | memoryview):
         raise UndecodableError(f"inference request: expected bytes, got {type(value).__name__}")

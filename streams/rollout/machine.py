@@ -11,7 +11,7 @@ nothing. States by phase::
 Stable, Succeeded and RolledBack have no rollout in progress: every request goes to the
 stable version, and a new rollout may start.
 
->>> from streams.messages import ControlCommand, utc_now
+>>> from model_canary.streams.messages import ControlCommand, utc_now
 >>> now = utc_now()
 >>> s = apply_command(None, ControlCommand(command_id="c1", model="iris", action="register",
 ...                   issued_at=now, baseline_version="v1"), now)
@@ -27,10 +27,10 @@ from dataclasses import replace
 from datetime import datetime
 from itertools import pairwise
 
-from streams.errors import CanaryError
-from streams.messages import MAX_BP, Action, ControlCommand, Mode, Phase, RolloutState
-from streams.plan import PlanError, RolloutPlan
-from streams.topics import validate_name
+from model_canary.streams.errors import CanaryError
+from model_canary.streams.messages import MAX_BP, Action, ControlCommand, Mode, Phase, RolloutState
+from model_canary.streams.plan import PlanError, RolloutPlan
+from model_canary.streams.topics import validate_name
 
 DEFAULT_STEPS_BP = (100, 2000, 5000, 10000)
 ACTIVE_PHASES = frozenset(

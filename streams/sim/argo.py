@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from streams.sim.scenarios import IntArray
-from streams.sim.traffic import WINDOW, Counts, Traffic
-from streams.stats.mixture import FloatArray
+from model_canary.streams.sim.scenarios import IntArray
+from model_canary.streams.sim.traffic import WINDOW, Counts, Traffic
+from model_canary.streams.stats.mixture import FloatArray
 
 FACTOR = 1.25
 FAILURES = 3

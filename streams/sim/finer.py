@@ -10,8 +10,8 @@ requests (labelled ones being a random subset too). Each slice's counts thus hav
 joint law given the minute's totals, which the per-minute comparators see unchanged.
 
 >>> import numpy as np
->>> from streams.sim.scenarios import BY_NAME
->>> from streams.sim.traffic import generate
+>>> from model_canary.streams.sim.scenarios import BY_NAME
+>>> from model_canary.streams.sim.traffic import generate
 >>> rng = np.random.default_rng(1)
 >>> t = generate(BY_NAME["errors"], 3, rng)
 >>> f = refine(t, rng)
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streams.sim.scenarios import IntArray
-from streams.sim.traffic import Counts, Traffic
+from model_canary.streams.sim.scenarios import IntArray
+from model_canary.streams.sim.traffic import Counts, Traffic
 
 PER_MINUTE = 6  #: slices per minute: the sequential methods are evaluated every 10 seconds
 

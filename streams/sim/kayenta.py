@@ -23,9 +23,9 @@ from statistics import NormalDist
 
 import numpy as np
 
-from streams.sim.scenarios import TIMELINE, IntArray
-from streams.sim.traffic import Counts, Traffic
-from streams.stats.mixture import FloatArray
+from model_canary.streams.sim.scenarios import TIMELINE, IntArray
+from model_canary.streams.sim.traffic import Counts, Traffic
+from model_canary.streams.stats.mixture import FloatArray
 
 TOLERANCE = 0.25
 CONFIDENCE = 0.98

@@ -11,9 +11,9 @@ information limit at the simulated weights; a method that must also find the eff
 (ours mixes over a grid) pays a few nats more. It is only defined for harmful scenarios.
 
 >>> import numpy as np
->>> from streams.sim.finer import refine
->>> from streams.sim.scenarios import BY_NAME
->>> from streams.sim.traffic import generate
+>>> from model_canary.streams.sim.finer import refine
+>>> from model_canary.streams.sim.scenarios import BY_NAME
+>>> from model_canary.streams.sim.traffic import generate
 >>> rng = np.random.default_rng(2)
 >>> t = generate(BY_NAME["errors"], 50, rng)
 >>> bool((run_oracle(t, refine(t, rng), 90) >= 0).mean() > 0.9)
@@ -26,11 +26,11 @@ import math
 
 import numpy as np
 
-from streams.sim.finer import Fine
-from streams.sim.ours import ALPHA, cumulative, first_crossing
-from streams.sim.scenarios import TIMELINE, IntArray
-from streams.sim.traffic import Traffic
-from streams.stats.mixture import FloatArray, theta
+from model_canary.streams.sim.finer import Fine
+from model_canary.streams.sim.ours import ALPHA, cumulative, first_crossing
+from model_canary.streams.sim.scenarios import TIMELINE, IntArray
+from model_canary.streams.sim.traffic import Traffic
+from model_canary.streams.stats.mixture import FloatArray, theta
 
 
 def true_ratios(traffic: Traffic) -> dict[str, FloatArray]:

@@ -4,7 +4,7 @@ Metrics: errors, latency above the warm-up p95, latency above the warm-up p99, a
 predictions among labelled requests when labels exist. Alpha 0.05 is split evenly over the
 metrics in play (3 or 4). Counts are cumulative since the canary started, per weight at
 routing; a label counts from the moment it arrives, at the weight its request was routed.
-Evaluation is per slice of :mod:`streams.sim.finer` (the evaluator itself decides every
+Evaluation is per slice of :mod:`model_canary.streams.sim.finer` (the evaluator itself decides every
 second). Warm-up exclusion after a weight change is not modelled (a plan with ``warmup: 0``).
 
 Each metric has the plan's two parameters:
@@ -26,11 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from streams.sim.finer import Fine
-from streams.sim.scenarios import TIMELINE, IntArray
-from streams.sim.traffic import Counts
-from streams.stats.harm import upper_bounds
-from streams.stats.mixture import ALARM_INCREMENTS, log_prior, mixture_log_lr
+from model_canary.streams.sim.finer import Fine
+from model_canary.streams.sim.scenarios import TIMELINE, IntArray
+from model_canary.streams.sim.traffic import Counts
+from model_canary.streams.stats.harm import upper_bounds
+from model_canary.streams.stats.mixture import ALARM_INCREMENTS, log_prior, mixture_log_lr
 
 BoolArray = npt.NDArray[np.bool_]
 

@@ -1,6 +1,6 @@
 """The benchmark's report: a table, the targets, and one JSON line (printed last).
 
->>> from streams.sim.runner import run
+>>> from model_canary.streams.sim.runner import run
 >>> lines = render(run(["aa"], replications=10, seed=3), json_only=False)
 >>> lines[-1].startswith('{"replications": 10')
 True
@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from streams.sim.ours import ALPHA
-from streams.sim.runner import MethodResult, ScenarioResult, SimResult
+from model_canary.streams.sim.ours import ALPHA
+from model_canary.streams.sim.runner import MethodResult, ScenarioResult, SimResult
 
 #: Median canary requests to detect, per scenario (the product's stated goals).
 MEDIAN_TARGETS = {"errors": 1100, "latency-tail": 200, "accuracy-d0": 2900}

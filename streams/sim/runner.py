@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streams.sim.argo import run_argo
-from streams.sim.finer import refine
-from streams.sim.kayenta import run_kayenta
-from streams.sim.oracle import run_oracle
-from streams.sim.ours import ALPHA, run_ours
-from streams.sim.scenarios import (
+from model_canary.streams.sim.argo import run_argo
+from model_canary.streams.sim.finer import refine
+from model_canary.streams.sim.kayenta import run_kayenta
+from model_canary.streams.sim.oracle import run_oracle
+from model_canary.streams.sim.ours import ALPHA, run_ours
+from model_canary.streams.sim.scenarios import (
     BY_NAME,
     SCENARIOS,
     TIMELINE,
@@ -30,7 +30,7 @@ from streams.sim.scenarios import (
     Scenario,
     canary_exceeds,
 )
-from streams.sim.traffic import generate, ndtri
+from model_canary.streams.sim.traffic import generate, ndtri
 
 DEFAULT_SEED = 20_240_601
 

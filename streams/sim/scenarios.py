@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from streams.stats.mixture import FloatArray
+from model_canary.streams.stats.mixture import FloatArray
 
 IntArray = npt.NDArray[np.intp]
 

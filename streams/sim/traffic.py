@@ -13,7 +13,7 @@ their images under the (monotone) quantile function. Each method sees exact marg
 joint draw across methods is not modelled (it does not affect per-method rates).
 
 >>> import numpy as np
->>> from streams.sim.scenarios import BY_NAME
+>>> from model_canary.streams.sim.scenarios import BY_NAME
 >>> t = generate(BY_NAME["aa"], 4, np.random.default_rng(1))
 >>> t.n_c.shape, bool((t.n_c + t.n_b == 1000).all())
 ((4, 90), True)
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from streams.sim.scenarios import (
+from model_canary.streams.sim.scenarios import (
     LATENCY_MEDIAN_MS,
     LATENCY_SIGMA,
     TIMELINE,
@@ -36,7 +36,7 @@ from streams.sim.scenarios import (
     canary_exceeds,
     canary_z,
 )
-from streams.stats.mixture import FloatArray
+from model_canary.streams.stats.mixture import FloatArray
 
 WINDOW = 5  #: minutes per Argo-style measurement
 Counts = npt.NDArray[np.int64]

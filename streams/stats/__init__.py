@@ -1,14 +1,14 @@
 """The evaluator's decision statistics: pure code, no Kafka.
 
-* :mod:`streams.stats.harm` - the anytime-valid mixture test on the arm of bad events, per
+* :mod:`.harm` - the anytime-valid mixture test on the arm of bad events, per
   weight, with confidence bounds on the harm ratio;
-* :mod:`streams.stats.srm` - the anytime-valid sample-ratio check on labelled requests;
-* :mod:`streams.stats.decide` - the per-step decision rule (advance, hold, roll back, finalize).
+* :mod:`.srm` - the anytime-valid sample-ratio check on labelled requests;
+* :mod:`.decide` - the per-step decision rule (advance, hold, roll back, finalize).
 """
 
-from streams.stats.decide import ArmCounts, StepPolicy, StepSnapshot, Verdict, decide
-from streams.stats.harm import HarmResult, HarmTest
-from streams.stats.srm import SrmResult, sample_ratio_check
+from model_canary.streams.stats.decide import ArmCounts, StepPolicy, StepSnapshot, Verdict, decide
+from model_canary.streams.stats.harm import HarmResult, HarmTest
+from model_canary.streams.stats.srm import SrmResult, sample_ratio_check
 
 __all__ = [
     "ArmCounts",

@@ -28,10 +28,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from streams.enums import Outcome
-from streams.messages import MetricEvidence
-from streams.stats.harm import MAX_BP, HarmResult, HarmTest
-from streams.stats.srm import SrmResult, sample_ratio_check
+from model_canary.streams.enums import Outcome
+from model_canary.streams.messages import MetricEvidence
+from model_canary.streams.stats.harm import MAX_BP, HarmResult, HarmTest
+from model_canary.streams.stats.srm import SrmResult, sample_ratio_check
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streams.stats.mixture import (
+from model_canary.streams.stats.mixture import (
     ALARM_INCREMENTS,
     BOUND_INCREMENTS,
     FloatArray,

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Message, Producer
 
-from agents.broker import LocalBroker
-from agents.kafka.admin import Admin
-from agents.kafka.config import consumer_config, producer_config
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.agents.broker import LocalBroker
+from model_canary.agents.kafka.admin import Admin
+from model_canary.agents.kafka.config import consumer_config, producer_config
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_PORT = int(os.environ.get("CANARY_TEST_PORT", "19092"))
@@ -71,7 +71,7 @@ def make_topic(admin: Admin, settings: Settings, unique: str) -> Callable[..., s
     counter = iter(range(1_000_000))
 
     def make(name: str | None = None, partitions: int = 1, **config: str) -> str:
-        from streams.topics import TopicSpec
+        from model_canary.streams.topics import TopicSpec
 
         topic = name or f"{settings.topic_prefix}.topic{next(counter)}"
         admin.ensure_topics([TopicSpec(topic, partitions, config)])
@@ -138,7 +138,7 @@ class Agent:
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agents.cli.main", *args],
+            [sys.executable, "-m", "model_canary.agents.cli.main", *args],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -242,7 +242,7 @@ def read_topic(
     until ``expected`` arrived, then ``settle`` seconds more so duplicates would be seen."""
     import time
 
-    from agents.client.tail import open_tail
+    from model_canary.agents.client.tail import open_tail
 
     consumer = open_tail(settings, topic, f"read-{uuid.uuid4().hex[:6]}", from_beginning=True)
     out: list[Message] = []
@@ -262,7 +262,7 @@ def send_requests(
     settings: Settings, model: str, keys: list[str], *, prefix: str = "r", headers: Any = None
 ) -> list[str]:
     """Produce one Avro request per key (request ids ``{prefix}{i}``); returns the ids."""
-    from agents.client.inference import CanaryClient
+    from model_canary.agents.client.inference import CanaryClient
 
     client = CanaryClient(settings)
     ids = []

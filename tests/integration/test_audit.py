@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, Message, Producer
 
-from agents.audit import audit
-from agents.cli.main import main
-from agents.client.control import ControlClient
-from agents.kafka.config import producer_config
-from streams import headers as h
-from streams.codec.avro import codec_for
-from streams.messages import Arm, InferenceResult, utc_now
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.agents.audit import audit
+from model_canary.agents.cli.main import main
+from model_canary.agents.client.control import ControlClient
+from model_canary.agents.kafka.config import producer_config
+from model_canary.streams import headers as h
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.messages import Arm, InferenceResult, utc_now
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 from tests.integration.conftest import Agent, read_topic, send_requests
 
 pytestmark = pytest.mark.integration

@@ -12,12 +12,18 @@ import fastavro
 import pytest
 from confluent_kafka import Producer
 
-from agents.client.control import ControlClient
-from streams import headers as h
-from streams.codec.avro import MAGIC, codec_for
-from streams.messages import ControlCommand, ControlEvent, InferenceResult, epoch_ms, utc_now
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.agents.client.control import ControlClient
+from model_canary.streams import headers as h
+from model_canary.streams.codec.avro import MAGIC, codec_for
+from model_canary.streams.messages import (
+    ControlCommand,
+    ControlEvent,
+    InferenceResult,
+    epoch_ms,
+    utc_now,
+)
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 from tests.integration.conftest import Agent, header, read_topic, send_requests
 
 pytestmark = pytest.mark.integration

@@ -9,10 +9,10 @@ import math
 
 import pytest
 
-from agents.cli import bench_cmd
-from agents.cli.common import add_connection_options
-from agents.kafka.admin import Admin
-from streams.settings import Settings
+from model_canary.agents.cli import bench_cmd
+from model_canary.agents.cli.common import add_connection_options
+from model_canary.agents.kafka.admin import Admin
+from model_canary.streams.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.broker import LocalBroker
-from streams.settings import Settings
+from model_canary.agents.broker import LocalBroker
+from model_canary.streams.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def _canary(*args: str, env_state: Path, port: int) -> subprocess.CompletedProce
         [
             sys.executable,
             "-m",
-            "agents.cli.main",
+            "model_canary.agents.cli.main",
             "broker",
             *args,
             "--broker-port",
@@ -94,7 +94,7 @@ def test_existing_cluster_starts_nothing_locally(broker_settings: Settings, tmp_
         [
             sys.executable,
             "-m",
-            "agents.cli.main",
+            "model_canary.agents.cli.main",
             "broker",
             "start",
             "--bootstrap",

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from agents.chaos.run import ChaosOptions, run_chaos, summary
-from streams.settings import Settings
+from model_canary.agents.chaos.run import ChaosOptions, run_chaos, summary
+from model_canary.streams.settings import Settings
 
 pytestmark = pytest.mark.integration
 

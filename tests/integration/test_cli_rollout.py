@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 from tests.integration.conftest import Agent
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,7 @@ def test_plan_status_watch_rollback_and_history(
 
     def canary(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "agents.cli.main", *args, *conn],
+            [sys.executable, "-m", "model_canary.agents.cli.main", *args, *conn],
             capture_output=True,
             text=True,
             timeout=120,
@@ -66,7 +66,7 @@ def test_plan_status_watch_rollback_and_history(
         [
             sys.executable,
             "-m",
-            "agents.cli.main",
+            "model_canary.agents.cli.main",
             "status",
             "iris",
             "--watch",

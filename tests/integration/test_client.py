@@ -10,11 +10,16 @@ from collections.abc import Callable
 
 import pytest
 
-from agents.client import AsyncCanaryClient, CanaryClient, ControlClient, InferenceError
-from streams.codec.requests import parse_oip_response
-from streams.errors import RequestTimeoutError
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.agents.client import (
+    AsyncCanaryClient,
+    CanaryClient,
+    ControlClient,
+    InferenceError,
+)
+from model_canary.streams.codec.requests import parse_oip_response
+from model_canary.streams.errors import RequestTimeoutError
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 from tests.integration.conftest import Agent
 
 pytestmark = pytest.mark.integration
@@ -74,7 +79,7 @@ def test_cli_request_and_tail(settings: Settings, serving: None) -> None:
         [
             sys.executable,
             "-m",
-            "agents.cli.main",
+            "model_canary.agents.cli.main",
             "request",
             "--model",
             "iris",
@@ -97,7 +102,7 @@ def test_cli_request_and_tail(settings: Settings, serving: None) -> None:
         [
             sys.executable,
             "-m",
-            "agents.cli.main",
+            "model_canary.agents.cli.main",
             "tail",
             "results",
             "--from-beginning",

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from streams.settings import Settings
+from model_canary.streams.settings import Settings
 
 # The scenarios run for minutes on a busy machine; no assertion is about time.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -57,7 +57,7 @@ def _command(bootstrap: str, prefix: str, report: Path, *args: str) -> list[str]
     return [
         sys.executable,
         "-m",
-        "agents.cli.main",
+        "model_canary.agents.cli.main",
         "demo",
         "--json",
         "--speed",

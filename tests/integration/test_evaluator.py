@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from agents.cli.history_cmd import read_history
-from agents.client.control import ControlClient
-from streams.codec.avro import codec_for
-from streams.enums import Outcome, Phase
-from streams.messages import Decision, InferenceResult, RolloutState
-from streams.plan import parse_plan
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.agents.cli.history_cmd import read_history
+from model_canary.agents.client.control import ControlClient
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.enums import Outcome, Phase
+from model_canary.streams.messages import Decision, InferenceResult, RolloutState
+from model_canary.streams.plan import parse_plan
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 from tests.integration.conftest import Agent, read_topic, send_requests
 
 pytestmark = pytest.mark.integration
@@ -212,9 +212,9 @@ def test_a_less_accurate_canary_is_rolled_back_on_ground_truth_labels(
     the predictions and rolls back the canary that is wrong more often."""
     from confluent_kafka import Producer
 
-    from agents.kafka.config import producer_config
-    from streams.codec.avro import codec_for
-    from streams.messages import Feedback, InferenceResult, utc_now
+    from model_canary.agents.kafka.config import producer_config
+    from model_canary.streams.codec.avro import codec_for
+    from model_canary.streams.messages import Feedback, InferenceResult, utc_now
 
     spawn("router", "--instance", "r1")
     start_worker("v1", adapter="python:tests.integration.models:echo")
@@ -230,7 +230,7 @@ def test_a_less_accurate_canary_is_rolled_back_on_ground_truth_labels(
             "metrics": {"accuracy": {}},
         },
     )
-    from agents.client.inference import CanaryClient
+    from model_canary.agents.client.inference import CanaryClient
 
     with CanaryClient(settings) as client:
         for i in range(400):

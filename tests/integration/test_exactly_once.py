@@ -10,11 +10,11 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from agents.client.control import ControlClient
-from agents.kafka.config import consumer_config
-from streams import headers as h
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.agents.client.control import ControlClient
+from model_canary.agents.kafka.config import consumer_config
+from model_canary.streams import headers as h
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 from tests.integration.conftest import Agent, header, read_topic, send_requests
 
 pytestmark = pytest.mark.integration

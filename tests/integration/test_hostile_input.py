@@ -22,15 +22,15 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from agents.client.control import ControlClient
-from agents.router.agent import _ROUTER_HEADERS as ROUTER_HEADERS
-from agents.worker.agent import _Routed
-from streams import headers as h
-from streams.codec.avro import SCHEMA_DIRS_ENV, codec_for, decode_any
-from streams.codec.convert import to_avro
-from streams.codec.requests import decode_request
-from streams.errors import DecodeError
-from streams.messages import (
+from model_canary.agents.client.control import ControlClient
+from model_canary.agents.router.agent import _ROUTER_HEADERS as ROUTER_HEADERS
+from model_canary.agents.worker.agent import _Routed
+from model_canary.streams import headers as h
+from model_canary.streams.codec.avro import SCHEMA_DIRS_ENV, codec_for, decode_any
+from model_canary.streams.codec.convert import to_avro
+from model_canary.streams.codec.requests import decode_request
+from model_canary.streams.errors import DecodeError
+from model_canary.streams.messages import (
     Action,
     ControlCommand,
     ControlEvent,
@@ -41,9 +41,9 @@ from streams.messages import (
     RolloutState,
     utc_now,
 )
-from streams.rollout import CommandRejected, apply_command
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.streams.rollout import CommandRejected, apply_command
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 from tests.integration.conftest import Agent, header, read_topic, send_requests
 from tests.unit.record_strategies import HEADERS, avro_message, hostile_payload, raw_message
 from tests.unit.test_hostile_input import newer_schema

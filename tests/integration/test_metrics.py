@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
-from agents.client.control import ControlClient
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.agents.client.control import ControlClient
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 from tests.integration.conftest import Agent, read_topic, send_requests
 
 pytestmark = pytest.mark.integration

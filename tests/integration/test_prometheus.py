@@ -18,9 +18,9 @@ import pytest
 import yaml
 from confluent_kafka import Producer
 
-from agents.client.control import ControlClient
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.agents.client.control import ControlClient
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 from tests.integration.conftest import ROOT, Agent, read_topic, send_requests
 from tests.integration.test_metrics import _free_port
 

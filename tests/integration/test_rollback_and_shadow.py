@@ -8,13 +8,13 @@ from collections.abc import Callable
 
 import pytest
 
-from agents.client.control import ControlClient
-from agents.client.inference import CanaryClient
-from streams import headers as h
-from streams.codec.avro import codec_for
-from streams.messages import Arm, InferenceResult
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.agents.client.control import ControlClient
+from model_canary.agents.client.inference import CanaryClient
+from model_canary.streams import headers as h
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.messages import Arm, InferenceResult
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 from tests.integration.conftest import Agent, header, read_topic, send_requests
 
 pytestmark = pytest.mark.integration

@@ -10,11 +10,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from confluent_kafka import Consumer, Producer
 
-from streams import headers as h
-from streams.codec.avro import INFERENCE_REQUEST_CONTENT_TYPE, codec_for
-from streams.codec.requests import decode_request, encode_request_json, oip_request
-from streams.messages import InferenceRequest, utc_now
-from streams.settings import Settings
+from model_canary.streams import headers as h
+from model_canary.streams.codec.avro import INFERENCE_REQUEST_CONTENT_TYPE, codec_for
+from model_canary.streams.codec.requests import decode_request, encode_request_json, oip_request
+from model_canary.streams.messages import InferenceRequest, utc_now
+from model_canary.streams.settings import Settings
 from tests.integration.conftest import consume_n
 
 pytestmark = pytest.mark.integration

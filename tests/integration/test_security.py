@@ -29,15 +29,15 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._acl import AclBinding, AclOperation, AclPermissionType
 from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
 
-from agents.broker import BrokerSecurity, LocalBroker
-from agents.client.tail import open_tail
-from agents.kafka.admin import Admin
-from agents.kafka.config import admin_config
-from streams.codec.avro import codec_for
-from streams.errors import DecodeError
-from streams.messages import Decision, InferenceResult
-from streams.settings import Settings
-from streams.topics import TopicCatalogue
+from model_canary.agents.broker import BrokerSecurity, LocalBroker
+from model_canary.agents.client.tail import open_tail
+from model_canary.agents.kafka.admin import Admin
+from model_canary.agents.kafka.config import admin_config
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.errors import DecodeError
+from model_canary.streams.messages import Decision, InferenceResult
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
 from tests.integration.conftest import ROOT, Agent, read_topic, send_requests
 
 pytestmark = pytest.mark.integration
@@ -166,7 +166,7 @@ def _free_port() -> int:
 
 def _canary(sec: Secured, user: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agents.cli.main", *args],
+        [sys.executable, "-m", "model_canary.agents.cli.main", *args],
         env=sec.env(user),
         cwd=str(ROOT),
         capture_output=True,

@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from agents.client.control import ControlClient
-from agents.client.tail import open_tail
-from agents.evaluator.decisions import DecisionSink
-from streams.codec.avro import codec_for
-from streams.enums import Outcome
-from streams.messages import ControlCommand, ControlEvent, utc_now
-from streams.settings import Settings
-from streams.signing import sign
-from streams.signing_keys import KeyRing
-from streams.stats import Verdict
-from streams.topics import TopicCatalogue
+from model_canary.agents.client.control import ControlClient
+from model_canary.agents.client.tail import open_tail
+from model_canary.agents.evaluator.decisions import DecisionSink
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.enums import Outcome
+from model_canary.streams.messages import ControlCommand, ControlEvent, utc_now
+from model_canary.streams.settings import Settings
+from model_canary.streams.signing import sign
+from model_canary.streams.signing_keys import KeyRing
+from model_canary.streams.stats import Verdict
+from model_canary.streams.topics import TopicCatalogue
 from tests.integration.conftest import Agent, read_topic
 from tests.integration.test_metrics import _free_port, _scrape
 
@@ -75,7 +75,7 @@ def test_only_signed_fresh_unseen_commands_move_traffic(
     def canary(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         conn = ["--bootstrap", settings.bootstrap_servers, "--topic-prefix", settings.topic_prefix]
         return subprocess.run(
-            [sys.executable, "-m", "agents.cli.main", *args, *conn],
+            [sys.executable, "-m", "model_canary.agents.cli.main", *args, *conn],
             env={**os.environ, **(env or {})},
             capture_output=True,
             text=True,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from confluent_kafka.admin import ConfigResource
 
-from agents.kafka.admin import Admin
-from streams.topics import TopicCatalogue
+from model_canary.agents.kafka.admin import Admin
+from model_canary.streams.topics import TopicCatalogue
 
 pytestmark = pytest.mark.integration
 

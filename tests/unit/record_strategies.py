@@ -10,9 +10,9 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from schemas import load_schema
-from streams.codec.avro import schema_file
-from streams.messages import (
+from model_canary.schemas import load_schema
+from model_canary.streams.codec.avro import schema_file
+from model_canary.streams.messages import (
     INT32_MAX,
     MAX_BP,
     Action,
@@ -246,7 +246,7 @@ def avro_message(schema: dict[str, Any], datum: dict[str, Any]) -> bytes:
 
     import fastavro
 
-    from streams.codec.avro import MAGIC, fingerprint
+    from model_canary.streams.codec.avro import MAGIC, fingerprint
 
     body = io.BytesIO()
     fastavro.schemaless_writer(body, fastavro.parse_schema(schema), datum)
@@ -291,7 +291,7 @@ def raw_message(cls: type[Record]) -> st.SearchStrategy[bytes]:
 
 
 def valid_message(cls: type[Record]) -> st.SearchStrategy[bytes]:
-    from streams.codec.avro import codec_for
+    from model_canary.streams.codec.avro import codec_for
 
     return record_strategy(cls).map(codec_for(cls).encode)
 
@@ -311,7 +311,7 @@ def hostile_payload(cls: type[Record], max_huge: int = 200_000) -> st.SearchStra
         index = at % len(data)
         return data[:index] + bytes([byte]) + data[index + 1 :]
 
-    from streams.codec.avro import codec_for
+    from model_canary.streams.codec.avro import codec_for
 
     header = codec_for(cls).encode(EXAMPLES[cls])[:10]
     return st.one_of(

@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from streams import headers as h
-from streams.accounting import Ledger, parse_since, position_id, request_id_of
-from streams.codec.avro import codec_for
-from streams.codec.requests import encode_request_json
-from streams.errors import ConfigError
-from streams.messages import EPOCH, InferenceRequest
+from model_canary.streams import headers as h
+from model_canary.streams.accounting import Ledger, parse_since, position_id, request_id_of
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.codec.requests import encode_request_json
+from model_canary.streams.errors import ConfigError
+from model_canary.streams.messages import EPOCH, InferenceRequest
 
 REQUEST = InferenceRequest(request_id="body-id", model="iris", inputs=b"{}", created_at=EPOCH)
 

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from agents.worker.adapters import (
+from model_canary.agents.worker.adapters import (
     BAD_OUTPUT,
     EXCEPTION,
     TIMEOUT,

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from agents.worker.adapters import (
+from model_canary.agents.worker.adapters import (
     BAD_OUTPUT,
     INJECTED,
     EchoAdapter,
@@ -21,7 +21,7 @@ from agents.worker.adapters import (
     parse_latency,
     predict_safely,
 )
-from streams.errors import ConfigError
+from model_canary.streams.errors import ConfigError
 
 N = 4000
 

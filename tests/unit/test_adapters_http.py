@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agents.worker.adapters import (
+from model_canary.agents.worker.adapters import (
     CONNECTION,
     TIMEOUT,
     ModelAdapter,
@@ -21,9 +21,9 @@ from agents.worker.adapters import (
     load_adapter,
     predict_safely,
 )
-from agents.worker.adapters.oip_http import OipHttpAdapter
-from agents.worker.adapters.openai_http import OpenAiHttpAdapter
-from streams.errors import ConfigError
+from model_canary.agents.worker.adapters.oip_http import OipHttpAdapter
+from model_canary.agents.worker.adapters.openai_http import OpenAiHttpAdapter
+from model_canary.streams.errors import ConfigError
 
 SECRET = "sk-test-do-not-log-0123456789"
 Loader = Callable[..., ModelAdapter]

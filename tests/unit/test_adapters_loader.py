@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from agents.worker.adapters import ModelInput, NoopAdapter, load_adapter, predict_safely
-from agents.worker.adapters.oip_http import OipHttpAdapter
-from agents.worker.adapters.openai_http import OpenAiHttpAdapter
-from agents.worker.adapters.python_callable import PythonCallableAdapter
-from streams.errors import ConfigError
+from model_canary.agents.worker.adapters import (
+    ModelInput,
+    NoopAdapter,
+    load_adapter,
+    predict_safely,
+)
+from model_canary.agents.worker.adapters.oip_http import OipHttpAdapter
+from model_canary.agents.worker.adapters.openai_http import OpenAiHttpAdapter
+from model_canary.agents.worker.adapters.python_callable import PythonCallableAdapter
+from model_canary.streams.errors import ConfigError
 
 
 def test_noop_answers_every_input_instantly() -> None:

@@ -7,10 +7,16 @@ from typing import Any
 
 import pytest
 
-from agents.worker.adapters import BAD_INPUT, BAD_OUTPUT, EXCEPTION, ModelInput, ModelOutput
-from agents.worker.adapters.loader import load_adapter
-from agents.worker.adapters.python_callable import PythonCallableAdapter
-from streams.errors import ConfigError
+from model_canary.agents.worker.adapters import (
+    BAD_INPUT,
+    BAD_OUTPUT,
+    EXCEPTION,
+    ModelInput,
+    ModelOutput,
+)
+from model_canary.agents.worker.adapters.loader import load_adapter
+from model_canary.agents.worker.adapters.python_callable import PythonCallableAdapter
+from model_canary.streams.errors import ConfigError
 
 CALLS: list[list[Any]] = []
 NOT_CALLABLE = 42

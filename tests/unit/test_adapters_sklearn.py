@@ -15,9 +15,9 @@ import numpy as np
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from agents.worker.adapters import BAD_INPUT, EXCEPTION, ModelInput, load_adapter
-from agents.worker.adapters.sklearn_model import SklearnAdapter
-from streams.errors import ConfigError
+from model_canary.agents.worker.adapters import BAD_INPUT, EXCEPTION, ModelInput, load_adapter
+from model_canary.agents.worker.adapters.sklearn_model import SklearnAdapter
+from model_canary.streams.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.chaos.recovery import recovery_seconds
+from model_canary.agents.chaos.recovery import recovery_seconds
 
 
 def _steady(start: float, n: int, latency: float) -> tuple[dict[str, float], dict[str, float]]:

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas import load_schema
-from streams.codec import (
+from model_canary.schemas import load_schema
+from model_canary.streams.codec import (
     CONTENT_TYPES,
     INFERENCE_REQUEST_CONTENT_TYPE,
     AvroCodec,
@@ -23,15 +23,15 @@ from streams.codec import (
     default_store,
     fingerprint,
 )
-from streams.codec.avro import MAGIC, schema_file
-from streams.codec.convert import to_avro
-from streams.errors import (
+from model_canary.streams.codec.avro import MAGIC, schema_file
+from model_canary.streams.codec.convert import to_avro
+from model_canary.streams.errors import (
     DecodeError,
     InvalidRecordError,
     UndecodableError,
     UnknownSchemaError,
 )
-from streams.messages import (
+from model_canary.streams.messages import (
     RECORD_TYPES,
     Arm,
     Decision,

@@ -7,7 +7,7 @@ import sys
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.cohort import BUCKETS, bucket, in_canary
+from model_canary.streams.cohort import BUCKETS, bucket, in_canary
 
 
 @given(st.binary(max_size=64), st.text(min_size=1, max_size=80))
@@ -29,7 +29,7 @@ def test_stable_across_processes() -> None:
     keys = [f"user-{i}".encode() for i in range(50)]
     here = [bucket(k, "rollout-x") for k in keys]
     code = (
-        "from streams.cohort import bucket;"
+        "from model_canary.streams.cohort import bucket;"
         "print([bucket(f'user-{i}'.encode(), 'rollout-x') for i in range(50)])"
     )
     out = subprocess.run(

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from agents.cli.main import build_parser, main
-from streams.settings import Settings
+from model_canary.agents.cli.main import build_parser, main
+from model_canary.streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "model-canary:local"

@@ -1,5 +1,6 @@
 """The Grafana provisioning and dashboard, and every PromQL expression of the dashboard and the
-alert rules, checked against the metrics the agents really export (``agents.metrics``)."""
+alert rules, checked against the metrics the agents really export
+(``model_canary.agents.metrics``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from prometheus_client.metrics import MetricWrapperBase
 
-from agents import metrics
+from model_canary.agents import metrics
 from tests.unit.test_compose import ROOT, bind_mounts, load_compose, load_yaml
 
 DASHBOARDS = ROOT / "deploy/grafana/dashboards"
@@ -31,7 +32,7 @@ _MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
 
 
 def exported_series() -> dict[str, frozenset[str]]:
-    """Series name -> label names, for every metric object in ``agents.metrics``."""
+    """Series name -> label names, for every metric object in ``model_canary.agents.metrics``."""
     out: dict[str, frozenset[str]] = {}
     for obj in vars(metrics).values():
         if not isinstance(obj, MetricWrapperBase):

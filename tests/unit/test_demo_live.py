@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from agents.demo.events import DecisionRow
-from agents.demo.live import LineView, RichView, Status
-from agents.demo.summary import Sample, version_views
-from streams.messages import MetricEvidence
+from model_canary.agents.demo.events import DecisionRow
+from model_canary.agents.demo.live import LineView, RichView, Status
+from model_canary.agents.demo.summary import Sample, version_views
+from model_canary.streams.messages import MetricEvidence
 
 
 def _status(decisions: list[DecisionRow]) -> Status:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from xml.etree import ElementTree
 
-from agents.demo.events import DecisionRow
-from agents.demo.report import ReportData, bucket_seconds, render_report
-from agents.demo.summary import Sample
-from agents.demo.svg import Line, line_chart, nice_max
+from model_canary.agents.demo.events import DecisionRow
+from model_canary.agents.demo.report import ReportData, bucket_seconds, render_report
+from model_canary.agents.demo.summary import Sample
+from model_canary.agents.demo.svg import Line, line_chart, nice_max
 
 
 def _data() -> ReportData:

@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from agents.demo.events import DecisionRow, PhaseChange, acted, weight_steps
-from agents.demo.plan import Scenario, demo_plan
-from agents.demo.summary import (
+from model_canary.agents.demo.events import DecisionRow, PhaseChange, acted, weight_steps
+from model_canary.agents.demo.plan import Scenario, demo_plan
+from model_canary.agents.demo.summary import (
     Sample,
     account,
     over_time,
@@ -19,8 +19,8 @@ from agents.demo.summary import (
     version_views,
     wilson,
 )
-from streams.errors import ConfigError
-from streams.plan import parse_plan
+from model_canary.streams.errors import ConfigError
+from model_canary.streams.plan import parse_plan
 
 
 def sample(

@@ -3,10 +3,16 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from streams.evaluation import MAX_LAG_MS, SLACK_MS, THRESHOLD_SAMPLES, Aggregate, policy
-from streams.messages import Arm, MetricEvent, Phase, RolloutState, utc_now
-from streams.plan import parse_plan
-from streams.stats import ArmCounts
+from model_canary.streams.evaluation import (
+    MAX_LAG_MS,
+    SLACK_MS,
+    THRESHOLD_SAMPLES,
+    Aggregate,
+    policy,
+)
+from model_canary.streams.messages import Arm, MetricEvent, Phase, RolloutState, utc_now
+from model_canary.streams.plan import parse_plan
+from model_canary.streams.stats import ArmCounts
 
 NOW = utc_now()
 PLAN = parse_plan(

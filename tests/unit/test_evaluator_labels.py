@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.evaluator.labels import add_label, add_prediction
+from model_canary.agents.evaluator.labels import add_label, add_prediction
 
 
 def entry(canary: bool, prediction: str = "1") -> list[Any]:

@@ -4,8 +4,8 @@ import ssl
 
 import pytest
 
-from agents.evaluator.security import faust_credentials
-from streams.errors import ConfigError
+from model_canary.agents.evaluator.security import faust_credentials
+from model_canary.streams.errors import ConfigError
 
 
 def test_plaintext_needs_no_credentials() -> None:

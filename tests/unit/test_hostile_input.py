@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.worker.agent import _Routed
-from schemas import load_schema
-from streams import headers as h
-from streams.codec.avro import (
+from model_canary.agents.worker.agent import _Routed
+from model_canary.schemas import load_schema
+from model_canary.streams import headers as h
+from model_canary.streams.codec.avro import (
     AvroCodec,
     SchemaStore,
     codec_for,
@@ -24,10 +24,10 @@ from streams.codec.avro import (
     fingerprint,
     schema_file,
 )
-from streams.codec.convert import to_avro
-from streams.codec.requests import decode_request
-from streams.errors import ConfigError, DecodeError
-from streams.messages import (
+from model_canary.streams.codec.convert import to_avro
+from model_canary.streams.codec.requests import decode_request
+from model_canary.streams.errors import ConfigError, DecodeError
+from model_canary.streams.messages import (
     RECORD_TYPES,
     Action,
     ControlCommand,
@@ -36,8 +36,8 @@ from streams.messages import (
     Record,
     RolloutState,
 )
-from streams.plan import PlanError, RolloutPlan, load_plan, parse_plan
-from streams.rollout import CommandRejected, apply_command
+from model_canary.streams.plan import PlanError, RolloutPlan, load_plan, parse_plan
+from model_canary.streams.rollout import CommandRejected, apply_command
 from tests.unit.record_strategies import (
     EXAMPLES,
     HEADERS,
@@ -252,7 +252,7 @@ def test_any_headers_give_text_and_the_worker_reads_them_or_rejects_them(
         completed_at=T1,
     )
     if routed.routed_at_ms is not None:
-        from streams.messages import from_epoch_ms
+        from model_canary.streams.messages import from_epoch_ms
 
         from_epoch_ms(routed.routed_at_ms)
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from streams.messages import (
+from model_canary.streams.messages import (
     EPOCH,
     Action,
     Arm,
@@ -123,10 +123,10 @@ def test_time_helpers() -> None:
     "module",
     [
         "schemas",
-        "streams.messages",
-        "streams.codec.convert",
-        "streams.codec.avro",
-        "streams.codec.requests",
+        "model_canary.streams.messages",
+        "model_canary.streams.codec.convert",
+        "model_canary.streams.codec.avro",
+        "model_canary.streams.codec.requests",
     ],
 )
 def test_doctests(module: str) -> None:

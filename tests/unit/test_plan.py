@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from streams.plan import PlanError, RolloutPlan, duration, load_plan, parse_plan
+from model_canary.streams.plan import PlanError, RolloutPlan, duration, load_plan, parse_plan
 
 BASE: dict[str, Any] = {"model": "iris", "baseline": "v1", "canary": "v2"}
 

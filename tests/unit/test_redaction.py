@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from agents.broker.security import BrokerSecurity
-from streams.errors import ConfigError
-from streams.settings import REDACTED, Settings, is_secret, parse_key_values, redact_config
+from model_canary.agents.broker.security import BrokerSecurity
+from model_canary.streams.errors import ConfigError
+from model_canary.streams.settings import (
+    REDACTED,
+    Settings,
+    is_secret,
+    parse_key_values,
+    redact_config,
+)
 
 SECRET = "hunter2-very-secret"
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.codec import (
+from model_canary.streams.codec import (
     INFERENCE_REQUEST_CONTENT_TYPE,
     codec_for,
     decode_request,
@@ -20,15 +20,15 @@ from streams.codec import (
     oip_request,
     parse_oip_response,
 )
-from streams.codec.requests import canonical_json, media_type
-from streams.errors import (
+from model_canary.streams.codec.requests import canonical_json, media_type
+from model_canary.streams.errors import (
     DecodeError,
     InvalidRecordError,
     PayloadTooLargeError,
     UndecodableError,
     UnsupportedContentTypeError,
 )
-from streams.messages import InferenceRequest, from_epoch_ms
+from model_canary.streams.messages import InferenceRequest, from_epoch_ms
 from tests.unit.record_strategies import record_strategy
 
 JSON = "application/json"

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from streams.messages import Action, ControlCommand, Mode, Phase, RolloutState, utc_now
-from streams.rollout import CommandRejected, apply_command
+from model_canary.streams.messages import Action, ControlCommand, Mode, Phase, RolloutState, utc_now
+from model_canary.streams.rollout import CommandRejected, apply_command
 
 NOW = utc_now()
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.messages import Arm, Mode, Phase, RolloutState, utc_now
-from streams.routing import routes_for
+from model_canary.streams.messages import Arm, Mode, Phase, RolloutState, utc_now
+from model_canary.streams.routing import routes_for
 
 NOW = utc_now()
 
@@ -66,7 +66,7 @@ def test_shadow_serves_baseline_and_mirrors_a_sample() -> None:
 
 
 def test_a_plan_remembers_routes_without_changing_them(monkeypatch: Any) -> None:
-    import streams.routing as routing
+    import model_canary.streams.routing as routing
 
     monkeypatch.setattr(routing, "MEMO_KEYS", 100)  # cleared many times over 5,000 keys
     s = state()

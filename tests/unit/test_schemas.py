@@ -11,9 +11,9 @@ from typing import Any
 import fastavro
 import pytest
 
-from schemas import load_schema, schema_dir, schema_names
-from streams.codec.avro import fingerprint, schema_file
-from streams.messages import RECORD_TYPES, Record, unwrap_optional
+from model_canary.schemas import load_schema, schema_dir, schema_names
+from model_canary.streams.codec.avro import fingerprint, schema_file
+from model_canary.streams.messages import RECORD_TYPES, Record, unwrap_optional
 
 NAMES = [schema_file(t) for t in RECORD_TYPES]
 

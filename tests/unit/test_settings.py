@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from agents.kafka.config import consumer_config, producer_config
-from streams.errors import ConfigError
-from streams.settings import Settings, parse_key_values
+from model_canary.agents.kafka.config import consumer_config, producer_config
+from model_canary.streams.errors import ConfigError
+from model_canary.streams.settings import Settings, parse_key_values
 
 
 def test_env_then_overrides() -> None:
@@ -83,7 +83,7 @@ def test_parse_key_values() -> None:
 
 
 def test_cluster_ids_never_start_with_a_dash() -> None:
-    from agents.broker.local import new_cluster_id
+    from model_canary.agents.broker.local import new_cluster_id
 
     ids = [new_cluster_id() for _ in range(2000)]
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)

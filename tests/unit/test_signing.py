@@ -12,13 +12,13 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from agents.router.command_guard import CommandGuard
-from streams.codec.avro import codec_for
-from streams.errors import ConfigError
-from streams.messages import Action, ControlCommand
-from streams.settings import Settings
-from streams.signing import Verifier, canonical_bytes, sign, sign_if_keyed
-from streams.signing_keys import KeyRing, Secret, SigningKey
+from model_canary.agents.router.command_guard import CommandGuard
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.errors import ConfigError
+from model_canary.streams.messages import Action, ControlCommand
+from model_canary.streams.settings import Settings
+from model_canary.streams.signing import Verifier, canonical_bytes, sign, sign_if_keyed
+from model_canary.streams.signing_keys import KeyRing, Secret, SigningKey
 from tests.unit.record_strategies import EXAMPLES, T0, record_strategy
 
 SECRET = "s3cret-0123456789abcdef"
@@ -227,7 +227,7 @@ def test_secrets_never_appear_in_reprs() -> None:
 def test_without_keys_the_controller_says_once_that_commands_are_not_authenticated(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="agents.router.command_guard"):
+    with caplog.at_level(logging.INFO, logger="model_canary.agents.router.command_guard"):
         unkeyed = CommandGuard(Settings(), "canary.control", "test-guard")
         keyed = CommandGuard(Settings(control_keys=RING), "canary.control", "test-guard")
     assert unkeyed.verifier is None and unkeyed.catch_up() == 0  # no broker needed

@@ -7,16 +7,22 @@ import statistics
 import numpy as np
 import pytest
 
-from agents.cli import sim_cmd
-from streams.sim.argo import run_argo
-from streams.sim.finer import refine
-from streams.sim.kayenta import judge, run_kayenta
-from streams.sim.oracle import run_oracle, true_ratios
-from streams.sim.ours import ALPHA, run_ours
-from streams.sim.report import render, targets
-from streams.sim.runner import run
-from streams.sim.scenarios import BY_NAME, SCENARIOS, TIMELINE, canary_exceeds, canary_z
-from streams.sim.traffic import generate, ndtri, sample_p99
+from model_canary.agents.cli import sim_cmd
+from model_canary.streams.sim.argo import run_argo
+from model_canary.streams.sim.finer import refine
+from model_canary.streams.sim.kayenta import judge, run_kayenta
+from model_canary.streams.sim.oracle import run_oracle, true_ratios
+from model_canary.streams.sim.ours import ALPHA, run_ours
+from model_canary.streams.sim.report import render, targets
+from model_canary.streams.sim.runner import run
+from model_canary.streams.sim.scenarios import (
+    BY_NAME,
+    SCENARIOS,
+    TIMELINE,
+    canary_exceeds,
+    canary_z,
+)
+from model_canary.streams.sim.traffic import generate, ndtri, sample_p99
 
 
 def test_normal_quantile_is_accurate() -> None:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from streams.enums import Outcome
-from streams.stats.decide import ArmCounts, StepPolicy, StepSnapshot, decide
+from model_canary.streams.enums import Outcome
+from model_canary.streams.stats.decide import ArmCounts, StepPolicy, StepSnapshot, decide
 
 POLICY = StepPolicy(
     min_duration_s=600,

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.stats.harm import HarmTest, mle_log_ratio, upper_bounds
-from streams.stats.mixture import (
+from model_canary.streams.stats.harm import HarmTest, mle_log_ratio, upper_bounds
+from model_canary.streams.stats.mixture import (
     ALARM_INCREMENTS,
     log_prior,
     mixture_log_lr,

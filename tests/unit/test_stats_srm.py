@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from streams.stats.srm import sample_ratio_check
+from model_canary.streams.stats.srm import sample_ratio_check
 
 
 def test_labels_in_the_routed_proportions_are_no_mismatch() -> None:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from streams.errors import ConfigError
-from streams.topics import TopicCatalogue, validate_name
+from model_canary.streams.errors import ConfigError
+from model_canary.streams.topics import TopicCatalogue, validate_name
 
 
 def test_names_follow_the_prefix() -> None:

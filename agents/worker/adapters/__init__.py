@@ -11,7 +11,7 @@ requests) into one :class:`ModelOutput` per input; the worker calls it through
 True
 """
 
-from agents.worker.adapters.base import (
+from model_canary.agents.worker.adapters.base import (
     BAD_INPUT,
     BAD_OUTPUT,
     CONNECTION,
@@ -26,9 +26,9 @@ from agents.worker.adapters.base import (
     http_error_type,
     predict_safely,
 )
-from agents.worker.adapters.faults import FaultInjector, LatencySpec, parse_latency
-from agents.worker.adapters.loader import load_adapter
-from agents.worker.adapters.noop import NoopAdapter
+from model_canary.agents.worker.adapters.faults import FaultInjector, LatencySpec, parse_latency
+from model_canary.agents.worker.adapters.loader import load_adapter
+from model_canary.agents.worker.adapters.noop import NoopAdapter
 
 __all__ = [
     "BAD_INPUT",

@@ -16,7 +16,7 @@ from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
 from typing import Protocol
 
-from streams.headers import JSON
+from model_canary.streams.headers import JSON
 
 # ``ModelOutput.error_type`` values; an HTTP status becomes ``http_error_type(status)``.
 EXCEPTION = "exception"

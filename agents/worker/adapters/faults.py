@@ -2,7 +2,7 @@
 share of its outputs fail and its batches slower, following a latency distribution parsed by
 :func:`parse_latency`.
 
->>> from agents.worker.adapters.base import EchoAdapter, ModelInput
+>>> from model_canary.agents.worker.adapters.base import EchoAdapter, ModelInput
 >>> faulty = FaultInjector(EchoAdapter(), parse_latency("fixed:1"), error_rate=1.0, seed=7)
 >>> out = faulty.predict([ModelInput("r1", b"{}")])[0]
 >>> out.error_type, out.extra_latency_ms  # its own 1 ms, already in the batch's time
@@ -18,14 +18,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from agents.worker.adapters.base import (
+from model_canary.agents.worker.adapters.base import (
     INJECTED,
     ModelAdapter,
     ModelInput,
     ModelOutput,
     error_output,
 )
-from streams.errors import ConfigError
+from model_canary.streams.errors import ConfigError
 
 LATENCY_FORMS = "fixed:MS, uniform:LOW,HIGH, lognormal:MEDIAN,SIGMA or normal:MEAN,SD (ms)"
 _ARITY = {"fixed": 1, "uniform": 2, "lognormal": 2, "normal": 2}
@@ -90,7 +90,7 @@ class FaultInjector:
     sample minus the largest (zero or negative) and the item reports the model's time plus its
     own sample. ``seed`` makes the faults repeatable.
 
-    >>> from agents.worker.adapters.base import EchoAdapter
+    >>> from model_canary.agents.worker.adapters.base import EchoAdapter
     >>> FaultInjector(EchoAdapter(), None, error_rate=0.0).name
     'echo'
     """

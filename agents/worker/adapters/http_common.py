@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from agents.worker.adapters.base import (
+from model_canary.agents.worker.adapters.base import (
     CONNECTION,
     EXCEPTION,
     TIMEOUT,
@@ -29,7 +29,7 @@ from agents.worker.adapters.base import (
     error_output,
     http_error_type,
 )
-from streams.errors import ConfigError
+from model_canary.streams.errors import ConfigError
 
 DEFAULT_CONCURRENCY = 8
 MAX_CONCURRENCY = 256

@@ -5,17 +5,17 @@
 >>> load_adapter("json:dumps")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-streams.errors.ConfigError: unknown model adapter 'json:dumps'; accepted: ...
+model_canary.streams.errors.ConfigError: unknown model adapter 'json:dumps'; accepted: ...
 """
 
 from __future__ import annotations
 
-from agents.worker.adapters.base import ModelAdapter
-from agents.worker.adapters.noop import NoopAdapter
-from agents.worker.adapters.oip_http import OipHttpAdapter
-from agents.worker.adapters.openai_http import OpenAiHttpAdapter
-from agents.worker.adapters.python_callable import PythonCallableAdapter
-from streams.errors import ConfigError
+from model_canary.agents.worker.adapters.base import ModelAdapter
+from model_canary.agents.worker.adapters.noop import NoopAdapter
+from model_canary.agents.worker.adapters.oip_http import OipHttpAdapter
+from model_canary.agents.worker.adapters.openai_http import OpenAiHttpAdapter
+from model_canary.agents.worker.adapters.python_callable import PythonCallableAdapter
+from model_canary.streams.errors import ConfigError
 
 ACCEPTED = (
     "python:package.module:function, "
@@ -55,7 +55,7 @@ def load_adapter(spec: str, *, timeout_s: float = 10.0) -> ModelAdapter:
         return PythonCallableAdapter.from_reference(rest)
     if kind == "sklearn":
         try:
-            from agents.worker.adapters.sklearn_model import SklearnAdapter
+            from model_canary.agents.worker.adapters.sklearn_model import SklearnAdapter
         except ImportError as exc:
             message = f"the sklearn adapter needs numpy, joblib and scikit-learn: {exc}"
             raise ConfigError(message) from exc

@@ -1,7 +1,7 @@
 """``noop:`` — answers every input at once with the empty OIP response ``{"outputs":[]}``; for
 benchmarks of everything around the model.
 
->>> from agents.worker.adapters.base import ModelInput
+>>> from model_canary.agents.worker.adapters.base import ModelInput
 >>> NoopAdapter().predict([ModelInput("r1", b"{}")])[0].outputs
 b'{"outputs":[]}'
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agents.worker.adapters.base import ModelInput, ModelOutput
+from model_canary.agents.worker.adapters.base import ModelInput, ModelOutput
 
 _EMPTY = ModelOutput(b'{"outputs":[]}')
 

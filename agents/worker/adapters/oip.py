@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streams.errors import InvalidRecordError, UndecodableError
+from model_canary.streams.errors import InvalidRecordError, UndecodableError
 
 # OIP tensor datatype -> numpy dtype name, for the numeric types the adapters accept.
 NUMERIC_DTYPES = {

@@ -11,16 +11,16 @@ content type, up to ``?concurrency=N`` requests at once (default 8). A non-2xx a
 
 from __future__ import annotations
 
-from agents.worker.adapters.base import ModelInput, ModelOutput
-from agents.worker.adapters.http_common import (
+from model_canary.agents.worker.adapters.base import ModelInput, ModelOutput
+from model_canary.agents.worker.adapters.http_common import (
     HttpBatchAdapter,
     HttpClient,
     concurrency,
     http_error,
     split_url,
 )
-from agents.worker.adapters.oip import decode_json, is_json, prediction_of
-from streams.errors import ConfigError, DecodeError
+from model_canary.agents.worker.adapters.oip import decode_json, is_json, prediction_of
+from model_canary.streams.errors import ConfigError, DecodeError
 
 USAGE = "oip:http://host:port/v2/models/NAME[/versions/V][?concurrency=N]"
 

@@ -21,17 +21,22 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from agents.worker.adapters.base import BAD_INPUT, ModelInput, ModelOutput, error_output
-from agents.worker.adapters.http_common import (
+from model_canary.agents.worker.adapters.base import (
+    BAD_INPUT,
+    ModelInput,
+    ModelOutput,
+    error_output,
+)
+from model_canary.agents.worker.adapters.http_common import (
     HttpBatchAdapter,
     HttpClient,
     concurrency,
     http_error,
     split_url,
 )
-from agents.worker.adapters.oip import decode_json, encode_json
-from streams.errors import ConfigError, DecodeError
-from streams.headers import JSON
+from model_canary.agents.worker.adapters.oip import decode_json, encode_json
+from model_canary.streams.errors import ConfigError, DecodeError
+from model_canary.streams.headers import JSON
 
 USAGE = "openai:http://host:port/v1[?model=NAME&concurrency=N&api_key_env=VAR]"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"

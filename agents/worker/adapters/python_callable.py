@@ -21,7 +21,7 @@ import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agents.worker.adapters.base import (
+from model_canary.agents.worker.adapters.base import (
     BAD_INPUT,
     BAD_OUTPUT,
     EXCEPTION,
@@ -30,9 +30,9 @@ from agents.worker.adapters.base import (
     describe,
     error_output,
 )
-from agents.worker.adapters.oip import decode_json, encode_json, is_json, prediction_of
-from streams.errors import ConfigError, DecodeError
-from streams.headers import JSON
+from model_canary.agents.worker.adapters.oip import decode_json, encode_json, is_json, prediction_of
+from model_canary.streams.errors import ConfigError, DecodeError
+from model_canary.streams.headers import JSON
 
 BatchFunction = Callable[[list[Any]], Sequence[Any]]
 OCTET_STREAM = "application/octet-stream"
@@ -41,8 +41,8 @@ OCTET_STREAM = "application/octet-stream"
 class PythonCallableAdapter:
     """Runs an in-process batch function (see the module docs for what it takes and returns).
     A whole-batch problem (the function raises, or returns the wrong number of items) raises
-    from :meth:`predict`; :func:`~agents.worker.adapters.base.predict_safely` turns it into
-    errors.
+    from :meth:`predict`; :func:`~model_canary.agents.worker.adapters.base.predict_safely` turns it
+    into errors.
 
     >>> adapter = PythonCallableAdapter(lambda batch: [ValueError("no") for _ in batch])
     >>> adapter.predict([ModelInput("r1", b"{}")])[0].error

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.worker.adapters.base import (
+from model_canary.agents.worker.adapters.base import (
     BAD_INPUT,
     BAD_OUTPUT,
     EXCEPTION,
@@ -33,14 +33,14 @@ from agents.worker.adapters.base import (
     describe,
     error_output,
 )
-from agents.worker.adapters.oip import (
+from model_canary.agents.worker.adapters.oip import (
     NUMERIC_DTYPES,
     output_tensor,
     parse_request,
     response_body,
 )
-from streams.errors import ConfigError, DecodeError, InvalidRecordError
-from streams.headers import JSON
+from model_canary.streams.errors import ConfigError, DecodeError, InvalidRecordError
+from model_canary.streams.headers import JSON
 
 # numpy dtype kind -> OIP datatype of the predictions.
 _KIND_DATATYPES = {"b": "BOOL", "i": "INT64", "u": "UINT64", "f": "FP64"}
