@@ -84,5 +84,22 @@ class KafkaOperationError(CanaryError):
         self.retriable = retriable
 
 
+class OutputRefusedError(CanaryError):
+    """A message an agent was about to write cannot be written, whatever the retries: it is
+    larger than the topic (or producer) accepts, or Kafka refused that one message.
+
+    ``reason`` becomes the refusal's reason (the error result's ``error_type`` and the dead
+    letter's reason): ``too-large``, or Kafka's error name in lower case with dashes.
+
+    >>> OutputRefusedError("too-large", "2097152 bytes exceed canary.results' limit").reason
+    'too-large'
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
 class RequestTimeoutError(CanaryError):
     """No served result arrived for a request within its timeout."""

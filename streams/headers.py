@@ -33,6 +33,12 @@ DLQ_TOPIC = "canary-dlq-topic"
 DLQ_PARTITION = "canary-dlq-partition"
 DLQ_OFFSET = "canary-dlq-offset"
 DLQ_AGENT = "canary-dlq-agent"
+#: A dead letter keeps a bounded copy of what failed: the payload's size and SHA-256 digest,
+#: whether the copy was cut, and which payload it is (``request`` or ``output``).
+DLQ_SIZE = "canary-dlq-size"
+DLQ_SHA256 = "canary-dlq-sha256"
+DLQ_TRUNCATED = "canary-dlq-truncated"
+DLQ_PAYLOAD = "canary-dlq-payload"
 
 JSON = "application/json"
 

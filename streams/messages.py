@@ -96,7 +96,7 @@ class InferenceResult(Record):
     (True, True)
     """
 
-    IDENTITY: ClassVar[tuple[str, ...]] = ("request_id", "model", "version")
+    IDENTITY: ClassVar[tuple[str, ...]] = ("request_id",)
     request_id: str
     model: str
     version: str

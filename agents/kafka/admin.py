@@ -102,3 +102,18 @@ class Admin:
         except KafkaException:
             return False
         return bool(md.brokers)
+
+    def topic_config(self, topic: str, timeout: float = 10.0) -> dict[str, str]:
+        """The topic's effective configuration (``{name: value}``, defaults included)."""
+        from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in __all__
+            ConfigResource,
+            ResourceType,
+        )
+
+        resource = ConfigResource(ResourceType.TOPIC, topic)
+        try:
+            future = self.client.describe_configs([resource], request_timeout=timeout)[resource]
+            entries = future.result(timeout=timeout)
+        except KafkaException as exc:
+            raise wrap(f"describe topic {topic}", exc) from None
+        return {name: entry.value for name, entry in entries.items() if entry.value is not None}

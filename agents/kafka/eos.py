@@ -5,10 +5,26 @@ Messages are consumed in batches and handled inside a Kafka transaction; the con
 are committed in that same transaction every ``commit_interval_ms`` (or ``max_in_txn``
 messages), so for ``read_committed`` readers each input produces its outputs exactly once,
 even when the process is killed at any point.
+
+When code fails instead of the process, nothing is committed that was not handled:
+
+* An open transaction is **aborted, never committed**, when the loop stops on an error; the
+  consumer is rewound to the committed offsets, so the next owner handles the whole batch.
+* A handler that raises for one input (a bug, or a write Kafka refuses for that message) aborts
+  the transaction; the input it was handling (``TxnOutput.source``) is *quarantined*, the batch
+  is handled again, and the quarantined input is given to the agent's ``refuse`` callback (an
+  error result and a dead letter, written in the new transaction) instead of the handler. An
+  input cannot become a poison pill that stops the agent on every restart.
+* A write that fails after it was queued (the broker refuses one message) surfaces when the
+  transaction commits: the loop aborts, handles the same inputs again with every write
+  attributed to its input, finds which input's output failed, and refuses that input.
+* Failures that are not about one message (the broker away, a topic not writable) abort and
+  retry with a backoff; after ``max_failures`` in a row without a commit, the loop raises.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import signal
@@ -28,9 +44,11 @@ from confluent_kafka import (
 )
 
 from model_canary.agents import metrics
+from model_canary.agents.kafka.admin import Admin
 from model_canary.agents.kafka.config import consumer_config, producer_config
 from model_canary.agents.kafka.errors import wrap
-from model_canary.streams.errors import KafkaOperationError
+from model_canary.agents.kafka.limits import PRODUCER_DEFAULT_MAX, OutputLimits
+from model_canary.streams.errors import KafkaOperationError, OutputRefusedError
 from model_canary.streams.headers import RawHeaders
 from model_canary.streams.settings import Settings
 
@@ -39,6 +57,54 @@ log = logging.getLogger(__name__)
 LAG_INTERVAL_S = 5.0
 
 BatchHandler = Callable[[Sequence[Message], "TxnOutput"], None]
+#: ``refuse(out, msg, reason, detail)``: answer an input the agent cannot handle (an error
+#: result and a dead letter), inside the open transaction.
+RefuseHandler = Callable[["TxnOutput", Message, str, str], None]
+
+# Kafka errors about one message (not the cluster or the client): retrying the same message
+# fails the same way, so the input is refused instead.
+_MESSAGE_ERRORS = frozenset(
+    code
+    for name in (
+        "MSG_SIZE_TOO_LARGE",
+        "INVALID_MSG_SIZE",
+        "INVALID_MSG",
+        "RECORD_LIST_TOO_LARGE",
+        "INVALID_RECORD",
+        "INVALID_TIMESTAMP",
+        "_INVALID_ARG",
+    )
+    if (code := getattr(KafkaError, name, None)) is not None
+)
+_TOO_LARGE = frozenset(
+    code
+    for name in ("MSG_SIZE_TOO_LARGE", "INVALID_MSG_SIZE", "RECORD_LIST_TOO_LARGE")
+    if (code := getattr(KafkaError, name, None)) is not None
+)
+
+Coords = tuple[str, int, int]
+
+
+def refusal_reason(error: KafkaError) -> str:
+    """The refusal reason for a Kafka error about one message: ``too-large`` for every size
+    error, else Kafka's error name in lower case with dashes.
+
+    >>> refusal_reason(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+    'too-large'
+    >>> refusal_reason(KafkaError(KafkaError.INVALID_RECORD))
+    'invalid-record'
+    """
+    if error.code() in _TOO_LARGE:
+        return "too-large"
+    return error.name().strip("_").lower().replace("_", "-")
+
+
+def message_error(exc: BaseException) -> KafkaError | None:
+    """The Kafka error in ``exc`` when it is about one message (see :data:`_MESSAGE_ERRORS`)."""
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        err: KafkaError = exc.args[0]
+        return err if err.code() in _MESSAGE_ERRORS else None
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,16 +122,67 @@ class LoopConfig:
     transaction_timeout_ms: int = 10_000
     # How long a crashed instance that is not restarted keeps its partitions.
     session_timeout_ms: int = 10_000
+    #: Transactions aborted in a row (no commit in between) before the loop gives up.
+    max_failures: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class TxnHooks:
+    """What an agent does around each transaction.
+
+    * ``before_commit(out)``: write what the agent aggregated over the transaction (evidence,
+      say) into it, just before it commits;
+    * ``after_commit()``: the transaction is durable (local state may now be trusted);
+    * ``on_abort()``: the transaction was aborted: forget local state it would have written.
+    """
+
+    before_commit: Callable[[TxnOutput], None] | None = None
+    after_commit: Callable[[], None] | None = None
+    on_abort: Callable[[], None] | None = None
 
 
 class TxnOutput:
-    """What a handler produces into the open transaction."""
+    """What a handler produces into the open transaction.
 
-    def __init__(self, producer: Producer) -> None:
+    A handler sets ``source`` to the input it is working on, so a failure can be pinned on that
+    input. :meth:`produce` refuses, before writing anything, a message larger than its topic
+    takes (:class:`OutputRefusedError`); ``fast_produce`` is the producer's own ``produce`` for
+    hot loops that checked sizes themselves (call :meth:`produce` on ``BufferError``).
+    """
+
+    def __init__(self, producer: Producer, limits: OutputLimits) -> None:
         self._producer = producer
-        #: The producer's own ``produce``, for hot loops: call it directly and fall back to
-        #: :meth:`produce` on ``BufferError`` (the local queue is full).
-        self.fast_produce = producer.produce
+        self.limits = limits
+        self.source: Message | None = None
+        self.fast_produce: Callable[..., None] = producer.produce
+        #: Writes that failed after being queued, with the input they were for (attributed
+        #: mode only).
+        self.failures: list[tuple[Message | None, KafkaError]] = []
+        self._attributed = False
+
+    @property
+    def attributed(self) -> bool:
+        return self._attributed
+
+    def attribute(self, on: bool) -> None:
+        """Attribute every write to its input (a delivery callback each: slower, so only while
+        a failed write is being tracked down)."""
+        self._attributed = on
+        self.fast_produce = self._produce_attributed if on else self._producer.produce
+
+    def _produce_attributed(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        headers: RawHeaders | None = None,
+    ) -> None:
+        callback = functools.partial(self._delivered, self.source)
+        self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=callback)
+
+    def _delivered(self, source: Message | None, error: KafkaError | None, _msg: object) -> None:
+        if error is not None:
+            self.failures.append((source, error))
 
     def produce(
         self,
@@ -74,20 +191,31 @@ class TxnOutput:
         key: bytes | None = None,
         headers: RawHeaders | None = None,
     ) -> None:
+        """Write one message into the transaction; :class:`OutputRefusedError` (nothing
+        written) when Kafka would refuse this message whatever the retries."""
+        problem = self.limits.check(topic, value, key, headers)
+        if problem is not None:
+            raise OutputRefusedError("too-large", problem)
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers)
+                self.fast_produce(topic, value, key, headers=headers)
                 return
             except BufferError:
                 # The local queue is full: let librdkafka send, then try again.
                 self._producer.poll(0.05)
+            except KafkaException as exc:
+                err = message_error(exc)
+                if err is None:
+                    raise
+                raise OutputRefusedError(refusal_reason(err), f"{topic}: {err.str()}") from None
 
 
 class ExactlyOnceLoop:
-    """Run ``handler`` over batches of ``config.topics`` inside transactions.
+    """Run ``handler`` over batches of ``config.topics`` inside transactions (see the module
+    docs for what happens when it fails).
 
     >>> config = LoopConfig("router", "canary.router", ("canary.requests",), "canary.router.h1")
-    >>> # ExactlyOnceLoop(settings, config, handler).run(stop_event)
+    >>> # ExactlyOnceLoop(settings, config, handler, refuse=refuse).run(stop_event)
     """
 
     def __init__(
@@ -96,13 +224,19 @@ class ExactlyOnceLoop:
         config: LoopConfig,
         handler: BatchHandler,
         on_idle: Callable[[], None] | None = None,
+        *,
+        refuse: RefuseHandler | None = None,
+        hooks: TxnHooks | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
         self.handler = handler
         self.on_idle = on_idle
+        self.refuse = refuse
+        self.hooks = hooks or TxnHooks()
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._out: TxnOutput | None = None
         self._in_txn = False
         self._txn_started = 0.0
         self._pending = 0
@@ -110,20 +244,28 @@ class ExactlyOnceLoop:
         self.assigned: list[TopicPartition] = []
         self._lag_at = 0.0
         self.assignments = 0  # how many times partitions were assigned (rebalances)
+        #: Inputs to refuse instead of handle, with (reason, detail), until committed.
+        self.quarantine: dict[Coords, tuple[str, str]] = {}
+        self._refusals: dict[Coords, int] = {}  # how often each input's refusal failed
+        #: While an aborted range is handled again: the positions it ends at, per partition.
+        self._careful: dict[tuple[str, int], int] = {}
+        self._one_by_one = False  # handle the careful range one input at a time
+        self._failures = 0  # transactions aborted since the last commit
 
     # -- set-up --------------------------------------------------------------------------
     def _open(self) -> tuple[Consumer, Producer]:
         if self._consumer is None or self._producer is None:
             c = self.config
+            extra = {
+                "transaction.timeout.ms": c.transaction_timeout_ms,
+                "queue.buffering.max.messages": 500_000,
+            }
             producer = Producer(
                 producer_config(
                     self.settings,
                     f"canary-{c.agent}",
                     transactional_id=c.transactional_id,
-                    **{
-                        "transaction.timeout.ms": c.transaction_timeout_ms,
-                        "queue.buffering.max.messages": 500_000,
-                    },
+                    **extra,
                 )
             )
             try:
@@ -145,8 +287,20 @@ class ExactlyOnceLoop:
                 )
             )
             consumer.subscribe(list(c.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
+            admin = Admin(self.settings)
+            producer_max = int(
+                self.settings.extra_config.get("message.max.bytes", PRODUCER_DEFAULT_MAX)
+            )
+            self._out = TxnOutput(producer, OutputLimits(admin.topic_config, producer_max))
             self._consumer, self._producer = consumer, producer
         return self._consumer, self._producer
+
+    @property
+    def output(self) -> TxnOutput:
+        """The transaction's output (opens the clients on first use)."""
+        self._open()
+        assert self._out is not None
+        return self._out
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned = list(partitions)
@@ -159,13 +313,15 @@ class ExactlyOnceLoop:
         if self._in_txn:
             self.commit()
         self.assigned = []
+        self._careful.clear()
         log.info("%s revoked %s", self.config.agent, _describe(partitions))
 
     # -- the loop ------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Process until ``stop`` is set; then commit the open transaction and close."""
+        """Process until ``stop`` is set; then commit the open transaction and close. If
+        anything raises, the open transaction is aborted (never committed) before closing."""
         consumer, producer = self._open()
-        out = TxnOutput(producer)
+        out = self.output
         c = self.config
         try:
             while not stop.is_set():
@@ -175,9 +331,9 @@ class ExactlyOnceLoop:
                     if not self._in_txn:
                         self._begin(producer)
                     metrics.BATCH_SIZE.labels(c.agent).observe(len(batch))
-                    self.handler(batch, out)
-                    self._pending += len(batch)
-                    self.processed += len(batch)
+                    if self._handle(batch, out):
+                        self._pending += len(batch)
+                        self.processed += len(batch)
                 if self.on_idle is not None:
                     self.on_idle()
                 if time.monotonic() - self._lag_at >= LAG_INTERVAL_S:
@@ -189,6 +345,12 @@ class ExactlyOnceLoop:
                     self.commit()
             if self._in_txn:
                 self.commit()
+        except BaseException:
+            try:
+                self.abort("the loop stopped on an error", retrying=False)
+            except Exception:
+                log.exception("%s: could not abort the open transaction", c.agent)
+            raise
         finally:
             self.close()
 
@@ -198,12 +360,93 @@ class ExactlyOnceLoop:
         self._txn_started = time.monotonic()
         self._pending = 0
 
+    def _handle(self, batch: Sequence[Message], out: TxnOutput) -> bool:
+        """Handle a batch in the open transaction; False when it failed (and was aborted)."""
+        careful = bool(self._careful) and any(
+            (m.topic() or "", m.partition() or 0) in self._careful for m in batch
+        )
+        try:
+            if self.quarantine or (careful and self._one_by_one):
+                self._handle_carefully(batch, out, one_by_one=careful and self._one_by_one)
+            else:
+                out.source = None
+                self.handler(batch, out)
+            return True
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                raise
+            self._handler_failed(exc, out.source)
+            return False
+
+    def _handle_carefully(self, batch: Sequence[Message], out: TxnOutput, one_by_one: bool) -> None:
+        run: list[Message] = []
+
+        def flush_run() -> None:
+            if run:
+                out.source = run[0] if len(run) == 1 else None
+                self.handler(list(run), out)
+                run.clear()
+
+        for msg in batch:
+            refusal = self.quarantine.get(_coords(msg))
+            if refusal is not None:
+                flush_run()
+                out.source = msg
+                if self.refuse is None:
+                    raise KafkaOperationError(
+                        "handle", "REFUSED", f"{_at(msg)}: {refusal[1]} (no refusal path)"
+                    )
+                self.refuse(out, msg, *refusal)
+            else:
+                run.append(msg)
+                if one_by_one:
+                    flush_run()
+        flush_run()
+
+    def _handler_failed(self, exc: Exception, source: Message | None) -> None:
+        err = message_error(exc)
+        infra = err is None and isinstance(exc, KafkaException | KafkaOperationError)
+        if isinstance(exc, OutputRefusedError):
+            reason, detail = exc.reason, str(exc)
+        elif err is not None:
+            reason, detail = refusal_reason(err), err.str()
+        else:
+            reason, detail = "internal-error", f"{type(exc).__name__}: {exc}"
+        if infra:
+            log.warning("%s: %s; aborting and retrying", self.config.agent, exc)
+        elif source is not None:
+            log.exception("%s: %s failed; it will be refused", self.config.agent, _at(source))
+        else:
+            log.exception("%s: a batch failed; retrying it one input at a time", self.config.agent)
+        positions = self._positions()
+        self.abort(detail)
+        if infra:
+            return
+        if source is not None:
+            coords = _coords(source)
+            if coords in self.quarantine:
+                # Its refusal failed too: nothing more can be done for it here.
+                self._refusals[coords] = self._refusals.get(coords, 0) + 1
+                if self._refusals[coords] >= 2:
+                    raise KafkaOperationError(
+                        "refuse", "REFUSAL_FAILED", f"{_at(source)} could not be refused: {detail}"
+                    ) from exc
+            self.quarantine[coords] = (reason, detail[:1000])
+        else:
+            self._careful.update(positions)
+            self._one_by_one = True
+
+    # -- committing ----------------------------------------------------------------------
     def commit(self) -> None:
         """Commit the open transaction with the consumed offsets; on an abortable error,
         abort and rewind to the last committed offsets so nothing is lost."""
         consumer, producer = self._open()
+        out = self.output
         began = time.monotonic()
         try:
+            if self.hooks.before_commit is not None:
+                out.source = None
+                self.hooks.before_commit(out)
             positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
             if positions:
                 producer.send_offsets_to_transaction(
@@ -211,30 +454,108 @@ class ExactlyOnceLoop:
                 )
             producer.commit_transaction(30)
         except KafkaException as exc:
-            self._recover(exc, consumer, producer)
-        else:
-            metrics.TXN_COMMIT_SECONDS.labels(self.config.agent).observe(time.monotonic() - began)
-        finally:
             self._in_txn = False
             self._pending = 0
-
-    def _recover(self, exc: KafkaException, consumer: Consumer, producer: Producer) -> None:
-        err = exc.args[0] if exc.args else None
-        if isinstance(err, KafkaError) and err.txn_requires_abort():
-            log.warning("%s: aborting transaction: %s", self.config.agent, err.str())
-            metrics.TXN_ABORTS.labels(self.config.agent).inc()
-            producer.abort_transaction(30)
-            self._rewind(consumer)
+            self._commit_failed(exc, consumer, producer, out)
             return
-        error = wrap("commit transaction", exc)
-        if isinstance(err, KafkaError) and err.code() == KafkaError._FENCED:
+        self._in_txn = False
+        self._pending = 0
+        metrics.TXN_COMMIT_SECONDS.labels(self.config.agent).observe(time.monotonic() - began)
+        self._committed(positions)
+        if self.hooks.after_commit is not None:
+            self.hooks.after_commit()
+
+    def _committed(self, positions: list[TopicPartition]) -> None:
+        self._failures = 0
+        committed = {(tp.topic, tp.partition): tp.offset for tp in positions}
+        if self.quarantine:
+            self.quarantine = {
+                c: r for c, r in self.quarantine.items() if c[2] >= committed.get(c[:2], -1)
+            }
+            self._refusals = {c: n for c, n in self._refusals.items() if c in self.quarantine}
+        for tp, end in list(self._careful.items()):
+            if committed.get(tp, -1) >= end:
+                del self._careful[tp]
+        if not self._careful:
+            self._one_by_one = False
+            self.output.attribute(False)
+
+    def _commit_failed(
+        self, exc: KafkaException, consumer: Consumer, producer: Producer, out: TxnOutput
+    ) -> None:
+        err = exc.args[0] if exc.args else None
+        if not (isinstance(err, KafkaError) and err.txn_requires_abort()):
+            error = wrap("commit transaction", exc)
+            if isinstance(err, KafkaError) and err.code() == KafkaError._FENCED:
+                raise KafkaOperationError(
+                    "commit transaction",
+                    error.code,
+                    f"{error.description}: another instance uses transactional id "
+                    f"{self.config.transactional_id!r}; give each instance its own --instance",
+                ) from None
+            raise error from None
+        positions = self._positions()
+        failures, out.failures = out.failures, []
+        self._abort_and_rewind(err.str(), consumer, producer)
+        attributed = [
+            (source, e)
+            for source, e in failures
+            if source is not None and e.code() in _MESSAGE_ERRORS
+        ]
+        for source, e in attributed:
+            self.quarantine[_coords(source)] = (refusal_reason(e), e.str()[:1000])
+        if not attributed and err.code() in _MESSAGE_ERRORS:
+            # A write of one message failed, but which? Handle the range again with every
+            # write attributed to its input.
+            self._careful.update(positions)
+            out.attribute(True)
+
+    def abort(self, why: str, *, retrying: bool = True) -> None:
+        """Abort the open transaction (if any) and rewind to the committed offsets.
+
+        ``retrying``: the loop goes on and will handle the same inputs again (counted towards
+        ``max_failures``, with a backoff); False when it is stopping.
+        """
+        if not self._in_txn or self._consumer is None or self._producer is None:
+            return
+        self._in_txn = False
+        self._pending = 0
+        self.output.failures = []
+        self._abort_and_rewind(why, self._consumer, self._producer, retrying=retrying)
+
+    def _abort_and_rewind(
+        self, why: str, consumer: Consumer, producer: Producer, *, retrying: bool = True
+    ) -> None:
+        log.warning("%s: aborting transaction: %s", self.config.agent, why)
+        metrics.TXN_ABORTS.labels(self.config.agent).inc()
+        try:
+            producer.abort_transaction(30)
+        except KafkaException as exc:
+            raise wrap("abort transaction", exc) from None
+        finally:
+            if self.hooks.on_abort is not None:
+                self.hooks.on_abort()
+        if not retrying:
+            return
+        self._failures += 1
+        self._rewind(consumer)
+        if self._failures >= self.config.max_failures:
             raise KafkaOperationError(
                 "commit transaction",
-                error.code,
-                f"{error.description}: another instance uses transactional id "
-                f"{self.config.transactional_id!r}; give each instance its own --instance",
-            ) from None
-        raise error from None
+                "TOO_MANY_ABORTS",
+                f"{self._failures} transactions aborted in a row, the last because: {why}",
+            )
+        if self._failures > 1:
+            time.sleep(min(5.0, 0.1 * 2 ** (self._failures - 1)))
+
+    def _positions(self) -> dict[tuple[str, int], int]:
+        if self._consumer is None:
+            return {}
+        return {
+            (tp.topic, tp.partition): tp.offset
+            for tp in self._consumer.position(self._consumer.assignment())
+            if tp.offset >= 0
+        }
 
     def _rewind(self, consumer: Consumer) -> None:
         assignment = consumer.assignment()
@@ -244,6 +565,7 @@ class ExactlyOnceLoop:
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
 
+    # -- observing -----------------------------------------------------------------------
     def lag(self) -> dict[tuple[str, int], int]:
         """Messages not yet consumed per assigned partition (high watermark - position).
 
@@ -274,6 +596,14 @@ class ExactlyOnceLoop:
         if self._producer is not None:
             self._producer.flush(10)
             self._producer = None
+
+
+def _coords(msg: Message) -> Coords:
+    return (msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+
+
+def _at(msg: Message) -> str:
+    return f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
 
 
 def _usable(msg: Message) -> bool:

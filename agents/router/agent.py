@@ -19,8 +19,8 @@ from typing import cast
 from confluent_kafka import Message
 
 from model_canary.agents import metrics
-from model_canary.agents.kafka.dead_letters import dead_letter
 from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnOutput, tune_gc
+from model_canary.agents.kafka.refusals import Refusals, answer_to_unrouted
 from model_canary.agents.kafka.state_view import StateView
 from model_canary.streams import headers as h
 from model_canary.streams.codec.requests import decode_request
@@ -56,8 +56,11 @@ class _Output:
         self.count = 0
 
 
-# A route plan and, per route (by identity), its output.
-_Plan = tuple[RoutePlan, dict[int, _Output]]
+# A route plan, per route (by identity) its output, and the largest request value its output
+# topics take (headers aside).
+_Plan = tuple[RoutePlan, dict[int, _Output], int]
+#: Room left for a routed request's headers when its size is checked against a topic's limit.
+HEADER_ROOM = 16 * 1024
 
 
 def _text(raw: str | bytes | None) -> str:
@@ -103,7 +106,9 @@ class Router:
             ),
             self.handle,
             on_idle=self._refresh_state,
+            refuse=self._refuse,
         )
+        self.refusals = Refusals(self.catalogue, AGENT)
         self._last_state_poll = 0.0
         # Compiled per model (keyed by the raw model header), dropped when any state changes.
         self._plans: dict[str | bytes, _Plan] = {}
@@ -139,47 +144,45 @@ class Router:
         # The common case inline, with everything it touches in locals: a request of a model
         # already routed in this state, with its metadata headers, not JSON, no router
         # headers. Everything else (and any doubt) takes the full path, _route.
+        # Anything that raises here (a bug, a write Kafka refuses) aborts the transaction; the
+        # loop then refuses the input it was on (out.source) and handles the batch again.
         plans = self._plans
         limit = self.settings.max_request_bytes
         produce = out.fast_produce
         plain = _ROUTER_HEADERS.isdisjoint
         for msg in batch:
-            try:
-                value = msg.value()
-                raw = msg.headers()
-                if value and raw and len(value) <= limit:
-                    meta = dict(raw)
-                    plan = plans.get(meta.get(_MODEL))  # type: ignore[arg-type]
-                    content_type = meta.get(_CONTENT_TYPE)
-                    if (
-                        plan is not None
-                        and _REQUEST_ID in meta
-                        and plain(meta)
-                        and not (content_type and content_type[:_JSON_LEN] == _JSON)
-                    ):
-                        routes, outputs = plan
-                        # Consumed header values are bytes (the stubs allow str for produce).
-                        key: bytes = msg.key() or meta[_REQUEST_ID]  # type: ignore[assignment]
-                        for route in routes.routes(key):
-                            output = outputs[id(route)]
-                            headers = [*raw, *output.headers, routed_at_header]
-                            try:
-                                produce(output.topic, value, key, headers=headers)
-                            except BufferError:
-                                out.produce(output.topic, value, key=key, headers=headers)
-                            output.count += 1
-                        continue
-                self._route(msg, out, routed_at)
-            except Exception as exc:  # the router never stops on input
-                log.exception(
-                    "routing failed at %s[%s]@%s", msg.topic(), msg.partition(), msg.offset()
-                )
-                self._dead(out, msg, "internal-error", f"{type(exc).__name__}: {exc}")
+            out.source = msg
+            value = msg.value()
+            raw = msg.headers()
+            if value and raw and len(value) <= limit:
+                meta = dict(raw)
+                plan = plans.get(meta.get(_MODEL))  # type: ignore[arg-type]
+                content_type = meta.get(_CONTENT_TYPE)
+                if (
+                    plan is not None
+                    and len(value) <= plan[2]
+                    and _REQUEST_ID in meta
+                    and plain(meta)
+                    and not (content_type and content_type[:_JSON_LEN] == _JSON)
+                ):
+                    routes, outputs, _ = plan
+                    # Consumed header values are bytes (the stubs allow str for produce).
+                    key: bytes = msg.key() or meta[_REQUEST_ID]  # type: ignore[assignment]
+                    for route in routes.routes(key):
+                        output = outputs[id(route)]
+                        headers = [*raw, *output.headers, routed_at_header]
+                        try:
+                            produce(output.topic, value, key, headers=headers)
+                        except BufferError:
+                            out.produce(output.topic, value, key=key, headers=headers)
+                        output.count += 1
+                    continue
+            self._route(msg, out, routed_at)
         self._flush_counts()
 
     def _flush_counts(self) -> None:
         # Counted per batch: a Prometheus update per message costs more than the routing.
-        for _plan, outputs in self._plans.values():
+        for _plan, outputs, _ in self._plans.values():
             for output in outputs.values():
                 if output.count:
                     metrics.ROUTED.labels(*output.labels).inc(output.count)
@@ -193,14 +196,15 @@ class Router:
     ) -> None:
         value = msg.value()
         if not value:
-            self._dead(out, msg, "empty", "the message has no value")
+            self._refuse(out, msg, "empty", "the message has no value")
             return
         if len(value) > self.settings.max_request_bytes:
-            self._dead(
+            self._refuse(
                 out,
                 msg,
                 "too-large",
-                f"{len(value)} bytes exceed the limit of {self.settings.max_request_bytes}",
+                f"a request of {len(value)} bytes exceeds the limit of "
+                f"{self.settings.max_request_bytes} (CANARY_MAX_REQUEST_BYTES)",
             )
             return
         # Consumed messages carry a list of pairs (the stubs also allow a dict, for produce).
@@ -221,10 +225,10 @@ class Router:
                     value, _text(content_type) or None, max_bytes=self.settings.max_request_bytes
                 )
             except DecodeError as exc:
-                self._dead(out, msg, exc.reason, str(exc))
+                self._refuse(out, msg, exc.reason, str(exc))
                 return
             if model and _text(model) != request.model:
-                self._dead(
+                self._refuse(
                     out,
                     msg,
                     "invalid-record",
@@ -242,7 +246,7 @@ class Router:
         if plan is None:
             plan = self._compile(_text(model))
             if plan is None:
-                self._dead(
+                self._refuse(
                     out,
                     msg,
                     "unknown-model",
@@ -250,7 +254,16 @@ class Router:
                 )
                 return
             self._plans[model] = plan
-        routes, outputs = plan
+        routes, outputs, largest = plan
+        if len(value) > largest:
+            self._refuse(
+                out,
+                msg,
+                "too-large",
+                f"a request of {len(value)} bytes exceeds what its version topics take "
+                f"({largest + HEADER_ROOM} bytes with headers)",
+            )
+            return
         key = msg.key() or _bytes(request_id)
         for route in routes.routes(key, _text(forced) if forced else None):
             output = outputs[id(route)]
@@ -279,9 +292,12 @@ class Router:
                 headers.append((h.SHADOW, b"1"))
             topic = self.catalogue.version_requests(model, route.version)
             outputs[id(route)] = _Output(topic, headers, (model, route.version, route.arm.value))
-        return plan, outputs
+        limits = self.loop.output.limits
+        largest = min(limits.limit(o.topic) for o in outputs.values()) - HEADER_ROOM
+        return plan, outputs, largest
 
-    def _dead(self, out: TxnOutput, msg: Message, reason: str, detail: str) -> None:
-        dead_letter(
-            out, self.catalogue.dead_letters, msg, agent=AGENT, reason=reason, detail=detail
-        )
+    def _refuse(self, out: TxnOutput, msg: Message, reason: str, detail: str) -> None:
+        """Answer a request the router cannot route with an error result and dead-letter it
+        (also the loop's refusal for an input whose handling failed)."""
+        answer = answer_to_unrouted(msg, self.settings.max_request_bytes)
+        self.refusals.refuse(out, msg, reason, detail, answer=answer)

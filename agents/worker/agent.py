@@ -12,13 +12,13 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from confluent_kafka import Message
 
 from model_canary.agents import metrics
-from model_canary.agents.kafka.dead_letters import dead_letter
 from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnOutput, tune_gc
+from model_canary.agents.kafka.refusals import AnswerTo, Refusals
 from model_canary.agents.kafka.state_view import StateView
 from model_canary.agents.worker.adapters import (
     ModelAdapter,
@@ -29,7 +29,7 @@ from model_canary.agents.worker.adapters import (
 from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.codec.requests import decode_request
-from model_canary.streams.errors import DecodeError, InvalidRecordError
+from model_canary.streams.errors import DecodeError, InvalidRecordError, OutputRefusedError
 from model_canary.streams.messages import (
     MAX_BP,
     Arm,
@@ -127,7 +127,9 @@ class Worker:
                 commit_interval_ms=settings.commit_interval_ms,
             ),
             self.handle,
+            refuse=self._refuse,
         )
+        self.refusals = Refusals(self.catalogue, AGENT)
 
     def run(self, stop: threading.Event) -> None:
         tune_gc()
@@ -139,15 +141,13 @@ class Worker:
             self.adapter.close()
 
     def handle(self, batch: Sequence[Message], out: TxnOutput) -> None:
+        # Anything that raises here aborts the transaction; the loop then refuses the input it
+        # was on (out.source) and handles the batch again.
         self.view.poll(0)
         todo: list[tuple[Message, InferenceRequest, _Routed]] = []
         for msg in batch:
-            try:
-                item = self._prepare(msg, out)
-            except Exception as exc:  # never stop on input
-                log.exception("request at offset %s failed", msg.offset())
-                self._dead(out, msg, "internal-error", f"{type(exc).__name__}: {exc}")
-                continue
+            out.source = msg
+            item = self._prepare(msg, out)
             if item is not None:
                 todo.append(item)
         if not todo:
@@ -158,10 +158,11 @@ class Worker:
         batch_ms = (time.perf_counter() - began) * 1000
         errors = 0
         seconds = self._seconds
-        for (_msg, request, routed), output in zip(todo, outputs, strict=True):
+        for (msg, request, routed), output in zip(todo, outputs, strict=True):
+            out.source = msg
             latency_ms = batch_ms + output.extra_latency_ms
-            self._publish(out, request, routed, output, latency_ms)
-            errors += output.error is not None
+            ok = self._publish(out, msg, request, routed, output, latency_ms)
+            errors += not ok
             seconds.observe(latency_ms / 1000)
         # Counted per batch: a Prometheus update per request costs as much as the publishing.
         o = self.options
@@ -177,7 +178,7 @@ class Worker:
         try:
             routed = _Routed.from_headers(meta)
         except DecodeError as exc:
-            self._dead(out, msg, exc.reason, str(exc))
+            self._refuse(out, msg, exc.reason, str(exc))
             return None
         if routed.arm is Arm.CANARY and self._rolled_back(routed.rollout_id):
             if routed.served:
@@ -189,10 +190,10 @@ class Worker:
                 value, meta.get(h.CONTENT_TYPE), max_bytes=self.settings.max_request_bytes
             )
         except DecodeError as exc:
-            self._dead(out, msg, exc.reason, str(exc))
+            self._refuse(out, msg, exc.reason, str(exc))
             return None
         if request.model != self.options.model:
-            self._dead(
+            self._refuse(
                 out, msg, "invalid-record", f"request for model {request.model!r} on {self.topic}"
             )
             return None
@@ -223,11 +224,14 @@ class Worker:
     def _publish(
         self,
         out: TxnOutput,
+        msg: Message,
         request: InferenceRequest,
         routed: _Routed,
         output: ModelOutput,
         latency_ms: float,
-    ) -> None:
+    ) -> bool:
+        """Write the request's result and metric event; False when it counts as an error (the
+        model failed, or its output could not be written and was refused)."""
         o = self.options
         now = utc_now()
         result = InferenceResult(
@@ -266,13 +270,53 @@ class Worker:
             completed_at=now,
         )
         key = request.request_id.encode()
-        out.produce(self.catalogue.results, self._result_codec.encode(result), key=key)
+        encoded = self._result_codec.encode(result)
+        try:
+            out.produce(self.catalogue.results, encoded, key=key)
+        except OutputRefusedError as exc:
+            # The model's answer cannot be written (too large for the results topic, say):
+            # answer with an error instead, keep a bounded copy of the output, count an error.
+            detail = f"the model's output cannot be written: {exc.detail}"
+            answer = self._answer_to(request, routed)
+            self.refusals.refuse(
+                out,
+                msg,
+                exc.reason,
+                detail,
+                answer=answer,
+                payload=output.outputs,
+                payload_kind="output",
+            )
+            metric = replace(metric, error=True, error_type=exc.reason, prediction=None)
         out.produce(self.catalogue.metrics, self._metric_codec.encode(metric), key=o.model.encode())
+        return not metric.error
 
-    def _dead(self, out: TxnOutput, msg: Message, reason: str, detail: str) -> None:
-        dead_letter(
-            out, self.catalogue.dead_letters, msg, agent=AGENT, reason=reason, detail=detail
+    def _answer_to(self, request: InferenceRequest | None, routed: _Routed | None) -> AnswerTo:
+        return AnswerTo(
+            request.request_id if request else "",
+            model=self.options.model,
+            version=self.options.version,
+            arm=routed.arm if routed else Arm.STABLE,
+            served=routed.served if routed else True,
+            rollout_id=routed.rollout_id if routed else None,
+            weight_bp=routed.weight_bp if routed else 0,
+            routing_key=request.routing_key if request else None,
         )
+
+    def _refuse(self, out: TxnOutput, msg: Message, reason: str, detail: str) -> None:
+        """Answer a request this worker cannot serve with an error result (when its id is
+        known) and dead-letter it (also the loop's refusal for an input whose handling
+        failed)."""
+        meta = h.header_dict(h.as_list(msg.headers()))
+        rid = meta.get(h.REQUEST_ID)
+        answer = None
+        if rid:
+            try:
+                routed: _Routed | None = _Routed.from_headers(meta)
+            except DecodeError:
+                routed = None
+            answer = replace(self._answer_to(None, routed), request_id=rid)
+        self.refusals.refuse(out, msg, reason, detail, answer=answer)
 
 
 def _int(raw: str | None, default: int) -> int:

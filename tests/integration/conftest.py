@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -256,6 +257,34 @@ def read_topic(
     finally:
         consumer.close()
     return out
+
+
+def answers(
+    settings: Settings, topic: str, ids: list[str], *, timeout: float = 120.0, settle: float = 2.0
+) -> Counter[str]:
+    """How many messages keyed by each of ``ids`` ``topic`` holds: reads from the beginning
+    until every id has one (other keys are skipped), then ``settle`` seconds more so
+    duplicates would be seen."""
+    import time
+
+    from model_canary.agents.client.tail import open_tail
+
+    wanted = set(ids)
+    seen: Counter[str] = Counter()
+    consumer = open_tail(settings, topic, f"answers-{uuid.uuid4().hex[:6]}", from_beginning=True)
+    try:
+        deadline = time.monotonic() + timeout
+        quiet_until: float | None = None
+        while time.monotonic() < (quiet_until or deadline):
+            for m in consumer.consume(1000, timeout=0.2):
+                key = (m.key() or b"").decode("utf-8", "replace")
+                if m.error() is None and key in wanted:
+                    seen[key] += 1
+            if quiet_until is None and wanted <= set(seen):
+                quiet_until = time.monotonic() + settle
+    finally:
+        consumer.close()
+    return Counter({rid: seen[rid] for rid in ids})
 
 
 def send_requests(

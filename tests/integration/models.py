@@ -33,3 +33,14 @@ def negate(batch: list[Any]) -> list[Any]:
         data = resp["outputs"][0]["data"]
         data[0] = -data[0] if isinstance(data[0], int | float) else data[0]
     return out
+
+
+def huge_on_negative(batch: list[Any]) -> list[Any]:
+    """Like :func:`echo`, but a negative first value gets a 2 MB answer: more than the results
+    topic takes."""
+    out = echo(batch)
+    for resp in out:
+        value = resp["outputs"][0]["data"][0]
+        if isinstance(value, int | float) and value < 0:
+            resp["outputs"][0]["data"] = [value] * 300_000
+    return out

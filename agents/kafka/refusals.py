@@ -1,0 +1,118 @@
+"""Refusing a request: every request gets exactly one answer, even when it cannot be routed or
+served. A refusal writes, in the caller's transaction, an error result on the results topic
+(when the request's id is known, so the client stops waiting at once) and a dead letter with a
+bounded copy of what failed and the reason.
+
+>>> answer = AnswerTo("r1", model="iris")
+>>> result = error_result(answer, "too-large", "a message of 5242880 bytes exceeds ...")
+>>> result.error_type, result.served, result.outputs[:10]
+('too-large', True, b'{"error":"')
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from confluent_kafka import Message
+
+from model_canary.agents.kafka.dead_letters import dead_letter
+from model_canary.agents.kafka.eos import TxnOutput
+from model_canary.streams import headers as h
+from model_canary.streams.accounting import request_id_of
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.messages import Arm, InferenceResult, utc_now
+from model_canary.streams.topics import TopicCatalogue
+
+MAX_ERROR_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerTo:
+    """Who a refusal answers: the request's id and whatever is known of its routing."""
+
+    request_id: str
+    model: str = ""
+    version: str = ""
+    arm: Arm = Arm.STABLE
+    served: bool = True
+    rollout_id: str | None = None
+    weight_bp: int = 0
+    routing_key: str | None = None
+
+
+def error_result(answer: AnswerTo, reason: str, detail: str) -> InferenceResult:
+    """The error result a refusal answers with (the OIP error shape ``{"error": ...}``)."""
+    message = detail[:MAX_ERROR_CHARS]
+    return InferenceResult(
+        request_id=answer.request_id,
+        model=answer.model,
+        version=answer.version,
+        arm=answer.arm,
+        served=answer.served,
+        outputs=json.dumps({"error": message}, separators=(",", ":")).encode(),
+        content_type=h.JSON,
+        error=message,
+        error_type=reason,
+        rollout_id=answer.rollout_id,
+        weight_bp=answer.weight_bp,
+        routing_key=answer.routing_key,
+        latency_ms=0.0,
+        created_at=utc_now(),
+    )
+
+
+def answer_to_unrouted(msg: Message, max_bytes: int) -> AnswerTo | None:
+    """Who to answer for a request refused before routing (``None``: no id can be found)."""
+    raw = h.as_list(msg.headers())
+    rid = request_id_of(msg.value(), raw, max_bytes)
+    if rid is None:
+        return None
+    meta = h.header_dict(raw)
+    key = msg.key()
+    return AnswerTo(
+        rid,
+        model=meta.get(h.MODEL, ""),
+        routing_key=key.decode("utf-8", "replace") if key else None,
+    )
+
+
+class Refusals:
+    """``refuse(out, msg, reason, detail, answer=...)`` for one agent."""
+
+    def __init__(self, catalogue: TopicCatalogue, agent: str) -> None:
+        self.catalogue = catalogue
+        self.agent = agent
+        self._codec = codec_for(InferenceResult)
+
+    def refuse(
+        self,
+        out: TxnOutput,
+        msg: Message,
+        reason: str,
+        detail: str,
+        *,
+        answer: AnswerTo | None,
+        payload: bytes | None = None,
+        payload_kind: str = "request",
+    ) -> None:
+        """Answer ``msg``'s request with an error result (when ``answer`` is given) and
+        dead-letter it, both in the open transaction."""
+        extra: h.RawHeaders = []
+        if answer is not None:
+            result = error_result(answer, reason, detail)
+            key = answer.request_id.encode()
+            out.produce(self.catalogue.results, self._codec.encode(result), key=key)
+            if h.REQUEST_ID not in h.header_dict(h.as_list(msg.headers())):
+                extra.append((h.REQUEST_ID, key))
+        dead_letter(
+            out,
+            self.catalogue.dead_letters,
+            msg,
+            agent=self.agent,
+            reason=reason,
+            detail=detail,
+            payload=payload,
+            payload_kind=payload_kind,
+            extra_headers=extra,
+        )
