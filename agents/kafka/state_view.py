@@ -38,6 +38,9 @@ class StateView:
         self._codec = codec_for(RolloutState)
         self.states: dict[str, RolloutState] = {}
         self.revision = 0  # number of state records applied, for cheap change detection
+        # States this process wrote in a transaction not yet committed: model -> the state
+        # before (None: none), restored if the transaction aborts.
+        self._uncommitted: dict[str, RolloutState | None] = {}
 
     def get(self, model: str) -> RolloutState | None:
         return self.states.get(model)
@@ -127,9 +130,36 @@ class StateView:
         return n
 
     def apply_local(self, state: RolloutState) -> None:
-        """Record a state this process wrote itself (before it comes back from the topic)."""
+        """Record a state this process wrote itself in the open transaction (before it comes
+        back from the topic); :meth:`commit_local` or :meth:`rollback_local` settles it."""
+        if state.model not in self._uncommitted:
+            self._uncommitted[state.model] = self.states.get(state.model)
         self.states[state.model] = state
         self.revision += 1
+
+    def commit_local(self) -> None:
+        """The transaction that wrote the local states committed: they are the states now."""
+        self._uncommitted.clear()
+
+    def rollback_local(self) -> None:
+        """The transaction that wrote the local states aborted: they were never written, so
+        forget them (the commands that made them will be applied again).
+
+        >>> from model_canary.streams.messages import Phase, RolloutState, utc_now
+        >>> view, now = StateView(Settings()), utc_now()
+        >>> view.apply_local(RolloutState(model="iris", rollout_id="r1", stable_version="v1",
+        ...     baseline_version="v1", phase=Phase.STABLE, step_started_at=now, updated_at=now))
+        >>> view.rollback_local(); view.get("iris") is None
+        True
+        """
+        for model, before in self._uncommitted.items():
+            if before is None:
+                self.states.pop(model, None)
+            else:
+                self.states[model] = before
+        if self._uncommitted:
+            self.revision += 1
+        self._uncommitted.clear()
 
     def close(self) -> None:
         if self._consumer is not None:

@@ -19,7 +19,7 @@ from confluent_kafka import Message
 from model_canary.agents import metrics
 from model_canary.agents.kafka.admin import Admin
 from model_canary.agents.kafka.dead_letters import dead_letter
-from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnOutput
+from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnHooks, TxnOutput
 from model_canary.agents.kafka.state_view import StateView
 from model_canary.agents.router.command_guard import CommandGuard
 from model_canary.streams.codec.avro import codec_for, decode_any
@@ -63,6 +63,10 @@ class Controller:
                 commit_interval_ms=settings.commit_interval_ms,
             ),
             self.handle,
+            refuse=self._refuse_input,
+            # A state written in an aborted transaction was never written: the commands
+            # behind it are read again and must apply to the state before it.
+            hooks=TxnHooks(after_commit=self.view.commit_local, on_abort=self.view.rollback_local),
         )
         self._caught_up = -1  # the assignment generation the view was caught up for
         self.guard = CommandGuard(
@@ -76,19 +80,14 @@ class Controller:
             self.view.catch_up()
             self.guard.catch_up()
             self._caught_up = self.loop.assignments
+        # Anything that raises here aborts the transaction; the loop then refuses the message
+        # it was on (out.source: a rejection event and a dead letter) and handles the rest again.
         for msg in batch:
-            try:
-                self._handle_one(msg, out)
-            except Exception as exc:  # never stop on input
-                log.exception("control message at offset %s failed", msg.offset())
-                dead_letter(
-                    out,
-                    self.catalogue.dead_letters,
-                    msg,
-                    agent=AGENT,
-                    reason="internal-error",
-                    detail=f"{type(exc).__name__}: {exc}",
-                )
+            out.source = msg
+            self._handle_one(msg, out)
+
+    def _refuse_input(self, out: TxnOutput, msg: Message, reason: str, detail: str) -> None:
+        self._reject(out, None, reason, detail, msg)
 
     def _handle_one(self, msg: Message, out: TxnOutput) -> None:
         value = msg.value() or b""
