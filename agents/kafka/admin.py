@@ -117,3 +117,23 @@ class Admin:
         except KafkaException as exc:
             raise wrap(f"describe topic {topic}", exc) from None
         return {name: entry.value for name, entry in entries.items() if entry.value is not None}
+
+    def alter_topic_config(self, topic: str, config: dict[str, str], timeout: float = 10.0) -> None:
+        """Set some of a topic's configuration (incrementally: other settings are kept)."""
+        from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in __all__
+            AlterConfigOpType,
+            ConfigEntry,
+            ConfigResource,
+            ResourceType,
+        )
+
+        entries = [
+            ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+            for name, value in config.items()
+        ]
+        resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=entries)
+        try:
+            futures = self.client.incremental_alter_configs([resource], request_timeout=timeout)
+            futures[resource].result(timeout=timeout)
+        except KafkaException as exc:
+            raise wrap(f"alter topic {topic}", exc) from None

@@ -495,14 +495,18 @@ class ExactlyOnceLoop:
                 ) from None
             raise error from None
         positions = self._positions()
-        failures, out.failures = out.failures, []
-        self._abort_and_rewind(err.str(), consumer, producer)
+        try:
+            self._abort_and_rewind(err.str(), consumer, producer)
+        finally:
+            producer.poll(0)  # serve the delivery reports still queued (the failed write's)
+            failures, out.failures = out.failures, []
         attributed = [
             (source, e)
             for source, e in failures
             if source is not None and e.code() in _MESSAGE_ERRORS
         ]
         for source, e in attributed:
+            log.warning("%s: %s refused: %s", self.config.agent, _at(source), e.str())
             self.quarantine[_coords(source)] = (refusal_reason(e), e.str()[:1000])
         if not attributed and err.code() in _MESSAGE_ERRORS:
             # A write of one message failed, but which? Handle the range again with every

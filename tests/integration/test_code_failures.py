@@ -111,3 +111,39 @@ def test_an_oversized_model_output_is_refused_and_its_batch_is_not_lost(
     assert {header(m, h.DLQ_PAYLOAD) for m in dead} == {"output"}
     assert {header(m, h.REQUEST_ID) for m in dead} == {"r2", "r5"}
     assert {header(m, h.DLQ_TRUNCATED) for m in dead} == {"1"}
+
+
+def test_a_write_the_broker_refuses_after_queueing_is_tracked_to_its_request(
+    settings: Settings,
+    topics: TopicCatalogue,
+    admin: Admin,
+    spawn: Callable[..., Agent],
+    start_worker: Callable[..., Agent],
+) -> None:
+    # The router learned v1's limit (1 MB) when it first routed; an operator then lowers it:
+    # the broker refuses the next large request only when the transaction commits.
+    spawn("router", "--instance", "r1")
+    ControlClient(settings).send("iris", "register", baseline_version="v1")
+    start_worker("v1")
+    client = CanaryClient(settings)
+    first = client.infer(b'{"inputs":[]}', model="iris", request_id="first", timeout=60)
+    assert first.error is None
+    admin.alter_topic_config(topics.version_requests("iris", "v1"), {"max.message.bytes": "2000"})
+
+    ids = [
+        client.send(b'{"inputs":[]}', model="iris", request_id=f"a{i}", flush=False)
+        for i in range(3)
+    ]
+    large = b'{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","data":["' + b"y" * 5000
+    ids.append(client.send(large + b'"]}]}', model="iris", request_id="large", flush=False))
+    ids += [
+        client.send(b'{"inputs":[]}', model="iris", request_id=f"b{i}", flush=False)
+        for i in range(3)
+    ]
+    client.close()
+
+    report = audit(settings, timeout=90)
+    assert report.lost == 0 and report.duplicated == 0, report.to_dict()
+    results = _results(settings, topics, len(ids) + 1)
+    assert results["large"].error_type == "too-large"
+    assert all(results[i].error is None for i in ids if i != "large")
