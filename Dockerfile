@@ -18,7 +18,8 @@ COPY streams ./streams
 COPY agents ./agents
 COPY schemas ./schemas
 COPY model_canary ./model_canary
-RUN pip install -c constraints.txt . \
+# The sklearn extra: the workers serve the demo's scikit-learn models.
+RUN pip install -c constraints.txt '.[sklearn]' \
     && canary demo train --out /models \
     && chmod -R a+rX /models \
     && rm -rf /src

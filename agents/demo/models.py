@@ -1,6 +1,8 @@
 """Real scikit-learn models for the demo, trained on the iris data set that ships with
 scikit-learn: a baseline v1, a better candidate v2, and a broken candidate for the accuracy
-regression.
+regression. They need the ``sklearn`` extra (``pip install 'model-canary[sklearn]'``); without
+it :func:`write_models` and :func:`held_out` raise
+:class:`~model_canary.agents.extras.MissingExtraError`.
 
 >>> paths = write_models(Path("/tmp/canary-models"))  # doctest: +SKIP
 >>> sorted(p.name for p in paths.values())  # doctest: +SKIP
@@ -13,11 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
+
+from model_canary.agents.extras import require
 
 #: File names under the output folder, by role.
 FILES = {"v1": "iris-v1.joblib", "v2": "iris-v2.joblib", "broken": "iris-v2-broken.joblib"}
@@ -40,6 +40,10 @@ def write_models(folder: Path, seed: int = 7, *, broken: bool = True) -> dict[st
     """Fit and save v1 (a weakly regularised logistic regression on the two sepal features,
     about 77% accurate), v2 (all four features, about 95%) and, with ``broken``, a v2 whose
     class indices are shifted by one (a label-encoding bug: almost always wrong)."""
+    require("sklearn", "the demo's models")
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+
     train, _test = _split(seed)
     x, y = train.features, train.labels
     models: dict[str, Any] = {
@@ -57,6 +61,10 @@ def write_models(folder: Path, seed: int = 7, *, broken: bool = True) -> dict[st
 
 
 def _split(seed: int) -> tuple[DemoData, DemoData]:
+    require("sklearn", "the iris data")
+    from sklearn.datasets import load_iris
+    from sklearn.model_selection import train_test_split
+
     iris = load_iris()
     x_train, x_test, y_train, y_test = train_test_split(
         iris.data, iris.target, test_size=0.5, random_state=seed, stratify=iris.target
@@ -70,7 +78,7 @@ class _Columns:
 
     n_features_in_ = 4
 
-    def __init__(self, model: LogisticRegression, n: int) -> None:
+    def __init__(self, model: Any, n: int) -> None:
         self.model = model
         self.n = n
 

@@ -34,6 +34,7 @@ from model_canary.agents.demo.summary import (
     shadow_comparison,
     version_views,
 )
+from model_canary.agents.extras import require
 from model_canary.agents.kafka.admin import Admin
 from model_canary.streams.messages import epoch_ms, utc_now
 from model_canary.streams.settings import Settings
@@ -60,6 +61,7 @@ class DemoOptions:
 
 def run_demo(settings: Settings, options: DemoOptions) -> dict[str, Any]:
     """Run the whole demo; returns the summary printed as the last JSON line."""
+    require("sklearn", "canary demo")  # before anything starts
     broker = LocalBroker(settings)
     started_broker = False
     work = Path(tempfile.mkdtemp(prefix="canary-demo-"))

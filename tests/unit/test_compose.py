@@ -296,7 +296,7 @@ def test_dockerfile_copies_only_what_the_build_context_keeps() -> None:
     assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
     assert re.search(r"^USER (?!root)\w+", text, re.M), "agents run as a non-root user"
     assert 'ENTRYPOINT ["canary"]' in text
-    assert "pip install -c constraints.txt ." in text and " -e " not in text
+    assert "pip install -c constraints.txt '.[sklearn]'" in text and " -e " not in text
     ignored = [
         line.strip()
         for line in (ROOT / ".dockerignore").read_text().splitlines()

@@ -54,11 +54,8 @@ def load_adapter(spec: str, *, timeout_s: float = 10.0) -> ModelAdapter:
     if kind == "python":
         return PythonCallableAdapter.from_reference(rest)
     if kind == "sklearn":
-        try:
-            from model_canary.agents.worker.adapters.sklearn_model import SklearnAdapter
-        except ImportError as exc:
-            message = f"the sklearn adapter needs numpy, joblib and scikit-learn: {exc}"
-            raise ConfigError(message) from exc
+        from model_canary.agents.worker.adapters.sklearn_model import SklearnAdapter
+
         return SklearnAdapter.from_path(rest)
     if kind == "oip":
         return OipHttpAdapter.from_url(rest, timeout_s=timeout_s)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from model_canary.agents.extras import require
 from model_canary.agents.worker.adapters.base import (
     BAD_INPUT,
     BAD_OUTPUT,
@@ -75,10 +76,8 @@ class SklearnAdapter:
             raise ConfigError(f"sklearn model must be a .joblib or .pkl file, got {str(file)!r}")
         if not file.is_file():
             raise ConfigError(f"sklearn model file {str(file)!r} does not exist")
-        try:
-            joblib: Any = importlib.import_module("joblib")
-        except ImportError:
-            raise ConfigError("the sklearn adapter needs joblib and scikit-learn") from None
+        require("sklearn", "the sklearn adapter")
+        joblib: Any = importlib.import_module("joblib")
         try:
             model = joblib.load(file)
         except Exception as exc:  # unpickling can raise nearly anything
