@@ -14,6 +14,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from model_canary.streams.errors import ConfigError
+
 SUFFIX = ".avsc"
 
 
@@ -28,9 +30,9 @@ def schema_names() -> list[str]:
 
 
 def load_schema(name: str) -> dict[str, Any]:
-    """The schema ``<name>.avsc`` as a JSON dict; :class:`ValueError` if there is none."""
+    """The schema ``<name>.avsc`` as a JSON dict; :class:`ConfigError` if there is none."""
     path = schema_dir() / f"{name}{SUFFIX}"
     if "/" in name or "\\" in name or not path.is_file():
-        raise ValueError(f"no schema named {name!r}; known: {', '.join(schema_names())}")
+        raise ConfigError(f"no schema named {name!r}; known: {', '.join(schema_names())}")
     schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return schema

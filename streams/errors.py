@@ -11,6 +11,11 @@ whole family at once::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from model_canary.streams.messages import ControlCommand, ControlEvent
+
 
 class CanaryError(Exception):
     """Root of every error model-canary raises on purpose."""
@@ -20,8 +25,50 @@ class ConfigError(CanaryError):
     """A setting, flag, plan or environment variable is missing or invalid."""
 
 
-class DecodeError(CanaryError):
-    """A message could not be turned into a record.
+class RecordValidationError(CanaryError, ValueError):
+    """A record (or a value on its way into one) fails its checks: an identity field is
+    empty, an enum-like value unknown, a timestamp naive, basis points out of range, a tensor
+    ragged. Also a ``ValueError``, so code that validates with ``except ValueError`` works.
+
+    >>> from model_canary.streams.messages import EPOCH, Feedback
+    >>> try:
+    ...     Feedback(request_id="", model="iris", label="1", observed_at=EPOCH)
+    ... except RecordValidationError as exc:
+    ...     print(exc)
+    Feedback.request_id must not be empty
+    """
+
+
+class RecordTypeError(RecordValidationError, TypeError):
+    """A value of the wrong type where a record (or one of its fields) was expected."""
+
+
+class CommandRejectedError(CanaryError):
+    """A control command that changed nothing: invalid, not allowed in the rollout's phase,
+    or (with signing on) unsigned, forged, stale or replayed.
+
+    ``reason`` is the short code of the ``rejected`` event (``unknown-model``, ``bad-weight``,
+    ``forbidden-transition``, ``invalid-command``, ``stale``, ``unsigned``...). The state
+    machine raises it without ``event``; the control client raises it with the command it sent
+    and the controller's event.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        command: ControlCommand | None = None,
+        event: ControlEvent | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.command = command
+        self.event = event
+
+
+class DecodeError(CanaryError, ValueError):
+    """A message could not be turned into a record (also a ``ValueError``).
 
     ``reason`` is a short machine-friendly code (it becomes the dead-letter reason header);
     the message text says what exactly is wrong.
@@ -103,3 +150,8 @@ class OutputRefusedError(CanaryError):
 
 class RequestTimeoutError(CanaryError):
     """No served result arrived for a request within its timeout."""
+
+
+class ModelContractError(CanaryError, ValueError):
+    """A model broke its adapter's contract for a whole batch (returned something that is not
+    a list, or the wrong number of items); the worker answers every item with an error."""

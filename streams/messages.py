@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import ClassVar
 
 from model_canary.streams.enums import Action, Arm, Mode, Outcome, Phase
+from model_canary.streams.errors import RecordValidationError
 from model_canary.streams.headers import JSON
 from model_canary.streams.record_base import (
     EPOCH,
@@ -83,7 +84,9 @@ class InferenceRequest(Record):
     def __post_init__(self) -> None:
         Record.__post_init__(self)
         if self.timeout_ms is not None and not 0 < self.timeout_ms <= INT32_MAX:
-            raise ValueError(f"InferenceRequest.timeout_ms must be within 1..{INT32_MAX}")
+            raise RecordValidationError(
+                f"InferenceRequest.timeout_ms must be within 1..{INT32_MAX}"
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

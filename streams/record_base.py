@@ -16,6 +16,8 @@ from enum import StrEnum
 from types import UnionType
 from typing import Any, ClassVar
 
+from model_canary.streams.errors import RecordValidationError
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_BP = 10_000
 INT32_MAX = 2**31 - 1
@@ -92,23 +94,25 @@ def _check(record: Record) -> None:
     rules = _rules(cls)
     for name in cls.IDENTITY:
         if getattr(record, name) == "":
-            raise ValueError(f"{cls.__name__}.{name} must not be empty")
+            raise RecordValidationError(f"{cls.__name__}.{name} must not be empty")
     for name, enum in rules.enums:
         value = getattr(record, name)
         if value is not None and type(value) is not enum:
             try:
                 object.__setattr__(record, name, enum(value))
-            except ValueError:
+            except ValueError:  # the enum's own
                 allowed = ", ".join(m.value for m in enum)
-                raise ValueError(
+                raise RecordValidationError(
                     f"{cls.__name__}.{name} must be one of {allowed}; got {value!r}"
                 ) from None
     for name in rules.times:
         value = getattr(record, name)
         if not isinstance(value, datetime) or value.tzinfo is None:
-            raise ValueError(f"{cls.__name__}.{name} must be a timezone-aware datetime")
+            raise RecordValidationError(f"{cls.__name__}.{name} must be a timezone-aware datetime")
     for name in rules.bps:
         value = getattr(record, name)
         for bp in value if isinstance(value, tuple) else (value,):
             if bp is not None and not 0 <= bp <= MAX_BP:
-                raise ValueError(f"{cls.__name__}.{name} must be within 0..{MAX_BP}; got {bp}")
+                raise RecordValidationError(
+                    f"{cls.__name__}.{name} must be within 0..{MAX_BP}; got {bp}"
+                )

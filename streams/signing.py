@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
+from model_canary.streams.errors import ConfigError, RecordTypeError
 from model_canary.streams.messages import ControlCommand, epoch_ms
 from model_canary.streams.signing_keys import KeyRing, Secret, SigningKey
 
@@ -75,7 +76,7 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, str | int):  # bool is an int
         return value
-    raise TypeError(f"no canonical form for a {type(value).__name__} field")
+    raise RecordTypeError(f"no canonical form for a {type(value).__name__} field")
 
 
 def _mac(secret: Secret, command: ControlCommand) -> str:
@@ -118,9 +119,9 @@ class Verifier:
 
     def __init__(self, ring: KeyRing, window: timedelta = DEFAULT_WINDOW) -> None:
         if not ring:
-            raise ValueError("a verifier needs at least one key")
+            raise ConfigError("a verifier needs at least one key")
         if window <= timedelta(0):
-            raise ValueError("the window must be positive")
+            raise ConfigError("the window must be positive")
         self.ring = ring
         self.window = window
         self._seen: dict[str, Hashable] = {}

@@ -11,3 +11,9 @@ outside), :mod:`.load` (producing requests), :mod:`.measure` (drain throughput, 
 exactly-once checks), :mod:`.passthrough` (the reference), :mod:`.session` (topics and
 contenders), :mod:`.router_bench`, :mod:`.worker_bench` and :mod:`.report`.
 """
+
+from model_canary.streams.errors import CanaryError
+
+
+class BenchError(CanaryError):
+    """A benchmark could not run or measure: a contender died, timed out or lost messages."""

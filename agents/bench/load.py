@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 
 from confluent_kafka import Producer
 
+from model_canary.agents.bench import BenchError
 from model_canary.agents.client.inference import CanaryClient
 from model_canary.agents.kafka.config import producer_config
 from model_canary.streams import headers as h
@@ -158,5 +159,5 @@ def produce_routed(
 
     _send_all(send, n, flush, timeout)
     if len(producer) > 0:
-        raise RuntimeError(f"{len(producer)} requests not delivered within {timeout:g}s")
+        raise BenchError(f"{len(producer)} requests not delivered within {timeout:g}s")
     return ids

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from model_canary.agents.bench import BenchError
 from model_canary.agents.bench.load import SENT_NS
 from model_canary.agents.bench.probe import OffsetProbe
 from model_canary.agents.bench.procs import Child
@@ -63,11 +64,11 @@ def measure_drain(
 ) -> Drain:
     """Start the (stopped) ``child`` and time it draining ``inputs`` to their current end."""
     if child.alive:
-        raise RuntimeError(f"{child.name} must be stopped before a drain is measured")
+        raise BenchError(f"{child.name} must be stopped before a drain is measured")
     target = probe.end_total(inputs)
     before = probe.committed_total(group, inputs)
     if target <= before:
-        raise RuntimeError(f"nothing for {child.name} to drain ({before}/{target} committed)")
+        raise BenchError(f"nothing for {child.name} to drain ({before}/{target} committed)")
     written = probe.end_total(outputs)
     deadline = time.monotonic() + timeout
     child.start()
@@ -108,7 +109,7 @@ def wait_caught_up(
 def _check(child: Child, deadline: float, what: str) -> None:
     child.check_alive()
     if time.monotonic() > deadline:
-        raise TimeoutError(f"{child.name}: timed out waiting for {what}:\n{child.log_tail()}")
+        raise BenchError(f"{child.name}: timed out waiting for {what}:\n{child.log_tail()}")
 
 
 def header_value(msg: Message, name: str) -> str | None:
@@ -239,7 +240,7 @@ def read_ids(settings: Settings, topics: Sequence[str], id_of: IdOf) -> list[str
                 elif err.code() == KafkaError._PARTITION_EOF:
                     remaining.discard((msg.topic(), msg.partition()))
         if remaining:
-            raise TimeoutError(f"could not read {sorted(remaining)} to the end")
+            raise BenchError(f"could not read {sorted(remaining)} to the end")
         return out
     finally:
         consumer.close()

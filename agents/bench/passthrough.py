@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from model_canary.agents.bench import BenchError
 from model_canary.agents.kafka.config import consumer_config, producer_config
 from model_canary.streams.settings import Settings
 
@@ -94,7 +95,7 @@ class Passthrough:
                     err = msg.error()
                     if err is not None:
                         if err.code() != KafkaError._PARTITION_EOF:
-                            raise RuntimeError(err.str())
+                            raise BenchError(err.str())
                         continue
                     value, key, headers = msg.value(), msg.key(), msg.headers()
                     for topic in outputs:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from model_canary.agents.bench import BenchError
 from model_canary.agents.kafka.config import consumer_config
 from model_canary.streams.settings import Settings
 
@@ -39,7 +40,7 @@ class OffsetProbe:
         if topic not in self._partitions:
             md = self._watermarks.list_topics(topic, timeout=10).topics.get(topic)
             if md is None or md.error is not None or not md.partitions:
-                raise RuntimeError(f"topic {topic} is missing ({md and md.error})")
+                raise BenchError(f"topic {topic} is missing ({md and md.error})")
             self._partitions[topic] = sorted(md.partitions)
         return self._partitions[topic]
 
@@ -78,7 +79,7 @@ class OffsetProbe:
                 return sum(max(tp.offset, 0) for tp in committed)
             except KafkaException:
                 continue  # e.g. coordinator moving; try again
-        raise RuntimeError(f"cannot read the committed offsets of group {group}")
+        raise BenchError(f"cannot read the committed offsets of group {group}")
 
     def close(self) -> None:
         self._watermarks.close()

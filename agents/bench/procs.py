@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+from model_canary.agents.bench import BenchError
 from model_canary.agents.process import terminate
 
 MB = 1024 * 1024
@@ -131,7 +132,7 @@ class Child:
     def check_alive(self) -> None:
         """Raise with the end of the log when the process has exited."""
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(
+            raise BenchError(
                 f"{self.name} exited with code {self.proc.returncode}:\n{self.log_tail()}"
             )
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from model_canary.agents.bench import BenchError
 from model_canary.agents.bench.load import produce_paced, produce_requests
 from model_canary.agents.bench.measure import (
     Drain,
@@ -105,7 +106,7 @@ def run_router_bench(
             sent.extend(produce_requests(session.settings, MODEL, o.requests, id_prefix=f"t{r}-"))
             written = probe.end_total([cat.requests]) - before
             if written != o.requests:
-                raise RuntimeError(f"{written} of {o.requests} requests were written")
+                raise BenchError(f"{written} of {o.requests} requests were written")
 
         try:
             drains = drain_rounds(

@@ -22,6 +22,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
+from model_canary.agents.bench import BenchError
 from model_canary.agents.bench.procs import Child
 from model_canary.agents.client.control import ControlClient
 from model_canary.agents.kafka.admin import Admin
@@ -147,7 +148,7 @@ class BenchSession:
             thread.join(30)
             controller.view.close()
         if failure:
-            raise RuntimeError(f"the controller failed: {failure[0]}")
+            raise BenchError(f"the controller failed: {failure[0]}")
 
     # -- clean-up ------------------------------------------------------------------------
     def close(self, failed: bool = False) -> None:

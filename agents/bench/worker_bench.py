@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Message
 
+from model_canary.agents.bench import BenchError
 from model_canary.agents.bench.load import produce_routed
 from model_canary.agents.bench.measure import (
     Delivery,
@@ -95,7 +96,7 @@ def run_worker_bench(
             )
             written = probe.end_total([topic]) - before
             if written != o.requests:
-                raise RuntimeError(f"{written} of {o.requests} requests were written")
+                raise BenchError(f"{written} of {o.requests} requests were written")
 
         try:
             drains = drain_rounds(

@@ -6,6 +6,7 @@ import argparse
 
 from model_canary.agents.cli.common import settings_from_args
 from model_canary.agents.kafka.admin import Admin
+from model_canary.streams.errors import ConfigError
 from model_canary.streams.topics import TopicCatalogue
 
 
@@ -44,9 +45,7 @@ def run(args: argparse.Namespace) -> int:
         for item in args.model_version:
             model, sep, version = item.partition(":")
             if not sep:
-                raise SystemExit(
-                    f"canary topics create: --model-version wants MODEL:VERSION, got {item!r}"
-                )
+                raise ConfigError(f"--model-version wants MODEL:VERSION, got {item!r}")
             specs += catalogue.version_specs(model, version)
         created = admin.ensure_topics(specs)
         for spec in specs:

@@ -7,5 +7,14 @@
 
 from model_canary.agents.client.control import ControlClient, ControlOutcome
 from model_canary.agents.client.inference import AsyncCanaryClient, CanaryClient, InferenceError
+from model_canary.streams.errors import CommandRejectedError, RequestTimeoutError
 
-__all__ = ["AsyncCanaryClient", "CanaryClient", "ControlClient", "ControlOutcome", "InferenceError"]
+__all__ = [
+    "AsyncCanaryClient",
+    "CanaryClient",
+    "CommandRejectedError",
+    "ControlClient",
+    "ControlOutcome",
+    "InferenceError",
+    "RequestTimeoutError",
+]

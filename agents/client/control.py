@@ -14,7 +14,12 @@ from model_canary.agents.kafka.config import producer_config
 from model_canary.agents.kafka.errors import produce_confirmed
 from model_canary.agents.kafka.state_view import StateView
 from model_canary.streams.codec.avro import codec_for
-from model_canary.streams.errors import CanaryError, DecodeError, RequestTimeoutError
+from model_canary.streams.errors import (
+    CommandRejectedError,
+    ConfigError,
+    DecodeError,
+    RequestTimeoutError,
+)
 from model_canary.streams.messages import (
     Action,
     ControlCommand,
@@ -39,13 +44,26 @@ class ControlOutcome:
         return self.event.outcome == "applied"
 
 
-class CommandRejectedError(CanaryError):
-    """The controller rejected the command; the event says why."""
+#: CLI command names that differ from the action they send.
+CLI_ACTIONS = {"promote": Action.ADVANCE}
 
-    def __init__(self, outcome: ControlOutcome) -> None:
-        e = outcome.event
-        super().__init__(f"{e.action} for {e.model!r} rejected ({e.reason}): {e.detail}")
-        self.outcome = outcome
+
+def action_named(name: str | Action) -> Action:
+    """The action a name stands for, spelled as in records or as on the command line.
+
+    >>> action_named("set-weight"), action_named("promote"), action_named(Action.PAUSE)
+    (<Action.SET_WEIGHT: 'set_weight'>, <Action.ADVANCE: 'advance'>, <Action.PAUSE: 'pause'>)
+    """
+    if isinstance(name, Action):
+        return name
+    key = name.strip().lower()
+    if key in CLI_ACTIONS:
+        return CLI_ACTIONS[key]
+    try:
+        return Action(key.replace("-", "_"))
+    except ValueError:
+        known = ", ".join(a.value.replace("_", "-") for a in Action)
+        raise ConfigError(f"unknown action {name!r}; one of {known}") from None
 
 
 class ControlClient:
@@ -67,11 +85,12 @@ class ControlClient:
         self._event_codec = codec_for(ControlEvent)
 
     def command(self, model: str, action: str | Action, **fields: Any) -> ControlCommand:
-        """Build a command with a fresh id and the current time."""
+        """Build a command with a fresh id and the current time; ``action`` as the record
+        spells it (``set_weight``) or as the CLI does (``set-weight``, ``promote``)."""
         return ControlCommand(
             command_id=uuid.uuid4().hex,
             model=model,
-            action=Action(action),
+            action=action_named(action),
             issued_by=self.issued_by,
             issued_at=utc_now(),
             **fields,
@@ -116,7 +135,13 @@ class ControlClient:
         finally:
             events.close()
         if check and not outcome.applied:
-            raise CommandRejectedError(outcome)
+            e = outcome.event
+            raise CommandRejectedError(
+                e.reason,
+                f"{e.action} for {e.model!r} rejected ({e.reason}): {e.detail}",
+                command=outcome.command,
+                event=e,
+            )
         return outcome
 
     def _await(self, events: Consumer, command: ControlCommand, wait: float) -> ControlOutcome:

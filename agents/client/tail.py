@@ -9,7 +9,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 
 from model_canary.agents.kafka.config import reader_config
 from model_canary.agents.kafka.errors import wrap
-from model_canary.streams.errors import CanaryError
+from model_canary.streams.errors import CanaryError, KafkaOperationError
 from model_canary.streams.settings import Settings
 
 
@@ -33,19 +33,24 @@ def open_tail(
             names = [topic] if isinstance(topic, str) else list(topic)
             assignment = [tp for t in names for tp in _assignment(consumer, t, from_beginning)]
             break
-        except KafkaException as exc:
+        except (KafkaException, _NotReady) as exc:
             # A topic created a moment ago may not have a leader yet ("not leader for
             # partition" is not flagged retriable, but it passes within a second).
             if time.monotonic() < deadline:
                 time.sleep(0.2)
                 continue
             consumer.close()
-            raise wrap(f"open {topic}", exc) from None
+            raise (exc if isinstance(exc, _NotReady) else wrap(f"open {topic}", exc)) from None
         except CanaryError:
             consumer.close()
             raise
     consumer.assign(assignment)
     return consumer
+
+
+class _NotReady(KafkaOperationError):
+    """The topic's metadata carries an error (no leader yet, say): tried again until the
+    deadline."""
 
 
 def _assignment(consumer: Consumer, topic: str, from_beginning: bool) -> list[TopicPartition]:
@@ -54,7 +59,7 @@ def _assignment(consumer: Consumer, topic: str, from_beginning: bool) -> list[To
     if meta is None or not meta.partitions:
         raise wrap(f"open {topic}", RuntimeError("no such topic: run 'canary topics create'"))
     if meta.error is not None:
-        raise KafkaException(meta.error)
+        raise _NotReady(f"open {topic}", meta.error.name(), meta.error.str())
     assignment = []
     for p in meta.partitions:
         if from_beginning:

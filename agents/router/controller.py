@@ -32,7 +32,7 @@ from model_canary.streams.messages import (
     RolloutState,
     utc_now,
 )
-from model_canary.streams.rollout import CommandRejected, apply_command
+from model_canary.streams.rollout import CommandRejectedError, apply_command
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 
@@ -118,7 +118,7 @@ class Controller:
             new = apply_command(state, command, now)
             if command.action in (Action.REGISTER, Action.START):
                 self._ensure_version_topics(new)
-        except CommandRejected as rej:
+        except CommandRejectedError as rej:
             self._reject(out, command, rej.reason, str(rej), msg)
             return
         except CanaryError as exc:

@@ -34,6 +34,7 @@ from model_canary.streams.codec.convert import from_avro, plan, to_avro
 from model_canary.streams.errors import (
     ConfigError,
     InvalidRecordError,
+    RecordTypeError,
     UndecodableError,
     UnknownSchemaError,
 )
@@ -94,7 +95,7 @@ def fingerprint(schema: Mapping[str, Any]) -> bytes:
 def _parse(schema: Mapping[str, Any]) -> dict[str, Any]:
     parsed = parse_schema(dict(schema))
     if not isinstance(parsed, dict) or parsed.get("type") != "record":
-        raise ValueError(f"not an Avro record schema: {schema!r:.80}")
+        raise ConfigError(f"not an Avro record schema: {schema!r:.80}")
     return parsed
 
 
@@ -122,7 +123,7 @@ class SchemaStore:
             for path in sorted(extra.glob("*.avsc")):
                 try:
                     store.register(json.loads(path.read_text(encoding="utf-8")))
-                except (OSError, ValueError, SchemaParseException) as exc:
+                except (OSError, ValueError, ConfigError, SchemaParseException) as exc:
                     raise ConfigError(f"writer schema {path}: {exc}") from None
         return store
 
@@ -185,9 +186,12 @@ class AvroCodec(Generic[T]):
         plan(record_type)
 
     def encode(self, record: T) -> bytes:
-        """``record`` as a single-object message (``TypeError`` for a record of another type)."""
+        """``record`` as a single-object message (:class:`RecordTypeError`, a ``TypeError``, for
+        a record of another type)."""
         if type(record) is not self.record_type:
-            raise TypeError(f"expected {self.record_type.__name__}, got {type(record).__name__}")
+            raise RecordTypeError(
+                f"expected {self.record_type.__name__}, got {type(record).__name__}"
+            )
         out = io.BytesIO()
         out.write(self._header)
         schemaless_writer(out, self.schema, to_avro(record), disable_tuple_notation=True)

@@ -33,6 +33,7 @@ from model_canary.streams.codec.avro import INFERENCE_REQUEST_CONTENT_TYPE, code
 from model_canary.streams.errors import (
     InvalidRecordError,
     PayloadTooLargeError,
+    RecordValidationError,
     UndecodableError,
     UnsupportedContentTypeError,
 )
@@ -129,7 +130,7 @@ def encode_request_json(request: InferenceRequest) -> bytes:
         try:
             doc["inputs"] = request.inputs.decode("utf-8")
         except UnicodeDecodeError:
-            raise ValueError("inputs are not UTF-8 text; use the Avro form") from None
+            raise RecordValidationError("inputs are not UTF-8 text; use the Avro form") from None
         doc["content_type"] = request.content_type
     if request.routing_key is not None:
         doc["routing_key"] = request.routing_key
@@ -188,7 +189,7 @@ def parse_oip_response(body: bytes) -> dict[str, list[Any]]:
 
 
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+    raise UndecodableError(f"{name} is not valid JSON")
 
 
 def _loads(text: str) -> Any:
@@ -275,6 +276,6 @@ def _flatten(values: Any, name: str) -> tuple[list[int], list[Any]]:
     parts = [_flatten(v, name) for v in values]
     shapes = {tuple(shape) for shape, _ in parts}
     if len(shapes) > 1:
-        raise ValueError(f"input {name!r} is ragged: rows of shapes {sorted(shapes)}")
+        raise RecordValidationError(f"input {name!r} is ragged: rows of shapes {sorted(shapes)}")
     inner = list(next(iter(shapes))) if shapes else []
     return [len(values), *inner], [item for _, data in parts for item in data]

@@ -1,7 +1,7 @@
 """The rollout state machine.
 
 ``apply_command(state, command, now)`` returns the next :class:`RolloutState` or raises
-:class:`CommandRejected` with a short reason code and a message; a rejected command changes
+:class:`CommandRejectedError` with a short reason code and a message; a rejected command changes
 nothing. States by phase::
 
     (none) --register--> Stable --start--> Progressing --advance--> ... --> Promoting
@@ -27,7 +27,7 @@ from dataclasses import replace
 from datetime import datetime
 from itertools import pairwise
 
-from model_canary.streams.errors import CanaryError
+from model_canary.streams.errors import CanaryError, CommandRejectedError
 from model_canary.streams.messages import MAX_BP, Action, ControlCommand, Mode, Phase, RolloutState
 from model_canary.streams.plan import PlanError, RolloutPlan
 from model_canary.streams.topics import validate_name
@@ -38,29 +38,18 @@ ACTIVE_PHASES = frozenset(
 )
 
 
-class CommandRejected(CanaryError):
-    """A control command that is invalid or not allowed in the rollout's current phase.
-
-    ``reason`` is a short code for the rejection event (``unknown-model``, ``bad-weight``,
-    ``forbidden-transition``, ``invalid-command``, ``stale``).
-    """
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
 def apply_command(
     state: RolloutState | None, command: ControlCommand, now: datetime
 ) -> RolloutState:
-    """The state after ``command``; raises :class:`CommandRejected` and changes nothing else."""
+    """The state after ``command``; raises :class:`CommandRejectedError` and changes nothing
+    else."""
     if state is not None and state.model != command.model:
-        raise CommandRejected("invalid-command", "command and state are for different models")
+        raise CommandRejectedError("invalid-command", "command and state are for different models")
     handler = _HANDLERS.get(command.action)
     if handler is None:  # pragma: no cover - Action is a closed enum
-        raise CommandRejected("invalid-command", f"unknown action {command.action!r}")
+        raise CommandRejectedError("invalid-command", f"unknown action {command.action!r}")
     if command.action not in (Action.REGISTER, Action.START) and state is None:
-        raise CommandRejected(
+        raise CommandRejectedError(
             "unknown-model",
             f"model {command.model!r} is unknown: register it or start a rollout with "
             "a baseline version first",
@@ -70,7 +59,7 @@ def apply_command(
         and state is not None
         and state.revision != command.expected_revision
     ):
-        raise CommandRejected(
+        raise CommandRejectedError(
             "stale",
             f"the command was decided on revision {command.expected_revision} of the rollout, "
             f"which is now at revision {state.revision}",
@@ -87,7 +76,7 @@ def is_active(state: RolloutState | None) -> bool:
 def _require_active(state: RolloutState | None, command: ControlCommand) -> RolloutState:
     if state is None or state.phase not in ACTIVE_PHASES:
         phase = "no rollout" if state is None else state.phase.value
-        raise CommandRejected(
+        raise CommandRejectedError(
             "forbidden-transition",
             f"{command.action.value} needs a rollout in progress for {command.model!r} "
             f"(it is {phase})",
@@ -97,12 +86,12 @@ def _require_active(state: RolloutState | None, command: ControlCommand) -> Roll
 
 def _register(state: RolloutState | None, cmd: ControlCommand, now: datetime) -> RolloutState:
     if is_active(state):
-        raise CommandRejected(
+        raise CommandRejectedError(
             "forbidden-transition",
             f"a rollout of {cmd.model!r} is in progress: finalize or roll it back first",
         )
     if not cmd.baseline_version:
-        raise CommandRejected("invalid-command", "register needs baseline_version")
+        raise CommandRejectedError("invalid-command", "register needs baseline_version")
     version = _version(cmd.baseline_version)
     return RolloutState(
         model=cmd.model,
@@ -117,27 +106,27 @@ def _register(state: RolloutState | None, cmd: ControlCommand, now: datetime) ->
 
 def _start(state: RolloutState | None, cmd: ControlCommand, now: datetime) -> RolloutState:
     if is_active(state):
-        raise CommandRejected(
+        raise CommandRejectedError(
             "forbidden-transition",
             f"a rollout of {cmd.model!r} is already in progress "
             f"({state.canary_version if state else ''}): finalize or roll it back first",
         )
     baseline = cmd.baseline_version or (state.stable_version if state else None)
     if baseline is None:
-        raise CommandRejected(
+        raise CommandRejectedError(
             "unknown-model", f"model {cmd.model!r} is unknown: give the baseline version"
         )
     if state is not None and cmd.baseline_version and cmd.baseline_version != state.stable_version:
-        raise CommandRejected(
+        raise CommandRejectedError(
             "invalid-command",
             f"baseline {cmd.baseline_version!r} is not the stable version "
             f"{state.stable_version!r} of {cmd.model!r}",
         )
     if not cmd.canary_version:
-        raise CommandRejected("invalid-command", "start needs canary_version")
+        raise CommandRejectedError("invalid-command", "start needs canary_version")
     canary = _version(cmd.canary_version)
     if canary == baseline:
-        raise CommandRejected("invalid-command", "the canary version equals the baseline")
+        raise CommandRejectedError("invalid-command", "the canary version equals the baseline")
     mode = cmd.mode or Mode.CANARY
     steps = validate_steps(cmd.steps_bp or DEFAULT_STEPS_BP)
     shadow = cmd.shadow_sample_bp if cmd.shadow_sample_bp is not None else MAX_BP
@@ -147,7 +136,7 @@ def _start(state: RolloutState | None, cmd: ControlCommand, now: datetime) -> Ro
             RolloutPlan.from_json(cmd.plan_json)
         except PlanError as exc:
             # The evaluator judges the rollout by this plan: it must be readable.
-            raise CommandRejected("invalid-command", f"plan_json: {exc}") from None
+            raise CommandRejectedError("invalid-command", f"plan_json: {exc}") from None
     return RolloutState(
         model=cmd.model,
         rollout_id=cmd.command_id,
@@ -169,10 +158,10 @@ def _start(state: RolloutState | None, cmd: ControlCommand, now: datetime) -> Ro
 def _set_weight(state: RolloutState | None, cmd: ControlCommand, now: datetime) -> RolloutState:
     s = _require_active(state, cmd)
     if cmd.weight_bp is None:
-        raise CommandRejected("bad-weight", "set_weight needs weight_bp")
+        raise CommandRejectedError("bad-weight", "set_weight needs weight_bp")
     _check_bp("weight_bp", cmd.weight_bp)
     if s.mode is Mode.SHADOW:
-        raise CommandRejected(
+        raise CommandRejectedError(
             "forbidden-transition", "a shadow rollout serves nothing from the canary"
         )
     # The step is the last one at or below the new weight, so a later advance goes on from it.
@@ -183,14 +172,14 @@ def _set_weight(state: RolloutState | None, cmd: ControlCommand, now: datetime) 
 def _advance(state: RolloutState | None, cmd: ControlCommand, now: datetime) -> RolloutState:
     s = _require_active(state, cmd)
     if s.phase is Phase.PAUSED:
-        raise CommandRejected("forbidden-transition", "the rollout is paused: resume it first")
+        raise CommandRejectedError("forbidden-transition", "the rollout is paused: resume it first")
     if s.mode is Mode.SHADOW:
-        raise CommandRejected(
+        raise CommandRejectedError(
             "forbidden-transition", "a shadow rollout has no steps: finalize or roll back"
         )
     nxt = next((i for i, w in enumerate(s.steps_bp) if w > s.weight_bp), None)
     if nxt is None:
-        raise CommandRejected(
+        raise CommandRejectedError(
             "forbidden-transition", "already at the final step: finalize the rollout"
         )
     weight = s.steps_bp[nxt]
@@ -201,21 +190,21 @@ def _advance(state: RolloutState | None, cmd: ControlCommand, now: datetime) -> 
 def _pause(state: RolloutState | None, cmd: ControlCommand, now: datetime) -> RolloutState:
     s = _require_active(state, cmd)
     if s.phase is Phase.PAUSED:
-        raise CommandRejected("forbidden-transition", "the rollout is already paused")
+        raise CommandRejectedError("forbidden-transition", "the rollout is already paused")
     return replace(s, phase=Phase.PAUSED)
 
 
 def _resume(state: RolloutState | None, cmd: ControlCommand, now: datetime) -> RolloutState:
     s = _require_active(state, cmd)
     if s.phase is not Phase.PAUSED:
-        raise CommandRejected("forbidden-transition", "the rollout is not paused")
+        raise CommandRejectedError("forbidden-transition", "the rollout is not paused")
     return replace(s, phase=Phase.PROMOTING if s.weight_bp >= MAX_BP else Phase.PROGRESSING)
 
 
 def _hold(state: RolloutState | None, cmd: ControlCommand, now: datetime) -> RolloutState:
     s = _require_active(state, cmd)
     if s.phase is Phase.PAUSED:
-        raise CommandRejected("forbidden-transition", "the rollout is paused by an operator")
+        raise CommandRejectedError("forbidden-transition", "the rollout is paused by an operator")
     return replace(s, phase=Phase.HOLDING)
 
 
@@ -228,7 +217,9 @@ def _finalize(state: RolloutState | None, cmd: ControlCommand, now: datetime) ->
     s = _require_active(state, cmd)
     if not s.canary_version:
         # Every rollout this machine starts has one; a state record from elsewhere may not.
-        raise CommandRejected("invalid-command", "the rollout has no canary version to finalize")
+        raise CommandRejectedError(
+            "invalid-command", "the rollout has no canary version to finalize"
+        )
     return replace(
         s,
         phase=Phase.SUCCEEDED,
@@ -242,21 +233,21 @@ def validate_steps(steps: tuple[int, ...] | list[int]) -> tuple[int, ...]:
     """Steps are canary weights in basis points, strictly increasing, ending at 10000."""
     steps = tuple(steps)
     if not steps:
-        raise CommandRejected("bad-weight", "a rollout needs at least one step")
+        raise CommandRejectedError("bad-weight", "a rollout needs at least one step")
     for bp in steps:
         _check_bp("step", bp)
         if bp == 0:
-            raise CommandRejected("bad-weight", "a step of 0% sends nothing to the canary")
+            raise CommandRejectedError("bad-weight", "a step of 0% sends nothing to the canary")
     if any(b <= a for a, b in pairwise(steps)):
-        raise CommandRejected("bad-weight", f"steps must increase strictly, got {list(steps)}")
+        raise CommandRejectedError("bad-weight", f"steps must increase strictly, got {list(steps)}")
     if steps[-1] != MAX_BP:
-        raise CommandRejected("bad-weight", "the last step must be 100% (10000 basis points)")
+        raise CommandRejectedError("bad-weight", "the last step must be 100% (10000 basis points)")
     return steps
 
 
 def _check_bp(name: str, value: int) -> None:
     if not 0 <= value <= MAX_BP:
-        raise CommandRejected(
+        raise CommandRejectedError(
             "bad-weight",
             f"{name} {value / 100:g}% is outside 0..100% (basis points 0..{MAX_BP})",
         )
@@ -266,7 +257,7 @@ def _version(version: str) -> str:
     try:
         return validate_name("version", version)
     except CanaryError as exc:
-        raise CommandRejected("invalid-command", str(exc)) from None
+        raise CommandRejectedError("invalid-command", str(exc)) from None
 
 
 _HANDLERS = {

@@ -13,6 +13,7 @@ import pytest
 from model_canary.agents.client import (
     AsyncCanaryClient,
     CanaryClient,
+    CommandRejectedError,
     ControlClient,
     InferenceError,
 )
@@ -54,6 +55,20 @@ def test_model_errors_are_served_as_errors(settings: Settings, serving: None) ->
         assert info.value.result.error_type == "exception"
         # The worker is still serving.
         assert client.infer({"x": [[2.0]]}, model="iris", timeout=30).error is None
+
+
+def test_a_rejected_command_raises_the_state_machines_error(
+    settings: Settings, serving: None
+) -> None:
+    control = ControlClient(settings)
+    with pytest.raises(CommandRejectedError, match="bad-weight") as info:
+        control.send("iris", "start", canary_version="v2", steps_bp=(5000, 2000, 10000))
+    assert info.value.reason == "bad-weight"
+    assert info.value.event is not None and info.value.event.outcome == "rejected"
+    assert info.value.command is not None and info.value.command.canary_version == "v2"
+    # The CLI's spelling of an action is accepted; rejected here, since nothing is in progress.
+    outcome = control.send("iris", "set-weight", weight_bp=100, check=False)
+    assert (outcome.event.action, outcome.event.reason) == ("set_weight", "forbidden-transition")
 
 
 def test_async_client(settings: Settings, serving: None) -> None:

@@ -41,7 +41,7 @@ from model_canary.streams.messages import (
     RolloutState,
     utc_now,
 )
-from model_canary.streams.rollout import CommandRejected, apply_command
+from model_canary.streams.rollout import CommandRejectedError, apply_command
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 from tests.integration.conftest import Agent, answers, header, read_topic, send_requests
@@ -104,7 +104,7 @@ def _control_rejected(state: RolloutState) -> Callable[[bytes], bool]:
             return type(record).__name__ != "Decision"  # decisions are kept, not rejected
         try:
             apply_command(state if record.model == state.model else None, record, utc_now())
-        except CommandRejected:
+        except CommandRejectedError:
             return True
         return False
 

@@ -37,7 +37,7 @@ from model_canary.streams.messages import (
     RolloutState,
 )
 from model_canary.streams.plan import PlanError, RolloutPlan, load_plan, parse_plan
-from model_canary.streams.rollout import CommandRejected, apply_command
+from model_canary.streams.rollout import CommandRejectedError, apply_command
 from tests.unit.record_strategies import (
     EXAMPLES,
     HEADERS,
@@ -103,7 +103,7 @@ def _apply_or_reject(command: ControlCommand, state: RolloutState | None) -> Non
     rejection with a reason."""
     try:
         new = apply_command(state, command, T1)
-    except CommandRejected as rej:
+    except CommandRejectedError as rej:
         assert rej.reason in {
             "unknown-model",
             "bad-weight",

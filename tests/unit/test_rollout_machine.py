@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from model_canary.streams.messages import Action, ControlCommand, Mode, Phase, RolloutState, utc_now
-from model_canary.streams.rollout import CommandRejected, apply_command
+from model_canary.streams.rollout import CommandRejectedError, apply_command
 
 NOW = utc_now()
 
@@ -43,7 +43,7 @@ def test_advance_through_every_step_then_finalize() -> None:
     assert weights == [100, 2000, 5000, 10000]
     assert s.phase is Phase.PROMOTING
     assert s.step_started_at == later
-    with pytest.raises(CommandRejected, match="final step"):
+    with pytest.raises(CommandRejectedError, match="final step"):
         apply_command(s, cmd("advance", 9), NOW)
     done = apply_command(s, cmd("finalize", 10), NOW)
     assert done.phase is Phase.SUCCEEDED
@@ -57,7 +57,7 @@ def test_rollback_sends_everything_back_and_keeps_the_stable_version() -> None:
     s = apply_command(started(), cmd("rollback", 2, reason="errors"), NOW)
     assert s.phase is Phase.ROLLED_BACK and s.weight_bp == 0
     assert s.stable_version == "v1" and s.reason == "errors"
-    with pytest.raises(CommandRejected, match="in progress") as info:
+    with pytest.raises(CommandRejectedError, match="in progress") as info:
         apply_command(s, cmd("rollback", 3), NOW)
     assert info.value.reason == "forbidden-transition"
 
@@ -65,9 +65,9 @@ def test_rollback_sends_everything_back_and_keeps_the_stable_version() -> None:
 def test_pause_resume_and_hold() -> None:
     paused = apply_command(started(), cmd("pause", 2), NOW)
     assert paused.phase is Phase.PAUSED
-    with pytest.raises(CommandRejected, match="paused"):
+    with pytest.raises(CommandRejectedError, match="paused"):
         apply_command(paused, cmd("advance", 3), NOW)
-    with pytest.raises(CommandRejected, match="paused"):
+    with pytest.raises(CommandRejectedError, match="paused"):
         apply_command(paused, cmd("hold", 3), NOW)
     resumed = apply_command(paused, cmd("resume", 4), NOW)
     assert resumed.phase is Phase.PROGRESSING and resumed.weight_bp == paused.weight_bp
@@ -80,7 +80,7 @@ def test_set_weight_moves_the_step_and_validates_range() -> None:
     s = apply_command(started(), cmd("set_weight", 2, weight_bp=3000), NOW)
     assert (s.weight_bp, s.step_index) == (3000, 1)
     assert apply_command(s, cmd("advance", 3), NOW).weight_bp == 5000
-    with pytest.raises(CommandRejected) as info:
+    with pytest.raises(CommandRejectedError) as info:
         apply_command(s, cmd("set_weight", 4, weight_bp=None), NOW)
     assert info.value.reason == "bad-weight"
 
@@ -112,7 +112,7 @@ def test_invalid_commands_are_rejected_with_a_reason(
     state_fn: Any, command: ControlCommand, reason: str
 ) -> None:
     state = state_fn()
-    with pytest.raises(CommandRejected) as info:
+    with pytest.raises(CommandRejectedError) as info:
         apply_command(state, command, NOW)
     assert info.value.reason == reason
     assert str(info.value)
@@ -122,7 +122,7 @@ def test_shadow_rollouts_serve_nothing_from_the_canary() -> None:
     s = started(mode=Mode.SHADOW, shadow_sample_bp=5000)
     assert s.mode is Mode.SHADOW and s.weight_bp == 0 and s.shadow_sample_bp == 5000
     for action, fields in (("advance", {}), ("set_weight", {"weight_bp": 100})):
-        with pytest.raises(CommandRejected):
+        with pytest.raises(CommandRejectedError):
             apply_command(s, cmd(action, 3, **fields), NOW)
     assert apply_command(s, cmd("finalize", 4), NOW).stable_version == "v2"
 
@@ -133,14 +133,14 @@ def test_every_action_has_a_handler() -> None:
         fields = {"weight_bp": 100, "canary_version": "v3", "baseline_version": "v1"}
         try:
             apply_command(s, cmd(action.value, 7, **fields), NOW)
-        except CommandRejected as rejected:
+        except CommandRejectedError as rejected:
             # Rejected for a phase or field reason, never for a missing handler.
             assert "unknown action" not in str(rejected)
 
 
 def test_a_command_decided_on_an_older_revision_is_rejected_as_stale() -> None:
     s = started()  # revision 1
-    with pytest.raises(CommandRejected) as info:
+    with pytest.raises(CommandRejectedError) as info:
         apply_command(s, cmd("advance", 8, expected_revision=0), NOW)
     assert info.value.reason == "stale"
     assert apply_command(s, cmd("advance", 9, expected_revision=1), NOW).weight_bp == 2000

@@ -13,6 +13,7 @@ import pytest
 
 from model_canary.schemas import load_schema, schema_dir, schema_names
 from model_canary.streams.codec.avro import fingerprint, schema_file
+from model_canary.streams.errors import ConfigError
 from model_canary.streams.messages import RECORD_TYPES, Record, unwrap_optional
 
 NAMES = [schema_file(t) for t in RECORD_TYPES]
@@ -96,9 +97,9 @@ def test_fingerprints_are_distinct_and_stable() -> None:
 
 
 def test_unknown_schema_name() -> None:
-    with pytest.raises(ValueError, match="no schema named 'nope'"):
+    with pytest.raises(ConfigError, match="no schema named 'nope'"):
         load_schema("nope")
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         load_schema("../pyproject")
 
 

@@ -159,9 +159,9 @@ def test_remember_keeps_authentic_commands_and_the_first_place_they_were_read() 
 
 
 def test_a_verifier_needs_a_key_and_a_positive_window() -> None:
-    with pytest.raises(ValueError, match="key"):
+    with pytest.raises(ConfigError, match="key"):
         Verifier(KeyRing())
-    with pytest.raises(ValueError, match="window"):
+    with pytest.raises(ConfigError, match="window"):
         Verifier(RING, window=timedelta(0))
 
 

@@ -31,7 +31,7 @@ from model_canary.agents.worker.adapters.base import (
     error_output,
 )
 from model_canary.agents.worker.adapters.oip import decode_json, encode_json, is_json, prediction_of
-from model_canary.streams.errors import ConfigError, DecodeError
+from model_canary.streams.errors import ConfigError, DecodeError, ModelContractError
 from model_canary.streams.headers import JSON
 
 BatchFunction = Callable[[list[Any]], Sequence[Any]]
@@ -98,9 +98,13 @@ class PythonCallableAdapter:
         if values:
             results = self.function(values)
             if not isinstance(results, Sequence) or isinstance(results, str | bytes):
-                raise TypeError(f"{self.name} returned {type(results).__name__}, not a list")
+                raise ModelContractError(
+                    f"{self.name} returned {type(results).__name__}, not a list"
+                )
             if len(results) != len(values):
-                raise ValueError(f"{self.name} returned {len(results)} items for {len(values)}")
+                raise ModelContractError(
+                    f"{self.name} returned {len(results)} items for {len(values)}"
+                )
             for i, result in zip(positions, results, strict=True):
                 outputs[i] = _to_output(result)
         return [out for out in outputs if out is not None]

@@ -40,7 +40,12 @@ from model_canary.agents.worker.adapters.oip import (
     parse_request,
     response_body,
 )
-from model_canary.streams.errors import ConfigError, DecodeError, InvalidRecordError
+from model_canary.streams.errors import (
+    ConfigError,
+    DecodeError,
+    InvalidRecordError,
+    ModelContractError,
+)
 from model_canary.streams.headers import JSON
 
 # numpy dtype kind -> OIP datatype of the predictions.
@@ -133,7 +138,7 @@ class SklearnAdapter:
         try:
             predicted = np.asarray(self.model.predict(np.concatenate([r for _, r in members])))
             if predicted.shape[:1] != (sum(len(r) for _, r in members),):
-                raise ValueError(f"predict returned shape {list(predicted.shape)}")
+                raise ModelContractError(f"predict returned shape {list(predicted.shape)}")
         except Exception as exc:
             if len(members) == 1:
                 return [(members[0][0], error_output(describe(exc), EXCEPTION))]
