@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
+from model_canary.streams.defaults import DEFAULT_STEPS_BP
 from model_canary.streams.enums import Action, Arm, Mode, Outcome, Phase
 from model_canary.streams.errors import RecordValidationError
 from model_canary.streams.headers import JSON
@@ -237,7 +238,7 @@ class RolloutState(Record):
     canary_version: str | None = None
     mode: Mode = Mode.CANARY
     phase: Phase
-    steps_bp: tuple[int, ...] = (100, 2000, 5000, 10000)
+    steps_bp: tuple[int, ...] = DEFAULT_STEPS_BP
     step_index: int = 0
     weight_bp: int = 0
     shadow_sample_bp: int = MAX_BP

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from model_canary.agents.cli.common import settings_from_args
 from model_canary.agents.client.control import ControlClient, ControlOutcome
 from model_canary.agents.kafka.state_view import StateView
+from model_canary.streams.defaults import DEFAULT_STEPS_BP, steps_percent
 from model_canary.streams.errors import ConfigError
 from model_canary.streams.messages import Mode, Phase, RolloutState
 from model_canary.streams.plan import RolloutPlan, load_plan, parse_plan
@@ -90,7 +91,7 @@ def register(
     start.add_argument(
         "--steps",
         type=_arg(steps_to_bp),
-        help="canary weights in percent (default 1,20,50,100)",
+        help=f"canary weights in percent (default {steps_percent(DEFAULT_STEPS_BP)})",
     )
     start.add_argument(
         "--shadow",

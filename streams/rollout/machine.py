@@ -27,12 +27,12 @@ from dataclasses import replace
 from datetime import datetime
 from itertools import pairwise
 
+from model_canary.streams.defaults import DEFAULT_STEPS_BP
 from model_canary.streams.errors import CanaryError, CommandRejectedError
 from model_canary.streams.messages import MAX_BP, Action, ControlCommand, Mode, Phase, RolloutState
 from model_canary.streams.plan import PlanError, RolloutPlan
 from model_canary.streams.topics import validate_name
 
-DEFAULT_STEPS_BP = (100, 2000, 5000, 10000)
 ACTIVE_PHASES = frozenset(
     {Phase.INITIALIZING, Phase.PROGRESSING, Phase.PAUSED, Phase.HOLDING, Phase.PROMOTING}
 )
