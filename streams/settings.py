@@ -25,7 +25,7 @@ from types import MappingProxyType
 from typing import Any
 
 from model_canary.streams.errors import ConfigError
-from model_canary.streams.signing_keys import KeyRing
+from model_canary.streams.signing_keys import KEY_ENV, KEY_FILE_ENV, KeyRing
 
 ENV_PREFIX = "CANARY_"
 KAFKA_ENV_PREFIX = "CANARY_KAFKA_"
@@ -105,25 +105,13 @@ class Settings:
         """Settings from ``CANARY_*`` variables, then ``overrides`` (``None`` means unset)."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
-        text = {
-            "CANARY_BOOTSTRAP": "bootstrap",
-            "CANARY_TOPIC_PREFIX": "topic_prefix",
-        }
-        for var, name in text.items():
+        for var, name in _TEXT_VARS.items():
             if env.get(var):
                 values[name] = env[var]
-        numbers = {
-            "CANARY_BROKER_PORT": "broker_port",
-            "CANARY_PARTITIONS": "partitions",
-            "CANARY_REPLICATION_FACTOR": "replication_factor",
-            "CANARY_COMMIT_INTERVAL_MS": "commit_interval_ms",
-            "CANARY_MAX_REQUEST_BYTES": "max_request_bytes",
-            "CANARY_METRICS_PORT": "metrics_port",
-        }
-        for var, name in numbers.items():
+        for var, name in _NUMBER_VARS.items():
             if env.get(var):
                 values[name] = _parse_int(var, env[var])
-        for var, name in {"CANARY_STATE_DIR": "state_dir", "CANARY_CACHE_DIR": "cache_dir"}.items():
+        for var, name in _PATH_VARS.items():
             if env.get(var):
                 values[name] = Path(env[var]).expanduser()
         extra = kafka_config_from_env(env)
@@ -132,6 +120,71 @@ class Settings:
         values["control_keys"] = KeyRing.from_env(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The ``CANARY_*`` variables from which :meth:`from_env` makes these settings again:
+        how a process hands its settings to the agents it starts (the values include Kafka
+        passwords and control keys, as the parent's own environment did: never log them).
+
+        >>> s = Settings(topic_prefix="ml", partitions=6, extra_config={"sasl.mechanism": "PLAIN"})
+        >>> env = s.to_env()
+        >>> env["CANARY_TOPIC_PREFIX"], env["CANARY_KAFKA_SASL_MECHANISM"]
+        ('ml', 'PLAIN')
+        >>> "CANARY_BOOTSTRAP" in env  # the local broker: its port travels instead
+        False
+        >>> Settings.from_env(env) == s
+        True
+        """
+        env: dict[str, str] = {}
+        for var, name in (*_TEXT_VARS.items(), *_NUMBER_VARS.items(), *_PATH_VARS.items()):
+            value = getattr(self, name)
+            if value is not None:
+                env[var] = str(value)
+        for key, value in self.extra_config.items():
+            env[KAFKA_ENV_PREFIX + key.upper().replace(".", "_")] = value
+        if self.control_keys:
+            env[KEY_ENV] = self.control_keys.to_text()
+        return env
+
+    def child_env(
+        self, extra: Mapping[str, str] | None = None, *, base: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """The environment of a process started with these settings: ``base`` (default: this
+        process's environment) without any variable settings are read from, then
+        :meth:`to_env`, then ``extra``; Python output unbuffered, so logs are timely."""
+        base = os.environ if base is None else base
+        env = {k: v for k, v in base.items() if not is_settings_var(k)}
+        env.update(self.to_env())
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(extra or {})
+        return env
+
+
+_TEXT_VARS = {"CANARY_BOOTSTRAP": "bootstrap", "CANARY_TOPIC_PREFIX": "topic_prefix"}
+_NUMBER_VARS = {
+    "CANARY_BROKER_PORT": "broker_port",
+    "CANARY_PARTITIONS": "partitions",
+    "CANARY_REPLICATION_FACTOR": "replication_factor",
+    "CANARY_COMMIT_INTERVAL_MS": "commit_interval_ms",
+    "CANARY_MAX_REQUEST_BYTES": "max_request_bytes",
+    "CANARY_METRICS_PORT": "metrics_port",
+}
+_PATH_VARS = {"CANARY_STATE_DIR": "state_dir", "CANARY_CACHE_DIR": "cache_dir"}
+
+
+def is_settings_var(name: str) -> bool:
+    """Whether :meth:`Settings.from_env` reads the environment variable ``name``.
+
+    >>> is_settings_var("CANARY_KAFKA_SASL_PASSWORD"), is_settings_var("CANARY_SCHEMA_DIRS")
+    (True, False)
+    """
+    return (
+        name in _TEXT_VARS
+        or name in _NUMBER_VARS
+        or name in _PATH_VARS
+        or name.startswith(KAFKA_ENV_PREFIX)
+        or name in (KEY_ENV, KEY_FILE_ENV)
+    )
 
 
 REDACTED = "[redacted]"

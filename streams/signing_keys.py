@@ -82,6 +82,11 @@ class KeyRing:
     def secret(self, key_id: str) -> Secret | None:
         return next((k.secret for k in self.keys if k.key_id == key_id), None)
 
+    def to_text(self) -> str:
+        """The ring as :meth:`parse` reads it (``key_id:secret`` lines): a secret in clear,
+        for handing the ring to a child process's environment, never for a log."""
+        return "\n".join(f"{k.key_id}:{k.secret.value.decode()}" for k in self.keys)
+
     def __add__(self, other: KeyRing) -> KeyRing:
         return KeyRing(self.keys + other.keys)
 

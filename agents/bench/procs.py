@@ -8,13 +8,12 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 from model_canary.agents.bench import BenchError
-from model_canary.agents.process import terminate
+from model_canary.agents.process import AgentProcess
 
 MB = 1024 * 1024
 
@@ -83,46 +82,37 @@ class RssSampler:
         return self.samples[-1][1] / MB if self.samples else None
 
 
-class Child:
-    """One contender process: ``argv`` with ``env``, output appended to ``log_path``."""
+class Child(AgentProcess):
+    """One contender process (an :class:`AgentProcess`) whose resident memory is sampled while
+    it runs: ``argv`` with ``env``, output appended to ``log_path``."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.name = name
-        self.argv = argv
-        self.env = env
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(name, argv, env, log_path)
         self.rss: RssSampler | None = None  # of the current (or last) run
         self.runs: list[RssSampler] = []  # one per start
 
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self) -> None:
+    def start(self) -> Child:
         """Start the process (and its RSS sampler) unless it is running."""
         if self.alive:
-            return
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        self.rss = RssSampler(self.proc.pid)
+            return self
+        super().start()
+        assert self.pid is not None
+        self.rss = RssSampler(self.pid)
         self.rss.start()
         self.runs.append(self.rss)
+        return self
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM (a graceful stop commits the open transaction) and wait; SIGKILL after
         ``timeout`` seconds. Returns the exit code, ``None`` if it never ran."""
-        proc = self.proc
-        if proc is None:
+        if self.proc is None:
             return None
         if self.rss is not None:
             self.rss.sample_now()
-        terminate(proc, timeout)
+        code = super().stop(timeout)
         if self.rss is not None:
             self.rss.stop()
-        return proc.returncode
+        return code
 
     def peak_mb(self) -> float | None:
         """Highest RSS over every run of this contender."""
@@ -131,13 +121,5 @@ class Child:
 
     def check_alive(self) -> None:
         """Raise with the end of the log when the process has exited."""
-        if self.proc is not None and self.proc.poll() is not None:
-            raise BenchError(
-                f"{self.name} exited with code {self.proc.returncode}:\n{self.log_tail()}"
-            )
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        if self.proc is not None and not self.alive:
+            raise BenchError(f"{self.name} exited with code {self.returncode}:\n{self.log_tail()}")

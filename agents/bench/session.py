@@ -8,7 +8,6 @@ processes run with, the contenders, and clean-up.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from model_canary.agents.bench import BenchError
 from model_canary.agents.bench.procs import Child
 from model_canary.agents.client.control import ControlClient
 from model_canary.agents.kafka.admin import Admin
+from model_canary.agents.process import CLI_MODULE
 from model_canary.agents.router.controller import Controller
 from model_canary.streams.errors import ConfigError
 from model_canary.streams.settings import Settings
@@ -69,19 +69,7 @@ class BenchSession:
     # -- children ------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
         """What a child needs to reach the same cluster under the same prefix."""
-        s = self.settings
-        env = {
-            **os.environ,
-            "CANARY_BOOTSTRAP": s.bootstrap_servers,
-            "CANARY_TOPIC_PREFIX": s.topic_prefix,
-            "CANARY_PARTITIONS": str(s.partitions),
-            "CANARY_COMMIT_INTERVAL_MS": str(s.commit_interval_ms),
-            "CANARY_MAX_REQUEST_BYTES": str(s.max_request_bytes),
-            "PYTHONUNBUFFERED": "1",
-        }
-        for key, value in s.extra_config.items():
-            env["CANARY_KAFKA_" + key.upper().replace(".", "_")] = value
-        return env
+        return self.settings.child_env()
 
     def child(self, name: str, args: Sequence[str]) -> Child:
         """A ``python ARGS...`` child process (not started)."""
@@ -94,7 +82,7 @@ class BenchSession:
     ) -> Contender:
         """``canary ARGS...`` as a contender."""
         self.groups.append(group)
-        child = self.child(name, ["-m", "model_canary.agents.cli.main", *args])
+        child = self.child(name, ["-m", CLI_MODULE, *args])
         return Contender(child, group, tuple(inputs), tuple(outputs))
 
     def passthrough(self, input_topic: str, outputs: Sequence[str]) -> Contender:

@@ -1,19 +1,15 @@
 """A supervisor of named agent processes that can SIGKILL, restart, SIGSTOP and SIGCONT them.
 
-Each agent is ``python -m model_canary.agents.cli.main ARGS...`` with its log appended to
-``log_dir/NAME.log`` across restarts.
+Each agent is an :class:`~model_canary.agents.process.AgentProcess` (``canary ARGS...`` with
+the supervisor's settings), its log appended to ``log_dir/NAME.log`` across restarts.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from model_canary.agents.process import terminate
+from model_canary.agents.process import AgentProcess
 from model_canary.streams.errors import CanaryError
 from model_canary.streams.settings import Settings
 
@@ -31,70 +27,50 @@ class Supervisor:
     """
 
     def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings = settings
         self.log_dir = log_dir
-        self.args: dict[str, tuple[str, ...]] = {}
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.log_starts: dict[str, int] = {}  # characters of each log before the last start
-        self.env = {
-            **os.environ,
-            "CANARY_BOOTSTRAP": settings.bootstrap_servers,
-            "CANARY_TOPIC_PREFIX": settings.topic_prefix,
-            "CANARY_PARTITIONS": str(settings.partitions),
-            "PYTHONUNBUFFERED": "1",
-        }
-        for key, value in settings.extra_config.items():
-            self.env[f"CANARY_KAFKA_{key.upper().replace('.', '_')}"] = value
+        self.agents: dict[str, AgentProcess] = {}  # every agent ever started, by name
+        self.procs: dict[str, AgentProcess] = {}  # the supervised ones (not killed or stopped)
 
     def start(self, name: str, *args: str) -> None:
         """Start ``canary ARGS...`` as ``name`` (in ``log_dir``: faust keeps its data there)."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.args[name] = args
-        path = self.log_dir / f"{name}.log"
-        self.log_starts[name] = len(path.read_text(errors="replace")) if path.exists() else 0
-        with open(self.log_dir / f"{name}.log", "ab") as log:
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "model_canary.agents.cli.main", *args],
-                env=self.env,
-                cwd=self.log_dir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        agent = AgentProcess.canary(
+            name, args, self.settings, self.log_dir / f"{name}.log", cwd=self.log_dir
+        )
+        self.agents[name] = agent
+        self.procs[name] = agent.start()
 
     def restart(self, name: str) -> None:
         """Start ``name`` again with the arguments it had (its instance name included)."""
-        self.start(name, *self.args[name])
+        self.procs[name] = self.agents[name].start()
 
     def kill(self, name: str) -> None:
         """SIGKILL: no chance to commit, abort or leave the group."""
-        proc = self.procs.pop(name)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
+        self.procs.pop(name).kill()
 
     def pause(self, name: str) -> None:
-        self.procs[name].send_signal(signal.SIGSTOP)
+        self.procs[name].pause()
 
     def resume(self, name: str) -> None:
-        self.procs[name].send_signal(signal.SIGCONT)
+        self.procs[name].resume()
 
     def stop(self, name: str, timeout: float = 30.0) -> None:
         """SIGTERM (the agent commits and leaves its group), SIGKILL after ``timeout``."""
-        terminate(self.procs.pop(name), timeout)
+        self.procs.pop(name).stop(timeout)
 
     def wait_for_log(self, name: str, text: str, timeout: float = 120.0) -> None:
         """Wait until ``name`` logged ``text`` since it was (re)started."""
-        path = self.log_dir / f"{name}.log"
+        agent = self.agents[name]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if text in path.read_text(errors="replace")[self.log_starts[name] :]:
+            if text in agent.log(since_start=True):
                 return
             time.sleep(0.2)
         raise ChaosError(f"{name} did not log {text!r} within {timeout:g}s")
 
     def exited(self) -> list[str]:
         """Agents that exited on their own (killed ones are no longer supervised)."""
-        return [name for name, proc in self.procs.items() if proc.poll() is not None]
+        return [name for name, agent in self.procs.items() if not agent.alive]
 
     def stop_all(self) -> None:
         for name in list(self.procs):

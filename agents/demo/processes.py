@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
+from model_canary.agents.process import AgentProcess
 from model_canary.streams.errors import CanaryError
 from model_canary.streams.settings import Settings
 
@@ -68,7 +66,7 @@ class Interrupts:
 
 
 class ProcessGroup:
-    """Agents started with ``python -m model_canary.agents.cli.main ...``, logs in ``log_dir``.
+    """Agents started as ``canary ARGS...`` child processes, logs in ``log_dir``.
 
     Each agent runs in ``cwd`` (the evaluator keeps its local table data there) and in a
     session of its own, so a Ctrl-C at the terminal reaches only the demo, which then stops
@@ -82,63 +80,39 @@ class ProcessGroup:
         self.log_dir = log_dir
         self.cwd = cwd
         self.interrupts = Interrupts()
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self.env = {
-            **os.environ,
-            "CANARY_BOOTSTRAP": settings.bootstrap_servers,
-            "CANARY_TOPIC_PREFIX": settings.topic_prefix,
-            "PYTHONUNBUFFERED": "1",
-        }
-        for key, value in settings.extra_config.items():
-            self.env[f"CANARY_KAFKA_{key.upper().replace('.', '_')}"] = value
+        self.procs: list[AgentProcess] = []
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *args: str) -> AgentProcess:
         """Start ``canary ARGS...`` in the background, output to ``LOG_DIR/NAME.log``."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        with self.interrupts.shielded(), open(self.log_dir / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "model_canary.agents.cli.main", *args],
-                env=self.env,
-                cwd=self.cwd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            self.procs.append((name, proc))
-        return proc
+        agent = AgentProcess.canary(
+            name, args, self.settings, self.log_dir / f"{name}.log", cwd=self.cwd, own_session=True
+        )
+        with self.interrupts.shielded():
+            self.procs.append(agent.start())
+        return agent
 
     def run(self, name: str, *args: str, timeout: float = 120.0) -> None:
         """Run ``canary ARGS...`` to completion; raise with its log if it fails."""
-        proc = self.start(name, *args)
-        try:
-            code = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            code = None
-        self.procs.remove((name, proc))
+        agent = self.start(name, *args)
+        code = agent.wait(timeout)
+        self.procs.remove(agent)
         if code != 0:
             if code is None:
-                proc.kill()
-                proc.wait(5)
-            tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-2000:]
-            raise DemoError(f"canary {' '.join(args[:2])} failed ({code}):\n{tail}")
+                agent.kill()
+            raise DemoError(f"canary {' '.join(args[:2])} failed ({code}):\n{agent.log_tail(2000)}")
 
     def check(self) -> None:
         """Raise if an agent died."""
-        for name, proc in self.procs:
-            if proc.poll() is not None:
-                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-2000:]
-                raise DemoError(f"{name} exited with code {proc.returncode}:\n{tail}")
+        for agent in self.procs:
+            if not agent.alive:
+                raise DemoError(
+                    f"{agent.name} exited with code {agent.returncode}:\n{agent.log_tail(2000)}"
+                )
 
     def stop(self) -> None:
         """SIGTERM every agent (they commit and exit), SIGKILL any still running after 20 s."""
-        for _name, proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for _name, proc in self.procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        for agent in self.procs:
+            agent.send_signal(signal.SIGTERM)
+        for agent in self.procs:
+            agent.stop(20)
         self.procs.clear()

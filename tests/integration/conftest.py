@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, Message, Producer
 from model_canary.agents.broker import LocalBroker
 from model_canary.agents.kafka.admin import Admin
 from model_canary.agents.kafka.config import consumer_config, producer_config
+from model_canary.agents.process import AgentProcess, canary_command
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 
@@ -128,48 +129,20 @@ def consume_n(consumer: Consumer, n: int, timeout: float = 20.0) -> list[Message
     return out
 
 
-class Agent:
-    """A model-canary agent running as its own process (so tests can SIGKILL it)."""
+class Agent(AgentProcess):
+    """A model-canary agent running as its own process (so tests can SIGKILL it), started at
+    once, in the repository's folder (``python:tests.integration.models:...`` adapters)."""
 
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
-        import subprocess
-        import sys
-
+        super().__init__(args[0], canary_command(*args), env, log_path, cwd=ROOT)
         self.args = args
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "model_canary.agents.cli.main", *args],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=str(ROOT),
-        )
+        self.start()
 
-    def kill(self) -> None:
-        """SIGKILL: no chance to commit or clean up."""
-        import signal
-
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> int:
+    def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait: a graceful stop commits the open transaction."""
-        import subprocess
-
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-        return int(self.proc.returncode)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        code = super().stop(timeout)
+        assert code is not None
+        return code
 
 
 @pytest.fixture
@@ -179,17 +152,10 @@ def spawn(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Agent]]:
     Every process is stopped at teardown; their logs are printed when a test fails.
     """
     agents: list[Agent] = []
-    env = {
-        **os.environ,
-        "CANARY_BOOTSTRAP": settings.bootstrap_servers,
-        "CANARY_TOPIC_PREFIX": settings.topic_prefix,
-        "CANARY_PARTITIONS": str(settings.partitions),
-        "PYTHONUNBUFFERED": "1",
-    }
 
     def start(*args: str, extra_env: dict[str, str] | None = None) -> Agent:
         log = tmp_path / f"agent{len(agents)}-{args[0]}.log"
-        agent = Agent(list(args), {**env, **(extra_env or {})}, log)
+        agent = Agent(list(args), settings.child_env(extra_env), log)
         agents.append(agent)
         return agent
 
@@ -197,7 +163,7 @@ def spawn(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Agent]]:
     for agent in agents:
         agent.stop()
     for agent in agents:
-        print(f"----- {' '.join(agent.args)} (exit {agent.proc.returncode}) -----")
+        print(f"----- {' '.join(agent.args)} (exit {agent.returncode}) -----")
         print(agent.log()[-4000:])
 
 

@@ -87,3 +87,36 @@ def test_cluster_ids_never_start_with_a_dash() -> None:
 
     ids = [new_cluster_id() for _ in range(2000)]
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+
+
+def test_settings_go_to_a_child_process_whole_through_the_environment(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("ops:0123456789abcdef0123\nold:fedcba9876543210fedc\n")
+    parent_env = {
+        "CANARY_BOOTSTRAP": "k1:9092,k2:9092",
+        "CANARY_TOPIC_PREFIX": "ml",
+        "CANARY_PARTITIONS": "6",
+        "CANARY_REPLICATION_FACTOR": "3",
+        "CANARY_COMMIT_INTERVAL_MS": "20",
+        "CANARY_MAX_REQUEST_BYTES": "4096",
+        "CANARY_STATE_DIR": str(tmp_path / "state"),
+        "CANARY_KAFKA_SASL_PASSWORD": "s3cr3t",
+        "CANARY_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "CANARY_CONTROL_KEY_FILE": str(keys),
+    }
+    settings = Settings.from_env(parent_env)
+    env = settings.child_env(
+        {"CANARY_FUZZ_MESSAGES": "5"},
+        base={"PATH": "/bin", "CANARY_SCHEMA_DIRS": "/schemas", "CANARY_KAFKA_STALE_SETTING": "x"},
+    )
+    # Unrelated variables stay; a Kafka setting the parent's Settings do not hold is dropped.
+    assert env["PATH"] == "/bin" and env["CANARY_SCHEMA_DIRS"] == "/schemas"
+    assert "CANARY_KAFKA_STALE_SETTING" not in env and env["CANARY_FUZZ_MESSAGES"] == "5"
+    assert env["PYTHONUNBUFFERED"] == "1"
+    child = Settings.from_env(env)
+    assert child == settings
+    assert child.control_keys.key_ids == ("ops", "old")
+    assert dict(child.extra_config) == {"sasl.password": "s3cr3t", "security.protocol": "SASL_SSL"}
+    # The local broker's settings travel too (no bootstrap: the child finds the same broker).
+    local = Settings(broker_port=39999, topic_prefix="x")
+    assert Settings.from_env(local.to_env()).bootstrap_servers == "127.0.0.1:39999"
