@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +42,9 @@ class Seen:
     ports: set[int] = field(default_factory=set)
     in_flight: int = 0
     max_in_flight: int = 0
+    proxied: list[str] = field(default_factory=list)  # absolute URLs asked of a proxy
+    peers: list[str] = field(default_factory=list)  # client certificates' common names
+    flaky: int = 0  # 503 answers still to give on /v2/models/flaky
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -65,6 +71,20 @@ class Handler(BaseHTTPRequestHandler):
 
     def route(self, raw: bytes) -> None:
         path = self.path
+        if path.startswith("http://"):  # asked as a proxy: answer as the target would
+            self.server.seen.proxied.append(path)
+            path = "/" + path.split("/", 3)[3]
+        peer = getattr(self.connection, "getpeercert", lambda: None)()
+        if peer:
+            self.server.seen.peers.append(dict(x[0] for x in peer["subject"])["commonName"])
+        if path == "/v2/models/flaky/infer":
+            with self.server.seen.lock:
+                self.server.seen.flaky -= 1
+                failing = self.server.seen.flaky >= 0
+            if failing:
+                self.reply(503, {"error": "warming up"})
+                return
+            path = "/v2/models/sum/infer"
         if path == "/v2/models/sum/infer":
             body = json.loads(raw)
             self.server.seen.bodies.append(body)
@@ -236,7 +256,7 @@ def test_connection_refused_is_an_error_output(
     adapter = load(f"oip:http://127.0.0.1:{port}/v2/models/m", timeout_s=1.0)
     out = adapter.predict([ModelInput("r1", b"{}"), ModelInput("r2", b"{}")])
     assert [o.error_type for o in out] == [CONNECTION] * 2
-    assert out[0].error is not None and "ConnectionRefusedError" in out[0].error
+    assert out[0].error is not None and "Connection refused" in out[0].error
 
 
 def test_openai_fills_model_forces_stream_off_and_reads_content(
@@ -285,3 +305,104 @@ def test_openai_error_status(load: Loader, server: Server) -> None:
     adapter = load(f"openai:{base(server)}/limited/v1?model=m")
     out = adapter.predict([ModelInput("r1", chat("x"))])[0]
     assert (out.error_type, out.error) == ("http-429", "HTTP 429: rate limited")
+
+
+def test_retries_answers_that_say_try_again(load: Loader, server: Server) -> None:
+    server.seen.flaky = 2
+    adapter = load(f"oip:{base(server)}/v2/models/flaky")
+    assert adapter.predict([ModelInput("r1", oip_request([1.0, 2.0]))])[0].prediction == "3.0"
+    server.seen.flaky = 1
+    strict = load(f"oip:{base(server)}/v2/models/flaky?retries=0")
+    out = strict.predict([ModelInput("r2", oip_request([1.0]))])[0]
+    assert (out.error_type, out.error) == ("http-503", "HTTP 503: warming up")
+    with pytest.raises(ConfigError, match="retries must be an integer"):
+        load(f"oip:{base(server)}/v2/models/flaky?retries=many")
+
+
+def test_proxies_from_the_environment_the_spec_and_no_proxy(
+    load: Loader, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The test server plays the proxy; the model server's name does not resolve, so an
+    # answer proves the request went through the proxy.
+    target = "http://model.invalid:8000/v2/models/sum"
+    monkeypatch.setenv("HTTP_PROXY", base(server))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    via_env = load(f"oip:{target}")
+    assert via_env.predict([ModelInput("r1", oip_request([2.0]))])[0].prediction == "2.0"
+    assert server.seen.proxied == [f"{target}/infer"]
+    monkeypatch.setenv("NO_PROXY", "localhost,.invalid")
+    bypassed = load(f"oip:{target}", timeout_s=2.0)
+    assert bypassed.predict([ModelInput("r2", oip_request([2.0]))])[0].error_type == CONNECTION
+    host, port = server.server_address[:2]
+    spec_proxy = load(f"oip:{target}?proxy=http://user:pw@{host!s}:{port}")
+    assert spec_proxy.predict([ModelInput("r3", oip_request([3.0]))])[0].ok
+    assert server.seen.headers[-1]["proxy-authorization"] == "Basic dXNlcjpwdw=="
+    direct = load(f"oip:{base(server)}/v2/models/sum?proxy=none")
+    assert direct.predict([ModelInput("r4", oip_request([4.0]))])[0].ok
+    assert len(server.seen.proxied) == 2
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: str
+    server_cert: str
+    server_key: str
+    client_cert: str
+    client_key: str
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    d = tmp_path_factory.mktemp("pki")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.pem", "-days", "2", "-subj", "/CN=test-ca")  # fmt: skip
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name, ext in (("server", ["-extfile", "san.ext"]), ("client", [])):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+                f"{name}.csr", "-subj", f"/CN=canary-{name}")  # fmt: skip
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", *ext)  # fmt: skip
+    return Pki(*(str(d / f) for f in ("ca.pem", "server.pem", "server.key", "client.pem",
+                                      "client.key")))  # fmt: skip
+
+
+@pytest.fixture
+def tls_server(pki: Pki) -> Iterator[Server]:
+    """The test server over TLS, demanding a client certificate signed by the CA."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    context.load_verify_locations(pki.ca)
+    context.verify_mode = ssl.CERT_REQUIRED
+    srv = Server(("127.0.0.1", 0), Handler)
+    srv.socket = context.wrap_socket(srv.socket, server_side=True)
+    srv.seen = Seen()
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_tls_with_a_client_certificate(load: Loader, tls_server: Server, pki: Pki) -> None:
+    port = tls_server.server_address[1]
+    url = f"https://127.0.0.1:{port}/v2/models/sum"
+    adapter = load(f"oip:{url}?ca={pki.ca}&cert={pki.client_cert}&key={pki.client_key}")
+    assert adapter.predict([ModelInput("r1", oip_request([1.0, 1.0]))])[0].prediction == "2.0"
+    assert tls_server.seen.peers == ["canary-client"]
+    anonymous = load(f"oip:{url}?ca={pki.ca}&retries=0", timeout_s=2.0)
+    refused = anonymous.predict([ModelInput("r2", oip_request([1.0]))])[0]
+    assert refused.error_type == CONNECTION
+    untrusted = load(f"oip:{url}?cert={pki.client_cert}&key={pki.client_key}&retries=0")
+    out = untrusted.predict([ModelInput("r3", oip_request([1.0]))])[0]
+    assert out.error_type == CONNECTION and out.error is not None and "CERTIFICATE" in out.error
+    assert tls_server.seen.peers == ["canary-client"]
+    with pytest.raises(ConfigError, match="no such file"):
+        load(f"oip:{url}?ca=/nonexistent/ca.pem")

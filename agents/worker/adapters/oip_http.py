@@ -1,7 +1,9 @@
 """``oip:http://host:port/v2/models/NAME`` — a model server speaking the Open Inference Protocol
 v2 (KServe, Triton, MLServer). Each input body is POSTed as is to ``{base}/infer`` with its
 content type, up to ``?concurrency=N`` requests at once (default 8). A non-2xx answer becomes an
-``"http-<status>"`` error; the prediction is the response's ``outputs[0].data[0]``.
+``"http-<status>"`` error; the prediction is the response's ``outputs[0].data[0]``. Retries,
+proxies and TLS client certificates: the options of
+:mod:`~model_canary.agents.worker.adapters.http_common`.
 
 ::
 
@@ -13,8 +15,10 @@ from __future__ import annotations
 
 from model_canary.agents.worker.adapters.base import ModelInput, ModelOutput
 from model_canary.agents.worker.adapters.http_common import (
+    TRANSPORT_OPTIONS,
     HttpBatchAdapter,
     HttpClient,
+    HttpOptions,
     concurrency,
     http_error,
     split_url,
@@ -22,7 +26,10 @@ from model_canary.agents.worker.adapters.http_common import (
 from model_canary.agents.worker.adapters.oip import decode_json, is_json, prediction_of
 from model_canary.streams.errors import ConfigError, DecodeError
 
-USAGE = "oip:http://host:port/v2/models/NAME[/versions/V][?concurrency=N]"
+USAGE = (
+    "oip:http(s)://host:port/v2/models/NAME[/versions/V]"
+    "[?concurrency=N&retries=N&proxy=URL&ca=PATH&cert=PATH&key=PATH&key_password_env=VAR]"
+)
 
 
 class OipHttpAdapter(HttpBatchAdapter):
@@ -32,12 +39,16 @@ class OipHttpAdapter(HttpBatchAdapter):
     def from_url(cls, url: str, *, timeout_s: float = 10.0) -> OipHttpAdapter:
         """Build from the URL part of an ``oip:`` spec; :class:`ConfigError` when the URL is not
         ``http(s)://host[:port]/.../v2/models/NAME`` or has an unknown option."""
-        base, params = split_url(url, usage=USAGE, allowed=("concurrency",))
+        base, params = split_url(url, usage=USAGE, allowed=TRANSPORT_OPTIONS)
         _, marker, model_path = base.partition("/v2/models/")
         name = model_path.split("/", 1)[0]
         if not marker or not name:
             raise ConfigError(f"expected {USAGE}, got {url!r}")
-        return cls(name, HttpClient(base, timeout_s), concurrency(params))
+        limit = concurrency(params)
+        client = HttpClient(
+            base, timeout_s, options=HttpOptions.from_params(params), max_connections=limit
+        )
+        return cls(name, client, limit)
 
     def call_one(self, item: ModelInput) -> ModelOutput:
         """POST the input to ``/infer``; the answer's bytes and content type are the output."""

@@ -4,9 +4,11 @@ llama.cpp server, Ollama). Each input is a chat-completions request JSON
 in when missing and ``stream`` forced to false. The output is the response JSON, the prediction
 ``choices[0].message.content``.
 
-Options: ``model``, ``concurrency`` (default 8) and ``api_key_env`` (the environment variable
-holding the API key, default ``OPENAI_API_KEY``; without a key no ``Authorization`` header is
-sent). The key is read once when the adapter is built and never shown.
+Options: ``model``, ``api_key_env`` (the environment variable holding the API key, default
+``OPENAI_API_KEY``; without a key no ``Authorization`` header is sent; the key is read once
+when the adapter is built and never shown), and the transport options of
+:mod:`~model_canary.agents.worker.adapters.http_common` (``concurrency``, ``retries``,
+``proxy``, ``ca``, ``cert``, ``key``, ``key_password_env``).
 
 ::
 
@@ -28,8 +30,10 @@ from model_canary.agents.worker.adapters.base import (
     error_output,
 )
 from model_canary.agents.worker.adapters.http_common import (
+    TRANSPORT_OPTIONS,
     HttpBatchAdapter,
     HttpClient,
+    HttpOptions,
     concurrency,
     http_error,
     split_url,
@@ -38,7 +42,10 @@ from model_canary.agents.worker.adapters.oip import decode_json, encode_json
 from model_canary.streams.errors import ConfigError, DecodeError
 from model_canary.streams.headers import JSON
 
-USAGE = "openai:http://host:port/v1[?model=NAME&concurrency=N&api_key_env=VAR]"
+USAGE = (
+    "openai:http(s)://host:port/v1[?model=NAME&api_key_env=VAR&concurrency=N&retries=N"
+    "&proxy=URL&ca=PATH&cert=PATH&key=PATH&key_password_env=VAR]"
+)
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
 
@@ -59,15 +66,19 @@ class OpenAiHttpAdapter(HttpBatchAdapter):
         """Build from the URL part of an ``openai:`` spec; :class:`ConfigError` for a bad URL,
         an unknown option or an ``api_key_env`` variable that is not set."""
         env = os.environ if environ is None else environ
-        base, params = split_url(url, usage=USAGE, allowed=("model", "concurrency", "api_key_env"))
+        base, params = split_url(
+            url, usage=USAGE, allowed=("model", "api_key_env", *TRANSPORT_OPTIONS)
+        )
         model = params.get("model") or None
         key_env = params.get("api_key_env")
         if key_env is not None and not env.get(key_env):
             raise ConfigError(f"api_key_env names {key_env!r}, but that variable is not set")
         api_key = env.get(key_env or DEFAULT_KEY_ENV)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        client = HttpClient(base, timeout_s, headers)
-        return cls(model or "openai", client, concurrency(params), model=model)
+        limit = concurrency(params)
+        options = HttpOptions.from_params(params, env)
+        client = HttpClient(base, timeout_s, headers, options=options, max_connections=limit)
+        return cls(model or "openai", client, limit, model=model)
 
     def call_one(self, item: ModelInput) -> ModelOutput:
         """Complete the request, POST it, read the answer's first message."""
