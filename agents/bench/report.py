@@ -11,23 +11,19 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 from collections.abc import Mapping, Sequence
+
+import numpy as np
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
-    """Linear-interpolated percentile (``pct`` in 0..100); NaN when ``values`` is empty."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * pct / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    """Linear-interpolated percentile (``pct`` in 0..100, numpy's default); NaN when
+    ``values`` is empty."""
+    return float(np.percentile(values, pct)) if len(values) else math.nan
 
 
 def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else math.nan
+    return float(np.median(values)) if len(values) else math.nan
 
 
 def fmt(value: float | int | None, digits: int = 1) -> str:

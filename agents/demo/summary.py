@@ -17,6 +17,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True, slots=True)
 class Sample:
@@ -53,15 +55,15 @@ class VersionView:
 
 
 def quantile(values: Sequence[float], q: float) -> float | None:
-    """The ``q`` quantile (nearest rank) of ``values``; None when empty.
+    """The ``q`` quantile (nearest rank: numpy's ``inverted_cdf``) of ``values``; None when
+    empty.
 
     >>> quantile([3.0, 1.0, 2.0], 0.5), quantile([], 0.9)
     (2.0, None)
     """
     if not values:
         return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+    return float(np.quantile(values, q, method="inverted_cdf"))
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
