@@ -6,6 +6,7 @@ import argparse
 import logging
 import socket
 import threading
+from pathlib import Path
 
 from model_canary.agents import metrics
 from model_canary.agents.cli.common import settings_from_args
@@ -79,6 +80,14 @@ def register(
     worker.add_argument("--model", required=True, help="model name")
     worker.add_argument("--version", required=True, help="version name this worker serves")
     worker.add_argument("--adapter", required=True, metavar="SPEC", help="how to run the model")
+    worker.add_argument(
+        "--path",
+        type=Path,
+        action="append",
+        metavar="DIR",
+        help="a folder to import a python: model's module from (repeatable; default: the "
+        "working directory)",
+    )
     _instance_option(worker, "worker")
     worker.add_argument("--max-batch", type=int, default=64, help="requests per micro-batch")
     worker.add_argument(
@@ -135,7 +144,9 @@ def run_router(args: argparse.Namespace) -> int:
 def run_worker(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
     settings = settings_from_args(args).with_overrides(commit_interval_ms=args.commit_interval_ms)
-    adapter: ModelAdapter = load_adapter(args.adapter, timeout_s=args.timeout)
+    adapter: ModelAdapter = load_adapter(
+        args.adapter, timeout_s=args.timeout, search_path=args.path
+    )
     if args.inject_latency or args.inject_error_rate:
         latency = parse_latency(args.inject_latency) if args.inject_latency else None
         adapter = FaultInjector(adapter, latency, args.inject_error_rate, args.seed)

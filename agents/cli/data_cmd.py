@@ -13,6 +13,7 @@ from model_canary.agents.client.inference import CanaryClient, InferenceError
 from model_canary.agents.client.tail import open_tail
 from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import decode_any
+from model_canary.streams.codec.requests import canonical_json
 from model_canary.streams.errors import ConfigError, DecodeError
 from model_canary.streams.messages import epoch_ms
 from model_canary.streams.topics import TopicCatalogue
@@ -33,7 +34,14 @@ def register(
         "--input",
         required=True,
         metavar="JSON",
-        help='an OIP request body, or {"tensor name": nested list}; "-" reads stdin',
+        help='an OIP request body, or {"tensor name": nested list} (made into one); "-" reads '
+        "stdin",
+    )
+    req.add_argument(
+        "--as-is",
+        action="store_true",
+        help="send --input unchanged as the model's input (any JSON value, e.g. what a "
+        "python: model function takes), not made into an OIP request",
     )
     req.add_argument("--key", help="routing key (user or session id) for sticky cohorts")
     req.add_argument("--arm", choices=("baseline", "canary"), help="force an arm (testers)")
@@ -51,11 +59,16 @@ def register(
 def run_request(args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.input == "-" else args.input
     try:
-        inputs = json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--input is not JSON: {exc}") from None
-    if not isinstance(inputs, dict):
-        raise ConfigError("--input must be a JSON object")
+    inputs: bytes | dict[str, Any]
+    if args.as_is:
+        inputs = canonical_json(value)
+    elif isinstance(value, dict):
+        inputs = value
+    else:
+        raise ConfigError("--input must be a JSON object (or give --as-is)")
     headers = {"canary-arm": args.arm} if args.arm else None
     with CanaryClient(settings_from_args(args)) as client:
         try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,6 +43,10 @@ def mixed(batch: list[Any]) -> list[Any]:
             out.append(ModelOutput(b"ready", "text/plain", prediction="p"))
         elif kind == "nan":
             out.append({"x": float("nan")})
+        elif kind == "labelled":
+            out.append({"prediction": "spam", "score": 0.9})
+        elif kind == "none":
+            out.append(None)
         else:
             out.append(12)
     return out
@@ -76,6 +82,8 @@ def test_each_result_kind_is_converted() -> None:
         item("r4", {"kind": "output"}),
         item("r5", {"kind": "int"}),
         item("r6", {"kind": "nan"}),
+        item("r7", {"kind": "labelled"}),
+        item("r8", {"kind": "none"}),
     ]
     out = adapter.predict(batch)
     assert len(CALLS) == 1 and len(CALLS[0]) == len(batch)
@@ -86,8 +94,10 @@ def test_each_result_kind_is_converted() -> None:
     assert (out[2].error_type, out[2].error) == (EXCEPTION, "ValueError: cannot score 3")
     assert (out[3].outputs, out[3].content_type) == (b"RAW", "application/octet-stream")
     assert out[4] == ModelOutput(b"ready", "text/plain", prediction="p")
-    assert out[5].error_type == BAD_OUTPUT
+    assert (out[5].outputs, out[5].prediction, out[5].ok) == (b"12", "12", True)
     assert out[6].error_type == BAD_OUTPUT
+    assert (out[7].prediction, json.loads(out[7].outputs)["score"]) == ("spam", 0.9)
+    assert out[8].error_type == BAD_OUTPUT
 
 
 def test_undecodable_json_fails_alone_and_is_left_out_of_the_call() -> None:
@@ -130,3 +140,27 @@ def test_whole_batch_problems_raise_for_predict_safely() -> None:
 def test_bad_references_are_config_errors(spec: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_adapter(spec)
+
+
+def test_the_module_is_found_in_the_working_directory_or_the_given_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "my-model"
+    home.mkdir()
+    (home / "spam_detector_x1.py").write_text(
+        "def predict(batch):\n    return ['spam' if 'win' in x['text'] else 'ham' for x in batch]\n"
+    )
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the adapter adds folders to it
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(ConfigError, match=r"give the module's folder with --path") as info:
+        load_adapter("python:spam_detector_x1:predict")
+    assert str(elsewhere) in str(info.value)
+    given = load_adapter("python:spam_detector_x1:predict", search_path=[home])
+    assert given.predict([item("r1", {"text": "win big"})])[0].prediction == "spam"
+    sys.modules.pop("spam_detector_x1")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(home)])
+    monkeypatch.chdir(home)  # run from the module's own folder: found there by default
+    here = load_adapter("python:spam_detector_x1:predict")
+    assert here.predict([item("r2", {"text": "hello"})])[0].prediction == "ham"

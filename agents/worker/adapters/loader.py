@@ -10,6 +10,9 @@ model_canary.streams.errors.ConfigError: unknown model adapter 'json:dumps'; acc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 from model_canary.agents.worker.adapters.base import ModelAdapter
 from model_canary.agents.worker.adapters.noop import NoopAdapter
 from model_canary.agents.worker.adapters.oip_http import OipHttpAdapter
@@ -26,8 +29,12 @@ ACCEPTED = (
 )
 
 
-def load_adapter(spec: str, *, timeout_s: float = 10.0) -> ModelAdapter:
-    """The adapter a spec names; ``timeout_s`` bounds each HTTP request of the HTTP adapters.
+def load_adapter(
+    spec: str, *, timeout_s: float = 10.0, search_path: Sequence[Path] | None = None
+) -> ModelAdapter:
+    """The adapter a spec names; ``timeout_s`` bounds each HTTP request of the HTTP adapters;
+    ``search_path`` is where a ``python:`` module is looked for first (default: the working
+    directory).
     :class:`ConfigError` for a malformed spec (the message lists the accepted forms) or a model
     that cannot be loaded.
 
@@ -52,7 +59,7 @@ def load_adapter(spec: str, *, timeout_s: float = 10.0) -> ModelAdapter:
     if not rest:
         raise ConfigError(f"model adapter spec {spec!r} is incomplete; accepted: {ACCEPTED}")
     if kind == "python":
-        return PythonCallableAdapter.from_reference(rest)
+        return PythonCallableAdapter.from_reference(rest, search_path)
     if kind == "sklearn":
         from model_canary.agents.worker.adapters.sklearn_model import SklearnAdapter
 

@@ -1,11 +1,18 @@
 """``python:package.module:function`` — a model that is a Python function, batch in, batch out.
 
 The function receives a list with one value per input: the JSON-decoded body when the input's
-content type is JSON, else the raw bytes. It returns a list of the same length whose items are a
-``dict`` (sent as JSON; the prediction is read from an OIP response's ``outputs[0].data[0]``),
-``bytes`` (sent as ``application/octet-stream``), a ready :class:`ModelOutput`, or an
-``Exception`` instance (an error for that input). An input whose JSON body does not decode gets
-a ``"bad-input"`` error and is left out of the call.
+content type is JSON, else the raw bytes. It returns a list of the same length; each item is
+
+* a JSON value, sent as JSON: a ``str``, number or ``bool`` is itself the prediction; a
+  ``dict`` has its prediction under ``"prediction"`` or, for an Open Inference Protocol
+  response, in ``outputs[0].data[0]``; a ``list`` has none;
+* ``bytes``, sent as ``application/octet-stream``;
+* a ready :class:`ModelOutput`;
+* an ``Exception`` instance: an error for that input (the others are answered).
+
+The prediction (as text) is what ground-truth labels are compared with. ``None``, NaN and
+values JSON cannot hold are ``"bad-output"`` errors. An input whose JSON body does not decode
+gets a ``"bad-input"`` error and is left out of the call.
 
 >>> def double(batch):
 ...     return [{"outputs": [{"name": "y", "data": [2 * x]}]} for x in batch]
@@ -18,7 +25,9 @@ a ``"bad-input"`` error and is left out of the call.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from model_canary.agents.worker.adapters.base import (
@@ -54,9 +63,14 @@ class PythonCallableAdapter:
         self.name = name or getattr(function, "__qualname__", None) or "python"
 
     @classmethod
-    def from_reference(cls, reference: str) -> PythonCallableAdapter:
+    def from_reference(
+        cls, reference: str, search_path: Sequence[Path] | None = None
+    ) -> PythonCallableAdapter:
         """Import ``package.module:function`` (the function may be a dotted attribute path such
         as ``module:Model.predict_batch``); :class:`ConfigError` when that fails.
+
+        The module is looked for first in the folders of ``search_path`` (default: the working
+        directory), then where Python looks anyway (installed packages, ``PYTHONPATH``).
 
         >>> PythonCallableAdapter.from_reference("json:dumps").name
         'json:dumps'
@@ -66,9 +80,19 @@ class PythonCallableAdapter:
             raise ConfigError(
                 f"python adapter needs 'python:package.module:function', got 'python:{reference}'"
             )
+        folders = [p.resolve() for p in (search_path if search_path is not None else [Path()])]
+        for folder in reversed(folders):
+            if str(folder) not in sys.path:
+                sys.path.insert(0, str(folder))
         try:
             target: Any = importlib.import_module(module_name)
-        except Exception as exc:  # ImportError, or whatever the module raises on import
+        except ModuleNotFoundError as exc:
+            where = ", ".join(str(f) for f in folders) or "nowhere else"
+            raise ConfigError(
+                f"cannot import {module_name!r}: {describe(exc)} (looked in {where}, then the "
+                "installed packages; give the module's folder with --path or run from it)"
+            ) from exc
+        except Exception as exc:  # whatever the module raises on import
             raise ConfigError(f"cannot import {module_name!r}: {describe(exc)}") from exc
         for part in attr_path.split("."):
             try:
@@ -120,10 +144,27 @@ def _to_output(result: Any) -> ModelOutput:
         return error_output(describe(result), EXCEPTION)
     if isinstance(result, bytes | bytearray):
         return ModelOutput(bytes(result), OCTET_STREAM)
+    if result is None:
+        return error_output("the function returned None for this input", BAD_OUTPUT)
+    try:
+        body = encode_json(result)
+    except (TypeError, ValueError) as exc:
+        return error_output(f"result is not JSON-serialisable: {exc}", BAD_OUTPUT)
+    return ModelOutput(body, JSON, prediction=_prediction(result))
+
+
+def _prediction(result: Any) -> str | None:
+    """The label a result predicts, as text (see the module docs).
+
+    >>> _prediction("spam"), _prediction(2), _prediction(True), _prediction({"prediction": 0.5})
+    ('spam', '2', 'true', '0.5')
+    """
     if isinstance(result, dict):
-        try:
-            body = encode_json(result)
-        except (TypeError, ValueError) as exc:
-            return error_output(f"result is not JSON-serialisable: {exc}", BAD_OUTPUT)
-        return ModelOutput(body, JSON, prediction=prediction_of(result))
-    return error_output(f"result item is a {type(result).__name__}, not a dict", BAD_OUTPUT)
+        if "prediction" in result:
+            return _prediction(result["prediction"])
+        return prediction_of(result)
+    if isinstance(result, str):
+        return result
+    if isinstance(result, bool | int | float):
+        return encode_json(result).decode()
+    return None
