@@ -8,7 +8,7 @@ router never decodes a payload.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 Headers = list[tuple[str, bytes]]
 # What confluent-kafka accepts and returns: values may be text, bytes or None.
@@ -43,10 +43,12 @@ DLQ_PAYLOAD = "canary-dlq-payload"
 JSON = "application/json"
 
 
-def header_dict(headers: Sequence[tuple[str, str | bytes | None]] | None) -> dict[str, str]:
+def header_dict(
+    headers: Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None,
+) -> dict[str, str]:
     """Headers as ``{name: text}``; the last value wins, undecodable values are replaced."""
     out: dict[str, str] = {}
-    for name, value in headers or ():
+    for name, value in as_list(headers):
         if value is None:
             out[name] = ""
         elif isinstance(value, bytes):

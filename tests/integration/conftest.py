@@ -21,6 +21,7 @@ from model_canary.agents.broker import LocalBroker
 from model_canary.agents.kafka.admin import Admin
 from model_canary.agents.kafka.config import consumer_config, producer_config
 from model_canary.agents.process import AgentProcess, canary_command
+from model_canary.streams import headers as h
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 
@@ -277,7 +278,7 @@ def send_requests(
 
 
 def header(msg: Message, name: str) -> str | None:
-    for k, v in msg.headers() or []:
+    for k, v in h.as_list(msg.headers()):
         if k == name:
             return v.decode() if isinstance(v, bytes) else v
     return None

@@ -46,8 +46,8 @@ def test_each_malformed_request_is_dead_lettered_with_its_reason_while_routing_g
     start_worker()
     ControlClient(settings).send("iris", "register", baseline_version="v1")
     producer = make_producer()
-    good_inputs = {"inputs": []}
-    bad = {
+    good_inputs: dict[str, list[object]] = {"inputs": []}
+    bad: dict[str, tuple[bytes, h.RawHeaders]] = {
         "undecodable": (b"\x00\x01garbage", [(h.CONTENT_TYPE, AVRO)]),
         "undecodable-json": (b"{not json", [(h.CONTENT_TYPE, h.JSON)]),
         "missing-model": (_json(request_id="x1", inputs=good_inputs), [(h.CONTENT_TYPE, h.JSON)]),
@@ -99,7 +99,7 @@ def test_each_malformed_request_is_dead_lettered_with_its_reason_while_routing_g
         "x2": "unknown-model",
         "x3": "invalid-record",
     }
-    assert router.proc.poll() is None, "the router is still running"
+    assert router.alive, "the router is still running"
 
 
 def _raw_command(**fields: Any) -> bytes:
@@ -161,7 +161,9 @@ def test_invalid_commands_are_rejected_with_an_event_and_change_nothing(
     producer.flush(10)
 
     codec = codec_for(ControlEvent)
-    events = [codec.decode(m.value()) for m in read_topic(settings, topics.events, 8, settle=2)]
+    events = [
+        codec.decode(m.value() or b"") for m in read_topic(settings, topics.events, 8, settle=2)
+    ]
     raw_rejections = [e for e in events if e.outcome == "rejected" and e.command_id == ""]
     assert len(raw_rejections) == 3
     assert {e.reason for e in raw_rejections} == {"invalid-record", "undecodable"}

@@ -223,7 +223,7 @@ def test_hostile_messages_to_every_consumed_topic(
 
     # Every agent is still running; valid requests were answered exactly once.
     for agent in [router, *workers, evaluator]:
-        assert agent.proc.poll() is None, f"{agent.args[0]} stopped: {agent.log()[-2000:]}"
+        assert agent.alive, f"{agent.args[0]} stopped: {agent.log()[-2000:]}"
     # A restarted router reads the state topic, garbage included, and routes as before.
     router.stop()
     spawn("router", "--instance", "r1", extra_env=env)
@@ -232,7 +232,7 @@ def test_hostile_messages_to_every_consumed_topic(
     answered = answers(settings, topics.results, valid, timeout=300, settle=3)
     assert dict(answered) == dict.fromkeys(valid, 1)
     for agent in [*workers, evaluator]:
-        assert agent.proc.poll() is None, f"{agent.args[0]} stopped: {agent.log()[-2000:]}"
+        assert agent.alive, f"{agent.args[0]} stopped: {agent.log()[-2000:]}"
 
     figures = {
         "messages_per_topic": sent,

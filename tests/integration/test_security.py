@@ -262,7 +262,7 @@ def test_only_authorized_principals_steer_and_no_secret_leaks(
         decision = _first_decision(sec)
         assert (decision.model, decision.weight_bp) == ("iris", 3000)
         pages = {name: _metrics_page(port) for name, port in ports.items()}
-        assert all(agent.proc.poll() is None for agent in agents), "an agent stopped"
+        assert all(agent.alive for agent in agents), "an agent stopped"
     finally:
         for agent in agents:
             agent.stop()

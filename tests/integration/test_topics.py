@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from confluent_kafka.admin import ConfigResource
+from confluent_kafka.admin._config import ConfigResource
 
 from model_canary.agents.kafka.admin import Admin
 from model_canary.streams.topics import TopicCatalogue

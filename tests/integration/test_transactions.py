@@ -38,7 +38,7 @@ def test_read_committed_sees_only_committed_messages(
     producer.commit_transaction(30)
 
     committed = make_consumer(topic, **{"isolation.level": "read_committed"})
-    seen = [m.value() for m in consume_n(committed, 51, timeout=30)]
+    seen = [m.value() or b"" for m in consume_n(committed, 51, timeout=30)]
     assert sorted(seen) == sorted(
         [f"committed-{i}".encode() for i in range(50)] + [b"committed-last"]
     )
@@ -46,5 +46,5 @@ def test_read_committed_sees_only_committed_messages(
     assert consume_n(committed, 1, timeout=2) == []
 
     uncommitted = make_consumer(topic, **{"isolation.level": "read_uncommitted"})
-    everything = [m.value() for m in consume_n(uncommitted, 81, timeout=30)]
+    everything = [m.value() or b"" for m in consume_n(uncommitted, 81, timeout=30)]
     assert sum(v.startswith(b"aborted-") for v in everything) == 30

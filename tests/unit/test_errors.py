@@ -22,7 +22,7 @@ from model_canary.streams.errors import (
     RecordTypeError,
     RecordValidationError,
 )
-from model_canary.streams.messages import EPOCH, ControlCommand, Feedback
+from model_canary.streams.messages import EPOCH, Action, ControlCommand, Feedback
 from model_canary.streams.rollout import apply_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,7 +108,7 @@ def test_record_checks_are_canary_errors_and_value_errors() -> None:
 
 
 def test_a_rejected_command_has_one_name_in_the_machine_and_the_client() -> None:
-    command = ControlCommand(command_id="c1", model="iris", action="pause", issued_at=EPOCH)
+    command = ControlCommand(command_id="c1", model="iris", action=Action.PAUSE, issued_at=EPOCH)
     with pytest.raises(CommandRejectedError) as info:
         apply_command(None, command, EPOCH)
     assert info.value.reason == "unknown-model" and info.value.event is None

@@ -22,6 +22,7 @@ def test_sasl_ssl_scram() -> None:
             "enable.ssl.certificate.verification": "false",
         }
     )
+    assert creds is not None
     assert creds.username == "evaluator" and creds.mechanism.value == "SCRAM-SHA-256"
     assert isinstance(creds.ssl_context, ssl.SSLContext)
     assert creds.ssl_context.verify_mode == ssl.CERT_NONE

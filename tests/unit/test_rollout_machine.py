@@ -13,7 +13,7 @@ NOW = utc_now()
 
 def cmd(action: str, n: int = 0, **fields: Any) -> ControlCommand:
     return ControlCommand(
-        command_id=f"c{n}-{action}", model="iris", action=action, issued_at=NOW, **fields
+        command_id=f"c{n}-{action}", model="iris", action=Action(action), issued_at=NOW, **fields
     )
 
 
