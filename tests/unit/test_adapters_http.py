@@ -131,15 +131,22 @@ class Server(ThreadingHTTPServer):
     seen: Seen
 
 
-@pytest.fixture
-def server() -> Iterator[Server]:
+def serving(context: ssl.SSLContext | None = None) -> Iterator[Server]:
+    """The test server in a thread (over TLS with ``context``), shut down afterwards."""
     srv = Server(("127.0.0.1", 0), Handler)
+    if context is not None:
+        srv.socket = context.wrap_socket(srv.socket, server_side=True)
     srv.seen = Seen()
     thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield srv
     srv.shutdown()
     srv.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    yield from serving()
 
 
 @pytest.fixture
@@ -381,14 +388,7 @@ def tls_server(pki: Pki) -> Iterator[Server]:
     context.load_cert_chain(pki.server_cert, pki.server_key)
     context.load_verify_locations(pki.ca)
     context.verify_mode = ssl.CERT_REQUIRED
-    srv = Server(("127.0.0.1", 0), Handler)
-    srv.socket = context.wrap_socket(srv.socket, server_side=True)
-    srv.seen = Seen()
-    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    yield from serving(context)
 
 
 def test_tls_with_a_client_certificate(load: Loader, tls_server: Server, pki: Pki) -> None:
