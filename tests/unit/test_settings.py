@@ -120,3 +120,19 @@ def test_settings_go_to_a_child_process_whole_through_the_environment(tmp_path: 
     # The local broker's settings travel too (no bootstrap: the child finds the same broker).
     local = Settings(broker_port=39999, topic_prefix="x")
     assert Settings.from_env(local.to_env()).bootstrap_servers == "127.0.0.1:39999"
+
+
+def test_every_setting_has_its_environment_variable() -> None:
+    # A field without one would be lost on the way to every agent a launcher starts.
+    from dataclasses import fields
+
+    from model_canary.streams import settings as module
+
+    mapped = {
+        *module._TEXT_VARS.values(),
+        *module._NUMBER_VARS.values(),
+        *module._PATH_VARS.values(),
+        "extra_config",
+        "control_keys",
+    }
+    assert {f.name for f in fields(Settings)} == mapped
