@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
-from model_canary.agents.kafka.config import reader_config
+from model_canary.agents.kafka.clients import new_reader
 from model_canary.agents.kafka.errors import wrap
 from model_canary.streams.errors import CanaryError
 from model_canary.streams.settings import Settings
@@ -30,9 +30,7 @@ class RangeReader:
     """
 
     def __init__(self, settings: Settings, client_id: str = "canary-audit") -> None:
-        self._consumer = Consumer(
-            reader_config(settings, client_id, **{"enable.partition.eof": True})
-        )
+        self._consumer = new_reader(settings, client_id, **{"enable.partition.eof": True})
 
     def close(self) -> None:
         self._consumer.close()

@@ -11,11 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-from confluent_kafka import Producer
-
 from model_canary.agents.bench import BenchError
 from model_canary.agents.client.inference import CanaryClient
-from model_canary.agents.kafka.config import producer_config
+from model_canary.agents.kafka.clients import new_producer, produce
 from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import INFERENCE_REQUEST_CONTENT_TYPE, codec_for
 from model_canary.streams.messages import Arm, InferenceRequest, utc_now
@@ -31,12 +29,7 @@ def _send_all(
     send: Callable[[int], None], n: int, flush: Callable[[float], None], timeout: float
 ) -> None:
     for i in range(n):
-        while True:
-            try:
-                send(i)
-                break
-            except BufferError:
-                flush(0.5)  # the local queue is full: let it drain
+        send(i)  # waits for room when the local queue is full
         if i % 1000 == 999:
             flush(0)  # serve delivery reports so the queue does not fill up
     flush(timeout)
@@ -125,7 +118,7 @@ def produce_routed(
 ) -> list[str]:
     """``n`` Avro requests written straight to a version topic with the headers the router
     sets (baseline arm, weight 0), as a worker receives them. Returns the request ids."""
-    producer = Producer(producer_config(settings, "canary-bench-load"))
+    producer = new_producer(settings, "canary-bench-load")
     codec = codec_for(InferenceRequest)
     ids = [f"{id_prefix}{i}" for i in range(n)]
     routed_at = str(int(time.time() * 1000))
@@ -152,7 +145,7 @@ def produce_routed(
                 ]
             )
         )
-        producer.produce(topic, codec.encode(request), key=rid.encode(), headers=headers)
+        produce(producer, topic, codec.encode(request), key=rid.encode(), headers=headers)
 
     def flush(t: float) -> None:
         producer.flush(t)

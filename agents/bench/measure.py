@@ -29,7 +29,7 @@ from model_canary.agents.bench.load import SENT_NS
 from model_canary.agents.bench.probe import OffsetProbe
 from model_canary.agents.bench.procs import Child
 from model_canary.agents.bench.session import Contender
-from model_canary.agents.kafka.config import consumer_config
+from model_canary.agents.kafka.clients import consume, new_consumer
 from model_canary.streams import headers as h
 from model_canary.streams.settings import Settings
 
@@ -130,7 +130,7 @@ def key_text(msg: Message) -> str | None:
 
 def _reader(settings: Settings, **config: object) -> Consumer:
     name = f"canary-bench-read-{uuid.uuid4().hex[:8]}"
-    return Consumer(consumer_config(settings, name, name, **config))
+    return new_consumer(settings, name, name, **config)
 
 
 class LatencyTail:
@@ -160,12 +160,10 @@ class LatencyTail:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                msgs = self._consumer.consume(num_messages=1000, timeout=0.05)
+                msgs = consume(self._consumer, 1000, 0.05)
                 now = time.time_ns()
                 with self._lock:
                     for msg in msgs:
-                        if msg.error() is not None:
-                            continue
                         sent, rid = header_value(msg, SENT_NS), request_id_header(msg)
                         if sent is None or rid is None:
                             continue

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from model_canary.agents.bench import BenchError
-from model_canary.agents.kafka.config import consumer_config
+from model_canary.agents.kafka.clients import new_consumer
 from model_canary.streams.settings import Settings
 
 
@@ -34,7 +34,7 @@ class OffsetProbe:
 
     def _consumer(self, group: str, **config: object) -> Consumer:
         # Never subscribes: committed() is an OffsetFetch, it does not join the group.
-        return Consumer(consumer_config(self.settings, "canary-bench-probe", group, **config))
+        return new_consumer(self.settings, "canary-bench-probe", group, **config)
 
     def partitions(self, topic: str) -> list[int]:
         if topic not in self._partitions:

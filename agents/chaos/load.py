@@ -13,6 +13,7 @@ import time
 from model_canary.agents.bench.load import INPUTS
 from model_canary.agents.client.inference import CanaryClient
 from model_canary.agents.client.tail import open_tail
+from model_canary.agents.kafka.clients import consume
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.errors import DecodeError
 from model_canary.streams.messages import InferenceResult
@@ -65,12 +66,8 @@ class SteadyLoad(threading.Thread):
             client.close()
 
     def _send(self, client: CanaryClient, rid: str, key: str) -> None:
-        while True:
-            try:
-                client.send(INPUTS, model=self.model, key=key, request_id=rid, flush=False)
-                return
-            except BufferError:
-                client.flush(0.5)  # the local queue is full (broker down): let it drain
+        # While the broker is down the local queue fills up; send() then waits for room.
+        client.send(INPUTS, model=self.model, key=key, request_id=rid, flush=False)
 
     @property
     def achieved_rate(self) -> float:
@@ -93,9 +90,7 @@ class ResultWatch(threading.Thread):
         served = self.served
         try:
             while not self._stop_event.is_set():
-                for msg in self._consumer.consume(1000, timeout=0.2):
-                    if msg.error() is not None:
-                        continue
+                for msg in consume(self._consumer, 1000, 0.2):
                     try:
                         result = self._codec.decode(msg.value() or b"")
                     except DecodeError:

@@ -11,6 +11,7 @@ from typing import Any
 from model_canary.agents.cli.common import settings_from_args
 from model_canary.agents.client.inference import CanaryClient, InferenceError
 from model_canary.agents.client.tail import open_tail
+from model_canary.agents.kafka.clients import consume
 from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import decode_any
 from model_canary.streams.codec.requests import canonical_json
@@ -100,12 +101,10 @@ def run_tail(args: argparse.Namespace) -> int:
     last = time.monotonic()
     try:
         while args.max is None or printed < args.max:
-            msgs = consumer.consume(num_messages=100, timeout=0.5)
+            msgs = consume(consumer, 100, 0.5)
             if not msgs and args.idle_exit and time.monotonic() - last > args.idle_exit:
                 break
             for msg in msgs:
-                if msg.error() is not None:
-                    continue
                 last = time.monotonic()
                 print(
                     json.dumps(message_json(msg.value() or b"", h.as_list(msg.headers()))),

@@ -10,6 +10,7 @@ import time
 from model_canary.agents.cli.common import settings_from_args
 from model_canary.agents.cli.data_cmd import record_json
 from model_canary.agents.client.tail import open_tail
+from model_canary.agents.kafka.clients import consume
 from model_canary.streams.codec.avro import decode_any
 from model_canary.streams.errors import DecodeError
 from model_canary.streams.messages import ControlEvent, Decision, Record, epoch_ms
@@ -40,12 +41,10 @@ def read_history(settings: Settings, model: str, idle: float = 1.5) -> list[Reco
     try:
         last = time.monotonic()
         while time.monotonic() - last < idle:
-            msgs = consumer.consume(500, timeout=0.3)
+            msgs = consume(consumer, 500, 0.3)
             if msgs:
                 last = time.monotonic()
             for msg in msgs:
-                if msg.error() is not None:
-                    continue
                 try:
                     record = decode_any(msg.value() or b"")
                 except DecodeError:

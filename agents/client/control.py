@@ -7,10 +7,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer
 
 from model_canary.agents.client.tail import open_tail
-from model_canary.agents.kafka.config import producer_config
+from model_canary.agents.kafka.clients import LazyProducer, consume
 from model_canary.agents.kafka.errors import produce_confirmed
 from model_canary.agents.kafka.state_view import StateView
 from model_canary.streams.codec.avro import codec_for
@@ -80,7 +80,7 @@ class ControlClient:
         self.settings = settings or Settings.from_env()
         self.catalogue = TopicCatalogue(self.settings.topic_prefix)
         self.issued_by = issued_by
-        self._producer: Producer | None = None
+        self._producer = LazyProducer(self.settings, "canary-control")
         self._command_codec = codec_for(ControlCommand)
         self._event_codec = codec_for(ControlEvent)
 
@@ -103,10 +103,8 @@ class ControlClient:
         An unsigned command is signed first when the settings hold a control key.
         """
         command = sign_if_keyed(command, self.settings.control_keys)
-        if self._producer is None:
-            self._producer = Producer(producer_config(self.settings, "canary-control"))
         produce_confirmed(
-            self._producer,
+            self._producer.producer,
             f"publish {command.action.value} to {self.catalogue.control}",
             self.catalogue.control,
             self._command_codec.encode(command),
@@ -147,9 +145,7 @@ class ControlClient:
     def _await(self, events: Consumer, command: ControlCommand, wait: float) -> ControlOutcome:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            for msg in events.consume(num_messages=100, timeout=0.2):
-                if msg.error() is not None:
-                    continue
+            for msg in consume(events, 100, 0.2):
                 try:
                     event = self._event_codec.decode(msg.value() or b"")
                 except DecodeError:

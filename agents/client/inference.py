@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer
 
 from model_canary.agents.client.tail import open_tail
-from model_canary.agents.kafka.config import producer_config
+from model_canary.agents.kafka.clients import LazyProducer, consume
 from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import INFERENCE_REQUEST_CONTENT_TYPE, codec_for
 from model_canary.streams.codec.requests import canonical_json, oip_request
-from model_canary.streams.errors import CanaryError, DecodeError, RequestTimeoutError
+from model_canary.streams.errors import (
+    CanaryError,
+    DecodeError,
+    KafkaOperationError,
+    RequestTimeoutError,
+)
 from model_canary.streams.messages import InferenceRequest, InferenceResult, utc_now
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 
 Inputs = bytes | Mapping[str, Any]
+
+log = logging.getLogger(__name__)
 
 
 class InferenceError(CanaryError):
@@ -50,7 +58,7 @@ class CanaryClient:
     def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
         self.settings = settings or Settings.from_env(**overrides)
         self.catalogue = TopicCatalogue(self.settings.topic_prefix)
-        self._producer: Producer | None = None
+        self._producer = LazyProducer(self.settings, "canary-client")
         self._results: Consumer | None = None
         self._listener: threading.Thread | None = None
         self._pending: dict[str, Future[InferenceResult]] = {}
@@ -123,9 +131,9 @@ class CanaryClient:
             routing_key=key,
             created_at=utc_now(),
         )
-        producer = self._open_producer()
+        self._open_producer()
         extra = list((headers or {}).items())
-        producer.produce(
+        self._producer.produce(
             self.catalogue.requests,
             self._request_codec.encode(request),
             key=(key or rid).encode(),
@@ -141,22 +149,18 @@ class CanaryClient:
                 )
             ),
         )
-        producer.poll(0)
         if flush:
-            producer.flush(10)
+            self._producer.flush(10)
         return rid
 
     def flush(self, timeout: float = 30.0) -> None:
-        if self._producer is not None:
-            self._producer.flush(timeout)
+        self._producer.flush(timeout)
 
     def close(self) -> None:
         self._closed.set()
         if self._listener is not None:
             self._listener.join(5)
-        if self._producer is not None:
-            self._producer.flush(10)
-            self._producer = None
+        self._producer.close(10)
 
     def __enter__(self) -> CanaryClient:
         return self
@@ -165,11 +169,9 @@ class CanaryClient:
         self.close()
 
     # -- internals -----------------------------------------------------------------------
-    def _open_producer(self) -> Producer:
-        with self._lock:
-            if self._producer is None:
-                self._producer = Producer(producer_config(self.settings, "canary-client"))
-            return self._producer
+    def _open_producer(self) -> None:
+        with self._lock:  # made once, before threads share it
+            _ = self._producer.producer
 
     def _ensure_listener(self) -> None:
         with self._lock:
@@ -188,11 +190,12 @@ class CanaryClient:
         try:
             while not self._closed.is_set():
                 try:
-                    msgs = consumer.consume(num_messages=500, timeout=0.2)
-                except KafkaException:
+                    msgs = consume(consumer, 500, 0.2)
+                except KafkaOperationError as exc:
+                    log.warning("reading results: %s", exc)
                     continue
                 for msg in msgs:
-                    if msg.error() is not None or not self._pending:
+                    if not self._pending:
                         continue
                     rid = (msg.key() or b"").decode("utf-8", "replace")
                     if rid not in self._pending:

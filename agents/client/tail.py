@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from model_canary.agents.kafka.config import reader_config
+from model_canary.agents.kafka.clients import new_reader
 from model_canary.agents.kafka.errors import wrap
 from model_canary.streams.errors import CanaryError, KafkaOperationError
 from model_canary.streams.settings import Settings
@@ -26,7 +26,7 @@ def open_tail(
 
     The end offsets are looked up now, so anything produced after this returns is seen.
     """
-    consumer = Consumer(reader_config(settings, client_id))
+    consumer = new_reader(settings, client_id)
     deadline = time.monotonic() + timeout
     while True:
         try:

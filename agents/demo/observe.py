@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, KafkaException
 from model_canary.agents.client.tail import open_tail
 from model_canary.agents.demo.events import DecisionRow, PhaseChange
 from model_canary.agents.demo.summary import Sample
+from model_canary.agents.kafka.clients import usable
 from model_canary.streams.codec.avro import decode_any
 from model_canary.streams.errors import DecodeError
 from model_canary.streams.messages import ControlEvent, Decision, InferenceResult, epoch_ms
@@ -71,7 +72,7 @@ class Observer:
                     log.warning("observer: %s", exc)
                     continue
                 for msg in msgs:
-                    if msg.error() is None:
+                    if usable(msg):
                         self._on(msg.value() or b"")
         finally:
             consumer.close()

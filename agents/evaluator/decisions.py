@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Producer
 
-from model_canary.agents.kafka.config import producer_config
+from model_canary.agents.kafka.clients import new_producer
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.enums import Action, Mode, Outcome, Phase
 from model_canary.streams.messages import (
@@ -115,7 +115,7 @@ class DecisionSink:
 
     def _open(self) -> Producer:
         if self._producer is None:
-            self._producer = Producer(producer_config(self._settings, "canary-evaluator"))
+            self._producer = new_producer(self._settings, "canary-evaluator")
         return self._producer
 
 

@@ -12,7 +12,7 @@ import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from model_canary.agents.kafka.config import reader_config
+from model_canary.agents.kafka.clients import consume, new_reader
 from model_canary.agents.kafka.errors import wrap
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.errors import DecodeError
@@ -49,8 +49,8 @@ class StateView:
         if self._consumer is None:
             # The group id is never used to commit (assign, not subscribe), but librdkafka
             # wants one.
-            consumer = Consumer(
-                reader_config(self._settings, self._client_id, **{"enable.partition.eof": False})
+            consumer = new_reader(
+                self._settings, self._client_id, **{"enable.partition.eof": False}
             )
             try:
                 md = consumer.list_topics(self._topic, timeout=10)
@@ -104,9 +104,7 @@ class StateView:
         """Apply whatever state records have arrived; returns how many."""
         consumer = self._open()
         n = 0
-        for msg in consumer.consume(num_messages=500, timeout=timeout):
-            if msg.error() is not None:
-                continue
+        for msg in consume(consumer, 500, timeout):
             value = msg.value()
             if value is None:  # a tombstone forgets the model
                 self.states.pop((msg.key() or b"").decode(), None)

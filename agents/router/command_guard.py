@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from model_canary.agents.kafka.config import reader_config
+from model_canary.agents.kafka.clients import consume, new_reader
 from model_canary.agents.kafka.errors import wrap
 from model_canary.streams.codec.avro import decode_any
 from model_canary.streams.errors import DecodeError, KafkaOperationError
@@ -69,9 +69,7 @@ class CommandGuard:
         if self.verifier is None:
             return 0
         since = epoch_ms(utc_now() - 2 * self.verifier.window)
-        consumer = Consumer(
-            reader_config(self._settings, self._client_id, **{"enable.partition.eof": False})
-        )
+        consumer = new_reader(self._settings, self._client_id, **{"enable.partition.eof": False})
         try:
             return self._read(consumer, since, time.monotonic() + timeout)
         except KafkaException as exc:
@@ -101,9 +99,9 @@ class CommandGuard:
                     f"{self._topic} was not read to its end in time; refusing to run without "
                     "replay protection",
                 )
-            for msg in consumer.consume(num_messages=500, timeout=0.2):
+            for msg in consume(consumer, 500, 0.2):
                 offset, partition = msg.offset(), msg.partition()
-                if msg.error() is not None or offset is None or partition is None:
+                if offset is None or partition is None:
                     continue
                 if offset < ends[partition]:
                     remembered += self._remember(msg, partition, offset)

@@ -41,6 +41,7 @@ from model_canary.streams.codec.requests import canonical_json, media_type
 from model_canary.streams.errors import (
     InvalidRecordError,
     PayloadTooLargeError,
+    RecordTypeError,
     UndecodableError,
     UnsupportedContentTypeError,
 )
@@ -192,7 +193,7 @@ def _converter(hint: Any, name: str) -> Convert:
     if hint in (str, int, float, bool):
         kind = hint
         return lambda v, n, _d: _typed(v, kind, n)
-    raise TypeError(f"no JSON form for field {name!r} of type {hint!r}")  # pragma: no cover
+    raise RecordTypeError(f"no JSON form for field {name!r} of type {hint!r}")  # pragma: no cover
 
 
 def _typed(value: Any, kind: type, name: str) -> Any:

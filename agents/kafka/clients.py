@@ -1,0 +1,153 @@
+"""The one place Kafka clients are made, and the ways every agent, command and client uses them.
+
+* :func:`new_producer`, :func:`new_consumer`, :func:`new_reader` build confluent-kafka clients
+  from :class:`~model_canary.streams.settings.Settings` through
+  :mod:`~model_canary.agents.kafka.config` (defaults, the user's pass-through librdkafka
+  settings, librdkafka's log and errors into Python logging). Nothing else in the project calls
+  ``Producer(...)`` or ``Consumer(...)`` (a test keeps it so; the benchmark's reference loop is
+  the one exception, on purpose).
+* :func:`produce` waits instead of failing when librdkafka's local queue is full
+  (``BufferError``): it serves delivery reports and tries again, the back-pressure every
+  producing loop needs.
+* :class:`LazyProducer` connects on first use, so building a client costs nothing.
+* :func:`usable` is the consumer's error handling: end-of-partition events are skipped,
+  other errors are logged (rate limited) and skipped, a fatal error raises.
+
+>>> lazy = LazyProducer(Settings(bootstrap="kafka:9092"), "canary-doc")  # no connection yet
+>>> lazy.connected
+False
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+
+from model_canary.agents.kafka.config import consumer_config, producer_config, reader_config
+from model_canary.agents.kafka.errors import wrap
+from model_canary.streams.headers import RawHeaders
+from model_canary.streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: How long :func:`produce` lets librdkafka send before trying a full queue again.
+BACKOFF_S = 0.05
+#: At most one log line per consumer error code this often.
+ERROR_LOG_INTERVAL_S = 10.0
+
+Delivery = Callable[[KafkaError | None, Message], None]
+
+
+def new_producer(settings: Settings, client_id: str, **required: Any) -> Producer:
+    """A producer (idempotent, ``acks=all``; ``transactional_id=...`` for a transactional one)."""
+    return Producer(producer_config(settings, client_id, **required))
+
+
+def new_consumer(settings: Settings, client_id: str, group_id: str, **required: Any) -> Consumer:
+    """A consumer in group ``group_id`` (``read_committed``, offsets committed by the caller)."""
+    return Consumer(consumer_config(settings, client_id, group_id, **required))
+
+
+def new_reader(settings: Settings, client_id: str, **required: Any) -> Consumer:
+    """A consumer that is assigned partitions and never commits (tails, views, audits)."""
+    return Consumer(reader_config(settings, client_id, **required))
+
+
+def produce(
+    producer: Producer,
+    topic: str,
+    value: bytes | None,
+    key: bytes | None = None,
+    headers: RawHeaders | None = None,
+    on_delivery: Delivery | None = None,
+) -> None:
+    """Produce one message; while the local queue is full, let librdkafka send and retry."""
+    while True:
+        try:
+            if on_delivery is None:
+                producer.produce(topic, value, key, headers=headers)
+            else:
+                producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+            return
+        except BufferError:
+            producer.poll(BACKOFF_S)
+
+
+class LazyProducer:
+    """A non-transactional producer made on first use; :meth:`produce` applies back-pressure.
+    Thread-safe as confluent-kafka's producer is (make it before sharing across threads:
+    :attr:`producer`)."""
+
+    def __init__(self, settings: Settings, client_id: str, **required: Any) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self.required = required
+        self._producer: Producer | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._producer is not None
+
+    @property
+    def producer(self) -> Producer:
+        if self._producer is None:
+            self._producer = new_producer(self.settings, self.client_id, **self.required)
+        return self._producer
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: RawHeaders | None = None,
+        on_delivery: Delivery | None = None,
+    ) -> None:
+        produce(self.producer, topic, value, key, headers, on_delivery)
+        self.producer.poll(0)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for every message to be delivered; returns how many are still queued."""
+        return self._producer.flush(timeout) if self._producer is not None else 0
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Flush and forget the producer (a later produce makes a new one)."""
+        left = self.flush(timeout)
+        self._producer = None
+        return left
+
+
+_last_logged: dict[int, float] = {}
+
+
+def usable(msg: Message) -> bool:
+    """Whether a consumed message carries data. End-of-partition events are not; other errors
+    are logged (once per code every :data:`ERROR_LOG_INTERVAL_S`) and skipped; a fatal error
+    (the consumer is unusable, e.g. a static member fenced after a broker restart) raises
+    :class:`~model_canary.streams.errors.KafkaOperationError`, so the process stops and a
+    supervisor restarts it instead of it consuming nothing, silently."""
+    err = msg.error()
+    if err is None:
+        return True
+    if err.fatal():
+        raise wrap("consume", err)
+    code = err.code()
+    if code != KafkaError._PARTITION_EOF:
+        now = time.monotonic()
+        if now - _last_logged.get(code, -ERROR_LOG_INTERVAL_S) >= ERROR_LOG_INTERVAL_S:
+            _last_logged[code] = now
+            log.warning("consume error: %s", err.str())
+    return False
+
+
+def consume(consumer: Consumer, num_messages: int, timeout: float) -> list[Message]:
+    """The usable messages of one ``consume`` call; a failing call raises
+    :class:`~model_canary.streams.errors.KafkaOperationError`."""
+    try:
+        batch = consumer.consume(num_messages=num_messages, timeout=timeout)
+    except KafkaException as exc:
+        raise wrap("consume", exc) from None
+    return [m for m in batch if usable(m)]
