@@ -13,14 +13,15 @@ enum-like field has an unknown value, a timestamp is naive or a ``*_bp`` value l
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from model_canary.streams.defaults import DEFAULT_STEPS_BP
 from model_canary.streams.enums import Action, Arm, Mode, Outcome, Phase
-from model_canary.streams.errors import RecordValidationError
+from model_canary.streams.errors import RecordValidationError, UndecodableError
 from model_canary.streams.headers import JSON
 from model_canary.streams.record_base import (
     EPOCH,
@@ -115,6 +116,22 @@ class InferenceResult(Record):
     routing_key: str | None = None
     latency_ms: float
     created_at: datetime
+
+    def json(self) -> Any:
+        """The outputs decoded from JSON: what a ``python:`` model returned, an Open Inference
+        Protocol response, a chat completion. :class:`UndecodableError` when they are not JSON
+        (``outputs`` holds the bytes as they are).
+
+        >>> InferenceResult(request_id="r1", model="spam", version="v1", arm="stable",
+        ...                 outputs=b'"ham"', latency_ms=1.0, created_at=EPOCH).json()
+        'ham'
+        """
+        try:
+            return json.loads(self.outputs)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise UndecodableError(
+                f"the outputs of {self.request_id} ({self.content_type}) are not JSON: {exc}"
+            ) from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

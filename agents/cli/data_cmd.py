@@ -9,14 +9,15 @@ import sys
 from typing import Any
 
 from model_canary.agents.cli.common import settings_from_args
+from model_canary.agents.client.feedback import FeedbackClient
 from model_canary.agents.client.inference import CanaryClient, InferenceError
 from model_canary.agents.client.tail import open_tail
 from model_canary.agents.kafka.clients import consume
 from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import decode_any
+from model_canary.streams.codec.json_records import is_json, to_json_doc
 from model_canary.streams.codec.requests import canonical_json
 from model_canary.streams.errors import ConfigError, DecodeError
-from model_canary.streams.messages import epoch_ms
 from model_canary.streams.topics import TopicCatalogue
 
 TAILS = ("results", "metrics", "events", "control", "feedback", "dead-letters")
@@ -49,7 +50,27 @@ def register(
     req.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
     req.set_defaults(handler=run_request)
 
-    tail = sub.add_parser("tail", parents=[common], help="print a topic's records as JSON lines")
+    fb = sub.add_parser(
+        "feedback",
+        parents=[common],
+        help="send the true label of a request (ground truth for the accuracy metric)",
+        description="Send the label request ID should have had to the feedback topic (keyed by "
+        "the request id); the evaluator compares it with each version's prediction.",
+    )
+    fb.add_argument("--model", required=True, help="the model the request was for")
+    fb.add_argument("--request-id", required=True, metavar="ID", help="the request's id")
+    fb.add_argument("--label", required=True, help="the true label, as the model predicts it")
+    fb.add_argument("--source", help="who knows the label (kept with it)")
+    fb.set_defaults(handler=run_feedback)
+
+    tail = sub.add_parser(
+        "tail",
+        parents=[common],
+        help="print a topic's records as JSON lines",
+        description="Print a topic's records as JSON lines (their JSON form, see docs/json.md). "
+        "Dead letters show why (reason, detail), where from (source topic, partition, offset, "
+        "agent), the key and the message.",
+    )
     tail.add_argument("topic", choices=TAILS)
     tail.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
     tail.add_argument("--max", type=int, help="stop after this many records")
@@ -83,6 +104,16 @@ def run_request(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_feedback(args: argparse.Namespace) -> int:
+    labels = FeedbackClient(settings_from_args(args), source=args.source)
+    try:
+        labels.send(args.request_id, model=args.model, label=args.label, flush=True)
+    finally:
+        labels.close()
+    print(f"label {args.label!r} sent for request {args.request_id} of {args.model}")
+    return 0
+
+
 def run_tail(args: argparse.Namespace) -> int:
     import time
 
@@ -106,10 +137,8 @@ def run_tail(args: argparse.Namespace) -> int:
                 break
             for msg in msgs:
                 last = time.monotonic()
-                print(
-                    json.dumps(message_json(msg.value() or b"", h.as_list(msg.headers()))),
-                    flush=True,
-                )
+                view = message_json(msg.value() or b"", h.as_list(msg.headers()), msg.key())
+                print(json.dumps(view), flush=True)
                 printed += 1
                 if args.max is not None and printed >= args.max:
                     break
@@ -120,40 +149,66 @@ def run_tail(args: argparse.Namespace) -> int:
     return 0
 
 
-def message_json(value: bytes, headers: h.RawHeaders) -> dict[str, Any]:
-    """A record as JSON; a value that is not one of ours (a dead letter) as base64."""
+def message_json(value: bytes, headers: h.RawHeaders, key: bytes | None = None) -> dict[str, Any]:
+    """A message as JSON: a dead letter with why and where from; a record in its JSON form
+    (Avro or JSON on the wire); anything else as text or base64, with its headers."""
+    meta = h.header_dict(headers)
+    if h.DLQ_REASON in meta:
+        return dead_letter_json(value, meta, key)
+    if is_json(meta.get(h.CONTENT_TYPE)):
+        try:
+            return {"type": "json", **_object(json.loads(value))}
+        except (ValueError, UnicodeDecodeError):
+            pass
     try:
         return record_json(decode_any(value))
     except DecodeError:
-        return {
-            "value_base64": base64.b64encode(value).decode(),
-            "headers": h.header_dict(headers),
-        }
+        return {**_payload("value", value), "headers": meta}
+
+
+def dead_letter_json(value: bytes, meta: dict[str, str], key: bytes | None) -> dict[str, Any]:
+    """A dead letter: ``reason``, ``detail``, ``source`` (topic, partition, offset), ``agent``,
+    ``key``, the message (JSON, text or base64) and its own headers."""
+
+    def number(name: str) -> int | str:
+        raw = meta.get(name, "")
+        return int(raw) if raw.lstrip("-").isdigit() else raw
+
+    return {
+        "type": "DeadLetter",
+        "reason": meta.get(h.DLQ_REASON, ""),
+        "detail": meta.get(h.DLQ_DETAIL, ""),
+        "source": {
+            "topic": meta.get(h.DLQ_TOPIC, ""),
+            "partition": number(h.DLQ_PARTITION),
+            "offset": number(h.DLQ_OFFSET),
+        },
+        "agent": meta.get(h.DLQ_AGENT, ""),
+        **_payload("key", key),
+        **_payload("value", value),
+        "headers": {k: v for k, v in meta.items() if not k.startswith("canary-dlq-")},
+    }
+
+
+def _payload(name: str, data: bytes | None) -> dict[str, Any]:
+    """``{name: JSON value or text}``, or ``{name_base64: ...}`` for binary data."""
+    if data is None:
+        return {name: None}
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {f"{name}_base64": base64.b64encode(data).decode()}
+    try:
+        return {name: json.loads(text)} if name == "value" else {name: text}
+    except ValueError:
+        return {name: text}
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {"value": value}
 
 
 def record_json(record: object) -> dict[str, Any]:
-    import dataclasses
-    from datetime import datetime
-    from enum import Enum
-
-    def conv(value: Any) -> Any:
-        if isinstance(value, bytes):
-            try:
-                return json.loads(value)
-            except (ValueError, UnicodeDecodeError):
-                return base64.b64encode(value).decode()
-        if isinstance(value, datetime):
-            return epoch_ms(value)
-        if isinstance(value, Enum):
-            return value.value
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return {f.name: conv(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, tuple | list):
-            return [conv(v) for v in value]
-        if isinstance(value, dict):
-            return {k: conv(v) for k, v in value.items()}
-        return value
-
-    out: dict[str, Any] = {"type": type(record).__name__}
-    out.update(conv(record))
-    return out
+    """A record's JSON form (:func:`~model_canary.streams.codec.json_records.to_json_doc`)
+    with its type."""
+    return {"type": type(record).__name__, **to_json_doc(record)}

@@ -6,8 +6,12 @@
 
 from __future__ import annotations
 
+from confluent_kafka import KafkaError
+
 from model_canary.agents.kafka.clients import LazyProducer
+from model_canary.agents.kafka.errors import wrap
 from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.errors import KafkaOperationError
 from model_canary.streams.messages import Feedback, utc_now
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
@@ -24,9 +28,12 @@ class FeedbackClient:
         self.source = source
         self._codec = codec_for(Feedback)
         self._producer = LazyProducer(self.settings, "canary-feedback")
+        self._failures: list[KafkaError] = []
 
     def send(self, request_id: str, *, model: str, label: str, flush: bool = False) -> None:
-        """Label request ``request_id``; without ``flush`` it goes out within linger.ms."""
+        """Label request ``request_id``; without ``flush`` it goes out within linger.ms. With
+        ``flush``, wait until the broker has it (and every label sent before): a refused write
+        raises :class:`~model_canary.streams.errors.KafkaOperationError`."""
         record = Feedback(
             request_id=request_id,
             model=model,
@@ -34,9 +41,31 @@ class FeedbackClient:
             observed_at=utc_now(),
             source=self.source,
         )
-        self._producer.produce(self.topic, self._codec.encode(record), key=request_id.encode())
+        self._producer.produce(
+            self.topic,
+            self._codec.encode(record),
+            key=request_id.encode(),
+            on_delivery=self._delivered,
+        )
         if flush:
-            self._producer.flush(10)
+            self.flush()
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait for every label sent to be acknowledged; raise on the first refused one."""
+        left = self._producer.flush(timeout)
+        failures, self._failures = self._failures, []
+        if failures:
+            raise wrap(f"send a label to {self.topic}", failures[0])
+        if left:
+            raise KafkaOperationError(
+                f"send a label to {self.topic}",
+                "_MSG_TIMED_OUT",
+                f"not acknowledged in {timeout:g}s",
+            )
 
     def close(self) -> None:
         self._producer.close(10)
+
+    def _delivered(self, error: KafkaError | None, _msg: object) -> None:
+        if error is not None:
+            self._failures.append(error)
