@@ -24,6 +24,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -64,11 +65,18 @@ def decode_request(
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     now: datetime | None = None,
+    model: str | None = None,
+    request_id: str | None = None,
+    routing_key: str | None = None,
 ) -> InferenceRequest:
     """Decode an inference request in the form ``content_type`` names (Avro when ``None``).
 
-    ``now`` is the ``created_at`` of a JSON request that has none (default: the clock).
-    Raises only :class:`~model_canary.streams.errors.DecodeError` subclasses.
+    ``model``, ``request_id`` and ``routing_key`` are what the message's headers and key say
+    (``canary-model``, ``canary-request-id``, the Kafka key): a JSON request may leave them out
+    of its body, or be nothing but the model's input (see :func:`decode_request_json`); a
+    request without a routing key of its own takes ``routing_key``. ``now`` is the
+    ``created_at`` of a JSON request that has none (default: the clock). Raises only
+    :class:`~model_canary.streams.errors.DecodeError` subclasses.
     """
     if not isinstance(value, bytes | bytearray | memoryview):
         raise UndecodableError(f"inference request: expected bytes, got {type(value).__name__}")
@@ -78,27 +86,71 @@ def decode_request(
         )
     media, params = media_type(content_type) if content_type else ("", {})
     if media in ("", INFERENCE_REQUEST_CONTENT_TYPE):
-        return codec_for(InferenceRequest).decode(bytes(value))
-    if media == JSON and params.get("charset", "utf-8").lower() in ("utf-8", "utf8"):
-        return decode_request_json(bytes(value), now=now)
-    raise UnsupportedContentTypeError(
-        f"content type {content_type!r} is not supported for inference requests; "
-        f"use {JSON} (UTF-8) or {INFERENCE_REQUEST_CONTENT_TYPE}"
-    )
+        request = codec_for(InferenceRequest).decode(bytes(value))
+    elif media == JSON and params.get("charset", "utf-8").lower() in ("utf-8", "utf8"):
+        request = decode_request_json(
+            bytes(value), now=now, model=model, request_id=request_id, routing_key=routing_key
+        )
+    else:
+        raise UnsupportedContentTypeError(
+            f"content type {content_type!r} is not supported for inference requests; "
+            f"use {JSON} (UTF-8) or {INFERENCE_REQUEST_CONTENT_TYPE}"
+        )
+    if request.routing_key is None and routing_key:
+        request = dataclasses.replace(request, routing_key=routing_key)
+    return request
 
 
-def decode_request_json(value: bytes, *, now: datetime | None = None) -> InferenceRequest:
-    """Decode the JSON form (see the module docstring)."""
+def decode_request_json(
+    value: bytes,
+    *,
+    now: datetime | None = None,
+    model: str | None = None,
+    request_id: str | None = None,
+    routing_key: str | None = None,
+) -> InferenceRequest:
+    """Decode the JSON form (see the module docstring), or a bare model input.
+
+    Without ``model`` (no ``canary-model`` header) the body is the request form. With it, a
+    JSON object with ``inputs`` and any of ``model``, ``request_id``, ``routing_key`` is still
+    the request form (its fields win; ``model`` and ``request_id`` fill in what it leaves
+    out), and anything else is the model's input itself, stored as canonical JSON.
+
+    >>> bare = decode_request_json(b'{"text": "win a prize"}', model="spam", request_id="0-7")
+    >>> bare.request_id, bare.model, bare.inputs
+    ('0-7', 'spam', b'{"text":"win a prize"}')
+    """
     try:
         doc = _loads(value.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise UndecodableError(f"inference request is not UTF-8 JSON: {exc}") from exc
+    if model and not is_envelope(doc):
+        if not request_id:
+            raise InvalidRecordError("JSON inference request is missing field 'request_id'")
+        try:
+            inputs = canonical_json(doc)
+            return InferenceRequest(
+                request_id=request_id,
+                model=model,
+                inputs=inputs,
+                routing_key=routing_key,
+                created_at=_created_at(None, now),
+            )
+        except (ValueError, RecursionError) as exc:
+            raise InvalidRecordError(str(exc)) from exc
     if not isinstance(doc, dict):
         raise InvalidRecordError(
-            f"JSON inference request must be an object, got {type(doc).__name__}"
+            f"JSON inference request must be an object, got {type(doc).__name__} (or send the "
+            "bare model input with the model in a canary-model header)"
         )
-    request_id = _field(doc, "request_id", str, required=True)
-    model = _field(doc, "model", str, required=True)
+    in_body = _field(doc, "request_id", str)
+    request_id = in_body if in_body is not None else request_id
+    if request_id is None:
+        raise InvalidRecordError("JSON inference request is missing field 'request_id'")
+    in_body = _field(doc, "model", str)
+    model = in_body if in_body is not None else model
+    if model is None:
+        raise InvalidRecordError("JSON inference request is missing field 'model'")
     inputs, content_type = _inputs(doc)
     try:
         return InferenceRequest(
@@ -113,6 +165,20 @@ def decode_request_json(value: bytes, *, now: datetime | None = None) -> Inferen
         )
     except ValueError as exc:
         raise InvalidRecordError(str(exc)) from exc
+
+
+def is_envelope(doc: Any) -> bool:
+    """Whether a JSON value is the request form (``inputs`` with ``model``, ``request_id`` or
+    ``routing_key``) rather than a bare model input.
+
+    >>> is_envelope({"model": "iris", "inputs": {}}), is_envelope({"inputs": [], "id": "x"})
+    (True, False)
+    """
+    return (
+        isinstance(doc, dict)
+        and "inputs" in doc
+        and any(k in doc for k in ("model", "request_id", "routing_key"))
+    )
 
 
 def encode_request_json(request: InferenceRequest) -> bytes:

@@ -338,3 +338,36 @@ def test_json_request_round_trips_through_a_fixed_offset_timezone() -> None:
         request_id="r", model="m", inputs=b"{}", created_at=datetime(2024, 1, 1, 7, tzinfo=tz)
     )
     assert decode_request(encode_request_json(req), JSON) == req
+
+
+def test_a_bare_json_input_with_the_model_in_the_headers() -> None:
+    oip = b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]}]}'
+    request = decode_request(
+        oip, "application/json", model="iris", request_id="0-12", routing_key="user-7", now=NOW
+    )
+    assert (request.request_id, request.model, request.routing_key) == ("0-12", "iris", "user-7")
+    assert request.inputs == canonical_json(json.loads(oip))
+    assert request.created_at == NOW and request.content_type == "application/json"
+    text = decode_request(b'"just text"', "application/json", model="m", request_id="r")
+    assert text.inputs == b'"just text"'
+    # The request form still reads as one; headers fill in what it leaves out.
+    form = decode_request(
+        b'{"inputs": {"a": 1}, "routing_key": "k"}', JSON, model="iris", request_id="h1"
+    )
+    assert (form.request_id, form.model, form.routing_key, form.inputs) == (
+        "h1",
+        "iris",
+        "k",
+        b'{"a":1}',
+    )
+    with pytest.raises(InvalidRecordError, match="missing field 'request_id'"):
+        decode_request(b'{"text": "x"}', JSON, model="m")
+
+
+def test_the_kafka_key_is_the_routing_key_of_a_request_without_one() -> None:
+    request = InferenceRequest(request_id="r1", model="iris", inputs=b"{}", created_at=NOW)
+    avro = codec_for(InferenceRequest).encode(request)
+    assert decode_request(avro, None, routing_key="user-9").routing_key == "user-9"
+    keyed = dataclasses.replace(request, routing_key="own")
+    encoded = codec_for(InferenceRequest).encode(keyed)
+    assert decode_request(encoded, None, routing_key="user-9").routing_key == "own"
