@@ -57,7 +57,11 @@ def test_an_oversized_request_is_refused_and_its_batch_is_not_lost(
         for i in range(5)
     ]
     big = Producer({"bootstrap.servers": settings.bootstrap_servers, "message.max.bytes": TEN_MB})
-    headers = [(h.MODEL, b"iris"), (h.REQUEST_ID, b"big"), (h.CONTENT_TYPE, b"avro/binary")]
+    headers: h.RawHeaders = [
+        (h.MODEL, b"iris"),
+        (h.REQUEST_ID, b"big"),
+        (h.CONTENT_TYPE, b"avro/binary"),
+    ]
     big.produce(catalogue.requests, b"\x00" * BIG, key=b"big", headers=headers)
     big.flush(30)
     ids += [

@@ -56,7 +56,9 @@ def test_a_controller_forgets_the_state_an_aborted_transaction_wrote(
         state = controller.view.get("iris")
         return state is not None and state.phase is Phase.PROGRESSING
 
-    loop._producer = _FailOnce(loop._producer, progressing)  # type: ignore[assignment]
+    assert loop._producer is not None
+    failing = _FailOnce(loop._producer, progressing)
+    loop._producer = failing  # type: ignore[assignment]
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
     thread.start()
@@ -66,9 +68,9 @@ def test_a_controller_forgets_the_state_an_aborted_transaction_wrote(
         outcome = control.send("iris", "start", canary_version="v2", check=False)
         assert outcome.applied, outcome.event
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not loop._producer.failed:  # type: ignore[attr-defined]
+        while time.monotonic() < deadline and not failing.failed:
             time.sleep(0.1)
-        assert loop._producer.failed == 1  # type: ignore[attr-defined]
+        assert failing.failed == 1
     finally:
         stop.set()
         thread.join(30)
