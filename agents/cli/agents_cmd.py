@@ -12,6 +12,7 @@ from model_canary.agents.cli.common import settings_from_args
 from model_canary.agents.cli.logs import setup_logging
 from model_canary.agents.kafka.admin import Admin
 from model_canary.agents.kafka.eos import stop_on_signals
+from model_canary.agents.kafka.reachable import wait_for_kafka
 from model_canary.agents.router.agent import Router, RouterOptions
 from model_canary.agents.router.controller import Controller
 from model_canary.agents.worker.adapters import (
@@ -108,11 +109,13 @@ def register(
 def run_router(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
     settings = settings_from_args(args).with_overrides(commit_interval_ms=args.commit_interval_ms)
+    stop = stop_on_signals()
+    if not wait_for_kafka(settings, stop=stop):
+        return 0
     Admin(settings).ensure_topics(
         TopicCatalogue(settings.topic_prefix, settings.partitions).core_specs()
     )
     metrics.serve(args.metrics_port or settings.metrics_port)
-    stop = stop_on_signals()
     threads: list[threading.Thread] = []
     if not args.no_controller:
         controller = Controller(settings, args.instance)
@@ -146,6 +149,9 @@ def run_worker(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         timeout_s=args.timeout,
     )
+    stop = stop_on_signals()
+    if not wait_for_kafka(settings, stop=stop):
+        return 0
     catalogue = TopicCatalogue(settings.topic_prefix, settings.partitions)
     Admin(settings).ensure_topics(
         catalogue.core_specs() + catalogue.version_specs(args.model, args.version)
@@ -153,7 +159,7 @@ def run_worker(args: argparse.Namespace) -> int:
     metrics.serve(args.metrics_port or settings.metrics_port)
     worker = Worker(settings, options, adapter)
     log.info("worker %s serving %s with %s", args.instance, worker.topic, adapter.name)
-    worker.run(stop_on_signals())
+    worker.run(stop)
     return 0
 
 
