@@ -103,6 +103,13 @@ def register(
         help="fail this share of requests (0..1), for demos and tests",
     )
     worker.add_argument("--seed", type=int, help="seed of the fault injection")
+    worker.add_argument(
+        "--inject-marked-faults",
+        action="store_true",
+        help="obey fault markers in requests (a 'canary_fault' field in the model input: "
+        "bad-output, huge-output, large-output), as canary chaos sends them; for tests only: "
+        "anyone who can send a request can then break this worker's outputs",
+    )
     worker.set_defaults(handler=run_worker)
 
 
@@ -139,9 +146,11 @@ def run_worker(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
     settings = settings_from_args(args).with_overrides(commit_interval_ms=args.commit_interval_ms)
     adapter: ModelAdapter = load_adapter(args.adapter, timeout_s=args.timeout)
-    if args.inject_latency or args.inject_error_rate:
+    if args.inject_latency or args.inject_error_rate or args.inject_marked_faults:
         latency = parse_latency(args.inject_latency) if args.inject_latency else None
-        adapter = FaultInjector(adapter, latency, args.inject_error_rate, args.seed)
+        adapter = FaultInjector(
+            adapter, latency, args.inject_error_rate, args.seed, marked=args.inject_marked_faults
+        )
     options = WorkerOptions(
         model=args.model,
         version=args.version,
