@@ -112,10 +112,11 @@ def probe(settings: Settings, timeout: float = CONNECT_TIMEOUT_S) -> Probe:
 
 def _metadata(settings: Settings, timeout: float) -> Probe:
     errors: list[KafkaError] = []
+    lines = _Collect()
     config = admin_config(settings)
     # This client's own trouble is the answer, not something to log.
     config["error_cb"] = errors.append
-    config["logger"] = _QUIET
+    config["logger"] = lines
     try:
         client = AdminClient(config)
     except KafkaException as exc:
@@ -127,19 +128,31 @@ def _metadata(settings: Settings, timeout: float) -> Probe:
         reason = "no broker in the metadata answer"
     except KafkaException as exc:
         reason = f"no answer to a metadata request ({_text(exc)})"
-    client.poll(0)  # serve the error callbacks
+    client.poll(0)  # serve the callbacks
     for error in errors:
         if error.code() in _REFUSALS or error.fatal():
             return Probe(f"{error.name()}: {error.str()}", refused=True)
+    if any("APIVERSION_QUERY" in line for line in lines.lines):
+        # A plaintext client of a TLS listener only sees the connection close on its first
+        # request (which a broker that is still starting does not do).
+        reason = (
+            "the broker closes the connection at the first request: does security.protocol "
+            "match its listener (SSL, SASL_SSL, SASL_PLAINTEXT)?"
+        )
     return Probe(reason)
 
 
-class _Quiet:
+class _Collect:
+    """A probe's librdkafka log: kept to find the reason in, logged in debug only."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
     def log(self, level: int, msg: str, *args: object) -> None:
-        log.debug(msg, *args)
-
-
-_QUIET = _Quiet()
+        text = msg % args if args else msg
+        if len(self.lines) < 100:
+            self.lines.append(text)
+        log.debug("%s", text)
 
 
 def _text(exc: KafkaException) -> str:
