@@ -47,6 +47,9 @@ def request_id_of(
     'r2'
     >>> request_id_of(b"garbage", [], 100) is None
     True
+    >>> request_id_of(b'{"request_id": "r3", "model": "iris", "inputs": "\\\\ud800"}',
+    ...               [("content-type", b"application/json")], 100) is None
+    True
     """
     meta = h.header_dict(headers)
     content_type = meta.get(h.CONTENT_TYPE)
@@ -59,6 +62,8 @@ def request_id_of(
     try:
         return decode_request(value, content_type or None, max_bytes=max_bytes).request_id
     except DecodeError:
+        return None
+    except Exception:  # an input the decoder did not foresee: still no id, never a crash
         return None
 
 

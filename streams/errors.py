@@ -148,6 +148,10 @@ class OutputRefusedError(CanaryError):
         self.detail = detail
 
 
+class KafkaUnavailableError(CanaryError):
+    """No Kafka cluster answered at the bootstrap servers in time, or it refused the client."""
+
+
 class RequestTimeoutError(CanaryError):
     """No served result arrived for a request within its timeout."""
 

@@ -29,6 +29,7 @@ from model_canary.streams.signing_keys import KEY_ENV, KEY_FILE_ENV, KeyRing
 
 ENV_PREFIX = "CANARY_"
 KAFKA_ENV_PREFIX = "CANARY_KAFKA_"
+CONNECT_TIMEOUT_ENV = "CANARY_CONNECT_TIMEOUT"
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -62,6 +63,8 @@ class Settings:
     commit_interval_ms: int = 100
     max_request_bytes: int = 1_048_576
     metrics_port: int | None = None
+    # How long a CLI command waits for Kafka to answer before it fails (agents wait on).
+    connect_timeout_s: float = 10.0
     extra_config: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     # Keys that sign and verify control commands (CANARY_CONTROL_KEY, CANARY_CONTROL_KEY_FILE).
     control_keys: KeyRing = field(default_factory=KeyRing)
@@ -77,6 +80,8 @@ class Settings:
         for name in ("partitions", "replication_factor", "commit_interval_ms", "max_request_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.connect_timeout_s > 0:
+            raise ConfigError(f"the connect timeout must be > 0 s, got {self.connect_timeout_s}")
         object.__setattr__(self, "extra_config", MappingProxyType(dict(self.extra_config)))
 
     def __repr__(self) -> str:
@@ -111,6 +116,9 @@ class Settings:
         for var, name in _NUMBER_VARS.items():
             if env.get(var):
                 values[name] = _parse_int(var, env[var])
+        for var, name in _FLOAT_VARS.items():
+            if env.get(var):
+                values[name] = _parse_float(var, env[var])
         for var, name in _PATH_VARS.items():
             if env.get(var):
                 values[name] = Path(env[var]).expanduser()
@@ -136,7 +144,12 @@ class Settings:
         True
         """
         env: dict[str, str] = {}
-        for var, name in (*_TEXT_VARS.items(), *_NUMBER_VARS.items(), *_PATH_VARS.items()):
+        for var, name in (
+            *_TEXT_VARS.items(),
+            *_NUMBER_VARS.items(),
+            *_FLOAT_VARS.items(),
+            *_PATH_VARS.items(),
+        ):
             value = getattr(self, name)
             if value is not None:
                 env[var] = str(value)
@@ -169,6 +182,7 @@ _NUMBER_VARS = {
     "CANARY_MAX_REQUEST_BYTES": "max_request_bytes",
     "CANARY_METRICS_PORT": "metrics_port",
 }
+_FLOAT_VARS = {CONNECT_TIMEOUT_ENV: "connect_timeout_s"}
 _PATH_VARS = {"CANARY_STATE_DIR": "state_dir", "CANARY_CACHE_DIR": "cache_dir"}
 
 
@@ -181,6 +195,7 @@ def is_settings_var(name: str) -> bool:
     return (
         name in _TEXT_VARS
         or name in _NUMBER_VARS
+        or name in _FLOAT_VARS
         or name in _PATH_VARS
         or name.startswith(KAFKA_ENV_PREFIX)
         or name in (KEY_ENV, KEY_FILE_ENV)
@@ -217,6 +232,13 @@ def _parse_int(name: str, raw: str) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _parse_float(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
 def kafka_config_from_env(env: Mapping[str, str]) -> dict[str, str]:

@@ -24,7 +24,7 @@ from model_canary.agents.broker.install import KAFKA_VERSION, ensure_libs
 from model_canary.agents.broker.security import BrokerSecurity
 from model_canary.agents.kafka.admin import Admin
 from model_canary.streams.errors import BrokerError
-from model_canary.streams.settings import Settings
+from model_canary.streams.settings import Settings, read_properties
 
 __all__ = ["KAFKA_VERSION", "BrokerSecurity", "BrokerStatus", "LocalBroker"]
 
@@ -84,6 +84,9 @@ class LocalBroker:
         self.data_dir = self.home / "data"
         self.logs_dir = self.home / "logs"
         self.pid_file = self.home / "broker.pid"
+        # A secured broker's own client settings (its admin's), so that status and stop work
+        # from a command that was not given the security flags. Readable by its owner only.
+        self.admin_file = self.home / "admin.properties"
         self.bootstrap = f"127.0.0.1:{self.port}"
 
     # -- queries -------------------------------------------------------------------------
@@ -103,9 +106,12 @@ class LocalBroker:
 
     def admin_settings(self) -> Settings:
         """Settings that reach this broker (as its super user when it is secured)."""
-        if self.security is None:
+        if self.security is not None:
+            creds = self.security.client_config(self.security.admin)
+        elif self.admin_file.exists():
+            creds = read_properties(self.admin_file)
+        else:
             return self.settings.with_overrides(bootstrap=self.bootstrap)
-        creds = self.security.client_config(self.security.admin)
         extra = {**self.settings.extra_config, **creds}
         return self.settings.with_overrides(bootstrap=self.bootstrap, extra_config=extra)
 
@@ -136,6 +142,7 @@ class LocalBroker:
                 f"port {self.port} or {self.controller_port} is already in use by another "
                 "process: stop it, choose another --broker-port, or use it with --bootstrap"
             )
+        self._check_security_unchanged()
         java = _java()
         libs = ensure_libs(self.settings.cache_dir)
         self._write_config()
@@ -191,6 +198,23 @@ class LocalBroker:
         return bool(pids)
 
     # -- internals -----------------------------------------------------------------------
+    def _check_security_unchanged(self) -> None:
+        """SCRAM users are written into the storage when it is formatted: a broker formatted
+        secured cannot start open, nor one formatted open start secured."""
+        if not (self.data_dir / "meta.properties").exists():
+            return
+        secured = self.admin_file.exists()
+        if secured and self.security is None:
+            raise BrokerError(
+                f"the broker in {self.home} was set up with SCRAM users: start it with the same "
+                "--scram-users (and --tls) flags, or use another --state-dir"
+            )
+        if not secured and self.security is not None:
+            raise BrokerError(
+                f"the broker in {self.home} was set up without SCRAM users, which are stored "
+                "when it is first formatted: use another --state-dir for a secured broker"
+            )
+
     def _wait_ready(
         self, timeout: float, proc: subprocess.Popen[bytes] | None = None
     ) -> BrokerStatus:
@@ -241,9 +265,12 @@ class LocalBroker:
         server_properties = self.home / "server.properties"
         if self.security is not None:
             props.update(self.security.server_properties(self.port, self.controller_port))
-            # It holds the admin password: readable by its owner only.
-            server_properties.touch(mode=0o600)
-            server_properties.chmod(0o600)
+            # They hold the admin password: readable by their owner only.
+            admin = self.security.client_config(self.security.admin)
+            for path in (server_properties, self.admin_file):
+                path.touch(mode=0o600)
+                path.chmod(0o600)
+            self.admin_file.write_text("".join(f"{k}={v}\n" for k, v in admin.items()))
         text = "".join(f"{k}={v}\n" for k, v in props.items())
         server_properties.write_text(text)
         (self.home / "log4j2.properties").write_text(_LOG4J.format(logs=self.logs_dir))

@@ -1,5 +1,7 @@
 """``run_chaos``: set up a rollout under a steady load, inject each fault in turn, and after
-each one audit (0 lost, 0 duplicated), check the rollout state and measure the recovery."""
+each one audit (0 lost, 0 duplicated), check the rollout state and measure the recovery; for
+the faults that break code, also check that every faulty request was answered and
+dead-lettered once with its reason."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any
 from model_canary.agents.audit import audit
 from model_canary.agents.broker import LocalBroker
 from model_canary.agents.chaos import scenarios as sc
+from model_canary.agents.chaos.code_faults import FaultWatch, Injector
 from model_canary.agents.chaos.load import ResultWatch, SteadyLoad
 from model_canary.agents.chaos.recovery import recovery_seconds
 from model_canary.agents.chaos.supervisor import ChaosError, Supervisor
@@ -59,10 +62,18 @@ class ScenarioOutcome:
     # Agents that exited on their own; restarted at once, as a process supervisor would.
     exited: tuple[str, ...]
     detail: str = ""
+    # Requests sent to break code, and how many of them were answered and dead-lettered once
+    # with their reason, as expected.
+    injected: int = 0
+    refused: int = 0
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.duplicated or self.orphans) and self.state_ok
+        return (
+            not (self.lost or self.duplicated or self.orphans)
+            and self.state_ok
+            and self.refused == self.injected
+        )
 
 
 def run_chaos(
@@ -83,7 +94,12 @@ def run_chaos(
         broker.start()
     work = Path(tempfile.mkdtemp(prefix="canary-chaos-"))
     supervisor = Supervisor(settings, work / "agents")
-    ctx = sc.Context(supervisor, ControlClient(settings), broker if own_broker else None)
+    ctx = sc.Context(
+        supervisor,
+        ControlClient(settings),
+        broker if own_broker else None,
+        Injector(settings, sc.MODEL),
+    )
     say(f"agent logs in {supervisor.log_dir}, topics {settings.topic_prefix}.*")
     try:
         _set_up(settings, ctx)
@@ -133,8 +149,9 @@ def _set_up(settings: Settings, ctx: sc.Context) -> None:
 
 
 def _worker_args(version: str, instance: str) -> tuple[str, ...]:
+    # The fault adapter obeys the markers of the requests the code faults send.
     return ("worker", "--model", sc.MODEL, "--version", version, "--adapter", "noop:",
-            "--instance", instance)  # fmt: skip
+            "--instance", instance, "--inject-marked-faults")  # fmt: skip
 
 
 def _drive(
@@ -164,6 +181,9 @@ def _run_one(
     since = utc_now()
     scenario.prepare(ctx)
     settings = _quiet(settings)
+    ctx.injector.reset()
+    faults = FaultWatch(settings)
+    faults.start()
     watch = ResultWatch(settings)
     watch.start()
     load = SteadyLoad(
@@ -185,11 +205,19 @@ def _run_one(
     while not watch.wait_for(load.sent, 1.0) and time.monotonic() < drain_until:
         exited |= _restart_exited(ctx.supervisor)
     watch.stop()
+    expected = ctx.injector.expected
+    problems = faults.wait_for(expected, max(10.0, drain_until - time.monotonic()))
     report = audit(settings, since=since, timeout=10)
+    # Settled: no late second answer or dead letter may have arrived meanwhile.
+    problems = faults.problems(expected)
+    faults.stop()
     exited |= _restart_exited(ctx.supervisor)
     scenario.cleanup(ctx)
     after = ctx.control.state(sc.MODEL)
     state_ok, detail = _state_ok(before, after, scenario)
+    failed = {p.split(":", 1)[0] for p in problems}
+    if problems:
+        detail = "; ".join([detail, *problems[:5]]).strip("; ")
     return ScenarioOutcome(
         scenario=scenario.name,
         requests=report.accounting.requests,
@@ -201,6 +229,8 @@ def _run_one(
         rate=round(load.achieved_rate, 1),
         exited=tuple(sorted(exited)),
         detail=detail,
+        injected=len(expected),
+        refused=len(expected) - len(failed),
     )
 
 
@@ -241,7 +271,12 @@ def _format(o: ScenarioOutcome) -> str:
     exited = f", exited and restarted: {', '.join(o.exited)}" if o.exited else ""
     state = "state ok" if o.state_ok else f"STATE CHANGED ({o.detail})"
     verdict = "ok" if o.ok else "FAILED"
+    refused = ""
+    if o.injected:
+        refused = f", {o.refused}/{o.injected} faulty requests answered and dead-lettered once"
+        if o.refused != o.injected:
+            refused += f" ({o.detail})"
     return (
         f"{o.scenario:<28} {verdict:<6} {o.requests} requests at {o.rate:.0f}/s, "
-        f"{o.lost} lost, {o.duplicated} duplicated, {rec}, {state}{exited}"
+        f"{o.lost} lost, {o.duplicated} duplicated, {rec}, {state}{exited}{refused}"
     )

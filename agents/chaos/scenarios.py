@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from model_canary.agents.broker import LocalBroker
+from model_canary.agents.chaos.code_faults import REQUESTS_LIMIT, RESULTS_LIMIT, Expected, Injector
 from model_canary.agents.chaos.supervisor import Supervisor
 from model_canary.agents.client.control import ControlClient
 from model_canary.streams.messages import Phase
@@ -31,6 +32,7 @@ class Context:
     supervisor: Supervisor
     control: ControlClient
     broker: LocalBroker | None  # None unless this chaos run started the broker
+    injector: Injector  # sends the requests that break code, and remembers them
 
 
 def _kill_restart(name: str) -> Callable[[Context], None]:
@@ -82,6 +84,38 @@ def _nothing(_ctx: Context) -> None:
     return None
 
 
+# -- faults that break code (see code_faults) ----------------------------------------------
+def _marked(name: str, fault: str, reason: str) -> Callable[[Context], None]:
+    def inject(ctx: Context) -> None:
+        ctx.injector.marked(name, fault, Expected(reason))
+
+    return inject
+
+
+def _oversized_requests(ctx: Context) -> None:
+    ctx.injector.oversized_requests("oversized-request")
+
+
+def _poison(ctx: Context) -> None:
+    ctx.injector.poison("poison-message")
+
+
+def _big_requests_allowed(ctx: Context) -> None:
+    ctx.injector.limit(ctx.injector.catalogue.requests, REQUESTS_LIMIT)
+
+
+def _requests_limit_back(ctx: Context) -> None:
+    ctx.injector.limit(ctx.injector.catalogue.requests, None)
+
+
+def _results_limit_lowered(ctx: Context) -> None:
+    ctx.injector.limit(ctx.injector.catalogue.results, RESULTS_LIMIT)
+
+
+def _results_limit_back(ctx: Context) -> None:
+    ctx.injector.limit(ctx.injector.catalogue.results, None)
+
+
 @dataclass(frozen=True)
 class Scenario:
     """A fault; ``prepare`` runs before the load, ``cleanup`` after the audit.
@@ -109,6 +143,21 @@ SCENARIOS: tuple[Scenario, ...] = (
         cleanup=_back_to_one_router,
     ),
     Scenario("broker-restart", _broker_restart, needs_own_broker=True),
+    Scenario("handler-exception", _marked("handler-exception", "bad-output", "internal-error")),
+    Scenario("oversized-output", _marked("oversized-output", "huge-output", "too-large")),
+    Scenario(
+        "produce-error",
+        _marked("produce-error", "large-output", "too-large"),
+        prepare=_results_limit_lowered,
+        cleanup=_results_limit_back,
+    ),
+    Scenario(
+        "oversized-request",
+        _oversized_requests,
+        prepare=_big_requests_allowed,
+        cleanup=_requests_limit_back,
+    ),
+    Scenario("poison-message", _poison),
     # Last: it leaves the rollout rolled back.
     Scenario(
         "canary-kill-during-rollback",

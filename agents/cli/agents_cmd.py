@@ -13,6 +13,7 @@ from model_canary.agents.cli.common import settings_from_args
 from model_canary.agents.cli.logs import setup_logging
 from model_canary.agents.kafka.admin import Admin
 from model_canary.agents.kafka.eos import stop_on_signals
+from model_canary.agents.kafka.reachable import wait_for_kafka
 from model_canary.agents.router.agent import Router, RouterOptions
 from model_canary.agents.router.controller import Controller
 from model_canary.agents.worker.adapters import (
@@ -111,17 +112,26 @@ def register(
         help="fail this share of requests (0..1), for demos and tests",
     )
     worker.add_argument("--seed", type=int, help="seed of the fault injection")
+    worker.add_argument(
+        "--inject-marked-faults",
+        action="store_true",
+        help="obey fault markers in requests (a 'canary_fault' field in the model input: "
+        "bad-output, huge-output, large-output), as canary chaos sends them; for tests only: "
+        "anyone who can send a request can then break this worker's outputs",
+    )
     worker.set_defaults(handler=run_worker)
 
 
 def run_router(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
     settings = settings_from_args(args).with_overrides(commit_interval_ms=args.commit_interval_ms)
+    stop = stop_on_signals()
+    if not wait_for_kafka(settings, stop=stop):
+        return 0
     Admin(settings).ensure_topics(
         TopicCatalogue(settings.topic_prefix, settings.partitions).core_specs()
     )
     metrics.serve(args.metrics_port or settings.metrics_port)
-    stop = stop_on_signals()
     threads: list[threading.Thread] = []
     if not args.no_controller:
         controller = Controller(settings, args.instance)
@@ -147,9 +157,11 @@ def run_worker(args: argparse.Namespace) -> int:
     adapter: ModelAdapter = load_adapter(
         args.adapter, timeout_s=args.timeout, search_path=args.path
     )
-    if args.inject_latency or args.inject_error_rate:
+    if args.inject_latency or args.inject_error_rate or args.inject_marked_faults:
         latency = parse_latency(args.inject_latency) if args.inject_latency else None
-        adapter = FaultInjector(adapter, latency, args.inject_error_rate, args.seed)
+        adapter = FaultInjector(
+            adapter, latency, args.inject_error_rate, args.seed, marked=args.inject_marked_faults
+        )
     options = WorkerOptions(
         model=args.model,
         version=args.version,
@@ -157,6 +169,9 @@ def run_worker(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         timeout_s=args.timeout,
     )
+    stop = stop_on_signals()
+    if not wait_for_kafka(settings, stop=stop):
+        return 0
     catalogue = TopicCatalogue(settings.topic_prefix, settings.partitions)
     Admin(settings).ensure_topics(
         catalogue.core_specs() + catalogue.version_specs(args.model, args.version)
@@ -164,7 +179,7 @@ def run_worker(args: argparse.Namespace) -> int:
     metrics.serve(args.metrics_port or settings.metrics_port)
     worker = Worker(settings, options, adapter)
     log.info("worker %s serving %s with %s", args.instance, worker.topic, adapter.name)
-    worker.run(stop_on_signals())
+    worker.run(stop)
     return 0
 
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
-from model_canary.agents.broker import KAFKA_VERSION, LocalBroker
+from model_canary.agents.broker import KAFKA_VERSION, BrokerSecurity, LocalBroker
+from model_canary.agents.broker.security import read_users
+from model_canary.agents.broker.tls import make_tls
 from model_canary.agents.cli.common import settings_from_args
 from model_canary.agents.kafka.admin import Admin
+from model_canary.streams.errors import ConfigError
 
 HELP = f"run a local single-node Apache Kafka {KAFKA_VERSION} broker (KRaft) for development"
 
@@ -27,6 +31,30 @@ def register(
         "start", parents=[common], help="start the broker and wait until it answers"
     )
     start.add_argument("--timeout", type=float, default=90.0, help="seconds to wait (default 90)")
+    secured = start.add_argument_group(
+        "security (decided when the broker's storage is first made: keep the same flags, or "
+        "use a fresh --state-dir)"
+    )
+    secured.add_argument(
+        "--scram-users",
+        type=Path,
+        metavar="FILE",
+        help="accept only these SASL/SCRAM-SHA-512 users (NAME:PASSWORD lines) and authorize "
+        "with ACLs; the --admin-user is the super user",
+    )
+    secured.add_argument(
+        "--admin-user",
+        default="admin",
+        metavar="NAME",
+        help="the super user among --scram-users (default admin)",
+    )
+    secured.add_argument(
+        "--tls",
+        action="store_true",
+        help="with --scram-users: SASL_SSL instead of SASL_PLAINTEXT; a local CA and the "
+        "broker's certificate (for 127.0.0.1 and localhost) are made once under the broker's "
+        "state folder, and clients trust the CA with ssl.ca.location",
+    )
     actions.add_parser("stop", parents=[common], help="stop the broker; no broker process remains")
     actions.add_parser(
         "status", parents=[common], help="say whether the broker is up (exit 0) or not (exit 1)"
@@ -47,12 +75,15 @@ def run(args: argparse.Namespace) -> int:
         return 0 if up or action == "stop" else 1
     broker = LocalBroker(settings)
     if action == "start":
+        broker = LocalBroker(settings, _security(args, broker))
         began = time.monotonic()
         already = broker.pid() is not None
         status = broker.start(timeout=args.timeout)
         verb = "already running" if already else f"started in {time.monotonic() - began:.1f}s"
         print(f"{verb}: {status.describe()}")
         print(f"logs: {broker.logs_dir}")
+        if broker.security is not None:
+            print(f"clients: {_client_hint(broker)}")
         return 0
     if action == "stop":
         stopped = broker.stop()
@@ -61,3 +92,26 @@ def run(args: argparse.Namespace) -> int:
     status = broker.status()
     print(status.describe())
     return 0 if status.answering else 1
+
+
+def _security(args: argparse.Namespace, broker: LocalBroker) -> BrokerSecurity | None:
+    if args.scram_users is None:
+        if args.tls:
+            raise ConfigError("--tls needs --scram-users FILE (the broker serves SASL_SSL)")
+        return None
+    tls = make_tls(broker.home / "tls") if args.tls else None
+    return BrokerSecurity(read_users(args.scram_users), admin=args.admin_user, tls=tls)
+
+
+def _client_hint(broker: LocalBroker) -> str:
+    """The CANARY_* settings a client of the secured broker needs (never a password)."""
+    assert broker.security is not None
+    shown = {
+        k: v
+        for k, v in broker.security.client_config(broker.security.admin).items()
+        if k not in ("sasl.username", "sasl.password")
+    }
+    variables = [f"CANARY_BOOTSTRAP={broker.bootstrap}"] + [
+        f"CANARY_KAFKA_{k.upper().replace('.', '_')}={v}" for k, v in shown.items()
+    ]
+    return " ".join(variables) + " CANARY_KAFKA_SASL_USERNAME=... CANARY_KAFKA_SASL_PASSWORD=..."

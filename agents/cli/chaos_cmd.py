@@ -15,12 +15,17 @@ def register(
     cmd = sub.add_parser(
         "chaos",
         parents=[common],
-        help="fault injection: kill, pause and restart agents (and the broker) under load",
+        help="fault injection under load: kill, pause and restart agents (and the broker), "
+        "and break their code (exceptions, oversized messages, poison, produce errors)",
         description="Start a router, three noop workers (baseline twice, canary) and the "
-        "evaluator on a 50%% rollout, put a steady keyed load on it, and run each scenario in "
+        "evaluator on a 50% rollout, put a steady keyed load on it, and run each scenario in "
         "turn: after each, the audit must show 0 lost and 0 duplicated requests and the rollout "
-        "state must be what it was; the recovery time is measured. broker-restart runs only "
-        "when this run started the local broker itself. Exits 1 if a scenario failed.",
+        "state must be what it was; the recovery time is measured. The code faults "
+        "(handler-exception, oversized-output, produce-error, oversized-request, poison-message) "
+        "send a few requests "
+        "that break an agent's code: each must be answered with an error result and "
+        "dead-lettered once with its reason. broker-restart runs only when this run started the "
+        "local broker itself. Exits 1 if a scenario failed.",
     )
     cmd.add_argument(
         "--scenario",

@@ -34,6 +34,13 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         "(CANARY_STATE_DIR, default ~/.local/state/model-canary)",
     )
     group.add_argument(
+        "--connect-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long a command waits for Kafka to answer before it fails, when it has no "
+        "--timeout of its own (CANARY_CONNECT_TIMEOUT, default 10); agents wait until it does",
+    )
+    group.add_argument(
         "--kafka-config",
         action="append",
         default=[],
@@ -49,5 +56,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         broker_port=getattr(args, "broker_port", None),
         topic_prefix=getattr(args, "topic_prefix", None),
         state_dir=getattr(args, "state_dir", None),
+        connect_timeout_s=getattr(args, "connect_timeout", None),
         extra_config=parse_key_values(getattr(args, "kafka_config", None) or []),
     )

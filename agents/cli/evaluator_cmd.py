@@ -9,6 +9,7 @@ from model_canary.agents import metrics
 from model_canary.agents.cli.common import settings_from_args
 from model_canary.agents.cli.logs import setup_logging
 from model_canary.agents.kafka.admin import Admin
+from model_canary.agents.kafka.reachable import wait_for_kafka_or_signal
 from model_canary.streams.topics import TopicCatalogue
 
 
@@ -41,6 +42,8 @@ def register(
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
     settings = settings_from_args(args)
+    if not wait_for_kafka_or_signal(settings):
+        return 0
     Admin(settings).ensure_topics(
         TopicCatalogue(settings.topic_prefix, settings.partitions).core_specs()
     )

@@ -21,7 +21,7 @@ from model_canary.agents.cli import (
     sim_cmd,
     topics_cmd,
 )
-from model_canary.agents.cli.common import add_connection_options
+from model_canary.agents.cli.common import add_connection_options, settings_from_args
 from model_canary.streams import __version__
 from model_canary.streams.errors import CanaryError
 
@@ -29,6 +29,30 @@ DESCRIPTION = (
     "model-canary: Kafka-native progressive delivery for machine-learning models. "
     "Requests arrive on a Kafka topic; a router splits them between a baseline and a canary "
     "version; an evaluator promotes or rolls back."
+)
+
+
+# Commands that only talk to an existing cluster: when it does not answer, they fail within
+# their --timeout (else --connect-timeout) with one line saying so, instead of a client timing
+# out somewhere inside. The agents wait for it instead; broker, demo, bench and chaos may start
+# a broker of their own; sim needs none.
+PREFLIGHT = frozenset(
+    {
+        "topics",
+        "model",
+        "rollout",
+        "set-weight",
+        "promote",
+        "rollback",
+        "pause",
+        "resume",
+        "status",
+        "history",
+        "request",
+        "tail",
+        "load",
+        "audit",
+    }
 )
 
 
@@ -62,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command in PREFLIGHT:
+            _preflight(args)
         code: int = args.handler(args)
     except CanaryError as exc:
         print(f"canary: error: {exc}", file=sys.stderr)
@@ -69,6 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return code
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    from model_canary.agents.kafka.reachable import wait_for_kafka
+
+    settings = settings_from_args(args)
+    timeout = getattr(args, "timeout", None) or settings.connect_timeout_s
+    wait_for_kafka(settings, timeout=timeout, say=lambda _line: None)
 
 
 if __name__ == "__main__":

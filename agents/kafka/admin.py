@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
@@ -118,8 +118,11 @@ class Admin:
             raise wrap(f"describe topic {topic}", exc) from None
         return {name: entry.value for name, entry in entries.items() if entry.value is not None}
 
-    def alter_topic_config(self, topic: str, config: dict[str, str], timeout: float = 10.0) -> None:
-        """Set some of a topic's configuration (incrementally: other settings are kept)."""
+    def alter_topic_config(
+        self, topic: str, config: Mapping[str, str | None], timeout: float = 10.0
+    ) -> None:
+        """Set some of a topic's configuration (incrementally: other settings are kept); a
+        ``None`` value puts that setting back to its default."""
         from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in __all__
             AlterConfigOpType,
             ConfigEntry,
@@ -128,7 +131,13 @@ class Admin:
         )
 
         entries = [
-            ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+            ConfigEntry(
+                name,
+                value,
+                incremental_operation=AlterConfigOpType.DELETE
+                if value is None
+                else AlterConfigOpType.SET,
+            )
             for name, value in config.items()
         ]
         resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=entries)

@@ -2,12 +2,21 @@
 
 Order of precedence: project defaults < the user's pass-through settings (``extra_config``:
 SASL, TLS, tuning) < what a client cannot work without (group id, transactional id).
+
+Every client logs through Python logging, rate limited (see
+:mod:`model_canary.agents.kafka.client_log`): librdkafka's ``logger`` and ``error_cb`` are set
+here and nowhere else.
+
+>>> config = base_config(Settings(bootstrap="k:9092"), "canary-doc")
+>>> config["logger"] is CLIENT_LOG, config["error_cb"] is on_error
+(True, True)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from model_canary.agents.kafka.client_log import CLIENT_LOG, on_error
 from model_canary.streams.settings import Settings
 
 
@@ -15,6 +24,8 @@ def base_config(settings: Settings, client_id: str) -> dict[str, Any]:
     return {
         "bootstrap.servers": settings.bootstrap_servers,
         "client.id": client_id,
+        "logger": CLIENT_LOG,
+        "error_cb": on_error,
         **settings.extra_config,
     }
 

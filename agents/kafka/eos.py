@@ -239,6 +239,7 @@ class ExactlyOnceLoop:
         self._out: TxnOutput | None = None
         self._in_txn = False
         self._txn_started = 0.0
+        self._turn_started = time.monotonic()  # when the loop last came round
         self._pending = 0
         self.processed = 0
         self.assigned: list[TopicPartition] = []
@@ -325,6 +326,7 @@ class ExactlyOnceLoop:
         c = self.config
         try:
             while not stop.is_set():
+                self._turn_started = time.monotonic()
                 msgs = consumer.consume(num_messages=c.max_batch, timeout=c.poll_timeout_s)
                 batch = [m for m in msgs if _usable(m)]
                 if batch:
@@ -488,10 +490,7 @@ class ExactlyOnceLoop:
             error = wrap("commit transaction", exc)
             if isinstance(err, KafkaError) and err.code() == KafkaError._FENCED:
                 raise KafkaOperationError(
-                    "commit transaction",
-                    error.code,
-                    f"{error.description}: another instance uses transactional id "
-                    f"{self.config.transactional_id!r}; give each instance its own --instance",
+                    "commit transaction", error.code, self._fenced(error.description)
                 ) from None
             raise error from None
         positions = self._positions()
@@ -513,6 +512,27 @@ class ExactlyOnceLoop:
             # write attributed to its input.
             self._careful.update(positions)
             out.attribute(True)
+
+    def _fenced(self, description: str) -> str:
+        """Why the broker fenced this producer: it stalled past its transaction timeout (the
+        broker aborted the open transaction and bumped the producer's epoch), or another
+        instance took its transactional id."""
+        now = time.monotonic()
+        stalled = max(now - self._turn_started, now - self._txn_started if self._in_txn else 0.0)
+        timeout_s = self.config.transaction_timeout_ms / 1000
+        if stalled > timeout_s:
+            return (
+                f"{description}: this {self.config.agent} did not run for {stalled:.0f}s "
+                f"(frozen: SIGSTOP, a paused VM or container, heavy swapping), longer than its "
+                f"transaction timeout of {timeout_s:g}s, so the broker aborted its open "
+                "transaction and fenced it. Nothing is lost: the aborted batch is processed "
+                "again by whichever instance owns its partitions now. Exiting; restart it (a "
+                "process supervisor does)"
+            )
+        return (
+            f"{description}: another instance uses transactional id "
+            f"{self.config.transactional_id!r}; give each instance its own --instance"
+        )
 
     def abort(self, why: str, *, retrying: bool = True) -> None:
         """Abort the open transaction (if any) and rewind to the committed offsets.
@@ -598,7 +618,12 @@ class ExactlyOnceLoop:
             self._consumer.close()
             self._consumer = None
         if self._producer is not None:
-            self._producer.flush(10)
+            try:
+                self._producer.flush(10)
+            except KafkaException as exc:
+                # A fenced or otherwise failed producer has nothing left to deliver; its error
+                # was raised already and must not be replaced by this one.
+                log.debug("%s: producer not flushed: %s", self.config.agent, exc)
             self._producer = None
 
 

@@ -1,6 +1,8 @@
-"""Kafka security end to end: a broker that takes SASL/SCRAM users only and authorizes with
-ACLs; agents configured through ``CANARY_KAFKA_*`` alone; a principal without WRITE on the
-control topic cannot move traffic, and no password shows up in logs, metrics or topics.
+"""Kafka security end to end: a broker started by ``canary broker start --scram-users FILE
+--tls`` takes SASL/SCRAM users only, over TLS (SASL_SSL, a CA and certificates made at test
+time with openssl), and authorizes with ACLs; agents and the CLI are configured through
+``CANARY_KAFKA_*`` alone; a principal without WRITE on the control topic cannot move traffic;
+a client without the CA is refused; and no password or key shows up in logs, metrics or topics.
 
 The broker is this module's own (port ``CANARY_TEST_SASL_PORT``, default 19192, and the next
 one for its controller), not the session's shared PLAINTEXT broker.
@@ -30,6 +32,7 @@ from confluent_kafka.admin._acl import AclBinding, AclOperation, AclPermissionTy
 from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
 
 from model_canary.agents.broker import BrokerSecurity, LocalBroker
+from model_canary.agents.broker.tls import make_tls
 from model_canary.agents.client.tail import open_tail
 from model_canary.agents.kafka.admin import Admin
 from model_canary.agents.kafka.config import admin_config
@@ -114,30 +117,54 @@ class Secured:
             extra_config=self.security.client_config(user),
         )
 
-    def env(self, user: str) -> dict[str, str]:
+    def env(self, user: str, *, with_ca: bool = True) -> dict[str, str]:
         """A child's environment: the security settings pass through CANARY_KAFKA_* only."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("CANARY_")}
         env.update(
             CANARY_BOOTSTRAP=self.broker.bootstrap,
             CANARY_TOPIC_PREFIX=self.prefix,
             CANARY_PARTITIONS="2",
-            CANARY_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
+            CANARY_KAFKA_SECURITY_PROTOCOL="SASL_SSL",
             CANARY_KAFKA_SASL_MECHANISM=MECHANISM,
             CANARY_KAFKA_SASL_USERNAME=user,
             CANARY_KAFKA_SASL_PASSWORD=self.security.users[user],
             PYTHONUNBUFFERED="1",
         )
+        if with_ca:
+            assert self.security.tls is not None
+            env["CANARY_KAFKA_SSL_CA_LOCATION"] = str(self.security.tls.ca_cert)
         return env
+
+    def secrets(self) -> list[str]:
+        """Every password and key of this broker: none may show anywhere."""
+        tls = self.security.tls
+        assert tls is not None
+        keys = [tls.keystore_password, (tls.folder / "ca.key").read_text()]
+        # A PEM key's body lines, each long and random enough to be a leak if seen.
+        body = [line for line in keys[1].splitlines() if line and not line.startswith("-")]
+        return [*self.security.users.values(), tls.keystore_password, *body]
 
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     # Random passwords: any occurrence of one in a log or a topic is a leak, not a coincidence.
-    security = BrokerSecurity({u: f"{u}-pw-{secrets.token_hex(12)}" for u in USERS})
+    users = {u: f"{u}-pw-{secrets.token_hex(12)}" for u in USERS}
     state = tmp_path_factory.mktemp("sasl-broker")
-    broker = LocalBroker(Settings.from_env({}, broker_port=SASL_PORT, state_dir=state), security)
-    broker.start()
+    users_file = state / "users"
+    users_file.write_text("".join(f"{u}:{p}\n" for u, p in users.items()))
+    broker = LocalBroker(Settings.from_env({}, broker_port=SASL_PORT, state_dir=state))
+    started = subprocess.run(
+        [sys.executable, "-m", "model_canary.agents.cli.main", "broker", "start",
+         "--broker-port", str(SASL_PORT), "--state-dir", str(state),
+         "--scram-users", str(users_file), "--tls", "--timeout", "150"],
+        env={k: v for k, v in os.environ.items() if not k.startswith("CANARY_")},
+        capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
     try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert "CANARY_KAFKA_SECURITY_PROTOCOL=SASL_SSL" in started.stdout
+        assert not [p for p in users.values() if p in started.stdout + started.stderr]
+        security = BrokerSecurity(users, tls=make_tls(broker.home / "tls"))  # the files it made
         prefix = f"s{uuid.uuid4().hex[:8]}"
         sec = Secured(broker, security, prefix, tmp_path_factory.mktemp("sasl-logs"))
         admin = sec.settings("admin")
@@ -267,7 +294,10 @@ def test_only_authorized_principals_steer_and_no_secret_leaks(
         for agent in agents:
             agent.stop()
 
-    passwords = list(sec.security.users.values())
+    passwords = sec.secrets()
+    broker_log = (sec.broker.logs_dir / "server.log").read_text(errors="replace")
+    assert "SASL_SSL" in broker_log
+    assert not [p for p in passwords if p in broker_log], "a password or key in the broker's log"
     cli_output = "".join(p.stdout + p.stderr for p in (started, moved, refused))
     assert not [p for p in passwords if p in cli_output], "a password in the CLI's output"
     for agent in agents:
@@ -285,6 +315,28 @@ def test_only_authorized_principals_steer_and_no_secret_leaks(
         headers = [h[1] for h in msg.headers() or [] if isinstance(h[1], bytes)]
         blob = b"".join([msg.value() or b"", *headers])
         assert not [p for p in passwords if p.encode() in blob], f"a password on {msg.topic()}"
+
+
+def test_a_client_without_the_ca_or_tls_is_refused_in_one_line(secured: Secured) -> None:
+    no_ca = subprocess.run(
+        [sys.executable, "-m", "model_canary.agents.cli.main", "status", "iris"],
+        env=secured.env("operator", with_ca=False),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert no_ca.returncode == 2
+    assert no_ca.stderr.count("\n") == 1 and "Traceback" not in no_ca.stderr, no_ca.stderr
+    assert "refused this client" in no_ca.stderr and "certificate verify failed" in no_ca.stderr
+    plain = {**secured.env("operator"), "CANARY_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}
+    plaintext = subprocess.run(
+        [sys.executable, "-m", "model_canary.agents.cli.main", "status", "iris",
+         "--connect-timeout", "4"],
+        env=plain, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert plaintext.returncode == 2
+    assert plaintext.stderr.count("\n") == 1, plaintext.stderr
+    assert "security.protocol" in plaintext.stderr
+    for output in (no_ca, plaintext):
+        assert not [p for p in secured.secrets() if p in output.stdout + output.stderr]
 
 
 def _first_decision(sec: Secured) -> Decision:

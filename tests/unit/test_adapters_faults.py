@@ -164,3 +164,19 @@ def test_close_closes_the_wrapped_adapter() -> None:
 
     FaultInjector(Closing(), None).close()
     assert closed == [True]
+
+
+def test_marked_faults_break_only_marked_requests_and_only_when_asked() -> None:
+    plain = ModelInput("r1", b'{"inputs": []}')
+    huge = ModelInput("r2", b'{"inputs": [], "canary_fault": "huge-output"}')
+    bad = ModelInput("r3", b'{"inputs": [], "canary_fault": "bad-output"}')
+    large = ModelInput("r4", b'{"inputs": [], "canary_fault": "large-output"}')
+    unknown = ModelInput("r5", b'{"inputs": [], "canary_fault": "melt"}')
+    outputs = FaultInjector(EchoAdapter(), marked=True).predict([plain, huge, bad, large, unknown])
+    assert outputs[0].outputs == plain.inputs and outputs[4].outputs == unknown.inputs
+    assert len(outputs[1].outputs) == 2 * 1024 * 1024
+    assert not isinstance(outputs[2].outputs, bytes)
+    assert len(outputs[3].outputs) == 700 * 1024
+    # Without marked=True a marker is just data.
+    untouched = FaultInjector(EchoAdapter()).predict([huge, bad])
+    assert [o.outputs for o in untouched] == [huge.inputs, bad.inputs]

@@ -131,6 +131,7 @@ def test_every_setting_has_its_environment_variable() -> None:
     mapped = {
         *module._TEXT_VARS.values(),
         *module._NUMBER_VARS.values(),
+        *module._FLOAT_VARS.values(),
         *module._PATH_VARS.values(),
         "extra_config",
         "control_keys",

@@ -1,6 +1,7 @@
 """Fault injection for demos and tests: :class:`FaultInjector` wraps any adapter and makes a
 share of its outputs fail and its batches slower, following a latency distribution parsed by
-:func:`parse_latency`.
+:func:`parse_latency`; with ``marked=True`` it also obeys fault markers in requests (see
+:data:`MARKER`), which is how ``canary chaos`` breaks code on purpose.
 
 >>> from model_canary.agents.worker.adapters.base import EchoAdapter, ModelInput
 >>> faulty = FaultInjector(EchoAdapter(), parse_latency("fixed:1"), error_rate=1.0, seed=7)
@@ -11,12 +12,14 @@ share of its outputs fail and its batches slower, following a latency distributi
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import cast
 
 from model_canary.agents.worker.adapters.base import (
     INJECTED,
@@ -27,6 +30,22 @@ from model_canary.agents.worker.adapters.base import (
 )
 from model_canary.streams.errors import ConfigError
 
+#: A model input (JSON) with this field asks a marked-fault injector for a fault:
+#: ``{"inputs": [...], "canary_fault": "bad-output"}``.
+MARKER = "canary_fault"
+_MARKER_BYTES = json.dumps(MARKER).encode()
+#: The faults a marked request can ask for.
+#:
+#: * ``bad-output``: an output of the wrong type (text where bytes are due), as from a buggy
+#:   adapter: the worker raises while it publishes that request, in the middle of its batch;
+#: * ``huge-output``: a 2 MiB output, more than the results topic (and the producer) takes;
+#: * ``large-output``: a 700 KiB output, which fits the results topic's default limit but not a
+#:   lowered one: the broker refuses the write (a produce error after the write was queued).
+MARKED_FAULTS = {
+    "bad-output": None,
+    "huge-output": 2 * 1024 * 1024,
+    "large-output": 700 * 1024,
+}
 LATENCY_FORMS = "fixed:MS, uniform:LOW,HIGH, lognormal:MEDIAN,SIGMA or normal:MEAN,SD (ms)"
 _ARITY = {"fixed": 1, "uniform": 2, "lognormal": 2, "normal": 2}
 
@@ -101,6 +120,8 @@ class FaultInjector:
         latency: LatencySpec | None = None,
         error_rate: float = 0.0,
         seed: int | None = None,
+        *,
+        marked: bool = False,
     ) -> None:
         if not 0.0 <= error_rate <= 1.0:
             raise ConfigError(f"error rate must lie in 0..1, got {error_rate!r}")
@@ -108,6 +129,7 @@ class FaultInjector:
         self.name = adapter.name
         self.latency = latency
         self.error_rate = error_rate
+        self.marked = marked
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
 
@@ -127,8 +149,41 @@ class FaultInjector:
                 result.append(error_output("injected fault", INJECTED, extra_latency_ms=extra))
             else:
                 result.append(replace(out, extra_latency_ms=extra))
-        return result if len(outputs) == len(batch) else outputs
+        if len(outputs) != len(batch):
+            return outputs
+        if self.marked:
+            result = [_obey_marker(item, out) for item, out in zip(batch, result, strict=True)]
+        return result
 
     def close(self) -> None:
         """Close the wrapped adapter."""
         self.adapter.close()
+
+
+def marked_fault(inputs: bytes) -> str | None:
+    """The fault a model input asks for (see :data:`MARKED_FAULTS`), or ``None``.
+
+    >>> marked_fault(b'{"inputs": [], "canary_fault": "huge-output"}')
+    'huge-output'
+    >>> marked_fault(b'{"inputs": []}') is None
+    True
+    """
+    if _MARKER_BYTES not in inputs:  # the common case costs one substring search
+        return None
+    try:
+        kind = json.loads(inputs).get(MARKER)
+    except (ValueError, AttributeError):
+        return None
+    return kind if kind in MARKED_FAULTS else None
+
+
+def _obey_marker(item: ModelInput, out: ModelOutput) -> ModelOutput:
+    kind = marked_fault(item.inputs)
+    if kind is None:
+        return out
+    size = MARKED_FAULTS[kind]
+    if size is None:
+        # Text where bytes are due: the worker fails when it encodes the result.
+        return replace(out, outputs=cast(bytes, '{"outputs": "text, not bytes"}'))
+    head, tail = b'{"outputs":[],"padding":"', b'"}'
+    return replace(out, outputs=head + b"x" * (size - len(head) - len(tail)) + tail)
