@@ -102,7 +102,7 @@ class Router:
                 topics=(self.catalogue.requests,),
                 transactional_id=f"{prefix}.router.{self.options.instance}",
                 max_batch=self.options.max_batch,
-                commit_interval_ms=settings.commit_interval_ms,
+                commit=settings.commit_policy,
             ),
             self.handle,
             on_idle=self._refresh_state,

@@ -124,7 +124,7 @@ class Worker:
                 topics=(self.topic,),
                 transactional_id=f"{prefix}.worker.{name}.{options.instance}",
                 max_batch=options.max_batch,
-                commit_interval_ms=settings.commit_interval_ms,
+                commit=settings.commit_policy,
             ),
             self.handle,
             refuse=self._refuse,
