@@ -88,7 +88,10 @@ class _Accountant:
                 self.ledger.unreadable_result()
             return
         if self.only is None or result.request_id in self.only:
-            self.ledger.result(result.request_id, served=result.served)
+            repeatable = h.header_dict(h.as_list(msg.headers())).get(h.DELIVERY) == (
+                h.AT_LEAST_ONCE.decode()
+            )
+            self.ledger.result(result.request_id, served=result.served, repeatable=repeatable)
 
     def dead_letter(self, msg: Message) -> None:
         meta = h.header_dict(h.as_list(msg.headers()))

@@ -80,9 +80,12 @@ def answer_to_unrouted(msg: Message, max_bytes: int) -> AnswerTo | None:
 class Refusals:
     """``refuse(out, msg, reason, detail, answer=...)`` for one agent."""
 
-    def __init__(self, catalogue: TopicCatalogue, agent: str) -> None:
+    def __init__(
+        self, catalogue: TopicCatalogue, agent: str, *, result_headers: h.RawHeaders | None = None
+    ) -> None:
         self.catalogue = catalogue
         self.agent = agent
+        self.result_headers = result_headers  # on every error result (h.result_headers)
         self._codec = codec_for(InferenceResult)
 
     def refuse(
@@ -102,7 +105,12 @@ class Refusals:
         if answer is not None:
             result = error_result(answer, reason, detail)
             key = answer.request_id.encode()
-            out.produce(self.catalogue.results, self._codec.encode(result), key=key)
+            out.produce(
+                self.catalogue.results,
+                self._codec.encode(result),
+                key=key,
+                headers=self.result_headers,
+            )
             if h.REQUEST_ID not in h.header_dict(h.as_list(msg.headers())):
                 extra.append((h.REQUEST_ID, key))
         dead_letter(

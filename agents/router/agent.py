@@ -19,7 +19,8 @@ from typing import cast
 from confluent_kafka import Message
 
 from model_canary.agents import metrics
-from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnOutput, tune_gc
+from model_canary.agents.kafka.alo import data_loop
+from model_canary.agents.kafka.eos import LoopConfig, TxnOutput, tune_gc
 from model_canary.agents.kafka.refusals import Refusals, answer_to_unrouted
 from model_canary.agents.kafka.state_view import StateView
 from model_canary.streams import headers as h
@@ -94,7 +95,7 @@ class Router:
         self.catalogue = TopicCatalogue(settings.topic_prefix, settings.partitions)
         self.view = StateView(settings, client_id=f"canary-router-state-{self.options.instance}")
         prefix = settings.topic_prefix
-        self.loop = ExactlyOnceLoop(
+        self.loop = data_loop(
             settings,
             LoopConfig(
                 agent=AGENT,
@@ -108,7 +109,9 @@ class Router:
             on_idle=self._refresh_state,
             refuse=self._refuse,
         )
-        self.refusals = Refusals(self.catalogue, AGENT)
+        self.refusals = Refusals(
+            self.catalogue, AGENT, result_headers=h.result_headers(settings.exactly_once)
+        )
         self._last_state_poll = 0.0
         # Compiled per model (keyed by the raw model header), dropped when any state changes.
         self._plans: dict[str | bytes, _Plan] = {}

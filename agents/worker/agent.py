@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 from confluent_kafka import Message
 
 from model_canary.agents import metrics
-from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnOutput, tune_gc
+from model_canary.agents.kafka.alo import data_loop
+from model_canary.agents.kafka.eos import LoopConfig, TxnOutput, tune_gc
 from model_canary.agents.kafka.refusals import AnswerTo, Refusals
 from model_canary.agents.kafka.state_view import StateView
 from model_canary.agents.worker.adapters import (
@@ -114,9 +115,10 @@ class Worker:
         self._result_codec = codec_for(InferenceResult)
         self._metric_codec = codec_for(MetricEvent)
         self._seconds = metrics.INFERENCE_SECONDS.labels(options.model, options.version)
+        self._result_headers = h.result_headers(settings.exactly_once)
         prefix = settings.topic_prefix
         name = f"{options.model}.{options.version}"
-        self.loop = ExactlyOnceLoop(
+        self.loop = data_loop(
             settings,
             LoopConfig(
                 agent=AGENT,
@@ -129,7 +131,9 @@ class Worker:
             self.handle,
             refuse=self._refuse,
         )
-        self.refusals = Refusals(self.catalogue, AGENT)
+        self.refusals = Refusals(
+            self.catalogue, AGENT, result_headers=h.result_headers(settings.exactly_once)
+        )
 
     def run(self, stop: threading.Event) -> None:
         tune_gc()
@@ -272,7 +276,7 @@ class Worker:
         key = request.request_id.encode()
         encoded = self._result_codec.encode(result)
         try:
-            out.produce(self.catalogue.results, encoded, key=key)
+            out.produce(self.catalogue.results, encoded, key=key, headers=self._result_headers)
         except OutputRefusedError as exc:
             # The model's answer cannot be written (too large for the results topic, say):
             # answer with an error instead, keep a bounded copy of the output, count an error.

@@ -1,0 +1,152 @@
+"""At-least-once consume-transform-produce (``CANARY_DELIVERY=at-least-once``): the exactly-once
+loop without transactions, for users who prefer a few milliseconds to exactly-once.
+
+An output is readable as soon as the broker has it (no transaction to wait for); the consumed
+offsets are committed after every output written for them is acknowledged, when the commit
+policy says so. Nothing is lost: an input whose outputs are not all acknowledged is handled
+again. But an input may be answered twice: after a crash between writing and committing, or
+when a batch that failed part way is handled again (the outputs written before the failure
+stay). Every result an at-least-once agent writes carries the ``canary-delivery:
+at-least-once`` header (:func:`~model_canary.streams.headers.result_headers`): clients drop
+the repeats by request id and ``canary audit`` counts them instead of failing on them.
+
+Failures are handled as in the exactly-once loop (:mod:`~model_canary.agents.kafka.eos`): an
+input whose handling raises, or whose output the broker refuses, is refused (an error result
+and a dead letter) when its batch is handled again. "Abort" cannot undo writes here: it waits
+for what was written and rewinds to the committed offsets.
+
+>>> # loop = data_loop(settings, config, handler, refuse=refuse)  # per settings.delivery
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from model_canary.agents import metrics
+from model_canary.agents.kafka.config import producer_config
+from model_canary.agents.kafka.eos import (
+    _MESSAGE_ERRORS,
+    BatchHandler,
+    ExactlyOnceLoop,
+    LoopConfig,
+    RefuseHandler,
+    TxnHooks,
+    _at,
+    _coords,
+    refusal_reason,
+)
+from model_canary.streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: How long a commit waits for the outputs it covers to be acknowledged.
+FLUSH_TIMEOUT_S = 30.0
+
+
+class AtLeastOnceLoop(ExactlyOnceLoop):
+    """Run ``handler`` over batches of ``config.topics`` with at-least-once delivery (see the
+    module docs); the same interface as :class:`ExactlyOnceLoop`.
+
+    >>> config = LoopConfig("router", "canary.router", ("canary.requests",), "canary.router.h1")
+    >>> # AtLeastOnceLoop(settings, config, handler, refuse=refuse).run(stop_event)
+    """
+
+    def _new_producer(self) -> Producer:
+        """An idempotent producer without transactions; failed writes are reported to
+        :meth:`_delivered` (only failures: ``delivery.report.only.error``)."""
+        extra: dict[str, Any] = {
+            "queue.buffering.max.messages": 500_000,
+            "delivery.report.only.error": True,
+            "on_delivery": self._delivered,
+        }
+        return Producer(producer_config(self.settings, f"canary-{self.config.agent}", **extra))
+
+    def _delivered(self, error: KafkaError | None, _msg: Message) -> None:
+        if error is not None and self._out is not None:
+            self._out.failures.append((None, error))
+
+    def _begin(self, producer: Producer) -> None:
+        self._in_txn = True
+        self._txn_started = time.monotonic()
+        self._pending = 0
+
+    def commit(self) -> None:
+        """Wait for every output written since the last commit to be acknowledged, then
+        commit the consumed offsets; when a write failed, rewind instead (the inputs are
+        handled again, the one whose output was refused is refused)."""
+        consumer, producer = self._open()
+        out = self.output
+        began = time.monotonic()
+        if self.hooks.before_commit is not None:
+            out.source = None
+            self.hooks.before_commit(out)
+        positions = self._positions()
+        left = producer.flush(FLUSH_TIMEOUT_S)
+        failures, out.failures = out.failures, []
+        if left or failures:
+            self._write_failed(failures, left, positions)
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        if offsets:
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                # Not committed (a rebalance, say): handle the inputs again; answering them
+                # twice is what at-least-once allows.
+                self.abort(f"offsets not committed: {exc}")
+                return
+        self._in_txn = False
+        self._pending = 0
+        metrics.TXN_COMMIT_SECONDS.labels(self.config.agent).observe(time.monotonic() - began)
+        self._committed(offsets)
+        if self.hooks.after_commit is not None:
+            self.hooks.after_commit()
+
+    def _write_failed(
+        self,
+        failures: list[tuple[Message | None, KafkaError]],
+        left: int,
+        positions: dict[tuple[str, int], int],
+    ) -> None:
+        """Some outputs were not written: find the input to refuse, then rewind."""
+        attributed = [
+            (source, e)
+            for source, e in failures
+            if source is not None and e.code() in _MESSAGE_ERRORS
+        ]
+        for source, e in attributed:
+            log.warning("%s: %s refused: %s", self.config.agent, _at(source), e.str())
+            self.quarantine[_coords(source)] = (refusal_reason(e), e.str()[:1000])
+        if not attributed and any(e.code() in _MESSAGE_ERRORS for _s, e in failures):
+            # A write of one message failed, but which? Handle the range again with every
+            # write attributed to its input.
+            self._careful.update(positions)
+            self.output.attribute(True)
+        why = failures[0][1].str() if failures else f"{left} outputs not acknowledged"
+        self.abort(why)
+
+    def _abort_output(self, producer: Producer) -> None:
+        """Writes cannot be undone: let what was queued go (its inputs are handled again, so
+        their answers may come twice), then rewind."""
+        producer.flush(FLUSH_TIMEOUT_S)
+        self.output.failures = []
+
+
+def data_loop(
+    settings: Settings,
+    config: LoopConfig,
+    handler: BatchHandler,
+    on_idle: Callable[[], None] | None = None,
+    *,
+    refuse: RefuseHandler | None = None,
+    hooks: TxnHooks | None = None,
+) -> ExactlyOnceLoop:
+    """The loop of a data-path agent (router, worker): exactly-once, or at-least-once when
+    ``settings.delivery`` says so."""
+    kind = ExactlyOnceLoop if settings.exactly_once else AtLeastOnceLoop
+    return kind(settings, config, handler, on_idle, refuse=refuse, hooks=hooks)
