@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from model_canary.agents.client.tail import end_offset, open_tail
 from model_canary.agents.kafka.clients import LazyProducer, consume
@@ -46,6 +46,10 @@ Inputs = bytes | Mapping[str, Any]
 
 #: How many answered request ids a client remembers, to recognise an answer's repeats.
 REMEMBERED_ANSWERS = 100_000
+#: How long the listener waits for an answer before it looks for partitions to add.
+LISTEN_WAIT_S = 0.05
+#: How long sending a request waits for the partition of its answer to be read.
+WATCH_TIMEOUT_S = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,11 @@ class CanaryClient:
         self._partitions = 0  # of the results topic, once the listener started
         self._home = 0  # the results partition this client's own request ids answer on
         self._watched: set[int] = set()  # results partitions read
+        # Partitions to read too, and their readiness: the listener thread, which owns the
+        # consumer, adds them (a consumer polled in one thread hangs if another queries it).
+        self._to_watch: dict[int, threading.Event] = {}
+        self._reading: list[int] = []  # the consumer's assignment, as the listener last saw it
+        self._watch_errors: dict[int, Exception] = {}
         self._answered: deque[str] = deque(maxlen=REMEMBERED_ANSWERS)
         self._answered_ids: set[str] = set()
         #: Answers received again for a request already answered (dropped).
@@ -182,6 +191,12 @@ class CanaryClient:
             self._producer.flush(10)
         return rid
 
+    @property
+    def results_partitions(self) -> list[int]:
+        """The partitions of the results topic this client reads (empty before its first
+        request)."""
+        return list(self._reading)
+
     def new_request_id(self) -> str:
         """A fresh request id whose answer lands on this client's home partition (random ids
         are drawn until one does: as many tries, on average, as the results topic has
@@ -232,23 +247,51 @@ class CanaryClient:
         return [self._home]
 
     def _watch(self, partition: int) -> None:
-        """Read ``partition`` of the results topic too (from its end now, before the request
-        whose answer lands there is sent)."""
+        """Read ``partition`` of the results topic too, from its end now: returns once the
+        listener reads it, so the request whose answer lands there can be sent."""
         with self._lock:
-            if partition in self._watched or self._results is None:
+            if partition in self._watched:
                 return
-            topic = self.catalogue.results
-            offset = end_offset(self._results, topic, partition)
-            self._results.incremental_assign([TopicPartition(topic, partition, offset)])
-            self._watched.add(partition)
+            ready = self._to_watch.setdefault(partition, threading.Event())
+        if not ready.wait(WATCH_TIMEOUT_S):
+            raise KafkaOperationError(
+                "read results", "_TIMED_OUT", f"partition {partition} not assigned in time"
+            )
+        error = self._watch_errors.pop(partition, None)
+        if error is not None:
+            raise KafkaOperationError("read results", "WATCH", str(error)) from error
+
+    def _add_watched(self, consumer: Consumer) -> None:
+        """In the listener thread: start reading the partitions :meth:`_watch` asked for."""
+        with self._lock:
+            todo = [(p, e) for p, e in self._to_watch.items() if not e.is_set()]
+        topic = self.catalogue.results
+        for partition, ready in todo:
+            try:
+                offset = end_offset(consumer, topic, partition)
+                consumer.incremental_assign([TopicPartition(topic, partition, offset)])
+            except KafkaException as exc:
+                self._watch_errors[partition] = exc
+            else:
+                with self._lock:
+                    self._watched.add(partition)
+                self._reading = sorted(tp.partition for tp in consumer.assignment())
+            with self._lock:
+                del self._to_watch[partition]
+            ready.set()
 
     def _listen(self) -> None:
+        # Only this thread touches the consumer: a call from another thread while it polls
+        # can wait indefinitely.
         consumer = self._results
         assert consumer is not None
+        self._reading = sorted(tp.partition for tp in consumer.assignment())
         try:
             while not self._closed.is_set():
+                if self._to_watch:
+                    self._add_watched(consumer)
                 try:
-                    msgs = consume(consumer, 500, 0.2)
+                    msgs = consume(consumer, 500, LISTEN_WAIT_S)
                 except KafkaOperationError as exc:
                     log.warning("reading results: %s", exc)
                     continue
