@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 AGENT = "router"
 # Headers the router sets; a client's values for them are replaced (canary-arm is read first
 # as a forced arm).
-_ROUTER_HEADERS = frozenset({h.ARM, h.VERSION, h.ROLLOUT_ID, h.WEIGHT_BP, h.ROUTED_AT_MS, h.SHADOW})
+_ROUTER_HEADERS = frozenset(
+    {h.ARM, h.VERSION, h.ROLLOUT_ID, h.WEIGHT_BP, h.ROUTED_AT_MS, h.SHADOW, h.DELIVERY}
+)
 
 
 _JSON = h.JSON.encode()
@@ -293,6 +295,8 @@ class Router:
             ]
             if not route.served:
                 headers.append((h.SHADOW, b"1"))
+            # Routed at least once: the workers mark their answers so (they may repeat).
+            headers += h.result_headers(self.settings.exactly_once) or []
             topic = self.catalogue.version_requests(model, route.version)
             outputs[id(route)] = _Output(topic, headers, (model, route.version, route.arm.value))
         limits = self.loop.output.limits

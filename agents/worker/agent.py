@@ -69,6 +69,7 @@ class _Routed:
     served: bool
     routed_at_ms: int | None
     redriven: bool
+    at_least_once: bool  # routed with at-least-once delivery: its answer may repeat
 
     @classmethod
     def from_headers(cls, meta: dict[str, str]) -> _Routed:
@@ -96,6 +97,7 @@ class _Routed:
             served=meta.get(h.SHADOW) != "1",
             routed_at_ms=routed_at_ms,
             redriven=meta.get(REDRIVEN) == "1",
+            at_least_once=meta.get(h.DELIVERY) == h.AT_LEAST_ONCE.decode(),
         )
 
 
@@ -276,7 +278,10 @@ class Worker:
         key = request.request_id.encode()
         encoded = self._result_codec.encode(result)
         try:
-            out.produce(self.catalogue.results, encoded, key=key, headers=self._result_headers)
+            headers = self._result_headers
+            if routed.at_least_once and headers is None:
+                headers = h.result_headers(exactly_once=False)
+            out.produce(self.catalogue.results, encoded, key=key, headers=headers)
         except OutputRefusedError as exc:
             # The model's answer cannot be written (too large for the results topic, say):
             # answer with an error instead, keep a bounded copy of the output, count an error.
