@@ -33,11 +33,14 @@ def register(
 ) -> None:
     parser = sub.add_parser(
         "bench",
-        help="benchmark the router or a worker against a bare confluent-kafka passthrough",
+        help="benchmark the router or a worker against a bare confluent-kafka passthrough, "
+        "or the latency of a request through both",
         description="Measure an agent against the least an exactly-once consume-produce loop "
         "can do: a passthrough written directly against confluent-kafka that copies each "
-        "message inside transactions committed every 100 ms (python -m "
-        "model_canary.agents.bench.passthrough). Prints figures, it asserts nothing.",
+        "message inside transactions committed as the agents' are (the --latency profile's "
+        "commit policy, or --commit-interval-ms; python -m "
+        "model_canary.agents.bench.passthrough); or the latency a served request pays through "
+        "the router and a worker ('canary bench latency'). Prints figures, it asserts nothing.",
     )
     kinds = parser.add_subparsers(dest="bench_kind", required=True, metavar="AGENT")
 
@@ -51,9 +54,11 @@ def register(
         "Latency: with only that contender running, requests are sent at --latency-rate per "
         "second for --latency-seconds, each stamped with its send time; latency is the time "
         "from just before produce to receipt by a read_committed consumer of the outputs "
-        "(fetch.wait.max.ms=10). With transactions committed every 100 ms both are dominated "
-        "by the commit interval, so what counts is router_added_latency_pXX_ms = router pXX "
-        "- passthrough pXX (the raw figures are in the JSON too). JSON keys: "
+        "(fetch.wait.max.ms=10); each round measures both, in alternating order, and each "
+        "figure is the median over rounds (*_rounds: every round's value, the spread a "
+        "regression must stand out of). Both pay their transactions' commits, so what the "
+        "router adds is router_added_latency_pXX_ms = router pXX - passthrough pXX, paired "
+        "within each round (the raw figures are in the JSON too). JSON keys: "
         "router_msgs_per_s, passthrough_msgs_per_s, ratio (router/passthrough), "
         "router_added_latency_p50_ms, router_added_latency_p99_ms, router_rss_mb (peak), "
         "router_rss_start_mb (at its first routed message), router_rss_end_mb (after the "
@@ -216,7 +221,8 @@ def _shared(parser: argparse.ArgumentParser) -> None:
         "--rounds",
         type=int,
         default=1,
-        help="drain this many times, alternating who goes first; medians are reported (default 1)",
+        help="drain (and, for the router, measure latency) this many times, alternating who "
+        "goes first; medians are reported (default 1)",
     )
     parser.add_argument(
         "--timeout",
