@@ -53,7 +53,11 @@ def test_router_killed_mid_stream_routes_every_request_exactly_once(
     control = ControlClient(settings)
     control.send("iris", "start", baseline_version="v1", canary_version="v2")
     control.send("iris", "set_weight", weight_bp=5000)
+    # The requests wait for the router (a router that keeps up with their producer would
+    # have nothing left to route when it is killed).
+    first.stop()
     send_requests(settings, "iris", [f"user-{i % 7000}" for i in range(n)])
+    first = spawn("router", "--instance", "r1")
     out = [topics.version_requests("iris", v) for v in ("v1", "v2")]
     at_kill = _kill_when(first, settings, out, 10_000)
     assert at_kill < n, "the router finished before it could be killed"
