@@ -19,7 +19,6 @@ from typing import Any
 from model_canary.agents.kafka.client_log import CLIENT_LOG, on_error
 from model_canary.streams.settings import Settings
 
-
 #: How soon a transactional producer retries a request the coordinator refused as concurrent.
 TXN_RETRY_BACKOFF_MS = 1
 
