@@ -24,8 +24,11 @@ with the load by themselves; the time bound caps their age when the input never 
 backlog). ``throughput`` commits on the time bound only: the fewest transactions (and the
 fewest evidence records, one per transaction) at the cost of latency. ``linger.ms`` is every
 producer's batching delay (agents and clients; a transaction's commit sends at once whatever
-lingers); ``fetch.wait.max.ms`` is how long the broker holds a consumer's fetch when there is
-nothing to return (data, or a transaction committing, ends the wait at once).
+lingers). ``fetch.wait.max.ms`` is how long the broker holds a consumer's fetch when there is
+nothing to return: new data, or a transaction committing, ends the wait at once, but a
+partition the consumer starts reading (a client's new results partition, a loop rewound after
+an abort, a rebalance) waits for the fetch in flight first, so up to that long; a shorter wait
+costs more fetch requests while idle.
 
 The default is ``balanced``. ``docs/latency.md`` has the figures measured with each.
 
