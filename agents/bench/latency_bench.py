@@ -28,8 +28,13 @@ floor each exactly-once hop pays.
 from __future__ import annotations
 
 import functools
+import math
+import os
+import re
+import socket
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -48,6 +53,7 @@ from model_canary.agents.bench.session import (
     require_at_least_one,
 )
 from model_canary.agents.bench.txn_floor import measure_txn_floor
+from model_canary.agents.broker import LocalBroker
 from model_canary.agents.client.inference import CanaryClient
 from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import AvroCodec, codec_for
@@ -124,6 +130,10 @@ class _Run:
     drain_answers: int = 0
     sent_seconds: float = 0.0
     client_repeats: int = 0
+    #: Over the latency phase: CPU seconds per process, and per agent its commits (count,
+    #: seconds) from its own canary_transaction_commit_duration_seconds.
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    commits: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def run_latency_bench(
@@ -199,6 +209,7 @@ def _run_mode(
     prefix = settings.topic_prefix
     version_topic = cat.version_requests(MODEL, VERSION)
     tag = f"{mode}-{round_ + 1}"
+    ports = {"router": _free_port(), "worker": _free_port()}
     router = session.agent(
         f"router-{tag}",
         f"{prefix}.router",
@@ -208,6 +219,8 @@ def _run_mode(
         "--instance",
         "bench",
         "--no-controller",
+        "--metrics-port",
+        str(ports["router"]),
         settings=settings,
     )
     worker = session.agent(
@@ -224,6 +237,8 @@ def _run_mode(
         adapter,
         "--instance",
         "bench",
+        "--metrics-port",
+        str(ports["worker"]),
         settings=settings,
     )
     run = _Run(mode)
@@ -232,7 +247,9 @@ def _run_mode(
         router.child.start()
         worker.child.start()
         _warm_up(client, [router, worker], o.timeout)
+        usage = _Usage(session.settings, router, worker, ports)
         _latency(run, session, client, [router, worker], o, progress)
+        usage.since(run)
         _throughput(run, session, client, [router, worker], o, round_, progress)
         run.client_repeats = client.repeats
     finally:
@@ -422,6 +439,12 @@ def _run_figures(run: _Run) -> dict[str, object]:
         "lost": lost,
         "client_repeats": run.client_repeats,
     }
+    for agent in ("router", "worker"):
+        count, seconds = run.commits.get(agent, (0.0, 0.0))
+        figures[f"{agent}_commits_per_s"] = count / run.sent_seconds if run.sent_seconds else 0
+        figures[f"{agent}_commit_ms"] = seconds / count * 1000 if count else math.nan
+    for name, cpu in run.cpu_s.items():
+        figures[f"{name}_cpu_ms_per_request"] = cpu * 1000 / len(times) if times else math.nan
     figures["repeats" if run.mode == AT_LEAST_ONCE else "duplicated"] = extra
     return figures
 
@@ -441,6 +464,78 @@ def _mode_figures(runs: Sequence[_Run], o: LatencyBenchOptions) -> dict[str, obj
             if key in SPREAD:
                 out[f"{key}_rounds"] = [float(v) for v in values]  # type: ignore[arg-type]
     return out
+
+
+class _Usage:
+    """CPU time of the agents (and of the local broker, when the run uses it) and the agents'
+    commit counters, from now until :meth:`since`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        router: Contender,
+        worker: Contender,
+        ports: dict[str, int],
+    ) -> None:
+        self.pids = {"router": router.child.pid, "worker": worker.child.pid}
+        if settings.uses_local_broker:
+            self.pids["broker"] = LocalBroker(settings).pid()
+        self.ports = ports
+        self.cpu = self._cpu()
+        self.commits = self._commits()
+
+    def _cpu(self) -> dict[str, float]:
+        out = {}
+        for name, pid in self.pids.items():
+            cpu = cpu_seconds(pid) if pid else None
+            if cpu is not None:
+                out[name] = cpu
+        return out
+
+    def _commits(self) -> dict[str, tuple[float, float]]:
+        return {agent: commit_counters(port, agent) for agent, port in self.ports.items()}
+
+    def since(self, run: _Run) -> None:
+        cpu, commits = self._cpu(), self._commits()
+        run.cpu_s = {k: v - self.cpu[k] for k, v in cpu.items() if k in self.cpu}
+        run.commits = {
+            k: (n - self.commits[k][0], t - self.commits[k][1]) for k, (n, t) in commits.items()
+        }
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU seconds ``pid`` has used (``/proc/PID/stat``), ``None`` if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # utime and stime are the 14th and 15th fields; the split dropped the first two.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+_COMMITS = re.compile(
+    r'^canary_transaction_commit_duration_seconds_(count|sum)\{agent="(\w+)"\} (\S+)$',
+    re.MULTILINE,
+)
+
+
+def commit_counters(port: int, agent: str) -> tuple[float, float]:
+    """``agent``'s commits so far and the seconds they took, from its ``/metrics``."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
+            text = page.read().decode()
+    except OSError as exc:
+        raise BenchError(f"cannot read the {agent}'s metrics on port {port}: {exc}") from None
+    found = {kind: float(v) for kind, name, v in _COMMITS.findall(text) if name == agent}
+    return found.get("count", 0.0), found.get("sum", 0.0)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _table(per_mode: dict[str, dict[str, object]], floor: Sequence[float]) -> str:
@@ -475,6 +570,16 @@ def _table(per_mode: dict[str, dict[str, object]], floor: Sequence[float]) -> st
             assert isinstance(p50, dict) and isinstance(p99, dict)
             cells.append(f"{fmt(p50[hop])} / {fmt(p99[hop])}")
         rows.append([f"  {hop} p50/p99 ms", *cells])
+    for key, title, digits in (
+        ("router_commits_per_s", "router commits/s", 0),
+        ("worker_commits_per_s", "worker commits/s", 0),
+        ("router_commit_ms", "router commit ms (mean)", 1),
+        ("worker_commit_ms", "worker commit ms (mean)", 1),
+        ("router_cpu_ms_per_request", "router CPU ms/request", 3),
+        ("worker_cpu_ms_per_request", "worker CPU ms/request", 3),
+        ("broker_cpu_ms_per_request", "broker CPU ms/request", 3),
+    ):
+        rows.append([title, *(num(per_mode[m], key, digits) for m in modes)])
     for key in ("lost", "duplicated", "repeats"):
         rows.append([key, *(num(per_mode[m], key, 0) for m in modes)])
     rows.append(
