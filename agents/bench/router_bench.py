@@ -128,8 +128,9 @@ def run_router_bench(
                 pairs = [(router, "lr", router_lats, router_lat_ids)]
                 pairs.append((passthrough, "lp", pt_lats, pt_lat_ids))
                 for contender, tag, lats, ids in pairs if r % 2 == 0 else pairs[::-1]:
-                    progress(f"latency round {r + 1}/{o.rounds}")
-                    lat, sent_ids = _latency(session, probe, contender, f"{tag}{r}-", o, progress)
+                    lat, sent_ids = _latency(
+                        session, probe, contender, f"{tag}{r}-", o, progress, f"round {r + 1}: "
+                    )
                     contender.child.stop()
                     lats.append(lat)
                     ids.extend(sent_ids)
@@ -217,11 +218,14 @@ def _latency(
     id_prefix: str,
     o: RouterBenchOptions,
     progress: Progress,
+    label: str = "",
 ) -> tuple[list[float], list[str]]:
     """Latencies of paced requests through ``contender`` (started and caught up first)."""
     c = contender
     wait_caught_up(probe, c.child, c.group, c.inputs, o.timeout)
-    progress(f"latency through {c.child.name}: {o.latency_rate:g}/s for {o.latency_seconds:g} s")
+    progress(
+        f"{label}latency through {c.child.name}: {o.latency_rate:g}/s for {o.latency_seconds:g} s"
+    )
     tail = LatencyTail(session.settings, c.outputs)
     all_ids, ids = produce_paced(
         session.settings, MODEL, o.latency_rate, o.latency_seconds, id_prefix=id_prefix
