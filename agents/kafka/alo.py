@@ -2,13 +2,15 @@
 loop without transactions, for users who prefer a few milliseconds to exactly-once.
 
 An output is readable as soon as the broker has it (no transaction to wait for); the consumed
-offsets are committed after every output written for them is acknowledged, when the commit
-policy says so. Nothing is lost: an input whose outputs are not all acknowledged is handled
-again. But an input may be answered twice: after a crash between writing and committing, or
-when a batch that failed part way is handled again (the outputs written before the failure
-stay). Every result an at-least-once agent writes carries the ``canary-delivery:
-at-least-once`` header (:func:`~model_canary.streams.headers.result_headers`): clients drop
-the repeats by request id and ``canary audit`` counts them instead of failing on them.
+offsets are committed after every output written for them is acknowledged, every ``max_ms`` of
+the commit policy (an answer does not wait for it, so committing sooner would only stall the
+loop more often; it bounds what is handled again after a crash). Nothing is lost: an input
+whose outputs are not all acknowledged is handled again. But an input may be answered twice:
+after a crash between writing and committing, or when a batch that failed part way is handled
+again (the outputs written before the failure stay). Every result an at-least-once agent
+writes carries the ``canary-delivery: at-least-once`` header
+(:func:`~model_canary.streams.headers.result_headers`): clients drop the repeats by request id
+and ``canary audit`` counts them instead of failing on them.
 
 Failures are handled as in the exactly-once loop (:mod:`~model_canary.agents.kafka.eos`): an
 input whose handling raises, or whose output the broker refuses, is refused (an error result
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -40,6 +43,7 @@ from model_canary.agents.kafka.eos import (
     _coords,
     refusal_reason,
 )
+from model_canary.streams.latency import CommitPolicy
 from model_canary.streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,20 @@ class AtLeastOnceLoop(ExactlyOnceLoop):
     >>> config = LoopConfig("router", "canary.router", ("canary.requests",), "canary.router.h1")
     >>> # AtLeastOnceLoop(settings, config, handler, refuse=refuse).run(stop_event)
     """
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: LoopConfig,
+        handler: BatchHandler,
+        on_idle: Callable[[], None] | None = None,
+        *,
+        refuse: RefuseHandler | None = None,
+        hooks: TxnHooks | None = None,
+    ) -> None:
+        # Offsets on the time bound only: answers are readable without a commit.
+        config = replace(config, commit=CommitPolicy.every(config.commit.max_ms))
+        super().__init__(settings, config, handler, on_idle, refuse=refuse, hooks=hooks)
 
     def _new_producer(self) -> Producer:
         """An idempotent producer without transactions; failed writes are reported to

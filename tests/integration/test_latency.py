@@ -196,3 +196,37 @@ def _worker(spawn: Callable[..., Agent], env: dict[str, str]) -> Agent:
         *("--model", "iris", "--version", "v1", "--adapter", "noop:", "--instance", "w1"),
         extra_env=env,
     )
+
+
+def test_at_least_once_still_refuses_the_input_whose_handling_fails(
+    settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
+) -> None:
+    # A model output of the wrong type makes the worker raise while it publishes, in the middle
+    # of its batch: without a transaction to abort, what was written before stays (repeats),
+    # the failing request is answered with an error and dead-lettered once, nothing is lost.
+    alo = {"CANARY_DELIVERY": "at-least-once"}
+    spawn("router", "--instance", "r1", extra_env=alo)
+    ControlClient(settings).send("iris", "register", baseline_version="v1")
+    spawn(
+        "worker",
+        *("--model", "iris", "--version", "v1", "--adapter", "noop:", "--instance", "w1"),
+        "--inject-marked-faults",
+        extra_env=alo,
+    )
+    client = CanaryClient(settings)
+    ids = []
+    for i in range(9):
+        body = b'{"inputs":[],"canary_fault":"bad-output"}' if i == 4 else b'{"inputs":[]}'
+        ids.append(client.send(body, model="iris", request_id=f"r{i}", flush=False))
+    client.close()
+
+    report = audit(settings, timeout=60)
+    assert report.ok and report.lost == 0 and report.duplicated == 0, report.to_dict()
+    codec = codec_for(InferenceResult)
+    results = [codec.decode(m.value() or b"") for m in read_topic(settings, topics.results, 9)]
+    failed = {r.request_id for r in results if r.error is not None}
+    assert failed == {"r4"} and {r.request_id for r in results} == set(ids)
+    assert {r.error_type for r in results if r.error is not None} == {"internal-error"}
+    dead = read_topic(settings, topics.dead_letters, 1)
+    assert [header(m, h.REQUEST_ID) for m in dead] == ["r4"]
+    assert header(dead[0], h.DLQ_REASON) == "internal-error"
