@@ -112,10 +112,13 @@ class AtLeastOnceLoop(ExactlyOnceLoop):
         offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
         if offsets:
             try:
-                consumer.commit(offsets=offsets, asynchronous=False)
+                # Asynchronous: the loop does not wait for the group coordinator (which holds
+                # a plain offset commit up to group.coordinator.append.linger.ms, 5 ms by
+                # default). A commit that fails (a rebalance, say) only means these inputs
+                # are handled again by the next owner, which at-least-once allows; closing
+                # the consumer waits for commits in flight.
+                consumer.commit(offsets=offsets, asynchronous=True)
             except KafkaException as exc:
-                # Not committed (a rebalance, say): handle the inputs again; answering them
-                # twice is what at-least-once allows.
                 self.abort(f"offsets not committed: {exc}")
                 return
         self._in_txn = False

@@ -230,3 +230,20 @@ def test_at_least_once_still_refuses_the_input_whose_handling_fails(
     dead = read_topic(settings, topics.dead_letters, 1)
     assert [header(m, h.REQUEST_ID) for m in dead] == ["r4"]
     assert header(dead[0], h.DLQ_REASON) == "internal-error"
+
+
+def test_an_at_least_once_worker_stopped_gracefully_commits_what_it_answered(
+    settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
+) -> None:
+    alo = {"CANARY_DELIVERY": "at-least-once"}
+    spawn("router", "--instance", "r1", extra_env=alo)
+    ControlClient(settings).send("iris", "register", baseline_version="v1")
+    first = _worker(spawn, alo)
+    with CanaryClient(settings) as client:
+        ids = [client.infer(b'{"inputs":[]}', model="iris").request_id for _ in range(10)]
+        assert first.stop() == 0  # SIGTERM: its last offsets are committed before it exits
+        _worker(spawn, alo)
+        ids.append(client.infer(b'{"inputs":[]}', model="iris", timeout=120).request_id)
+    assert set(answers(settings, topics.results, ids).values()) == {1}
+    report = audit(settings, timeout=60)
+    assert report.ok and report.accounting.repeats == 0, report.to_dict()
