@@ -25,7 +25,7 @@ from model_canary.agents.worker.adapters import (
     ModelAdapter,
     ModelInput,
     ModelOutput,
-    predict_safely,
+    ModelRunner,
 )
 from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import codec_for
@@ -111,6 +111,7 @@ class Worker:
         self.settings = settings
         self.options = options
         self.adapter = adapter
+        self.runner = ModelRunner(adapter)  # the model's calls, in a thread kept across batches
         self.catalogue = TopicCatalogue(settings.topic_prefix, settings.partitions)
         self.topic = self.catalogue.version_requests(options.model, options.version)
         self.view = StateView(settings, client_id=f"canary-worker-state-{options.instance}")
@@ -144,6 +145,7 @@ class Worker:
             self.loop.run(stop)
         finally:
             self.view.close()
+            self.runner.close()
             self.adapter.close()
 
     def handle(self, batch: Sequence[Message], out: TxnOutput) -> None:
@@ -160,7 +162,7 @@ class Worker:
             return
         inputs = [ModelInput(r.request_id, r.inputs, r.content_type) for _, r, _ in todo]
         began = time.perf_counter()
-        outputs = predict_safely(self.adapter, inputs, self.options.timeout_s)
+        outputs = self.runner.predict(inputs, self.options.timeout_s)
         batch_ms = (time.perf_counter() - began) * 1000
         errors = 0
         seconds = self._seconds
