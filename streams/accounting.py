@@ -38,7 +38,8 @@ def request_id_of(
     """The id the router routes a request under, or ``None`` if the router cannot find one.
 
     As in the router: the ``canary-request-id`` header when the model and request id headers
-    are there and the body is not JSON; otherwise the id in the decoded body.
+    are there and the body is not JSON; otherwise the id in the decoded body (a bare JSON body
+    takes the header's). A request with none is routed under its :func:`position_id`.
 
     >>> request_id_of(b"x", [("canary-model", b"iris"), ("canary-request-id", b"r1")], 100)
     'r1'
@@ -60,7 +61,13 @@ def request_id_of(
     if not value:
         return None
     try:
-        return decode_request(value, content_type or None, max_bytes=max_bytes).request_id
+        return decode_request(
+            value,
+            content_type or None,
+            max_bytes=max_bytes,
+            model=meta.get(h.MODEL) or None,
+            request_id=request_id or None,
+        ).request_id
     except DecodeError:
         return None
     except Exception:  # an input the decoder did not foresee: still no id, never a crash
@@ -91,6 +98,9 @@ class AccountingReport:
     duplicated: tuple[str, ...]
     orphans: tuple[str, ...]
     unreadable_results: int = 0
+    #: Served answers that are errors (a model failure, or a refusal: unknown model,
+    #: undecodable, too large...), by error type; they count as answered.
+    error_answers: dict[str, int] = field(default_factory=dict, hash=False)
 
     @property
     def ok(self) -> bool:
@@ -106,6 +116,8 @@ class AccountingReport:
             "dead_letters": self.dead_letters,
             "dead_letter_reasons": dict(sorted(self.dead_letter_reasons.items())),
             "unreadable_results": self.unreadable_results,
+            "answered_with_error": sum(self.error_answers.values()),
+            "error_answers": dict(sorted(self.error_answers.items())),
             "lost": len(self.missing),
             "duplicated": len(self.duplicated),
             "orphans": len(self.orphans),
@@ -128,6 +140,7 @@ class Ledger:
         self._reasons: Counter[str] = Counter()
         self._dead_letters = 0
         self._unreadable_results = 0
+        self._errors: dict[str, Counter[str]] = {}
 
     def request(self, request_id: str) -> None:
         """A request sent in the audited window (a resent id counts once more)."""
@@ -137,8 +150,11 @@ class Ledger:
         """A request sent just before the window: its results are not counted, nor orphans."""
         self._earlier.add(request_id)
 
-    def result(self, request_id: str, *, served: bool) -> None:
+    def result(self, request_id: str, *, served: bool, error_type: str | None = None) -> None:
+        """A result; a served one with ``error_type`` is an answer with an error."""
         (self._served if served else self._shadow)[request_id] += 1
+        if served and error_type is not None:
+            self._errors.setdefault(request_id, Counter())[error_type] += 1
 
     def unreadable_result(self) -> None:
         """A message on the results topic that is not a result (counted, not matched)."""
@@ -171,6 +187,9 @@ class Ledger:
             duplicated=tuple(sorted(d for d in duplicated if counted(d))),
             orphans=tuple(sorted(orphans)),
             unreadable_results=self._unreadable_results,
+            error_answers=dict(
+                sum((c for rid, c in self._errors.items() if counted(rid)), Counter())
+            ),
         )
 
 

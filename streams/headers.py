@@ -26,6 +26,8 @@ ROLLOUT_ID = "canary-rollout-id"
 WEIGHT_BP = "canary-weight-bp"
 ROUTED_AT_MS = "canary-routed-at-ms"
 SHADOW = "canary-shadow"
+#: On every result: ``true`` for the answer a client gets, ``false`` for a shadow's.
+SERVED = "canary-served"
 
 DLQ_REASON = "canary-dlq-reason"
 DLQ_DETAIL = "canary-dlq-detail"

@@ -11,7 +11,9 @@ from model_canary.agents.cli.common import settings_from_args
 from model_canary.agents.cli.data_cmd import record_json
 from model_canary.agents.client.tail import open_tail
 from model_canary.agents.kafka.clients import consume
+from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import decode_any
+from model_canary.streams.codec.json_records import decode_record
 from model_canary.streams.errors import DecodeError
 from model_canary.streams.messages import ControlEvent, Decision, Record, epoch_ms
 from model_canary.streams.settings import Settings
@@ -46,7 +48,11 @@ def read_history(settings: Settings, model: str, idle: float = 1.5) -> list[Reco
                 last = time.monotonic()
             for msg in msgs:
                 try:
-                    record = decode_any(msg.value() or b"")
+                    if msg.topic() == catalogue.events:
+                        content_type = h.header_dict(h.as_list(msg.headers())).get(h.CONTENT_TYPE)
+                        record: Record = decode_record(ControlEvent, msg.value(), content_type)
+                    else:
+                        record = decode_any(msg.value() or b"")
                 except DecodeError:
                     continue
                 if isinstance(record, ControlEvent) and record.model == model:

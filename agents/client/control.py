@@ -13,7 +13,9 @@ from model_canary.agents.client.tail import open_tail
 from model_canary.agents.kafka.clients import LazyProducer, consume
 from model_canary.agents.kafka.errors import produce_confirmed
 from model_canary.agents.kafka.state_view import StateView
+from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.codec.json_records import decode_record
 from model_canary.streams.errors import (
     CommandRejectedError,
     ConfigError,
@@ -82,7 +84,6 @@ class ControlClient:
         self.issued_by = issued_by
         self._producer = LazyProducer(self.settings, "canary-control")
         self._command_codec = codec_for(ControlCommand)
-        self._event_codec = codec_for(ControlEvent)
 
     def command(self, model: str, action: str | Action, **fields: Any) -> ControlCommand:
         """Build a command with a fresh id and the current time; ``action`` as the record
@@ -147,7 +148,8 @@ class ControlClient:
         while time.monotonic() < deadline:
             for msg in consume(events, 100, 0.2):
                 try:
-                    event = self._event_codec.decode(msg.value() or b"")
+                    meta = h.header_dict(h.as_list(msg.headers()))
+                    event = decode_record(ControlEvent, msg.value(), meta.get(h.CONTENT_TYPE))
                 except DecodeError:
                     continue
                 if event.command_id == command.command_id:

@@ -45,7 +45,7 @@ from confluent_kafka import (
 
 from model_canary.agents import metrics
 from model_canary.agents.kafka.admin import Admin
-from model_canary.agents.kafka.config import consumer_config, producer_config
+from model_canary.agents.kafka.clients import new_consumer, new_producer
 from model_canary.agents.kafka.errors import wrap
 from model_canary.agents.kafka.limits import PRODUCER_DEFAULT_MAX, OutputLimits
 from model_canary.streams.errors import KafkaOperationError, OutputRefusedError
@@ -261,31 +261,24 @@ class ExactlyOnceLoop:
                 "transaction.timeout.ms": c.transaction_timeout_ms,
                 "queue.buffering.max.messages": 500_000,
             }
-            producer = Producer(
-                producer_config(
-                    self.settings,
-                    f"canary-{c.agent}",
-                    transactional_id=c.transactional_id,
-                    **extra,
-                )
+            producer = new_producer(
+                self.settings, f"canary-{c.agent}", transactional_id=c.transactional_id, **extra
             )
             try:
                 producer.init_transactions(30)
             except KafkaException as exc:
                 raise wrap(f"init transactions ({c.transactional_id})", exc) from None
-            consumer = Consumer(
-                consumer_config(
-                    self.settings,
-                    f"canary-{c.agent}",
-                    c.group_id,
-                    **{
-                        "enable.auto.offset.store": False,
-                        # Static membership: a restarted instance takes its partitions back at
-                        # once instead of waiting for the group to expel its dead predecessor.
-                        "group.instance.id": c.transactional_id,
-                        "session.timeout.ms": c.session_timeout_ms,
-                    },
-                )
+            consumer = new_consumer(
+                self.settings,
+                f"canary-{c.agent}",
+                c.group_id,
+                **{
+                    "enable.auto.offset.store": False,
+                    # Static membership: a restarted instance takes its partitions back at
+                    # once instead of waiting for the group to expel its dead predecessor.
+                    "group.instance.id": c.transactional_id,
+                    "session.timeout.ms": c.session_timeout_ms,
+                },
             )
             consumer.subscribe(list(c.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
             admin = Admin(self.settings)

@@ -21,8 +21,10 @@ from model_canary.agents.kafka.admin import Admin
 from model_canary.agents.kafka.dead_letters import dead_letter
 from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnHooks, TxnOutput
 from model_canary.agents.kafka.state_view import StateView
-from model_canary.agents.router.command_guard import CommandGuard
-from model_canary.streams.codec.avro import codec_for, decode_any
+from model_canary.agents.router.command_guard import CommandGuard, control_record
+from model_canary.streams import headers as h
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.codec.json_records import encode_json, is_json
 from model_canary.streams.errors import CanaryError, DecodeError
 from model_canary.streams.messages import (
     Action,
@@ -90,11 +92,11 @@ class Controller:
         self._reject(out, None, reason, detail, msg)
 
     def _handle_one(self, msg: Message, out: TxnOutput) -> None:
-        value = msg.value() or b""
+        as_json = is_json(h.header_dict(h.as_list(msg.headers())).get(h.CONTENT_TYPE))
         try:
-            record = decode_any(value)
+            record = control_record(msg)
         except DecodeError as exc:
-            self._reject(out, None, exc.reason, str(exc), msg)
+            self._reject(out, None, exc.reason, str(exc), msg, as_json=as_json)
             return
         if isinstance(record, Decision):
             return  # the evaluator's evidence record: kept on the topic for audit and history
@@ -111,7 +113,7 @@ class Controller:
         now = utc_now()
         rejection = self.guard.check(command, msg, now)
         if rejection is not None:  # unsigned, forged, stale or replayed: nothing changes
-            self._reject(out, command, rejection.reason, rejection.detail, msg)
+            self._reject(out, command, rejection.reason, rejection.detail, msg, as_json=as_json)
             return
         state = self.view.get(command.model)
         try:
@@ -119,16 +121,16 @@ class Controller:
             if command.action in (Action.REGISTER, Action.START):
                 self._ensure_version_topics(new)
         except CommandRejectedError as rej:
-            self._reject(out, command, rej.reason, str(rej), msg)
+            self._reject(out, command, rej.reason, str(rej), msg, as_json=as_json)
             return
         except CanaryError as exc:
-            self._reject(out, command, "unavailable", str(exc), msg)
+            self._reject(out, command, "unavailable", str(exc), msg, as_json=as_json)
             return
         out.produce(
             self.catalogue.rollout_state, self._state_codec.encode(new), key=new.model.encode()
         )
         self.view.apply_local(new)
-        self._event(out, command, "applied", "", f"phase {new.phase.value}", new)
+        self._event(out, command, "applied", "", f"phase {new.phase.value}", new, as_json=as_json)
         metrics.COMMANDS.labels(command.action.value, "applied").inc()
         metrics.WEIGHT.labels(new.model).set(new.weight_bp / 10_000)
 
@@ -143,6 +145,8 @@ class Controller:
         reason: str,
         detail: str,
         msg: Message,
+        *,
+        as_json: bool = False,
     ) -> None:
         log.warning("rejected command at offset %s: %s: %s", msg.offset(), reason, detail)
         metrics.COMMANDS.labels(command.action.value if command else "unknown", "rejected").inc()
@@ -151,7 +155,7 @@ class Controller:
             dead_letter(
                 out, self.catalogue.dead_letters, msg, agent=AGENT, reason=reason, detail=detail
             )
-        self._event(out, command, "rejected", reason, detail, None)
+        self._event(out, command, "rejected", reason, detail, None, as_json=as_json)
 
     def _event(
         self,
@@ -161,7 +165,10 @@ class Controller:
         reason: str,
         detail: str,
         state: RolloutState | None,
+        *,
+        as_json: bool = False,
     ) -> None:
+        """The command's event; in JSON (with its content type) for a JSON command."""
         event = ControlEvent(
             event_id=uuid.uuid4().hex,
             model=command.model if command else "",
@@ -177,4 +184,8 @@ class Controller:
             at=utc_now(),
         )
         key = event.model.encode() if event.model else None
-        out.produce(self.catalogue.events, self._event_codec.encode(event), key=key)
+        if as_json:
+            headers: h.RawHeaders = [(h.CONTENT_TYPE, h.JSON.encode())]
+            out.produce(self.catalogue.events, encode_json(event), key=key, headers=headers)
+        else:
+            out.produce(self.catalogue.events, self._event_codec.encode(event), key=key)
