@@ -20,7 +20,16 @@ from model_canary.streams.codec.requests import canonical_json
 from model_canary.streams.errors import ConfigError, DecodeError
 from model_canary.streams.topics import TopicCatalogue
 
-TAILS = ("results", "shadow-results", "metrics", "events", "control", "feedback", "dead-letters")
+TAILS = (
+    "results",
+    "shadow-results",
+    "metrics",
+    "events",
+    "control",
+    "feedback",
+    "rollout-state",
+    "dead-letters",
+)
 
 
 def register(
@@ -126,6 +135,7 @@ def run_tail(args: argparse.Namespace) -> int:
         "events": catalogue.events,
         "control": catalogue.control,
         "feedback": catalogue.feedback,
+        "rollout-state": catalogue.rollout_state,
         "dead-letters": catalogue.dead_letters,
     }[args.topic]
     consumer = open_tail(settings, topic, "canary-tail", from_beginning=args.from_beginning)

@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +35,11 @@ def sh_blocks() -> list[str]:
 
 
 def run(block: str, settings: Settings, tmp_path: Path) -> str:
-    env = {"KAFKA": settings.bootstrap_servers, "P": settings.topic_prefix, "PATH": "/usr/bin:/bin"}
+    env = {
+        "KAFKA": settings.bootstrap_servers,
+        "P": settings.topic_prefix,
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",  # kcat, and canary
+    }
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", block],
         env=env,
@@ -89,7 +94,7 @@ def serving(
 def test_json_requests_labels_and_commands_with_kcat(
     settings: Settings, serving: None, tmp_path: Path
 ) -> None:
-    setup, request, bare, answers, unknown, refusal, label, command, events = sh_blocks()
+    setup, request, bare, answers, unknown, refusal, label, command, events, state = sh_blocks()
     assert setup.startswith("KAFKA=")
     run(request, settings, tmp_path)
     run(bare, settings, tmp_path)
@@ -131,8 +136,14 @@ def test_json_requests_labels_and_commands_with_kcat(
     out = read_until(events, settings, tmp_path, lambda o: '"set_weight"' in o)
     (event,) = [e for e in records(out) if e["action"] == "set_weight"]
     assert (event["outcome"], event["weight_bp"], event["reason"]) == ("applied", 2500, "")
-    state = ControlClient(settings).state("iris")
-    assert state is not None and state.weight_bp == 2500
+    status, *tail = records(run(state, settings, tmp_path))
+    assert (status["model"], status["weight_percent"], status["phase"]) == (
+        "iris",
+        25.0,
+        "Progressing",
+    )
+    assert len(tail) >= 3 and {r["type"] for r in tail} == {"RolloutState"}
+    assert [r["weight_bp"] for r in tail][:3] == [0, 100, 2500]  # register, start, set-weight
 
 
 def test_an_unsigned_json_command_is_refused_with_an_event_when_commands_are_signed(
