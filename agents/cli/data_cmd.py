@@ -63,8 +63,8 @@ def register(
         "feedback",
         parents=[common],
         help="send the true label of a request (ground truth for the accuracy metric)",
-        description="Send the label request ID should have had to the feedback topic (keyed by "
-        "the request id); the evaluator compares it with each version's prediction.",
+        description="Send the label request ID should have had to the feedback topic; the "
+        "evaluator compares it with each version's prediction.",
     )
     fb.add_argument("--model", required=True, help="the model the request was for")
     fb.add_argument("--request-id", required=True, metavar="ID", help="the request's id")
