@@ -73,6 +73,8 @@ class ScenarioOutcome:
             not (self.lost or self.duplicated or self.orphans)
             and self.state_ok
             and self.refused == self.injected
+            # Bad input never crashes an agent: a code fault must not make one exit.
+            and not (self.injected and self.exited)
         )
 
 

@@ -72,16 +72,20 @@ class ControlClient:
     """Operators' and the evaluator's way to move traffic.
 
     Commands are signed with the settings' control key (the first of ``control_keys``) when
-    one is configured; a router with keys refuses unsigned ones.
+    one is configured, and issued by that key's principal unless ``issued_by`` says; a router
+    with keys refuses unsigned ones, and ones issued by someone the key may not sign for.
 
     >>> control = ControlClient(Settings(bootstrap="localhost:9092"))
     >>> # control.send("iris", "start", baseline_version="v1", canary_version="v2")
     """
 
-    def __init__(self, settings: Settings | None = None, *, issued_by: str = "operator") -> None:
+    def __init__(self, settings: Settings | None = None, *, issued_by: str | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.catalogue = TopicCatalogue(self.settings.topic_prefix)
-        self.issued_by = issued_by
+        # A key signs only for its principals: by default, commands are issued by the signing
+        # key's principal (its id unless the key file says otherwise).
+        signer = self.settings.control_keys.signer
+        self.issued_by = issued_by or (signer.principal if signer else "operator")
         self._producer = LazyProducer(self.settings, "canary-control")
         self._command_codec = codec_for(ControlCommand)
 

@@ -22,7 +22,7 @@ from model_canary.streams.codec.json_records import decode_json, is_json
 from model_canary.streams.errors import DecodeError, KafkaOperationError
 from model_canary.streams.messages import ControlCommand, Record, epoch_ms, from_epoch_ms, utc_now
 from model_canary.streams.settings import Settings
-from model_canary.streams.signing import DEFAULT_WINDOW, Rejection, Verifier
+from model_canary.streams.signing import DEFAULT_WINDOW, Rejection, Signed, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,11 @@ class CommandGuard:
             )
         else:
             log.info("control commands must be signed by one of the keys %s", ring.key_ids)
+
+    def authentic(self, record: Signed) -> Rejection | None:
+        """A decision record's (or command's) signature and issuer only; ``None`` when they
+        hold or no key ring is configured."""
+        return None if self.verifier is None else self.verifier.authentic(record)
 
     def check(self, command: ControlCommand, msg: Message, now: datetime) -> Rejection | None:
         if self.verifier is None:

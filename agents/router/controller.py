@@ -99,7 +99,10 @@ class Controller:
             self._reject(out, None, exc.reason, str(exc), msg, as_json=as_json)
             return
         if isinstance(record, Decision):
-            return  # the evaluator's evidence record: kept on the topic for audit and history
+            # The evaluator's evidence record, kept on the topic for audit and history: it moves
+            # nothing, but a forged one is said so where history shows it.
+            self._check_decision(out, record, msg)
+            return
         if not isinstance(record, ControlCommand):
             self._reject(
                 out,
@@ -156,6 +159,32 @@ class Controller:
                 out, self.catalogue.dead_letters, msg, agent=AGENT, reason=reason, detail=detail
             )
         self._event(out, command, "rejected", reason, detail, None, as_json=as_json)
+
+    def _check_decision(self, out: TxnOutput, decision: Decision, msg: Message) -> None:
+        rejection = self.guard.authentic(decision)
+        if rejection is None:
+            return
+        log.warning(
+            "decision record at offset %s is not authentic: %s: %s",
+            msg.offset(),
+            rejection.reason,
+            rejection.detail,
+        )
+        metrics.COMMANDS.labels("decision", "rejected").inc()
+        event = ControlEvent(
+            event_id=uuid.uuid4().hex,
+            model=decision.model,
+            command_id=decision.decision_id,
+            action="decision",
+            issued_by="",
+            outcome="rejected",
+            reason=rejection.reason,
+            detail=f"decision record {decision.outcome.value}: {rejection.detail}",
+            revision=-1,
+            at=utc_now(),
+        )
+        key = decision.model.encode() if decision.model else None
+        out.produce(self.catalogue.events, self._event_codec.encode(event), key=key)
 
     def _event(
         self,
