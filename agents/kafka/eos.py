@@ -24,6 +24,7 @@ When code fails instead of the process, nothing is committed that was not handle
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import logging
@@ -55,6 +56,9 @@ from model_canary.streams.settings import Settings
 log = logging.getLogger(__name__)
 
 LAG_INTERVAL_S = 5.0
+#: How long a commit is retried on retriable errors (a cluster electing new leaders and
+#: coordinators after a node failed) before the agent gives up.
+RETRY_S = 60.0
 
 BatchHandler = Callable[[Sequence[Message], "TxnOutput"], None]
 #: ``refuse(out, msg, reason, detail)``: answer an input the agent cannot handle (an error
@@ -444,10 +448,13 @@ class ExactlyOnceLoop:
                 self.hooks.before_commit(out)
             positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
             if positions:
-                producer.send_offsets_to_transaction(
-                    positions, consumer.consumer_group_metadata(), 30
+                self._retrying(
+                    "add offsets to the transaction",
+                    lambda: producer.send_offsets_to_transaction(
+                        positions, consumer.consumer_group_metadata(), 30
+                    ),
                 )
-            producer.commit_transaction(30)
+            self._retrying("commit", lambda: producer.commit_transaction(30))
         except KafkaException as exc:
             self._in_txn = False
             self._pending = 0
@@ -459,6 +466,28 @@ class ExactlyOnceLoop:
         self._committed(positions)
         if self.hooks.after_commit is not None:
             self.hooks.after_commit()
+
+    def _retrying(self, what: str, call: Callable[[], None]) -> None:
+        """``call()``, called again on a retriable error (the transaction coordinator moved or
+        is loading, a broker of a cluster went away) for up to :data:`RETRY_S` seconds, as
+        librdkafka asks; an abortable or fatal error, or one past the deadline, is raised."""
+        deadline = time.monotonic() + RETRY_S
+        while True:
+            try:
+                call()
+                return
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if not (
+                    isinstance(err, KafkaError)
+                    and err.retriable()
+                    and not err.txn_requires_abort()
+                    and not err.fatal()
+                    and time.monotonic() < deadline
+                ):
+                    raise
+                log.warning("%s: %s failed, retrying: %s", self.config.agent, what, err.str())
+                time.sleep(0.5)
 
     def _committed(self, positions: list[TopicPartition]) -> None:
         self._failures = 0
@@ -490,7 +519,10 @@ class ExactlyOnceLoop:
         try:
             self._abort_and_rewind(err.str(), consumer, producer)
         finally:
-            producer.poll(0)  # serve the delivery reports still queued (the failed write's)
+            # Serve the delivery reports still queued (the failed write's). A producer that
+            # failed fatally raises here too: its error is the one already on its way out.
+            with contextlib.suppress(KafkaException):
+                producer.poll(0)
             failures, out.failures = out.failures, []
         attributed = [
             (source, e)
@@ -632,9 +664,11 @@ def _usable(msg: Message) -> bool:
     err = msg.error()
     if err is None:
         return True
-    if err.fatal():
-        # The consumer is unusable (a static member fenced after a broker restart, say):
-        # going on would consume nothing, silently. Stop, so a supervisor restarts us.
+    if err.fatal() or err.code() == KafkaError._FATAL:
+        # The consumer is unusable (a static member fenced after a broker restart or a
+        # coordinator's failover, say): going on would consume nothing, silently. Stop, so a
+        # supervisor restarts us. (The consumer's fatal error event has the code _FATAL but
+        # is not always flagged fatal itself.)
         raise wrap("consume", err)
     if err.code() != KafkaError._PARTITION_EOF:
         log.warning("consume error: %s", err.str())
