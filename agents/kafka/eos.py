@@ -28,6 +28,7 @@ import contextlib
 import functools
 import gc
 import logging
+import os
 import signal
 import threading
 import time
@@ -59,6 +60,8 @@ LAG_INTERVAL_S = 5.0
 #: How long a commit is retried on retriable errors (a cluster electing new leaders and
 #: coordinators after a node failed) before the agent gives up.
 RETRY_S = 60.0
+#: A transactional call (30 s timeout) still blocked after this long is a hang: the agent exits.
+STUCK_S = 75.0
 
 BatchHandler = Callable[[Sequence[Message], "TxnOutput"], None]
 #: ``refuse(out, msg, reason, detail)``: answer an input the agent cannot handle (an error
@@ -474,7 +477,7 @@ class ExactlyOnceLoop:
         deadline = time.monotonic() + RETRY_S
         while True:
             try:
-                call()
+                self._watched(what, call)
                 return
             except KafkaException as exc:
                 err = exc.args[0] if exc.args else None
@@ -488,6 +491,34 @@ class ExactlyOnceLoop:
                     raise
                 log.warning("%s: %s failed, retrying: %s", self.config.agent, what, err.str())
                 time.sleep(0.5)
+
+    def _watched(self, what: str, call: Callable[[], None]) -> None:
+        """``call()``, a transactional call with a 30 s timeout, under a watchdog: if it has
+        not returned after :data:`STUCK_S`, the process exits. librdkafka can block past the
+        timeout in send_offsets_to_transaction when the group coordinator's broker went away
+        (confluentinc/librdkafka#5456, #5511); nothing but a new process gets out of that, and
+        the open transaction is aborted by the broker or by the restarted instance."""
+        agent = self.config.agent
+
+        def stuck() -> None:
+            log.critical(
+                "%s: %s has not returned after %.0fs (a librdkafka hang after a broker left the "
+                "cluster): exiting so that a supervisor restarts this agent; the open "
+                "transaction is aborted, nothing is lost",
+                agent,
+                what,
+                STUCK_S,
+            )
+            logging.shutdown()
+            os._exit(3)
+
+        watchdog = threading.Timer(STUCK_S, stuck)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            call()
+        finally:
+            watchdog.cancel()
 
     def _committed(self, positions: list[TopicPartition]) -> None:
         self._failures = 0
@@ -578,7 +609,7 @@ class ExactlyOnceLoop:
         log.warning("%s: aborting transaction: %s", self.config.agent, why)
         metrics.TXN_ABORTS.labels(self.config.agent).inc()
         try:
-            producer.abort_transaction(30)
+            self._watched("abort", lambda: producer.abort_transaction(30))
         except KafkaException as exc:
             raise wrap("abort transaction", exc) from None
         finally:
