@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
-
+from model_canary.agents.audit.reader import RangeReader
 from model_canary.agents.broker.cluster import LocalCluster
-from model_canary.agents.kafka.config import reader_config
 from model_canary.streams.errors import BrokerError
 from model_canary.streams.settings import Settings
 
@@ -29,23 +27,11 @@ IN_SYNC_TIMEOUT_S = 180.0
 
 def end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int], int]:
     """The end offset (high watermark) of every partition of ``topics``."""
-    consumer = Consumer(reader_config(settings, "canary-chaos-offsets"))
+    reader = RangeReader(settings, "canary-chaos-offsets")
     try:
-        md = consumer.list_topics(timeout=10)
-        out: dict[tuple[str, int], int] = {}
-        for name in topics:
-            meta = md.topics.get(name)
-            for p in meta.partitions if meta is not None else ():
-                try:
-                    _low, high = consumer.get_watermark_offsets(
-                        TopicPartition(name, p), timeout=5, cached=False
-                    )
-                except KafkaException:
-                    continue
-                out[(name, p)] = high
-        return out
+        return reader.ends(topics)
     finally:
-        consumer.close()
+        reader.close()
 
 
 def busiest_partition(

@@ -183,7 +183,9 @@ def usable(msg: Message) -> bool:
     err = msg.error()
     if err is None:
         return True
-    if err.fatal():
+    # The consumer's fatal error event has the code _FATAL but is not always flagged fatal
+    # itself (a static member fenced after a coordinator's failover).
+    if err.fatal() or err.code() == KafkaError._FATAL:
         raise wrap("consume", err)
     code = err.code()
     if code != KafkaError._PARTITION_EOF:

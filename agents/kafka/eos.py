@@ -47,7 +47,7 @@ from confluent_kafka import (
 
 from model_canary.agents import metrics
 from model_canary.agents.kafka.admin import Admin
-from model_canary.agents.kafka.clients import new_consumer, new_producer
+from model_canary.agents.kafka.clients import new_consumer, new_producer, usable
 from model_canary.agents.kafka.errors import wrap
 from model_canary.agents.kafka.limits import PRODUCER_DEFAULT_MAX, OutputLimits
 from model_canary.streams.errors import KafkaOperationError, OutputRefusedError
@@ -328,7 +328,7 @@ class ExactlyOnceLoop:
             while not stop.is_set():
                 self._turn_started = time.monotonic()
                 msgs = consumer.consume(num_messages=c.max_batch, timeout=c.poll_timeout_s)
-                batch = [m for m in msgs if _usable(m)]
+                batch = [m for m in msgs if usable(m)]
                 if batch:
                     if not self._in_txn:
                         self._begin(producer)
@@ -689,21 +689,6 @@ def _coords(msg: Message) -> Coords:
 
 def _at(msg: Message) -> str:
     return f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
-
-
-def _usable(msg: Message) -> bool:
-    err = msg.error()
-    if err is None:
-        return True
-    if err.fatal() or err.code() == KafkaError._FATAL:
-        # The consumer is unusable (a static member fenced after a broker restart or a
-        # coordinator's failover, say): going on would consume nothing, silently. Stop, so a
-        # supervisor restarts us. (The consumer's fatal error event has the code _FATAL but
-        # is not always flagged fatal itself.)
-        raise wrap("consume", err)
-    if err.code() != KafkaError._PARTITION_EOF:
-        log.warning("consume error: %s", err.str())
-    return False
 
 
 def _describe(partitions: list[TopicPartition]) -> str:
