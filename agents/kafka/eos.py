@@ -61,7 +61,7 @@ LAG_INTERVAL_S = 5.0
 #: coordinators after a node failed) before the agent gives up.
 RETRY_S = 60.0
 #: A transactional call (30 s timeout) still blocked after this long is a hang: the agent exits.
-STUCK_S = 75.0
+STUCK_S = 45.0
 
 BatchHandler = Callable[[Sequence[Message], "TxnOutput"], None]
 #: ``refuse(out, msg, reason, detail)``: answer an input the agent cannot handle (an error
