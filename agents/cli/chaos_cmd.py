@@ -22,10 +22,12 @@ def register(
         "turn: after each, the audit must show 0 lost and 0 duplicated requests and the rollout "
         "state must be what it was; the recovery time is measured. The code faults "
         "(handler-exception, oversized-output, produce-error, oversized-request, poison-message) "
-        "send a few requests "
-        "that break an agent's code: each must be answered with an error result and "
-        "dead-lettered once with its reason. broker-restart runs only when this run started the "
-        "local broker itself. Exits 1 if a scenario failed.",
+        "send a few requests that break an agent's code: each must be answered with an error "
+        "result and dead-lettered once with its reason, and no agent may exit. broker-restart "
+        "runs only when this run started the local broker itself. With --cluster 3 the run "
+        "starts a three-node cluster of its own and kills the busiest partition's leader, kills "
+        "the active controller, restarts every node in turn and freezes one node. Exits 1 if a "
+        "scenario failed.",
     )
     cmd.add_argument(
         "--scenario",
