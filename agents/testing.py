@@ -120,6 +120,13 @@ class FakeKafka:
         #: Called with each message a producer writes (before it is stored); may raise
         #: KafkaException to refuse it, as a broker would.
         self.on_produce: Callable[[str, bytes | None, bytes | None], None] | None = None
+        #: Called with each message a transactional producer queues; a KafkaError it returns
+        #: is the broker refusing that message *after* it was queued: its delivery report
+        #: carries the error, the transaction must be aborted (later writes fail with _STATE,
+        #: the commit with an abortable error), as librdkafka does.
+        self.refuse_queued: (
+            Callable[[str, bytes | None, bytes | None], KafkaError | None] | None
+        ) = None
 
     # -- the factory of clients (see clients.using) ------------------------------------------
     def producer(self, config: dict[str, Any]) -> FakeProducer:
@@ -206,6 +213,7 @@ class FakeProducer:
         self._written: list[FakeMessage] = []
         self._offsets: list[tuple[str, list[TopicPartition]]] = []
         self._reports: list[tuple[Callable[..., None], KafkaError | None, FakeMessage]] = []
+        self._failed: KafkaError | None = None  # a queued write the broker refused
 
     def produce(
         self,
@@ -218,6 +226,15 @@ class FakeProducer:
     ) -> None:
         if self.transactional and not self._in_txn:
             raise KafkaException(KafkaError(KafkaError._STATE, "not in a transaction"))
+        if self._failed is not None:
+            raise KafkaException(KafkaError(KafkaError._STATE, "Local: Erroneous state"))
+        refused = self.kafka.refuse_queued(topic, value, key) if self.kafka.refuse_queued else None
+        if refused is not None and self.transactional:
+            self._failed = refused
+            if on_delivery is not None:
+                lost = FakeMessage(topic, -1, -1, key, value, _bytes_headers(headers), _now_ms())
+                self._reports.append((on_delivery, refused, lost))
+            return
         msg = self.kafka.append(topic, value, key, headers, in_txn=self.transactional)
         if self.transactional:
             self._written.append(msg)
@@ -252,6 +269,10 @@ class FakeProducer:
 
     def commit_transaction(self, timeout: float = 0.0) -> None:
         self.poll()
+        if self._failed is not None:
+            raise KafkaException(
+                KafkaError(self._failed.code(), self._failed.str(), txn_requires_abort=True)
+            )
         with self.kafka.lock:
             for msg in self._written:
                 self.kafka.topics[msg.topic()][msg.partition()].open.discard(msg.offset())
@@ -272,6 +293,7 @@ class FakeProducer:
         self._reset()
 
     def _reset(self) -> None:
+        self._failed = None
         self._in_txn = False
         self._written = []
         self._offsets = []
@@ -460,7 +482,8 @@ def run_until_idle(
     loop: ExactlyOnceLoop, kafka: FakeKafka, *, timeout: float = 10.0, idle_polls: int = 3
 ) -> None:
     """Run ``loop`` in this thread until its consumer has found nothing ``idle_polls`` times
-    in a row (everything consumed); the loop then commits and closes, as on SIGTERM."""
+    in a row and everything it consumed is committed (a commit that aborts sends it round
+    again, as a running agent would go on); then it closes, as on SIGTERM."""
     stop = threading.Event()
     deadline = time.monotonic() + timeout
     original = loop.on_idle
@@ -468,8 +491,15 @@ def run_until_idle(
     def on_idle() -> None:
         if original is not None:
             original()
-        if kafka.idle_polls >= idle_polls or time.monotonic() > deadline:
+        if time.monotonic() > deadline:
             stop.set()
+        elif kafka.idle_polls >= idle_polls:
+            if loop.in_transaction:
+                loop.commit()
+            if loop.settled:
+                stop.set()
+            else:
+                kafka.idle_polls = 0
 
     kafka.idle_polls = 0
     loop.on_idle = on_idle

@@ -297,6 +297,16 @@ class ExactlyOnceLoop:
         return self._consumer, self._producer
 
     @property
+    def in_transaction(self) -> bool:
+        """A transaction is open (inputs handled, not committed yet)."""
+        return self._in_txn
+
+    @property
+    def settled(self) -> bool:
+        """Nothing handled is uncommitted, and no aborted range is being handled again."""
+        return not self._in_txn and not self._careful
+
+    @property
     def output(self) -> TxnOutput:
         """The transaction's output (opens the clients on first use)."""
         self._open()
@@ -414,17 +424,32 @@ class ExactlyOnceLoop:
             reason, detail = refusal_reason(err), err.str()
         else:
             reason, detail = "internal-error", f"{type(exc).__name__}: {exc}"
-        if infra:
-            log.warning("%s: %s; aborting and retrying", self.config.agent, exc)
-        elif source is not None:
-            log.exception("%s: %s failed; it will be refused", self.config.agent, _at(source))
-        else:
-            log.exception("%s: a batch failed; retrying it one input at a time", self.config.agent)
         positions = self._positions()
-        self.abort(detail)
+        consumer, producer = self._open()
+        if self._in_txn:
+            self._in_txn = False
+            self._pending = 0
+            if self._abort_attributing(detail, consumer, producer, self.output):
+                # A write refused after it was queued put the transaction in an error state,
+                # so the handler's next write failed: the refused write's input is the one
+                # to refuse (now quarantined), not the input the handler was on.
+                return
         if infra:
+            log.warning("%s: %s; aborted, retrying", self.config.agent, exc)
+            if _in_error_state(exc):
+                # The transaction failed under the handler (a write refused after queueing,
+                # with no attribution yet): handle the range again attributing every write.
+                self._careful.update(positions)
+                self.output.attribute(True)
             return
         if source is not None:
+            log.error(
+                "%s: %s failed (%s); it will be refused",
+                self.config.agent,
+                _at(source),
+                detail,
+                exc_info=exc,
+            )
             coords = _coords(source)
             if coords in self.quarantine:
                 # Its refusal failed too: nothing more can be done for it here.
@@ -435,6 +460,12 @@ class ExactlyOnceLoop:
                     ) from exc
             self.quarantine[coords] = (reason, detail[:1000])
         else:
+            log.error(
+                "%s: a batch failed (%s); handling it again one input at a time",
+                self.config.agent,
+                detail,
+                exc_info=exc,
+            )
             self._careful.update(positions)
             self._one_by_one = True
 
@@ -547,8 +578,20 @@ class ExactlyOnceLoop:
                 ) from None
             raise error from None
         positions = self._positions()
+        attributed = self._abort_attributing(err.str(), consumer, producer, out)
+        if not attributed and err.code() in _MESSAGE_ERRORS:
+            # A write of one message failed, but which? Handle the range again with every
+            # write attributed to its input.
+            self._careful.update(positions)
+            out.attribute(True)
+
+    def _abort_attributing(
+        self, why: str, consumer: Consumer, producer: Producer, out: TxnOutput
+    ) -> bool:
+        """Abort and rewind; then quarantine every input whose write Kafka refused after
+        queueing (attributed mode only). True when at least one was."""
         try:
-            self._abort_and_rewind(err.str(), consumer, producer)
+            self._abort_and_rewind(why, consumer, producer)
         finally:
             # Serve the delivery reports still queued (the failed write's). A producer that
             # failed fatally raises here too: its error is the one already on its way out.
@@ -563,11 +606,7 @@ class ExactlyOnceLoop:
         for source, e in attributed:
             log.warning("%s: %s refused: %s", self.config.agent, _at(source), e.str())
             self.quarantine[_coords(source)] = (refusal_reason(e), e.str()[:1000])
-        if not attributed and err.code() in _MESSAGE_ERRORS:
-            # A write of one message failed, but which? Handle the range again with every
-            # write attributed to its input.
-            self._careful.update(positions)
-            out.attribute(True)
+        return bool(attributed)
 
     def _fenced(self, description: str) -> str:
         """Why the broker fenced this producer: it stalled past its transaction timeout (the
@@ -681,6 +720,15 @@ class ExactlyOnceLoop:
                 # was raised already and must not be replaced by this one.
                 log.debug("%s: producer not flushed: %s", self.config.agent, exc)
             self._producer = None
+
+
+def _in_error_state(exc: BaseException) -> bool:
+    """Whether ``exc`` says the producer's transaction is in an error state (a write failed
+    earlier, asynchronously), rather than naming the failure itself."""
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        err: KafkaError = exc.args[0]
+        return err.code() == KafkaError._STATE or err.txn_requires_abort()
+    return False
 
 
 def _coords(msg: Message) -> Coords:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator, Sequence
 
 import pytest
-from confluent_kafka import Message
+from confluent_kafka import KafkaError, Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -111,6 +111,38 @@ def test_an_input_whose_handling_raises_is_refused_and_the_rest_handled_once(
     assert refused == [(b"m2", "internal-error")]
     # The first attempt wrote m0 and m1 too: aborted, never visible to read_committed readers.
     assert len(kafka.everything("out")) > len(kafka.read("out"))
+
+
+@pytest.mark.parametrize("culprit", [4, 2], ids=["at-commit", "mid-handler"])
+def test_a_write_refused_after_queueing_refuses_its_input_and_the_loop_goes_on(
+    kafka: FakeKafka, culprit: int
+) -> None:
+    # The broker refuses one output once queued (a topic limit lowered under a running agent).
+    # For the batch's last input it surfaces at commit; otherwise the handler's next write
+    # fails with _STATE. Either way that input is refused and the rest copied once.
+    for i in range(5):
+        kafka.send("in", f"m{i}".encode())
+    bad = f"m{culprit}".encode()
+    big = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large")
+    kafka.refuse_queued = lambda topic, value, key: big if value == bad * 1000 else None
+    refused: list[tuple[bytes | None, str]] = []
+
+    def handler(batch: Sequence[Message], out: TxnOutput) -> None:
+        for msg in batch:
+            out.source = msg
+            value = msg.value() or b""
+            out.produce("out", value * 1000 if value == bad else value)
+
+    def refuse(out: TxnOutput, msg: Message, reason: str, detail: str) -> None:
+        refused.append((msg.value(), reason))
+
+    loop = ExactlyOnceLoop(SETTINGS, LoopConfig("h", "g", ("in",), "h-1"), handler, refuse=refuse)
+    run_until_idle(loop, kafka)
+    assert [m.value() for m in kafka.read("out")] == [
+        f"m{i}".encode() for i in range(5) if i != culprit
+    ]
+    assert refused == [(bad, "too-large")]
+    assert kafka.group_offsets["g", "in", 0] == 5
 
 
 # -- the router --------------------------------------------------------------------------------
