@@ -49,7 +49,8 @@ def request_id_of(
     """The id the router routes a request under, or ``None`` if the router cannot find one.
 
     As in the router: the ``canary-request-id`` header when the model and request id headers
-    are there and the body is not JSON; otherwise the id in the decoded body.
+    are there and the body is not JSON; otherwise the id in the decoded body (a bare JSON body
+    takes the header's). A request with none is routed under its :func:`position_id`.
 
     >>> request_id_of(b"x", [("canary-model", b"iris"), ("canary-request-id", b"r1")], 100)
     'r1'
@@ -71,7 +72,13 @@ def request_id_of(
     if not value:
         return None
     try:
-        return decode_request(value, content_type or None, max_bytes=max_bytes).request_id
+        return decode_request(
+            value,
+            content_type or None,
+            max_bytes=max_bytes,
+            model=meta.get(h.MODEL) or None,
+            request_id=request_id or None,
+        ).request_id
     except DecodeError:
         return None
     except Exception:  # an input the decoder did not foresee: still no id, never a crash
@@ -104,6 +111,9 @@ class AccountingReport:
     unreadable_results: int = 0
     #: Served results beyond the first of requests answered with at-least-once delivery.
     repeats: int = 0
+    #: Served answers that are errors (a model failure, or a refusal: unknown model,
+    #: undecodable, too large...), by error type; they count as answered.
+    error_answers: dict[str, int] = field(default_factory=dict, hash=False)
 
     @property
     def ok(self) -> bool:
@@ -120,6 +130,8 @@ class AccountingReport:
             "dead_letter_reasons": dict(sorted(self.dead_letter_reasons.items())),
             "unreadable_results": self.unreadable_results,
             "repeats": self.repeats,
+            "answered_with_error": sum(self.error_answers.values()),
+            "error_answers": dict(sorted(self.error_answers.items())),
             "lost": len(self.missing),
             "duplicated": len(self.duplicated),
             "orphans": len(self.orphans),
@@ -143,6 +155,7 @@ class Ledger:
         self._reasons: Counter[str] = Counter()
         self._dead_letters = 0
         self._unreadable_results = 0
+        self._errors: dict[str, Counter[str]] = {}
 
     def request(self, request_id: str) -> None:
         """A request sent in the audited window (a resent id counts once more)."""
@@ -152,11 +165,21 @@ class Ledger:
         """A request sent just before the window: its results are not counted, nor orphans."""
         self._earlier.add(request_id)
 
-    def result(self, request_id: str, *, served: bool, repeatable: bool = False) -> None:
-        """A result; ``repeatable``: written with at-least-once delivery (it may repeat)."""
+    def result(
+        self,
+        request_id: str,
+        *,
+        served: bool,
+        repeatable: bool = False,
+        error_type: str | None = None,
+    ) -> None:
+        """A result; ``repeatable``: written with at-least-once delivery (it may repeat); a
+        served one with ``error_type`` is an answer with an error."""
         (self._served if served else self._shadow)[request_id] += 1
         if served and repeatable:
             self._repeatable[request_id] += 1
+        if served and error_type is not None:
+            self._errors.setdefault(request_id, Counter())[error_type] += 1
 
     def unreadable_result(self) -> None:
         """A message on the results topic that is not a result (counted, not matched)."""
@@ -202,6 +225,9 @@ class Ledger:
             orphans=tuple(sorted(orphans)),
             unreadable_results=self._unreadable_results,
             repeats=repeats,
+            error_answers=dict(
+                sum((c for rid, c in self._errors.items() if counted(rid)), Counter())
+            ),
         )
 
 

@@ -30,6 +30,8 @@ SHADOW = "canary-shadow"
 #: be answered more than once; readers drop the repeats by request id).
 DELIVERY = "canary-delivery"
 AT_LEAST_ONCE = b"at-least-once"
+#: On every result: ``true`` for the answer a client gets, ``false`` for a shadow's.
+SERVED = "canary-served"
 
 DLQ_REASON = "canary-dlq-reason"
 DLQ_DETAIL = "canary-dlq-detail"
@@ -77,11 +79,11 @@ def encode_headers(items: Iterable[tuple[str, str | None]]) -> Headers:
     return [(name, value.encode()) for name, value in items if value is not None]
 
 
-def result_headers(exactly_once: bool) -> RawHeaders | None:
+def delivery_headers(exactly_once: bool) -> RawHeaders | None:
     """The headers every result carries: none with exactly-once delivery; the
     ``canary-delivery: at-least-once`` mark otherwise.
 
-    >>> result_headers(True) is None, result_headers(False)
+    >>> delivery_headers(True) is None, delivery_headers(False)
     (True, [('canary-delivery', b'at-least-once')])
     """
     return None if exactly_once else [(DELIVERY, AT_LEAST_ONCE)]

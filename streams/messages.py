@@ -316,6 +316,8 @@ class Decision(Record):
     decided_at: datetime
     evidence: tuple[MetricEvidence, ...] = ()
     offsets: tuple[OffsetRange, ...] = ()
+    key_id: str | None = None
+    signature: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

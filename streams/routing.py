@@ -14,7 +14,7 @@ for every request; the payload is republished unchanged to each route's version 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from model_canary.streams.cohort import Cohorts
 from model_canary.streams.messages import MAX_BP, Arm, Mode, RolloutState
@@ -36,6 +36,15 @@ class Route:
     served: bool
     rollout_id: str
     weight_bp: int
+    # Routes key dictionaries in the router's hot path: hashed once, not per lookup.
+    _hash: int = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        fields = (self.version, self.arm, self.served, self.rollout_id, self.weight_bp)
+        object.__setattr__(self, "_hash", hash(fields))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 class RoutePlan:

@@ -1,14 +1,18 @@
-"""Signed control commands: HMAC-SHA256 over a canonical encoding, and the verifier that
-rejects unsigned, forged, stale and replayed commands.
+"""Signed control commands and decision records: HMAC-SHA256 over a canonical encoding, and
+the verifier that rejects unsigned, forged, stale and replayed commands.
 
-The signature covers every field of the command except ``signature`` itself (``key_id``
+The signature covers every field of the record except ``signature`` itself (``key_id``
 included, so a signature cannot be moved to another key), encoded as sorted-key compact ASCII
-JSON with timestamps as epoch milliseconds: the same bytes on every Python version and after
-an Avro round trip.
+JSON with timestamps as epoch milliseconds and nested records as objects: the same bytes on
+every Python version and after an Avro round trip. A key signs only for its principals (see
+:mod:`model_canary.streams.signing_keys`): a command's ``issued_by`` must be one of them, and a
+decision record is the evaluator's, so its key must be allowed to sign as ``evaluator``.
 
+>>> from dataclasses import replace
 >>> from model_canary.streams.messages import ControlCommand, utc_now
 >>> ring = KeyRing.parse("ops:0123456789abcdef0123")
->>> cmd = ControlCommand(command_id="c1", model="iris", action="pause", issued_at=utc_now())
+>>> cmd = ControlCommand(command_id="c1", model="iris", action="pause", issued_by="ops",
+...                      issued_at=utc_now())
 >>> signed = sign(cmd, ring.signer) if ring.signer else cmd
 >>> verifier = Verifier(ring)
 >>> verifier.verify(signed, utc_now()) is None
@@ -17,6 +21,8 @@ True
 'replayed'
 >>> Verifier(ring).verify(cmd, utc_now()).reason
 'unsigned'
+>>> Verifier(ring).verify(sign(replace(cmd, issued_by="evaluator"), ring.keys[0]), utc_now())
+Rejection(reason='wrong-issuer', detail="key 'ops' signs for ops, not for 'evaluator'")
 """
 
 from __future__ import annotations
@@ -29,10 +35,10 @@ import json
 from collections.abc import Hashable
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 from model_canary.streams.errors import ConfigError, RecordTypeError
-from model_canary.streams.messages import ControlCommand, epoch_ms
+from model_canary.streams.messages import ControlCommand, Decision, epoch_ms
 from model_canary.streams.signing_keys import KeyRing, Secret, SigningKey
 
 __all__ = [
@@ -45,26 +51,38 @@ __all__ = [
     "sign_if_keyed",
 ]
 
+#: What can be signed: both carry ``key_id`` and ``signature``.
+Signed = ControlCommand | Decision
+#: Who a decision record is issued by: its key must be allowed to sign for this principal.
+DECISION_ISSUER = "evaluator"
+
 DEFAULT_WINDOW = timedelta(seconds=300)
 # Domain separation: these bytes can never be mistaken for another message signed with the key.
-_DOMAIN = b"model-canary/control-command/v1\n"
+_DOMAINS: dict[type, bytes] = {
+    ControlCommand: b"model-canary/control-command/v1\n",
+    Decision: b"model-canary/decision/v1\n",
+}
 
 
-def canonical_bytes(command: ControlCommand) -> bytes:
-    """The bytes a command's signature covers.
+def canonical_bytes(record: Signed) -> bytes:
+    """The bytes a command's or decision's signature covers.
 
     Fields that are ``None`` are left out, so a field added to the schema later (with a null
-    default) keeps the signatures of commands that do not use it valid in both directions; a
-    verifier that does not know a field a command sets drops it when decoding, and the
+    default) keeps the signatures of records that do not use it valid in both directions; a
+    verifier that does not know a field a record sets drops it when decoding, and the
     signature then fails, which is the safe way round.
     """
-    fields = {
-        f.name: _plain(getattr(command, f.name))
-        for f in dataclasses.fields(command)
-        if f.name != "signature" and getattr(command, f.name) is not None
+    text = json.dumps(_fields(record, skip="signature"), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=True)  # fmt: skip
+    return _DOMAINS[type(record)] + text.encode("ascii")
+
+
+def _fields(record: Any, skip: str = "") -> dict[str, Any]:
+    return {
+        f.name: _plain(getattr(record, f.name))
+        for f in dataclasses.fields(record)
+        if f.name != skip and getattr(record, f.name) is not None
     }
-    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return _DOMAIN + text.encode("ascii")
 
 
 def _plain(value: Any) -> Any:
@@ -74,26 +92,36 @@ def _plain(value: Any) -> Any:
         return value.value
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
-    if isinstance(value, str | int):  # bool is an int
+    if isinstance(value, str | int | float):  # bool is an int; a float keeps its repr
         return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _fields(value)  # a nested record (a decision's evidence and offsets)
     raise RecordTypeError(f"no canonical form for a {type(value).__name__} field")
 
 
-def _mac(secret: Secret, command: ControlCommand) -> str:
-    return hmac.new(secret.value, canonical_bytes(command), hashlib.sha256).hexdigest()
+def _mac(secret: Secret, record: Signed) -> str:
+    return hmac.new(secret.value, canonical_bytes(record), hashlib.sha256).hexdigest()
 
 
-def sign(command: ControlCommand, key: SigningKey) -> ControlCommand:
-    """A copy of ``command`` with ``key_id`` and ``signature`` set (see the module example)."""
-    unsigned = dataclasses.replace(command, key_id=key.key_id, signature=None)
+R = TypeVar("R", ControlCommand, Decision)
+
+
+def sign(record: R, key: SigningKey) -> R:
+    """A copy of ``record`` with ``key_id`` and ``signature`` set (see the module example)."""
+    unsigned = dataclasses.replace(record, key_id=key.key_id, signature=None)
     return dataclasses.replace(unsigned, signature=_mac(key.secret, unsigned))
 
 
-def sign_if_keyed(command: ControlCommand, ring: KeyRing) -> ControlCommand:
+def sign_if_keyed(record: R, ring: KeyRing) -> R:
     """Sign with the ring's signing key; unchanged when there is none or it is signed already."""
-    if ring.signer is None or command.signature is not None:
-        return command
-    return sign(command, ring.signer)
+    if ring.signer is None or record.signature is not None:
+        return record
+    return sign(record, ring.signer)
+
+
+def issuer(record: Signed) -> str:
+    """Who the record speaks for: a command's ``issued_by``; a decision's is the evaluator."""
+    return record.issued_by if isinstance(record, ControlCommand) else DECISION_ISSUER
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -132,18 +160,26 @@ class Verifier:
         """How many command ids are remembered."""
         return len(self._seen)
 
-    def authentic(self, command: ControlCommand) -> Rejection | None:
-        """Check the signature only: ``None`` when it is valid."""
-        if command.signature is None or command.key_id is None:
-            return Rejection("unsigned", "the command carries no signature")
-        key_id = command.key_id[:64]
-        secret = self.ring.secret(command.key_id)
-        if secret is None:
+    def authentic(self, record: Signed) -> Rejection | None:
+        """Check the signature, and that its key may sign for the record's issuer, only:
+        ``None`` when both hold."""
+        what = "command" if isinstance(record, ControlCommand) else "decision"
+        if record.signature is None or record.key_id is None:
+            return Rejection("unsigned", f"the {what} carries no signature")
+        key_id = record.key_id[:64]
+        key = self.ring.key(record.key_id)
+        if key is None:
             return Rejection("unknown-key-id", f"no control key has the id {key_id!r}")
-        expected = _mac(secret, command).encode("ascii")
-        if not hmac.compare_digest(expected, command.signature.encode("utf-8", "replace")):
+        expected = _mac(key.secret, record).encode("ascii")
+        if not hmac.compare_digest(expected, record.signature.encode("utf-8", "replace")):
             return Rejection(
                 "bad-signature", f"the signature does not match key {key_id!r}: forged or altered"
+            )
+        who = issuer(record)
+        if not key.may_sign_for(who):
+            return Rejection(
+                "wrong-issuer",
+                f"key {key_id!r} signs for {', '.join(sorted(key.allowed))}, not for {who[:64]!r}",
             )
         return None
 

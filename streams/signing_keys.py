@@ -42,12 +42,33 @@ class Secret:
     __str__ = __repr__
 
 
+ANYONE = "*"
+
+
 @dataclass(frozen=True, slots=True)
 class SigningKey:
-    """One HMAC key and the id commands name it by."""
+    """One HMAC key, the id commands name it by, and the principals it may sign for (empty:
+    its key id only)."""
 
     key_id: str
     secret: Secret
+    principals: frozenset[str] = frozenset()
+
+    @property
+    def allowed(self) -> frozenset[str]:
+        """The ``issued_by`` values this key may sign (``*``: any)."""
+        return self.principals or frozenset({self.key_id})
+
+    def may_sign_for(self, principal: str) -> bool:
+        return ANYONE in self.allowed or principal in self.allowed
+
+    @property
+    def principal(self) -> str:
+        """Who a command signed with this key is issued by, unless the signer says: its key
+        id when allowed, else the first of its principals."""
+        if self.may_sign_for(self.key_id):
+            return self.key_id
+        return sorted(self.allowed)[0]
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -60,7 +81,7 @@ class KeyRing:
         unique: dict[str, SigningKey] = {}
         for key in self.keys:
             known = unique.setdefault(key.key_id, key)
-            if known.secret != key.secret:
+            if known != key:
                 raise ConfigError(f"control key id {key.key_id!r} is given twice, differently")
         object.__setattr__(self, "keys", tuple(unique.values()))
 
@@ -80,7 +101,11 @@ class KeyRing:
         return self.keys[0] if self.keys else None
 
     def secret(self, key_id: str) -> Secret | None:
-        return next((k.secret for k in self.keys if k.key_id == key_id), None)
+        key = self.key(key_id)
+        return None if key is None else key.secret
+
+    def key(self, key_id: str) -> SigningKey | None:
+        return next((k for k in self.keys if k.key_id == key_id), None)
 
     def to_text(self) -> str:
         """The ring as :meth:`parse` reads it (``key_id:secret`` lines): a secret in clear,
@@ -121,14 +146,16 @@ class KeyRing:
 
 
 def parse_key(line: str, source: str) -> SigningKey:
-    """``"ops:SECRET"`` -> key ``ops``; ``"SECRET"`` -> key ``default``.
+    """``"ops:SECRET"`` -> key ``ops`` (signs as ``ops``); ``"ops[alice,bob]:SECRET"`` -> key
+    ``ops`` signing as ``alice`` or ``bob``; ``"SECRET"`` -> key ``default``.
 
     Errors name the line, never its content (it may be a secret).
     """
-    key_id, sep, secret = line.strip().partition(":")
+    head, sep, secret = line.strip().partition(":")
     if not sep:
-        key_id, secret = DEFAULT_KEY_ID, key_id
-    key_id, secret = key_id.strip(), secret.strip()
+        head, secret = DEFAULT_KEY_ID, head
+    key_id, principals = _principals(head.strip(), source)
+    secret = secret.strip()
     if not valid_key_id(key_id):
         raise ConfigError(
             f"{source}: a key id must be 1-64 letters, digits, '.', '_' or '-' "
@@ -140,7 +167,21 @@ def parse_key(line: str, source: str) -> SigningKey:
             f"{source}: the secret of key {key_id!r} is shorter than {MIN_SECRET_BYTES} bytes "
             "(make one with: openssl rand -hex 32)"
         )
-    return SigningKey(key_id, Secret(raw))
+    return SigningKey(key_id, Secret(raw), principals)
+
+
+def _principals(head: str, source: str) -> tuple[str, frozenset[str]]:
+    """``"ops[alice, bob]"`` -> ``("ops", {"alice", "bob"})``; ``"ops"`` -> ``("ops", {})``."""
+    if not head.endswith("]") or "[" not in head:
+        return head, frozenset()
+    key_id, _, rest = head[:-1].partition("[")
+    names = frozenset(name.strip() for name in rest.split(","))
+    if not names or not all(n == ANYONE or valid_key_id(n) for n in names):
+        raise ConfigError(
+            f"{source}: principals are written ID[name,name]: names of 1-64 letters, digits, "
+            "'.', '_' or '-', or '*' for anyone"
+        )
+    return key_id.strip(), names
 
 
 def valid_key_id(key_id: str) -> bool:

@@ -61,8 +61,13 @@ class TopicCatalogue:
 
     @property
     def results(self) -> str:
-        """Inference results, served and shadow (``served=false``)."""
+        """Served inference results: the answers (an error result for a refused request)."""
         return f"{self.prefix}.results"
+
+    @property
+    def shadow_results(self) -> str:
+        """Results of shadow copies (``served=false``): compared, never served."""
+        return f"{self.prefix}.results.shadow"
 
     @property
     def metrics(self) -> str:
@@ -115,6 +120,7 @@ class TopicCatalogue:
         names = [
             self.requests,
             self.results,
+            self.shadow_results,
             self.metrics,
             self.feedback,
             self.control,

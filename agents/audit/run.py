@@ -14,6 +14,7 @@ from model_canary.agents.audit.reader import RangeReader
 from model_canary.streams import headers as h
 from model_canary.streams.accounting import AccountingReport, Ledger, position_id, request_id_of
 from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.codec.results import decode_result
 from model_canary.streams.errors import DecodeError
 from model_canary.streams.messages import InferenceResult
 from model_canary.streams.settings import Settings
@@ -82,7 +83,7 @@ class _Accountant:
 
     def result(self, msg: Message) -> None:
         try:
-            result = self.codec.decode(msg.value() or b"")
+            result = decode_result(msg.value(), msg.headers())
         except DecodeError:
             if self.only is None:
                 self.ledger.unreadable_result()
@@ -91,7 +92,12 @@ class _Accountant:
             repeatable = h.header_dict(h.as_list(msg.headers())).get(h.DELIVERY) == (
                 h.AT_LEAST_ONCE.decode()
             )
-            self.ledger.result(result.request_id, served=result.served, repeatable=repeatable)
+            self.ledger.result(
+                result.request_id,
+                served=result.served,
+                repeatable=repeatable,
+                error_type=(result.error_type or "error") if result.error else None,
+            )
 
     def dead_letter(self, msg: Message) -> None:
         meta = h.header_dict(h.as_list(msg.headers()))
@@ -120,7 +126,7 @@ def audit(settings: Settings, since: datetime | None = None, timeout: float = 30
     catalogue = TopicCatalogue(settings.topic_prefix, settings.partitions)
     since_ms = int(since.timestamp() * 1000) if since else None
     accountant = _Accountant(catalogue, settings.max_request_bytes, since_ms)
-    answers = [catalogue.results, catalogue.dead_letters]
+    answers = [catalogue.results, catalogue.shadow_results, catalogue.dead_letters]
     reader = RangeReader(settings)
     try:
         ends = reader.ends([catalogue.requests, *answers])
@@ -143,7 +149,7 @@ def audit(settings: Settings, since: datetime | None = None, timeout: float = 30
 
 
 def _answer(accountant: _Accountant, catalogue: TopicCatalogue, msg: Message) -> None:
-    if msg.topic() == catalogue.results:
+    if msg.topic() in (catalogue.results, catalogue.shadow_results):
         accountant.result(msg)
     else:
         accountant.dead_letter(msg)

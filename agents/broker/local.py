@@ -81,13 +81,26 @@ class LocalBroker:
         self.port = settings.broker_port
         self.controller_port = _controller_port(self.port)
         self.home = settings.state_dir / f"broker-{self.port}"
-        self.data_dir = self.home / "data"
-        self.logs_dir = self.home / "logs"
-        self.pid_file = self.home / "broker.pid"
-        # A secured broker's own client settings (its admin's), so that status and stop work
-        # from a command that was not given the security flags. Readable by its owner only.
-        self.admin_file = self.home / "admin.properties"
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.heap = "512m"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "broker.pid"
+
+    @property
+    def admin_file(self) -> Path:
+        """A secured broker's own client settings (its admin's), so that status and stop work
+        from a command that was not given the security flags. Readable by its owner only."""
+        return self.home / "admin.properties"
 
     # -- queries -------------------------------------------------------------------------
     def pid(self) -> int | None:
@@ -130,13 +143,18 @@ class LocalBroker:
         return "\n".join(chunks) or f"(no log under {self.logs_dir})"
 
     # -- lifecycle -----------------------------------------------------------------------
-    def start(self, timeout: float = 90.0, heap: str = "512m") -> BrokerStatus:
+    def start(self, timeout: float = 90.0, heap: str | None = None) -> BrokerStatus:
         """Start the broker unless it is already up; return once it answers metadata requests.
 
         Idempotent: a second call finds the running broker and returns its status.
         """
+        proc = self.launch(heap)
+        return self._wait_ready(timeout, proc)
+
+    def launch(self, heap: str | None = None) -> subprocess.Popen[bytes] | None:
+        """Start the broker's process unless it runs already (``None`` then); do not wait."""
         if self.pid() is not None:
-            return self._wait_ready(timeout)
+            return None
         if _port_in_use(self.port) or _port_in_use(self.controller_port):
             raise BrokerError(
                 f"port {self.port} or {self.controller_port} is already in use by another "
@@ -147,6 +165,7 @@ class LocalBroker:
         libs = ensure_libs(self.settings.cache_dir)
         self._write_config()
         self._format(java, libs)
+        heap = heap or self.heap
         cmd = [
             java,
             f"-Xms{heap}",
@@ -173,7 +192,7 @@ class LocalBroker:
                 start_new_session=True,
             )
         self.pid_file.write_text(f"{proc.pid}\n")
-        return self._wait_ready(timeout, proc)
+        return proc
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the broker (SIGTERM, then SIGKILL after ``timeout``); True if one was running.
@@ -236,7 +255,23 @@ class LocalBroker:
     def _write_config(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        props = {
+        props = self._properties()
+        server_properties = self.home / "server.properties"
+        if self.security is not None:
+            props.update(self.security.server_properties(self.port, self.controller_port))
+            # They hold the admin password: readable by their owner only.
+            admin = self.security.client_config(self.security.admin)
+            for path in (server_properties, self.admin_file):
+                path.touch(mode=0o600)
+                path.chmod(0o600)
+            self.admin_file.write_text("".join(f"{k}={v}\n" for k, v in admin.items()))
+        text = "".join(f"{k}={v}\n" for k, v in props.items())
+        server_properties.write_text(text)
+        (self.home / "log4j2.properties").write_text(_LOG4J.format(logs=self.logs_dir))
+
+    def _properties(self) -> dict[str, str]:
+        """The server.properties of a single combined node (a cluster's nodes add theirs)."""
+        return {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
@@ -262,28 +297,12 @@ class LocalBroker:
             "auto.create.topics.enable": "false",
             "log.retention.hours": "24",
         }
-        server_properties = self.home / "server.properties"
-        if self.security is not None:
-            props.update(self.security.server_properties(self.port, self.controller_port))
-            # They hold the admin password: readable by their owner only.
-            admin = self.security.client_config(self.security.admin)
-            for path in (server_properties, self.admin_file):
-                path.touch(mode=0o600)
-                path.chmod(0o600)
-            self.admin_file.write_text("".join(f"{k}={v}\n" for k, v in admin.items()))
-        text = "".join(f"{k}={v}\n" for k, v in props.items())
-        server_properties.write_text(text)
-        (self.home / "log4j2.properties").write_text(_LOG4J.format(logs=self.logs_dir))
 
     def _format(self, java: str, libs: Path) -> None:
         """Format the storage once; an already formatted folder is kept as it is."""
         if (self.data_dir / "meta.properties").exists():
             return
-        cluster_file = self.home / "cluster.id"
-        if not cluster_file.exists():
-            # Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding.
-            cluster_file.write_text(new_cluster_id() + "\n")
-        cluster_id = cluster_file.read_text().strip()
+        cluster_id = self._cluster_id()
         proc = subprocess.run(
             [
                 java,
@@ -306,6 +325,10 @@ class LocalBroker:
         if proc.returncode != 0:
             raise BrokerError(f"formatting {self.data_dir} failed:\n{proc.stdout}{proc.stderr}")
 
+    def _cluster_id(self) -> str:
+        """The id the storage is formatted with, made once and kept in ``cluster.id``."""
+        return cluster_id_in(self.home)
+
     def _find_pids(self) -> list[int]:
         """Every live process started for this broker home (also one whose pid file is lost)."""
         marker = f"-Dcanary.broker.home={self.home}".encode()
@@ -327,6 +350,15 @@ class LocalBroker:
         except OSError:
             return False
         return f"-Dcanary.broker.home={self.home}".encode() in args
+
+
+def cluster_id_in(folder: Path) -> str:
+    """The cluster id kept in ``folder/cluster.id``, made the first time."""
+    cluster_file = folder / "cluster.id"
+    if not cluster_file.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        cluster_file.write_text(new_cluster_id() + "\n")
+    return cluster_file.read_text().strip()
 
 
 def new_cluster_id() -> str:

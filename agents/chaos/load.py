@@ -14,9 +14,8 @@ from model_canary.agents.bench.load import INPUTS
 from model_canary.agents.client.inference import CanaryClient
 from model_canary.agents.client.tail import open_tail
 from model_canary.agents.kafka.clients import consume
-from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.codec.results import decode_result
 from model_canary.streams.errors import DecodeError
-from model_canary.streams.messages import InferenceResult
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 
@@ -82,7 +81,6 @@ class ResultWatch(threading.Thread):
         super().__init__(name="chaos-watch", daemon=True)
         self.served: dict[str, float] = {}
         self._stop_event = threading.Event()
-        self._codec = codec_for(InferenceResult)
         topic = TopicCatalogue(settings.topic_prefix).results
         self._consumer = open_tail(settings, topic, "canary-chaos-watch")
 
@@ -92,7 +90,7 @@ class ResultWatch(threading.Thread):
             while not self._stop_event.is_set():
                 for msg in consume(self._consumer, 1000, 0.2):
                     try:
-                        result = self._codec.decode(msg.value() or b"")
+                        result = decode_result(msg.value(), msg.headers())
                     except DecodeError:
                         continue
                     if result.served:

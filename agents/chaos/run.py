@@ -15,7 +15,9 @@ from typing import Any
 
 from model_canary.agents.audit import audit
 from model_canary.agents.broker import LocalBroker
+from model_canary.agents.broker.cluster import LocalCluster
 from model_canary.agents.chaos import scenarios as sc
+from model_canary.agents.chaos.cluster_faults import ClusterFaults
 from model_canary.agents.chaos.code_faults import FaultWatch, Injector
 from model_canary.agents.chaos.load import ResultWatch, SteadyLoad
 from model_canary.agents.chaos.recovery import recovery_seconds
@@ -43,10 +45,11 @@ PLAN = RolloutPlan(
 
 @dataclass(frozen=True, slots=True)
 class ChaosOptions:
-    scenarios: tuple[str, ...] = sc.NAMES
+    scenarios: tuple[str, ...] = sc.BROKER_NAMES
     rate: float = 2000.0
     seconds: float = 30.0  # load per scenario; the fault comes after a third of it
     drain_timeout: float = 180.0
+    cluster: int = 0  # > 0: run on a local cluster of this many nodes, started by the run
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +76,22 @@ class ScenarioOutcome:
             not (self.lost or self.duplicated or self.orphans)
             and self.state_ok
             and self.refused == self.injected
+            # Bad input never crashes an agent: a code fault must not make one exit.
+            and not (self.injected and self.exited)
         )
 
 
 def run_chaos(
-    settings: Settings, options: ChaosOptions, say: Callable[[str], None] = print
+    settings: Settings,
+    options: ChaosOptions,
+    say: Callable[[str], None] = print,
+    cluster: LocalCluster | None = None,
 ) -> list[ScenarioOutcome]:
-    """Run the chosen scenarios one after the other on a fresh set of agents."""
+    """Run the chosen scenarios one after the other on a fresh set of agents.
+
+    With ``options.cluster``, the run starts a local cluster of its own, or uses ``cluster``
+    (running, and left running) when given.
+    """
     unknown = sorted(set(options.scenarios) - set(sc.NAMES))
     if unknown:
         raise ConfigError(f"unknown scenario(s) {unknown}; choose from {list(sc.NAMES)}")
@@ -87,11 +99,16 @@ def run_chaos(
     settings = settings.with_overrides(
         topic_prefix=f"{settings.topic_prefix}.chaos-{uuid.uuid4().hex[:8]}"
     )
+    own_cluster = cluster is None
+    if cluster is None:
+        cluster = _cluster(settings, options, say)
     broker = LocalBroker(settings)
-    own_broker = settings.uses_local_broker and broker.pid() is None
+    own_broker = cluster is None and settings.uses_local_broker and broker.pid() is None
     if own_broker:
         say(f"starting a local Kafka broker on {broker.bootstrap} ...")
         broker.start()
+    if cluster is not None:
+        settings = cluster.client_settings().with_overrides(topic_prefix=settings.topic_prefix)
     work = Path(tempfile.mkdtemp(prefix="canary-chaos-"))
     supervisor = Supervisor(settings, work / "agents")
     ctx = sc.Context(
@@ -99,16 +116,20 @@ def run_chaos(
         ControlClient(settings),
         broker if own_broker else None,
         Injector(settings, sc.MODEL),
+        ClusterFaults(cluster, settings, _topics(settings)) if cluster is not None else None,
     )
     say(f"agent logs in {supervisor.log_dir}, topics {settings.topic_prefix}.*")
     try:
         _set_up(settings, ctx)
         outcomes = []
-        for scenario in sc.SCENARIOS:
+        for scenario in sc.ALL:
             if scenario.name not in options.scenarios:
                 continue
             if scenario.needs_own_broker and ctx.broker is None:
                 say(f"{scenario.name}: skipped (the broker was not started by this run)")
+                continue
+            if scenario.needs_cluster and ctx.cluster is None:
+                say(f"{scenario.name}: skipped (it needs a cluster: --cluster 3)")
                 continue
             outcome = _run_one(settings, ctx, scenario, options)
             say(_format(outcome))
@@ -118,6 +139,38 @@ def run_chaos(
         supervisor.stop_all()
         if own_broker:
             broker.stop()
+        if cluster is not None and own_cluster:
+            cluster.stop()
+
+
+def _cluster(
+    settings: Settings, options: ChaosOptions, say: Callable[[str], None]
+) -> LocalCluster | None:
+    """The run's own local cluster when ``options.cluster`` asks for one, started."""
+    if not options.cluster:
+        return None
+    if not settings.uses_local_broker:
+        raise ConfigError("--cluster starts a local cluster of its own: drop --bootstrap")
+    cluster = LocalCluster(settings, options.cluster)
+    if cluster.running():
+        raise ConfigError(
+            f"a local cluster already runs at {cluster.bootstrap}: the run needs its own "
+            "(stop it, or choose another --broker-port)"
+        )
+    say(f"starting a local Kafka cluster of {options.cluster} nodes at {cluster.bootstrap} ...")
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def _topics(settings: Settings) -> list[str]:
+    """Every topic of the run: where the busiest partition is looked for."""
+    catalogue = TopicCatalogue(settings.topic_prefix, settings.partitions)
+    specs = catalogue.core_specs() + catalogue.version_specs(sc.MODEL, "v1", "v2")
+    return [spec.name for spec in specs]
 
 
 def _set_up(settings: Settings, ctx: sc.Context) -> None:
@@ -215,6 +268,8 @@ def _run_one(
     scenario.cleanup(ctx)
     after = ctx.control.state(sc.MODEL)
     state_ok, detail = _state_ok(before, after, scenario)
+    if scenario.needs_cluster and ctx.cluster is not None:
+        detail = "; ".join(d for d in (ctx.cluster.last, detail) if d)
     failed = {p.split(":", 1)[0] for p in problems}
     if problems:
         detail = "; ".join([detail, *problems[:5]]).strip("; ")

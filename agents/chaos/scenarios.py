@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from model_canary.agents.broker import LocalBroker
+from model_canary.agents.chaos.cluster_faults import ClusterFaults
 from model_canary.agents.chaos.code_faults import REQUESTS_LIMIT, RESULTS_LIMIT, Expected, Injector
 from model_canary.agents.chaos.supervisor import Supervisor
 from model_canary.agents.client.control import ControlClient
@@ -33,6 +34,7 @@ class Context:
     control: ControlClient
     broker: LocalBroker | None  # None unless this chaos run started the broker
     injector: Injector  # sends the requests that break code, and remembers them
+    cluster: ClusterFaults | None = None  # with canary chaos --cluster: its nodes' faults
 
 
 def _kill_restart(name: str) -> Callable[[Context], None]:
@@ -116,6 +118,18 @@ def _results_limit_back(ctx: Context) -> None:
     ctx.injector.limit(ctx.injector.catalogue.results, None)
 
 
+# -- faults of a cluster (see cluster_faults) ------------------------------------------------
+def _on_cluster(fault: Callable[[ClusterFaults], None]) -> Callable[[Context], None]:
+    def run(ctx: Context) -> None:
+        assert ctx.cluster is not None
+        fault(ctx.cluster)
+
+    return run
+
+
+_settle = _on_cluster(ClusterFaults.settle)
+
+
 @dataclass(frozen=True)
 class Scenario:
     """A fault; ``prepare`` runs before the load, ``cleanup`` after the audit.
@@ -128,6 +142,7 @@ class Scenario:
     cleanup: Callable[[Context], None] = _nothing
     expected_phase: Phase | None = None
     needs_own_broker: bool = False
+    needs_cluster: bool = False
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -166,4 +181,18 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
 )
 
-NAMES = tuple(s.name for s in SCENARIOS)
+CLUSTER_SCENARIOS: tuple[Scenario, ...] = tuple(
+    Scenario(name, _on_cluster(fault), cleanup=_settle, needs_cluster=True)
+    for name, fault in (
+        ("leader-kill", ClusterFaults.kill_busiest_leader),
+        ("controller-kill", ClusterFaults.kill_active_controller),
+        ("rolling-restart", ClusterFaults.rolling_restart),
+        ("broker-stall", ClusterFaults.stall_busiest_leader),
+    )
+)
+
+#: What ``canary chaos`` runs by default, and with ``--cluster N``.
+BROKER_NAMES = tuple(s.name for s in SCENARIOS)
+CLUSTER_NAMES = tuple(s.name for s in CLUSTER_SCENARIOS)
+ALL: tuple[Scenario, ...] = (*CLUSTER_SCENARIOS, *SCENARIOS)
+NAMES = tuple(s.name for s in ALL)

@@ -62,6 +62,8 @@ def format_report(report: AuditReport) -> str:
         f"audit of {window} ({report.seconds:.1f}s)",
         f"  requests                 {a.requests}",
         f"  served results           {a.served_results}",
+        f"    of them errors         {sum(a.error_answers.values())}"
+        + (f"  {dict(sorted(a.error_answers.items()))}" if a.error_answers else ""),
         f"  shadow results           {a.shadow_results}",
         f"  dead letters (requests)  {a.dead_letters}"
         + (f"  {dict(sorted(a.dead_letter_reasons.items()))}" if a.dead_letters else ""),

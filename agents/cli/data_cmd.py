@@ -20,7 +20,16 @@ from model_canary.streams.codec.requests import canonical_json
 from model_canary.streams.errors import ConfigError, DecodeError
 from model_canary.streams.topics import TopicCatalogue
 
-TAILS = ("results", "metrics", "events", "control", "feedback", "dead-letters")
+TAILS = (
+    "results",
+    "shadow-results",
+    "metrics",
+    "events",
+    "control",
+    "feedback",
+    "rollout-state",
+    "dead-letters",
+)
 
 
 def register(
@@ -54,8 +63,8 @@ def register(
         "feedback",
         parents=[common],
         help="send the true label of a request (ground truth for the accuracy metric)",
-        description="Send the label request ID should have had to the feedback topic (keyed by "
-        "the request id); the evaluator compares it with each version's prediction.",
+        description="Send the label request ID should have had to the feedback topic; the "
+        "evaluator compares it with each version's prediction.",
     )
     fb.add_argument("--model", required=True, help="the model the request was for")
     fb.add_argument("--request-id", required=True, metavar="ID", help="the request's id")
@@ -121,10 +130,12 @@ def run_tail(args: argparse.Namespace) -> int:
     catalogue = TopicCatalogue(settings.topic_prefix)
     topic = {
         "results": catalogue.results,
+        "shadow-results": catalogue.shadow_results,
         "metrics": catalogue.metrics,
         "events": catalogue.events,
         "control": catalogue.control,
         "feedback": catalogue.feedback,
+        "rollout-state": catalogue.rollout_state,
         "dead-letters": catalogue.dead_letters,
     }[args.topic]
     consumer = open_tail(settings, topic, "canary-tail", from_beginning=args.from_beginning)

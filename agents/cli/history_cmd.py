@@ -1,20 +1,27 @@
 """``canary history MODEL``: every command applied or rejected, and every decision with its
-evidence, read back from the events and control topics."""
+evidence, read back from the events and control topics. With a key ring (``--key-file``,
+``CANARY_CONTROL_KEY``, ``CANARY_CONTROL_KEY_FILE``), each decision record's signature is
+checked and shown."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from pathlib import Path
 
 from model_canary.agents.cli.common import settings_from_args
 from model_canary.agents.cli.data_cmd import record_json
 from model_canary.agents.client.tail import open_tail
 from model_canary.agents.kafka.clients import consume
+from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import decode_any
+from model_canary.streams.codec.json_records import decode_record
 from model_canary.streams.errors import DecodeError
 from model_canary.streams.messages import ControlEvent, Decision, Record, epoch_ms
 from model_canary.streams.settings import Settings
+from model_canary.streams.signing import Verifier
+from model_canary.streams.signing_keys import KeyRing
 from model_canary.streams.topics import TopicCatalogue
 
 
@@ -28,6 +35,13 @@ def register(
     )
     history.add_argument("model")
     history.add_argument("--json", action="store_true", help="one JSON object per line")
+    history.add_argument(
+        "--key-file",
+        type=Path,
+        metavar="FILE",
+        help="check the decisions' signatures with the keys of FILE ('ID:SECRET' lines; "
+        "default: CANARY_CONTROL_KEY and CANARY_CONTROL_KEY_FILE)",
+    )
     history.set_defaults(handler=run)
 
 
@@ -46,7 +60,11 @@ def read_history(settings: Settings, model: str, idle: float = 1.5) -> list[Reco
                 last = time.monotonic()
             for msg in msgs:
                 try:
-                    record = decode_any(msg.value() or b"")
+                    if msg.topic() == catalogue.events:
+                        content_type = h.header_dict(h.as_list(msg.headers())).get(h.CONTENT_TYPE)
+                        record: Record = decode_record(ControlEvent, msg.value(), content_type)
+                    else:
+                        record = decode_any(msg.value() or b"")
                 except DecodeError:
                     continue
                 if isinstance(record, ControlEvent) and record.model == model:
@@ -60,18 +78,40 @@ def read_history(settings: Settings, model: str, idle: float = 1.5) -> list[Reco
 
 
 def run(args: argparse.Namespace) -> int:
-    records = read_history(settings_from_args(args), args.model)
+    settings = settings_from_args(args)
+    ring = settings.control_keys + (KeyRing.read(args.key_file) if args.key_file else KeyRing())
+    verifier = Verifier(ring) if ring else None
+    records = read_history(settings, args.model)
     for record in records:
+        check = signature_check(record, verifier)
         if args.json:
-            print(json.dumps(record_json(record)))
+            extra = {} if check is None else {"signature_check": check}
+            print(json.dumps({**record_json(record), **extra}))
         else:
-            print(describe(record))
+            print(describe(record, check))
     if not records and not args.json:
         print(f"no history for model {args.model!r}")
     return 0
 
 
-def describe(record: Record) -> str:
+def signature_check(record: Record, verifier: Verifier | None) -> str | None:
+    """For a decision record: ``"valid"`` or why not (``None`` without keys or for events,
+    which the controller checked already).
+
+    >>> ring = KeyRing.parse("evaluator:0123456789abcdef0123")
+    >>> from model_canary.streams.messages import EPOCH
+    >>> decision = Decision(decision_id="d1", model="iris", rollout_id="r", outcome="HOLD",
+    ...                     decided_at=EPOCH)
+    >>> signature_check(decision, Verifier(ring)), signature_check(decision, None)
+    ('unsigned', None)
+    """
+    if verifier is None or not isinstance(record, Decision):
+        return None
+    rejection = verifier.authentic(record)
+    return "valid" if rejection is None else rejection.reason
+
+
+def describe(record: Record, check: str | None = None) -> str:
     if isinstance(record, ControlEvent):
         state = ""
         if record.outcome == "applied":
@@ -82,9 +122,14 @@ def describe(record: Record) -> str:
             f"{record.issued_by or '?':<9} {record.outcome}{why}{state}: {record.detail}"
         )
     assert isinstance(record, Decision)
+    signed = ""
+    if check == "valid":
+        signed = f" [signed: key {record.key_id}]"
+    elif check is not None:
+        signed = f" [NOT AUTHENTIC: {check}]"
     lines = [
         f"{record.decided_at.isoformat(timespec='seconds')}  decision   {record.outcome.value} "
-        f"at step {record.step_index} ({record.weight_bp / 100:g}%): {record.reason}"
+        f"at step {record.step_index} ({record.weight_bp / 100:g}%): {record.reason}{signed}"
     ]
     for e in record.evidence:
         lines.append(

@@ -13,7 +13,9 @@ from model_canary.agents.client.tail import open_tail
 from model_canary.agents.kafka.clients import LazyProducer, consume
 from model_canary.agents.kafka.errors import produce_confirmed
 from model_canary.agents.kafka.state_view import StateView
+from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.codec.json_records import decode_record
 from model_canary.streams.errors import (
     CommandRejectedError,
     ConfigError,
@@ -70,19 +72,22 @@ class ControlClient:
     """Operators' and the evaluator's way to move traffic.
 
     Commands are signed with the settings' control key (the first of ``control_keys``) when
-    one is configured; a router with keys refuses unsigned ones.
+    one is configured, and issued by that key's principal unless ``issued_by`` says; a router
+    with keys refuses unsigned ones, and ones issued by someone the key may not sign for.
 
     >>> control = ControlClient(Settings(bootstrap="localhost:9092"))
     >>> # control.send("iris", "start", baseline_version="v1", canary_version="v2")
     """
 
-    def __init__(self, settings: Settings | None = None, *, issued_by: str = "operator") -> None:
+    def __init__(self, settings: Settings | None = None, *, issued_by: str | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.catalogue = TopicCatalogue(self.settings.topic_prefix)
-        self.issued_by = issued_by
+        # A key signs only for its principals: by default, commands are issued by the signing
+        # key's principal (its id unless the key file says otherwise).
+        signer = self.settings.control_keys.signer
+        self.issued_by = issued_by or (signer.principal if signer else "operator")
         self._producer = LazyProducer(self.settings, "canary-control")
         self._command_codec = codec_for(ControlCommand)
-        self._event_codec = codec_for(ControlEvent)
 
     def command(self, model: str, action: str | Action, **fields: Any) -> ControlCommand:
         """Build a command with a fresh id and the current time; ``action`` as the record
@@ -147,7 +152,8 @@ class ControlClient:
         while time.monotonic() < deadline:
             for msg in consume(events, 100, 0.2):
                 try:
-                    event = self._event_codec.decode(msg.value() or b"")
+                    meta = h.header_dict(h.as_list(msg.headers()))
+                    event = decode_record(ControlEvent, msg.value(), meta.get(h.CONTENT_TYPE))
                 except DecodeError:
                     continue
                 if event.command_id == command.command_id:

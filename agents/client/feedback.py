@@ -17,10 +17,21 @@ from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 
 
+def feedback_key(record: Feedback) -> bytes:
+    """The Kafka key of a label: its model. The evaluator reads each model's labels next to
+    its metric events (both keyed by model, so on the same partition); keyed by request id its
+    faust tables stall. The label joiner of issue #11 re-keys labels by request id itself.
+
+    >>> from model_canary.streams.messages import EPOCH
+    >>> feedback_key(Feedback(request_id="r1", model="iris", label="2", observed_at=EPOCH))
+    b'iris'
+    """
+    return record.model.encode()
+
+
 class FeedbackClient:
-    """Produces :class:`Feedback` records to the feedback topic, keyed by request id (a label
-    lands on the partition its request's prediction has). Not thread-safe; call :meth:`close`
-    to flush."""
+    """Produces :class:`Feedback` records to the feedback topic (keyed by
+    :func:`feedback_key`). Not thread-safe; call :meth:`close` to flush."""
 
     def __init__(self, settings: Settings | None = None, *, source: str | None = None) -> None:
         self.settings = settings or Settings.from_env()
@@ -44,7 +55,7 @@ class FeedbackClient:
         self._producer.produce(
             self.topic,
             self._codec.encode(record),
-            key=request_id.encode(),
+            key=feedback_key(record),
             on_delivery=self._delivered,
         )
         if flush:

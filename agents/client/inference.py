@@ -31,6 +31,7 @@ from model_canary.agents.kafka.clients import LazyProducer, consume
 from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import INFERENCE_REQUEST_CONTENT_TYPE, codec_for
 from model_canary.streams.codec.requests import canonical_json, oip_request
+from model_canary.streams.codec.results import decode_result
 from model_canary.streams.errors import (
     CanaryError,
     DecodeError,
@@ -302,7 +303,7 @@ class CanaryClient:
                             self._repeated(msg)
                         continue
                     try:
-                        result = self._result_codec.decode(msg.value() or b"")
+                        result = decode_result(msg.value(), msg.headers())
                     except DecodeError:
                         continue
                     if not result.served:

@@ -51,7 +51,7 @@ class Observer:
 
     def start(self) -> None:
         catalogue = TopicCatalogue(self.settings.topic_prefix)
-        topics = [catalogue.results, catalogue.control, catalogue.events]
+        topics = [catalogue.results, catalogue.shadow_results, catalogue.control, catalogue.events]
         consumer = open_tail(self.settings, topics, "canary-demo-observer", from_beginning=True)
         self._thread = threading.Thread(
             target=self._run, args=(consumer,), name="demo-observer", daemon=True

@@ -30,7 +30,9 @@ from model_canary.agents.evaluator.labels import add_label, add_prediction
 from model_canary.agents.evaluator.security import faust_credentials
 from model_canary.agents.kafka.dead_letters import dead_letter_headers
 from model_canary.agents.kafka.state_view import StateView
+from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.codec.json_records import decode_record
 from model_canary.streams.enums import Arm, Mode, Phase
 from model_canary.streams.errors import ConfigError, DecodeError
 from model_canary.streams.evaluation import Aggregate, policy
@@ -98,7 +100,8 @@ def build_app(settings: Settings, *, interval_s: float = 1.0) -> faust.App:
     async def on_feedback(stream: Any) -> None:
         async for event in stream.events():
             try:
-                brain.on_feedback(event.value, aggregates, predictions)
+                content_type = h.header_dict(h.as_list(event.headers)).get(h.CONTENT_TYPE)
+                brain.on_feedback(event.value, aggregates, predictions, content_type)
             except DecodeError as exc:
                 await _dead_letter(dead_letters, event.message, exc.reason, str(exc))
             except Exception as exc:
@@ -122,7 +125,6 @@ class Evaluator:
         self.view = StateView(settings, client_id="canary-evaluator-state")
         self.sink = DecisionSink(settings)
         self._metric = codec_for(MetricEvent)
-        self._feedback = codec_for(Feedback)
         self._caught_up = False
         self._pending: dict[str, tuple[int, float]] = {}  # model -> (revision, sent at)
         self._last_said: dict[str, str] = {}  # model -> last verdict that moved nothing
@@ -166,9 +168,12 @@ class Evaluator:
         aggregates[event.model] = agg.to_json()
         _export(event.model, agg)
 
-    def on_feedback(self, value: bytes, aggregates: Any, predictions: Any) -> None:
-        """Join a label with its prediction; :class:`DecodeError` if it is unreadable."""
-        fb = self._feedback.decode(value)
+    def on_feedback(
+        self, value: bytes, aggregates: Any, predictions: Any, content_type: str | None = None
+    ) -> None:
+        """Join a label (Avro, or JSON with its content type) with its prediction;
+        :class:`DecodeError` if it is unreadable."""
+        fb = decode_record(Feedback, value, content_type, defaults={"observed_at": utc_now()})
         joined = add_label(predictions, fb.request_id, fb.label)
         raw = aggregates.get(fb.model)
         if not joined or raw is None:

@@ -41,7 +41,8 @@ class DecisionSink:
     Each command carries the state revision it was decided on (``expected_revision``): the
     controller rejects it if the state moved meanwhile, so a decision is never applied twice
     (after a restart) nor over an operator's newer command. Commands are signed with the
-    settings' control key when one is configured (decision records move nothing and are not).
+    settings' control key when one is configured, and so are the decision records (the key must
+    sign for ``evaluator``), so history and the controller can tell a forged one.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -73,6 +74,7 @@ class DecisionSink:
                 for k, v in sorted(offsets.items())
             ),
         )
+        decision = sign_if_keyed(decision, self._settings.control_keys)  # evidence, signed too
         action = _ACTIONS.get(verdict.outcome)
         if state.mode is Mode.SHADOW and verdict.outcome in (Outcome.ADVANCE, Outcome.FINALIZE):
             # A shadow rollout has no steps: the evaluator stops a harmful shadow, but going

@@ -8,7 +8,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from model_canary.agents.kafka.config import admin_config
+from model_canary.agents.kafka.clients import new_admin
 from model_canary.agents.kafka.errors import wrap
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicSpec
@@ -28,7 +28,7 @@ class Admin:
     @property
     def client(self) -> AdminClient:
         if self._client is None:
-            self._client = AdminClient(admin_config(self._settings))
+            self._client = new_admin(self._settings)
         return self._client
 
     def ensure_topics(self, specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:

@@ -9,7 +9,7 @@ whose outputs are not all acknowledged is handled again. But an input may be ans
 after a crash between writing and committing, or when a batch that failed part way is handled
 again (the outputs written before the failure stay). Every result an at-least-once agent
 writes carries the ``canary-delivery: at-least-once`` header
-(:func:`~model_canary.streams.headers.result_headers`): clients drop the repeats by request id
+(:func:`~model_canary.streams.headers.delivery_headers`): clients drop the repeats by request id
 and ``canary audit`` counts them instead of failing on them.
 
 Failures are handled as in the exactly-once loop (:mod:`~model_canary.agents.kafka.eos`): an
@@ -31,7 +31,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from model_canary.agents import metrics
-from model_canary.agents.kafka.config import producer_config
+from model_canary.agents.kafka.clients import new_producer
 from model_canary.agents.kafka.eos import (
     _MESSAGE_ERRORS,
     BatchHandler,
@@ -39,9 +39,6 @@ from model_canary.agents.kafka.eos import (
     LoopConfig,
     RefuseHandler,
     TxnHooks,
-    _at,
-    _coords,
-    refusal_reason,
 )
 from model_canary.streams.latency import CommitPolicy
 from model_canary.streams.settings import Settings
@@ -82,7 +79,7 @@ class AtLeastOnceLoop(ExactlyOnceLoop):
             "delivery.report.only.error": True,
             "on_delivery": self._delivered,
         }
-        return Producer(producer_config(self.settings, f"canary-{self.config.agent}", **extra))
+        return new_producer(self.settings, f"canary-{self.config.agent}", **extra)
 
     def _delivered(self, error: KafkaError | None, _msg: Message) -> None:
         if error is not None and self._out is not None:
@@ -135,14 +132,7 @@ class AtLeastOnceLoop(ExactlyOnceLoop):
         positions: dict[tuple[str, int], int],
     ) -> None:
         """Some outputs were not written: find the input to refuse, then rewind."""
-        attributed = [
-            (source, e)
-            for source, e in failures
-            if source is not None and e.code() in _MESSAGE_ERRORS
-        ]
-        for source, e in attributed:
-            log.warning("%s: %s refused: %s", self.config.agent, _at(source), e.str())
-            self.quarantine[_coords(source)] = (refusal_reason(e), e.str()[:1000])
+        attributed = self._quarantine_refused(failures)
         if not attributed and any(e.code() in _MESSAGE_ERRORS for _s, e in failures):
             # A write of one message failed, but which? Handle the range again with every
             # write attributed to its input.
@@ -155,7 +145,9 @@ class AtLeastOnceLoop(ExactlyOnceLoop):
         """Writes cannot be undone: let what was queued go (its inputs are handled again, so
         their answers may come twice), then rewind."""
         producer.flush(FLUSH_TIMEOUT_S)
-        self.output.failures = []
+        # A write refused meanwhile (attributed mode) names the input to refuse.
+        failures, self.output.failures = self.output.failures, []
+        self._quarantine_refused(failures)
 
 
 def data_loop(

@@ -1,11 +1,13 @@
 """The one place Kafka clients are made, and the ways every agent, command and client uses them.
 
-* :func:`new_producer`, :func:`new_consumer`, :func:`new_reader` build confluent-kafka clients
+* :func:`new_producer`, :func:`new_consumer`, :func:`new_reader`, :func:`new_admin` build
+  confluent-kafka clients
   from :class:`~model_canary.streams.settings.Settings` through
   :mod:`~model_canary.agents.kafka.config` (defaults, the user's pass-through librdkafka
   settings, librdkafka's log and errors into Python logging). Nothing else in the project calls
   ``Producer(...)`` or ``Consumer(...)`` (a test keeps it so; the benchmark's reference loop is
-  the one exception, on purpose).
+  the one exception, on purpose). :func:`using` swaps in other clients for the code inside it
+  (:mod:`model_canary.agents.testing` runs agents in process on in-memory ones).
 * :func:`produce` waits instead of failing when librdkafka's local queue is full
   (``BufferError``): it serves delivery reports and tries again, the back-pressure every
   producing loop needs.
@@ -24,12 +26,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient
 
-from model_canary.agents.kafka.config import consumer_config, producer_config, reader_config
+from model_canary.agents.kafka.config import (
+    admin_config,
+    consumer_config,
+    producer_config,
+    reader_config,
+)
 from model_canary.agents.kafka.errors import wrap
 from model_canary.streams.headers import RawHeaders
 from model_canary.streams.settings import Settings
@@ -44,19 +53,61 @@ ERROR_LOG_INTERVAL_S = 10.0
 Delivery = Callable[[KafkaError | None, Message], None]
 
 
+class ClientFactory(Protocol):
+    """What makes clients from librdkafka configurations (confluent-kafka's by default; a
+    stand-in must offer the methods the project calls)."""
+
+    def producer(self, config: dict[str, Any]) -> object: ...
+
+    def consumer(self, config: dict[str, Any]) -> object: ...
+
+    def admin(self, config: dict[str, Any]) -> object: ...
+
+
+class _ConfluentKafka:
+    def producer(self, config: dict[str, Any]) -> Producer:
+        return Producer(config)
+
+    def consumer(self, config: dict[str, Any]) -> Consumer:
+        return Consumer(config)
+
+    def admin(self, config: dict[str, Any]) -> AdminClient:
+        return AdminClient(config)
+
+
+_factory: ClientFactory = _ConfluentKafka()
+
+
+@contextmanager
+def using(factory: ClientFactory) -> Iterator[ClientFactory]:
+    """Make every client with ``factory`` inside the block (in every thread)."""
+    global _factory
+    previous, _factory = _factory, factory
+    try:
+        yield factory
+    finally:
+        _factory = previous
+
+
 def new_producer(settings: Settings, client_id: str, **required: Any) -> Producer:
     """A producer (idempotent, ``acks=all``; ``transactional_id=...`` for a transactional one)."""
-    return Producer(producer_config(settings, client_id, **required))
+    return cast(Producer, _factory.producer(producer_config(settings, client_id, **required)))
 
 
 def new_consumer(settings: Settings, client_id: str, group_id: str, **required: Any) -> Consumer:
     """A consumer in group ``group_id`` (``read_committed``, offsets committed by the caller)."""
-    return Consumer(consumer_config(settings, client_id, group_id, **required))
+    config = consumer_config(settings, client_id, group_id, **required)
+    return cast(Consumer, _factory.consumer(config))
 
 
 def new_reader(settings: Settings, client_id: str, **required: Any) -> Consumer:
     """A consumer that is assigned partitions and never commits (tails, views, audits)."""
-    return Consumer(reader_config(settings, client_id, **required))
+    return cast(Consumer, _factory.consumer(reader_config(settings, client_id, **required)))
+
+
+def new_admin(settings: Settings) -> AdminClient:
+    """An admin client (topics, configurations, groups)."""
+    return cast(AdminClient, _factory.admin(admin_config(settings)))
 
 
 def produce(
@@ -134,7 +185,9 @@ def usable(msg: Message) -> bool:
     err = msg.error()
     if err is None:
         return True
-    if err.fatal():
+    # The consumer's fatal error event has the code _FATAL but is not always flagged fatal
+    # itself (a static member fenced after a coordinator's failover).
+    if err.fatal() or err.code() == KafkaError._FATAL:
         raise wrap("consume", err)
     code = err.code()
     if code != KafkaError._PARTITION_EOF:

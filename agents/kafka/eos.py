@@ -29,9 +29,11 @@ When code fails instead of the process, nothing is committed that was not handle
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import logging
+import os
 import signal
 import threading
 import time
@@ -50,8 +52,7 @@ from confluent_kafka import (
 
 from model_canary.agents import metrics
 from model_canary.agents.kafka.admin import Admin
-from model_canary.agents.kafka.clients import fetch
-from model_canary.agents.kafka.config import consumer_config, producer_config
+from model_canary.agents.kafka.clients import fetch, new_consumer, new_producer, usable
 from model_canary.agents.kafka.errors import wrap
 from model_canary.agents.kafka.limits import PRODUCER_DEFAULT_MAX, OutputLimits
 from model_canary.streams.errors import KafkaOperationError, OutputRefusedError
@@ -62,6 +63,11 @@ from model_canary.streams.settings import Settings
 log = logging.getLogger(__name__)
 
 LAG_INTERVAL_S = 5.0
+#: How long a commit is retried on retriable errors (a cluster electing new leaders and
+#: coordinators after a node failed) before the agent gives up.
+RETRY_S = 60.0
+#: A transactional call (30 s timeout) still blocked after this long is a hang: the agent exits.
+STUCK_S = 45.0
 
 BatchHandler = Callable[[Sequence[Message], "TxnOutput"], None]
 #: ``refuse(out, msg, reason, detail)``: answer an input the agent cannot handle (an error
@@ -267,19 +273,17 @@ class ExactlyOnceLoop:
         if self._consumer is None or self._producer is None:
             c = self.config
             producer = self._new_producer()
-            consumer = Consumer(
-                consumer_config(
-                    self.settings,
-                    f"canary-{c.agent}",
-                    c.group_id,
-                    **{
-                        "enable.auto.offset.store": False,
-                        # Static membership: a restarted instance takes its partitions back at
-                        # once instead of waiting for the group to expel its dead predecessor.
-                        "group.instance.id": c.transactional_id,
-                        "session.timeout.ms": c.session_timeout_ms,
-                    },
-                )
+            consumer = new_consumer(
+                self.settings,
+                f"canary-{c.agent}",
+                c.group_id,
+                **{
+                    "enable.auto.offset.store": False,
+                    # Static membership: a restarted instance takes its partitions back at
+                    # once instead of waiting for the group to expel its dead predecessor.
+                    "group.instance.id": c.transactional_id,
+                    "session.timeout.ms": c.session_timeout_ms,
+                },
             )
             consumer.subscribe(list(c.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
             admin = Admin(self.settings)
@@ -298,16 +302,24 @@ class ExactlyOnceLoop:
             "transaction.timeout.ms": c.transaction_timeout_ms,
             "queue.buffering.max.messages": 500_000,
         }
-        producer = Producer(
-            producer_config(
-                self.settings, f"canary-{c.agent}", transactional_id=c.transactional_id, **extra
-            )
+        producer = new_producer(
+            self.settings, f"canary-{c.agent}", transactional_id=c.transactional_id, **extra
         )
         try:
             producer.init_transactions(30)
         except KafkaException as exc:
             raise wrap(f"init transactions ({c.transactional_id})", exc) from None
         return producer
+
+    @property
+    def in_transaction(self) -> bool:
+        """A transaction is open (inputs handled, not committed yet)."""
+        return self._in_txn
+
+    @property
+    def settled(self) -> bool:
+        """Nothing handled is uncommitted, and no aborted range is being handled again."""
+        return not self._in_txn and not self._careful
 
     @property
     def output(self) -> TxnOutput:
@@ -345,7 +357,7 @@ class ExactlyOnceLoop:
                 else:
                     wait = c.poll_timeout_s
                 msgs = fetch(consumer, c.max_batch, wait)
-                batch = [m for m in msgs if _usable(m)]
+                batch = [m for m in msgs if usable(m)]
                 if batch:
                     if not self._in_txn:
                         self._begin(producer)
@@ -434,17 +446,32 @@ class ExactlyOnceLoop:
             reason, detail = refusal_reason(err), err.str()
         else:
             reason, detail = "internal-error", f"{type(exc).__name__}: {exc}"
-        if infra:
-            log.warning("%s: %s; aborting and retrying", self.config.agent, exc)
-        elif source is not None:
-            log.exception("%s: %s failed; it will be refused", self.config.agent, _at(source))
-        else:
-            log.exception("%s: a batch failed; retrying it one input at a time", self.config.agent)
         positions = self._positions()
-        self.abort(detail)
+        consumer, producer = self._open()
+        if self._in_txn:
+            self._in_txn = False
+            self._pending = 0
+            if self._abort_attributing(detail, consumer, producer, self.output):
+                # A write refused after it was queued put the transaction in an error state,
+                # so the handler's next write failed: the refused write's input is the one
+                # to refuse (now quarantined), not the input the handler was on.
+                return
         if infra:
+            log.warning("%s: %s; aborted, retrying", self.config.agent, exc)
+            if _in_error_state(exc):
+                # The transaction failed under the handler (a write refused after queueing,
+                # with no attribution yet): handle the range again attributing every write.
+                self._careful.update(positions)
+                self.output.attribute(True)
             return
         if source is not None:
+            log.error(
+                "%s: %s failed (%s); it will be refused",
+                self.config.agent,
+                _at(source),
+                detail,
+                exc_info=exc,
+            )
             coords = _coords(source)
             if coords in self.quarantine:
                 # Its refusal failed too: nothing more can be done for it here.
@@ -455,6 +482,12 @@ class ExactlyOnceLoop:
                     ) from exc
             self.quarantine[coords] = (reason, detail[:1000])
         else:
+            log.error(
+                "%s: a batch failed (%s); handling it again one input at a time",
+                self.config.agent,
+                detail,
+                exc_info=exc,
+            )
             self._careful.update(positions)
             self._one_by_one = True
 
@@ -471,10 +504,13 @@ class ExactlyOnceLoop:
                 self.hooks.before_commit(out)
             positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
             if positions:
-                producer.send_offsets_to_transaction(
-                    positions, consumer.consumer_group_metadata(), 30
+                self._retrying(
+                    "add offsets to the transaction",
+                    lambda: producer.send_offsets_to_transaction(
+                        positions, consumer.consumer_group_metadata(), 30
+                    ),
                 )
-            producer.commit_transaction(30)
+            self._retrying("commit", lambda: producer.commit_transaction(30))
         except KafkaException as exc:
             self._in_txn = False
             self._pending = 0
@@ -486,6 +522,56 @@ class ExactlyOnceLoop:
         self._committed(positions)
         if self.hooks.after_commit is not None:
             self.hooks.after_commit()
+
+    def _retrying(self, what: str, call: Callable[[], None]) -> None:
+        """``call()``, called again on a retriable error (the transaction coordinator moved or
+        is loading, a broker of a cluster went away) for up to :data:`RETRY_S` seconds, as
+        librdkafka asks; an abortable or fatal error, or one past the deadline, is raised."""
+        deadline = time.monotonic() + RETRY_S
+        while True:
+            try:
+                self._watched(what, call)
+                return
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if not (
+                    isinstance(err, KafkaError)
+                    and err.retriable()
+                    and not err.txn_requires_abort()
+                    and not err.fatal()
+                    and time.monotonic() < deadline
+                ):
+                    raise
+                log.warning("%s: %s failed, retrying: %s", self.config.agent, what, err.str())
+                time.sleep(0.5)
+
+    def _watched(self, what: str, call: Callable[[], None]) -> None:
+        """``call()``, a transactional call with a 30 s timeout, under a watchdog: if it has
+        not returned after :data:`STUCK_S`, the process exits. librdkafka can block past the
+        timeout in send_offsets_to_transaction when the group coordinator's broker went away
+        (confluentinc/librdkafka#5456, #5511); nothing but a new process gets out of that, and
+        the open transaction is aborted by the broker or by the restarted instance."""
+        agent = self.config.agent
+
+        def stuck() -> None:
+            log.critical(
+                "%s: %s has not returned after %.0fs (a librdkafka hang after a broker left the "
+                "cluster): exiting so that a supervisor restarts this agent; the open "
+                "transaction is aborted, nothing is lost",
+                agent,
+                what,
+                STUCK_S,
+            )
+            logging.shutdown()
+            os._exit(3)
+
+        watchdog = threading.Timer(STUCK_S, stuck)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            call()
+        finally:
+            watchdog.cancel()
 
     def _committed(self, positions: list[TopicPartition]) -> None:
         self._failures = 0
@@ -514,11 +600,31 @@ class ExactlyOnceLoop:
                 ) from None
             raise error from None
         positions = self._positions()
+        attributed = self._abort_attributing(err.str(), consumer, producer, out)
+        if not attributed and err.code() in _MESSAGE_ERRORS:
+            # A write of one message failed, but which? Handle the range again with every
+            # write attributed to its input.
+            self._careful.update(positions)
+            out.attribute(True)
+
+    def _abort_attributing(
+        self, why: str, consumer: Consumer, producer: Producer, out: TxnOutput
+    ) -> bool:
+        """Abort and rewind; then quarantine every input whose write Kafka refused after
+        queueing (attributed mode only). True when at least one was."""
         try:
-            self._abort_and_rewind(err.str(), consumer, producer)
+            self._abort_and_rewind(why, consumer, producer)
         finally:
-            producer.poll(0)  # serve the delivery reports still queued (the failed write's)
+            # Serve the delivery reports still queued (the failed write's). A producer that
+            # failed fatally raises here too: its error is the one already on its way out.
+            with contextlib.suppress(KafkaException):
+                producer.poll(0)
             failures, out.failures = out.failures, []
+        return self._quarantine_refused(failures)
+
+    def _quarantine_refused(self, failures: list[tuple[Message | None, KafkaError]]) -> bool:
+        """Quarantine every input among ``failures`` whose write Kafka refused (attributed
+        writes only). True when at least one was."""
         attributed = [
             (source, e)
             for source, e in failures
@@ -527,11 +633,7 @@ class ExactlyOnceLoop:
         for source, e in attributed:
             log.warning("%s: %s refused: %s", self.config.agent, _at(source), e.str())
             self.quarantine[_coords(source)] = (refusal_reason(e), e.str()[:1000])
-        if not attributed and err.code() in _MESSAGE_ERRORS:
-            # A write of one message failed, but which? Handle the range again with every
-            # write attributed to its input.
-            self._careful.update(positions)
-            out.attribute(True)
+        return bool(attributed)
 
     def _fenced(self, description: str) -> str:
         """Why the broker fenced this producer: it stalled past its transaction timeout (the
@@ -593,7 +695,7 @@ class ExactlyOnceLoop:
     def _abort_output(self, producer: Producer) -> None:
         """Undo what the open transaction wrote."""
         try:
-            producer.abort_transaction(30)
+            self._watched("abort", lambda: producer.abort_transaction(30))
         except KafkaException as exc:
             raise wrap("abort transaction", exc) from None
 
@@ -652,25 +754,21 @@ class ExactlyOnceLoop:
             self._producer = None
 
 
+def _in_error_state(exc: BaseException) -> bool:
+    """Whether ``exc`` says the producer's transaction is in an error state (a write failed
+    earlier, asynchronously), rather than naming the failure itself."""
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        err: KafkaError = exc.args[0]
+        return err.code() == KafkaError._STATE or err.txn_requires_abort()
+    return False
+
+
 def _coords(msg: Message) -> Coords:
     return (msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
 
 
 def _at(msg: Message) -> str:
     return f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
-
-
-def _usable(msg: Message) -> bool:
-    err = msg.error()
-    if err is None:
-        return True
-    if err.fatal():
-        # The consumer is unusable (a static member fenced after a broker restart, say):
-        # going on would consume nothing, silently. Stop, so a supervisor restarts us.
-        raise wrap("consume", err)
-    if err.code() != KafkaError._PARTITION_EOF:
-        log.warning("consume error: %s", err.str())
-    return False
 
 
 def _describe(partitions: list[TopicPartition]) -> str:

@@ -19,8 +19,9 @@ from confluent_kafka import Message
 from model_canary.agents.kafka.dead_letters import dead_letter
 from model_canary.agents.kafka.eos import TxnOutput
 from model_canary.streams import headers as h
-from model_canary.streams.accounting import request_id_of
-from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.accounting import position_id, request_id_of
+from model_canary.streams.codec.json_records import is_json
+from model_canary.streams.codec.results import encode_result
 from model_canary.streams.messages import Arm, InferenceResult, utc_now
 from model_canary.streams.topics import TopicCatalogue
 
@@ -62,12 +63,14 @@ def error_result(answer: AnswerTo, reason: str, detail: str) -> InferenceResult:
     )
 
 
-def answer_to_unrouted(msg: Message, max_bytes: int) -> AnswerTo | None:
-    """Who to answer for a request refused before routing (``None``: no id can be found)."""
+def answer_to_unrouted(msg: Message, max_bytes: int) -> AnswerTo:
+    """Who to answer for a request refused before routing: its id, or where it was written
+    (:func:`~model_canary.streams.accounting.position_id`, as the audit and the router name a
+    request without one)."""
     raw = h.as_list(msg.headers())
-    rid = request_id_of(msg.value(), raw, max_bytes)
-    if rid is None:
-        return None
+    rid = request_id_of(msg.value(), raw, max_bytes) or position_id(
+        msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+    )
     meta = h.header_dict(raw)
     key = msg.key()
     return AnswerTo(
@@ -81,12 +84,11 @@ class Refusals:
     """``refuse(out, msg, reason, detail, answer=...)`` for one agent."""
 
     def __init__(
-        self, catalogue: TopicCatalogue, agent: str, *, result_headers: h.RawHeaders | None = None
+        self, catalogue: TopicCatalogue, agent: str, *, delivery_headers: h.RawHeaders | None = None
     ) -> None:
         self.catalogue = catalogue
         self.agent = agent
-        self.result_headers = result_headers  # on every error result (h.result_headers)
-        self._codec = codec_for(InferenceResult)
+        self.delivery_headers = delivery_headers  # on every error result (h.delivery_headers)
 
     def refuse(
         self,
@@ -105,13 +107,13 @@ class Refusals:
         if answer is not None:
             result = error_result(answer, reason, detail)
             key = answer.request_id.encode()
-            out.produce(
-                self.catalogue.results,
-                self._codec.encode(result),
-                key=key,
-                headers=self.result_headers,
-            )
-            if h.REQUEST_ID not in h.header_dict(h.as_list(msg.headers())):
+            meta = h.header_dict(h.as_list(msg.headers()))
+            # Answered in the request's own form: JSON for a JSON request.
+            value, headers = encode_result(result, as_json=is_json(meta.get(h.CONTENT_TYPE)))
+            headers += self.delivery_headers or []
+            topic = self.catalogue.results if result.served else self.catalogue.shadow_results
+            out.produce(topic, value, key=key, headers=headers)
+            if h.REQUEST_ID not in meta:
                 extra.append((h.REQUEST_ID, key))
         dead_letter(
             out,

@@ -24,9 +24,10 @@ from model_canary.agents.kafka.eos import LoopConfig, TxnOutput, tune_gc
 from model_canary.agents.kafka.refusals import Refusals, answer_to_unrouted
 from model_canary.agents.kafka.state_view import StateView
 from model_canary.streams import headers as h
+from model_canary.streams.accounting import position_id
 from model_canary.streams.codec.requests import decode_request
 from model_canary.streams.errors import DecodeError
-from model_canary.streams.routing import RoutePlan
+from model_canary.streams.routing import Route, RoutePlan
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 
@@ -59,9 +60,9 @@ class _Output:
         self.count = 0
 
 
-# A route plan, per route (by identity) its output, and the largest request value its output
-# topics take (headers aside).
-_Plan = tuple[RoutePlan, dict[int, _Output], int]
+# A route plan, per route its output, and the largest request value its output topics take
+# (headers aside).
+_Plan = tuple[RoutePlan, dict[Route, _Output], int]
 #: Room left for a routed request's headers when its size is checked against a topic's limit.
 HEADER_ROOM = 16 * 1024
 
@@ -112,7 +113,7 @@ class Router:
             refuse=self._refuse,
         )
         self.refusals = Refusals(
-            self.catalogue, AGENT, result_headers=h.result_headers(settings.exactly_once)
+            self.catalogue, AGENT, delivery_headers=h.delivery_headers(settings.exactly_once)
         )
         self._last_state_poll = 0.0
         # Compiled per model (keyed by the raw model header), dropped when any state changes.
@@ -166,7 +167,7 @@ class Router:
                 if (
                     plan is not None
                     and len(value) <= plan[2]
-                    and _REQUEST_ID in meta
+                    and meta.get(_REQUEST_ID)
                     and plain(meta)
                     and not (content_type and content_type[:_JSON_LEN] == _JSON)
                 ):
@@ -174,7 +175,7 @@ class Router:
                     # Consumed header values are bytes (the stubs allow str for produce).
                     key: bytes = msg.key() or meta[_REQUEST_ID]  # type: ignore[assignment]
                     for route in routes.routes(key):
-                        output = outputs[id(route)]
+                        output = outputs[route]
                         headers = [*raw, *output.headers, routed_at_header]
                         try:
                             produce(output.topic, value, key, headers=headers)
@@ -224,10 +225,19 @@ class Router:
             kept = raw_headers
         else:
             kept = [(k, v) for k, v in raw_headers if k not in _ROUTER_HEADERS]
+        routing_key = msg.key()
         if not model or not request_id or (content_type or b"")[:_JSON_LEN] == _JSON:
+            # A JSON request may be the bare model input, the model named in a header; one
+            # without an id is routed, answered and audited under where it was written.
+            where = position_id(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
             try:
                 request = decode_request(
-                    value, _text(content_type) or None, max_bytes=self.settings.max_request_bytes
+                    value,
+                    _text(content_type) or None,
+                    max_bytes=self.settings.max_request_bytes,
+                    model=_text(model) or None,
+                    request_id=_text(request_id) or where,
+                    routing_key=_text(routing_key) or None,
                 )
             except DecodeError as exc:
                 self._refuse(out, msg, exc.reason, str(exc))
@@ -247,6 +257,8 @@ class Router:
                 added.append((h.REQUEST_ID, request.request_id.encode()))
             kept = [*kept, *added]
             model, request_id = request.model, request.request_id
+            if not routing_key and request.routing_key:
+                routing_key = request.routing_key.encode()
         plan = self._plans.get(model)
         if plan is None:
             plan = self._compile(_text(model))
@@ -269,9 +281,9 @@ class Router:
                 f"({largest + HEADER_ROOM} bytes with headers)",
             )
             return
-        key = msg.key() or _bytes(request_id)
+        key = routing_key or _bytes(request_id)
         for route in routes.routes(key, _text(forced) if forced else None):
-            output = outputs[id(route)]
+            output = outputs[route]
             headers = [*kept, *output.headers, (_ROUTED_AT, routed_at)]
             try:
                 out.fast_produce(output.topic, value, key, headers=headers)
@@ -285,7 +297,7 @@ class Router:
         if state is None:
             return None
         plan = RoutePlan(state)
-        outputs: dict[int, _Output] = {}
+        outputs: dict[Route, _Output] = {}
         for route in plan.all_routes():
             headers: h.RawHeaders = [
                 (h.ARM, route.arm.value.encode()),
@@ -296,9 +308,9 @@ class Router:
             if not route.served:
                 headers.append((h.SHADOW, b"1"))
             # Routed at least once: the workers mark their answers so (they may repeat).
-            headers += h.result_headers(self.settings.exactly_once) or []
+            headers += h.delivery_headers(self.settings.exactly_once) or []
             topic = self.catalogue.version_requests(model, route.version)
-            outputs[id(route)] = _Output(topic, headers, (model, route.version, route.arm.value))
+            outputs[route] = _Output(topic, headers, (model, route.version, route.arm.value))
         limits = self.loop.output.limits
         largest = min(limits.limit(o.topic) for o in outputs.values()) - HEADER_ROOM
         return plan, outputs, largest

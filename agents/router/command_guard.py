@@ -15,13 +15,32 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from model_canary.agents.kafka.clients import consume, new_reader
 from model_canary.agents.kafka.errors import wrap
+from model_canary.streams import headers as h
+from model_canary.streams.accounting import position_id
 from model_canary.streams.codec.avro import decode_any
+from model_canary.streams.codec.json_records import decode_json, is_json
 from model_canary.streams.errors import DecodeError, KafkaOperationError
-from model_canary.streams.messages import ControlCommand, epoch_ms, utc_now
+from model_canary.streams.messages import ControlCommand, Record, epoch_ms, from_epoch_ms, utc_now
 from model_canary.streams.settings import Settings
-from model_canary.streams.signing import DEFAULT_WINDOW, Rejection, Verifier
+from model_canary.streams.signing import DEFAULT_WINDOW, Rejection, Signed, Verifier
 
 log = logging.getLogger(__name__)
+
+
+def control_record(msg: Message) -> Record:
+    """The record a control-topic message holds: Avro (a command or a decision), or a JSON
+    command (``content-type: application/json``). A JSON command may leave out its id (then
+    it is where it was written) and its time (then when it was written), unless it is signed:
+    the signature covers both. Raises only :class:`DecodeError` subclasses."""
+    value = msg.value() or b""
+    if not is_json(h.header_dict(h.as_list(msg.headers())).get(h.CONTENT_TYPE)):
+        return decode_any(value)
+    kind, when = msg.timestamp()
+    issued_at = from_epoch_ms(when) if kind and when > 0 else utc_now()
+    where = position_id(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+    return decode_json(
+        ControlCommand, value, defaults={"command_id": where, "issued_at": issued_at}
+    )
 
 
 class CommandGuard:
@@ -48,6 +67,11 @@ class CommandGuard:
             )
         else:
             log.info("control commands must be signed by one of the keys %s", ring.key_ids)
+
+    def authentic(self, record: Signed) -> Rejection | None:
+        """A decision record's (or command's) signature and issuer only; ``None`` when they
+        hold or no key ring is configured."""
+        return None if self.verifier is None else self.verifier.authentic(record)
 
     def check(self, command: ControlCommand, msg: Message, now: datetime) -> Rejection | None:
         if self.verifier is None:
@@ -112,7 +136,7 @@ class CommandGuard:
     def _remember(self, msg: Message, partition: int, offset: int) -> int:
         assert self.verifier is not None
         try:
-            record = decode_any(msg.value() or b"")
+            record = control_record(msg)
         except DecodeError:
             return 0
         if not isinstance(record, ControlCommand):

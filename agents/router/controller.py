@@ -21,8 +21,10 @@ from model_canary.agents.kafka.admin import Admin
 from model_canary.agents.kafka.dead_letters import dead_letter
 from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnHooks, TxnOutput
 from model_canary.agents.kafka.state_view import StateView
-from model_canary.agents.router.command_guard import CommandGuard
-from model_canary.streams.codec.avro import codec_for, decode_any
+from model_canary.agents.router.command_guard import CommandGuard, control_record
+from model_canary.streams import headers as h
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.codec.json_records import encode_json, is_json
 from model_canary.streams.errors import CanaryError, DecodeError
 from model_canary.streams.messages import (
     Action,
@@ -90,14 +92,17 @@ class Controller:
         self._reject(out, None, reason, detail, msg)
 
     def _handle_one(self, msg: Message, out: TxnOutput) -> None:
-        value = msg.value() or b""
+        as_json = is_json(h.header_dict(h.as_list(msg.headers())).get(h.CONTENT_TYPE))
         try:
-            record = decode_any(value)
+            record = control_record(msg)
         except DecodeError as exc:
-            self._reject(out, None, exc.reason, str(exc), msg)
+            self._reject(out, None, exc.reason, str(exc), msg, as_json=as_json)
             return
         if isinstance(record, Decision):
-            return  # the evaluator's evidence record: kept on the topic for audit and history
+            # The evaluator's evidence record, kept on the topic for audit and history: it moves
+            # nothing, but a forged one is said so where history shows it.
+            self._check_decision(out, record, msg)
+            return
         if not isinstance(record, ControlCommand):
             self._reject(
                 out,
@@ -111,7 +116,7 @@ class Controller:
         now = utc_now()
         rejection = self.guard.check(command, msg, now)
         if rejection is not None:  # unsigned, forged, stale or replayed: nothing changes
-            self._reject(out, command, rejection.reason, rejection.detail, msg)
+            self._reject(out, command, rejection.reason, rejection.detail, msg, as_json=as_json)
             return
         state = self.view.get(command.model)
         try:
@@ -119,16 +124,16 @@ class Controller:
             if command.action in (Action.REGISTER, Action.START):
                 self._ensure_version_topics(new)
         except CommandRejectedError as rej:
-            self._reject(out, command, rej.reason, str(rej), msg)
+            self._reject(out, command, rej.reason, str(rej), msg, as_json=as_json)
             return
         except CanaryError as exc:
-            self._reject(out, command, "unavailable", str(exc), msg)
+            self._reject(out, command, "unavailable", str(exc), msg, as_json=as_json)
             return
         out.produce(
             self.catalogue.rollout_state, self._state_codec.encode(new), key=new.model.encode()
         )
         self.view.apply_local(new)
-        self._event(out, command, "applied", "", f"phase {new.phase.value}", new)
+        self._event(out, command, "applied", "", f"phase {new.phase.value}", new, as_json=as_json)
         metrics.COMMANDS.labels(command.action.value, "applied").inc()
         metrics.WEIGHT.labels(new.model).set(new.weight_bp / 10_000)
 
@@ -143,6 +148,8 @@ class Controller:
         reason: str,
         detail: str,
         msg: Message,
+        *,
+        as_json: bool = False,
     ) -> None:
         log.warning("rejected command at offset %s: %s: %s", msg.offset(), reason, detail)
         metrics.COMMANDS.labels(command.action.value if command else "unknown", "rejected").inc()
@@ -151,7 +158,33 @@ class Controller:
             dead_letter(
                 out, self.catalogue.dead_letters, msg, agent=AGENT, reason=reason, detail=detail
             )
-        self._event(out, command, "rejected", reason, detail, None)
+        self._event(out, command, "rejected", reason, detail, None, as_json=as_json)
+
+    def _check_decision(self, out: TxnOutput, decision: Decision, msg: Message) -> None:
+        rejection = self.guard.authentic(decision)
+        if rejection is None:
+            return
+        log.warning(
+            "decision record at offset %s is not authentic: %s: %s",
+            msg.offset(),
+            rejection.reason,
+            rejection.detail,
+        )
+        metrics.COMMANDS.labels("decision", "rejected").inc()
+        event = ControlEvent(
+            event_id=uuid.uuid4().hex,
+            model=decision.model,
+            command_id=decision.decision_id,
+            action="decision",
+            issued_by="",
+            outcome="rejected",
+            reason=rejection.reason,
+            detail=f"decision record {decision.outcome.value}: {rejection.detail}",
+            revision=-1,
+            at=utc_now(),
+        )
+        key = decision.model.encode() if decision.model else None
+        out.produce(self.catalogue.events, self._event_codec.encode(event), key=key)
 
     def _event(
         self,
@@ -161,7 +194,10 @@ class Controller:
         reason: str,
         detail: str,
         state: RolloutState | None,
+        *,
+        as_json: bool = False,
     ) -> None:
+        """The command's event; in JSON (with its content type) for a JSON command."""
         event = ControlEvent(
             event_id=uuid.uuid4().hex,
             model=command.model if command else "",
@@ -177,4 +213,8 @@ class Controller:
             at=utc_now(),
         )
         key = event.model.encode() if event.model else None
-        out.produce(self.catalogue.events, self._event_codec.encode(event), key=key)
+        if as_json:
+            headers: h.RawHeaders = [(h.CONTENT_TYPE, h.JSON.encode())]
+            out.produce(self.catalogue.events, encode_json(event), key=key, headers=headers)
+        else:
+            out.produce(self.catalogue.events, self._event_codec.encode(event), key=key)

@@ -29,7 +29,9 @@ from model_canary.agents.worker.adapters import (
 )
 from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.codec.json_records import is_json
 from model_canary.streams.codec.requests import decode_request
+from model_canary.streams.codec.results import encode_result
 from model_canary.streams.errors import DecodeError, InvalidRecordError, OutputRefusedError
 from model_canary.streams.messages import (
     MAX_BP,
@@ -115,10 +117,9 @@ class Worker:
         self.catalogue = TopicCatalogue(settings.topic_prefix, settings.partitions)
         self.topic = self.catalogue.version_requests(options.model, options.version)
         self.view = StateView(settings, client_id=f"canary-worker-state-{options.instance}")
-        self._result_codec = codec_for(InferenceResult)
         self._metric_codec = codec_for(MetricEvent)
         self._seconds = metrics.INFERENCE_SECONDS.labels(options.model, options.version)
-        self._result_headers = h.result_headers(settings.exactly_once)
+        self._delivery_headers = h.delivery_headers(settings.exactly_once)
         prefix = settings.topic_prefix
         name = f"{options.model}.{options.version}"
         self.loop = data_loop(
@@ -135,7 +136,7 @@ class Worker:
             refuse=self._refuse,
         )
         self.refusals = Refusals(
-            self.catalogue, AGENT, result_headers=h.result_headers(settings.exactly_once)
+            self.catalogue, AGENT, delivery_headers=h.delivery_headers(settings.exactly_once)
         )
 
     def run(self, stop: threading.Event) -> None:
@@ -193,9 +194,15 @@ class Worker:
                 self._redrive(out, msg, raw)
             return None  # a shadow copy of a rolled-back canary is simply not run
         value = msg.value() or b""
+        key = msg.key()
         try:
             request = decode_request(
-                value, meta.get(h.CONTENT_TYPE), max_bytes=self.settings.max_request_bytes
+                value,
+                meta.get(h.CONTENT_TYPE),
+                max_bytes=self.settings.max_request_bytes,
+                model=meta.get(h.MODEL) or None,
+                request_id=meta.get(h.REQUEST_ID) or None,
+                routing_key=key.decode("utf-8", "replace") if key else None,
             )
         except DecodeError as exc:
             self._refuse(out, msg, exc.reason, str(exc))
@@ -278,12 +285,17 @@ class Worker:
             completed_at=now,
         )
         key = request.request_id.encode()
-        encoded = self._result_codec.encode(result)
+        # Answered in the request's own form (JSON for JSON), with headers saying whose answer
+        # it is; a shadow's result goes to its own topic, never read as an answer.
+        content_type = h.header_dict(h.as_list(msg.headers())).get(h.CONTENT_TYPE)
+        encoded, headers = encode_result(result, as_json=is_json(content_type))
+        topic = self.catalogue.results if routed.served else self.catalogue.shadow_results
         try:
-            headers = self._result_headers
-            if routed.at_least_once and headers is None:
-                headers = h.result_headers(exactly_once=False)
-            out.produce(self.catalogue.results, encoded, key=key, headers=headers)
+            # Marked at-least-once when this worker or the router delivers so (it may repeat).
+            marks = self._delivery_headers
+            if routed.at_least_once and marks is None:
+                marks = h.delivery_headers(exactly_once=False)
+            out.produce(topic, encoded, key=key, headers=headers + (marks or []))
         except OutputRefusedError as exc:
             # The model's answer cannot be written (too large for the results topic, say):
             # answer with an error instead, keep a bounded copy of the output, count an error.

@@ -16,6 +16,11 @@ def echo(batch: list[Any]) -> list[Any]:
     return out
 
 
+def same(batch: list[Any]) -> list[Any]:
+    """Answer each request with its own input."""
+    return list(batch)
+
+
 def fails_on_negative(batch: list[Any]) -> list[Any]:
     """Like :func:`echo`, but a negative first value is an error for that request only."""
     out = echo(batch)

@@ -14,7 +14,8 @@ from confluent_kafka import Producer
 
 from model_canary.agents.client.control import ControlClient
 from model_canary.streams import headers as h
-from model_canary.streams.codec.avro import MAGIC, codec_for
+from model_canary.streams.codec.avro import INFERENCE_RESULT_CONTENT_TYPE, MAGIC, codec_for
+from model_canary.streams.codec.results import decode_result
 from model_canary.streams.messages import (
     ControlCommand,
     ControlEvent,
@@ -67,18 +68,18 @@ def test_each_malformed_request_is_dead_lettered_with_its_reason_while_routing_g
     for name, (value, headers) in bad.items():
         producer.produce(topics.requests, value, key=name.encode(), headers=headers)
     producer.flush(10)
-    good = send_requests(settings, "iris", ["u1", "u2"], prefix="ok")
+    send_requests(settings, "iris", ["u1", "u2"], prefix="ok")
     json_ok = _json(request_id="ok-json", model="iris", routing_key="u3", inputs=good_inputs)
     producer.produce(topics.requests, json_ok, headers=[(h.CONTENT_TYPE, h.JSON)])
     producer.flush(10)
 
-    dead = read_topic(settings, topics.dead_letters, len(bad), settle=2)
+    refused = {name: v for name, v in bad.items() if name != "no-request-id"}
+    dead = read_topic(settings, topics.dead_letters, len(refused), settle=2)
     reasons = {(m.key() or b"").decode(): header(m, h.DLQ_REASON) for m in dead}
     assert reasons == {
         "undecodable": "undecodable",
         "undecodable-json": "undecodable",
         "missing-model": "invalid-record",
-        "no-request-id": "invalid-record",
         "unknown-model": "unknown-model",
         "too-large": "too-large",
         "unknown-schema": "unknown-schema",
@@ -90,14 +91,28 @@ def test_each_malformed_request_is_dead_lettered_with_its_reason_while_routing_g
         original = bad[(m.key() or b"").decode()][0]
         assert m.value() == original, "the message is kept whole"
 
-    # A refused request whose id is known is answered with an error result too.
-    codec = codec_for(InferenceResult)
-    results = [codec.decode(m.value() or b"") for m in read_topic(settings, topics.results, 5)]
-    answers = {r.request_id: r.error_type for r in results}
-    assert answers == {
-        **dict.fromkeys([*good, "ok-json"]),
-        "x2": "unknown-model",
-        "x3": "invalid-record",
+    # Every request is answered, a refused one with an error result (under where it was
+    # written when it has no id), in JSON when it came as JSON. A JSON request without an id
+    # is routed and served under one.
+    answered = read_topic(settings, topics.results, len(bad) + 3, settle=2)
+    results = {}
+    for m in answered:
+        r = decode_result(m.value(), m.headers())
+        results[r.routing_key or r.request_id] = (r.error_type, header(m, h.CONTENT_TYPE))
+        assert header(m, h.REQUEST_ID) == r.request_id and header(m, "canary-served") == "true"
+    avro, json_ = INFERENCE_RESULT_CONTENT_TYPE, h.JSON
+    assert results == {
+        "u1": (None, avro),
+        "u2": (None, avro),
+        "u3": (None, json_),
+        "no-request-id": (None, json_),
+        "undecodable": ("undecodable", avro),
+        "undecodable-json": ("undecodable", json_),
+        "missing-model": ("invalid-record", json_),
+        "unknown-model": ("unknown-model", json_),
+        "too-large": ("too-large", avro),
+        "unknown-schema": ("unknown-schema", avro),
+        "x3": ("invalid-record", avro),
     }
     assert router.alive, "the router is still running"
 

@@ -111,7 +111,6 @@ def test_agents_wait_for_a_late_broker_quietly_and_then_serve(tmp_path: Path) ->
     assert "Traceback" not in cli.stderr
     assert time.monotonic() - began < 3 + 30  # the wait, plus Python's start on a busy machine
 
-    started = time.time()
     worker_args = ["worker", "--model", "iris", "--version", "v1", "--adapter", "noop:",
                    "--instance", "w1"]  # fmt: skip
     agents = [
@@ -123,10 +122,12 @@ def test_agents_wait_for_a_late_broker_quietly_and_then_serve(tmp_path: Path) ->
     try:
         for agent in agents:
             _wait_for_log(agent, "waiting for Kafka at", 60)
-        time.sleep(max(0.0, started + BROKER_LATE_S - time.time()))
+        # 20 s from when the last of them was up and waiting (Python starts slowly on a busy
+        # machine).
+        time.sleep(BROKER_LATE_S)
         for agent in agents:
             assert agent.alive, f"{agent.args[0]} gave up:\n{agent.log()}"
-        broker.start()
+        broker.start(timeout=300)  # a busy 2-core machine starts a JVM slowly
         up = time.time()
 
         router, worker, _evaluator = agents
@@ -165,7 +166,7 @@ def test_agents_wait_for_a_late_broker_quietly_and_then_serve(tmp_path: Path) ->
         answered = next(i for i, line in enumerate(lines) if "answers after" in line)
         waiting = lines[:answered]
         span = (_stamp(lines[answered]) or 0) - (_stamp(waiting[0]) or 0)
-        assert span >= BROKER_LATE_S - 5, (agent.args[0], span)
+        assert span >= BROKER_LATE_S, (agent.args[0], span)
         assert len(waiting) <= 1 + span / LINE_EVERY_S, (agent.args[0], waiting)
         assert all("waiting for Kafka at" in line and HINT in line for line in waiting), waiting
         assert "Traceback" not in agent.log(), agent.log()

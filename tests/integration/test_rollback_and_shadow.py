@@ -23,10 +23,10 @@ ECHO = "python:tests.integration.models:echo"
 
 
 def _results(settings: Settings, topics: TopicCatalogue, n: int) -> list[InferenceResult]:
+    """The results of both topics: the served answers and the shadows'."""
     codec = codec_for(InferenceResult)
-    return [
-        codec.decode(m.value() or b"") for m in read_topic(settings, topics.results, n, settle=2)
-    ]
+    messages = read_topic(settings, [topics.results, topics.shadow_results], n, settle=2)
+    return [codec.decode(m.value() or b"") for m in messages]
 
 
 def test_rollback_answers_the_canary_backlog_from_the_baseline_exactly_once(
@@ -90,3 +90,9 @@ def test_shadow_serves_every_request_from_the_baseline_and_mirrors_it(
     assert len(by_id) == len(ids) + 20
     for rid, got in by_id.items():
         assert sorted(got) == [("v1", True), ("v2", False)], (rid, got)
+    # A plain reader of the results topic sees the served answers only, each marked so.
+    served = read_topic(settings, topics.results, len(ids) + 20, settle=1)
+    assert len(served) == len(ids) + 20
+    assert {(header(m, "canary-served"), header(m, "canary-version")) for m in served} == {
+        ("true", "v1")
+    }

@@ -68,7 +68,10 @@ def acls(p: str) -> dict[str, list[Grant]]:
             (TOPIC, f"{p}.", PRE, CREATE),
             *[(TOPIC, t, LIT, READ) for t in (c.requests, c.control, c.rollout_state)],
             (TOPIC, f"{c.requests}.", PRE, WRITE),
-            *[(TOPIC, t, LIT, WRITE) for t in (c.events, c.rollout_state, c.dead_letters)],
+            *[
+                (TOPIC, t, LIT, WRITE)
+                for t in (c.events, c.rollout_state, c.dead_letters, c.results)
+            ],
             (GROUP, f"{p}.router", LIT, READ),
             (GROUP, f"{p}.controller", LIT, READ),
             (TXN, f"{p}.router.", PRE, WRITE),
@@ -78,7 +81,10 @@ def acls(p: str) -> dict[str, list[Grant]]:
             (TOPIC, f"{p}.", PRE, CREATE),
             (TOPIC, f"{c.requests}.", PRE, READ),
             (TOPIC, c.rollout_state, LIT, READ),
-            *[(TOPIC, t, LIT, WRITE) for t in (c.results, c.metrics, c.dead_letters)],
+            *[
+                (TOPIC, t, LIT, WRITE)
+                for t in (c.results, c.shadow_results, c.metrics, c.dead_letters)
+            ],
             (GROUP, f"{p}.worker.", PRE, READ),
             (TXN, f"{p}.worker.", PRE, WRITE),
         ],

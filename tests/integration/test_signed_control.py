@@ -5,6 +5,7 @@ from the operator and the evaluator, and refuses unsigned, forged, stale and rep
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -137,6 +138,20 @@ def test_only_signed_fresh_unseen_commands_move_traffic(
     assert rogue_command is not None
     assert _event_for(settings, rogue_command.command_id).reason == "unknown-key-id"
 
+    # Its decision record is signed with the same key; the controller flags one that is not.
+    assert emitted.decision.key_id == "evaluator" and emitted.decision.signature
+    forged = DecisionSink(settings).emit(state, verdict, {}).decision  # unsigned
+    assert forged.signature is None
+    flagged = _event_for(settings, forged.decision_id)
+    assert (flagged.action, flagged.outcome, flagged.reason) == ("decision", "rejected", "unsigned")
+
+    # A key signs only for its principals: the operator's key cannot speak for the evaluator.
+    ops_settings = settings.with_overrides(control_keys=ops_ring)
+    impostor_ops = ControlClient(ops_settings, issued_by="evaluator")
+    assert _refused(impostor_ops, impostor_ops.command("iris", "pause")) == "wrong-issuer"
+    assert ops.send("iris", "pause", reason="ops speaks as ops").event.issued_by == "ops"
+    assert ops.send("iris", "resume").applied
+
     # The CLI signs with --key-file or CANARY_CONTROL_KEY, and says why an unsigned one failed.
     key_file = tmp_path / "ops.key"
     key_file.write_text(f"ops:{ops_secret}\n")
@@ -145,6 +160,19 @@ def test_only_signed_fresh_unseen_commands_move_traffic(
     assert refused.returncode == 2 and "rejected (unsigned)" in refused.stderr
     signed = canary("resume", "iris", env={"CANARY_CONTROL_KEY": f"ops:{ops_secret}"})
     assert signed.returncode == 0 and "applied" in signed.stdout
+
+    # History checks the decision records' signatures with the ring it is given.
+    history = canary("history", "iris", "--json", "--key-file", str(ring_file))
+    assert history.returncode == 0, history.stderr
+    checks = {
+        row["decision_id"]: row["signature_check"]
+        for row in map(json.loads, history.stdout.splitlines())
+        if "decision_id" in row
+    }
+    assert checks[emitted.decision.decision_id] == "valid"
+    assert checks[forged.decision_id] == "unsigned"
+    shown = canary("history", "iris", "--key-file", str(ring_file)).stdout
+    assert "NOT AUTHENTIC: unsigned" in shown and "[signed: key evaluator]" in shown
 
     # The secrets are nowhere: not on any topic, not in the router's log, not in /metrics.
     page = _scrape(metrics_port, ['outcome="rejected"'])

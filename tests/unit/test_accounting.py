@@ -161,3 +161,17 @@ def test_since_is_a_time_or_a_duration(text: str, expected: datetime) -> None:
 def test_a_bad_since_is_a_config_error(text: str) -> None:
     with pytest.raises(ConfigError):
         parse_since(text, NOW)
+
+
+def test_a_refused_request_is_answered_with_an_error_and_counted_as_one() -> None:
+    ledger = Ledger()
+    for rid in ("r1", "r2", "r3"):
+        ledger.request(rid)
+    ledger.result("r1", served=True)
+    ledger.result("r2", served=True, error_type="unknown-model")
+    ledger.dead_letter("r2", "unknown-model")
+    ledger.result("r3", served=True, error_type="exception")
+    report = ledger.report()
+    assert report.ok and report.served_results == 3
+    assert report.error_answers == {"unknown-model": 1, "exception": 1}
+    assert report.to_dict()["answered_with_error"] == 2

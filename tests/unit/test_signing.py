@@ -15,14 +15,15 @@ from hypothesis import strategies as st
 from model_canary.agents.router.command_guard import CommandGuard
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.errors import ConfigError
-from model_canary.streams.messages import Action, ControlCommand
+from model_canary.streams.messages import Action, ControlCommand, Decision, Outcome
 from model_canary.streams.settings import Settings
 from model_canary.streams.signing import Verifier, canonical_bytes, sign, sign_if_keyed
 from model_canary.streams.signing_keys import KeyRing, Secret, SigningKey
 from tests.unit.record_strategies import EXAMPLES, T0, record_strategy
 
 SECRET = "s3cret-0123456789abcdef"
-RING = KeyRing.parse(f"ops:{SECRET}\nevaluator:another-secret-0123456789")
+# "ops" may sign for anyone: these tests are about signatures (issuers: see the end).
+RING = KeyRing.parse(f"ops[*]:{SECRET}\nevaluator:another-secret-0123456789")
 OPS = RING.keys[0]
 COMMANDS = record_strategy(ControlCommand)
 FIELDS = [f.name for f in dataclasses.fields(ControlCommand) if f.name != "signature"]
@@ -108,7 +109,7 @@ def test_unsigned_unknown_key_and_forged_commands_are_refused() -> None:
 
 def test_every_key_of_the_ring_verifies() -> None:
     v = Verifier(RING)
-    assert _reason(v, sign(_cmd(command_id="a"), RING.keys[1])) is None
+    assert _reason(v, sign(_cmd(command_id="a", issued_by="evaluator"), RING.keys[1])) is None
     assert _reason(v, sign(_cmd(command_id="b"), OPS)) is None
 
 
@@ -235,3 +236,51 @@ def test_without_keys_the_controller_says_once_that_commands_are_not_authenticat
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "NOT authenticated" in warnings[0]
     assert "('ops', 'evaluator')" in caplog.text and SECRET not in caplog.text
+
+
+# --- who a key may sign for ---------------------------------------------------------------------
+
+
+def test_a_key_signs_only_for_its_principals() -> None:
+    ring = KeyRing.parse(f"ops:{SECRET}\nalice-key[alice,bob]:{SECRET}-a\nevaluator:{SECRET}-e")
+    ops, alice, _ = ring.keys
+    v = Verifier(ring)
+    # The default (a key file from before principals): a key signs as its own id.
+    assert _reason(v, sign(_cmd(command_id="1", issued_by="ops"), ops)) is None
+    assert _reason(v, sign(_cmd(command_id="2", issued_by="operator"), ops)) == "wrong-issuer"
+    assert _reason(v, sign(_cmd(command_id="3", issued_by="evaluator"), ops)) == "wrong-issuer"
+    assert _reason(v, sign(_cmd(command_id="4", issued_by="bob"), alice)) is None
+    assert _reason(v, sign(_cmd(command_id="5", issued_by="alice-key"), alice)) == "wrong-issuer"
+    assert (ops.principal, alice.principal) == ("ops", "alice")
+    rejection = v.verify(sign(_cmd(command_id="6", issued_by="mallory"), alice), T0)
+    assert rejection is not None and "signs for alice, bob, not for 'mallory'" in rejection.detail
+
+
+def test_principal_lists_are_checked_and_never_show_the_secret() -> None:
+    for bad in (f"ops[]:{SECRET}", f"ops[a b]:{SECRET}", f"ops[a,]:{SECRET}"):
+        with pytest.raises(ConfigError, match="principals") as info:
+            KeyRing.parse(bad)
+        assert SECRET not in str(info.value)
+    assert KeyRing.parse(f"ops[*]:{SECRET}").keys[0].may_sign_for("anyone")
+
+
+def test_decisions_are_signed_like_commands_and_only_the_evaluators_key_may() -> None:
+    decision = Decision(
+        decision_id="d1", model="iris", rollout_id="ro1", outcome=Outcome.HOLD,
+        reason="too-short: 3s of 300s", decided_at=T0,
+    )  # fmt: skip
+    example = EXAMPLES[Decision]
+    ring = KeyRing.parse(f"evaluator:{SECRET}\nops:{SECRET}-o")
+    evaluator, ops = ring.keys
+    v = Verifier(ring)
+    codec = codec_for(Decision)
+    for record in (decision, example):
+        signed = sign(record, evaluator)
+        assert v.authentic(codec.decode(codec.encode(signed))) is None  # nested evidence too
+        assert canonical_bytes(signed).startswith(b"model-canary/decision/v1\n")
+    assert v.authentic(decision).reason == "unsigned"  # type: ignore[union-attr]
+    assert v.authentic(sign(decision, ops)).reason == "wrong-issuer"  # type: ignore[union-attr]
+    forged = dataclasses.replace(sign(example, evaluator), weight_bp=10_000)
+    assert v.authentic(forged).reason == "bad-signature"  # type: ignore[union-attr]
+    # A command's signature is no decision's: the domains differ.
+    assert canonical_bytes(_cmd()) != canonical_bytes(decision)

@@ -10,7 +10,8 @@ def test_names_follow_the_prefix() -> None:
     cat = TopicCatalogue("acme")
     names = [s.name for s in cat.core_specs()]
     assert all(n.startswith("acme.") for n in names)
-    assert len(set(names)) == len(names) == 8
+    assert len(set(names)) == len(names) == 9
+    assert cat.shadow_results == "acme.results.shadow"
     assert cat.version_requests("fraud", "v10") == "acme.requests.fraud.v10"
 
 

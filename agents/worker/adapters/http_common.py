@@ -241,6 +241,26 @@ class HttpClient:
         else:
             self._pool = urllib3.PoolManager(**pool)
 
+    @classmethod
+    def from_params(
+        cls,
+        base_url: str,
+        params: Mapping[str, str],
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> HttpClient:
+        """A client with the transport options of a spec's query (as many connections as
+        its ``concurrency``)."""
+        return cls(
+            base_url,
+            timeout_s,
+            headers,
+            options=HttpOptions.from_params(params, environ),
+            max_connections=concurrency(params),
+            environ=environ,
+        )
+
     def __repr__(self) -> str:
         return f"HttpClient({self.base_url})"
 

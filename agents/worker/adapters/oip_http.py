@@ -18,7 +18,6 @@ from model_canary.agents.worker.adapters.http_common import (
     TRANSPORT_OPTIONS,
     HttpBatchAdapter,
     HttpClient,
-    HttpOptions,
     concurrency,
     http_error,
     split_url,
@@ -44,11 +43,8 @@ class OipHttpAdapter(HttpBatchAdapter):
         name = model_path.split("/", 1)[0]
         if not marker or not name:
             raise ConfigError(f"expected {USAGE}, got {url!r}")
-        limit = concurrency(params)
-        client = HttpClient(
-            base, timeout_s, options=HttpOptions.from_params(params), max_connections=limit
-        )
-        return cls(name, client, limit)
+        client = HttpClient.from_params(base, params, timeout_s)
+        return cls(name, client, concurrency(params))
 
     def call_one(self, item: ModelInput) -> ModelOutput:
         """POST the input to ``/infer``; the answer's bytes and content type are the output."""

@@ -33,7 +33,6 @@ from model_canary.agents.worker.adapters.http_common import (
     TRANSPORT_OPTIONS,
     HttpBatchAdapter,
     HttpClient,
-    HttpOptions,
     concurrency,
     http_error,
     split_url,
@@ -75,10 +74,8 @@ class OpenAiHttpAdapter(HttpBatchAdapter):
             raise ConfigError(f"api_key_env names {key_env!r}, but that variable is not set")
         api_key = env.get(key_env or DEFAULT_KEY_ENV)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        limit = concurrency(params)
-        options = HttpOptions.from_params(params, env)
-        client = HttpClient(base, timeout_s, headers, options=options, max_connections=limit)
-        return cls(model or "openai", client, limit, model=model)
+        client = HttpClient.from_params(base, params, timeout_s, headers, env)
+        return cls(model or "openai", client, concurrency(params), model=model)
 
     def call_one(self, item: ModelInput) -> ModelOutput:
         """Complete the request, POST it, read the answer's first message."""

@@ -1,0 +1,534 @@
+"""Run agents in process, on an in-memory Kafka: unit tests of the router, the controller, the
+workers and the exactly-once loop without a broker (in the spirit of ``bytewax.testing``).
+
+:class:`FakeKafka` holds topics as lists of messages and implements the methods of
+confluent-kafka's ``Producer``, ``Consumer`` and ``AdminClient`` that the project uses, with
+transactions that ``read_committed`` readers see only once committed (an aborted one is never
+seen) and consumer groups whose offsets commit with the transaction.
+:func:`~model_canary.agents.kafka.clients.using` makes every client the agents build come from
+it; :func:`run_until_idle` runs an agent's loop until its input is consumed and committed.
+
+>>> from model_canary.streams.settings import Settings
+>>> kafka = FakeKafka()
+>>> kafka.send("canary.requests", b"hello", key=b"k1")
+>>> with using(kafka):
+...     producer = new_producer(Settings(), "doc", transactional_id="t1")
+...     producer.init_transactions(1)
+...     producer.begin_transaction()
+...     producer.produce("canary.results", b"answer", b"k1")
+...     kafka.read("canary.results")          # not committed yet: invisible
+...     producer.commit_transaction(1)
+[]
+>>> [m.value() for m in kafka.read("canary.results")]
+[b'answer']
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    TIMESTAMP_CREATE_TIME,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
+
+from model_canary.agents.kafka.clients import new_producer, using
+from model_canary.agents.kafka.eos import ExactlyOnceLoop
+from model_canary.streams.headers import RawHeaders
+
+__all__ = ["FakeKafka", "FakeMessage", "new_producer", "run_until_idle", "using"]
+
+Headers = list[tuple[str, bytes | None]]
+
+
+@dataclass
+class FakeMessage:
+    """A stored message with confluent-kafka's ``Message`` accessors."""
+
+    _topic: str
+    _partition: int
+    _offset: int
+    _key: bytes | None
+    _value: bytes | None
+    _headers: Headers | None
+    _timestamp_ms: int
+    _error: KafkaError | None = None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def headers(self) -> Headers | None:
+        return list(self._headers) if self._headers else None
+
+    def error(self) -> KafkaError | None:
+        return self._error
+
+    def timestamp(self) -> tuple[int, int]:
+        return TIMESTAMP_CREATE_TIME, self._timestamp_ms
+
+    def __len__(self) -> int:
+        return len(self._value or b"")
+
+
+@dataclass
+class _Partition:
+    messages: list[FakeMessage] = field(default_factory=list)
+    #: Offsets of messages written in a transaction that has not committed (or aborted).
+    open: set[int] = field(default_factory=set)
+    aborted: set[int] = field(default_factory=set)
+
+    def stable(self) -> int:
+        """The last stable offset: nothing at or after it is visible to read_committed."""
+        return min(self.open) if self.open else len(self.messages)
+
+
+class FakeKafka:
+    """An in-memory cluster: topics, transactions and consumer groups (see the module docs).
+
+    ``partitions`` is the partition count of a topic created on first use.
+    """
+
+    def __init__(self, partitions: int = 1) -> None:
+        self.default_partitions = partitions
+        self.topics: dict[str, list[_Partition]] = {}
+        self.configs: dict[str, dict[str, str]] = {}
+        self.group_offsets: dict[tuple[str, str, int], int] = {}
+        self.lock = threading.RLock()
+        self.idle_polls = 0  # consecutive consume calls of group members that found nothing
+        #: Called with each message a producer writes (before it is stored); may raise
+        #: KafkaException to refuse it, as a broker would.
+        self.on_produce: Callable[[str, bytes | None, bytes | None], None] | None = None
+        #: Called with each message a transactional producer queues; a KafkaError it returns
+        #: is the broker refusing that message *after* it was queued: its delivery report
+        #: carries the error, the transaction must be aborted (later writes fail with _STATE,
+        #: the commit with an abortable error), as librdkafka does.
+        self.refuse_queued: (
+            Callable[[str, bytes | None, bytes | None], KafkaError | None] | None
+        ) = None
+
+    # -- the factory of clients (see clients.using) ------------------------------------------
+    def producer(self, config: dict[str, Any]) -> FakeProducer:
+        return FakeProducer(self, config)
+
+    def consumer(self, config: dict[str, Any]) -> FakeConsumer:
+        return FakeConsumer(self, config)
+
+    def admin(self, config: dict[str, Any]) -> FakeAdmin:
+        return FakeAdmin(self)
+
+    # -- topics ------------------------------------------------------------------------------
+    def create(self, topic: str, partitions: int | None = None) -> None:
+        with self.lock:
+            if topic not in self.topics:
+                n = partitions or self.default_partitions
+                self.topics[topic] = [_Partition() for _ in range(n)]
+
+    def partition_for(self, topic: str, key: bytes | None) -> int:
+        self.create(topic)
+        n = len(self.topics[topic])
+        return zlib.crc32(key) % n if key else 0
+
+    def append(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: RawHeaders | None,
+        *,
+        in_txn: bool,
+    ) -> FakeMessage:
+        if self.on_produce is not None:
+            self.on_produce(topic, value, key)
+        with self.lock:
+            p = self.partition_for(topic, key)
+            part = self.topics[topic][p]
+            msg = FakeMessage(
+                topic, p, len(part.messages), key, value, _bytes_headers(headers), _now_ms()
+            )
+            part.messages.append(msg)
+            if in_txn:
+                part.open.add(msg.offset())
+            return msg
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: RawHeaders | None = None,
+    ) -> None:
+        """Write one committed message (what a client outside the test would produce)."""
+        self.append(topic, value, key, headers, in_txn=False)
+
+    def read(self, topic: str) -> list[FakeMessage]:
+        """Every committed message of ``topic`` (read_committed), by partition then offset."""
+        with self.lock:
+            out = []
+            for part in self.topics.get(topic, []):
+                stable = part.stable()
+                out += [
+                    m
+                    for m in part.messages[:stable]
+                    if m.offset() not in part.aborted and m.offset() not in part.open
+                ]
+            return out
+
+    def everything(self, topic: str) -> list[FakeMessage]:
+        """Every message of ``topic``, aborted ones included (read_uncommitted)."""
+        with self.lock:
+            return [m for part in self.topics.get(topic, []) for m in part.messages]
+
+
+class FakeProducer:
+    """``Producer``: transactional when its configuration has a ``transactional.id``."""
+
+    def __init__(self, kafka: FakeKafka, config: dict[str, Any]) -> None:
+        self.kafka = kafka
+        self.config = config
+        self.transactional = bool(config.get("transactional.id"))
+        self._in_txn = False
+        self._written: list[FakeMessage] = []
+        self._offsets: list[tuple[str, list[TopicPartition]]] = []
+        self._reports: list[tuple[Callable[..., None], KafkaError | None, FakeMessage]] = []
+        self._failed: KafkaError | None = None  # a queued write the broker refused
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        headers: RawHeaders | None = None,
+        on_delivery: Callable[..., None] | None = None,
+        **_: Any,
+    ) -> None:
+        if self.transactional and not self._in_txn:
+            raise KafkaException(KafkaError(KafkaError._STATE, "not in a transaction"))
+        if self._failed is not None:
+            raise KafkaException(KafkaError(KafkaError._STATE, "Local: Erroneous state"))
+        refused = self.kafka.refuse_queued(topic, value, key) if self.kafka.refuse_queued else None
+        if refused is not None and self.transactional:
+            self._failed = refused
+            if on_delivery is not None:
+                lost = FakeMessage(topic, -1, -1, key, value, _bytes_headers(headers), _now_ms())
+                self._reports.append((on_delivery, refused, lost))
+            return
+        msg = self.kafka.append(topic, value, key, headers, in_txn=self.transactional)
+        if self.transactional:
+            self._written.append(msg)
+        if on_delivery is not None:
+            self._reports.append((on_delivery, None, msg))
+
+    def poll(self, timeout: float = 0.0) -> int:
+        reports, self._reports = self._reports, []
+        for callback, error, msg in reports:
+            callback(error, msg)
+        return len(reports)
+
+    def flush(self, timeout: float = 0.0) -> int:
+        self.poll()
+        return 0
+
+    def __len__(self) -> int:
+        return 0
+
+    def init_transactions(self, timeout: float = 0.0) -> None:
+        self._abort_open()
+
+    def begin_transaction(self) -> None:
+        if self._in_txn:
+            raise KafkaException(KafkaError(KafkaError._STATE, "transaction already open"))
+        self._in_txn = True
+
+    def send_offsets_to_transaction(
+        self, positions: Sequence[TopicPartition], group: Any, timeout: float = 0.0
+    ) -> None:
+        self._offsets.append((str(group), list(positions)))
+
+    def commit_transaction(self, timeout: float = 0.0) -> None:
+        self.poll()
+        if self._failed is not None:
+            raise KafkaException(
+                KafkaError(self._failed.code(), self._failed.str(), txn_requires_abort=True)
+            )
+        with self.kafka.lock:
+            for msg in self._written:
+                self.kafka.topics[msg.topic()][msg.partition()].open.discard(msg.offset())
+            for group, positions in self._offsets:
+                for tp in positions:
+                    self.kafka.group_offsets[group, tp.topic, tp.partition] = tp.offset
+        self._reset()
+
+    def abort_transaction(self, timeout: float = 0.0) -> None:
+        self._abort_open()
+
+    def _abort_open(self) -> None:
+        with self.kafka.lock:
+            for msg in self._written:
+                part = self.kafka.topics[msg.topic()][msg.partition()]
+                part.open.discard(msg.offset())
+                part.aborted.add(msg.offset())
+        self._reset()
+
+    def _reset(self) -> None:
+        self._failed = None
+        self._in_txn = False
+        self._written = []
+        self._offsets = []
+
+
+@dataclass
+class _Topic:
+    partitions: dict[int, Any]
+    error: KafkaError | None = None
+
+
+@dataclass
+class _Metadata:
+    topics: dict[str, _Topic]
+    brokers: dict[int, str] = field(default_factory=lambda: {1: "fake:9092"})
+
+
+@dataclass
+class _PartitionMeta:
+    id: int
+    leader: int = 1
+
+
+class FakeConsumer:
+    """``Consumer``: a group member (``subscribe``: it is given every partition at once) or a
+    reader (``assign``). Reads committed messages only."""
+
+    def __init__(self, kafka: FakeKafka, config: dict[str, Any]) -> None:
+        self.kafka = kafka
+        self.group = str(config.get("group.id", ""))
+        self.eof = str(config.get("enable.partition.eof", "false")).lower() == "true"
+        self._topics: list[str] = []
+        self._on_assign: Callable[..., None] | None = None
+        self._positions: dict[tuple[str, int], int] = {}
+        self._subscribed = False
+        self.closed = False
+
+    # -- group membership ----------------------------------------------------------------------
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        on_assign: Callable[..., None] | None = None,
+        on_revoke: Callable[..., None] | None = None,
+        **_: Any,
+    ) -> None:
+        self._topics = list(topics)
+        self._on_assign = on_assign
+        self._subscribed = True
+
+    def consumer_group_metadata(self) -> str:
+        return self.group
+
+    def committed(self, partitions: Sequence[TopicPartition], timeout: float = 0.0) -> list[Any]:
+        with self.kafka.lock:
+            return [
+                TopicPartition(
+                    tp.topic,
+                    tp.partition,
+                    self.kafka.group_offsets.get((self.group, tp.topic, tp.partition), -1001),
+                )
+                for tp in partitions
+            ]
+
+    def _join(self) -> None:
+        if not self._subscribed or self._positions:
+            return
+        for topic in self._topics:
+            self.kafka.create(topic)
+        assignment = [
+            TopicPartition(t, p) for t in self._topics for p in range(len(self.kafka.topics[t]))
+        ]
+        for tp in self.committed(assignment):
+            self._positions[tp.topic, tp.partition] = max(tp.offset, 0)
+        if self._on_assign is not None:
+            self._on_assign(self, assignment)
+
+    # -- reading -------------------------------------------------------------------------------
+    def assign(self, partitions: Sequence[TopicPartition]) -> None:
+        self._positions = {}
+        for tp in partitions:
+            self.seek(tp)
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.kafka.create(tp.topic)
+        part = self.kafka.topics[tp.topic][tp.partition]
+        if tp.offset == OFFSET_END:
+            offset = part.stable()
+        elif tp.offset < 0 or tp.offset == OFFSET_BEGINNING:
+            offset = 0
+        else:
+            offset = tp.offset
+        self._positions[tp.topic, tp.partition] = offset
+
+    def assignment(self) -> list[TopicPartition]:
+        self._join()
+        return [TopicPartition(t, p) for t, p in self._positions]
+
+    def position(self, partitions: Sequence[TopicPartition]) -> list[TopicPartition]:
+        return [
+            TopicPartition(
+                tp.topic, tp.partition, self._positions.get((tp.topic, tp.partition), -1)
+            )
+            for tp in partitions
+        ]
+
+    def consume(self, num_messages: int = 1, timeout: float = 0.0) -> list[FakeMessage]:
+        self._join()
+        out: list[FakeMessage] = []
+        with self.kafka.lock:
+            for (topic, p), position in list(self._positions.items()):
+                part = self.kafka.topics[topic][p]
+                stable = part.stable()
+                while position < stable and len(out) < num_messages:
+                    msg = part.messages[position]
+                    position += 1
+                    if msg.offset() not in part.aborted:
+                        out.append(msg)
+                self._positions[topic, p] = position
+            if self._subscribed:
+                self.kafka.idle_polls = 0 if out else self.kafka.idle_polls + 1
+        if not out and timeout:
+            time.sleep(min(timeout, 0.001))
+        return out
+
+    def poll(self, timeout: float = 0.0) -> FakeMessage | None:
+        msgs = self.consume(1, timeout)
+        return msgs[0] if msgs else None
+
+    def get_watermark_offsets(self, tp: TopicPartition, **_: Any) -> tuple[int, int]:
+        self.kafka.create(tp.topic)
+        return 0, self.kafka.topics[tp.topic][tp.partition].stable()
+
+    def list_topics(self, topic: str | None = None, timeout: float = 0.0) -> _Metadata:
+        return _metadata(self.kafka, topic)
+
+    def offsets_for_times(
+        self, partitions: Sequence[TopicPartition], timeout: float = 0.0
+    ) -> list[TopicPartition]:
+        out = []
+        for tp in partitions:
+            found = next(
+                (
+                    m.offset()
+                    for m in self.kafka.topics.get(tp.topic, [_Partition()])[tp.partition].messages
+                    if m.timestamp()[1] >= tp.offset
+                ),
+                -1,
+            )
+            out.append(TopicPartition(tp.topic, tp.partition, found))
+        return out
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeAdmin:
+    """``AdminClient``: topic creation, metadata and configurations."""
+
+    def __init__(self, kafka: FakeKafka) -> None:
+        self.kafka = kafka
+
+    def create_topics(self, topics: Iterable[Any], **_: Any) -> dict[str, Future[None]]:
+        out = {}
+        for new in topics:
+            future: Future[None] = Future()
+            if new.topic in self.kafka.topics:
+                future.set_exception(
+                    KafkaException(KafkaError(KafkaError.TOPIC_ALREADY_EXISTS, "exists"))
+                )
+            else:
+                self.kafka.create(new.topic, new.num_partitions)
+                self.kafka.configs[new.topic] = dict(new.config or {})
+                future.set_result(None)
+            out[new.topic] = future
+        return out
+
+    def list_topics(self, topic: str | None = None, timeout: float = 0.0) -> _Metadata:
+        return _metadata(self.kafka, topic)
+
+    def describe_configs(self, resources: Sequence[Any], **_: Any) -> dict[Any, Future[Any]]:
+        out = {}
+        for resource in resources:
+            future: Future[Any] = Future()
+            future.set_result({})  # every topic on the broker's defaults
+            out[resource] = future
+        return out
+
+
+def run_until_idle(
+    loop: ExactlyOnceLoop, kafka: FakeKafka, *, timeout: float = 10.0, idle_polls: int = 3
+) -> None:
+    """Run ``loop`` in this thread until its consumer has found nothing ``idle_polls`` times
+    in a row and everything it consumed is committed (a commit that aborts sends it round
+    again, as a running agent would go on); then it closes, as on SIGTERM."""
+    stop = threading.Event()
+    deadline = time.monotonic() + timeout
+    original = loop.on_idle
+
+    def on_idle() -> None:
+        if original is not None:
+            original()
+        if time.monotonic() > deadline:
+            stop.set()
+        elif kafka.idle_polls >= idle_polls:
+            if loop.in_transaction:
+                loop.commit()
+            if loop.settled:
+                stop.set()
+            else:
+                kafka.idle_polls = 0
+
+    kafka.idle_polls = 0
+    loop.on_idle = on_idle
+    try:
+        loop.run(stop)
+    finally:
+        loop.on_idle = original
+
+
+def _metadata(kafka: FakeKafka, topic: str | None) -> _Metadata:
+    with kafka.lock:
+        names = [topic] if topic is not None else list(kafka.topics)
+        topics = {}
+        for name in names:
+            if name in kafka.topics:
+                parts = {p: _PartitionMeta(p) for p in range(len(kafka.topics[name]))}
+                topics[name] = _Topic(parts)
+        return _Metadata(topics)
+
+
+def _bytes_headers(headers: RawHeaders | None) -> Headers | None:
+    if not headers:
+        return None
+    return [(k, v.encode() if isinstance(v, str) else v) for k, v in headers]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
