@@ -99,7 +99,7 @@ def register(
         default=1000,
         help="the router's --max-batch (default 1000, as 'canary router')",
     )
-    _shared(router)
+    _shared(router, rounds=3)
     router.set_defaults(handler=run_router_bench)
 
     worker = kinds.add_parser(
@@ -127,7 +127,7 @@ def register(
         help="the worker's --max-batch, also its consume batch (default 64, as 'canary "
         "worker'); the passthrough consumes 1000 at a time",
     )
-    _shared(worker)
+    _shared(worker, rounds=1)
     worker.set_defaults(handler=run_worker_bench)
     _register_latency(kinds, common)
 
@@ -216,13 +216,13 @@ def _register_latency(
     latency.set_defaults(handler=run_latency_bench)
 
 
-def _shared(parser: argparse.ArgumentParser) -> None:
+def _shared(parser: argparse.ArgumentParser, *, rounds: int) -> None:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=1,
+        default=rounds,
         help="drain (and, for the router, measure latency) this many times, alternating who "
-        "goes first; medians are reported (default 1)",
+        f"goes first; medians are reported (default {rounds})",
     )
     parser.add_argument(
         "--timeout",

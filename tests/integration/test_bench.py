@@ -83,6 +83,8 @@ def test_bench_router_smoke(
         "200",
         "--latency-seconds",
         "1",
+        "--rounds",
+        "1",
     )
     assert figures.keys() >= ROUTER_KEYS
     _positive(
