@@ -8,6 +8,7 @@ still answered exactly once, by the baseline.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -309,6 +310,7 @@ class Worker:
                 answer=answer,
                 payload=output.outputs,
                 payload_kind="output",
+                at_least_once=routed.at_least_once,
             )
             metric = replace(metric, error=True, error_type=exc.reason, prediction=None)
         out.produce(self.catalogue.metrics, self._metric_codec.encode(metric), key=o.model.encode())
@@ -333,13 +335,13 @@ class Worker:
         meta = h.header_dict(h.as_list(msg.headers()))
         rid = meta.get(h.REQUEST_ID)
         answer = None
+        routed: _Routed | None = None
         if rid:
-            try:
-                routed: _Routed | None = _Routed.from_headers(meta)
-            except DecodeError:
-                routed = None
+            with contextlib.suppress(DecodeError):
+                routed = _Routed.from_headers(meta)
             answer = replace(self._answer_to(None, routed), request_id=rid)
-        self.refusals.refuse(out, msg, reason, detail, answer=answer)
+        at_least_once = routed is not None and routed.at_least_once
+        self.refusals.refuse(out, msg, reason, detail, answer=answer, at_least_once=at_least_once)
 
 
 def _int(raw: str | None, default: int) -> int:
