@@ -43,10 +43,12 @@ from model_canary.streams.messages import (
     ControlEvent,
     DeadLetter,
     Decision,
+    Evidence,
     Feedback,
     InferenceRequest,
     InferenceResult,
     MetricEvent,
+    Prediction,
     Record,
     RolloutState,
 )
@@ -66,6 +68,8 @@ CONTROL_EVENT_CONTENT_TYPE = "application/vnd.modelcanary.control-event+avro"
 ROLLOUT_STATE_CONTENT_TYPE = "application/vnd.modelcanary.rollout-state+avro"
 DECISION_CONTENT_TYPE = "application/vnd.modelcanary.decision+avro"
 DEAD_LETTER_CONTENT_TYPE = "application/vnd.modelcanary.dead-letter+avro"
+EVIDENCE_CONTENT_TYPE = "application/vnd.modelcanary.evidence+avro"
+PREDICTION_CONTENT_TYPE = "application/vnd.modelcanary.prediction+avro"
 
 CONTENT_TYPES: Mapping[type, str] = {
     InferenceRequest: INFERENCE_REQUEST_CONTENT_TYPE,
@@ -77,6 +81,8 @@ CONTENT_TYPES: Mapping[type, str] = {
     RolloutState: ROLLOUT_STATE_CONTENT_TYPE,
     Decision: DECISION_CONTENT_TYPE,
     DeadLetter: DEAD_LETTER_CONTENT_TYPE,
+    Evidence: EVIDENCE_CONTENT_TYPE,
+    Prediction: PREDICTION_CONTENT_TYPE,
 }
 """The ``content-type`` header value of each record type."""
 
