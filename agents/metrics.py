@@ -92,3 +92,15 @@ PHASE = Gauge(
     "1 for the phase each model's rollout is in (one series per phase), as the evaluator sees it.",
     ["model", "phase"],
 )
+
+EVIDENCE = Counter(
+    "canary_evidence_records_total",
+    "Evidence records the evaluator read, by kind and what became of them (applied, "
+    "duplicate: counted before, stale: an older rollout's).",
+    ["kind", "outcome"],
+)
+CHECKPOINT_SECONDS = Histogram(
+    "canary_evaluator_checkpoint_duration_seconds",
+    "Time to write one evidence partition's checkpoint (snapshots and offsets).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)

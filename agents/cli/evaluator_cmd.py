@@ -20,15 +20,25 @@ def register(
         "evaluator",
         parents=[common],
         help="run the evaluator: automatic, statistically sound promote and rollback",
-        description="Aggregate metric events and ground-truth labels per rollout (a "
-        "faust-streaming app with changelog-backed tables, exactly once) and decide on the "
-        "clock: ADVANCE, HOLD (with the reason), ROLLBACK as soon as a metric shows harm beyond "
-        "its tolerance, FINALIZE at the end. Decisions with their evidence and the resulting "
-        "commands go to the control topic; an operator's command always wins. Run several for "
-        "more models: they share the rollouts through their consumer group.",
+        description="Sum the evidence the routers, workers and label joiners publish per "
+        "transaction (a faust-streaming app; each record counted exactly once, checkpointed "
+        "to a compacted topic so a restart takes seconds) and decide on the clock: ADVANCE, "
+        "HOLD (with the reason), ROLLBACK as soon as a metric shows harm beyond its tolerance, "
+        "FINALIZE at the end. Decisions with the evidence offsets they rest on and the "
+        "resulting commands go to the control topic; an operator's command always wins. Run "
+        "several for more models: they share the evidence partitions through their consumer "
+        "group.",
     )
     ev.add_argument(
         "--interval", type=float, default=1.0, help="seconds between decisions (default 1)"
+    )
+    ev.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds between checkpoints of the evidence state (default 2): a restart "
+        "re-reads at most this much evidence",
     )
     ev.add_argument(
         "--metrics-port",
@@ -50,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
     metrics.serve(args.metrics_port or settings.metrics_port)
     from faust import Worker
 
-    from model_canary.agents.evaluator.app import build_app
+    from model_canary.agents.evaluator.app import EvaluatorOptions, build_app
 
-    app = build_app(settings, interval_s=args.interval)
+    options = EvaluatorOptions(interval_s=args.interval, checkpoint_s=args.checkpoint_interval)
+    app = build_app(settings, options)
     level = "debug" if args.verbose else "warn"
     logging.getLogger("faust").setLevel(logging.WARNING)
     Worker(app, loglevel=level).execute_from_commandline()
