@@ -460,12 +460,16 @@ class Prediction(Record):
     second: int
     bucket: int = 0
     answers: int = 1
+    label_window_s: int = 86_400
     prediction: str = ""
 
     def __post_init__(self) -> None:
         Record.__post_init__(self)
-        if not 0 <= self.bucket < 10_000 or self.answers < 1:
-            raise RecordValidationError("Prediction.bucket must be within 0..9999 and answers at least 1")
+        if not 0 <= self.bucket < 10_000 or self.answers < 1 or self.label_window_s < 0:
+            raise RecordValidationError(
+                "Prediction.bucket must be within 0..9999, answers at least 1 and "
+                "label_window_s not negative"
+            )
 
 
 RECORD_TYPES: tuple[type[Record], ...] = (

@@ -33,7 +33,8 @@ def register(
 ) -> None:
     parser = sub.add_parser(
         "bench",
-        help="benchmark the router or a worker against a bare confluent-kafka passthrough",
+        help="benchmark an agent: the router or a worker against a bare confluent-kafka "
+        "passthrough, the evaluator, or the whole pipeline",
         description="Measure an agent against the least an exactly-once consume-produce loop "
         "can do: a passthrough written directly against confluent-kafka that copies each "
         "message inside transactions committed every 100 ms (python -m "
@@ -125,6 +126,64 @@ def register(
     _shared(worker)
     worker.set_defaults(handler=run_worker_bench)
 
+    evaluator = kinds.add_parser(
+        "evaluator",
+        parents=[common],
+        help="the evaluator fed one model's evidence at --rate requests/s",
+        description="Start a rollout of model 'bench' (v1 -> v2 at 50%) and drive 'canary "
+        "evaluator' (a process of its own) with the evidence one router and a worker per arm "
+        "would write at --rate requests/s (simulated in this process: the product's evidence "
+        "builder and transactional producers, transactions every 100 ms). Throughput: the "
+        "evaluator drains --backlog-seconds of that evidence written before it starts; "
+        "evaluator_requests_per_s = requests the drained records stand for / drain time (from "
+        "its first counted record to its last, read from its own /metrics). With --labels, "
+        "its label joiner then drains --label-backlog predictions and their labels "
+        "(labels_per_s). Decision delay: --seconds of paced traffic; per worker transaction, "
+        "the time from its commit to the first evaluation that counts it "
+        "(canary_decided_requests, scraped every 50 ms). RSS: the evaluator's VmRSS when it "
+        "counted its first record and at the end (with --labels also at each million labels). "
+        "JSON keys: evaluator_requests_per_s, decision_delay_p50_ms, decision_delay_p99_ms, "
+        "evaluator_rss_start_mb, evaluator_rss_end_mb, labels_per_s (with --labels), and more.",
+    )
+    evaluator.add_argument(
+        "--rate", type=float, default=10_000.0, help="requests/s the evidence stands for (10000)"
+    )
+    evaluator.add_argument(
+        "--seconds", type=float, default=30.0, help="length of the paced phase (default 30)"
+    )
+    evaluator.add_argument(
+        "--backlog-seconds",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="seconds of traffic in the throughput backlog (default 300)",
+    )
+    evaluator.add_argument(
+        "--labels",
+        action="store_true",
+        help="also predictions and their labels 2 s later (the label joiner)",
+    )
+    evaluator.add_argument(
+        "--label-backlog",
+        type=int,
+        default=300_000,
+        metavar="N",
+        help="labelled predictions in the joiner's backlog (default 300000)",
+    )
+    evaluator.add_argument(
+        "--interval", type=float, default=1.0, help="the evaluator's --interval (default 1)"
+    )
+    evaluator.add_argument(
+        "--timeout", type=float, default=600.0, metavar="S", help="give up a phase after S s"
+    )
+    evaluator.add_argument(
+        "--keep-topics", action="store_true", help="keep the benchmark's topics and groups"
+    )
+    evaluator.add_argument(
+        "--json-only", action="store_true", help="print only the JSON line (no progress, no table)"
+    )
+    evaluator.set_defaults(handler=run_evaluator_bench)
+
 
 def _shared(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -175,6 +234,26 @@ def run_router_bench(args: argparse.Namespace) -> int:
         timeout=args.timeout,
     )
     figures, text = run_router_bench(settings_from_args(args), options, _progress(args))
+    return _finish(args, figures, text)
+
+
+def run_evaluator_bench(args: argparse.Namespace) -> int:
+    from model_canary.agents.bench.evaluator_bench import (
+        EvaluatorBenchOptions,
+        run_evaluator_bench,
+    )
+
+    options = EvaluatorBenchOptions(
+        rate=args.rate,
+        seconds=args.seconds,
+        backlog_seconds=args.backlog_seconds,
+        labels=args.labels,
+        label_backlog=args.label_backlog,
+        interval=args.interval,
+        keep_topics=args.keep_topics,
+        timeout=args.timeout,
+    )
+    figures, text = run_evaluator_bench(settings_from_args(args), options, _progress(args))
     return _finish(args, figures, text)
 
 

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -32,7 +33,7 @@ import faust
 from faust.types import TP
 
 from model_canary.agents import metrics
-from model_canary.agents.evaluator.brain import CheckpointData, Evaluator
+from model_canary.agents.evaluator.brain import Applied, CheckpointData, Evaluator, NeedsRollout
 from model_canary.agents.evaluator.decisions import DecisionSink
 from model_canary.agents.evaluator.security import faust_credentials
 from model_canary.agents.evaluator.store import StateStore
@@ -48,6 +49,8 @@ T = TypeVar("T")
 #: How long a record of a rollout the rollout-state topic has not shown yet waits for it
 #: before it is taken for an older rollout's late evidence.
 ROLLOUT_WAIT_S = 10.0
+#: Least time between two evaluations (evidence arrives in bursts, one per transaction).
+MIN_SPACING_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +86,6 @@ def build_app(settings: Settings, options: EvaluatorOptions | None = None) -> fa
         web_enabled=False,
         datadir=str(datadir),
         consumer_auto_offset_reset="earliest",
-        topic_allow_declare=False,
     )
     # acks=False: faust neither tracks nor commits this topic's offsets; the checkpoints do.
     evidence = app.topic(
@@ -99,12 +101,20 @@ def build_app(settings: Settings, options: EvaluatorOptions | None = None) -> fa
             except Exception:  # never stop on input
                 log.exception("evidence at offset %s failed", event.message.offset)
 
-    @app.timer(interval=o.interval_s)  # type: ignore[untyped-decorator]
+    @app.task  # type: ignore[untyped-decorator]
     async def decide() -> None:
-        try:
-            await runtime.decide()
-        except Exception:
-            log.exception("evaluation failed")
+        # Every interval, and as soon as evidence completes a second (at most every
+        # MIN_SPACING_S): a decision never waits for the clock when its evidence is in.
+        while not app.should_stop:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runtime.due.wait(), timeout=o.interval_s)
+            runtime.due.clear()
+            began = time.monotonic()
+            try:
+                await runtime.decide()
+            except Exception:
+                log.exception("evaluation failed")
+            await asyncio.sleep(max(0.0, MIN_SPACING_S - (time.monotonic() - began)))
 
     @app.timer(interval=o.checkpoint_s)  # type: ignore[untyped-decorator]
     async def checkpoint() -> None:
@@ -132,8 +142,13 @@ class Runtime:
         # One thread for checkpoints and restores, one for decisions: a slow checkpoint
         # never delays a rollback.
         self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="evaluator-store")
+        # Restores run side by side (each fences its partition's previous writer first).
+        self._load_threads = ThreadPoolExecutor(
+            max(1, settings.partitions), thread_name_prefix="evaluator-restore"
+        )
         self._decide_thread = ThreadPoolExecutor(1, thread_name_prefix="evaluator-decide")
         self._stopping = False
+        self.due = asyncio.Event()  # an evaluation is due (evidence completed a second)
         self.view.start()
 
     async def _off_loop(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
@@ -153,7 +168,7 @@ class Runtime:
     async def _load(self, partition: int, fut: asyncio.Future[None]) -> None:
         began = time.monotonic()
         try:
-            checkpoint = await self._off_loop(self._store_thread, self.store.load, partition)
+            checkpoint = await self._off_loop(self._load_threads, self.store.load, partition)
         except Exception as exc:
             log.exception("restoring evidence partition %d failed", partition)
             if not fut.done():
@@ -183,6 +198,7 @@ class Runtime:
         await self._off_loop(self._decide_thread, self.sink.close)
         await self._off_loop(self._store_thread, self.store.close)
         self._store_thread.shutdown(wait=False)
+        self._load_threads.shutdown(wait=False)
         self._decide_thread.shutdown(wait=False)
 
     # -- evidence --------------------------------------------------------------------------
@@ -196,18 +212,20 @@ class Runtime:
         await fut
         source = (message.topic, partition, message.offset)
         args = (message.value, source, message.key, message.headers)
-        need = self.brain.on_evidence(*args)
-        if need is not None:
-            state = await self.view.wait_for(need.model, need.rollout_id, ROLLOUT_WAIT_S)
+        result = self.brain.on_evidence(*args, now_ms=int(time.time() * 1000))
+        if isinstance(result, NeedsRollout):
+            state = await self.view.wait_for(result.model, result.rollout_id, ROLLOUT_WAIT_S)
             if state is None:
                 log.info(
                     "evidence of %s rollout %s left out: not the model's current rollout",
-                    need.model,
-                    need.rollout_id,
+                    result.model,
+                    result.rollout_id,
                 )
                 self.brain.skip(source)
-            else:
-                self.brain.on_evidence(*args)
+                return
+            result = self.brain.on_evidence(*args, now_ms=int(time.time() * 1000))
+        if isinstance(result, Applied) and result.released:
+            self.due.set()
 
     # -- deciding --------------------------------------------------------------------------
     async def decide(self) -> None:

@@ -9,7 +9,7 @@ and prepares checkpoints; the app around it does the Kafka calls off the loop.
   dead letters to write with the next one.
 * Per model: the current rollout's :class:`~model_canary.streams.evidence.state.RolloutEvidence`.
   A record of a rollout the evaluator has not seen yet starts a new state once the rollout
-  state topic confirms that rollout (:data:`NEEDS_ROLLOUT`); a record of an older rollout is
+  state topic confirms that rollout (:class:`NeedsRollout`); a record of an older rollout is
   ignored.
 """
 
@@ -47,7 +47,7 @@ PENDING_TIMEOUT_S = 30.0
 LATENCY_METRICS = frozenset({"latency_p95", "latency_p99"})
 
 
-class _NeedsRollout:
+class NeedsRollout:
     """:meth:`Evaluator.on_evidence` met a rollout the view has not shown yet."""
 
     def __init__(self, model: str, rollout_id: str) -> None:
@@ -55,7 +55,13 @@ class _NeedsRollout:
         self.rollout_id = rollout_id
 
 
-NEEDS_ROLLOUT = _NeedsRollout
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """:meth:`Evaluator.on_evidence` counted a record of ``model``; ``released``: it let
+    the model's watermark move (an evaluation is due)."""
+
+    model: str
+    released: bool
 
 
 @dataclass
@@ -133,10 +139,13 @@ class Evaluator:
         source: tuple[str, int, int],
         key: bytes | None = None,
         headers: object = None,
-    ) -> _NeedsRollout | None:
+        now_ms: int = 0,
+    ) -> NeedsRollout | Applied | None:
         """Apply one evidence record read at ``source`` (topic, partition, offset); returns
-        :data:`NEEDS_ROLLOUT` when the record's rollout must first be confirmed by the view
-        (call again after :meth:`FollowedView.wait_for`, with the same arguments)."""
+        :class:`NeedsRollout` when the record's rollout must first be confirmed by the view
+        (call again after :meth:`FollowedView.wait_for`, with the same arguments), or
+        :class:`Applied` when it counted (``now_ms``: settle the rollout then, so a second
+        it completes is released at once)."""
         _topic, partition, offset = source
         part = self.partitions[partition]
         if offset < part.covered:
@@ -154,7 +163,7 @@ class Evaluator:
         if state is None or state.rollout_id != ev.rollout_id:
             rollout = self.view.get(ev.model)
             if rollout is None or rollout.rollout_id != ev.rollout_id:
-                return _NeedsRollout(ev.model, ev.rollout_id)
+                return NeedsRollout(ev.model, ev.rollout_id)
             state = RolloutEvidence.new(
                 ev.model, ev.rollout_id, warmup_s=plan_of(rollout).warmup_seconds
             )
@@ -169,9 +178,12 @@ class Evaluator:
             self._dead(part, value, key, headers, source, "invalid-record", str(exc))
             return None
         metrics.EVIDENCE.labels(ev.kind.value, "applied" if applied else "duplicate").inc()
-        if applied:
-            part.dirty.add(ev.model)
-        return None
+        if not applied:
+            return None
+        part.dirty.add(ev.model)
+        before = state.watermark
+        released = bool(now_ms) and state.settle(now_ms) > before
+        return Applied(ev.model, released)
 
     def skip(self, source: tuple[str, int, int]) -> None:
         """A record of a rollout that never showed up in the view: an older rollout's late
@@ -228,6 +240,7 @@ class Evaluator:
                 out.append((model, state.revision, self.sink.thresholds(state, thresholds)))
                 continue
             verdict = decide(step_snapshot(evidence, state, plan, now), policy(plan))
+            _export_decided(model, evidence, now.timestamp())
             for e in verdict.evidence:
                 metrics.TEST_STATISTIC.labels(model, e.metric).set(e.statistic)
             # The same verdict on the same state is published once when it moves nothing (a
@@ -282,6 +295,18 @@ class Evaluator:
         if part is not None:
             part.dirty |= data.models
             part.dead[:0] = data.dead
+
+
+def _export_decided(model: str, evidence: RolloutEvidence, at: float) -> None:
+    rows = evidence.tally
+    for arm in ("canary", "baseline"):
+        n = sum(
+            r.requests
+            for (_, a), r in (*rows.served.items(), *rows.warmup_served.items())
+            if a == arm
+        )
+        metrics.DECIDED.labels(model, arm).set(n)
+    metrics.EVALUATED_AT.labels(model).set(at)
 
 
 def _export(model: str, evidence: RolloutEvidence) -> None:

@@ -7,9 +7,10 @@ routed seconds are complete, and the tally the statistics read.
   changes nothing for a record it counted before, however often the evidence topic is re-read
   (after a restart, or when a consumer's committed offset lags behind what it processed).
 * **Complete seconds.** Per routed second and arm, the state compares the requests the router
-  routed with those the workers answered (served + refused). A second is *closed* once it
-  ended :data:`CLOSE_MS` ago (the router commits every 100 ms); the *watermark* is the newest
-  closed second up to which every arm is complete. :meth:`RolloutEvidence.settle` releases
+  routed with those the workers answered (served + refused). A second is *closed* once every
+  router that routed recently has routed a later second (its routing time only moves on), or
+  in any case once it ended :data:`CLOSE_MS` ago; the *watermark* is the newest closed second
+  up to which every arm is complete. :meth:`RolloutEvidence.settle` releases
   the tally's data up to the watermark: a lagging arm is waited for however long it lags, an
   idle arm (nothing routed to it) is complete at once.
 * **The tally** holds what the statistics need (per weight at routing, per arm, per cohort
@@ -66,6 +67,8 @@ STATE_VERSION = 1
 #: A routed second is closed this long after it ends: by then the router has committed the
 #: routed evidence of every request it routed in that second.
 CLOSE_MS = 1_500
+#: A router that routed nothing for this long (s) no longer holds seconds open.
+ROUTER_IDLE_S = 3
 #: Arms whose answers' latencies fix a rollout's thresholds (the baseline version's).
 THRESHOLD_ARMS = frozenset({"baseline", "control"})
 
@@ -159,6 +162,8 @@ class RolloutEvidence:
     duplicates: int = 0
     first_second: int = -1
     last_second: int = -1
+    #: Newest routed second seen from each router (source of routed evidence).
+    routers: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def new(cls, model: str, rollout_id: str, *, warmup_s: float = 0.0) -> RolloutEvidence:
@@ -225,6 +230,7 @@ class RolloutEvidence:
 
             def routed() -> None:
                 self.tally.add_routed(second, weight, arm, b, n)
+                self.routers[ev.source] = max(self.routers.get(ev.source, second), second)
                 if second > self.watermark:
                     status = self.seconds.setdefault(second, SecondStatus())
                     status.routed[arm] = status.routed.get(arm, 0) + ev.requests
@@ -268,10 +274,18 @@ class RolloutEvidence:
         return served
 
     # -- completeness ----------------------------------------------------------------------
+    def closed_upto(self, now_ms: int) -> int:
+        """The newest routed second no router will route more requests in: every router
+        active in the last :data:`ROUTER_IDLE_S` seconds has moved past it (or the clock
+        has, by :data:`CLOSE_MS`)."""
+        clock = closed_upto(now_ms)
+        recent = [s for s in self.routers.values() if s >= now_ms // 1000 - ROUTER_IDLE_S]
+        return max(clock, min(recent) - 1) if recent else clock
+
     def complete_upto(self, now_ms: int) -> tuple[dict[str, int], int]:
         """``(per arm, the newest second up to which its answers are complete; the newest
         closed second)``."""
-        closed = closed_upto(now_ms)
+        closed = self.closed_upto(now_ms)
         upto: dict[str, int] = {}
         arms = {a for s in self.seconds.values() for a in (*s.routed, *s.answered)}
         for arm in arms:
@@ -300,7 +314,7 @@ class RolloutEvidence:
 
     def lagging(self, now_ms: int) -> list[Lag]:
         """Arms whose answers for closed seconds are incomplete, oldest first."""
-        closed = closed_upto(now_ms)
+        closed = self.closed_upto(now_ms)
         by_arm: dict[str, list[int]] = {}
         for second, status in self.seconds.items():
             if second > closed:
@@ -394,6 +408,7 @@ _STATE_FIELDS = (
     "duplicates",
     "first_second",
     "last_second",
+    "routers",
 )
 
 
@@ -413,6 +428,7 @@ class StateFields:
     duplicates: int
     first_second: int
     last_second: int
+    routers: dict[str, int]
 
 
 _TYPES = (StateFields, Applied, SecondStatus, *ROW_TYPES)

@@ -208,6 +208,7 @@ EXAMPLES: dict[type[Record], Any] = {
         second=1_700_000_000,
         bucket=42,
         answers=2,
+        label_window_s=3600,
         prediction="setosa",
     ),
     DeadLetter: DeadLetter(
@@ -244,6 +245,7 @@ _SPECIAL: dict[str, st.SearchStrategy[Any]] = {
     "latency_unit": st.sampled_from(["item", "batch"]),
     "bucket": st.integers(0, 9999),
     "answers": st.integers(1, 2),
+    "label_window_s": st.integers(0, 2**31 - 1),
 }
 _TIMES = st.datetimes(
     min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)

@@ -261,3 +261,33 @@ def test_a_big_state_snapshots_small_and_fast() -> None:
         again.tally.served[(5000, "canary")].units["n"],
         state.tally.served[(5000, "canary")].units["n"],
     )
+
+
+def test_a_second_closes_as_soon_as_every_active_router_has_moved_on() -> None:
+    state = RolloutEvidence.new("iris", "ro1")
+    offsets = {"req": 0, "baseline": 0}
+
+    def route(source: str, second: int) -> None:
+        b = EvidenceBuilder("routed", source=source)
+        b.add_routed(Cell("iris", "ro1", "", "baseline", True, 100, second), [1])
+        for ev in b.build((_span(f"req-{source}", offsets, 1),)):
+            state.apply(ev)
+
+    def serve(second: int) -> None:
+        b = EvidenceBuilder("served", source="w")
+        cell = Cell("iris", "ro1", "v1", "baseline", True, 100, second)
+        b.add_batch([cell], buckets=[1], errors=[False], latencies_ms=[1], batch_latency_ms=1.0)
+        for ev in b.build((_span("v1", offsets, 1, "baseline"),)):
+            state.apply(ev)
+
+    now_ms = (T0 + 1) * 1000 + 200  # 0.2 s into the next second: the clock closes nothing
+    for source in ("r1", "r2"):
+        route(source, T0)
+    serve(T0)
+    serve(T0)
+    assert state.settle(now_ms) < T0
+    route("r1", T0 + 1)
+    assert state.settle(now_ms) < T0, "router r2 may still route requests in that second"
+    route("r2", T0 + 1)
+    assert state.settle(now_ms) == T0
+    assert state.tally.served[(100, "baseline")].requests == 2
