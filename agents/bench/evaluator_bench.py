@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from model_canary.agents.bench import BenchError
 from model_canary.agents.bench.evidence_load import SimulatedServing
 from model_canary.agents.bench.report import fmt, percentile, table
 from model_canary.agents.bench.scrape import free_port, scrape, total
@@ -87,7 +88,7 @@ def _wait_for(
     while True:
         child.child.check_alive()
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{name} did not reach {target:g} within {timeout:g}s")
+            raise BenchError(f"{name} did not reach {target:g} within {timeout:g}s")
         got = scrape(port)
         now = time.monotonic()
         value = total(got, name, having=having) if got else 0.0

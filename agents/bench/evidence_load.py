@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaException
 
-from model_canary.agents.kafka.config import producer_config
+from model_canary.agents.kafka.clients import LazyProducer, new_producer, produce
 from model_canary.agents.kafka.errors import wrap
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.enums import Arm, Mode
@@ -59,13 +59,11 @@ class _Txn:
     """A simulated producer: transactional id, the input it pretends to consume."""
 
     def __init__(self, settings: Settings, tid: str, topic: str) -> None:
-        self.producer = Producer(
-            producer_config(
-                settings,
-                "canary-bench-evidence",
-                transactional_id=tid,
-                **{"queue.buffering.max.messages": "1000000"},
-            )
+        self.producer = new_producer(
+            settings,
+            "canary-bench-evidence",
+            transactional_id=tid,
+            **{"queue.buffering.max.messages": 1_000_000},
         )
         try:
             self.producer.init_transactions(60)
@@ -82,12 +80,7 @@ class _Txn:
         return OffsetRange(topic=self.topic, partition=0, first=first, last=first + n - 1)
 
     def produce(self, topic: str, value: bytes, key: bytes) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value, key=key)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
+        produce(self.producer, topic, value, key)
 
     def commit(self) -> None:
         self.producer.commit_transaction(60)
@@ -138,7 +131,7 @@ class SimulatedServing:
         self._prediction = codec_for(Prediction)
         self._feedback = codec_for(Feedback)
         self._labels: collections.deque[tuple[float, str, str]] = collections.deque()
-        self._label_producer: Producer | None = None
+        self._label_producer: LazyProducer | None = None
         self._seq = 0
         self._py = random.Random(seed)
         self._key = state.model.encode()
@@ -220,12 +213,8 @@ class SimulatedServing:
         """Send the labels whose delay has passed (as clients do: keyed by request id, not
         transactional); returns how many."""
         if self._label_producer is None:
-            self._label_producer = Producer(
-                producer_config(
-                    self.settings,
-                    "canary-bench-labels",
-                    **{"queue.buffering.max.messages": "2000000"},
-                )
+            self._label_producer = LazyProducer(
+                self.settings, "canary-bench-labels", **{"queue.buffering.max.messages": 2_000_000}
             )
         producer = self._label_producer
         n = 0
@@ -233,16 +222,11 @@ class SimulatedServing:
         while self._labels and self._labels[0][0] <= now:
             _due, rid, label = self._labels.popleft()
             fb = Feedback(request_id=rid, model=self.state.model, label=label, observed_at=at)
-            while True:
-                try:
-                    producer.produce(
-                        self.catalogue.feedback, self._feedback.encode(fb), key=rid.encode()
-                    )
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            value = self._feedback.encode(fb)
+            produce(producer.producer, self.catalogue.feedback, value, rid.encode())
             n += 1
-        producer.poll(0)
+        if n:
+            producer.producer.poll(0)
         return n
 
     def flush(self, timeout: float = 60.0) -> None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
+import socket
+import threading
 
 from model_canary.agents import metrics
 from model_canary.agents.cli.common import settings_from_args
@@ -11,6 +15,8 @@ from model_canary.agents.cli.logs import setup_logging
 from model_canary.agents.kafka.admin import Admin
 from model_canary.agents.kafka.reachable import wait_for_kafka_or_signal
 from model_canary.streams.topics import TopicCatalogue
+
+log = logging.getLogger(__name__)
 
 
 def register(
@@ -45,6 +51,18 @@ def register(
         type=int,
         help="serve Prometheus /metrics on this port (CANARY_METRICS_PORT)",
     )
+    ev.add_argument(
+        "--instance",
+        default=socket.gethostname(),
+        help="this evaluator's instance name, unique among running evaluators; it names the "
+        "label joiner's Kafka transactional id (default: the host name)",
+    )
+    ev.add_argument(
+        "--no-joiner",
+        action="store_true",
+        help="do not join ground-truth labels with predictions in this process (another "
+        "evaluator instance does)",
+    )
     ev.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     ev.set_defaults(handler=run)
 
@@ -62,9 +80,38 @@ def run(args: argparse.Namespace) -> int:
 
     from model_canary.agents.evaluator.app import EvaluatorOptions, build_app
 
+    stop = threading.Event()
+    failed = threading.Event()
+    joiner_thread: threading.Thread | None = None
+    if not args.no_joiner:
+        from model_canary.agents.evaluator.joiner import LabelJoiner
+
+        joiner = LabelJoiner(settings, args.instance)
+
+        def run_joiner() -> None:
+            try:
+                joiner.run(stop)
+            except Exception:
+                # The joiner cannot go on: stop the whole evaluator, so a supervisor
+                # restarts it (the faust worker handles the signal as an operator's stop).
+                log.exception("the label joiner stopped")
+                failed.set()
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        joiner_thread = threading.Thread(target=run_joiner, name="label-joiner", daemon=True)
+        joiner_thread.start()
+
+    def stop_joiner() -> None:
+        stop.set()
+        if joiner_thread is not None:
+            joiner_thread.join(30)
+
     options = EvaluatorOptions(interval_s=args.interval, checkpoint_s=args.checkpoint_interval)
-    app = build_app(settings, options)
+    app = build_app(settings, options, on_shutdown=stop_joiner)
     level = "debug" if args.verbose else "warn"
     logging.getLogger("faust").setLevel(logging.WARNING)
-    Worker(app, loglevel=level).execute_from_commandline()
-    return 0
+    try:
+        Worker(app, loglevel=level).execute_from_commandline()
+    finally:
+        stop_joiner()
+    return 1 if failed.is_set() else 0

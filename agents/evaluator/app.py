@@ -63,8 +63,14 @@ def broker_urls(settings: Settings) -> list[str]:
     return [f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")]
 
 
-def build_app(settings: Settings, options: EvaluatorOptions | None = None) -> faust.App:
-    """The evaluator app for ``settings`` (nothing connects until the worker starts)."""
+def build_app(
+    settings: Settings,
+    options: EvaluatorOptions | None = None,
+    *,
+    on_shutdown: Callable[[], None] | None = None,
+) -> faust.App:
+    """The evaluator app for ``settings`` (nothing connects until the worker starts);
+    ``on_shutdown`` runs (off the event loop) when it stops, after the last checkpoint."""
     o = options or EvaluatorOptions()
     catalogue = TopicCatalogue(settings.topic_prefix, settings.partitions)
     # faust's data folder, under the state folder rather than the working directory.
@@ -91,7 +97,7 @@ def build_app(settings: Settings, options: EvaluatorOptions | None = None) -> fa
     evidence = app.topic(
         catalogue.evidence, value_serializer="raw", key_serializer="raw", acks=False
     )
-    runtime = Runtime(settings, app, catalogue.evidence)
+    runtime = Runtime(settings, app, catalogue.evidence, on_shutdown)
 
     @app.agent(evidence, concurrency=1)
     async def on_evidence(stream: Any) -> None:
@@ -130,8 +136,15 @@ def build_app(settings: Settings, options: EvaluatorOptions | None = None) -> fa
 class Runtime:
     """The glue between faust's callbacks and :class:`Evaluator` (see the module)."""
 
-    def __init__(self, settings: Settings, app: faust.App, topic: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        app: faust.App,
+        topic: str,
+        on_shutdown: Callable[[], None] | None = None,
+    ) -> None:
         self.app = app
+        self._on_shutdown = on_shutdown
         self.topic = topic
         self.view = FollowedView(settings)
         self.sink = DecisionSink(settings)
@@ -194,6 +207,8 @@ class Runtime:
     async def on_shutdown(self, _sender: Any, *_args: Any, **_kw: Any) -> None:
         self._stopping = True
         await self.checkpoint_all()
+        if self._on_shutdown is not None:
+            await self._off_loop(self._decide_thread, self._on_shutdown)
         self.view.stop()
         await self._off_loop(self._decide_thread, self.sink.close)
         await self._off_loop(self._store_thread, self.store.close)

@@ -19,17 +19,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Producer, TopicPartition
 
-from model_canary.agents.kafka.config import producer_config, reader_config
+from model_canary.agents.kafka.clients import new_producer, new_reader, produce
 from model_canary.agents.kafka.errors import wrap
+from model_canary.streams.errors import KafkaOperationError
 from model_canary.streams.headers import RawHeaders
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import SNAPSHOT_MAX_BYTES, TopicCatalogue
@@ -72,17 +66,14 @@ class StateStore:
         producer = self._producers.get(partition)
         if producer is None:
             tid = f"{self.settings.topic_prefix}.evaluator-state.p{partition}"
-            producer = Producer(
-                producer_config(
-                    self.settings,
-                    "canary-evaluator-state",
-                    transactional_id=tid,
-                    **{
-                        "message.max.bytes": SNAPSHOT_MAX_BYTES + 1024 * 1024,
-                        "transaction.timeout.ms": 30_000,
-                        "partitioner": "murmur2_random",
-                    },
-                )
+            producer = new_producer(
+                self.settings,
+                "canary-evaluator-state",
+                transactional_id=tid,
+                **{
+                    "message.max.bytes": SNAPSHOT_MAX_BYTES + 1024 * 1024,
+                    "transaction.timeout.ms": 30_000,
+                },
             )
             try:
                 producer.init_transactions(60)
@@ -94,12 +85,10 @@ class StateStore:
     def load(self, partition: int, timeout: float = 60.0) -> Checkpoint:
         """Fence any previous writer of ``partition``, then read its checkpoint."""
         self._producer(partition)
-        consumer = Consumer(
-            reader_config(
-                self.settings,
-                "canary-evaluator-restore",
-                **{"enable.partition.eof": True, "fetch.max.bytes": SNAPSHOT_MAX_BYTES * 2},
-            )
+        consumer = new_reader(
+            self.settings,
+            "canary-evaluator-restore",
+            **{"enable.partition.eof": True, "fetch.max.bytes": SNAPSHOT_MAX_BYTES * 2},
         )
         snapshots: dict[str, bytes] = {}
         position = -1
@@ -108,7 +97,11 @@ class StateStore:
             deadline = time.monotonic() + timeout
             while True:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.topic}[{partition}] not read within {timeout:g}s")
+                    raise KafkaOperationError(
+                        "restore",
+                        "TIMED_OUT",
+                        f"{self.topic}[{partition}] not read in {timeout:g}s",
+                    )
                 msgs = consumer.consume(num_messages=100, timeout=0.5)
                 done = False
                 for msg in msgs:
@@ -149,9 +142,7 @@ class StateStore:
             manifest = json.dumps({"version": 1, "position": position}).encode()
             producer.produce(self.topic, manifest, key=MANIFEST_KEY, partition=partition)
             for dl in dead_letters:
-                producer.produce(
-                    self.catalogue.dead_letters, dl.value, key=dl.key, headers=dl.headers
-                )
+                produce(producer, self.catalogue.dead_letters, dl.value, dl.key, dl.headers)
             producer.commit_transaction(60)
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from model_canary.streams.cohort import BUCKETS
+from model_canary.streams.errors import EvidenceError
 
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
@@ -95,10 +96,10 @@ def pack_histogram(dense: Ints) -> bytes:
     """A dense histogram as sparse ``(bin, count)`` pairs (empty bins left out)."""
     counts = np.asarray(dense, dtype=np.int64)
     if counts.shape != (BINS,):
-        raise ValueError(f"a histogram has {BINS} bins, got shape {counts.shape}")
+        raise EvidenceError(f"a histogram has {BINS} bins, got shape {counts.shape}")
     nz = np.flatnonzero(counts)
     if nz.size and (counts[nz].min() < 0 or counts[nz].max() > _UINT32_MAX):
-        raise ValueError("histogram counts must be within 0..2**32-1")
+        raise EvidenceError("histogram counts must be within 0..2**32-1")
     out = np.empty(nz.size, dtype=HIST_DTYPE)
     out["bin"] = nz
     out["count"] = counts[nz]
@@ -112,7 +113,7 @@ def unpack_histogram(data: bytes) -> Ints:
     if rows.size:
         bins = rows["bin"].astype(np.int64)
         if bins.max() > MAX_BIN:
-            raise ValueError(f"latency histogram bin {int(bins.max())} is above {MAX_BIN}")
+            raise EvidenceError(f"latency histogram bin {int(bins.max())} is above {MAX_BIN}")
         np.add.at(dense, bins, rows["count"].astype(np.int64))
     return dense
 
@@ -128,9 +129,9 @@ def pack_units(kind: str, buckets: Iterable[int] | Ints, **columns: Iterable[int
     b = b.astype(np.int64, copy=False)
     unknown = set(columns) - set(UNIT_COLUMNS[kind])
     if unknown:
-        raise ValueError(f"{kind} unit rows have no column(s) {sorted(unknown)}")
+        raise EvidenceError(f"{kind} unit rows have no column(s) {sorted(unknown)}")
     if b.size and (b.min() < 0 or b.max() >= BUCKETS):
-        raise ValueError(f"buckets must be within 0..{BUCKETS - 1}")
+        raise EvidenceError(f"buckets must be within 0..{BUCKETS - 1}")
     touched = np.unique(b)
     out = np.zeros(touched.size, dtype=dtype)
     out["bucket"] = touched
@@ -141,7 +142,7 @@ def pack_units(kind: str, buckets: Iterable[int] | Ints, **columns: Iterable[int
             continue
         values = np.asarray(list(raw) if not isinstance(raw, np.ndarray) else raw, np.int64)
         if values.shape != b.shape:
-            raise ValueError(f"column {name} has {values.size} values for {b.size} buckets")
+            raise EvidenceError(f"column {name} has {values.size} values for {b.size} buckets")
         summed = np.bincount(index, weights=values, minlength=touched.size)
         out[name] = summed.astype(np.int64)
     return out.tobytes()
@@ -170,7 +171,7 @@ def unpack_units(kind: str, data: bytes) -> npt.NDArray[np.void]:
     :class:`ValueError` for malformed bytes or buckets out of range."""
     rows = _rows(data, _dtype(kind), f"{kind} unit rows")
     if rows.size and int(rows["bucket"].max()) >= BUCKETS:
-        raise ValueError(f"unit bucket {int(rows['bucket'].max())} is above {BUCKETS - 1}")
+        raise EvidenceError(f"unit bucket {int(rows['bucket'].max())} is above {BUCKETS - 1}")
     return rows
 
 
@@ -178,12 +179,12 @@ def _dtype(kind: str) -> np.dtype:
     try:
         return UNIT_DTYPES[kind]
     except KeyError:
-        raise ValueError(f"unknown evidence kind {kind!r}") from None
+        raise EvidenceError(f"unknown evidence kind {kind!r}") from None
 
 
 def _rows(data: bytes, dtype: np.dtype, what: str) -> npt.NDArray[np.void]:
     if len(data) % dtype.itemsize:
-        raise ValueError(f"{what}: {len(data)} bytes is not a whole number of rows")
+        raise EvidenceError(f"{what}: {len(data)} bytes is not a whole number of rows")
     return np.frombuffer(data, dtype=dtype)
 
 

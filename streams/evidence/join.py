@@ -33,6 +33,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from model_canary.streams.errors import EvidenceError
+
 #: How long a label that arrived before its prediction waits for it (seconds).
 EARLY_LABEL_S = 300
 #: Default label window: predictions wait this long for their label (seconds, 24 h).
@@ -209,7 +211,7 @@ class LabelJoin:
                 elif kind == "x":
                     self._forget(rid, record=False)
                 else:
-                    raise ValueError(f"unknown label-join operation {kind!r}")
+                    raise EvidenceError(f"unknown label-join operation {kind!r}")
         finally:
             self.recording = recording
 
@@ -236,9 +238,9 @@ def load_ops(data: bytes) -> list[list[Any]]:
     try:
         version, ops = json.loads(zlib.decompress(data))
     except (zlib.error, ValueError, TypeError) as exc:
-        raise ValueError(f"not label-join operations: {exc}") from None
+        raise EvidenceError(f"not label-join operations: {exc}") from None
     if version != JOIN_VERSION or not isinstance(ops, list):
-        raise ValueError(f"label-join operations of version {version!r}")
+        raise EvidenceError(f"label-join operations of version {version!r}")
     return ops
 
 

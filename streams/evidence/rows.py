@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model_canary.streams.cohort import BUCKETS
+from model_canary.streams.errors import EvidenceError
 from model_canary.streams.evidence.columns import BatchSums, Ints
 
 
@@ -170,7 +171,7 @@ class EvidenceRows:
     @classmethod
     def from_rows(cls, rows: object) -> EvidenceRows:
         if not isinstance(rows, cls):
-            raise ValueError(f"not {cls.__name__} rows: {type(rows).__name__}")
+            raise EvidenceError(f"not {cls.__name__} rows: {type(rows).__name__}")
         return rows
 
     # -- reading ---------------------------------------------------------------------------

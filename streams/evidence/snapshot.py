@@ -27,12 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from model_canary.streams.errors import EvidenceError
+
 MAGIC = b"CSN1"
 _DTYPES = frozenset({"<i8", "<f8", "<u2", "<u4", "<i4", "|b1", "|u1"})
 
 
-class SnapshotError(ValueError):
-    """Bytes that are not a snapshot this code can read."""
+class SnapshotError(EvidenceError):
+    """Bytes that are not a snapshot this code can read (or a value that cannot be one)."""
 
 
 def dump(obj: Any) -> bytes:
@@ -72,7 +74,7 @@ def dump(obj: Any) -> bytes:
             return {"s": [enc(x) for x in sorted(v, key=repr)]}
         if isinstance(v, list):
             return [enc(x) for x in v]
-        raise TypeError(f"cannot snapshot a {type(v).__name__}")
+        raise SnapshotError(f"cannot snapshot a {type(v).__name__}")
 
     doc = json.dumps(enc(obj), separators=(",", ":"), allow_nan=True).encode()
     body = struct.pack("<I", len(doc)) + doc + b"".join(parts)

@@ -52,6 +52,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from model_canary.streams.enums import Arm, EvidenceKind
+from model_canary.streams.errors import EvidenceError
 from model_canary.streams.evidence import snapshot
 from model_canary.streams.evidence.columns import (
     BINS,
@@ -177,11 +178,11 @@ class RolloutEvidence:
         :class:`ValueError` for a record of another rollout, for the stable arm, or with
         unreadable columns; nothing changes then."""
         if ev.model != self.model or ev.rollout_id != self.rollout_id:
-            raise ValueError(
+            raise EvidenceError(
                 f"evidence of {ev.model}/{ev.rollout_id} applied to {self.model}/{self.rollout_id}"
             )
         if ev.arm is Arm.STABLE:
-            raise ValueError("evidence for the stable arm carries nothing to compare")
+            raise EvidenceError("evidence for the stable arm carries nothing to compare")
         marks = self._marks(ev)
         if marks is None:
             self.duplicates += 1

@@ -237,21 +237,21 @@ THRESHOLD_NAMES = frozenset({"p95", "p99"})
 def _set_thresholds(state: RolloutState | None, cmd: ControlCommand, now: datetime) -> RolloutState:
     s = _require_active(state, cmd)
     if s.latency_thresholds_ms is not None:
-        raise CommandRejected(
+        raise CommandRejectedError(
             "forbidden-transition",
             "the rollout's latency thresholds are fixed already (once per rollout, so every "
             "answer is compared with the same ones)",
         )
     thresholds = dict(cmd.latency_thresholds_ms or {})
     if not thresholds or set(thresholds) - THRESHOLD_NAMES:
-        raise CommandRejected(
+        raise CommandRejectedError(
             "invalid-command",
             f"set_thresholds needs latency_thresholds_ms with keys among "
             f"{sorted(THRESHOLD_NAMES)}, got {sorted(thresholds)}",
         )
     for name, ms in thresholds.items():
         if not (isinstance(ms, int | float) and math.isfinite(ms) and ms > 0):
-            raise CommandRejected(
+            raise CommandRejectedError(
                 "invalid-command", f"latency threshold {name} must be a positive number of ms"
             )
     return replace(s, latency_thresholds_ms={k: float(v) for k, v in thresholds.items()})

@@ -161,7 +161,7 @@ def test_latency_thresholds_are_fixed_once_per_rollout() -> None:
     )
     assert fixed.latency_thresholds_ms == {"p95": 12.5, "p99": 40.0}
     assert fixed.revision == s.revision + 1 and fixed.phase is s.phase
-    with pytest.raises(CommandRejected, match="fixed already"):
+    with pytest.raises(CommandRejectedError, match="fixed already"):
         apply_command(fixed, cmd("set_thresholds", 3, latency_thresholds_ms={"p95": 1.0}), NOW)
     # They survive the rollout's other steps, and a new rollout starts without them.
     later = apply_command(fixed, cmd("advance", 4), NOW)
@@ -175,13 +175,13 @@ def test_latency_thresholds_are_fixed_once_per_rollout() -> None:
     "thresholds", [None, {}, {"p50": 3.0}, {"p95": -1.0}, {"p95": float("nan")}, {"p99": 0.0}]
 )
 def test_unusable_latency_thresholds_are_rejected(thresholds: dict[str, float] | None) -> None:
-    with pytest.raises(CommandRejected) as info:
+    with pytest.raises(CommandRejectedError) as info:
         apply_command(started(), cmd("set_thresholds", 2, latency_thresholds_ms=thresholds), NOW)
     assert info.value.reason == "invalid-command"
 
 
 def test_thresholds_need_a_rollout_in_progress() -> None:
-    with pytest.raises(CommandRejected, match="needs a rollout in progress"):
+    with pytest.raises(CommandRejectedError, match="needs a rollout in progress"):
         apply_command(
             registered(), cmd("set_thresholds", 2, latency_thresholds_ms={"p95": 1.0}), NOW
         )
