@@ -101,13 +101,14 @@ def register(
     worker = kinds.add_parser(
         "worker",
         parents=[common],
-        help="a worker with the noop: adapter vs the passthrough (two outputs each)",
+        help="a worker with the noop: adapter vs the passthrough",
         description="Produce requests, with the headers the router sets, straight to model "
-        "'bench' version v1's topic; measure 'canary worker --adapter noop:' (one result and "
-        "one metric event per request) against the passthrough copying each request to two "
-        "topics. " + _MEASURE + " JSON keys: worker_msgs_per_s, passthrough_msgs_per_s, "
-        "ratio (worker/passthrough), worker_rss_mb (peak), requests, lost (requests without a "
-        "result or a metric event), duplicated, and more.",
+        "'bench' version v1's topic; measure 'canary worker --adapter noop:' (one result per "
+        "request, the served evidence per transaction) against the passthrough copying each "
+        "request to one topic. " + _MEASURE + " JSON keys: worker_msgs_per_s, "
+        "passthrough_msgs_per_s, ratio (worker/passthrough), worker_rss_mb (peak), requests, "
+        "lost (requests without a result), duplicated, evidence_exact (the evidence counts "
+        "every request once), and more.",
     )
     worker.add_argument(
         "--requests",

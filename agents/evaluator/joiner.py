@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
 
@@ -35,7 +36,8 @@ from model_canary.agents.kafka.dead_letters import dead_letter
 from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnHooks, TxnOutput
 from model_canary.agents.kafka.state_view import StateView
 from model_canary.streams import headers as h
-from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.codec.avro import AvroCodec, codec_for
+from model_canary.streams.cohort import BUCKETS
 from model_canary.streams.errors import DecodeError, InvalidRecordError, KafkaOperationError
 from model_canary.streams.evaluation import plan_of
 from model_canary.streams.evidence.builder import Cell, EvidenceBuilder
@@ -46,7 +48,7 @@ from model_canary.streams.evidence.join import (
     dump_ops,
     load_ops,
 )
-from model_canary.streams.messages import Evidence, Feedback, Prediction
+from model_canary.streams.messages import MAX_BP, Arm, Evidence, Feedback, Prediction
 from model_canary.streams.rollout.machine import ACTIVE_PHASES
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
@@ -57,7 +59,7 @@ AGENT = "joiner"
 #: A snapshot is written when the deltas since the last one weigh more than it (or this).
 MIN_SNAPSHOT_BYTES = 1_000_000
 SNAPSHOT_OPS = 5_000  # operations per snapshot chunk
-_KNOWN_ARMS = frozenset({"baseline", "canary", "control"})
+_ARMS = frozenset(a.value for a in Arm)
 
 
 @dataclass
@@ -181,22 +183,19 @@ class LabelJoiner:
                 join.expire(now_s)
 
     def _on_prediction(self, msg: Message, join: LabelJoin, now_s: int) -> None:
-        f = self._prediction.decode_fields(msg.value() or b"")
-        arm = f["arm"]
-        if arm not in _KNOWN_ARMS or not 0 <= f["bucket"] < 10_000 or not f["request_id"]:
-            raise _invalid(f"prediction for arm {arm!r}, bucket {f['bucket']}")
+        f = prediction_fields(self._prediction, msg.value() or b"")
         waiting = Waiting(
             f["model"],
             f["rollout_id"],
             f["version"],
-            arm,
+            f["arm"],
             f["served"],
             f["weight_bp"],
             f["second"],
             f["bucket"],
-            max(1, f["answers"]),
+            f["answers"],
             f["prediction"],
-            f["second"] + max(0, f["label_window_s"]),
+            f["second"] + f["label_window_s"],
         )
         for j in join.add_prediction(f["request_id"], waiting, now_s):
             self._joined(j.waiting, j.correct)
@@ -205,10 +204,8 @@ class LabelJoiner:
         self, msg: Message, join: LabelJoin, now_s: int, out: TxnOutput, *, rekey: bool
     ) -> bool:
         """Join a label; True when it was re-keyed instead (joined later, from there)."""
-        f = self._feedback.decode_fields(msg.value() or b"")
+        f = feedback_fields(self._feedback, msg.value() or b"")
         rid, model, label = f["request_id"], f["model"], f["label"]
-        if not rid or not model:
-            raise _invalid("feedback without a request id or model")
         key = rid.encode()
         if rekey and msg.key() != key:
             out.produce(
@@ -357,5 +354,29 @@ def restore(settings: Settings, topic: str, partition: int) -> tuple[LabelJoin, 
     return join, state
 
 
-def _invalid(detail: str) -> DecodeError:
-    return InvalidRecordError(detail)
+def prediction_fields(codec: AvroCodec[Prediction], data: bytes) -> dict[str, Any]:
+    """A prediction's fields, checked as :class:`Prediction` checks itself (identity fields
+    set, a known arm, basis points, bucket, answers and window in range) without building
+    the record: the joiner reads tens of thousands a second. Raises :class:`DecodeError`."""
+    f = codec.decode_fields(data)
+    if not (f["request_id"] and f["model"] and f["rollout_id"]):
+        raise InvalidRecordError("Prediction identity fields must not be empty")
+    if f["arm"] not in _ARMS:
+        raise InvalidRecordError(f"Prediction.arm {f['arm']!r} is not a known arm")
+    if not (
+        0 <= f["weight_bp"] <= MAX_BP
+        and 0 <= f["bucket"] < BUCKETS
+        and f["answers"] >= 1
+        and f["label_window_s"] >= 0
+    ):
+        raise InvalidRecordError("Prediction weight, bucket, answers or window out of range")
+    return f
+
+
+def feedback_fields(codec: AvroCodec[Feedback], data: bytes) -> dict[str, Any]:
+    """A label's fields, checked as :class:`Feedback` checks itself (identity fields set; the
+    timestamp was read by the codec). Raises :class:`DecodeError`."""
+    f = codec.decode_fields(data)
+    if not (f["request_id"] and f["model"] and f["label"]):
+        raise InvalidRecordError("Feedback identity fields must not be empty")
+    return f
