@@ -1,5 +1,5 @@
-"""Smoke runs of ``canary bench router | worker | evaluator`` on a real broker: the JSON line has every
-key with sane values and nothing is lost. Nothing here asserts a speed."""
+"""Smoke runs of ``canary bench router | worker | evaluator`` on a real broker: the JSON line
+has every key with sane values and nothing is lost. Nothing here asserts a speed."""
 
 from __future__ import annotations
 
