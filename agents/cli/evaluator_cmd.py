@@ -54,8 +54,9 @@ def register(
     ev.add_argument(
         "--instance",
         default=socket.gethostname(),
-        help="this evaluator's instance name, unique among running evaluators; it names the "
-        "label joiner's Kafka transactional id (default: the host name)",
+        help="this evaluator's instance name, unique among running evaluators; it names its "
+        "static consumer-group membership (a restart takes its partitions back at once) and "
+        "the label joiner's Kafka transactional id (default: the host name)",
     )
     ev.add_argument(
         "--no-joiner",
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             joiner_thread.join(30)
 
     options = EvaluatorOptions(interval_s=args.interval, checkpoint_s=args.checkpoint_interval)
-    app = build_app(settings, options, on_shutdown=stop_joiner)
+    app = build_app(settings, options, instance=args.instance, on_shutdown=stop_joiner)
     level = "debug" if args.verbose else "warn"
     logging.getLogger("faust").setLevel(logging.WARNING)
     try:

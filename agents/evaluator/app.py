@@ -37,6 +37,7 @@ from model_canary.agents.evaluator.brain import Applied, CheckpointData, Evaluat
 from model_canary.agents.evaluator.decisions import DecisionSink
 from model_canary.agents.evaluator.security import faust_credentials
 from model_canary.agents.evaluator.store import StateStore
+from model_canary.agents.evaluator.transport import SCHEME
 from model_canary.agents.evaluator.view import FollowedView
 from model_canary.streams.messages import utc_now
 from model_canary.streams.settings import Settings
@@ -60,13 +61,15 @@ class EvaluatorOptions:
 
 
 def broker_urls(settings: Settings) -> list[str]:
-    return [f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")]
+    """faust's broker URLs: the read_committed transport (see :mod:`.transport`)."""
+    return [f"{SCHEME}://{host.strip()}" for host in settings.bootstrap_servers.split(",")]
 
 
 def build_app(
     settings: Settings,
     options: EvaluatorOptions | None = None,
     *,
+    instance: str = "evaluator-1",
     on_shutdown: Callable[[], None] | None = None,
 ) -> faust.App:
     """The evaluator app for ``settings`` (nothing connects until the worker starts);
@@ -86,7 +89,9 @@ def build_app(
         store="memory://",
         topic_partitions=settings.partitions,
         table_standby_replicas=0,
-        # A crashed instance's partitions move to the others (or to its restart) after this.
+        # Static membership: a restarted instance takes its partitions back at once (a
+        # crashed one that is not restarted loses them to the others after the session).
+        consumer_group_instance_id=f"{settings.topic_prefix}-evaluator-{instance}",
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
         web_enabled=False,

@@ -1,0 +1,144 @@
+"""The evaluator's evidence path on a real broker: only committed evidence counts, a stop takes
+seconds and logs nothing alarming, and a restart resumes from its checkpoint."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+
+import pytest
+
+from model_canary.agents.bench.scrape import free_port, scrape, total
+from model_canary.agents.client.control import ControlClient
+from model_canary.agents.kafka.clients import new_producer
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.evidence.builder import Cell, EvidenceBuilder
+from model_canary.streams.messages import Evidence, OffsetRange
+from model_canary.streams.plan import parse_plan
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
+from tests.integration.conftest import Agent
+
+pytestmark = pytest.mark.integration
+
+
+def _rollout(settings: Settings, spawn: Callable[..., Agent]) -> tuple[str, ControlClient]:
+    spawn("router", "--instance", "r1")  # its controller applies the commands
+    plan = parse_plan(
+        {
+            "model": "iris",
+            "baseline": "v1",
+            "canary": "v2",
+            "steps": [50, 100],
+            "step": {"min_duration": "1h", "warmup": 0},
+            "metrics": {"errors": {}},
+        }
+    )
+    control = ControlClient(settings)
+    control.send(
+        "iris",
+        "start",
+        baseline_version="v1",
+        canary_version="v2",
+        steps_bp=plan.steps_bp,
+        plan_json=plan.to_json(),
+    )
+    state = control.state("iris")
+    assert state is not None
+    return state.rollout_id, control
+
+
+class _Producer:
+    """A worker's evidence, written by hand in transactions that commit or abort."""
+
+    def __init__(self, settings: Settings, rollout_id: str) -> None:
+        self.topic = TopicCatalogue(settings.topic_prefix).evidence
+        self.rollout_id = rollout_id
+        self.producer = new_producer(settings, "test-evidence", transactional_id="test-ev-1")
+        self.producer.init_transactions(30)
+        self.codec = codec_for(Evidence)
+        self.offset = 0
+
+    def transaction(self, n: int, *, commit: bool, second: int) -> None:
+        routed = EvidenceBuilder("routed", source="test-router")
+        served = EvidenceBuilder("served", source="test-worker")
+        routed.add_routed(
+            Cell("iris", self.rollout_id, "", "baseline", True, 5000, second), [1] * n
+        )
+        cell = Cell("iris", self.rollout_id, "v1", "baseline", True, 5000, second)
+        served.add_batch(
+            [cell] * n,
+            buckets=[1] * n,
+            errors=[False] * n,
+            latencies_ms=[1.0] * n,
+            batch_latency_ms=1.0,
+        )
+        span = OffsetRange(topic="in", partition=0, first=self.offset, last=self.offset + n - 1)
+        self.offset += n + 1
+        self.producer.begin_transaction()
+        for ev in routed.build((span,)) + served.build((span,)):
+            self.producer.produce(self.topic, self.codec.encode(ev), key=b"iris")
+        if commit:
+            self.producer.commit_transaction(30)
+        else:
+            self.producer.flush(30)  # written to the log, then aborted
+            self.producer.abort_transaction(30)
+
+
+def _counted(port: int) -> float:
+    got = scrape(port) or {}
+    return total(got, "canary_evaluated_requests", having='metric="errors"')
+
+
+def _wait_counted(port: int, n: float, timeout: float = 60.0) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _counted(port) >= n:
+            time.sleep(3.0)  # anything more would show now
+            return _counted(port)
+        time.sleep(0.2)
+    raise AssertionError(f"counted {_counted(port)} of {n}")
+
+
+def test_evidence_of_an_aborted_transaction_never_counts(
+    settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
+) -> None:
+    rollout_id, _control = _rollout(settings, spawn)
+    port = free_port()
+    spawn("evaluator", "--metrics-port", str(port), "--no-joiner")
+    writer = _Producer(settings, rollout_id)
+    now = int(time.time())
+    writer.transaction(100, commit=True, second=now)
+    writer.transaction(500, commit=False, second=now)
+    writer.transaction(50, commit=True, second=now + 1)
+    assert _wait_counted(port, 150) == 150
+
+
+def test_an_evaluator_stops_within_seconds_and_logs_nothing_alarming(
+    settings: Settings,
+    topics: TopicCatalogue,
+    spawn: Callable[..., Agent],
+    start_worker: Callable[..., Agent],
+) -> None:
+    """Issue #10 item 5: SIGTERM used to leave it running (IllegalOperation) and it logged
+    'Has not committed TP(...)' as an error while working normally."""
+    rollout_id, _control = _rollout(settings, spawn)
+    port = free_port()
+    evaluator = spawn("evaluator", "--metrics-port", str(port), "--checkpoint-interval", "2")
+    writer = _Producer(settings, rollout_id)
+    for i in range(20):
+        writer.transaction(100, commit=True, second=int(time.time()))
+        time.sleep(0.5 if i < 19 else 0)
+    _wait_counted(port, 2000)
+    time.sleep(12)  # past faust's commit-livelock check (10 s): nothing to complain about
+    began = time.monotonic()
+    assert evaluator.stop() == 0
+    took = time.monotonic() - began
+    assert took < 2 + 8, f"the evaluator took {took:.1f}s to stop"
+    log = evaluator.log()
+    alarming = [
+        line for line in log.splitlines() if re.search(r"\b(ERROR|CRITICAL|Traceback)\b", line)
+    ]
+    assert alarming == [], "\n".join(alarming[:10])
+    assert "Has not committed" not in log
