@@ -124,3 +124,8 @@ LABELS_JOINED = Counter(
     "canary_labels_joined_total",
     "Predictions joined with their ground-truth label by the label joiner.",
 )
+LABELS_PENDING = Gauge(
+    "canary_label_join_pending",
+    "Predictions waiting for their label and labels waiting for their prediction, in this "
+    "label joiner's partitions.",
+)

@@ -127,9 +127,7 @@ class LabelJoiner:
 
     # -- partitions ------------------------------------------------------------------------
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
-        for p in sorted({tp.partition for tp in partitions}):
-            if p not in self.joins:
-                self._restore(p)
+        self._restore(sorted({tp.partition for tp in partitions} - set(self.joins)))
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         for p in {tp.partition for tp in partitions}:
@@ -139,23 +137,25 @@ class LabelJoiner:
     def _on_abort(self) -> None:
         # The aborted transaction's joins, expiries and changes never happened: reload.
         self.builder.clear()
-        for p in list(self.joins):
-            self._restore(p)
+        self._restore(sorted(self.joins))
 
-    def _restore(self, partition: int) -> None:
+    def _restore(self, partitions: list[int]) -> None:
+        if not partitions:
+            return
         began = time.monotonic()
-        join, state_log = restore(self.settings, self.catalogue.joiner_state, partition)
-        expired = join.expire(int(time.time()))
-        join.take_changes()
-        self.joins[partition] = join
-        self.logs[partition] = state_log
-        log.info(
-            "label join partition %d restored in %.2fs: %d pending (%d expired)",
-            partition,
-            time.monotonic() - began,
-            len(join),
-            expired,
-        )
+        restored = restore(self.settings, self.catalogue.joiner_state, partitions)
+        for partition, (join, state_log) in restored.items():
+            expired = join.expire(int(time.time()))
+            join.take_changes()
+            self.joins[partition] = join
+            self.logs[partition] = state_log
+            log.info(
+                "label join partition %d restored: %d pending (%d expired)",
+                partition,
+                len(join),
+                expired,
+            )
+        log.info("label join restored in %.2fs", time.monotonic() - began)
 
     # -- per batch -------------------------------------------------------------------------
     def handle(self, batch: Sequence[Message], out: TxnOutput) -> None:
@@ -167,7 +167,7 @@ class LabelJoiner:
             topic = msg.topic()
             join = self.joins.get(msg.partition() or 0)
             if join is None:  # not restored (should not happen): restore now
-                self._restore(msg.partition() or 0)
+                self._restore([msg.partition() or 0])
                 join = self.joins[msg.partition() or 0]
             try:
                 if topic == predictions:
@@ -261,6 +261,7 @@ class LabelJoiner:
                 metrics.LABELS_JOINED.inc(ev.labelled)
         for p, join in self.joins.items():
             self._write_changes(out, p, join, self.logs[p])
+        metrics.LABELS_PENDING.set(sum(len(j) for j in self.joins.values()))
 
     def _write_changes(self, out: TxnOutput, partition: int, join: LabelJoin, state: _Log) -> None:
         changes = join.take_changes()
@@ -294,29 +295,40 @@ class LabelJoiner:
         state.deltas.append(key)
 
 
-def restore(settings: Settings, topic: str, partition: int) -> tuple[LabelJoin, _Log]:
-    """A partition's join state from its changelog: the latest complete snapshot, then the
-    deltas of its generation in order."""
+def restore(
+    settings: Settings, topic: str, partitions: list[int]
+) -> dict[int, tuple[LabelJoin, _Log]]:
+    """Partitions' join states from their changelog (read side by side): the latest complete
+    snapshot, then the deltas of its generation in order."""
     consumer = new_reader(settings, "canary-joiner-restore", **{"enable.partition.eof": True})
-    latest: dict[bytes, tuple[bytes | None, dict[str, str]]] = {}
+    latest: dict[int, dict[bytes, tuple[bytes | None, dict[str, str]]]] = {
+        p: {} for p in partitions
+    }
     try:
-        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         deadline = time.monotonic() + 120
-        done = False
-        while not done and time.monotonic() < deadline:
-            for msg in consumer.consume(num_messages=1000, timeout=0.5):
+        left = set(partitions)
+        while left and time.monotonic() < deadline:
+            for msg in consumer.consume(num_messages=1000, timeout=0.2):
                 err = msg.error()
                 if err is not None:
-                    done = done or err.code() == KafkaError._PARTITION_EOF
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        left.discard(msg.partition() or 0)
                     continue
                 headers = h.header_dict(h.as_list(msg.headers()))
-                latest[msg.key() or b""] = (msg.value(), headers)
-        if not done:
+                latest[msg.partition() or 0][msg.key() or b""] = (msg.value(), headers)
+        if left:
             raise KafkaOperationError(
-                "restore", "TIMED_OUT", f"{topic}[{partition}] not read within 120 s"
+                "restore", "TIMED_OUT", f"{topic}{sorted(left)} not read within 120 s"
             )
     finally:
         consumer.close()
+    return {p: _rebuild(latest[p], p) for p in partitions}
+
+
+def _rebuild(
+    latest: dict[bytes, tuple[bytes | None, dict[str, str]]], partition: int
+) -> tuple[LabelJoin, _Log]:
     state = _Log()
     snapshot: list[bytes] = []
     chunks = {k: v for k, v in latest.items() if k.startswith(b"s/") and v[0] is not None}
