@@ -143,7 +143,9 @@ def run_evaluator_bench(
         )
         state = ControlClient(session.settings).state(MODEL)
         assert state is not None
-        port = free_port()
+        port, jport = free_port(), free_port()
+        # The joiner as a contender of its own (what 'canary evaluator' starts as its child),
+        # so its memory and work are measured apart from the evaluator's.
         evaluator = session.agent(
             "evaluator",
             f"{prefix}-evaluator",
@@ -154,6 +156,18 @@ def run_evaluator_bench(
             str(port),
             "--interval",
             str(o.interval),
+            "--no-joiner",
+        )
+        joiner = session.agent(
+            "joiner",
+            f"{prefix}.joiner",
+            [cat.predictions, cat.feedback],
+            [cat.evidence],
+            "joiner",
+            "--metrics-port",
+            str(jport),
+            "--instance",
+            "bench",
         )
         serving = SimulatedServing(session.settings, state, predictions=o.labels)
 
@@ -185,9 +199,9 @@ def run_evaluator_bench(
 
         answered = float(backlog.requests)  # every answer written so far
 
-        # 2. Labels: drain a backlog through the joiner.
+        # 2. Labels: the joiner drains a backlog of predictions and their labels.
+        joined0 = 0.0
         if o.labels:
-            evaluator.child.stop()
             progress(f"writing {o.label_backlog:,} predictions and their labels")
             ticks = max(1, o.label_backlog // 1000)
             started = time.time()
@@ -196,18 +210,17 @@ def run_evaluator_bench(
             answered += ticks * 1000
             serving.labels_due(float("inf"))
             serving.flush()
-            joined_before = 0.0
-            evaluator.child.start()
+            joiner.child.start()
             first_l, last_l = _wait_for(
-                port,
-                "canary_labels_joined_total",
-                joined_before + ticks * 1000,
-                evaluator,
-                o.timeout,
+                jport, "canary_labels_joined_total", ticks * 1000, joiner, o.timeout
             )
+            joined0 = ticks * 1000
             figures["labels_per_s"] = (
                 ticks * 1000 / (last_l - first_l) if last_l > first_l else None
             )
+            jrss = joiner.child.rss
+            assert jrss is not None
+            figures["joiner_rss_start_mb"] = jrss.at_mb(first_l)
             progress(f"  {fmt(figures['labels_per_s'], 0)} labels/s")  # type: ignore[arg-type]
 
         # 3. Decision delay at a steady rate, once everything before is decided.
@@ -221,6 +234,9 @@ def run_evaluator_bench(
         began = time.monotonic()
         labelled_rss: dict[str, float | None] = {}
         next_million = 1_000_000
+        jwatch = _Watch(jport, every=0.5) if o.labels else None
+        if jwatch is not None:
+            jwatch.start()
         measured = int(o.seconds * 10)
         # Two more seconds of traffic after the measured ones: in steady serving a second is
         # closed by the router moving on, not by the clock after traffic stops.
@@ -232,16 +248,18 @@ def run_evaluator_bench(
             answered += per_tick
             if i < measured:
                 commits.append((time.monotonic(), answered))
-            if o.labels:
+            if jwatch is not None:
                 serving.labels_due(time.time())
                 joined = (
-                    total(watch.samples[-1][1], "canary_labels_joined_total")
-                    if watch.samples
+                    total(jwatch.samples[-1][1], "canary_labels_joined_total")
+                    if jwatch.samples
                     else 0
                 )
                 if joined >= next_million:
-                    labelled_rss[str(next_million)] = _mb(rss.sample_now())
+                    jrss = joiner.child.rss
+                    labelled_rss[str(next_million)] = _mb(jrss.sample_now() if jrss else None)
                     next_million += 1_000_000
+                joiner.child.check_alive()
             evaluator.child.check_alive()
         progress("waiting for the last evaluation")
         deadline = time.monotonic() + 60
@@ -250,6 +268,12 @@ def run_evaluator_bench(
                 break
             time.sleep(0.1)
         watch.stop()
+        if jwatch is not None:
+            jwatch.stop()
+            joined = (
+                total(jwatch.samples[-1][1], "canary_labels_joined_total") if jwatch.samples else 0
+            )
+            figures["paced_labels_joined"] = joined - joined0
         achieved = (commits[-1][1] - decided0) / (commits[-1][0] - began) if commits else 0.0
         delays = _delays(commits, watch.samples)
         figures.update(
@@ -265,7 +289,9 @@ def run_evaluator_bench(
             }
         )
         if o.labels:
-            figures["evaluator_rss_by_labelled_mb"] = labelled_rss
+            jrss = joiner.child.rss
+            figures["joiner_rss_end_mb"] = _mb(jrss.sample_now() if jrss else None)
+            figures["joiner_rss_by_labelled_mb"] = labelled_rss
         serving.flush()
     return figures, _table(figures)
 

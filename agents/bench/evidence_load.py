@@ -218,7 +218,7 @@ class SimulatedServing:
             )
         producer = self._label_producer
         n = 0
-        at = from_epoch_ms(int(now * 1000))
+        at = from_epoch_ms(int(min(now, time.time()) * 1000))
         while self._labels and self._labels[0][0] <= now:
             _due, rid, label = self._labels.popleft()
             fb = Feedback(request_id=rid, model=self.state.model, label=label, observed_at=at)

@@ -185,6 +185,57 @@ def register(
     )
     evaluator.set_defaults(handler=run_evaluator_bench)
 
+    pipeline = kinds.add_parser(
+        "pipeline",
+        parents=[common],
+        help="router, a noop worker per arm, the evaluator (and a joiner) at steady rates",
+        description="Start a rollout of model 'bench' (v1 -> v2 at --weight-pct, a plan "
+        "watching errors and latency, and accuracy with --labels, that nothing interrupts) "
+        "and run 'canary router' (with its controller), 'canary worker --adapter noop:' for "
+        "each arm, 'canary evaluator' and, with --labels, 'canary joiner', each a process of "
+        "its own. Then keyed requests from this process at --rate/4, --rate/2 and --rate "
+        "requests/s for --seconds each (with --labels, a label for 90% of them "
+        "--label-delay later, keyed by request id). Every half second: each agent's lag "
+        "(its inputs' end offsets minus its group's committed offsets, read from outside, in "
+        "seconds of its input), the requests the evaluator's latest evaluation counted "
+        "(canary_decided_requests) and its age. An agent keeps up when its lag at the end of "
+        "a rate is at most --lag-limit seconds. JSON keys: max_rate_all_kept_up, lag_end_s "
+        "and cpu_s_per_1000_requests per agent (/proc/PID/stat), evaluator_cpu_share (of the "
+        "pipeline's CPU), decision_delay_p50_ms and decision_delay_p99_ms (a second of "
+        "requests sent -> the first evaluation counting them), evaluation_age_max_s, all for "
+        "the top rate, and runs (every rate).",
+    )
+    pipeline.add_argument(
+        "--rate", type=float, default=5_000.0, help="the top rate, requests/s (5000)"
+    )
+    pipeline.add_argument(
+        "--seconds", type=float, default=30.0, help="seconds per rate (default 30)"
+    )
+    pipeline.add_argument(
+        "--labels", action="store_true", help="labels for 90%% of requests, --label-delay later"
+    )
+    pipeline.add_argument("--label-delay", type=float, default=3.0, metavar="S", help="default 3 s")
+    pipeline.add_argument(
+        "--weight-pct", type=float, default=20.0, help="the canary's share (default 20)"
+    )
+    pipeline.add_argument(
+        "--lag-limit",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="the most lag, in seconds of input, of an agent that keeps up (default 5)",
+    )
+    pipeline.add_argument(
+        "--interval", type=float, default=1.0, help="the evaluator's --interval (default 1)"
+    )
+    pipeline.add_argument(
+        "--keep-topics", action="store_true", help="keep the benchmark's topics and groups"
+    )
+    pipeline.add_argument(
+        "--json-only", action="store_true", help="print only the JSON line (no progress, no table)"
+    )
+    pipeline.set_defaults(handler=run_pipeline_bench)
+
 
 def _shared(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -255,6 +306,26 @@ def run_evaluator_bench(args: argparse.Namespace) -> int:
         timeout=args.timeout,
     )
     figures, text = run_evaluator_bench(settings_from_args(args), options, _progress(args))
+    return _finish(args, figures, text)
+
+
+def run_pipeline_bench(args: argparse.Namespace) -> int:
+    from model_canary.agents.bench.pipeline_bench import (
+        PipelineBenchOptions,
+        run_pipeline_bench,
+    )
+
+    options = PipelineBenchOptions(
+        rate=args.rate,
+        seconds=args.seconds,
+        labels=args.labels,
+        label_delay_s=args.label_delay,
+        weight_pct=args.weight_pct,
+        lag_limit_s=args.lag_limit,
+        interval=args.interval,
+        keep_topics=args.keep_topics,
+    )
+    figures, text = run_pipeline_bench(settings_from_args(args), options, _progress(args))
     return _finish(args, figures, text)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -14,6 +15,7 @@ from model_canary.agents.cli.common import settings_from_args
 from model_canary.agents.cli.logs import setup_logging
 from model_canary.agents.kafka.admin import Admin
 from model_canary.agents.kafka.reachable import wait_for_kafka_or_signal
+from model_canary.agents.process import AgentProcess
 from model_canary.streams.topics import TopicCatalogue
 
 log = logging.getLogger(__name__)
@@ -61,8 +63,14 @@ def register(
     ev.add_argument(
         "--no-joiner",
         action="store_true",
-        help="do not join ground-truth labels with predictions in this process (another "
-        "evaluator instance does)",
+        help="do not start a label joiner ('canary joiner', a child process that joins "
+        "ground-truth labels with predictions); run your own joiners instead",
+    )
+    ev.add_argument(
+        "--joiner-metrics-port",
+        type=int,
+        metavar="PORT",
+        help="the joiner child's Prometheus /metrics port",
     )
     ev.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     ev.set_defaults(handler=run)
@@ -81,31 +89,24 @@ def run(args: argparse.Namespace) -> int:
 
     from model_canary.agents.evaluator.app import EvaluatorOptions, build_app
 
-    stop = threading.Event()
     failed = threading.Event()
-    joiner_thread: threading.Thread | None = None
+    joiner: AgentProcess | None = None
     if not args.no_joiner:
-        from model_canary.agents.evaluator.joiner import LabelJoiner
-
-        joiner = LabelJoiner(settings, args.instance)
-
-        def run_joiner() -> None:
-            try:
-                joiner.run(stop)
-            except Exception:
-                # The joiner cannot go on: stop the whole evaluator, so a supervisor
-                # restarts it (the faust worker handles the signal as an operator's stop).
-                log.exception("the label joiner stopped")
-                failed.set()
-                os.kill(os.getpid(), signal.SIGTERM)
-
-        joiner_thread = threading.Thread(target=run_joiner, name="label-joiner", daemon=True)
-        joiner_thread.start()
+        # A process of its own: joining tens of thousands of labels a second must not take
+        # the evaluator's event loop's time (one interpreter lock per process).
+        joiner_args = ["joiner", "--instance", args.instance, "--parent-pid", str(os.getpid())]
+        if args.joiner_metrics_port:
+            joiner_args += ["--metrics-port", str(args.joiner_metrics_port)]
+        if args.verbose:
+            joiner_args.append("-v")
+        # (Not the evaluator's metrics port: the joiner serves its own, if given one.)
+        child = dataclasses.replace(settings, metrics_port=None)
+        joiner = AgentProcess.canary("joiner", joiner_args, child, None).start()
+        _watch(joiner, failed)
 
     def stop_joiner() -> None:
-        stop.set()
-        if joiner_thread is not None:
-            joiner_thread.join(30)
+        if joiner is not None:
+            joiner.stop(timeout=30)
 
     options = EvaluatorOptions(interval_s=args.interval, checkpoint_s=args.checkpoint_interval)
     app = build_app(settings, options, instance=args.instance, on_shutdown=stop_joiner)
@@ -116,3 +117,18 @@ def run(args: argparse.Namespace) -> int:
     finally:
         stop_joiner()
     return 1 if failed.is_set() else 0
+
+
+def _watch(joiner: AgentProcess, failed: threading.Event) -> None:
+    """If the joiner ends on its own, stop the evaluator too (a supervisor restarts both)."""
+
+    def watch() -> None:
+        proc = joiner.proc
+        assert proc is not None
+        code = proc.wait()
+        if code != 0 and not failed.is_set():
+            log.error("the label joiner exited with code %s: stopping", code)
+            failed.set()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="joiner-watch", daemon=True).start()

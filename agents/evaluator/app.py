@@ -267,7 +267,7 @@ class Runtime:
 
     async def _checkpoint(self, partition: int, *, commit: bool) -> None:
         tp = TP(self.topic, partition)
-        data = self.brain.checkpoint(partition, await self._caught_up_position(tp, partition))
+        data = self.brain.checkpoint(partition)
         if data is None:
             self._report_lag(tp, partition)
             return
@@ -299,20 +299,6 @@ class Runtime:
             await consumer._commit({tp: data.position})
         except Exception as exc:  # a rebalance under way: the next checkpoint commits
             log.info("offset %d of %s not committed: %s", data.position, tp, exc)
-
-    async def _caught_up_position(self, tp: TP, partition: int) -> int | None:
-        """The consumer's position when every record it returned for ``tp`` was handled:
-        past the transaction markers that follow the last record (so the group's lag reads
-        0, not the number of markers)."""
-        part = self.brain.partitions.get(partition)
-        consumer: Any = self.app.consumer
-        if part is None or consumer._read_offset.get(tp) != part.processed:
-            return None
-        try:
-            position = await consumer.position(tp)
-        except Exception:
-            return None
-        return int(position) if position is not None else None
 
     def _report_lag(self, tp: TP, partition: int) -> None:
         part = self.brain.partitions.get(partition)

@@ -267,15 +267,15 @@ class Evaluator:
                 part.dirty.add(model)
 
     # -- checkpoints -----------------------------------------------------------------------
-    def checkpoint(self, partition: int, position: int | None = None) -> CheckpointData | None:
+    def checkpoint(self, partition: int) -> CheckpointData | None:
         """The partition's checkpoint if anything changed since the last one (None if not):
-        snapshots of the changed models, the dead letters, and the offset they cover
-        (``position``: the consumer's, when everything it returned was handled; by default
-        the offset after the last one handled)."""
+        snapshots of the changed models, the dead letters, and the offset they cover (the one
+        after the last handled: never further, however far the consumer has fetched, since a
+        record fetched is not yet a record counted)."""
         part = self.partitions.get(partition)
         if part is None:
             return None
-        covered = part.processed + 1 if position is None else max(position, part.processed + 1)
+        covered = part.processed + 1
         if not part.dirty and not part.dead and covered <= part.covered:
             return None
         models, part.dirty = part.dirty, set()

@@ -1,6 +1,6 @@
 """The label joiner on a real broker: predictions (written as workers write them) meet their
-labels however the labels are keyed, once each, across evaluator instances, and across a
-SIGKILL with predictions pending."""
+labels however the labels are keyed, once each, across two evaluators (each starting its
+joiner), and across a SIGKILL of a joiner (``canary joiner``) with predictions pending."""
 
 from __future__ import annotations
 
@@ -109,17 +109,26 @@ def test_labels_join_once_across_two_instances_however_they_are_keyed(
 ) -> None:
     serving = _serving(settings, spawn)
     ports = [free_port(), free_port()]
-    for i, port in enumerate(ports):
-        spawn("evaluator", "--metrics-port", str(port), "--instance", f"ev{i}")
+    joiners = [free_port(), free_port()]
+    for i, (port, jport) in enumerate(zip(ports, joiners, strict=True)):
+        spawn(
+            "evaluator",
+            "--metrics-port",
+            str(port),
+            "--joiner-metrics-port",
+            str(jport),
+            "--instance",
+            f"ev{i}",
+        )
     _wait_for_members(settings, f"{settings.topic_prefix}.joiner", 2)
     for _ in range(3):
         serving.tick(1000, time.time())
     sent = _send_labels(serving, settings, keyed_by_model_every=5)
     assert sent == 3000
-    assert _wait(lambda: _joined(ports[0]) + _joined(ports[1]), 3000) == 3000
-    assert _joined(ports[0]) > 0 and _joined(ports[1]) > 0, "both instances joined labels"
+    assert _wait(lambda: _joined(joiners[0]) + _joined(joiners[1]), 3000) == 3000
+    assert _joined(joiners[0]) > 0 and _joined(joiners[1]) > 0, "both instances joined labels"
     assert _wait(lambda: _labelled(ports), 3000) == 3000, "the evaluator counted each once"
-    rekeyed = sum(total(scrape(p) or {}, "canary_feedback_rekeyed_total") for p in ports)
+    rekeyed = sum(total(scrape(p) or {}, "canary_feedback_rekeyed_total") for p in joiners)
     assert rekeyed == 600
 
 
@@ -127,15 +136,16 @@ def test_pending_predictions_survive_a_sigkill(
     settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
 ) -> None:
     serving = _serving(settings, spawn)
-    port = free_port()
-    first = spawn("evaluator", "--metrics-port", str(port))
+    jport = free_port()
+    first = spawn("joiner", "--metrics-port", str(jport), "--instance", "j1")
     for _ in range(2):
         serving.tick(1000, time.time())
-    _wait(lambda: total(scrape(port) or {}, "canary_label_join_pending"), 2000)
+    _wait(lambda: total(scrape(jport) or {}, "canary_label_join_pending"), 2000)
     first.kill()
-    port = free_port()
-    spawn("evaluator", "--metrics-port", str(port))
+    port, jport = free_port(), free_port()
+    spawn("evaluator", "--metrics-port", str(port), "--no-joiner")
+    spawn("joiner", "--metrics-port", str(jport), "--instance", "j1")
     _send_labels(serving, settings, keyed_by_model_every=10**9)
-    assert _wait(lambda: _joined(port), 2000) == 2000, "every label met its prediction"
+    assert _wait(lambda: _joined(jport), 2000) == 2000, "every label met its prediction"
     assert _wait(lambda: _labelled([port]), 2000) == 2000
-    assert total(scrape(port) or {}, "canary_label_join_pending") == 0, "joined: forgotten"
+    assert total(scrape(jport) or {}, "canary_label_join_pending") == 0, "joined: forgotten"
