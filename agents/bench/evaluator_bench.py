@@ -13,8 +13,11 @@ by :class:`~model_canary.agents.bench.evidence_load.SimulatedServing` in this pr
 4. Decision delay: traffic at ``rate`` for ``seconds`` (with labels 2 s after each answer
    when ``labels``); for each worker transaction, the time from its commit to the first
    evaluation counting it (``canary_decided_requests``, scraped every 50 ms).
-5. RSS of the evaluator process: when it counted its first record, at the end, and (with
-   labels) at every million labelled requests.
+5. RSS of the evaluator process when it counted its first record and at the end (with
+   labels, of the joiner at every million labelled requests).
+6. Restart: the evaluator is killed (SIGKILL) and started again; ``restart_s`` is the time
+   from the new process's start to its first evaluation counting everything the killed one
+   had counted (``restart_counts_equal``: exactly that).
 
 >>> # figures, text = run_evaluator_bench(Settings.from_env(), EvaluatorBenchOptions())
 """
@@ -293,6 +296,18 @@ def run_evaluator_bench(
             figures["joiner_rss_end_mb"] = _mb(jrss.sample_now() if jrss else None)
             figures["joiner_rss_by_labelled_mb"] = labelled_rss
         serving.flush()
+
+        # 4. Restart: SIGKILL, start again; until its first evaluation counts everything.
+        progress("restart: SIGKILL, then until the first evaluation with every count")
+        decided_before = total(scrape(port) or {}, "canary_decided_requests")
+        evaluator.child.kill()
+        began = time.monotonic()
+        evaluator.child.start()
+        _wait_for(port, "canary_decided_requests", decided_before, evaluator, o.timeout)
+        figures["restart_s"] = time.monotonic() - began
+        figures["restart_counts_equal"] = (
+            total(scrape(port) or {}, "canary_decided_requests") == decided_before
+        )
     return figures, _table(figures)
 
 

@@ -20,7 +20,16 @@ from model_canary.streams.codec.requests import canonical_json
 from model_canary.streams.errors import ConfigError, DecodeError
 from model_canary.streams.topics import TopicCatalogue
 
-TAILS = ("results", "metrics", "events", "control", "feedback", "dead-letters")
+TAILS = (
+    "results",
+    "evidence",
+    "predictions",
+    "metrics",
+    "events",
+    "control",
+    "feedback",
+    "dead-letters",
+)
 
 
 def register(
@@ -121,6 +130,8 @@ def run_tail(args: argparse.Namespace) -> int:
     catalogue = TopicCatalogue(settings.topic_prefix)
     topic = {
         "results": catalogue.results,
+        "evidence": catalogue.evidence,
+        "predictions": catalogue.predictions,
         "metrics": catalogue.metrics,
         "events": catalogue.events,
         "control": catalogue.control,

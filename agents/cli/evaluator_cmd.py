@@ -91,9 +91,14 @@ def run(args: argparse.Namespace) -> int:
 
     failed = threading.Event()
     joiner: AgentProcess | None = None
-    if not args.no_joiner:
-        # A process of its own: joining tens of thousands of labels a second must not take
-        # the evaluator's event loop's time (one interpreter lock per process).
+
+    def start_joiner() -> None:
+        # Once faust runs (its signal handlers installed): a stop then always reaches
+        # stop_joiner. A process of its own: joining tens of thousands of labels a second
+        # must not take the evaluator's event loop's time (one interpreter lock per process).
+        nonlocal joiner
+        if args.no_joiner or joiner is not None:
+            return
         joiner_args = ["joiner", "--instance", args.instance, "--parent-pid", str(os.getpid())]
         if args.joiner_metrics_port:
             joiner_args += ["--metrics-port", str(args.joiner_metrics_port)]
@@ -109,7 +114,13 @@ def run(args: argparse.Namespace) -> int:
             joiner.stop(timeout=30)
 
     options = EvaluatorOptions(interval_s=args.interval, checkpoint_s=args.checkpoint_interval)
-    app = build_app(settings, options, instance=args.instance, on_shutdown=stop_joiner)
+    app = build_app(
+        settings,
+        options,
+        instance=args.instance,
+        on_start=start_joiner,
+        on_shutdown=stop_joiner,
+    )
     level = "debug" if args.verbose else "warn"
     logging.getLogger("faust").setLevel(logging.WARNING)
     try:

@@ -8,8 +8,10 @@ feedback partitions through their consumer group.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
+import signal
 import socket
 import threading
 
@@ -22,6 +24,8 @@ from model_canary.agents.kafka.reachable import wait_for_kafka
 from model_canary.streams.topics import TopicCatalogue
 
 log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
 
 
 def register(
@@ -79,7 +83,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _stop_with_parent(parent: int, stop: threading.Event) -> None:
-    """Stop when the process that started this one is gone (even killed with SIGKILL)."""
+    """Stop when the process that started this one is gone (even killed with SIGKILL): on
+    Linux the kernel sends SIGTERM at once (``PR_SET_PDEATHSIG``); elsewhere, and as a
+    fallback, a thread notices within a second."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # gone before the kernel was told
+        stop.set()
 
     def watch() -> None:
         while not stop.wait(1.0):

@@ -70,10 +70,12 @@ def build_app(
     options: EvaluatorOptions | None = None,
     *,
     instance: str = "evaluator-1",
+    on_start: Callable[[], None] | None = None,
     on_shutdown: Callable[[], None] | None = None,
 ) -> faust.App:
     """The evaluator app for ``settings`` (nothing connects until the worker starts);
-    ``on_shutdown`` runs (off the event loop) when it stops, after the last checkpoint."""
+    ``on_start`` runs once the app runs, ``on_shutdown`` (off the event loop) when it stops,
+    after the last checkpoint."""
     o = options or EvaluatorOptions()
     catalogue = TopicCatalogue(settings.topic_prefix, settings.partitions)
     # faust's data folder, under the state folder rather than the working directory.
@@ -111,6 +113,12 @@ def build_app(
                 await runtime.handle(event.message)
             except Exception:  # never stop on input
                 log.exception("evidence at offset %s failed", event.message.offset)
+
+    if on_start is not None:
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def started() -> None:
+            on_start()
 
     @app.task  # type: ignore[untyped-decorator]
     async def decide() -> None:
