@@ -1,9 +1,8 @@
-"""The evaluator's evidence path on a real broker: only committed evidence counts, a stop takes
-seconds and logs nothing alarming, and a restart resumes from its checkpoint."""
+"""The evaluator counts committed evidence only (faust reads uncommitted records unless it runs
+exactly-once; the evaluator's transport reads read_committed)."""
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 
@@ -113,32 +112,3 @@ def test_evidence_of_an_aborted_transaction_never_counts(
     writer.transaction(500, commit=False, second=now)
     writer.transaction(50, commit=True, second=now + 1)
     assert _wait_counted(port, 150) == 150
-
-
-def test_an_evaluator_stops_within_seconds_and_logs_nothing_alarming(
-    settings: Settings,
-    topics: TopicCatalogue,
-    spawn: Callable[..., Agent],
-    start_worker: Callable[..., Agent],
-) -> None:
-    """Issue #10 item 5: SIGTERM used to leave it running (IllegalOperation) and it logged
-    'Has not committed TP(...)' as an error while working normally."""
-    rollout_id, _control = _rollout(settings, spawn)
-    port = free_port()
-    evaluator = spawn("evaluator", "--metrics-port", str(port), "--checkpoint-interval", "2")
-    writer = _Producer(settings, rollout_id)
-    for i in range(20):
-        writer.transaction(100, commit=True, second=int(time.time()))
-        time.sleep(0.5 if i < 19 else 0)
-    _wait_counted(port, 2000)
-    time.sleep(12)  # past faust's commit-livelock check (10 s): nothing to complain about
-    began = time.monotonic()
-    assert evaluator.stop() == 0
-    took = time.monotonic() - began
-    assert took < 2 + 8, f"the evaluator took {took:.1f}s to stop"
-    log = evaluator.log()
-    alarming = [
-        line for line in log.splitlines() if re.search(r"\b(ERROR|CRITICAL|Traceback)\b", line)
-    ]
-    assert alarming == [], "\n".join(alarming[:10])
-    assert "Has not committed" not in log

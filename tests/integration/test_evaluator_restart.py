@@ -5,6 +5,7 @@ a restarted evaluator recounted thousands of events) and nothing is lost."""
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 import urllib.request
@@ -101,7 +102,18 @@ def test_an_evaluator_restarted_mid_step_keeps_exactly_its_counts(
     if how == "kill":
         first.kill()
     else:
+        # Issue #10 item 5: SIGTERM used to leave it running (IllegalOperation) and it logged
+        # 'Has not committed TP(...)' as an error again and again while working normally.
+        began = time.monotonic()
         assert first.stop() == 0
+        took = time.monotonic() - began
+        assert took < 2 + 8, f"the evaluator took {took:.1f}s to stop (checkpoints every 2 s)"
+        log = first.log()
+        alarming = [
+            line for line in log.splitlines() if re.search(r"\b(ERROR|CRITICAL|Traceback)\b", line)
+        ]
+        assert alarming == [], "\n".join(alarming[:10])
+        assert "Has not committed" not in log
     spawn("evaluator", "--metrics-port", str(ports[1]))
     load.join(120)
     assert not load.is_alive()
