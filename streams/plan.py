@@ -81,6 +81,8 @@ class RolloutPlan:
     alpha: float = 0.05
     shadow_sample_bp: int = 10_000
     metrics: Mapping[str, MetricPolicy] = field(default_factory=lambda: DEFAULT_METRICS)
+    #: How long a prediction waits for its ground-truth label (stored plans without it: 24 h).
+    label_window_seconds: float = 86_400.0
 
     def to_json(self) -> str:
         """The plan as compact JSON (carried in the start command and the rollout state)."""
@@ -138,6 +140,7 @@ def parse_plan(doc: Mapping[str, Any]) -> RolloutPlan:
         "metrics",
         "alpha",
         "shadow_sample",
+        "label_window",
     }
     unknown = sorted(map(str, set(doc) - known))  # YAML keys may be numbers
     if unknown:
@@ -175,6 +178,9 @@ def parse_plan(doc: Mapping[str, Any]) -> RolloutPlan:
     shadow = doc.get("shadow_sample", 100)
     if not isinstance(shadow, int | float) or isinstance(shadow, bool) or not 0 < shadow <= 100:
         raise PlanError(f"shadow_sample: must be a percentage in (0, 100], got {shadow!r}")
+    label_window = duration(doc.get("label_window", "24h"), "label_window")
+    if label_window < 1:
+        raise PlanError("label_window: must be at least 1s")
     return RolloutPlan(
         model=model,
         baseline=baseline,
@@ -188,6 +194,7 @@ def parse_plan(doc: Mapping[str, Any]) -> RolloutPlan:
         alpha=float(alpha),
         shadow_sample_bp=round(shadow * 100),
         metrics=_metrics(doc.get("metrics")),
+        label_window_seconds=label_window,
     )
 
 

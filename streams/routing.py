@@ -73,7 +73,7 @@ class RoutePlan:
         self._active = state.phase in ACTIVE_PHASES and state.canary_version is not None
         self._shadow = state.mode is Mode.SHADOW
         self._forced: dict[str, tuple[Route, ...]] = {}
-        self._memo: dict[bytes, tuple[Route, ...]] = {}
+        self._memo: dict[bytes, tuple[tuple[Route, ...], int]] = {}
         self._baseline: tuple[Route, ...]
         self._canary: tuple[Route, ...]
         if not self._active:
@@ -109,20 +109,28 @@ class RoutePlan:
     def routes(self, key: bytes, forced_arm: str | None = None) -> tuple[Route, ...]:
         """Where a request with routing key ``key`` goes (in shadow mode: the served route
         first, then the mirrored copy when the key is sampled)."""
+        return self.routed(key, forced_arm)[0]
+
+    def routed(self, key: bytes, forced_arm: str | None = None) -> tuple[tuple[Route, ...], int]:
+        """:meth:`routes` and the key's cohort bucket (``-1`` when no rollout is active: the
+        router counts its routed evidence per bucket)."""
         if not self._active:
-            return self._baseline
+            return self._baseline, -1
         if forced_arm is not None:
             forced = self._forced.get(forced_arm)
             if forced is not None:
-                return forced
-        routes = self._memo.get(key)
-        if routes is None:
+                return forced, self._cohorts.bucket(key)
+        got = self._memo.get(key)
+        if got is None:
             memo = self._memo
             if len(memo) >= MEMO_KEYS:
                 memo.clear()
-            canary = self._cohorts.bucket(key) < self._threshold
-            routes = memo[key] = self._canary if canary else self._baseline
-        return routes
+            bucket = self._cohorts.bucket(key)
+            got = memo[key] = (
+                self._canary if bucket < self._threshold else self._baseline,
+                bucket,
+            )
+        return got
 
     def all_routes(self) -> tuple[Route, ...]:
         """Every distinct route this plan can return."""
