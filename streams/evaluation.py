@@ -29,10 +29,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from model_canary.streams.messages import Arm, MetricEvent, Mode, RolloutState, epoch_ms
 from model_canary.streams.plan import RolloutPlan
 from model_canary.streams.routing import SHADOW_PAIR_BP
-from model_canary.streams.stats import ArmCounts, StepPolicy, StepSnapshot
+from model_canary.streams.stats import StepSnapshot, from_counts, policy
+
+__all__ = ["Aggregate", "current_weight", "policy"]
 
 THRESHOLD_SAMPLES = 200
 #: Results of requests routed up to this long before the slower arm's newest one are
@@ -168,9 +172,11 @@ class Aggregate:
             self.step[2] += 1
 
     def snapshot(self, state: RolloutState, plan: RolloutPlan, now: datetime) -> StepSnapshot:
-        """What the decision rule needs about the current step."""
+        """What the decision rule needs about the current step (counts kept per request, not
+        per bucket: every item is taken as its own unit, design effect 1)."""
         self.start_step(state)
-        cutoff = self._cutoff(epoch_ms(now))
+        now_ms = epoch_ms(now)
+        cutoff = self._cutoff(now_ms)
         held: dict[str, dict[str, list[int]]] = {}
         for second, by_metric in self.pending.items():
             if (int(second) + 1) * 1000 > cutoff:
@@ -178,44 +184,47 @@ class Aggregate:
                     for w, row in by_weight.items():
                         acc = held.setdefault(name, {}).setdefault(w, [0, 0, 0, 0])
                         acc[:] = [a + r for a, r in zip(acc, row, strict=True)]
-        metrics = {}
+        rule = policy(plan)
+        comparisons = {}
+        served: dict[int, tuple[int, int]] = {}
         for name in plan.metrics:
             rows = {}
             for w, r in self.counts.get(name, {}).items():
                 h = held.get(name, {}).get(w, [0, 0, 0, 0])
-                rows[int(w)] = ArmCounts(r[0] - h[0], r[1] - h[1], r[2] - h[2], r[3] - h[3])
-            metrics[name] = rows
-        requests = self.step[0] + self.step[1]
+                c_n, b_n, c_bad, b_bad = (a - b for a, b in zip(r, h, strict=True))
+                rows[int(w)] = (c_n, b_n, c_bad, b_bad)
+                if name == "errors":
+                    served[int(w)] = (c_n, b_n)
+            comparisons[name] = from_counts(name, plan.metrics[name].compare, rows, rule.starts)
+        labels = None
         coverage = None
         if "accuracy" in plan.metrics:
-            coverage = self.step[2] / requests if requests else 0.0
+            requests = self.step[0] + self.step[1]
+            coverage = np.array([self.step[2] / requests if requests else 0.0])
+            if served:
+                lab = {
+                    int(w): (*served.get(int(w), (0, 0)), r[0], r[1])
+                    for w, r in self.labelled.items()
+                }
+                labels = from_counts("labels", "baseline", lab, rule.starts)
         steps = state.steps_bp
         shadow = state.mode is Mode.SHADOW
+        start_s = epoch_ms(state.step_started_at) / 1000.0
         return StepSnapshot(
-            weight_bp=current_weight(state),
-            final=not shadow and state.step_index == len(steps) - 2 and steps[-1] >= 10_000,
-            elapsed_s=max(0.0, (now - state.step_started_at).total_seconds()),
-            canary_requests=self.step[0],
-            metrics=metrics,
+            weight_bp=np.array([current_weight(state)]),
+            final=np.array(
+                [not shadow and state.step_index == len(steps) - 2 and steps[-1] >= 10_000]
+            ),
+            elapsed_s=np.array([max(0.0, (now - state.step_started_at).total_seconds())]),
+            evidence_s=np.array([max(0.0, cutoff / 1000.0 - start_s)]),
+            canary_requests=np.array([self.step[0]]),
+            comparisons=comparisons,
+            labels=labels,
             label_coverage=coverage,
-            labelled={int(w): (r[0], r[1]) for w, r in self.labelled.items()},
+            behind_s=np.array([max(0.0, (now_ms - cutoff) / 1000.0)]),
         )
 
 
 def current_weight(state: RolloutState) -> int:
     """The weight this step's requests carry (mirrored pairs carry 1/2 in shadow mode)."""
     return SHADOW_PAIR_BP if state.mode is Mode.SHADOW else state.weight_bp
-
-
-def policy(plan: RolloutPlan) -> StepPolicy:
-    """The decision rule's thresholds from a rollout plan."""
-    accuracy = plan.metrics.get("accuracy")
-    return StepPolicy(
-        alpha=plan.alpha,
-        tolerances={name: m.tolerance for name, m in plan.metrics.items()},
-        rollback_tolerances={name: m.rollback_tolerance for name, m in plan.metrics.items()},
-        min_duration_s=plan.min_step_seconds,
-        min_canary_requests=plan.min_canary_requests,
-        min_label_coverage=accuracy.min_label_coverage if accuracy else 0.0,
-        max_duration_s=plan.max_step_seconds,
-    )
