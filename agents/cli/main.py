@@ -18,6 +18,7 @@ from model_canary.agents.cli import (
     evaluator_cmd,
     history_cmd,
     load_cmd,
+    plan_cmd,
     sim_cmd,
     topics_cmd,
 )
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         load_cmd,
         bench_cmd,
         sim_cmd,
+        plan_cmd,
         audit_cmd,
         chaos_cmd,
     )

@@ -8,13 +8,14 @@ for now, with the figures), so ``canary status`` and ``canary history`` never sh
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from model_canary.streams.enums import Action, Mode, Outcome, Phase
-from model_canary.streams.messages import MetricEvidence
+from model_canary.streams.messages import Decision, MetricEvidence, RolloutState
 from model_canary.streams.stats.compare import Comparison
 from model_canary.streams.stats.decide import (
     CODES,
@@ -36,6 +37,9 @@ from model_canary.streams.stats.sequential import ALARM_GRID, promotion_log_e, r
 
 #: HOLD codes that put the rollout in the Holding phase (the others are ordinary waiting).
 HOLDING_CODES = frozenset({"sample-ratio-mismatch", "max-duration-exceeded"})
+#: A verdict that moves nothing (a HOLD) is published again this often with its newest
+#: evidence, so a long HOLD stays visible in ``canary history`` as it evolves.
+REPEAT_S = 60.0
 #: Ratios at which the displayed confidence bounds are tested (1/20 .. 20, 1% steps).
 BOUND_RATIOS = np.exp(np.arange(-300, 301) * 0.01)
 
@@ -69,6 +73,32 @@ def action_for(outcome: Outcome, code: str, mode: Mode, phase: Phase) -> Action 
         Outcome.ROLLBACK: Action.ROLLBACK,
         Outcome.FINALIZE: Action.FINALIZE,
     }[outcome]
+
+
+def should_publish(last: tuple[str, float] | None, key: str, now_s: float) -> bool:
+    """Publish a verdict identified by ``key`` (state revision, outcome, code) at ``now_s``,
+    given the last one published ``(key, at)``: when it differs, or every :data:`REPEAT_S`.
+
+    >>> should_publish(("7:HOLD:too-short", 100.0), "7:HOLD:too-short", 130.0)
+    False
+    >>> should_publish(("7:HOLD:too-short", 100.0), "7:HOLD:too-short", 160.0)
+    True
+    """
+    return last is None or last[0] != key or now_s - last[1] >= REPEAT_S
+
+
+def current_decision(state: RolloutState, decisions: Sequence[Decision]) -> Decision | None:
+    """The newest decision about the rollout's current step taken since its state last
+    changed (None: the evaluator has not decided on this step yet). ``canary status`` shows
+    it, so the reason is the current one, not the command's that started the step."""
+    mine = [
+        d
+        for d in decisions
+        if d.rollout_id == state.rollout_id
+        and d.step_index == state.step_index
+        and d.decided_at >= state.updated_at
+    ]
+    return max(mine, key=lambda d: d.decided_at, default=None)
 
 
 def decide(snapshot: StepSnapshot, rule: StepPolicy) -> Verdict:
