@@ -19,9 +19,11 @@ not look like harm), and the score ``U = sum_w (c_w - rho_w t_w)`` (``t = c + b`
   the same sum over batches, from each cell's batch moments.
 
 The two are combined as two-way clustering (Cameron, Gelbach and Miller 2011): ``V_bucket +
-V_batch - V_item``. The **design effect** ``phi = max(1, that / V)`` divides the likelihood
-ratios of the tests (a quasi-likelihood): with independent items it is 1 and the tests are
-the exact coin-flip tests; with clustering they need ``phi`` times the evidence.
+V_batch - V_item``, where ``V_item`` is the same sum over single items. The **design
+effect** ``phi = max(1, that / V_item)`` (all three at the observed counts, so the ratio
+measures clustering only) divides the likelihood ratios of the tests (a quasi-likelihood):
+with independent items it is 1 and the tests are the exact coin-flip tests; with clustering
+they need ``phi`` times the evidence.
 
 ``subtests`` select strata: test ``k`` uses the weights at or above the plan's ``k``-th step,
 so harm that appears only at a high weight is not averaged away by earlier steps.
@@ -69,7 +71,10 @@ COMPARATORS = ("control", "baseline")
 @dataclass(frozen=True, slots=True)
 class VarianceParts:
     """(R, K) variances of the score per sub-test: over buckets (all weights at once), the
-    batch clustering's excess over independent items, and the independent-items value."""
+    batch clustering's excess over independent items, and the independent-items value, all
+    at the observed counts (so their ratio measures clustering, not how many bad items the
+    canary happens to have: a variance taken from observed counts over one expected under
+    the null would read a real harm as noise and hide it)."""
 
     bucket: FloatArray
     batch_excess: FloatArray
@@ -211,7 +216,6 @@ def design_effect(
     rho = np.where(total_n > 0, n_c / np.maximum(total_n, 1.0), 0.0)
     lam = np.where(total_n > 0, t / np.maximum(total_n, 1.0), 0.0)
     usable = (n_c > 0) & (n_b > 0)
-    v_binom = np.where(usable, rho * (1.0 - rho) * t, 0.0)  # (R, W)
 
     # Each bucket's contribution to the score: in the canary's slot (1 - rho)(bad - lam n),
     # in the comparator's slot -rho (bad - lam n). The Gram is indexed by (slot, the
@@ -257,4 +261,4 @@ def design_effect(
     else:
         v_batch = v_item
     sub = subtests.astype(np.float64)
-    return VarianceParts(v_bucket, (v_batch - v_item) @ sub.T, v_binom @ sub.T)
+    return VarianceParts(v_bucket, (v_batch - v_item) @ sub.T, v_item @ sub.T)

@@ -158,7 +158,7 @@ def _direct_bucket_variance(
     for k in range(len(starts)):
         acc = np.zeros((t.replicas, 10_000))
         for s, w in enumerate(c.weights):
-            if not c.subtests[k, s] or not c.usable[0, s]:
+            if not c.subtests[k, s]:
                 continue
             j = t.slots.index((w, "all"))
             u = t.units[:, :10_000, j].astype(float)
