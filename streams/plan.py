@@ -42,7 +42,9 @@ DEFAULT_CONTROL = True
 #: prior weights of the roll-back sub-tests (all weights, then from each later step on).
 SRM_ALPHA = 0.01
 LAG_SLACK_SECONDS = 10.0
-SUBTEST_PRIOR = (0.7, 0.1, 0.2)
+#: Prior weight of the roll-back test pooling every weight; the rest is shared by the tests of
+#: each later step's weights on (so harm that only appears at a high weight is caught there).
+POOLED_PRIOR = 0.8
 
 
 class PlanError(ConfigError):
@@ -62,6 +64,8 @@ class MetricPolicy:
       neither rolled back nor promoted on weak evidence;
     * ``compare``: ``control`` (the baseline version at the canary's share) or ``baseline``
       (every request the baseline version served);
+    * ``alarm_ratios``: the harms (ratios past ``1 + rollback_tolerance``) the roll-back test is
+      quickest to find; any larger or somewhat smaller harm is found too, only more slowly;
     * ``min_label_coverage`` (accuracy only): the share of requests that must have a label
       before the step may advance.
     """
@@ -72,6 +76,7 @@ class MetricPolicy:
     rollback_tolerance: float = 0.0
     margin: float = 0.0
     compare: str = "baseline"
+    alarm_ratios: tuple[float, ...] = (1.6, 2.2, 3.2)
 
 
 #: The defaults of each metric (a plan naming a metric without settings gets these).
@@ -123,9 +128,13 @@ class RolloutPlan:
             doc = json.loads(text)
             doc["steps_bp"] = tuple(doc["steps_bp"])
             doc.setdefault("control", False)
-            doc["metrics"] = MappingProxyType(
-                {k: MetricPolicy(**v) for k, v in doc["metrics"].items()}
-            )
+            metrics = {}
+            for name, v in doc["metrics"].items():
+                v = dict(v)
+                default = METRIC_DEFAULTS.get(name, MetricPolicy(0.2))
+                v["alarm_ratios"] = tuple(v.get("alarm_ratios", default.alarm_ratios))
+                metrics[name] = MetricPolicy(**v)
+            doc["metrics"] = MappingProxyType(metrics)
             return cls(**doc)
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
             raise PlanError(f"not a stored plan: {type(exc).__name__}: {exc}") from None
@@ -295,7 +304,14 @@ def _metrics(value: Any) -> Mapping[str, MetricPolicy]:
     if not isinstance(value, dict) or not value:
         raise PlanError(f"metrics: must be a mapping of {list(METRICS)} to their settings")
     out: dict[str, MetricPolicy] = {}
-    known = {"tolerance", "rollback_tolerance", "margin", "compare", "min_label_coverage"}
+    known = {
+        "tolerance",
+        "rollback_tolerance",
+        "margin",
+        "compare",
+        "min_label_coverage",
+        "alarm_ratios",
+    }
     for name, spec in value.items():
         if name not in METRICS:
             raise PlanError(f"metrics.{name}: unknown metric; choose from {list(METRICS)}")

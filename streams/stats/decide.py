@@ -35,7 +35,6 @@ from model_canary.streams.enums import Outcome
 from model_canary.streams.stats.compare import Comparison
 from model_canary.streams.stats.layout import MAX_BP
 from model_canary.streams.stats.sequential import (
-    ALARM_GRID,
     SRM_GRID,
     logsumexp,
     promotion_log_e,
@@ -71,6 +70,13 @@ class MetricRule:
     tolerance: float  #: promotion: rate below (1 + tolerance) x comparator's + margin
     margin: float
     rollback_tolerance: float  #: roll back once the ratio is shown above 1 + this
+    #: log ratios past the roll-back null that the roll-back mixture weighs (equally)
+    alarm_deltas: tuple[float, ...]
+
+    def grid(self) -> tuple[FloatArray, FloatArray]:
+        """The roll-back mixture's alternatives and their log weights."""
+        deltas = np.asarray(self.alarm_deltas, dtype=np.float64)
+        return deltas, np.full(deltas.size, -math.log(deltas.size))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,9 +95,9 @@ class StepPolicy:
     #: A HOLD names the lagging arm when its results are complete only up to more than this
     #: many seconds ago.
     lag_slack_s: float
-    #: Prior weight of each sub-test of the roll-back e-process, per step before 100% (the
-    #: first sub-test pools every weight; sub-test k only weights from step k on).
-    subtest_prior: tuple[float, ...]
+    #: Prior weight of the first roll-back sub-test (every weight); the others (sub-test k:
+    #: the weights from step k on) share the rest equally.
+    pooled_prior: float
 
     @property
     def starts(self) -> tuple[int, ...]:
@@ -105,12 +111,19 @@ class StepPolicy:
         return starts[-1] if starts and self.steps_bp[-1] >= MAX_BP else None
 
     def sub_log_prior(self) -> FloatArray:
+        """Log prior weights of the roll-back sub-tests.
+
+        >>> from model_canary.streams.plan import parse_plan
+        >>> from model_canary.streams.stats.snapshot import policy
+        >>> np.exp(policy(parse_plan({"model": "m", "canary": "v"})).sub_log_prior()).round(2)
+        array([0.8, 0.1, 0.1])
+        """
         k = len(self.starts)
-        prior = np.asarray(self.subtest_prior[:k], dtype=np.float64)
-        if prior.size < k or not prior.sum() > 0:
-            prior = np.full(k, 1.0)
-        with np.errstate(divide="ignore"):
-            return np.asarray(np.log(prior / prior.sum()))
+        if k <= 1:
+            return np.zeros(k)
+        prior = np.full(k, (1.0 - self.pooled_prior) / (k - 1))
+        prior[0] = self.pooled_prior
+        return np.asarray(np.log(prior))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,7 +172,6 @@ def decide_many(s: StepSnapshot, p: StepPolicy) -> Decisions:
     names = [m for m in p.metrics if m in s.comparisons]
     m = max(1, len(names))
     threshold = math.log(m / p.alpha)
-    grid_w = np.full(ALARM_GRID.size, -math.log(ALARM_GRID.size))
     sub_prior = p.sub_log_prior()
 
     srm_log_e: FloatArray | None = None
@@ -172,9 +184,8 @@ def decide_many(s: StepSnapshot, p: StepPolicy) -> Decisions:
     rollback: dict[str, FloatArray] = {}
     for name in names:
         rule, comp = p.metrics[name], s.comparisons[name]
-        log_e = rollback_log_e(
-            comp, math.log1p(rule.rollback_tolerance), ALARM_GRID, grid_w, sub_prior
-        )
+        deltas, grid_w = rule.grid()
+        log_e = rollback_log_e(comp, math.log1p(rule.rollback_tolerance), deltas, grid_w, sub_prior)
         if name == "accuracy":
             log_e = np.where(invalid, -np.inf, log_e)
         rollback[name] = log_e

@@ -32,7 +32,7 @@ import numpy as np
 from model_canary.streams.plan import RolloutPlan
 from model_canary.streams.stats.decide import StepPolicy
 from model_canary.streams.stats.layout import MAX_BP, control_share
-from model_canary.streams.stats.sequential import ALARM_GRID, promotion_grid
+from model_canary.streams.stats.sequential import promotion_grid
 from model_canary.streams.stats.snapshot import policy
 from model_canary.streams.stats.thresholds import QUANTILES, THRESHOLD_ITEMS
 
@@ -211,14 +211,15 @@ def _per_canary_llr(
 ) -> np.ndarray:
     """Expected log LR per canary request of each alternative of the roll-back mixture."""
     c_share, b_share = _shares(rule, plan, name, w)
+    deltas, _ = rule.metrics[name].grid()
     if c_share <= 0 or b_share <= 0:
-        return np.zeros(ALARM_GRID.size)
+        return np.zeros(deltas.size)
     rho = c_share / (c_share + b_share)
     p = traffic.base(name) * (traffic.label_coverage if name == "accuracy" else 1.0)
     null = math.log1p(rule.metrics[name].rollback_tolerance)
     n0 = math.log(rho * math.exp(null) + 1 - rho)
-    n1 = np.log(rho * np.exp(null + ALARM_GRID) + 1 - rho)
-    per_canary = ALARM_GRID - (n1 - n0)
+    n1 = np.log(rho * np.exp(null + deltas) + 1 - rho)
+    per_canary = deltas - (n1 - n0)
     per_other = -(n1 - n0)
     return np.asarray(
         (p * ratio * per_canary + p * (b_share / c_share) * per_other) / traffic.design_effect
@@ -236,11 +237,13 @@ def _detection(
 ) -> Detection:
     """Canary requests and minutes until the roll-back e-process is expected to reach its
     threshold (the pooled sub-test, and the one of each step's own weights)."""
-    log_w = -math.log(ALARM_GRID.size)
+    deltas, weights = rule.metrics[name].grid()
+    size = deltas.size
+    log_w = float(weights[0])
     prior = np.exp(rule.sub_log_prior())
     starts = rule.starts
-    pooled = np.zeros(ALARM_GRID.size)
-    by_start = {s: np.zeros(ALARM_GRID.size) for s in starts}
+    pooled = np.zeros(size)
+    by_start = {s: np.zeros(size) for s in starts}
     served = 0.0
     minutes = 0.0
     for i, (w, step) in enumerate(zip(plan.steps_bp, steps, strict=True)):
@@ -266,10 +269,10 @@ def _detection(
             need = threshold - math.log(prior[k]) - log_w
             xs = [
                 (need - base[j]) / per[j]
-                for j in range(ALARM_GRID.size)
+                for j in range(size)
                 if per[j] > 0 and (need - base[j]) / per[j] <= n
             ]
-            if any(base[j] >= need for j in range(ALARM_GRID.size)):
+            if any(base[j] >= need for j in range(size)):
                 xs.append(0.0)
             if xs:
                 x = max(0.0, min(xs))

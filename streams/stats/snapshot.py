@@ -12,6 +12,7 @@ Both serve the evaluator (one rollout) and ``canary sim`` (many) alike.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,8 +20,8 @@ import numpy.typing as npt
 
 from model_canary.streams.plan import (
     LAG_SLACK_SECONDS,
+    POOLED_PRIOR,
     SRM_ALPHA,
-    SUBTEST_PRIOR,
     RolloutPlan,
 )
 from model_canary.streams.stats.compare import compare
@@ -43,6 +44,7 @@ def policy(plan: RolloutPlan) -> StepPolicy:
                 tolerance=m.tolerance,
                 margin=m.margin,
                 rollback_tolerance=m.rollback_tolerance,
+                alarm_deltas=tuple(math.log(r) for r in m.alarm_ratios),
             )
             for name, m in plan.metrics.items()
         },
@@ -53,7 +55,7 @@ def policy(plan: RolloutPlan) -> StepPolicy:
         max_duration_s=plan.max_step_seconds,
         srm_alpha=SRM_ALPHA,
         lag_slack_s=LAG_SLACK_SECONDS,
-        subtest_prior=SUBTEST_PRIOR,
+        pooled_prior=POOLED_PRIOR,
     )
 
 

@@ -33,7 +33,7 @@ from model_canary.streams.stats.decide import (
     StepSnapshot,
     decide_many,
 )
-from model_canary.streams.stats.sequential import ALARM_GRID, promotion_log_e, rollback_log_e
+from model_canary.streams.stats.sequential import promotion_log_e, rollback_log_e
 
 #: HOLD codes that put the rollout in the Holding phase (the others are ordinary waiting).
 HOLDING_CODES = frozenset({"sample-ratio-mismatch", "max-duration-exceeded"})
@@ -211,10 +211,10 @@ def ratio_bounds(
     if k == 0 or not one.usable.any():
         return 0.0, None
     many = _replica(one, np.zeros(BOUND_RATIOS.size, dtype=np.int64))
-    grid_w = np.full(ALARM_GRID.size, -math.log(ALARM_GRID.size))
+    deltas, grid_w = p.metrics[comp.metric].grid()
     first = np.full(k, -np.inf)
     first[0] = 0.0
-    above = rollback_log_e(many, np.log(BOUND_RATIOS), ALARM_GRID, grid_w, first) >= threshold
+    above = rollback_log_e(many, np.log(BOUND_RATIOS), deltas, grid_w, first) >= threshold
     lower = float(BOUND_RATIOS[above].max()) if above.any() else 0.0
     stratum = int(np.flatnonzero(one.usable[0])[-1])
     sub = int(np.flatnonzero(one.subtests[:, stratum])[-1])
