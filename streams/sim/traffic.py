@@ -165,12 +165,16 @@ def serve(
     k_arm = onehot.sum(axis=1)  # (R', 3)
     position = np.take_along_axis(np.cumsum(onehot, axis=1) - 1, np.maximum(arm, 0)[..., None], 2)
     position = position[..., 0]
-    mean_extra = k_arm * p["batch_window_ms"] / 1000.0
-    sizes = 1 + rng.poisson(np.broadcast_to(mean_extra[..., None], (reps, len(ARMS), kmax)))
-    sizes = np.minimum(sizes, p["max_batch"][..., None].astype(np.int64))
-    ends = np.cumsum(sizes, axis=2)  # (R', 3, K)
-    my_ends = np.take_along_axis(ends, np.maximum(arm, 0)[..., None].repeat(kmax, 2), axis=1)
-    batch = (my_ends <= position[..., None]).sum(axis=2)  # (R', K): batch index within arm
+    if np.all(p["max_batch"] <= 1):
+        batch = np.maximum(position, 0)  # no batching: every item is its own batch
+    else:
+        mean_extra = k_arm * p["batch_window_ms"] / 1000.0
+        sizes = 1 + rng.poisson(np.broadcast_to(mean_extra[..., None], (reps, len(ARMS), kmax)))
+        sizes = np.minimum(sizes, p["max_batch"][..., None].astype(np.int64))
+        ends = np.cumsum(sizes, axis=2)  # (R', 3, K)
+        index = np.maximum(arm, 0)[..., None].repeat(kmax, 2)
+        my_ends = np.take_along_axis(ends, index, axis=1)
+        batch = (my_ends <= position[..., None]).sum(axis=2)  # (R', K): batch within arm
     bid = (np.arange(reps)[:, None] * len(ARMS) + np.maximum(arm, 0)) * (kmax + 1) + batch
     bid = np.where(valid, bid, reps * len(ARMS) * (kmax + 1))  # padding: one spare batch
     nb = reps * len(ARMS) * (kmax + 1) + 1

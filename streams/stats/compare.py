@@ -70,20 +70,28 @@ COMPARATORS = ("control", "baseline")
 
 @dataclass(frozen=True, slots=True)
 class VarianceParts:
-    """(R, K) variances of the score per sub-test: over buckets (all weights at once), the
-    batch clustering's excess over independent items, and the independent-items value, all
-    at the observed counts (so their ratio measures clustering, not how many bad items the
-    canary happens to have: a variance taken from observed counts over one expected under
-    the null would read a real harm as noise and hide it)."""
+    """(R, K) variances of the score per sub-test, all at observed counts (so their ratios
+    measure clustering, not how many bad items the canary happens to have: a variance from
+    observed counts over one expected under the null would read a real harm as noise):
+
+    * ``bucket`` over buckets (every weight at once) and ``bucket_items`` over single items,
+      both as of the tally's last refresh of its per-bucket sums;
+    * ``batch_excess``, the micro-batch clustering's excess over single items, and ``items``,
+      at the current counts.
+    """
 
     bucket: FloatArray
+    bucket_items: FloatArray
     batch_excess: FloatArray
-    independent: FloatArray
+    items: FloatArray
 
     def phi(self) -> FloatArray:
-        num = self.bucket + self.batch_excess
-        den = self.independent
-        return np.asarray(np.where(den > 0, np.maximum(1.0, num / np.maximum(den, 1e-300)), 1.0))
+        """The design effect: ``max(1, bucket / bucket_items + batch_excess / items)``."""
+        by_bucket = np.where(
+            self.bucket_items > 0, self.bucket / np.maximum(self.bucket_items, 1e-300), 1.0
+        )
+        by_batch = np.where(self.items > 0, self.batch_excess / np.maximum(self.items, 1e-300), 0.0)
+        return np.asarray(np.maximum(1.0, by_bucket + by_batch))
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,44 +187,75 @@ def compare(
         for j in [tally.slot(w)]
     ]
     others = [CONTROL] if comparator == "control" and tally.control else [CONTROL, BASELINE]
-    tot = tally.totals[idx]  # (R, slots, arms, F)
+    counts = _counts(tally.totals[idx], pairs, mdef, others)
+    subtests = subtest_masks(weights, starts)
+    # The bucket part changes only when the tally refreshes its per-bucket sums (which
+    # empties this cache): computed once per refresh, metric, comparator, sub-tests, replicas.
+    key = (metric, comparator, tuple(starts), idx.tobytes())
+    cached = tally.cache.get(key)
+    if cached is None:
+        refreshed = _counts(tally.refreshed_totals[idx], pairs, mdef, others)
+        cached = _bucket_variance(tally, idx, pairs, mdef, others, refreshed, subtests)
+        tally.cache[key] = cached
+    bucket, bucket_items = cached
+    batch_excess, items = _batch_variance(tally, idx, pairs, mdef, others, counts, subtests)
+    parts = VarianceParts(bucket, bucket_items, batch_excess, items)
+    c, n_c, b, n_b = counts
+    return Comparison(metric, comparator, weights, n_c, c, n_b, b, subtests, parts.phi(), parts)
+
+
+Counts = tuple[IntArray, IntArray, IntArray, IntArray]
+
+
+def _counts(
+    tot: IntArray, pairs: list[tuple[int, int]], mdef: MetricDef, others: list[int]
+) -> Counts:
+    """(canary bad, canary exposure, comparator bad, comparator exposure), each (R, W)."""
     bad, exp = mdef.bad_index, mdef.exposure_index
     jc = [p[0] for p in pairs]
     jb = [p[1] for p in pairs]
     c, n_c = tot[:, jc, CANARY, bad], tot[:, jc, CANARY, exp]
     b = tot[:, jb][..., others, bad].sum(axis=-1)
     n_b = tot[:, jb][..., others, exp].sum(axis=-1)
-    subtests = subtest_masks(weights, starts)
-    phi = design_effect(tally, idx, weights, pairs, mdef, others, c, n_c, b, n_b, subtests)
-    return Comparison(metric, comparator, weights, n_c, c, n_b, b, subtests, phi.phi(), phi)
+    return c, n_c, b, n_b
 
 
-def design_effect(
-    tally: Tally,
-    idx: IntArray,
-    weights: tuple[int, ...],
-    pairs: list[tuple[int, int]],
-    mdef: MetricDef,
-    others: list[int],
-    c: IntArray,
-    n_c: IntArray,
-    b: IntArray,
-    n_b: IntArray,
-    subtests: BoolArray,
-) -> VarianceParts:
-    """(R, K) two-way (bucket, batch) cluster-robust variance of the score over its
-    independent-items value, at least 1 (see the module docstring). ``pairs``: the canary's
-    and the comparator's slot of each stratum."""
-    reps, k = c.shape[0], subtests.shape[0]
-    if not weights or k == 0:
-        zero = np.zeros((reps, k))
-        return VarianceParts(zero, zero, zero)
+def _shares(counts: Counts) -> tuple[FloatArray, FloatArray, BoolArray]:
+    c, n_c, b, n_b = counts
     t = (c + b).astype(np.float64)
     total_n = (n_c + n_b).astype(np.float64)
     rho = np.where(total_n > 0, n_c / np.maximum(total_n, 1.0), 0.0)
     lam = np.where(total_n > 0, t / np.maximum(total_n, 1.0), 0.0)
-    usable = (n_c > 0) & (n_b > 0)
+    return rho, lam, (n_c > 0) & (n_b > 0)
 
+
+def _item_variance(counts: Counts) -> FloatArray:
+    """(R, W) the score's variance summed over single items, at the observed counts."""
+    c, n_c, b, n_b = (x.astype(np.float64) for x in counts)
+    rho, lam, usable = _shares(counts)
+    g_c = np.where(usable, 1.0 - rho, 0.0)
+    g_b = np.where(usable, -rho, 0.0)
+    return np.asarray(
+        g_c**2 * (c * (1 - 2 * lam) + lam**2 * n_c) + g_b**2 * (b * (1 - 2 * lam) + lam**2 * n_b)
+    )
+
+
+def _bucket_variance(
+    tally: Tally,
+    idx: IntArray,
+    pairs: list[tuple[int, int]],
+    mdef: MetricDef,
+    others: list[int],
+    counts: Counts,
+    subtests: BoolArray,
+) -> tuple[FloatArray, FloatArray]:
+    """(R, K) the score's variance summed over buckets (every weight at once), and over single
+    items, both as of the tally's last refresh."""
+    reps, k = counts[0].shape[0], subtests.shape[0]
+    if not pairs or k == 0:
+        zero = np.zeros((reps, k))
+        return zero, zero
+    rho, lam, usable = _shares(counts)
     # Each bucket's contribution to the score: in the canary's slot (1 - rho)(bad - lam n),
     # in the comparator's slot -rho (bad - lam n). The Gram is indexed by (slot, the
     # bucket's arm there, field), so one coefficient vector per sub-test covers every bucket.
@@ -240,25 +279,35 @@ def design_effect(
             coef[:, :, pos[j_b], o, 1] += g_b
     v = coef.reshape(reps, k, -1)
     gram = tally.gram[np.ix_(idx, index, index)]  # (R, M, M)
-    v_bucket = ((v @ gram) * v).sum(axis=-1)  # (R, K): v^T Gram v
-    canary_coef = np.where(usable, 1.0 - rho, 0.0)
-    other_coef = np.where(usable, -rho, 0.0)
-    cf, nf, bf, nbf = (x.astype(np.float64) for x in (c, n_c, b, n_b))
-    v_item = canary_coef**2 * (cf * (1 - 2 * lam) + lam**2 * nf) + other_coef**2 * (
-        bf * (1 - 2 * lam) + lam**2 * nbf
-    )
-    if mdef.batch is not None:
-        m2, e2, em = mdef.batch
-        mom = tally.batch[idx]  # (R, slots, arms, moments)
+    bucket = ((v @ gram) * v).sum(axis=-1)  # (R, K): v^T Gram v
+    return bucket, _item_variance(counts) @ subtests.astype(np.float64).T
 
-        def q(arms: list[int], at: list[int]) -> FloatArray:
-            part = mom[:, at][:, :, arms].sum(axis=2)
-            return np.asarray(part[..., e2] - 2 * lam * part[..., em] + lam**2 * part[..., m2])
 
-        v_batch = canary_coef**2 * q([CANARY], [p[0] for p in pairs]) + other_coef**2 * q(
-            others, [p[1] for p in pairs]
-        )
-    else:
-        v_batch = v_item
-    sub = subtests.astype(np.float64)
-    return VarianceParts(v_bucket, (v_batch - v_item) @ sub.T, v_item @ sub.T)
+def _batch_variance(
+    tally: Tally,
+    idx: IntArray,
+    pairs: list[tuple[int, int]],
+    mdef: MetricDef,
+    others: list[int],
+    counts: Counts,
+    subtests: BoolArray,
+) -> tuple[FloatArray, FloatArray]:
+    """(R, K) the batch clustering's excess over single items, and the single items' variance,
+    at the current counts."""
+    items = _item_variance(counts)
+    if mdef.batch is None or not pairs:
+        zero = items @ subtests.astype(np.float64).T
+        return np.zeros_like(zero), zero
+    rho, lam, usable = _shares(counts)
+    m2, e2, em = mdef.batch
+    mom = tally.batch[idx]  # (R, slots, arms, moments)
+
+    def q(arms: list[int], at: list[int]) -> FloatArray:
+        part = mom[:, at][:, :, arms].sum(axis=2)
+        return np.asarray(part[..., e2] - 2 * lam * part[..., em] + lam**2 * part[..., m2])
+
+    g_c = np.where(usable, 1.0 - rho, 0.0)
+    g_b = np.where(usable, -rho, 0.0)
+    batch = g_c**2 * q([CANARY], [p[0] for p in pairs]) + g_b**2 * q(others, [p[1] for p in pairs])
+    sub = subtests.astype(np.float64).T
+    return (batch - items) @ sub, items @ sub

@@ -65,6 +65,8 @@ F = len(FIELDS)
 #: Per-bucket counters: 4 bytes each (2^31 items per bucket and weight is beyond any rollout).
 UNIT_DTYPE = np.int32
 TRASH = BUCKETS  #: padding rows point at this extra bucket, which no statistic reads
+#: Seconds between folds of the per-bucket evidence into the design effect's sums.
+REFRESH_S = 30
 
 
 class ImpossibleEvidence(CanaryError):
@@ -130,11 +132,33 @@ class Tally:
         #: pooled latency histogram of the baseline and control arms (for the thresholds)
         self.hist: IntArray = np.zeros((replicas, NBINS), dtype=np.int64)
         self._pending: dict[int, list[_Pending]] = {}
+        #: released per-bucket deltas not yet in ``units``/``gram`` (see :meth:`refresh`)
+        self._queue: list[tuple[int, int, IntArray, IntArray, IntArray]] = []
+        #: ``totals`` as of the last refresh: what ``units`` and ``gram`` hold
+        self.refreshed_totals: IntArray = np.zeros((replicas, 0, len(ARMS), F), dtype=np.int64)
+        #: bumped by every refresh that changed ``units``/``gram``
+        self.version = 0
+        #: derived values that hold until the next refresh (the design effect's bucket part)
+        self.cache: dict[object, tuple[FloatArray, FloatArray]] = {}
+        self._refreshed_at = -(2**62)
         #: per replica: every second up to this one has been released
         self.watermark: IntArray = np.full(replicas, -1, dtype=np.int64)
-        for w in weights:
-            for arm in ("canary", "baseline") if self.paired(w) else ("all",):
-                self.slot(w, arm)
+        keys = [
+            (w, arm)
+            for w in dict.fromkeys(weights)
+            for arm in (("canary", "baseline") if self.paired(w) else ("all",))
+        ]
+        # Lay the declared slots out at once (growing the arrays slot by slot copies them).
+        self.units = np.zeros((replicas, BUCKETS + 1, len(keys), F), dtype=UNIT_DTYPE)
+        self.totals = np.zeros((replicas, len(keys), len(ARMS), F), dtype=np.int64)
+        self.refreshed_totals = self.totals.copy()
+        self.batch = np.zeros((replicas, len(keys), len(ARMS), len(BATCH_FIELDS)))
+        self.first_second = np.full((replicas, len(keys)), np.iinfo(np.int64).max, np.int64)
+        dim = len(keys) * len(ARMS) * F
+        self.gram = np.zeros((replicas, dim, dim))
+        for key in keys:
+            self.slots.append(key)
+            self._slot_of[key] = len(self.slots) - 1
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -163,12 +187,16 @@ class Tally:
         self.totals = np.concatenate(
             [self.totals, np.zeros((r, 1, len(ARMS), F), dtype=np.int64)], axis=1
         )
+        self.refreshed_totals = np.concatenate(
+            [self.refreshed_totals, np.zeros((r, 1, len(ARMS), F), dtype=np.int64)], axis=1
+        )
         self.batch = np.concatenate(
             [self.batch, np.zeros((r, 1, len(ARMS), len(BATCH_FIELDS)))], axis=1
         )
         self.first_second = np.concatenate(
             [self.first_second, np.full((r, 1), np.iinfo(np.int64).max, dtype=np.int64)], axis=1
         )
+        self.cache.clear()
         # The new slot's Gram rows and columns come last and start at zero (no data yet).
         dim = len(self.slots) * len(ARMS) * F
         grown = np.zeros((r, dim, dim))
@@ -370,6 +398,10 @@ class Tally:
                 self._pending[second] = left
             else:
                 del self._pending[second]
+        newest = int(mark.max())
+        if newest - self._refreshed_at >= REFRESH_S:
+            self.refresh()
+            self._refreshed_at = newest
 
     def _fold_all(self, items: list[_Pending]) -> None:
         # Items of one second, slot and arm for the same replicas share one update.
@@ -394,35 +426,70 @@ class Tally:
             if it.batch is not None:
                 self.batch[idx, j, arm] += np.where(warm[:, None], 0.0, it.batch)
         keep = deltas.any(axis=(1, 2))
-        if not np.any(keep):
+        if np.any(keep):
+            self._queue.append((j, arm, idx[keep], buckets[keep], deltas[keep]))
+
+    def refresh(self) -> None:
+        """Fold the released per-bucket deltas into ``units`` and the Gram sums (the design
+        effect's inputs). Done by :meth:`release` every :data:`REFRESH_S` seconds: the design
+        effect changes slowly, the counts the tests use are current at every second."""
+        queue, self._queue = self._queue, []
+        by_slot: dict[tuple[int, int], list[tuple[IntArray, IntArray, IntArray]]] = {}
+        for j, arm, idx, buckets, deltas in queue:
+            by_slot.setdefault((j, arm), []).append((idx, buckets, deltas))
+        for (j, arm), parts in sorted(by_slot.items()):
+            reps = np.concatenate([np.repeat(i, b.shape[1]) for i, b, _ in parts])
+            bks = np.concatenate([b.ravel() for _, b, _ in parts])
+            ds = np.concatenate([d.reshape(-1, F) for _, _, d in parts])
+            real = bks != TRASH
+            key = reps[real] * (BUCKETS + 1) + bks[real]
+            uniq, inverse = np.unique(key, return_inverse=True)
+            summed = np.zeros((uniq.size, F), dtype=np.int64)
+            np.add.at(summed, inverse, ds[real])
+            self._update_units(j, arm, uniq // (BUCKETS + 1), uniq % (BUCKETS + 1), summed)
+        self.refreshed_totals = self.totals.copy()
+        self.cache.clear()
+        if queue:
+            self.version += 1
+
+    def _update_units(
+        self, j: int, arm: int, reps: IntArray, buckets: IntArray, deltas: IntArray
+    ) -> None:
+        # Rows sorted by replica (np.unique sorts the keys): lay them out (R', K), padded.
+        idx, start, count = np.unique(reps, return_index=True, return_counts=True)
+        if idx.size == 0:
             return
-        idx, deltas, buckets = idx[keep], deltas[keep], buckets[keep]
+        width = int(count.max())
+        pos = np.arange(reps.size) - np.repeat(start, count)
+        row = np.repeat(np.arange(idx.size), count)
+        grid_b = np.full((idx.size, width), TRASH, dtype=np.int64)
+        grid_b[row, pos] = buckets
+        grid_d = np.zeros((idx.size, width, F), dtype=np.int64)
+        grid_d[row, pos] = deltas
+        buckets, deltas = grid_b, grid_d
         # Gram update: x_new x_new^T - x_old x_old^T = x_old d^T + d x_old^T + d d^T, where d
         # is nonzero only in the block of (slot j, this arm).
         flat = self.units.reshape(self.replicas * (BUCKETS + 1), -1)
         where = (idx[:, None] * (BUCKETS + 1) + buckets).ravel()
         nslots = len(self.slots)
         x_old = flat[where].reshape(*buckets.shape, nslots, F).astype(np.float64)
-        placed = np.zeros((*buckets.shape, nslots, len(ARMS), F))
-        roles = np.stack([self.role(buckets, jj) for jj in range(nslots)], axis=-1)
-        np.put_along_axis(placed, roles[..., None, None], x_old[..., None, :], axis=3)
-        x_full = placed.reshape(*buckets.shape, -1)
         dd = deltas.astype(np.float64)
-        cross = np.swapaxes(x_full, 1, 2) @ dd  # (R', dim, F)
+        # x_old placed by (slot, the bucket's arm there): one masked product per pair.
+        cross = np.zeros((idx.size, nslots * len(ARMS) * F, F))
+        for jj in range(nslots):
+            role = self.role(buckets, jj)
+            for a in np.unique(role[buckets != TRASH]):
+                xa = np.where((role == a)[..., None], x_old[:, :, jj], 0.0)
+                at = (jj * len(ARMS) + int(a)) * F
+                cross[:, at : at + F] = np.swapaxes(xa, 1, 2) @ dd
         square = np.swapaxes(dd, 1, 2) @ dd  # (R', F, F)
         at = (j * len(ARMS) + arm) * F
         blk = slice(at, at + F)
-        if idx.size == self.replicas and np.array_equal(idx, np.arange(self.replicas)):
-            gram = self.gram  # every replica, in order: update in place through views
-            gram[:, :, blk] += cross
-            gram[:, blk, :] += np.swapaxes(cross, 1, 2)
-            gram[:, blk, blk] += square
-        else:
-            gram = self.gram[idx]
-            gram[:, :, blk] += cross
-            gram[:, blk, :] += np.swapaxes(cross, 1, 2)
-            gram[:, blk, blk] += square
-            self.gram[idx] = gram
+        gram = self.gram[idx]
+        gram[:, :, blk] += cross
+        gram[:, blk, :] += np.swapaxes(cross, 1, 2)
+        gram[:, blk, blk] += square
+        self.gram[idx] = gram
         block = slice(j * F, (j + 1) * F)
         flat[where, block] += deltas.reshape(-1, F).astype(UNIT_DTYPE)
 

@@ -39,6 +39,9 @@ def test_nothing_counts_until_every_arm_is_complete() -> None:
     t.release(np.array([10]))
     assert t.pending_seconds() == []
     assert t.totals[0, 1, 0].tolist() == [3, 1, 2, 1, 0, 0, 0]
+    assert t.units[0, 5, 1].sum() == 0, "the per-bucket sums wait for the next refresh"
+    t.refresh()
+    assert t.units[0, 5, 1].tolist() == [3, 1, 2, 1, 0, 0, 0]
     # A record for a released second (a late label, say) counts at once.
     t.add_labelled(3, 2000, "control", buckets=[[2500]], labelled=[[2]], incorrect=[[1]])
     assert t.totals[0, 1, 1, FIELDS.index("incorrect")] == 1
@@ -137,6 +140,7 @@ def _feed(t: Tally, records: list[dict[str, object]], rows: slice) -> Tally:
             **cols,
         )
         t.release(np.full(t.replicas, int(str(rec["second"]))))
+    t.refresh()
     return t
 
 
@@ -212,3 +216,6 @@ def test_shadow_pairs_compare_both_answers_of_the_same_buckets() -> None:
     t.release(1)
     c = compare(t, "errors", "baseline", (5000,))
     assert (c.canary_bad[0, 0], c.other_bad[0, 0], c.rho[0, 0]) == (2, 1, 0.5)
+    t.refresh()
+    paired = compare(t, "errors", "baseline", (5000,))
+    assert paired.variances is not None and paired.variances.bucket[0, 0] > 0
