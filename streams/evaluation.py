@@ -33,8 +33,8 @@ import numpy as np
 
 from model_canary.streams.messages import Arm, MetricEvent, Mode, RolloutState, epoch_ms
 from model_canary.streams.plan import RolloutPlan
-from model_canary.streams.routing import SHADOW_PAIR_BP
 from model_canary.streams.stats import StepSnapshot, from_counts, policy
+from model_canary.streams.stats.layout import SHADOW_PAIR_BP
 
 __all__ = ["Aggregate", "current_weight", "policy"]
 

@@ -23,9 +23,14 @@ from model_canary.streams.cohort import Cohorts
 from model_canary.streams.messages import MAX_BP, Arm, Mode, RolloutState
 from model_canary.streams.plan import plan_of
 from model_canary.streams.rollout.machine import ACTIVE_PHASES
-from model_canary.streams.stats.layout import BASELINE, CANARY, CONTROL, control_share
+from model_canary.streams.stats.layout import (
+    BASELINE,
+    CANARY,
+    CONTROL,
+    SHADOW_PAIR_BP,
+    control_share,
+)
 
-SHADOW_PAIR_BP = 5_000
 #: Routing keys whose routes a plan remembers: users send many requests, and a dictionary hit
 #: costs a tenth of the hash. Cleared when full, so memory stays bounded.
 MEMO_KEYS = 65_536

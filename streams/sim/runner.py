@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model_canary.streams.errors import ConfigError
 from model_canary.streams.sim.engine import RunResult, simulate
 from model_canary.streams.sim.scenario import Scenario
 
@@ -45,7 +46,7 @@ def run(
 ) -> SimRun:
     """Simulate ``replications`` rollouts of each scenario."""
     if replications < 1:
-        raise ValueError("replications must be at least 1")
+        raise ConfigError("replications must be at least 1")
     began = time.perf_counter()
     tasks = []
     for s in scenarios:

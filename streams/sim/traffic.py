@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from scipy.special import ndtri
 
 from model_canary.streams.routing import arms_of_buckets
-from model_canary.streams.sim.normal import ndtri
 from model_canary.streams.sim.scenario import Scenario, Serving
 from model_canary.streams.stats.layout import ARMS, BUCKETS, CONTROL
 from model_canary.streams.stats.tally import TRASH

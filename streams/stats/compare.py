@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from model_canary.streams.errors import ConfigError
 from model_canary.streams.stats.layout import (
     ARMS,
     BASELINE,
@@ -173,7 +174,7 @@ def compare(
     or ``"labels"`` for the labelled sample-ratio check); ``starts``: the sub-tests' first
     weights; ``replicas``: a subset of the tally's replicas (default all)."""
     if comparator not in COMPARATORS:
-        raise ValueError(f"comparator must be one of {COMPARATORS}, got {comparator!r}")
+        raise ConfigError(f"comparator must be one of {COMPARATORS}, got {comparator!r}")
     mdef = LABELS if metric == "labels" else METRICS[metric]
     idx = (
         np.arange(tally.replicas)

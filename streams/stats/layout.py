@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-BUCKETS = 10_000
-MAX_BP = 10_000
+from model_canary.streams.cohort import BUCKETS as BUCKETS
+from model_canary.streams.record_base import MAX_BP as MAX_BP
+
 #: The weight both routes of a mirrored (shadow) request carry: under "no difference" a bad
 #: item among its two answers is the canary's with probability 1/2.
 SHADOW_PAIR_BP = 5_000

@@ -41,6 +41,7 @@ import math
 
 import numpy as np
 import numpy.typing as npt
+from scipy import special
 
 from model_canary.streams.stats.compare import Comparison
 
@@ -57,12 +58,8 @@ SRM_GRID: FloatArray = np.array([s * 0.05 * 2.0**i for s in (-1, 1) for i in ran
 
 
 def logsumexp(x: FloatArray, axis: int = -1) -> FloatArray:
-    """``log(sum(exp(x)))`` along ``axis`` without overflow (``-inf`` entries allowed)."""
-    m = np.max(x, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    with np.errstate(divide="ignore"):
-        s = np.log(np.sum(np.exp(x - m), axis=axis)) + np.squeeze(m, axis=axis)
-    return np.asarray(s, dtype=np.float64)
+    """``log(sum(exp(x)))`` along ``axis`` (``-inf`` entries allowed)."""
+    return np.asarray(special.logsumexp(x, axis=axis), dtype=np.float64)
 
 
 def coin_flip_llr(comp: Comparison, null: float | FloatArray, deltas: FloatArray) -> FloatArray:

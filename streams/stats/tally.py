@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from model_canary.streams.errors import CanaryError
+from model_canary.streams.errors import CanaryError, ConfigError
 from model_canary.streams.stats.layout import (
     ARMS,
     BATCH_FIELDS,
@@ -111,7 +111,7 @@ class Tally:
         shadow_bp: int | None = None,
     ) -> None:
         if replicas < 1:
-            raise ValueError("a tally needs at least one replica")
+            raise ConfigError("a tally needs at least one replica")
         self.replicas = replicas
         self.control = control and shadow_bp is None
         self.shadow_bp = shadow_bp
@@ -159,6 +159,14 @@ class Tally:
         for key in keys:
             self.slots.append(key)
             self._slot_of[key] = len(self.slots) - 1
+
+    def to_rows(self) -> TallyRows:
+        """This one-rollout tally as plain rows (see :class:`TallyRows`)."""
+        return to_rows(self)
+
+    @staticmethod
+    def from_rows(rows: TallyRows) -> Tally:
+        return from_rows(rows)
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -231,12 +239,21 @@ class Tally:
 
     # -- adding evidence ------------------------------------------------------------------
 
-    def add_routed(self, second: int, weight_bp: int, replicas: ArrayIn | None = None) -> None:
+    def add_routed(
+        self,
+        second: int,
+        weight_bp: int,
+        arm: str | None = None,
+        buckets: ArrayIn | None = None,
+        n: ArrayIn | None = None,
+        *,
+        replicas: ArrayIn | None = None,
+    ) -> None:
         """Requests were routed at ``weight_bp`` in ``second``: the weight's warm-up starts at
-        the first such second."""
+        the first such second (the routed counts themselves serve completeness, not the tests)."""
         idx = self._replicas(replicas)
-        for arm in ("canary", "baseline") if self.paired(weight_bp) else ("all",):
-            j = self.slot(weight_bp, arm)
+        for slot_arm in ("canary", "baseline") if self.paired(weight_bp) else ("all",):
+            j = self.slot(weight_bp, slot_arm)
             self.first_second[idx, j] = np.minimum(self.first_second[idx, j], second)
 
     def add_served(
@@ -244,20 +261,39 @@ class Tally:
         second: int,
         weight_bp: int,
         arm: str,
-        *,
         buckets: ArrayIn,
         n: ArrayIn,
         errors: ArrayIn | None = None,
-        timed: ArrayIn | None = None,
         over_p95: ArrayIn | None = None,
         over_p99: ArrayIn | None = None,
-        batch: ArrayIn | None = None,
+        batch: object | None = None,
+        timed: ArrayIn | bool | None = None,
+        *,
         replicas: ArrayIn | None = None,
     ) -> None:
         """Served evidence of one cell: per-bucket rows ``(R', K)`` (pad with bucket
-        :data:`TRASH` and zero counts), and the cell's batch moments ``(R', 8)``."""
+        :data:`TRASH` and zero counts; 1-D for one replica), and the cell's batch moments
+        (:data:`~.layout.BATCH_FIELDS`: ``(R', 8)`` numbers, or one record with those
+        attributes). ``timed``: per bucket, the items compared on latency; or ``True`` when
+        the cell carried latency exceedances (every successful item is timed) and ``False``
+        when it did not (the rollout's thresholds had not reached its producer)."""
         b = _ints(buckets)
-        cols = {N: n, ERRORS: errors, TIMED: timed, OVER_P95: over_p95, OVER_P99: over_p99}
+        counts = _ints(n).reshape(b.shape)
+        errs = np.zeros_like(counts) if errors is None else _ints(errors).reshape(b.shape)
+        if timed is None or timed is True:
+            timed_rows = counts - errs if timed is True else np.zeros_like(counts)
+        elif timed is False:
+            timed_rows = np.zeros_like(counts)
+        else:
+            timed_rows = _ints(timed).reshape(b.shape)
+        latency = timed is not False
+        cols = {
+            N: counts,
+            ERRORS: errs,
+            TIMED: timed_rows,
+            OVER_P95: over_p95 if latency else None,
+            OVER_P99: over_p99 if latency else None,
+        }
         deltas = np.zeros((*b.shape, F), dtype=np.int64)
         for f, v in cols.items():
             if v is not None:
@@ -273,7 +309,7 @@ class Tally:
             )
         moments = None
         if batch is not None:
-            moments = np.asarray(batch, dtype=np.float64).reshape(b.shape[0], len(BATCH_FIELDS))
+            moments = _moments(batch, b.shape[0], latency)
             if not np.all(np.isfinite(moments)) or np.any(moments < 0):
                 raise ImpossibleEvidence("bad-batch-moments", "batch moments must be finite, >= 0")
         self._add(second, weight_bp, arm, b, deltas, moments, replicas)
@@ -283,10 +319,10 @@ class Tally:
         second: int,
         weight_bp: int,
         arm: str,
-        *,
         buckets: ArrayIn,
         labelled: ArrayIn,
         incorrect: ArrayIn,
+        *,
         replicas: ArrayIn | None = None,
     ) -> None:
         """Labels joined for requests routed in ``second``: per-bucket rows ``(R', K)``."""
@@ -314,7 +350,9 @@ class Tally:
             raise ImpossibleEvidence("bad-arm", f"no comparison arm {arm!r}")
         idx = self._replicas(replicas)
         if buckets.ndim != 2 or buckets.shape[0] != idx.size:
-            raise ValueError(f"rows must be (replicas, K); got {buckets.shape} for {idx.size}")
+            raise ImpossibleEvidence(
+                "bad-shape", f"rows must be (replicas, K); got {buckets.shape} for {idx.size}"
+            )
         if np.any(deltas < 0):
             raise ImpossibleEvidence("negative-count", "counts cannot be negative")
         lo, hi = self.ranges(weight_bp)[arm]
@@ -369,7 +407,7 @@ class Tally:
             return np.arange(self.replicas, dtype=np.int64)
         idx = np.asarray(replicas, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= self.replicas):
-            raise ValueError("replica index out of range")
+            raise ConfigError("replica index out of range")
         return idx
 
     # -- releasing ------------------------------------------------------------------------
@@ -494,6 +532,132 @@ class Tally:
         flat[where, block] += deltas.reshape(-1, F).astype(UNIT_DTYPE)
 
 
+ROWS_VERSION = 1
+
+
+@dataclass
+class TallyRows:
+    """One rollout's tally as plain rows for the evaluator's snapshots: numbers, strings,
+    lists of those and int64/float64 arrays (1-D or 2-D). Pending seconds and queued
+    per-bucket deltas are flattened: ``*_meta`` rows say how many entries of the concatenated
+    arrays each holds."""
+
+    version: int
+    control: bool
+    warmup_s: float
+    shadow_bp: int  #: -1: not a shadow rollout
+    slots: list[list[str]]  #: [weight, arm] per slot (the weight as text)
+    units: IntArray  #: (buckets + 1, slots * F)
+    totals: IntArray  #: (slots, arms * F)
+    refreshed_totals: IntArray
+    batch: FloatArray  #: (slots, arms * len(BATCH_FIELDS))
+    first_second: IntArray  #: (slots,)
+    gram: FloatArray
+    hist: IntArray
+    watermark: int
+    refreshed_at: int
+    refreshes: int
+    pending_meta: IntArray  #: (P, 5): second, slot, arm, rows, has batch moments
+    pending_buckets: IntArray
+    pending_deltas: IntArray  #: (sum of rows, F)
+    pending_batch: FloatArray  #: (P, len(BATCH_FIELDS))
+    queue_meta: IntArray  #: (Q, 3): slot, arm, rows
+    queue_buckets: IntArray
+    queue_deltas: IntArray
+
+
+def to_rows(t: Tally) -> TallyRows:
+    """The rows of a one-rollout tally (``Tally.to_rows``)."""
+    if t.replicas != 1:
+        raise ConfigError("only a one-rollout tally is stored as rows")
+    pend = [it for second in sorted(t._pending) for it in t._pending[second]]
+    nb = len(BATCH_FIELDS)
+    return TallyRows(
+        version=ROWS_VERSION,
+        control=t.control,
+        warmup_s=t.warmup_s,
+        shadow_bp=-1 if t.shadow_bp is None else t.shadow_bp,
+        slots=[[str(w), a] for w, a in t.slots],
+        units=t.units[0].reshape(BUCKETS + 1, -1).astype(np.int64),
+        totals=t.totals[0].reshape(len(t.slots), -1).copy(),
+        refreshed_totals=t.refreshed_totals[0].reshape(len(t.slots), -1).copy(),
+        batch=t.batch[0].reshape(len(t.slots), -1).copy(),
+        first_second=t.first_second[0].copy(),
+        gram=t.gram[0].copy(),
+        hist=t.hist[0].copy(),
+        watermark=int(t.watermark[0]),
+        refreshed_at=int(t._refreshed_at),
+        refreshes=t.version,
+        pending_meta=np.array(
+            [[it.second, it.j, it.arm, it.buckets.shape[1], it.batch is not None] for it in pend],
+            dtype=np.int64,
+        ).reshape(-1, 5),
+        pending_buckets=np.concatenate([it.buckets[0] for it in pend] or [np.zeros(0, np.int64)]),
+        pending_deltas=np.concatenate(
+            [it.deltas[0] for it in pend] or [np.zeros((0, F), np.int64)]
+        ).reshape(-1, F),
+        pending_batch=np.array(
+            [it.batch[0] if it.batch is not None else np.zeros(nb) for it in pend], dtype=float
+        ).reshape(-1, nb),
+        queue_meta=np.array([[j, a, b.shape[1]] for j, a, _, b, _ in t._queue], np.int64).reshape(
+            -1, 3
+        ),
+        queue_buckets=np.concatenate([b[0] for *_, b, _ in t._queue] or [np.zeros(0, np.int64)]),
+        queue_deltas=np.concatenate(
+            [d[0] for *_, d in t._queue] or [np.zeros((0, F), np.int64)]
+        ).reshape(-1, F),
+    )
+
+
+def from_rows(rows: TallyRows) -> Tally:
+    """The tally :func:`to_rows` stored (``Tally.from_rows``)."""
+    if rows.version != ROWS_VERSION:
+        raise ConfigError(f"tally rows version {rows.version}, this code reads {ROWS_VERSION}")
+    t = Tally(
+        1,
+        control=rows.control,
+        warmup_s=rows.warmup_s,
+        shadow_bp=None if rows.shadow_bp < 0 else rows.shadow_bp,
+    )
+    for w, a in rows.slots:
+        t.slot(int(w), a)
+    n = len(t.slots)
+    t.units[0] = np.asarray(rows.units).reshape(BUCKETS + 1, n, F).astype(UNIT_DTYPE)
+    t.totals[0] = np.asarray(rows.totals).reshape(n, len(ARMS), F)
+    t.refreshed_totals[0] = np.asarray(rows.refreshed_totals).reshape(n, len(ARMS), F)
+    t.batch[0] = np.asarray(rows.batch).reshape(n, len(ARMS), len(BATCH_FIELDS))
+    t.first_second[0] = rows.first_second
+    t.gram[0] = rows.gram
+    t.hist[0] = rows.hist
+    t.watermark[0] = rows.watermark
+    t._refreshed_at = rows.refreshed_at
+    t.version = rows.refreshes
+    one = np.zeros(1, dtype=np.int64)
+    at = 0
+    for k, (second, j, arm, count, has_batch) in enumerate(np.asarray(rows.pending_meta)):
+        part = slice(at, at + int(count))
+        at += int(count)
+        moments = np.asarray(rows.pending_batch)[k][None, :] if has_batch else None
+        item = _Pending(
+            int(second),
+            int(j),
+            int(arm),
+            one,
+            np.asarray(rows.pending_buckets)[part][None, :],
+            np.asarray(rows.pending_deltas)[part][None, :, :],
+            moments,
+        )
+        t._pending.setdefault(int(second), []).append(item)
+    at = 0
+    for j, arm, count in np.asarray(rows.queue_meta):
+        part = slice(at, at + int(count))
+        at += int(count)
+        b = np.asarray(rows.queue_buckets)[part][None, :]
+        d = np.asarray(rows.queue_deltas)[part][None, :, :]
+        t._queue.append((int(j), int(arm), one, b, d))
+    return t
+
+
 def _subset(item: _Pending, keep: npt.NDArray[np.bool_]) -> _Pending:
     return _Pending(
         item.second,
@@ -516,3 +680,20 @@ def _ints(values: ArrayIn) -> IntArray:
     if arr.ndim == 1:
         arr = arr[None, :]
     return np.asarray(arr, dtype=np.int64)
+
+
+def _moments(batch: object, rows: int, latency: bool) -> FloatArray:
+    """A cell's batch moments as ``(rows, len(BATCH_FIELDS))``, from numbers in that order or
+    from a record with those attributes (``m2_timed`` defaults to ``m2``: batches' errors are
+    rare, so their timed items are about all their items)."""
+    if isinstance(batch, np.ndarray | list | tuple):
+        out = np.asarray(batch, dtype=np.float64).reshape(rows, len(BATCH_FIELDS))
+    else:
+        values = []
+        for name in BATCH_FIELDS:
+            default = getattr(batch, "m2", 0) if name == "m2_timed" else 0
+            values.append(float(getattr(batch, name, default)))
+        out = np.tile(np.array(values), (rows, 1))
+    if not latency:
+        out[:, BATCH_FIELDS.index("m2_timed") :] = 0.0
+    return out

@@ -21,9 +21,12 @@ Vectorised over replicas like the tally.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import numpy.typing as npt
 
+from model_canary.streams.errors import ConfigError
 from model_canary.streams.stats.layout import ARMS
 
 IntArray = npt.NDArray[np.int64]
@@ -43,7 +46,7 @@ class Completeness:
     def _slot(self, second: int) -> int:
         i = second - self.origin
         if i < 0:
-            raise ValueError(f"second {second} is before the origin {self.origin}")
+            raise ConfigError(f"second {second} is before the origin {self.origin}")
         if i >= self.routed.shape[2]:
             grow = max(i + 1, 2 * self.routed.shape[2]) - self.routed.shape[2]
             pad = np.zeros((self.replicas, len(ARMS), grow), dtype=np.int64)
@@ -92,3 +95,15 @@ class Completeness:
     def watermark(self, now: int) -> IntArray:
         """(R,): the newest second complete in every arm."""
         return np.asarray(self.complete_upto(now).min(axis=1))
+
+
+def watermark(complete_upto: Mapping[str, int], closed_upto: int) -> int:
+    """The newest routed second the tests may use: closed (the router has moved past it) and
+    complete in every arm (an arm absent from ``complete_upto`` had nothing routed to it).
+
+    >>> watermark({"canary": 120, "baseline": 61}, closed_upto=121)
+    61
+    >>> watermark({}, closed_upto=121)
+    121
+    """
+    return min(closed_upto, min(complete_upto.values(), default=closed_upto))

@@ -219,3 +219,21 @@ def test_shadow_pairs_compare_both_answers_of_the_same_buckets() -> None:
     t.refresh()
     paired = compare(t, "errors", "baseline", (5000,))
     assert paired.variances is not None and paired.variances.bucket[0, 0] > 0
+
+
+def test_a_tally_restores_from_its_rows_and_goes_on_identically() -> None:
+    records = _records(4, 1, 30, True)
+    whole = _feed(Tally(1, control=True, warmup_s=0, weights=WEIGHTS), records, slice(None))
+    first = Tally(1, control=True, warmup_s=0, weights=WEIGHTS)
+    half = len(records) // 2
+    _feed(first, records[:half], slice(None))
+    first.add_served(10_000, 2000, "canary", buckets=[[3]], n=[[2]])  # pending (not released)
+    restored = Tally.from_rows(first.to_rows())
+    for t in (first, restored):
+        _feed(t, records[half:], slice(None))
+        t.release(np.array([10_000]))
+        t.refresh()
+    for name in ("units", "totals", "gram", "batch", "first_second", "watermark"):
+        assert np.array_equal(getattr(restored, name), getattr(first, name)), name
+    assert restored.pending_seconds() == first.pending_seconds() == []
+    assert whole.totals[0, 1, 0, 0] + 2 == restored.totals[0, 1, 0, 0]
