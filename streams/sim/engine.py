@@ -31,9 +31,10 @@ import numpy as np
 import numpy.typing as npt
 
 from model_canary.streams.enums import Action, Mode, Outcome, Phase
+from model_canary.streams.errors import CommandRejectedError
 from model_canary.streams.messages import ControlCommand, RolloutState, from_epoch_ms
 from model_canary.streams.plan import RolloutPlan, parse_plan
-from model_canary.streams.rollout.machine import CommandRejected, apply_command
+from model_canary.streams.rollout.machine import apply_command
 from model_canary.streams.sim.oracle import Oracle
 from model_canary.streams.sim.scenario import Scenario
 from model_canary.streams.sim.traffic import Population, serve
@@ -309,7 +310,7 @@ class _Bench:
                     ),
                     _at(now + PROPAGATION_S - 1),
                 )
-            except CommandRejected:  # pragma: no cover - the evaluator's commands are valid
+            except CommandRejectedError:  # pragma: no cover - the evaluator's commands are valid
                 continue
             self.states[i] = new
             if new.phase is Phase.SUCCEEDED:

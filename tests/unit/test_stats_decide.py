@@ -118,7 +118,7 @@ def test_unequal_label_coverage_with_equal_accuracy_is_not_harm() -> None:
 
 
 def test_the_last_step_needs_every_metric_shown_acceptable() -> None:
-    final = {"final": (True,), "weight_bp": 5000}
+    final: dict[str, Any] = {"final": (True,), "weight_bp": 5000}
     few = {5000: (3000, 3000, 30, 30)}
     v = decide(snap(errors=few, accuracy={5000: (1500, 1500, 150, 150)}, **final), RULE)
     assert (v.outcome, v.code) == (Outcome.HOLD, "not-yet-harmless")
@@ -132,7 +132,7 @@ def test_the_last_step_needs_every_metric_shown_acceptable() -> None:
 
 
 def test_a_model_without_errors_is_promoted() -> None:
-    final = {"final": (True,), "weight_bp": 5000}
+    final: dict[str, Any] = {"final": (True,), "weight_bp": 5000}
     acc = {5000: (30_000, 30_000, 3000, 3000)}
     v = decide(snap(errors={5000: (5000, 5000, 0, 0)}, accuracy=acc, **final), RULE)
     assert v.outcome is Outcome.ADVANCE, v.reason
@@ -164,35 +164,28 @@ def test_rollback_tolerance_moves_the_rollback_null_not_the_promotion_boundary()
 
 def test_many_replicas_are_decided_as_each_alone() -> None:
     a, b = snap(), snap(errors={2000: (6000, 24_000, 120, 240)}, elapsed_s=60.0)
-    both = StepSnapshot(
-        **{
-            f: (
-                {m: _stack(getattr(a, f)[m], getattr(b, f)[m]) for m in getattr(a, f)}
-                if f == "comparisons"
-                else _stack(getattr(a, f), getattr(b, f))
-                if f == "labels"
-                else getattr(a, f) + getattr(b, f)
-                if f == "lagging"
-                else np.concatenate([getattr(a, f), getattr(b, f)])
-            )
-            for f in StepSnapshot.__dataclass_fields__
-        }
-    )
+    fields: dict[str, Any] = {
+        f: (
+            {m: _stack(getattr(a, f)[m], getattr(b, f)[m]) for m in getattr(a, f)}
+            if f == "comparisons"
+            else _stack(getattr(a, f), getattr(b, f))
+            if f == "labels"
+            else getattr(a, f) + getattr(b, f)
+            if f == "lagging"
+            else np.concatenate([getattr(a, f), getattr(b, f)])
+        )
+        for f in StepSnapshot.__dataclass_fields__
+    }
+    both = StepSnapshot(**fields)
     d = decide_many(both, RULE)
     assert d.outcomes() == [decide(a, RULE).outcome, decide(b, RULE).outcome]
 
 
 def _stack(x: Any, y: Any) -> Any:
-    from model_canary.streams.stats import Comparison
+    from dataclasses import replace
 
-    return Comparison(
-        x.metric,
-        x.comparator,
-        x.weights,
-        *(
-            np.concatenate([getattr(x, f), getattr(y, f)])
-            for f in ("canary_n", "canary_bad", "other_n", "other_bad")
-        ),
-        x.subtests,
-        np.concatenate([x.phi, y.phi]),
-    )
+    stacked = {
+        f: np.concatenate([getattr(x, f), getattr(y, f)])
+        for f in ("canary_n", "canary_bad", "other_n", "other_bad", "phi")
+    }
+    return replace(x, **stacked)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -42,9 +43,7 @@ def test_the_mixture_is_the_coin_flip_likelihood_ratio_on_the_arm_of_bad_items()
 
 def test_the_design_effect_divides_the_evidence() -> None:
     base = from_counts("errors", "baseline", {2000: (2000, 8000, 60, 160)}, (2000,))
-    fields = ("metric", "comparator", "weights", "canary_n", "canary_bad", "other_n")
-    parts = [getattr(base, f) for f in (*fields, "other_bad", "subtests")]
-    doubled = Comparison(*parts, np.full((1, 1), 2.0))
+    doubled = replace(base, phi=np.full((1, 1), 2.0))
     one = subtest_log_e(base, 0.0, np.array([0.5]), np.zeros(1))
     two = subtest_log_e(doubled, 0.0, np.array([0.5]), np.zeros(1))
     assert two[0, 0] == pytest.approx(one[0, 0] / 2)
