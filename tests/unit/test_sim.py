@@ -85,7 +85,7 @@ def test_the_oracle_knows_the_exceedance_of_a_slowed_canary() -> None:
 
 
 def test_a_short_run_decides_with_the_evaluators_code() -> None:
-    aa = simulate(replace(BY_NAME["aa"], minutes=20), 8, 5)
+    aa = simulate(replace(BY_NAME["aa"], minutes=12), 6, 5)
     assert (aa.rollback_s < 0).all()
     assert set(aa.last_code) <= {"too-short", "too-few-samples", "not-yet-harmless", "ok"}
     harm = simulate(replace(BY_NAME["errors"], canary={"error_rate": 0.3}, minutes=10), 6, 5)
