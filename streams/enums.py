@@ -35,6 +35,7 @@ class Action(StrEnum):
     HOLD = "hold"
     ROLLBACK = "rollback"
     FINALIZE = "finalize"
+    SET_THRESHOLDS = "set_thresholds"
 
 
 class Phase(StrEnum):
@@ -57,3 +58,12 @@ class Outcome(StrEnum):
     HOLD = "HOLD"
     ROLLBACK = "ROLLBACK"
     FINALIZE = "FINALIZE"
+
+
+class EvidenceKind(StrEnum):
+    """Who produced an :class:`~model_canary.streams.messages.Evidence` record: the router
+    (``routed``), a worker (``served``) or the label joiner (``labelled``)."""
+
+    ROUTED = "routed"
+    SERVED = "served"
+    LABELLED = "labelled"

@@ -111,6 +111,8 @@ class RolloutPlan:
     metrics: Mapping[str, MetricPolicy] = field(default_factory=lambda: DEFAULT_METRICS)
     #: Route a control arm (the baseline version at the canary's share, its own workers).
     control: bool = DEFAULT_CONTROL
+    #: How long a prediction waits for its ground-truth label (stored plans without it: 24 h).
+    label_window_seconds: float = 86_400.0
 
     def to_json(self) -> str:
         """The plan as compact JSON (carried in the start command and the rollout state)."""
@@ -196,6 +198,7 @@ def parse_plan(doc: Mapping[str, Any]) -> RolloutPlan:
         "alpha",
         "shadow_sample",
         "control",
+        "label_window",
     }
     unknown = sorted(map(str, set(doc) - known))  # YAML keys may be numbers
     if unknown:
@@ -236,6 +239,9 @@ def parse_plan(doc: Mapping[str, Any]) -> RolloutPlan:
     shadow = doc.get("shadow_sample", 100)
     if not isinstance(shadow, int | float) or isinstance(shadow, bool) or not 0 < shadow <= 100:
         raise PlanError(f"shadow_sample: must be a percentage in (0, 100], got {shadow!r}")
+    label_window = duration(doc.get("label_window", "24h"), "label_window")
+    if label_window < 1:
+        raise PlanError("label_window: must be at least 1s")
     return RolloutPlan(
         model=model,
         baseline=baseline,
@@ -250,6 +256,7 @@ def parse_plan(doc: Mapping[str, Any]) -> RolloutPlan:
         shadow_sample_bp=round(shadow * 100),
         metrics=_metrics(doc.get("metrics")),
         control=control and mode == "canary",
+        label_window_seconds=label_window,
     )
 
 

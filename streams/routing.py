@@ -89,7 +89,7 @@ class RoutePlan:
         self._active = state.phase in ACTIVE_PHASES and state.canary_version is not None
         self._shadow = state.mode is Mode.SHADOW
         self._forced: dict[str, tuple[Route, ...]] = {}
-        self._memo: dict[bytes, tuple[Route, ...]] = {}
+        self._memo: dict[bytes, tuple[tuple[Route, ...], int]] = {}
         self._baseline: tuple[Route, ...]
         self._canary: tuple[Route, ...]
         self._control: tuple[Route, ...] = ()
@@ -131,26 +131,31 @@ class RoutePlan:
     def routes(self, key: bytes, forced_arm: str | None = None) -> tuple[Route, ...]:
         """Where a request with routing key ``key`` goes (in shadow mode: the served route
         first, then the mirrored copy when the key is sampled)."""
+        return self.routed(key, forced_arm)[0]
+
+    def routed(self, key: bytes, forced_arm: str | None = None) -> tuple[tuple[Route, ...], int]:
+        """:meth:`routes` and the key's cohort bucket (``-1`` when no rollout is active: the
+        router counts its routed evidence per bucket)."""
         if not self._active:
-            return self._baseline
+            return self._baseline, -1
         if forced_arm is not None:
             forced = self._forced.get(forced_arm)
             if forced is not None:
-                return forced
-        routes = self._memo.get(key)
-        if routes is None:
+                return forced, self._cohorts.bucket(key)
+        got = self._memo.get(key)
+        if got is None:
             memo = self._memo
             if len(memo) >= MEMO_KEYS:
                 memo.clear()
-            b = self._cohorts.bucket(key)
-            if b < self._threshold:
+            bucket = self._cohorts.bucket(key)
+            if bucket < self._threshold:
                 routes = self._canary
-            elif b < self._control_end:
+            elif bucket < self._control_end:
                 routes = self._control
             else:
                 routes = self._baseline
-            memo[key] = routes
-        return routes
+            got = memo[key] = (routes, bucket)
+        return got
 
     def all_routes(self) -> tuple[Route, ...]:
         """Every distinct route this plan can return."""

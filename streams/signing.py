@@ -26,7 +26,8 @@ import hashlib
 import heapq
 import hmac
 import json
-from collections.abc import Hashable
+import math
+from collections.abc import Hashable, Mapping
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
@@ -76,6 +77,10 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, str | int):  # bool is an int
         return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value  # json writes the shortest text that reads back as the same float
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
     raise RecordTypeError(f"no canonical form for a {type(value).__name__} field")
 
 

@@ -18,15 +18,14 @@ from model_canary.streams.topics import TopicCatalogue
 
 
 def feedback_key(record: Feedback) -> bytes:
-    """The Kafka key of a label: its model. The evaluator reads each model's labels next to
-    its metric events (both keyed by model, so on the same partition); keyed by request id its
-    faust tables stall. The label joiner of issue #11 re-keys labels by request id itself.
+    """The Kafka key of a label: its request id, the key of its prediction, so the label joiner
+    meets both on the same partition (a label keyed otherwise is re-keyed by the joiner).
 
     >>> from model_canary.streams.messages import EPOCH
     >>> feedback_key(Feedback(request_id="r1", model="iris", label="2", observed_at=EPOCH))
-    b'iris'
+    b'r1'
     """
-    return record.model.encode()
+    return record.request_id.encode()
 
 
 class FeedbackClient:

@@ -40,10 +40,9 @@ from model_canary.streams.sim.scenario import Scenario
 from model_canary.streams.sim.traffic import Population, serve
 from model_canary.streams.stats.decide import CODES, OUTCOMES, decide_many
 from model_canary.streams.stats.layout import ARMS, MAX_BP
-from model_canary.streams.stats.snapshot import Progress, policy, take_snapshot
-from model_canary.streams.stats.tally import Tally
+from model_canary.streams.stats.snapshot import Progress, policy, take_snapshot, tally_for
+from model_canary.streams.stats.thresholds import first_step_done, thresholds_from_hist
 from model_canary.streams.stats.thresholds import ready as thresholds_ready
-from model_canary.streams.stats.thresholds import thresholds_from_hist
 from model_canary.streams.stats.verdicts import action_for
 from model_canary.streams.stats.watermark import Completeness
 
@@ -96,12 +95,7 @@ class _Bench:
         self.rule = policy(self.plan)
         self.control = self.plan.control
         self.pop = Population.new(scenario, replicas, rng)
-        self.tally = Tally(
-            replicas,
-            control=self.control,
-            warmup_s=self.plan.warmup_seconds,
-            weights=[w for w in self.plan.steps_bp if w < MAX_BP],
-        )
+        self.tally = tally_for(self.plan, replicas)
         self.complete = Completeness(replicas)
         self.queue: dict[int, list[tuple[str, Any]]] = {}
         self.thresholds = np.full((replicas, 2), np.nan)
@@ -250,12 +244,10 @@ class _Bench:
         if waiting.size == 0:
             return
         items = self.tally.hist[waiting].sum(axis=1)
-        first_done = np.array(
-            [
-                self.states[i].step_index > 0
-                or (t + 1 - _seconds(self.states[i].step_started_at)) >= self.plan.min_step_seconds
-                for i in waiting
-            ]
+        first_done = first_step_done(
+            [self.states[i].step_index for i in waiting],
+            [t + 1 - _seconds(self.states[i].step_started_at) for i in waiting],
+            self.plan.min_step_seconds,
         )
         ready = thresholds_ready(items, first_done)
         if ready.any():

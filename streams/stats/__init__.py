@@ -11,7 +11,7 @@
 
 from model_canary.streams.stats.compare import Comparison, compare, from_counts
 from model_canary.streams.stats.decide import MetricRule, StepPolicy, StepSnapshot, decide_many
-from model_canary.streams.stats.snapshot import Progress, policy, take_snapshot
+from model_canary.streams.stats.snapshot import Progress, policy, take_snapshot, tally_for
 from model_canary.streams.stats.tally import ImpossibleEvidence, Tally
 from model_canary.streams.stats.verdicts import Verdict, action_for, decide, verdict
 
@@ -31,5 +31,6 @@ __all__ = [
     "from_counts",
     "policy",
     "take_snapshot",
+    "tally_for",
     "verdict",
 ]

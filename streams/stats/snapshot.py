@@ -59,6 +59,19 @@ def policy(plan: RolloutPlan) -> StepPolicy:
     )
 
 
+def tally_for(plan: RolloutPlan, replicas: int = 1) -> Tally:
+    """An empty tally laid out for ``plan`` (the evaluator: one rollout; ``canary sim``:
+    ``replicas`` rollouts at once)."""
+    shadow = plan.mode == "shadow"
+    return Tally(
+        replicas,
+        control=plan.control,
+        warmup_s=plan.warmup_seconds,
+        weights=() if shadow else [w for w in plan.steps_bp if 0 < w < MAX_BP],
+        shadow_bp=plan.shadow_sample_bp if shadow else None,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Progress:
     """Where each rollout is, per replica ``(R,)`` (from its rollout state)."""

@@ -11,7 +11,7 @@ A threshold is the upper edge of its quantile's bin.
 Hostile latencies (NaN, negative, beyond :data:`MAX_LATENCY_MS`) are refused by
 :func:`latency_bin`: producers dead-letter the result rather than count it.
 
->>> latency_bin(50.0), round(float(bin_upper_edge(latency_bin(50.0))), 2)
+>>> latency_bin(50.0), round(float(bin_upper_edges(latency_bin(50.0))), 2)
 (430, 50.89)
 >>> import numpy as np
 >>> h = np.zeros((1, NBINS), dtype=np.int64); h[0, [400, 430, 480]] = [9000, 850, 150]
@@ -27,11 +27,10 @@ import numpy as np
 import numpy.typing as npt
 
 from model_canary.streams.errors import CanaryError
+from model_canary.streams.evidence.columns import BINS, bin_upper_edges, bins_of
 
-BIN_BASE_MS = 0.01
-BIN_RATIO = 1.02
-MAX_BIN = 1200
-NBINS = MAX_BIN + 1
+#: Bins of the latency histogram (the evidence records' scheme, :mod:`~.evidence.columns`).
+NBINS = BINS
 #: Latencies beyond a day are not latencies.
 MAX_LATENCY_MS = 86_400_000.0
 THRESHOLD_ITEMS = 5_000
@@ -47,9 +46,7 @@ def latency_bin(ms: float) -> int:
     """The histogram bin of a latency in milliseconds; :class:`BadLatency` if it is not one."""
     if not math.isfinite(ms) or ms < 0 or ms > MAX_LATENCY_MS:
         raise BadLatency(f"latency {ms!r} ms is not a latency")
-    if ms <= BIN_BASE_MS:
-        return 0
-    return min(MAX_BIN, int(math.log(ms / BIN_BASE_MS) / math.log(BIN_RATIO)))
+    return int(bins_of([ms])[0])
 
 
 def latency_bins(ms: npt.ArrayLike) -> npt.NDArray[np.int64]:
@@ -57,13 +54,7 @@ def latency_bins(ms: npt.ArrayLike) -> npt.NDArray[np.int64]:
     x = np.asarray(ms, dtype=np.float64)
     if not np.all(np.isfinite(x)) or np.any(x < 0) or np.any(x > MAX_LATENCY_MS):
         raise BadLatency("latencies must be finite, >= 0 and at most a day")
-    with np.errstate(divide="ignore"):
-        raw = np.floor(np.log(np.maximum(x, BIN_BASE_MS) / BIN_BASE_MS) / math.log(BIN_RATIO))
-    return np.asarray(np.clip(raw, 0, MAX_BIN), dtype=np.int64)
-
-
-def bin_upper_edge(b: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    return np.asarray(BIN_BASE_MS * BIN_RATIO ** (np.asarray(b, dtype=np.float64) + 1.0))
+    return bins_of(x)
 
 
 def thresholds_from_hist(hist: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
@@ -76,7 +67,7 @@ def thresholds_from_hist(hist: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]
         # First bin whose cumulative count reaches the quantile's rank.
         rank = np.ceil(q * total)
         b = np.argmax(cum >= np.maximum(rank, 1), axis=1)
-        out.append(np.where(total[:, 0] > 0, bin_upper_edge(b), np.nan))
+        out.append(np.where(total[:, 0] > 0, bin_upper_edges(b), np.nan))
     return np.stack(out, axis=1)
 
 
@@ -87,3 +78,16 @@ def ready(
     return np.asarray(
         (items >= THRESHOLD_ITEMS) | (first_step_done & (items >= MIN_THRESHOLD_ITEMS))
     )
+
+
+def first_step_done(
+    step_index: npt.ArrayLike, step_elapsed_s: npt.ArrayLike, min_step_s: float
+) -> npt.NDArray[np.bool_]:
+    """Whether the first step ran its minimum duration (or the rollout moved past it): from
+    then on :func:`ready` accepts :data:`MIN_THRESHOLD_ITEMS`.
+
+    >>> first_step_done([0, 0, 1], [10.0, 300.0, 0.0], 300.0).tolist()
+    [False, True, True]
+    """
+    index = np.asarray(step_index)
+    return np.asarray((index > 0) | (np.asarray(step_elapsed_s) >= min_step_s))
