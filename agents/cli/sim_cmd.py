@@ -25,8 +25,8 @@ def register(
         "workers publish it, and decided every second by the evaluator's own code (completeness "
         "watermark, thresholds, warm-up, tests, plan). A/A scenarios measure false rollbacks and "
         "the time to promote an identical canary; harmful ones how often a regression is caught "
-        "before 100%% and how fast, against an 'oracle' (the SPRT that knows the true ratio, on "
-        "the same evidence: a reference, not a method). Prints a table, the targets with 95%% "
+        "before 100% and how fast, against an 'oracle' (the SPRT that knows the true ratio, on "
+        "the same evidence: a reference, not a method). Prints a table, the targets with 95% "
         "intervals, and last one JSON line. Scenarios: " + ", ".join(s.name for s in SCENARIOS),
     )
     sim.add_argument("--replications", type=int, default=2000, help="runs per scenario")
