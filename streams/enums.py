@@ -6,11 +6,14 @@ from enum import StrEnum
 
 
 class Arm(StrEnum):
-    """The deployment that answered a request."""
+    """The deployment that answered a request. ``control``: the baseline version served by its
+    own worker group at the canary's share (same cohort hash), the fair comparison for
+    load-dependent metrics such as latency."""
 
     STABLE = "stable"
     BASELINE = "baseline"
     CANARY = "canary"
+    CONTROL = "control"
 
 
 class Mode(StrEnum):

@@ -30,6 +30,7 @@ from model_canary.agents.kafka.clients import LazyProducer, new_producer, produc
 from model_canary.agents.kafka.errors import wrap
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.enums import Arm, Mode
+from model_canary.streams.evaluation import plan_of
 from model_canary.streams.evidence.builder import Cell, EvidenceBuilder
 from model_canary.streams.messages import (
     Evidence,
@@ -40,6 +41,7 @@ from model_canary.streams.messages import (
     from_epoch_ms,
 )
 from model_canary.streams.settings import Settings
+from model_canary.streams.stats.layout import arm_ranges
 from model_canary.streams.topics import TopicCatalogue
 
 BATCH = 64
@@ -113,15 +115,23 @@ class SimulatedServing:
         self.weight = 5000 if state.mode is Mode.SHADOW else state.weight_bp
         prefix = f"{settings.topic_prefix}.bench-{instance}"
         model = state.model
-        self.versions = {"baseline": state.baseline_version, "canary": state.canary_version}
+        # Cohort buckets per arm as the router splits them (a control arm when the plan routes
+        # one: the baseline version, its own workers).
+        self.ranges = {
+            arm: span
+            for arm, span in arm_ranges(self.weight, plan_of(state).control).items()
+            if span[1] > span[0]
+        }
+        baseline = state.baseline_version
+        self.versions = {"baseline": baseline, "control": baseline, "canary": state.canary_version}
         self.router = _Txn(settings, f"{prefix}.router", self.catalogue.requests)
         self.workers = {
             arm: _Txn(
                 settings,
-                f"{prefix}.worker.{version}",
-                self.catalogue.version_requests(model, version),
+                f"{prefix}.worker.{arm}",
+                self.catalogue.version_requests(model, self.versions[arm]),
             )
-            for arm, version in self.versions.items()
+            for arm in self.ranges
         }
         self.routed = EvidenceBuilder("routed", source=self.router.tid)
         self.served = {
@@ -136,6 +146,12 @@ class SimulatedServing:
         self._py = random.Random(seed)
         self._key = state.model.encode()
 
+    def _split(self, buckets: np.ndarray) -> dict[str, np.ndarray]:
+        """The buckets of each arm, as the router routes them."""
+        return {
+            arm: buckets[(buckets >= lo) & (buckets < hi)] for arm, (lo, hi) in self.ranges.items()
+        }
+
     # -- live traffic ----------------------------------------------------------------------
     def tick(self, n: int, now: float) -> TickResult:
         """Route ``n`` requests at ``now`` (epoch s) and answer them, each producer in a
@@ -143,8 +159,9 @@ class SimulatedServing:
         s = self.state
         second = int(now)
         buckets = self.rng.integers(0, 10_000, n)
-        canary = buckets < self.weight
-        by_arm = {"canary": buckets[canary], "baseline": buckets[~canary]}
+        by_arm = {
+            arm: buckets[(buckets >= lo) & (buckets < hi)] for arm, (lo, hi) in self.ranges.items()
+        }
         self.router.producer.begin_transaction()
         records = 0
         for arm, b in by_arm.items():
@@ -272,8 +289,7 @@ class SimulatedServing:
     def _template(self, n: int, seed_second: int) -> tuple[list[Evidence], dict[str, int]]:
         s = self.state
         buckets = self.rng.integers(0, 10_000, n)
-        canary = buckets < self.weight
-        by_arm = {"canary": buckets[canary], "baseline": buckets[~canary]}
+        by_arm = self._split(buckets)
         builder = EvidenceBuilder("routed", source=self.router.tid)
         for arm, b in by_arm.items():
             builder.add_routed(

@@ -19,6 +19,7 @@ from model_canary.agents.cli import (
     history_cmd,
     joiner_cmd,
     load_cmd,
+    plan_cmd,
     sim_cmd,
     topics_cmd,
 )
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         load_cmd,
         bench_cmd,
         sim_cmd,
+        plan_cmd,
         audit_cmd,
         chaos_cmd,
     )

@@ -28,15 +28,21 @@ from model_canary.agents.kafka.dead_letters import dead_letter_headers
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.enums import Arm, Phase
 from model_canary.streams.errors import DecodeError
-from model_canary.streams.evaluation import (
-    plan_of,
-    policy,
-    step_snapshot,
-    thresholds_from_hist,
-)
+from model_canary.streams.evaluation import due_thresholds, plan_of, step_snapshot
 from model_canary.streams.evidence.state import RolloutEvidence
 from model_canary.streams.messages import Evidence, epoch_ms
-from model_canary.streams.stats import decide
+from model_canary.streams.stats import decide, policy, tally_for
+from model_canary.streams.stats.layout import (
+    ARMS,
+    ERRORS,
+    INCORRECT,
+    LABELLED,
+    OVER_P95,
+    OVER_P99,
+    TIMED,
+    N,
+)
+from model_canary.streams.stats.verdicts import should_publish
 from model_canary.streams.topics import TopicCatalogue
 
 log = logging.getLogger(__name__)
@@ -44,7 +50,6 @@ log = logging.getLogger(__name__)
 AGENT = "evaluator"
 DECIDING = frozenset({Phase.PROGRESSING, Phase.HOLDING, Phase.PROMOTING})
 PENDING_TIMEOUT_S = 30.0
-LATENCY_METRICS = frozenset({"latency_p95", "latency_p99"})
 
 
 class NeedsRollout:
@@ -98,7 +103,8 @@ class Evaluator:
         self.partitions: dict[int, Partition] = {}
         self._codec = codec_for(Evidence)
         self._pending: dict[str, tuple[int, float]] = {}  # model -> (revision, sent at)
-        self._last_said: dict[str, str] = {}  # model -> last verdict that moved nothing
+        #: model -> (the last verdict that moved nothing, when it was published)
+        self._last_said: dict[str, tuple[str, float]] = {}
 
     # -- partitions ------------------------------------------------------------------------
     def install(self, partition: int, checkpoint: Checkpoint) -> None:
@@ -164,9 +170,7 @@ class Evaluator:
             rollout = self.view.get(ev.model)
             if rollout is None or rollout.rollout_id != ev.rollout_id:
                 return NeedsRollout(ev.model, ev.rollout_id)
-            state = RolloutEvidence.new(
-                ev.model, ev.rollout_id, warmup_s=plan_of(rollout).warmup_seconds
-            )
+            state = RolloutEvidence.new(ev.model, ev.rollout_id, tally_for(plan_of(rollout)))
             self.states[ev.model] = state
             part.models.add(ev.model)
             self._pending.pop(ev.model, None)
@@ -232,26 +236,24 @@ class Evaluator:
             ):
                 continue  # our command for this revision is not applied yet
             plan = plan_of(state)
-            if (
-                LATENCY_METRICS & set(plan.metrics)
-                and state.latency_thresholds_ms is None
-                and (thresholds := thresholds_from_hist(evidence.threshold_hist)) is not None
-            ):
+            thresholds = due_thresholds(evidence.tally, state, plan, now)
+            if thresholds is not None:
                 out.append((model, state.revision, self.sink.thresholds(state, thresholds)))
                 continue
-            verdict = decide(step_snapshot(evidence, state, plan, now), policy(plan))
+            rule = policy(plan)
+            verdict = decide(step_snapshot(evidence, state, rule, now), rule)
             _export_decided(model, evidence, now.timestamp())
             for e in verdict.evidence:
                 metrics.TEST_STATISTIC.labels(model, e.metric).set(e.statistic)
-            # The same verdict on the same state is published once when it moves nothing (a
-            # HOLD, or a shadow's "no harm" ADVANCE); one with a command is retried by the
-            # pending timeout above.
+            # A verdict that moves nothing (a HOLD, or a shadow's "no harm" ADVANCE) is
+            # published when it changes and again every minute with its newest evidence; one
+            # with a command is retried by the pending timeout above.
             said = f"{state.revision}:{verdict.outcome.value}:{verdict.code}"
-            if self._last_said.get(model) == said:
+            if not should_publish(self._last_said.get(model), said, now.timestamp()):
                 continue
             emitted = self.sink.decision(state, verdict, evidence.evidence_offsets)
             out.append((model, state.revision, emitted))
-            self._last_said[model] = said
+            self._last_said[model] = (said, now.timestamp())
         return out
 
     def published(self, model: str, state_revision: int, emitted: Emitted) -> None:
@@ -298,31 +300,24 @@ class Evaluator:
 
 
 def _export_decided(model: str, evidence: RolloutEvidence, at: float) -> None:
-    rows = evidence.tally
-    for arm in ("canary", "baseline"):
-        n = sum(
-            r.requests
-            for (_, a), r in (*rows.served.items(), *rows.warmup_served.items())
-            if a == arm
-        )
-        metrics.DECIDED.labels(model, arm).set(n)
+    totals = evidence.tally.totals[0]  # (slots, arms, fields): released, warm-up left out
+    for a, arm in enumerate(ARMS):
+        metrics.DECIDED.labels(model, arm).set(int(totals[:, a, N].sum()))
     metrics.EVALUATED_AT.labels(model).set(at)
 
 
+#: Exported per metric: (items compared, bad items) among the tally's fields.
+_EXPORTED = {
+    "errors": (N, ERRORS),
+    "latency_p95": (TIMED, OVER_P95),
+    "latency_p99": (TIMED, OVER_P99),
+    "accuracy": (LABELLED, INCORRECT),
+}
+
+
 def _export(model: str, evidence: RolloutEvidence) -> None:
-    totals = evidence.totals()
-    rows = evidence.tally
-    for arm in ("canary", "baseline"):
-        t = totals.get(arm, {})
-        answered, errors = t.get("answered", 0), t.get("errors", 0)
-        metrics.EVALUATED.labels(model, "errors", arm).set(answered)
-        metrics.BAD_EVENTS.labels(model, "errors", arm).set(errors)
-        timed = sum(r.timed for (_, a), r in rows.served.items() if a == arm)
-        for name, attr in (("latency_p95", "over_p95"), ("latency_p99", "over_p99")):
-            bad = sum(getattr(r, attr) for (_, a), r in rows.served.items() if a == arm)
-            metrics.EVALUATED.labels(model, name, arm).set(timed)
-            metrics.BAD_EVENTS.labels(model, name, arm).set(bad)
-        labelled = sum(r.labelled for (_, a), r in rows.labels.items() if a == arm)
-        incorrect = sum(r.incorrect for (_, a), r in rows.labels.items() if a == arm)
-        metrics.EVALUATED.labels(model, "accuracy", arm).set(labelled)
-        metrics.BAD_EVENTS.labels(model, "accuracy", arm).set(incorrect)
+    totals = evidence.tally.totals[0]
+    for a, arm in enumerate(ARMS):
+        for name, (n, bad) in _EXPORTED.items():
+            metrics.EVALUATED.labels(model, name, arm).set(int(totals[:, a, n].sum()))
+            metrics.BAD_EVENTS.labels(model, name, arm).set(int(totals[:, a, bad].sum()))

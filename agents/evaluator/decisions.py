@@ -21,7 +21,6 @@ from confluent_kafka import Producer
 from model_canary.agents.kafka.clients import new_producer
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.enums import Action
-from model_canary.streams.evaluation import action_for
 from model_canary.streams.messages import (
     ControlCommand,
     Decision,
@@ -31,7 +30,7 @@ from model_canary.streams.messages import (
 )
 from model_canary.streams.settings import Settings
 from model_canary.streams.signing import sign_if_keyed
-from model_canary.streams.stats import Verdict
+from model_canary.streams.stats import Verdict, action_for
 from model_canary.streams.topics import TopicCatalogue
 
 log = logging.getLogger(__name__)
@@ -77,7 +76,7 @@ class DecisionSink:
             ),
         )
         decision = sign_if_keyed(decision, self._settings.control_keys)  # evidence, signed too
-        action = action_for(state, verdict)
+        action = action_for(verdict.outcome, verdict.code, state.mode, state.phase)
         command = None if action is None else self._command(state, action, decision.reason)
         return Emitted(decision, command)
 

@@ -50,14 +50,7 @@ from model_canary.streams.evidence.join import (
     dump_ops,
     load_ops,
 )
-from model_canary.streams.messages import (
-    MAX_BP,
-    Arm,
-    Evidence,
-    Feedback,
-    Prediction,
-    utc_now,
-)
+from model_canary.streams.messages import MAX_BP, Arm, Evidence, Feedback, Prediction, utc_now
 from model_canary.streams.rollout.machine import ACTIVE_PHASES
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue

@@ -64,8 +64,8 @@ from model_canary.streams.messages import (
     from_epoch_ms,
     utc_now,
 )
-from model_canary.streams.routing import SHADOW_PAIR_BP
 from model_canary.streams.settings import Settings
+from model_canary.streams.stats.layout import SHADOW_PAIR_BP
 from model_canary.streams.topics import TopicCatalogue
 
 log = logging.getLogger(__name__)

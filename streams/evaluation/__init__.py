@@ -1,26 +1,23 @@
 """The evaluator's pure logic beside the evidence state: which plan a rollout follows, the
-decision rule's snapshot of the current step, which command a verdict asks for, and the
-latency thresholds. No Kafka.
+decision rule's snapshot of the current step and the rollout's latency thresholds. No Kafka.
+The statistics themselves (tally, tests, decision rule, verdict -> command) live in
+:mod:`model_canary.streams.stats`; ``canary sim`` runs the same functions.
 
-* :mod:`.plans` - ``plan_of(state)``, ``policy(plan)``, ``current_weight(state)``;
-* :mod:`.snapshot` - ``step_snapshot(evidence, state, plan, now)`` for
+* :mod:`.plans` - ``plan_of(state)``, ``current_weight(state)``, ``progress_of(state)``;
+* :mod:`.snapshot` - ``step_snapshot(evidence, state, rule, now)`` for
   :func:`~model_canary.streams.stats.decide`;
-* :mod:`.commands` - ``action_for(state, verdict)``: what a verdict moves;
-* :mod:`.thresholds` - ``thresholds_from_hist``: a rollout's latency thresholds.
+* :mod:`.thresholds` - ``due_thresholds``: a rollout's latency thresholds once they may be
+  fixed.
 """
 
-from model_canary.streams.evaluation.commands import HOLDING_CODES, action_for
-from model_canary.streams.evaluation.plans import current_weight, plan_of, policy
+from model_canary.streams.evaluation.plans import current_weight, plan_of, progress_of
 from model_canary.streams.evaluation.snapshot import step_snapshot
-from model_canary.streams.evaluation.thresholds import THRESHOLD_ITEMS, thresholds_from_hist
+from model_canary.streams.evaluation.thresholds import due_thresholds
 
 __all__ = [
-    "HOLDING_CODES",
-    "THRESHOLD_ITEMS",
-    "action_for",
     "current_weight",
+    "due_thresholds",
     "plan_of",
-    "policy",
+    "progress_of",
     "step_snapshot",
-    "thresholds_from_hist",
 ]

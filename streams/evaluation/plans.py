@@ -1,46 +1,29 @@
-"""Which plan a rollout follows and what it means for the decision rule.
+"""Which plan a rollout follows, and where the rollout is, as the decision rule reads it.
 
 >>> from model_canary.streams.messages import Phase, RolloutState, utc_now
 >>> now = utc_now()
 >>> state = RolloutState(model="iris", rollout_id="r1", stable_version="v1",
 ...     baseline_version="v1", canary_version="v2", phase=Phase.PROGRESSING,
 ...     weight_bp=100, step_started_at=now, updated_at=now)
->>> plan_of(state).steps_bp, policy(plan_of(state)).alpha, current_weight(state)
-((100, 2000, 5000, 10000), 0.05, 100)
+>>> plan_of(state).steps_bp, current_weight(state), progress_of(state).weight_bp.tolist()
+((100, 2000, 5000, 10000), 100, [100])
 """
 
 from __future__ import annotations
 
-import logging
-from functools import lru_cache
+import numpy as np
 
-from model_canary.streams.errors import ConfigError
+from model_canary.streams import plan as plans
 from model_canary.streams.messages import Mode, RolloutState
-from model_canary.streams.plan import RolloutPlan, parse_plan
-from model_canary.streams.routing import SHADOW_PAIR_BP
-from model_canary.streams.stats import StepPolicy
-
-log = logging.getLogger(__name__)
+from model_canary.streams.plan import RolloutPlan
+from model_canary.streams.stats.layout import SHADOW_PAIR_BP
+from model_canary.streams.stats.snapshot import Progress
 
 
 def plan_of(state: RolloutState) -> RolloutPlan:
-    """The rollout's plan (from the start command), or the defaults."""
-    if state.plan_json:
-        try:
-            return _stored_plan(state.plan_json)
-        except ConfigError as exc:
-            log.warning("unreadable plan for %s, using defaults: %s", state.model, exc)
-    try:
-        return parse_plan({"model": state.model, "canary": state.canary_version or "unknown"})
-    except ConfigError:
-        return RolloutPlan(model=state.model, baseline=None, canary="unknown")
-
-
-@lru_cache(maxsize=64)
-def _stored_plan(text: str) -> RolloutPlan:
-    # Parsed once per stored plan (plans are frozen, so sharing one is safe; a parse error is
-    # raised again every time).
-    return RolloutPlan.from_json(text)
+    """The rollout's plan (from its start command), or the defaults (the router reads it
+    through the same :func:`model_canary.streams.plan.plan_of`)."""
+    return plans.plan_of(state.model, state.canary_version, state.plan_json)
 
 
 def current_weight(state: RolloutState) -> int:
@@ -48,15 +31,13 @@ def current_weight(state: RolloutState) -> int:
     return SHADOW_PAIR_BP if state.mode is Mode.SHADOW else state.weight_bp
 
 
-def policy(plan: RolloutPlan) -> StepPolicy:
-    """The decision rule's thresholds from a rollout plan."""
-    accuracy = plan.metrics.get("accuracy")
-    return StepPolicy(
-        alpha=plan.alpha,
-        tolerances={name: m.tolerance for name, m in plan.metrics.items()},
-        rollback_tolerances={name: m.rollback_tolerance for name, m in plan.metrics.items()},
-        min_duration_s=plan.min_step_seconds,
-        min_canary_requests=plan.min_canary_requests,
-        min_label_coverage=accuracy.min_label_coverage if accuracy else 0.0,
-        max_duration_s=plan.max_step_seconds,
+def progress_of(state: RolloutState) -> Progress:
+    """Where the rollout is, for :func:`~model_canary.streams.stats.snapshot.take_snapshot`
+    (one replica)."""
+    return Progress(
+        weight_bp=np.array([current_weight(state)], dtype=np.int64),
+        step_index=np.array([state.step_index], dtype=np.int64),
+        step_started_s=np.array([state.step_started_at.timestamp()]),
+        steps_bp=tuple(state.steps_bp),
+        shadow=state.mode is Mode.SHADOW,
     )

@@ -1,40 +1,51 @@
-"""A rollout's latency thresholds, fixed once from the baseline's answers before anything is
-compared (interim rule; the statistics issue #12 refines when and how).
+"""A rollout's latency thresholds, fixed once from the baseline's (and control's) answers
+before anything is compared: the rule of :mod:`model_canary.streams.stats.thresholds`
+(``canary sim`` applies the same), on the tally's pooled histogram.
 
-The thresholds are upper edges of histogram bins, so an answer's exceedance is exactly known
-from its bin.
-
->>> import numpy as np
->>> from model_canary.streams.evidence.columns import histogram
->>> hist = histogram(np.linspace(1.0, 100.0, 2000))
->>> t = thresholds_from_hist(hist, min_items=2000)
->>> sorted(t), 95.0 < t["p95"] < 98.0, 99.0 < t["p99"] < 101.5
-(['p95', 'p99'], True, True)
->>> thresholds_from_hist(np.zeros_like(hist)) is None
+>>> from model_canary.streams.messages import Phase, RolloutState, utc_now
+>>> from model_canary.streams.evaluation.plans import plan_of
+>>> from model_canary.streams.stats import tally_for
+>>> now = utc_now()
+>>> state = RolloutState(model="iris", rollout_id="r1", stable_version="v1",
+...     baseline_version="v1", canary_version="v2", phase=Phase.PROGRESSING,
+...     weight_bp=100, step_started_at=now, updated_at=now)
+>>> tally = tally_for(plan_of(state))
+>>> tally.add_latency_hist("baseline", bins=[[400, 480]], counts=[[4890, 100]])
+>>> due_thresholds(tally, state, plan_of(state), now) is None  # 5,000 items needed
 True
+>>> tally.add_latency_hist("baseline", bins=[[430]], counts=[[10]])
+>>> {k: round(v, 1) for k, v in due_thresholds(tally, state, plan_of(state), now).items()}
+{'p95': 28.1, 'p99': 137.0}
 """
 
 from __future__ import annotations
 
-import numpy as np
+from datetime import datetime
 
-from model_canary.streams.evidence.columns import Ints, bin_upper_ms
+from model_canary.streams.messages import RolloutState
+from model_canary.streams.plan import RolloutPlan
+from model_canary.streams.stats.tally import Tally
+from model_canary.streams.stats.thresholds import (
+    QUANTILES,
+    first_step_done,
+    ready,
+    thresholds_from_hist,
+)
 
-#: Baseline answers (without error) needed before thresholds are fixed: 200, as the evaluator
-#: did before evidence (the demo's short steps need thresholds within the first step). The
-#: statistics issue (#12) replaces this rule (more answers, so the base rate is stable).
-THRESHOLD_ITEMS = 200
-QUANTILES = {"p95": 0.95, "p99": 0.99}
+#: The rollout state's names of the thresholds (``latency_p95`` -> ``p95``).
+NAMES = {metric: metric.removeprefix("latency_") for metric in QUANTILES}
 
 
-def thresholds_from_hist(hist: Ints, min_items: int = THRESHOLD_ITEMS) -> dict[str, float] | None:
-    """``{"p95": ms, "p99": ms}`` from a latency histogram of at least ``min_items`` answers
-    (None before): the upper edge of the bin holding each quantile."""
-    total = int(hist.sum())
-    if total < max(1, min_items):
+def due_thresholds(
+    tally: Tally, state: RolloutState, plan: RolloutPlan, now: datetime
+) -> dict[str, float] | None:
+    """The thresholds to fix now (``{"p95": ms, "p99": ms}``), or None: the plan compares no
+    latency, the state has its thresholds already, or the histogram is not ready yet."""
+    if not set(QUANTILES) & set(plan.metrics) or state.latency_thresholds_ms is not None:
         return None
-    cumulative = np.cumsum(hist)
-    return {
-        name: bin_upper_ms(int(np.searchsorted(cumulative, q * total, side="left")))
-        for name, q in QUANTILES.items()
-    }
+    elapsed = (now - state.step_started_at).total_seconds()
+    done = first_step_done([state.step_index], [elapsed], plan.min_step_seconds)
+    if not ready(tally.hist.sum(axis=1), done)[0]:
+        return None
+    values = thresholds_from_hist(tally.hist)[0]
+    return {NAMES[m]: float(v) for m, v in zip(QUANTILES, values, strict=True)}

@@ -84,7 +84,12 @@ def bin_upper_ms(b: int) -> float:
     >>> round(bin_upper_ms(0), 4), round(bin_upper_ms(581), 1)
     (0.0102, 1012.3)
     """
-    return float(BIN_BASE_MS * BIN_GROWTH ** (b + 1))
+    return float(bin_upper_edges(b))
+
+
+def bin_upper_edges(b: npt.ArrayLike) -> Floats:
+    """:func:`bin_upper_ms` for many bins at once (numpy)."""
+    return np.asarray(BIN_BASE_MS * BIN_GROWTH ** (np.asarray(b, dtype=np.float64) + 1.0))
 
 
 def histogram(latencies_ms: Sequence[float] | Floats) -> Ints:

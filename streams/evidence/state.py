@@ -13,15 +13,18 @@ routed seconds are complete, and the tally the statistics read.
   up to which every arm is complete. :meth:`RolloutEvidence.settle` releases
   the tally's data up to the watermark: a lagging arm is waited for however long it lags, an
   idle arm (nothing routed to it) is complete at once.
-* **The tally** holds what the statistics need (per weight at routing, per arm, per cohort
-  bucket); it is fed on each new record and released by the watermark. The state does not
-  care what it keeps: see :class:`Tally`.
+* **The tally** (:class:`~model_canary.streams.stats.tally.Tally`) holds what the statistics
+  need (per weight at routing, per arm, per cohort bucket, and the baseline's latency
+  histogram until the thresholds are fixed); it is fed on each new record and released by the
+  watermark. A record the tally finds impossible (counts that cannot be true, a bucket outside
+  its arm) raises :class:`EvidenceError` and changes nothing.
 * **Snapshots.** :meth:`RolloutEvidence.to_bytes` / :meth:`RolloutEvidence.from_bytes`
   restore the whole state in milliseconds, whatever the rollout's history.
 
 >>> from model_canary.streams.evidence.builder import Cell, EvidenceBuilder
 >>> from model_canary.streams.messages import OffsetRange
->>> state = RolloutEvidence.new("iris", "ro1")
+>>> from model_canary.streams.stats.tally import Tally
+>>> state = RolloutEvidence.new("iris", "ro1", Tally(1, control=False, warmup_s=0))
 >>> routed = EvidenceBuilder("routed", source="router-1")
 >>> routed.add_routed(Cell("iris", "ro1", "", "canary", True, 100, 1000), [7, 7])
 >>> [r] = routed.build((OffsetRange(topic="req", partition=0, first=0, last=1),))
@@ -37,17 +40,16 @@ routed seconds are complete, and the tally the statistics read.
 >>> [s] = served.build((OffsetRange(topic="req.v2", partition=0, first=1, last=1),))
 >>> state.apply(s), state.settle(now_ms=1_003_000)
 (True, 1000)
->>> row = state.tally.served[(100, "canary")]
->>> row.requests, row.errors, int(row.units["n"][7])
-(2, 1, 2)
->>> RolloutEvidence.from_bytes(state.to_bytes()).tally.served[(100, "canary")].requests
+>>> int(state.tally.totals[0, 0, 0, 0]), int(state.tally.totals[0, 0, 0, 1])  # canary n, errors
+(2, 1)
+>>> int(RolloutEvidence.from_bytes(state.to_bytes()).tally.totals[0, 0, 0, 0])
 2
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -55,51 +57,20 @@ from model_canary.streams.enums import Arm, EvidenceKind
 from model_canary.streams.errors import EvidenceError
 from model_canary.streams.evidence import snapshot
 from model_canary.streams.evidence.columns import (
-    BINS,
     BatchSums,
     Ints,
     unpack_histogram,
     unpack_units,
 )
-from model_canary.streams.evidence.rows import ROW_TYPES, EvidenceRows
 from model_canary.streams.messages import Evidence
+from model_canary.streams.stats.tally import ImpossibleEvidence, Tally, TallyRows
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 #: A routed second is closed this long after it ends: by then the router has committed the
 #: routed evidence of every request it routed in that second.
 CLOSE_MS = 1_500
 #: A router that routed nothing for this long (s) no longer holds seconds open.
 ROUTER_IDLE_S = 3
-#: Arms whose answers' latencies fix a rollout's thresholds (the baseline version's).
-THRESHOLD_ARMS = frozenset({"baseline", "control"})
-
-
-class Tally(Protocol):
-    """What the state feeds (arrays are int64, one entry per cohort bucket a cell touched)."""
-
-    def add_served(
-        self,
-        second: int,
-        weight_bp: int,
-        arm: str,
-        buckets: Ints,
-        n: Ints,
-        errors: Ints,
-        over_p95: Ints,
-        over_p99: Ints,
-        batch: BatchSums,
-        timed: bool,
-    ) -> None: ...
-
-    def add_labelled(
-        self, second: int, weight_bp: int, arm: str, buckets: Ints, labelled: Ints, incorrect: Ints
-    ) -> None: ...
-
-    def add_routed(self, second: int, weight_bp: int, arm: str, buckets: Ints, n: Ints) -> None: ...
-
-    def release(self, watermark: int) -> None: ...
-
-    def to_rows(self) -> Any: ...
 
 
 @dataclass
@@ -147,16 +118,16 @@ class RolloutEvidence:
 
     model: str
     rollout_id: str
-    tally: EvidenceRows
+    tally: Tally
     version: int = STATE_VERSION
     #: ``"kind|topic|partition"`` -> the last transaction applied from that input.
     applied: dict[str, Applied] = field(default_factory=dict)
     #: Routed seconds after the watermark with any routed or answered requests.
     seconds: dict[int, SecondStatus] = field(default_factory=dict)
     watermark: int = -1
-    #: Pooled baseline (and control) latencies of answers whose producer had no thresholds
-    #: yet: what the rollout's thresholds are fixed from.
-    threshold_hist: Ints = field(default_factory=lambda: np.zeros(BINS, dtype=np.int64))
+    #: Per arm, everything counted so far: requests routed, answered (served + refused),
+    #: errors, labelled (for the exported gauges; the tests read the tally).
+    counted: dict[str, dict[str, int]] = field(default_factory=dict)
     #: Evidence-topic offsets of the records applied, per partition: ``[first, last]``.
     evidence_offsets: dict[int, list[int]] = field(default_factory=dict)
     records: int = 0
@@ -167,16 +138,19 @@ class RolloutEvidence:
     routers: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def new(cls, model: str, rollout_id: str, *, warmup_s: float = 0.0) -> RolloutEvidence:
-        return cls(model=model, rollout_id=rollout_id, tally=EvidenceRows(warmup_s=warmup_s))
+    def new(cls, model: str, rollout_id: str, tally: Tally) -> RolloutEvidence:
+        """An empty state feeding ``tally`` (laid out for the rollout's plan:
+        :func:`~model_canary.streams.stats.snapshot.tally_for`)."""
+        return cls(model=model, rollout_id=rollout_id, tally=tally)
 
     # -- applying --------------------------------------------------------------------------
     def apply(self, ev: Evidence, *, partition: int = -1, offset: int = -1) -> bool:
         """Count ``ev`` (read at ``offset`` of evidence partition ``partition``, for the audit
         trail) unless it was counted before; returns whether it was counted.
 
-        :class:`ValueError` for a record of another rollout, for the stable arm, or with
-        unreadable columns; nothing changes then."""
+        :class:`EvidenceError` (a ``ValueError``) for a record of another rollout, for the
+        stable arm, with unreadable columns or with counts that cannot be true; nothing
+        changes then."""
         if ev.model != self.model or ev.rollout_id != self.rollout_id:
             raise EvidenceError(
                 f"evidence of {ev.model}/{ev.rollout_id} applied to {self.model}/{self.rollout_id}"
@@ -188,7 +162,11 @@ class RolloutEvidence:
             self.duplicates += 1
             return False
         feed = self._unpack(ev)  # raises before anything changes
-        feed()
+        try:
+            feed()  # the tally checks before it counts
+        except ImpossibleEvidence as exc:
+            raise EvidenceError(f"{exc.reason}: {exc}") from None
+        self._count(ev)
         for key, span, cell in marks:
             mark = self.applied.get(key)
             if mark is None or (mark.first, mark.last) != span:
@@ -243,6 +221,7 @@ class RolloutEvidence:
             return lambda: self.tally.add_labelled(second, weight, arm, b, lab, bad)
         rows = unpack_units("served", ev.units)
         hist = unpack_histogram(ev.latency_hist) if ev.latency_hist else None
+        hist_bins = np.flatnonzero(hist) if hist is not None else np.zeros(0, dtype=np.int64)
         if ev.batch_latency_hist:
             unpack_histogram(ev.batch_latency_hist)
         timed = ev.thresholds_revision >= 0
@@ -266,8 +245,12 @@ class RolloutEvidence:
 
         def served() -> None:
             self.tally.add_served(second, weight, arm, b, n, errors, over95, over99, batch, timed)
-            if hist is not None and not timed and ev.served and arm in THRESHOLD_ARMS:
-                self.threshold_hist += hist
+            if hist is not None and hist_bins.size and not timed and ev.served:
+                # Answers measured before the thresholds were known: the baseline's (and
+                # control's) fix the thresholds (the tally pools those arms only).
+                self.tally.add_latency_hist(
+                    arm, bins=hist_bins[None, :], counts=hist[hist_bins][None, :]
+                )
             if second > self.watermark:
                 status = self.seconds.setdefault(second, SecondStatus())
                 status.answered[arm] = status.answered.get(arm, 0) + ev.requests + ev.refused
@@ -351,35 +334,28 @@ class RolloutEvidence:
         if not isinstance(fields, StateFields):
             raise snapshot.SnapshotError("not a rollout evidence snapshot")
         try:
-            return cls(tally=EvidenceRows.from_rows(doc["tally"]), **vars(fields))
+            tally = doc["tally"]
+            if not isinstance(tally, TallyRows):
+                raise snapshot.SnapshotError("a rollout evidence snapshot without its tally")
+            return cls(tally=Tally.from_rows(tally), **vars(fields))
         except TypeError as exc:
             raise snapshot.SnapshotError(f"rollout evidence snapshot: {exc}") from None
 
     # -- reading ---------------------------------------------------------------------------
+    def _count(self, ev: Evidence) -> None:
+        acc = self.counted.setdefault(ev.arm.value, dict.fromkeys(_TOTALS, 0))
+        if ev.kind is EvidenceKind.ROUTED:
+            acc["routed"] += ev.requests
+        elif ev.kind is EvidenceKind.LABELLED:
+            acc["labelled"] += ev.labelled
+        else:
+            acc["answered"] += ev.requests + ev.refused
+            acc["errors"] += ev.errors
+
     def totals(self) -> dict[str, dict[str, int]]:
-        """Per arm, requests routed, answered (released or held), errors and labels: all
-        counted so far (for the exported gauges)."""
-        t = self.tally
-        out: dict[str, dict[str, int]] = {}
-
-        def acc(arm: str) -> dict[str, int]:
-            return out.setdefault(arm, dict.fromkeys(_TOTALS, 0))
-
-        for rrows in (t.routed, t.warmup_routed):
-            for (_, arm), r in rrows.items():
-                acc(arm)["routed"] += r.requests
-        for srows in (t.served, t.warmup_served):
-            for (_, arm), s in srows.items():
-                acc(arm)["answered"] += s.requests
-                acc(arm)["errors"] += s.errors
-        for parts in t.held.values():
-            for p in parts:
-                acc(p.arm)["answered"] += int(p.n.sum())
-                acc(p.arm)["errors"] += int(p.errors.sum())
-        for lrows in (t.labels, t.warmup_labels):
-            for (_, arm), lab in lrows.items():
-                acc(arm)["labelled"] += lab.labelled
-        return out
+        """Per arm, requests routed, answered (served + refused), errors and labels: all
+        counted so far, released or not (for the exported gauges)."""
+        return {arm: dict(t) for arm, t in self.counted.items()}
 
 
 def closed_upto(now_ms: int) -> int:
@@ -403,7 +379,7 @@ _STATE_FIELDS = (
     "applied",
     "seconds",
     "watermark",
-    "threshold_hist",
+    "counted",
     "evidence_offsets",
     "records",
     "duplicates",
@@ -423,7 +399,7 @@ class StateFields:
     applied: dict[str, Applied]
     seconds: dict[int, SecondStatus]
     watermark: int
-    threshold_hist: Ints
+    counted: dict[str, dict[str, int]]
     evidence_offsets: dict[int, list[int]]
     records: int
     duplicates: int
@@ -432,4 +408,4 @@ class StateFields:
     routers: dict[str, int]
 
 
-_TYPES = (StateFields, Applied, SecondStatus, *ROW_TYPES)
+_TYPES = (StateFields, Applied, SecondStatus, TallyRows)

@@ -20,6 +20,8 @@ from model_canary.streams.topics import TopicCatalogue
 from tests.integration.conftest import Agent
 
 pytestmark = pytest.mark.integration
+#: A baseline bucket at 50% (the canary's are those below 5000).
+BUCKET = 9001
 
 
 def _rollout(settings: Settings, spawn: Callable[..., Agent]) -> tuple[str, ControlClient]:
@@ -32,6 +34,7 @@ def _rollout(settings: Settings, spawn: Callable[..., Agent]) -> tuple[str, Cont
             "steps": [50, 100],
             "step": {"min_duration": "1h", "warmup": 0},
             "metrics": {"errors": {}},
+            "control": False,
         }
     )
     control = ControlClient(settings)
@@ -63,12 +66,12 @@ class _Producer:
         routed = EvidenceBuilder("routed", source="test-router")
         served = EvidenceBuilder("served", source="test-worker")
         routed.add_routed(
-            Cell("iris", self.rollout_id, "", "baseline", True, 5000, second), [1] * n
+            Cell("iris", self.rollout_id, "", "baseline", True, 5000, second), [BUCKET] * n
         )
         cell = Cell("iris", self.rollout_id, "v1", "baseline", True, 5000, second)
         served.add_batch(
             [cell] * n,
-            buckets=[1] * n,
+            buckets=[BUCKET] * n,
             errors=[False] * n,
             latencies_ms=[1.0] * n,
             batch_latency_ms=1.0,

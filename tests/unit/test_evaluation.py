@@ -1,5 +1,5 @@
-"""The evaluator's pure logic: snapshots of a step from the evidence state, the policy, the
-command a verdict asks for, latency thresholds."""
+"""The evaluator's pure logic: snapshots of a step from the evidence state (through the
+statistics' tally), the rollout's plan, latency thresholds."""
 
 from __future__ import annotations
 
@@ -8,20 +8,15 @@ from typing import Any
 
 import numpy as np
 
-from model_canary.streams.enums import Action, Mode, Outcome
-from model_canary.streams.evaluation import (
-    action_for,
-    plan_of,
-    policy,
-    step_snapshot,
-    thresholds_from_hist,
-)
+from model_canary.streams.evaluation import due_thresholds, plan_of, step_snapshot
 from model_canary.streams.evidence.builder import Cell, EvidenceBuilder, Thresholds
-from model_canary.streams.evidence.columns import histogram
+from model_canary.streams.evidence.columns import bin_upper_ms
 from model_canary.streams.evidence.state import CLOSE_MS, RolloutEvidence
 from model_canary.streams.messages import OffsetRange, Phase, RolloutState, epoch_ms, utc_now
 from model_canary.streams.plan import parse_plan
-from model_canary.streams.stats import ArmCounts, Verdict
+from model_canary.streams.stats import decide, policy, tally_for
+from model_canary.streams.stats.compare import Comparison
+from model_canary.streams.stats.layout import arm_ranges
 
 NOW = utc_now()
 PLAN = parse_plan(
@@ -37,6 +32,12 @@ PLAN = parse_plan(
         },
     }
 )
+RULE = policy(PLAN)
+
+
+def first_bucket(arm: str, weight: int) -> int:
+    """The first cohort bucket of ``arm`` at ``weight`` (the plan routes a control arm)."""
+    return arm_ranges(weight, control=True)[arm][0]
 
 
 def state(**fields: Any) -> RolloutState:
@@ -61,7 +62,8 @@ class Feeder:
     """Evidence of one rollout as its router and workers write it."""
 
     def __init__(self, warmup_s: float = 10.0) -> None:
-        self.evidence = RolloutEvidence.new("iris", "r1", warmup_s=warmup_s)
+        plan = parse_plan({**_doc(), "step": {"warmup": f"{warmup_s}s"}})
+        self.evidence = RolloutEvidence.new("iris", "r1", tally_for(plan))
         self.offset = 0
 
     def _range(self, n: int) -> tuple[OffsetRange, ...]:
@@ -81,13 +83,14 @@ class Feeder:
         thresholds: Thresholds | None = None,
     ) -> None:
         n = len(errors)
+        buckets = [first_bucket(arm, weight) + i for i in range(n)]
         routed = EvidenceBuilder("routed", source=f"router-{arm}")
-        routed.add_routed(Cell("iris", "r1", "", arm, True, weight, second), list(range(n)))
+        routed.add_routed(Cell("iris", "r1", "", arm, True, weight, second), buckets)
         served = EvidenceBuilder("served", source=f"worker-{arm}")
         cell = Cell("iris", "r1", "v2" if arm == "canary" else "v1", arm, True, weight, second)
         served.add_batch(
             [cell] * n,
-            buckets=list(range(n)),
+            buckets=buckets,
             errors=errors,
             latencies_ms=[latency] * n,
             batch_latency_ms=latency,
@@ -100,12 +103,30 @@ class Feeder:
         b = EvidenceBuilder("labelled", source="joiner")
         cell = Cell("iris", "r1", "v2" if arm == "canary" else "v1", arm, True, weight, second)
         for i, ok in enumerate(correct):
-            b.add_label(cell, i, ok)
+            b.add_label(cell, first_bucket(arm, weight) + i, ok)
         for ev in b.build(self._range(len(correct))):
             assert self.evidence.apply(ev)
 
     def settle(self, second: int) -> None:
         self.evidence.settle((second + 1) * 1000 + CLOSE_MS)
+
+
+def _doc() -> dict[str, Any]:
+    return {"model": "iris", "canary": "v2", "steps": [1, 20, 100]}
+
+
+def counts(c: Comparison) -> dict[int, tuple[int, int, int, int]]:
+    """Per weight: canary n, comparator n, canary bad, comparator bad."""
+    return {
+        w: (
+            int(c.canary_n[0, k]),
+            int(c.other_n[0, k]),
+            int(c.canary_bad[0, k]),
+            int(c.other_bad[0, k]),
+        )
+        for k, w in enumerate(c.weights)
+        if c.canary_n[0, k] or c.other_n[0, k]
+    }
 
 
 def test_counts_are_kept_per_weight_and_arm_and_warmup_is_left_out() -> None:
@@ -117,11 +138,10 @@ def test_counts_are_kept_per_weight_and_arm_and_warmup_is_left_out() -> None:
     f.serve("baseline", t0 + 20, [False] * 3)
     f.serve("baseline", t0 + 20, [True], weight=2000)
     f.settle(t0 + 20)
-    snap = step_snapshot(f.evidence, state(), PLAN, NOW)
-    assert snap.metrics["errors"] == {100: ArmCounts(2, 3, 1, 0), 2000: ArmCounts(0, 1, 0, 1)}
-    assert snap.canary_requests == 2, "the current weight's requests routed after warm-up"
-    warm = f.evidence.tally.warmup_served[(100, "canary")]
-    assert (warm.requests, warm.errors) == (1, 1)
+    snap = step_snapshot(f.evidence, state(), RULE, NOW)
+    assert counts(snap.comparisons["errors"]) == {100: (2, 3, 1, 0), 2000: (0, 1, 0, 1)}
+    assert snap.canary_requests.tolist() == [2], "the current weight's requests after warm-up"
+    assert f.evidence.totals()["canary"]["errors"] == 2, "warm-up is counted in the totals"
 
 
 def test_latency_counts_only_answers_compared_with_the_rollouts_thresholds() -> None:
@@ -130,11 +150,12 @@ def test_latency_counts_only_answers_compared_with_the_rollouts_thresholds() -> 
     f.serve("baseline", t0, [False] * 4, latency=50.0)  # before thresholds: none compared
     t = Thresholds(revision=3, p95=20.0, p99=40.0)
     f.serve("canary", t0 + 1, [False, False, True], latency=30.0, thresholds=t)
-    f.serve("baseline", t0 + 1, [False] * 2, latency=10.0, thresholds=t)
+    f.serve("control", t0 + 1, [False] * 2, latency=10.0, thresholds=t)
     f.settle(t0 + 1)
-    snap = step_snapshot(f.evidence, state(), PLAN, NOW)
-    assert snap.metrics["latency_p95"][100] == ArmCounts(2, 2, 2, 0)
-    assert int(f.evidence.threshold_hist.sum()) == 4
+    snap = step_snapshot(f.evidence, state(), RULE, NOW)
+    assert snap.comparisons["latency_p95"].comparator == "control"
+    assert counts(snap.comparisons["latency_p95"]) == {100: (2, 2, 2, 0)}
+    assert int(f.evidence.tally.hist.sum()) == 4, "the baseline's answers before thresholds"
 
 
 def test_labels_coverage_and_the_final_step() -> None:
@@ -144,60 +165,52 @@ def test_labels_coverage_and_the_final_step() -> None:
     f.label("canary", t0, [False])
     f.label("baseline", t0, [True])
     f.settle(t0)
-    snap = step_snapshot(f.evidence, state(), PLAN, NOW)
-    assert snap.canary_requests == 10 and snap.weight_bp == 100
-    assert snap.label_coverage == 0.2
-    assert snap.metrics["accuracy"][100] == ArmCounts(1, 1, 1, 0)
-    assert snap.labelled == {100: (1, 1)}
-    assert 299 <= snap.elapsed_s <= 301
-    assert snap.final is False
-    assert step_snapshot(f.evidence, state(step_index=1, weight_bp=2000), PLAN, NOW).final
+    snap = step_snapshot(f.evidence, state(), RULE, NOW)
+    assert snap.canary_requests.tolist() == [10] and snap.weight_bp.tolist() == [100]
+    assert snap.label_coverage is not None and snap.label_coverage.tolist() == [0.2]
+    assert counts(snap.comparisons["accuracy"]) == {100: (1, 1, 1, 0)}
+    assert 299 <= snap.elapsed_s[0] <= 301
+    assert not snap.final[0]
+    assert step_snapshot(f.evidence, state(step_index=1, weight_bp=2000), RULE, NOW).final[0]
 
 
-def test_a_lagging_arm_keeps_its_second_out_of_the_snapshot() -> None:
+def test_a_lagging_arm_keeps_its_second_out_and_is_named() -> None:
     f = Feeder(warmup_s=0)
     t0 = epoch_ms(NOW) // 1000 - 60
     f.serve("canary", t0, [True] * 5)
     # The baseline was routed requests in the same second but has not answered them.
     routed = EvidenceBuilder("routed", source="router-b")
-    routed.add_routed(Cell("iris", "r1", "", "baseline", True, 100, t0), [1, 2, 3])
-    for ev in routed.build(f._range(3)):
+    routed.add_routed(Cell("iris", "r1", "", "baseline", True, 100, t0), [6001, 6002])
+    for ev in routed.build(f._range(2)):
         f.evidence.apply(ev)
-    f.settle(t0 + 30)
-    snap = step_snapshot(f.evidence, state(), PLAN, NOW)
-    assert snap.metrics["errors"] == {}, "nothing the baseline has not answered"
-    assert [lag.arm for lag in f.evidence.lagging(epoch_ms(NOW))] == ["baseline"]
+    f.evidence.settle(epoch_ms(NOW))
+    started = NOW - timedelta(seconds=90)  # the step ran 90 s, the baseline answered 29 s
+    snap = step_snapshot(f.evidence, state(step_started_at=started), RULE, NOW)
+    assert counts(snap.comparisons["errors"]) == {}, "nothing the baseline has not answered"
+    assert snap.lagging == ("baseline",) and snap.behind_s[0] >= 60
+    verdict = decide(snap, RULE)
+    assert verdict.code == "waiting-for-results"
+    assert "waiting for baseline results" in verdict.reason
 
 
-def test_policy_from_plan() -> None:
-    p = policy(PLAN)
-    assert p.min_duration_s == 60 and p.min_canary_requests == 5
-    assert p.min_label_coverage == 0.2 and p.tolerance("accuracy") == 0.02
-    assert p.rollback_tolerance("errors") == 0.1 and p.rollback_tolerance("latency_p95") == 0.0
+def test_the_plan_of_a_rollout() -> None:
     assert plan_of(state()).warmup_seconds == 10
     assert plan_of(state(plan_json=None)).steps_bp == (100, 2000, 5000, 10000)
+    assert RULE.min_duration_s == 60 and RULE.min_canary_requests == 5
+    assert RULE.min_label_coverage == 0.2
+    assert RULE.metrics["errors"].rollback_tolerance == 0.1
 
 
-def test_a_verdict_asks_for_the_command_it_implies() -> None:
-    s = state()
-    assert action_for(s, Verdict(Outcome.ADVANCE, "ok", "")) is Action.ADVANCE
-    assert action_for(s, Verdict(Outcome.ROLLBACK, "harm", "")) is Action.ROLLBACK
-    assert action_for(s, Verdict(Outcome.FINALIZE, "ok", "")) is Action.FINALIZE
-    assert action_for(s, Verdict(Outcome.HOLD, "sample-ratio-mismatch", "")) is Action.HOLD
-    assert (
-        action_for(state(phase=Phase.HOLDING), Verdict(Outcome.HOLD, "max-duration-exceeded", ""))
-        is None
-    )
-    assert action_for(s, Verdict(Outcome.HOLD, "waiting-for-results", "")) is None
-    shadow = state(mode=Mode.SHADOW)
-    assert action_for(shadow, Verdict(Outcome.ADVANCE, "ok", "")) is None
-    assert action_for(shadow, Verdict(Outcome.ROLLBACK, "harm", "")) is Action.ROLLBACK
-
-
-def test_thresholds_are_bin_edges_above_the_quantiles() -> None:
-    latencies = np.concatenate([np.full(1900, 5.0), np.full(80, 50.0), np.full(20, 500.0)])
-    t = thresholds_from_hist(histogram(latencies), min_items=2000)
-    assert t is not None
-    assert 5.0 < t["p95"] < 5.2 * 1.02 and 50.0 < t["p99"] < 52.0
-    assert thresholds_from_hist(histogram(latencies[:1999]), min_items=2000) is None
-    assert (latencies > t["p95"]).mean() <= 0.05 and (latencies > t["p99"]).mean() <= 0.01
+def test_thresholds_wait_for_enough_baseline_answers() -> None:
+    tally = tally_for(PLAN)
+    early = state(step_started_at=NOW - timedelta(seconds=10))
+    tally.add_latency_hist("baseline", bins=[[400]], counts=[[1500]])
+    assert due_thresholds(tally, early, PLAN, NOW) is None, "1,000 only after the first step"
+    thresholds = due_thresholds(tally, state(), PLAN, NOW)  # the step ran its minimum
+    assert thresholds is not None and set(thresholds) == {"p95", "p99"}
+    assert thresholds["p95"] == thresholds["p99"] == bin_upper_ms(400)
+    assert due_thresholds(tally, state(latency_thresholds_ms=thresholds), PLAN, NOW) is None
+    tally.add_latency_hist("control", bins=[[480]], counts=[[3500]])
+    late = due_thresholds(tally, early, PLAN, NOW)
+    assert late is not None and late["p95"] > 130.0
+    assert not np.isnan(list(late.values())).any()

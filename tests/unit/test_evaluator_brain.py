@@ -23,6 +23,8 @@ from model_canary.streams.messages import (
 )
 from model_canary.streams.plan import parse_plan
 from model_canary.streams.settings import Settings
+from model_canary.streams.stats.thresholds import THRESHOLD_ITEMS
+from model_canary.streams.stats.verdicts import REPEAT_S
 
 NOW = utc_now()
 T0 = epoch_ms(NOW) // 1000 - 30
@@ -45,6 +47,7 @@ def state(metrics: dict[str, Any] | None = None, **fields: Any) -> RolloutState:
             "steps": [50, 100],
             "step": {"min_duration": "1h", "warmup": 0},
             "metrics": metrics or {"errors": {}},
+            "control": False,
         }
     )
     base: dict[str, Any] = dict(
@@ -73,13 +76,14 @@ def brain(*states: RolloutState) -> Evaluator:
 
 def records(n: int, *, first: int = 0, arm: str = "baseline", second: int = T0) -> list[bytes]:
     codec = codec_for(Evidence)
+    bucket = 1 if arm == "canary" else 9001  # at 50%: buckets below 5000 are the canary's
     routed = EvidenceBuilder("routed", source="r")
-    routed.add_routed(Cell("iris", "ro1", "", arm, True, 5000, second), [1] * n)
+    routed.add_routed(Cell("iris", "ro1", "", arm, True, 5000, second), [bucket] * n)
     served = EvidenceBuilder("served", source="w")
     cell = Cell("iris", "ro1", "v1", arm, True, 5000, second)
     served.add_batch(
         [cell] * n,
-        buckets=[1] * n,
+        buckets=[bucket] * n,
         errors=[False] * n,
         latencies_ms=[4.0] * n,
         batch_latency_ms=4.0,
@@ -118,10 +122,10 @@ def test_a_rollout_the_view_has_not_shown_waits_and_an_unreadable_record_is_dead
     assert dict(cp.dead[0].headers)["canary-dlq-reason"] == b"undecodable"
 
 
-def test_decisions_are_published_once_per_verdict_and_thresholds_fixed_first() -> None:
+def test_a_verdict_is_published_once_a_minute_and_thresholds_fixed_first() -> None:
     s = state({"errors": {}, "latency_p95": {}})
     ev = brain(s)
-    for i, v in enumerate(records(300)):
+    for i, v in enumerate(records(THRESHOLD_ITEMS)):
         ev.on_evidence(v, ("t.evidence", 0, i))
     out = ev.decide(NOW)
     assert [e.command.action for _m, _r, e in out if e.command] == [Action.SET_THRESHOLDS]
@@ -136,4 +140,6 @@ def test_decisions_are_published_once_per_verdict_and_thresholds_fixed_first() -
     assert len(out) == 1 and out[0][2].decision is not None and out[0][2].command is None
     assert out[0][2].decision.offsets[0].topic == "t.evidence"
     ev.published(*out[0])
-    assert ev.decide(NOW) == [], "the same HOLD is published once"
+    assert ev.decide(NOW) == [], "the same HOLD is not published again at once"
+    again = ev.decide(NOW + timedelta(seconds=REPEAT_S))
+    assert len(again) == 1, "but again a minute later, with its newest evidence"

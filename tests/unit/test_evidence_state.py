@@ -14,8 +14,23 @@ from model_canary.streams.evidence import snapshot
 from model_canary.streams.evidence.builder import Cell, EvidenceBuilder, Thresholds
 from model_canary.streams.evidence.state import CLOSE_MS, RolloutEvidence
 from model_canary.streams.messages import Arm, Evidence, OffsetRange
+from model_canary.streams.stats.layout import ARMS, FIELDS
+from model_canary.streams.stats.tally import Tally
 
 T0 = 1_700_000_000
+
+
+def fresh() -> RolloutEvidence:
+    return RolloutEvidence.new("iris", "ro1", Tally(1, control=False, warmup_s=0))
+
+
+def released(state: RolloutEvidence, weight_bp: int, arm: str) -> dict[str, int]:
+    """The tally's released counts of one (weight, arm), by field name."""
+    t = state.tally
+    if (weight_bp, "all") not in t.slots:
+        return dict.fromkeys(FIELDS, 0)
+    row = t.totals[0, t.slots.index((weight_bp, "all")), ARMS.index(arm)]
+    return {name: int(v) for name, v in zip(FIELDS, row, strict=True)}
 
 
 def traffic(
@@ -65,19 +80,21 @@ def _span(topic: str, offsets: dict[str, int], n: int, key: str = "req") -> Offs
 
 
 def fingerprint(state: RolloutEvidence) -> bytes:
-    """Everything the statistics read."""
+    """Everything the statistics read (the tally's per-bucket sums folded in: when they are
+    refreshed depends on when the state was settled, not on what it holds)."""
+    state.tally.refresh()
+    rows = dataclasses.replace(state.tally.to_rows(), refreshes=0, refreshed_at=0)
     return snapshot.dump(
         {
-            "tally": state.tally,
+            "tally": rows,
             "seconds": state.seconds,
             "watermark": state.watermark,
-            "hist": state.threshold_hist,
         }
     )
 
 
 def feed(records: list[Evidence], *, settle_every: int = 5) -> RolloutEvidence:
-    state = RolloutEvidence.new("iris", "ro1")
+    state = fresh()
     for i, ev in enumerate(records):
         state.apply(ev)
         if i % settle_every == 0:
@@ -128,7 +145,7 @@ def test_a_state_restored_from_its_snapshot_goes_on_exactly_as_before(
     records = traffic(seed, thresholds=True)
     k = int(cut * len(records))
     straight = feed(records)
-    first = feed(records[:k]) if k else RolloutEvidence.new("iris", "ro1")
+    first = feed(records[:k]) if k else fresh()
     restored = RolloutEvidence.from_bytes(first.to_bytes())
     assert fingerprint(restored) == fingerprint(first)
     # A restart re-reads from an earlier offset: the overlap is recognised.
@@ -142,12 +159,12 @@ def test_a_lagging_arm_holds_back_every_arm_until_it_has_answered() -> None:
     records = traffic(7, seconds=3)
     canary_answers = [ev for ev in records if ev.kind == "served" and ev.arm == "canary"]
     others = [ev for ev in records if ev not in canary_answers]
-    state = RolloutEvidence.new("iris", "ro1")
+    state = fresh()
     for ev in others:
         state.apply(ev)
     late = (T0 + 30) * 1000
     assert state.settle(late) < T0, "nothing is released while the canary has not answered"
-    assert state.tally.served == {}
+    assert int(state.tally.totals.sum()) == 0
     lag = state.lagging(late)
     assert [x.arm for x in lag] == ["canary"] and lag[0].oldest_second == T0
     assert lag[0].missing == sum(ev.requests for ev in canary_answers)
@@ -155,19 +172,19 @@ def test_a_lagging_arm_holds_back_every_arm_until_it_has_answered() -> None:
         state.apply(ev)
     assert state.settle(late) == T0 + 27
     assert state.lagging(late) == []
-    rows = state.tally.served
-    assert rows[(2000, "canary")].requests == sum(ev.requests for ev in canary_answers)
+    canary = released(state, 2000, "canary")
+    assert canary["n"] == sum(ev.requests for ev in canary_answers)
 
 
 def test_an_idle_arm_is_complete_and_late_evidence_still_counts() -> None:
-    state = RolloutEvidence.new("iris", "ro1")
+    state = fresh()
     routed = EvidenceBuilder("routed", source="r")
     served = EvidenceBuilder("served", source="w")
     cell = Cell("iris", "ro1", "v1", "baseline", True, 100, T0)
-    routed.add_routed(cell._replace(version=""), [1, 2])
+    routed.add_routed(cell._replace(version=""), [501, 502])
     served.add_batch(
         [cell, cell],
-        buckets=[1, 2],
+        buckets=[501, 502],
         errors=[False, False],
         latencies_ms=[1, 1],
         batch_latency_ms=1.0,
@@ -177,19 +194,19 @@ def test_an_idle_arm_is_complete_and_late_evidence_still_counts() -> None:
     for ev in served.build((OffsetRange(topic="v1", partition=0, first=0, last=1),)):
         state.apply(ev)
     assert state.settle((T0 + 1) * 1000 + CLOSE_MS) == T0  # no canary routed: complete
-    assert state.tally.served[(100, "baseline")].requests == 2
+    assert released(state, 100, "baseline")["n"] == 2
     # A result of an already released second (another worker instance, lagging) counts.
-    served.add_batch([cell], buckets=[3], errors=[True], latencies_ms=[1], batch_latency_ms=1.0)
+    served.add_batch([cell], buckets=[503], errors=[True], latencies_ms=[1], batch_latency_ms=1.0)
     for ev in served.build((OffsetRange(topic="v1", partition=1, first=0, last=0),)):
         assert state.apply(ev)
-    assert state.tally.served[(100, "baseline")].errors == 1
+    assert released(state, 100, "baseline")["errors"] == 1
 
 
 def test_every_record_of_one_transaction_counts_once() -> None:
     b = EvidenceBuilder("served", source="w")
     cells = [Cell("iris", "ro1", "v1", "baseline", True, 100, T0 + s) for s in (0, 1)]
     b.add_batch(
-        cells, buckets=[1, 2], errors=[False, True], latencies_ms=[1, 2], batch_latency_ms=2.0
+        cells, buckets=[501, 502], errors=[False, True], latencies_ms=[1, 2], batch_latency_ms=2.0
     )
     txn = b.build(
         (
@@ -198,7 +215,7 @@ def test_every_record_of_one_transaction_counts_once() -> None:
         )
     )
     assert len(txn) == 2
-    state = RolloutEvidence.new("iris", "ro1")
+    state = fresh()
     assert [state.apply(ev) for ev in txn] == [True, True]
     assert [state.apply(ev) for ev in txn] == [False, False]
     # An earlier transaction arriving late (never happens with one producer per partition,
@@ -210,7 +227,7 @@ def test_every_record_of_one_transaction_counts_once() -> None:
 
 
 def test_unusable_records_change_nothing() -> None:
-    state = RolloutEvidence.new("iris", "ro1")
+    state = fresh()
     ev = traffic(1, seconds=1)[0]
     before = state.to_bytes()
     with pytest.raises(ValueError, match="applied to"):
@@ -229,12 +246,14 @@ def test_thresholds_come_from_baseline_answers_without_thresholds_only() -> None
     baseline_ok = sum(
         ev.requests - ev.errors for ev in traffic(3) if ev.kind == "served" and ev.arm == "baseline"
     )
-    assert int(without.threshold_hist.sum()) == baseline_ok
-    assert int(with_t.threshold_hist.sum()) == 0
-    row = with_t.tally.served[(2000, "baseline")]
-    assert row.timed == row.requests - row.errors
-    assert 0 < row.over_p99 <= row.over_p95 <= row.timed
-    assert row.units is not None and int(row.units["over_p95"].sum()) == row.over_p95
+    assert int(without.tally.hist.sum()) == baseline_ok
+    assert int(with_t.tally.hist.sum()) == 0
+    row = released(with_t, 2000, "baseline")
+    assert row["timed"] == row["n"] - row["errors"]
+    assert 0 < row["over_p99"] <= row["over_p95"] <= row["timed"]
+    with_t.tally.refresh()
+    units = with_t.tally.units[0, 2000:, with_t.tally.slots.index((2000, "all"))]  # baseline
+    assert int(units[:, FIELDS.index("over_p95")].sum()) == row["over_p95"]
 
 
 @pytest.mark.parametrize("data", [b"", b"CSN1", b"CSN1junk", b"nope" * 10])
@@ -257,25 +276,25 @@ def test_a_big_state_snapshots_small_and_fast() -> None:
     data = state.to_bytes()
     assert len(data) < 200_000
     again = RolloutEvidence.from_bytes(data)
-    before, after = state.tally.served[(5000, "canary")], again.tally.served[(5000, "canary")]
-    assert before.units is not None and after.units is not None
-    assert np.array_equal(after.units["n"], before.units["n"])
+    assert released(again, 5000, "canary") == released(state, 5000, "canary")
+    assert np.array_equal(again.tally.units, state.tally.units)
+    assert np.array_equal(again.tally.gram, state.tally.gram)
 
 
 def test_a_second_closes_as_soon_as_every_active_router_has_moved_on() -> None:
-    state = RolloutEvidence.new("iris", "ro1")
+    state = fresh()
     offsets = {"req": 0, "baseline": 0}
 
     def route(source: str, second: int) -> None:
         b = EvidenceBuilder("routed", source=source)
-        b.add_routed(Cell("iris", "ro1", "", "baseline", True, 100, second), [1])
+        b.add_routed(Cell("iris", "ro1", "", "baseline", True, 100, second), [501])
         for ev in b.build((_span(f"req-{source}", offsets, 1),)):
             state.apply(ev)
 
     def serve(second: int) -> None:
         b = EvidenceBuilder("served", source="w")
         cell = Cell("iris", "ro1", "v1", "baseline", True, 100, second)
-        b.add_batch([cell], buckets=[1], errors=[False], latencies_ms=[1], batch_latency_ms=1.0)
+        b.add_batch([cell], buckets=[501], errors=[False], latencies_ms=[1], batch_latency_ms=1.0)
         for ev in b.build((_span("v1", offsets, 1, "baseline"),)):
             state.apply(ev)
 
@@ -289,4 +308,4 @@ def test_a_second_closes_as_soon_as_every_active_router_has_moved_on() -> None:
     assert state.settle(now_ms) < T0, "router r2 may still route requests in that second"
     route("r2", T0 + 1)
     assert state.settle(now_ms) == T0
-    assert state.tally.served[(100, "baseline")].requests == 2
+    assert released(state, 100, "baseline")["n"] == 2
