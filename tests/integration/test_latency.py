@@ -1,7 +1,8 @@
 """What lowers latency, checked as behaviour (the figures come from ``canary bench latency``):
 a transaction commits as soon as its input is drained, not when a timer fires; the client
 reads the one partition its answers land on; at-least-once answers that come twice are
-dropped by the client and counted by the audit."""
+dropped by the client and counted by the audit, while the evidence the evaluator reads counts
+every request."""
 
 from __future__ import annotations
 
@@ -18,12 +19,22 @@ from model_canary.agents.kafka.clients import new_producer
 from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnOutput
 from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.evidence.state import RolloutEvidence
 from model_canary.streams.latency import CommitPolicy
-from model_canary.streams.messages import Arm, InferenceResult, utc_now
+from model_canary.streams.messages import Arm, Evidence, InferenceResult, utc_now
 from model_canary.streams.partitioning import partition_of
+from model_canary.streams.plan import plan_of
 from model_canary.streams.settings import Settings
+from model_canary.streams.stats.snapshot import tally_for
 from model_canary.streams.topics import TopicCatalogue
-from tests.integration.conftest import Agent, answers, consume_n, header, read_topic
+from tests.integration.conftest import (
+    Agent,
+    answers,
+    consume_n,
+    header,
+    read_topic,
+    send_requests,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -247,3 +258,45 @@ def test_an_at_least_once_worker_stopped_gracefully_commits_what_it_answered(
     assert set(answers(settings, topics.results, ids).values()) == {1}
     report = audit(settings, timeout=60)
     assert report.ok and report.accounting.repeats == 0, report.to_dict()
+
+
+def test_at_least_once_evidence_counts_every_request_when_a_worker_is_killed(
+    settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
+) -> None:
+    # The router and workers of a rollout run at least once; a worker is killed mid-stream
+    # and restarted: answers repeat, but the evidence the evaluator reads counts every request
+    # routed once and answered at least once, per routed second and arm (no second is left
+    # incomplete, which would hold the evaluator's watermark for ever).
+    alo = {"CANARY_DELIVERY": "at-least-once"}
+    n = 6_000
+    spawn("router", "--instance", "r1", extra_env=alo)
+    control = ControlClient(settings)
+    control.send("iris", "start", baseline_version="v1", canary_version="v2")
+    control.send("iris", "set_weight", weight_bp=5000)
+    worker = "--model", "iris", "--adapter", "noop:", "--max-batch", "16"
+    spawn("worker", *worker, "--version", "v2", "--instance", "w2", extra_env=alo)
+    first = spawn("worker", *worker, "--version", "v1", "--instance", "w1", extra_env=alo)
+    ids = send_requests(settings, "iris", [f"user-{i}" for i in range(n)])
+    read_topic(settings, topics.results, n // 3, timeout=120, settle=0)
+    first.kill()
+    spawn("worker", *worker, "--version", "v1", "--instance", "w1", extra_env=alo)
+    counts = answers(settings, topics.results, ids, timeout=180)
+    assert min(counts.values()) >= 1
+    time.sleep(3)  # the last commits' evidence
+    codec = codec_for(Evidence)
+    evidence = [codec.decode(m.value() or b"") for m in read_topic(settings, topics.evidence, 1)]
+    # What the evaluator makes of it (every record read twice: a re-read counts nothing).
+    state = RolloutEvidence.new(
+        "iris", evidence[0].rollout_id, tally_for(plan_of("iris", "v2", None))
+    )
+    for ev in evidence + evidence:
+        state.apply(ev)
+    totals = state.totals()
+    assert {arm for arm, t in totals.items() if t["routed"]} == {"control", "canary"}
+    assert sum(t["routed"] for t in totals.values()) == n  # the router was not killed
+    later_ms = (max(ev.second for ev in evidence) + 60) * 1000
+    assert state.lagging(later_ms) == [], "answers missing from the evidence"
+    assert state.settle(later_ms) >= max(ev.second for ev in evidence)
+    # Answers counted twice were written twice (the killed worker's last range, again).
+    extra = sum(t["answered"] for t in totals.values()) - n
+    assert 0 <= extra <= sum(counts.values()) - n
