@@ -134,6 +134,10 @@ def run_router_bench(
                     contender.child.stop()
                     lats.append(lat)
                     ids.extend(sent_ids)
+            # The copy check expects the router's latency requests too: when the router went
+            # last, the passthrough copies its last round's now.
+            wait_caught_up(probe, passthrough.child, passthrough.group, (cat.requests,), o.timeout)
+            passthrough.child.stop()
             progress("checking every request was routed exactly once")
             routed = check_delivery(
                 session.settings, versions, [*sent, *router_lat_ids], request_id_header
@@ -220,7 +224,8 @@ def _latency(
     progress: Progress,
     label: str = "",
 ) -> tuple[list[float], list[str]]:
-    """Latencies of paced requests through ``contender`` (started and caught up first)."""
+    """Latencies of paced requests through ``contender`` (started, caught up, and through
+    with the warm-up requests before timing begins)."""
     c = contender
     wait_caught_up(probe, c.child, c.group, c.inputs, o.timeout)
     progress(
@@ -228,7 +233,12 @@ def _latency(
     )
     tail = LatencyTail(session.settings, c.outputs)
     all_ids, ids = produce_paced(
-        session.settings, MODEL, o.latency_rate, o.latency_seconds, id_prefix=id_prefix
+        session.settings,
+        MODEL,
+        o.latency_rate,
+        o.latency_seconds,
+        id_prefix=id_prefix,
+        ready=lambda: wait_caught_up(probe, c.child, c.group, c.inputs, o.timeout),
     )
     latencies = tail.wait_for(ids, timeout=60)
     wait_caught_up(probe, c.child, c.group, c.inputs, o.timeout)
