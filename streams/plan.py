@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from model_canary.streams.errors import ConfigError
+from model_canary.streams.record_base import MAX_BP
 from model_canary.streams.topics import validate_name
 
 METRICS = ("errors", "latency_p95", "latency_p99", "accuracy")
@@ -300,7 +301,7 @@ def _steps(value: Any) -> tuple[int, ...]:
         out.append(round(pct * 100))
     if any(b <= a for a, b in pairwise(out)):
         raise PlanError(f"steps: must increase strictly, got {value}")
-    if out[-1] != 10_000:
+    if out[-1] != MAX_BP:
         raise PlanError(f"steps: the last step must be 100, got {value[-1]}")
     return tuple(out)
 
