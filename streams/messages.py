@@ -14,6 +14,7 @@ enum-like field has an unknown value, a timestamp is naive or a ``*_bp`` value l
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -164,14 +165,45 @@ class MetricEvent(Record):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Feedback(Record):
-    """Ground truth for a request, arriving after the fact (see the module example)."""
+    """Feedback on a request, arriving after the fact: its true ``label`` (ground truth for
+    accuracy; empty when there is none), a numeric ``value`` (a rating, a judge's score, the
+    true value of a regression target) and free-form ``attributes`` — any of them, but at
+    least one. Outcome metrics read them (:mod:`model_canary.streams.outcomes`).
 
-    IDENTITY: ClassVar[tuple[str, ...]] = ("request_id", "model", "label")
+    >>> Feedback(request_id="r1", model="chat", value=0.25, observed_at=EPOCH).label
+    ''
+    >>> Feedback(request_id="r1", model="chat", observed_at=EPOCH)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    model_canary.streams.errors.RecordValidationError: Feedback for r1 carries nothing: ...
+    """
+
+    IDENTITY: ClassVar[tuple[str, ...]] = ("request_id", "model")
     request_id: str
     model: str
-    label: str
+    label: str = ""
     observed_at: datetime
     source: str | None = None
+    #: Added in schema version 2 (``schemas/history/feedback.v1.avsc`` is the first);
+    #: records written before read as no value and no attributes.
+    value: float | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        Record.__post_init__(self)
+        if self.value is not None:
+            if isinstance(self.value, bool) or not isinstance(self.value, int | float):
+                raise RecordValidationError(f"Feedback.value must be a number, got {self.value!r}")
+            if not math.isfinite(self.value):
+                raise RecordValidationError(f"Feedback.value must be finite, got {self.value!r}")
+            object.__setattr__(self, "value", float(self.value))
+        if any(not isinstance(k, str) or not k for k in self.attributes):
+            raise RecordValidationError("Feedback.attributes: every key must be a non-empty text")
+        if not self.label and self.value is None and not self.attributes:
+            raise RecordValidationError(
+                f"Feedback for {self.request_id} carries nothing: "
+                "give a label, a value or attributes"
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

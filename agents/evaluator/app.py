@@ -174,6 +174,8 @@ class Evaluator:
         """Join a label (Avro, or JSON with its content type) with its prediction;
         :class:`DecodeError` if it is unreadable."""
         fb = decode_record(Feedback, value, content_type, defaults={"observed_at": utc_now()})
+        if not fb.label:
+            return  # a value or attributes only: no class label to judge accuracy by
         joined = add_label(predictions, fb.request_id, fb.label)
         raw = aggregates.get(fb.model)
         if not joined or raw is None:

@@ -83,7 +83,13 @@ EXAMPLES: dict[type[Record], Any] = {
         completed_at=T1,
     ),
     Feedback: Feedback(
-        request_id="r1", model="iris", label="setosa", observed_at=T1, source="labelling-ui"
+        request_id="r1",
+        model="iris",
+        label="setosa",
+        observed_at=T1,
+        source="labelling-ui",
+        value=4.5,
+        attributes={"complaint": "yes"},
     ),
     ControlCommand: ControlCommand(
         command_id="c1",
@@ -196,13 +202,15 @@ def _value(avro_type: Any, hint: Any, name: str) -> st.SearchStrategy[Any]:
         if avro_type.get("logicalType") == "timestamp-millis":
             return _TIMES
         if kind == "map":
-            return st.dictionaries(st.text(), st.text(), max_size=3)
+            return st.dictionaries(st.text(min_size=1), st.text(), max_size=3)
         if kind == "array":
             item_hint = typing.get_args(base)[0]
             items = _value(avro_type["items"], item_hint, name)
             return st.lists(items, max_size=3).map(tuple)
         if kind == "record":
             return record_strategy(base, avro_type)
+    if name == "value" and avro_type == "double":  # Feedback.value: finite
+        return st.floats(allow_nan=False, allow_infinity=False)
     if avro_type in _INT:
         return st.integers(*_INT[avro_type])
     return {
@@ -219,7 +227,8 @@ def record_strategy(cls: type[Any], schema: dict[str, Any] | None = None) -> st.
     hints = typing.get_type_hints(cls)
     fields = {}
     for f in schema["fields"]:
-        if f["name"] in cls.IDENTITY:
+        if f["name"] in cls.IDENTITY or (cls is Feedback and f["name"] == "label"):
+            # Feedback carries a label, a value or attributes: the label makes it valid.
             fields[f["name"]] = st.text(min_size=1)
         else:
             fields[f["name"]] = _value(f["type"], hints[f["name"]], f["name"])
