@@ -117,6 +117,22 @@ class InferenceResult(Record):
     routing_key: str | None = None
     latency_ms: float
     created_at: datetime
+    #: Added in schema version 2 (``schemas/history/inference_result.v1.avsc`` is the first):
+    #: the prediction as text and what the adapter measured (token counts of a chat answer).
+    prediction: str | None = None
+    measures: Mapping[str, float] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        Record.__post_init__(self)
+        for name, number in self.measures.items():
+            if not name or isinstance(number, bool) or not isinstance(number, int | float):
+                raise RecordValidationError(
+                    f"InferenceResult.measures: {name!r} must name a number, got {number!r}"
+                )
+            if not math.isfinite(number):
+                raise RecordValidationError(
+                    f"InferenceResult.measures: {name!r} must be finite, got {number!r}"
+                )
 
     def json(self) -> Any:
         """The outputs decoded from JSON: what a ``python:`` model returned, an Open Inference

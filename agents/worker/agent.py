@@ -256,6 +256,8 @@ class Worker:
             routing_key=request.routing_key,
             latency_ms=latency_ms,
             created_at=now,
+            prediction=output.prediction if output.ok else None,
+            measures=output.measures,
         )
         # A re-driven request was assigned to the canary: its baseline answer is served but
         # says nothing about the canary-vs-baseline comparison, so no metric event is counted

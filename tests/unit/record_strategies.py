@@ -65,6 +65,8 @@ EXAMPLES: dict[type[Record], Any] = {
         routing_key="user-7",
         latency_ms=12.25,
         created_at=T1,
+        prediction="setosa",
+        measures={"completion_tokens": 3.0},
     ),
     MetricEvent: MetricEvent(
         request_id="r1",
@@ -202,7 +204,12 @@ def _value(avro_type: Any, hint: Any, name: str) -> st.SearchStrategy[Any]:
         if avro_type.get("logicalType") == "timestamp-millis":
             return _TIMES
         if kind == "map":
-            return st.dictionaries(st.text(min_size=1), st.text(), max_size=3)
+            values = (
+                st.floats(allow_nan=False, allow_infinity=False)
+                if avro_type["values"] == "double"
+                else st.text()
+            )
+            return st.dictionaries(st.text(min_size=1), values, max_size=3)
         if kind == "array":
             item_hint = typing.get_args(base)[0]
             items = _value(avro_type["items"], item_hint, name)
@@ -272,7 +279,7 @@ def _raw_field(avro_type: Any) -> st.SearchStrategy[Any]:
         if avro_type["type"] == "array":
             return st.lists(_raw_field(avro_type["items"]), max_size=4)
         if avro_type["type"] == "map":
-            return st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3)
+            return st.dictionaries(st.text(max_size=8), _raw_field(avro_type["values"]), max_size=3)
         return st.fixed_dictionaries(
             {f["name"]: _raw_field(f["type"]) for f in avro_type["fields"]}
         )

@@ -106,3 +106,25 @@ def test_any_valid_feedback_round_trips(
     )
     assert codec_for(Feedback).decode(codec_for(Feedback).encode(fb)) == fb
     assert decode_record(Feedback, encode_json(fb), "application/json") == fb
+
+
+def test_a_result_of_the_first_writer_reads_with_no_prediction_and_no_measures() -> None:
+    from model_canary.streams.messages import Arm, InferenceResult
+
+    v1 = json.loads(
+        (schema_dir() / "history" / "inference_result.v1.avsc").read_text(encoding="utf-8")
+    )
+    datum = {
+        "request_id": "r1", "model": "chat", "version": "v1", "arm": "stable", "served": True,
+        "outputs": b"{}", "content_type": "application/json", "error": None, "error_type": None,
+        "rollout_id": None, "weight_bp": 0, "routing_key": None, "latency_ms": 1.5,
+        "created_at": T0,
+    }  # fmt: skip
+    result = codec_for(InferenceResult).decode(avro_message(v1, datum))
+    assert result.prediction is None and dict(result.measures) == {}
+    assert result.latency_ms == 1.5
+    with pytest.raises(RecordValidationError, match="must be finite"):
+        InferenceResult(
+            request_id="r1", model="chat", version="v1", arm=Arm.STABLE, outputs=b"{}",
+            latency_ms=1.0, created_at=T0, measures={"total_tokens": math.inf},
+        )  # fmt: skip
