@@ -346,6 +346,14 @@ class FakeConsumer:
     def consumer_group_metadata(self) -> str:
         return self.group
 
+    def commit(
+        self, offsets: Sequence[TopicPartition] | None = None, asynchronous: bool = True
+    ) -> None:
+        """Commit ``offsets`` for the group outside a transaction (only explicit offsets)."""
+        with self.kafka.lock:
+            for tp in offsets or ():
+                self.kafka.group_offsets[self.group, tp.topic, tp.partition] = tp.offset
+
     def committed(self, partitions: Sequence[TopicPartition], timeout: float = 0.0) -> list[Any]:
         with self.kafka.lock:
             return [

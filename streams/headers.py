@@ -28,6 +28,8 @@ ROUTED_AT_MS = "canary-routed-at-ms"
 SHADOW = "canary-shadow"
 #: On every result: ``true`` for the answer a client gets, ``false`` for a shadow's.
 SERVED = "canary-served"
+#: On a replayed copy of a recorded request and on its answer: the pre-flight's id.
+PREFLIGHT = "canary-preflight"
 
 DLQ_REASON = "canary-dlq-reason"
 DLQ_DETAIL = "canary-dlq-detail"

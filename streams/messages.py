@@ -21,7 +21,15 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from model_canary.streams.defaults import DEFAULT_STEPS_BP
-from model_canary.streams.enums import Action, Arm, Mode, Outcome, Phase
+from model_canary.streams.enums import (
+    Action,
+    Arm,
+    BaselineMode,
+    Mode,
+    Outcome,
+    Phase,
+    PreflightStatus,
+)
 from model_canary.streams.errors import RecordValidationError, UndecodableError
 from model_canary.streams.headers import JSON
 from model_canary.streams.record_base import (
@@ -42,6 +50,7 @@ __all__ = [
     "RECORD_TYPES",
     "Action",
     "Arm",
+    "BaselineMode",
     "ControlCommand",
     "ControlEvent",
     "DeadLetter",
@@ -56,6 +65,8 @@ __all__ = [
     "OffsetRange",
     "Outcome",
     "Phase",
+    "Preflight",
+    "PreflightStatus",
     "Record",
     "RolloutState",
     "epoch_ms",
@@ -400,6 +411,63 @@ class DeadLetter(Record):
     failed_at: datetime
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Preflight(Record):
+    """A pre-flight's progress, then its verdict (compacted topic, key = ``preflight_id``).
+
+    ``ranges`` are the recorded requests replayed (``first..last`` per partition of the
+    requests topic); ``evidence`` is per metric, as a rollout decision carries it.
+
+    >>> pf = Preflight(preflight_id="pf-1", model="iris", baseline_version="v1",
+    ...                candidate_version="v2", status="passed", window_start=EPOCH,
+    ...                started_at=EPOCH, updated_at=EPOCH)
+    >>> pf.status is PreflightStatus.PASSED, pf.passed, pf.finished, pf.schema_version
+    (True, True, True, 1)
+    """
+
+    IDENTITY: ClassVar[tuple[str, ...]] = (
+        "preflight_id",
+        "model",
+        "baseline_version",
+        "candidate_version",
+    )
+    schema_version: int = 1
+    preflight_id: str
+    model: str
+    baseline_version: str
+    candidate_version: str
+    status: PreflightStatus
+    baseline_mode: BaselineMode = BaselineMode.REPLAY
+    sample_bp: int = MAX_BP
+    rate: float = 0.0
+    max_requests: int = 0
+    ranges: tuple[OffsetRange, ...] = ()
+    window_start: datetime
+    replayed: int = 0
+    answered: int = 0
+    labelled: int = 0
+    reason: str = ""
+    evidence: tuple[MetricEvidence, ...] = ()
+    agreement: float | None = None
+    plan_json: str | None = None
+    report: str | None = None
+    started_at: datetime
+    updated_at: datetime
+
+    @property
+    def finished(self) -> bool:
+        """The verdict is in (passed, failed or inconclusive)."""
+        return self.status in (
+            PreflightStatus.PASSED,
+            PreflightStatus.FAILED,
+            PreflightStatus.INCONCLUSIVE,
+        )
+
+    @property
+    def passed(self) -> bool:
+        return self.status is PreflightStatus.PASSED
+
+
 RECORD_TYPES: tuple[type[Record], ...] = (
     InferenceRequest,
     InferenceResult,
@@ -410,5 +478,6 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     RolloutState,
     Decision,
     DeadLetter,
+    Preflight,
 )
 """The top-level records, one per schema file (nested records are not listed)."""

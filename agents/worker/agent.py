@@ -4,6 +4,11 @@ and publishes one result and one metric event per request, inside Kafka transact
 After a rollback, requests still queued for the canary are not answered by it: the worker
 re-drives them to the baseline's topic in the same transaction that consumes them, so each is
 still answered exactly once, by the baseline.
+
+The worker also consumes its version's pre-flight topic: recorded requests a pre-flight
+replays (``canary preflight``). They are run in the same micro-batches as live requests and
+answered on the pre-flight results topic only, chosen by the topic they came from (never by a
+header): a replayed answer never reaches a client, and counts in no live metric.
 """
 
 from __future__ import annotations
@@ -70,9 +75,11 @@ class _Routed:
     served: bool
     routed_at_ms: int | None
     redriven: bool
+    #: The pre-flight id of a replayed request (it came from the pre-flight topic).
+    preflight: str | None = None
 
     @classmethod
-    def from_headers(cls, meta: dict[str, str]) -> _Routed:
+    def from_headers(cls, meta: dict[str, str], *, preflight: bool = False) -> _Routed:
         try:
             arm = Arm(meta.get(h.ARM, Arm.STABLE.value))
         except ValueError:
@@ -97,6 +104,7 @@ class _Routed:
             served=meta.get(h.SHADOW) != "1",
             routed_at_ms=routed_at_ms,
             redriven=meta.get(REDRIVEN) == "1",
+            preflight=(meta.get(h.PREFLIGHT) or "unknown") if preflight else None,
         )
 
 
@@ -112,6 +120,7 @@ class Worker:
         self.adapter = adapter
         self.catalogue = TopicCatalogue(settings.topic_prefix, settings.partitions)
         self.topic = self.catalogue.version_requests(options.model, options.version)
+        self.preflight_topic = self.catalogue.preflight_requests(options.model, options.version)
         self.view = StateView(settings, client_id=f"canary-worker-state-{options.instance}")
         self._metric_codec = codec_for(MetricEvent)
         self._seconds = metrics.INFERENCE_SECONDS.labels(options.model, options.version)
@@ -122,7 +131,7 @@ class Worker:
             LoopConfig(
                 agent=AGENT,
                 group_id=f"{prefix}.worker.{name}",
-                topics=(self.topic,),
+                topics=(self.topic, self.preflight_topic),
                 transactional_id=f"{prefix}.worker.{name}.{options.instance}",
                 max_batch=options.max_batch,
                 commit_interval_ms=settings.commit_interval_ms,
@@ -157,17 +166,22 @@ class Worker:
         began = time.perf_counter()
         outputs = predict_safely(self.adapter, inputs, self.options.timeout_s)
         batch_ms = (time.perf_counter() - began) * 1000
-        errors = 0
+        errors = live = 0
         seconds = self._seconds
         for (msg, request, routed), output in zip(todo, outputs, strict=True):
             out.source = msg
             latency_ms = batch_ms + output.extra_latency_ms
+            if routed.preflight is not None:
+                self._publish_replayed(out, msg, request, routed, output, latency_ms)
+                continue
             ok = self._publish(out, msg, request, routed, output, latency_ms)
+            live += 1
             errors += not ok
             seconds.observe(latency_ms / 1000)
         # Counted per batch: a Prometheus update per request costs as much as the publishing.
         o = self.options
-        metrics.INFERENCES.labels(o.model, o.version, "ok").inc(len(todo) - errors)
+        if live:
+            metrics.INFERENCES.labels(o.model, o.version, "ok").inc(live - errors)
         if errors:
             metrics.INFERENCES.labels(o.model, o.version, "error").inc(errors)
 
@@ -177,11 +191,15 @@ class Worker:
         raw = h.as_list(msg.headers())
         meta = h.header_dict(raw)
         try:
-            routed = _Routed.from_headers(meta)
+            routed = _Routed.from_headers(meta, preflight=msg.topic() == self.preflight_topic)
         except DecodeError as exc:
             self._refuse(out, msg, exc.reason, str(exc))
             return None
-        if routed.arm is Arm.CANARY and self._rolled_back(routed.rollout_id):
+        if (
+            routed.preflight is None
+            and routed.arm is Arm.CANARY
+            and self._rolled_back(routed.rollout_id)
+        ):
             if routed.served:
                 self._redrive(out, msg, raw)
             return None  # a shadow copy of a rolled-back canary is simply not run
@@ -304,7 +322,67 @@ class Worker:
         out.produce(self.catalogue.metrics, self._metric_codec.encode(metric), key=o.model.encode())
         return not metric.error
 
+    def _publish_replayed(
+        self,
+        out: TxnOutput,
+        msg: Message,
+        request: InferenceRequest,
+        routed: _Routed,
+        output: ModelOutput,
+        latency_ms: float,
+    ) -> None:
+        """Answer a pre-flight's replayed request on the pre-flight results topic, with the
+        pre-flight's header; an answer too large to write becomes an error answer there."""
+        o = self.options
+        result = InferenceResult(
+            request_id=request.request_id,
+            model=o.model,
+            version=o.version,
+            arm=routed.arm,
+            served=False,
+            outputs=output.outputs,
+            content_type=output.content_type,
+            error=output.error,
+            error_type=output.error_type,
+            rollout_id=routed.rollout_id,
+            weight_bp=routed.weight_bp,
+            routing_key=request.routing_key,
+            latency_ms=latency_ms,
+            created_at=utc_now(),
+            prediction=output.prediction if output.ok else None,
+            measures=output.measures,
+        )
+        value, headers = encode_result(result, as_json=False)
+        mark = (h.PREFLIGHT, (routed.preflight or "").encode())
+        try:
+            out.produce(
+                self.catalogue.preflight_results,
+                value,
+                key=request.request_id.encode(),
+                headers=[*headers, mark],
+            )
+        except OutputRefusedError as exc:
+            detail = f"the model's output cannot be written: {exc.detail}"
+            answer = self._answer_to(request, routed)
+            self.refusals.refuse(
+                out, msg, exc.reason, detail, answer=answer, payload=output.outputs,
+                payload_kind="output",
+            )  # fmt: skip
+
     def _answer_to(self, request: InferenceRequest | None, routed: _Routed | None) -> AnswerTo:
+        if routed is not None and routed.preflight is not None:
+            return AnswerTo(
+                request.request_id if request else "",
+                model=self.options.model,
+                version=self.options.version,
+                arm=routed.arm,
+                served=False,
+                rollout_id=routed.rollout_id,
+                weight_bp=routed.weight_bp,
+                routing_key=request.routing_key if request else None,
+                topic=self.catalogue.preflight_results,
+                headers=((h.PREFLIGHT, routed.preflight.encode()),),
+            )
         return AnswerTo(
             request.request_id if request else "",
             model=self.options.model,
@@ -323,11 +401,16 @@ class Worker:
         meta = h.header_dict(h.as_list(msg.headers()))
         rid = meta.get(h.REQUEST_ID)
         answer = None
+        replayed = msg.topic() == self.preflight_topic
         if rid:
             try:
-                routed: _Routed | None = _Routed.from_headers(meta)
+                routed: _Routed | None = _Routed.from_headers(meta, preflight=replayed)
             except DecodeError:
                 routed = None
+            if routed is None and replayed:
+                # A replayed request is never answered on the live results topics.
+                preflight = meta.get(h.PREFLIGHT) or "unknown"
+                routed = _Routed(Arm.STABLE, None, 0, False, None, False, preflight)
             answer = replace(self._answer_to(None, routed), request_id=rid)
         self.refusals.refuse(out, msg, reason, detail, answer=answer)
 

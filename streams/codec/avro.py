@@ -47,6 +47,7 @@ from model_canary.streams.messages import (
     InferenceRequest,
     InferenceResult,
     MetricEvent,
+    Preflight,
     Record,
     RolloutState,
 )
@@ -66,6 +67,7 @@ CONTROL_EVENT_CONTENT_TYPE = "application/vnd.modelcanary.control-event+avro"
 ROLLOUT_STATE_CONTENT_TYPE = "application/vnd.modelcanary.rollout-state+avro"
 DECISION_CONTENT_TYPE = "application/vnd.modelcanary.decision+avro"
 DEAD_LETTER_CONTENT_TYPE = "application/vnd.modelcanary.dead-letter+avro"
+PREFLIGHT_CONTENT_TYPE = "application/vnd.modelcanary.preflight+avro"
 
 CONTENT_TYPES: Mapping[type, str] = {
     InferenceRequest: INFERENCE_REQUEST_CONTENT_TYPE,
@@ -77,6 +79,7 @@ CONTENT_TYPES: Mapping[type, str] = {
     RolloutState: ROLLOUT_STATE_CONTENT_TYPE,
     Decision: DECISION_CONTENT_TYPE,
     DeadLetter: DEAD_LETTER_CONTENT_TYPE,
+    Preflight: PREFLIGHT_CONTENT_TYPE,
 }
 """The ``content-type`` header value of each record type."""
 

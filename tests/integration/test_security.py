@@ -80,10 +80,17 @@ def acls(p: str) -> dict[str, list[Grant]]:
         "worker": [
             (TOPIC, f"{p}.", PRE, CREATE),
             (TOPIC, f"{c.requests}.", PRE, READ),
+            (TOPIC, f"{p}.preflight.", PRE, READ),
             (TOPIC, c.rollout_state, LIT, READ),
             *[
                 (TOPIC, t, LIT, WRITE)
-                for t in (c.results, c.shadow_results, c.metrics, c.dead_letters)
+                for t in (
+                    c.results,
+                    c.shadow_results,
+                    c.metrics,
+                    c.dead_letters,
+                    c.preflight_results,
+                )
             ],
             (GROUP, f"{p}.worker.", PRE, READ),
             (TXN, f"{p}.worker.", PRE, WRITE),
