@@ -30,6 +30,8 @@ TAILS = (
     "feedback",
     "rollout-state",
     "dead-letters",
+    "preflight-results",
+    "preflights",
 )
 
 
@@ -161,6 +163,8 @@ def run_tail(args: argparse.Namespace) -> int:
         "feedback": catalogue.feedback,
         "rollout-state": catalogue.rollout_state,
         "dead-letters": catalogue.dead_letters,
+        "preflight-results": catalogue.preflight_results,
+        "preflights": catalogue.preflights,
     }[args.topic]
     consumer = open_tail(settings, topic, "canary-tail", from_beginning=args.from_beginning)
     printed = 0
