@@ -26,8 +26,7 @@ def register(
         action="append",
         default=[],
         metavar="MODEL:VERSION",
-        help="also create this version's request and pre-flight topics (repeatable), e.g. "
-        "iris:v2",
+        help="also create this version's request and pre-flight topics (repeatable), e.g. iris:v2",
     )
     create.add_argument("--partitions", type=int, help="partitions of new data topics (default 3)")
     actions.add_parser(
