@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -135,13 +136,15 @@ def sampled(request_id: str, preflight_id: str, sample_bp: int) -> bool:
     return sample_bp >= MAX_BP or bucket(request_id.encode(), preflight_id) < sample_bp
 
 
-def new_preflight_id(model: str, candidate: str, now: datetime) -> str:
-    """A pre-flight id naming what it tests and when it started.
+def new_preflight_id(model: str, candidate: str, now: datetime, nonce: str | None = None) -> str:
+    """A pre-flight id naming what it tests and when it started, made unique by a random
+    ``nonce`` (two pre-flights started in the same second get their own groups).
 
-    >>> new_preflight_id("iris", "v2", datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC))
-    'pf-iris-v2-20300102T030405'
+    >>> new_preflight_id("iris", "v2", datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC), "a1b2")
+    'pf-iris-v2-20300102T030405-a1b2'
     """
-    return f"pf-{model}-{candidate}-{now.astimezone(UTC):%Y%m%dT%H%M%S}"
+    tail = nonce if nonce is not None else secrets.token_hex(2)
+    return f"pf-{model}-{candidate}-{now.astimezone(UTC):%Y%m%dT%H%M%S}-{tail}"
 
 
 def check_id(preflight_id: str) -> str:

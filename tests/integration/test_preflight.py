@@ -66,6 +66,17 @@ def test_preflight_stops_a_failing_candidate_and_passes_an_identical_one(
     errors = next(e for e in record["evidence"] if e["metric"] == "errors")
     assert errors["alarmed"] and 50 < errors["canary_bad"] < 160 and errors["baseline_bad"] == 0
     assert "<svg" in (tmp_path / "bad.html").read_text()
+    # The same verdict against the answers v1 served (recorded): no load on v1, no latency.
+    recorded_baseline = subprocess.run(
+        canary_args(settings, "preflight", "--model", "iris", "--candidate", "v3", "--rate", "0",
+                    "--baseline-answers", "recorded", "--report", str(tmp_path / "rec.html"),
+                    *common),
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert recorded_baseline.returncode == 1, recorded_baseline.stdout + recorded_baseline.stderr
+    record = json.loads(recorded_baseline.stdout.splitlines()[-1])
+    assert record["baseline_mode"] == "recorded" and record["answered"] == 2000
+    assert [e["metric"] for e in record["evidence"]] == ["errors"]
 
     # An identical candidate, replayed slowly while live traffic goes on: it passes.
     good = subprocess.Popen(
@@ -91,9 +102,9 @@ def test_preflight_stops_a_failing_candidate_and_passes_an_identical_one(
     assert {header(m, h.VERSION) for m in served} == {"v1"}
     assert read_topic(settings, topics.shadow_results, 0, timeout=0, settle=0.5) == []
     # The replayed answers are on the pre-flight results topic, marked with their pre-flight.
-    replayed = read_topic(settings, topics.preflight_results, 3 * 2000 + 2000, settle=2)
+    replayed = read_topic(settings, topics.preflight_results, 4 * 2000 + 2000, settle=2)
     versions = Counter(header(m, h.VERSION) for m in replayed)
-    assert versions == Counter({"v1": 4000, "v2": 2000, "v3": 2000})
+    assert versions == Counter({"v1": 4000, "v2": 2000, "v3": 4000})
     assert all(header(m, h.PREFLIGHT) for m in replayed)
     # Live requests were answered while the slow replay was still running.
     v2_times = [epoch_ms(decode_result(m.value(), m.headers()).created_at)
@@ -102,6 +113,10 @@ def test_preflight_stops_a_failing_candidate_and_passes_an_identical_one(
                   for m in served if (m.key() or b"").decode() in set(live)]  # fmt: skip
     assert min(v2_times) < min(live_times) and max(live_times) < max(v2_times)
 
-    verdicts = {r.candidate_version: r for r in store.records(settings).values()}
-    assert verdicts["v3"].status is PreflightStatus.FAILED
-    assert verdicts["v2"].status is PreflightStatus.PASSED and verdicts["v2"].replayed == 2000
+    verdicts = sorted(store.records(settings).values(), key=lambda r: r.started_at)
+    assert [(r.candidate_version, r.status) for r in verdicts] == [
+        ("v3", PreflightStatus.FAILED),
+        ("v3", PreflightStatus.FAILED),
+        ("v2", PreflightStatus.PASSED),
+    ]
+    assert verdicts[-1].replayed == 2000
