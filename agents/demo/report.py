@@ -33,6 +33,7 @@ OUTCOME_KEYS = (
     "duplicates",
     "requests_per_arm",
     "shadow",
+    "preflights",
 )
 #: Aim for about this many points per line.
 BUCKETS = 60
