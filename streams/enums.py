@@ -7,11 +7,14 @@ from enum import StrEnum
 
 
 class Arm(StrEnum):
-    """The deployment that answered a request."""
+    """The deployment that answered a request. ``control``: the baseline version served by its
+    own worker group at the canary's share (same cohort hash), the fair comparison for
+    load-dependent metrics such as latency."""
 
     STABLE = "stable"
     BASELINE = "baseline"
     CANARY = "canary"
+    CONTROL = "control"
 
 
 class Mode(StrEnum):
@@ -33,6 +36,7 @@ class Action(StrEnum):
     HOLD = "hold"
     ROLLBACK = "rollback"
     FINALIZE = "finalize"
+    SET_THRESHOLDS = "set_thresholds"
 
 
 class Phase(StrEnum):
@@ -74,3 +78,12 @@ class BaselineMode(StrEnum):
 
     REPLAY = "replay"
     RECORDED = "recorded"
+
+
+class EvidenceKind(StrEnum):
+    """Who produced an :class:`~model_canary.streams.messages.Evidence` record: the router
+    (``routed``), a worker (``served``) or the label joiner (``labelled``)."""
+
+    ROUTED = "routed"
+    SERVED = "served"
+    LABELLED = "labelled"

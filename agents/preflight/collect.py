@@ -25,8 +25,8 @@ from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 
 
-def answer_of(result: InferenceResult) -> Answer:
-    """A result as the judge reads it."""
+def answer_of(result: InferenceResult, batch: str = "") -> Answer:
+    """A result as the judge reads it (``batch``: the worker micro-batch it came in)."""
     return Answer(
         result.request_id,
         result.version,
@@ -34,6 +34,8 @@ def answer_of(result: InferenceResult) -> Answer:
         result.latency_ms,
         result.prediction,
         epoch_ms(result.created_at),
+        result.routing_key,
+        batch,
     )
 
 
@@ -79,7 +81,7 @@ class Collector:
             self.refused += 1
             return
         answers = self.candidate if result.arm is Arm.CANARY else self.baseline
-        answers.setdefault(result.request_id, answer_of(result))
+        answers.setdefault(result.request_id, answer_of(result, meta.get(h.PREFLIGHT_BATCH, "")))
 
     @property
     def order(self) -> list[str]:

@@ -292,7 +292,7 @@ def _observed(settings: Settings, collector: Collector, job: Preflight) -> Obser
     baseline = collector.baseline
     if job.baseline_mode is BaselineMode.RECORDED:
         baseline = read_recorded(settings, since, order, job.baseline_version)
-    return Observed(collector.candidate, baseline, feedback, order)
+    return Observed(collector.candidate, baseline, feedback, order, collector.replayed)
 
 
 __all__ = [

@@ -43,10 +43,12 @@ from model_canary.streams.messages import (
     ControlEvent,
     DeadLetter,
     Decision,
+    Evidence,
     Feedback,
     InferenceRequest,
     InferenceResult,
     MetricEvent,
+    Prediction,
     Preflight,
     Record,
     RolloutState,
@@ -68,6 +70,8 @@ ROLLOUT_STATE_CONTENT_TYPE = "application/vnd.modelcanary.rollout-state+avro"
 DECISION_CONTENT_TYPE = "application/vnd.modelcanary.decision+avro"
 DEAD_LETTER_CONTENT_TYPE = "application/vnd.modelcanary.dead-letter+avro"
 PREFLIGHT_CONTENT_TYPE = "application/vnd.modelcanary.preflight+avro"
+EVIDENCE_CONTENT_TYPE = "application/vnd.modelcanary.evidence+avro"
+PREDICTION_CONTENT_TYPE = "application/vnd.modelcanary.prediction+avro"
 
 CONTENT_TYPES: Mapping[type, str] = {
     InferenceRequest: INFERENCE_REQUEST_CONTENT_TYPE,
@@ -80,6 +84,8 @@ CONTENT_TYPES: Mapping[type, str] = {
     Decision: DECISION_CONTENT_TYPE,
     DeadLetter: DEAD_LETTER_CONTENT_TYPE,
     Preflight: PREFLIGHT_CONTENT_TYPE,
+    Evidence: EVIDENCE_CONTENT_TYPE,
+    Prediction: PREDICTION_CONTENT_TYPE,
 }
 """The ``content-type`` header value of each record type."""
 
@@ -225,6 +231,34 @@ class AvroCodec(Generic[T]):
             return from_avro(self.record_type, raw)
         except (TypeError, ValueError) as exc:
             raise InvalidRecordError(f"{self.name}: {exc}") from exc
+
+    def decode_fields(self, data: bytes) -> dict[str, Any]:
+        """The Avro fields of ``data`` as a dict (resolved to this side's schema), without
+        building or checking the record: for hot loops that read a few fields and check them
+        themselves. Raises only :class:`~model_canary.streams.errors.DecodeError` subclasses.
+        """
+        data, fp, writer = _writer_of(data, self.store, self.name)
+        body = io.BytesIO(data)
+        body.seek(HEADER_SIZE)
+        try:
+            raw: Any = schemaless_reader(
+                body, writer, None if fp == self.fingerprint else self.schema
+            )
+        except SchemaResolutionError as exc:
+            raise InvalidRecordError(
+                f"writer schema {writer['name']} ({fp.hex()}) cannot be read as {self.name}: {exc}"
+            ) from exc
+        except Exception as exc:
+            raise UndecodableError(
+                f"{self.name}: corrupt Avro body: {type(exc).__name__}: {exc}"
+            ) from exc
+        if body.tell() != len(data):
+            raise UndecodableError(
+                f"{self.name}: {len(data) - body.tell()} trailing bytes after the Avro body"
+            )
+        if not isinstance(raw, dict):
+            raise UndecodableError(f"{self.name}: not a record")
+        return raw
 
 
 _CODECS: dict[type, AvroCodec[Any]] = {}

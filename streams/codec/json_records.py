@@ -190,8 +190,8 @@ def _converter(hint: Any, name: str) -> Convert:
         return lambda v, n, d: tuple(item(x, n, d) for x in _array(v, n))
     if origin in (Mapping, dict) or hint is Mapping:
         args = typing.get_args(hint)
-        kind = args[1] if len(args) == 2 and args[1] in (str, float) else str
-        return lambda v, n, _d: {str(k): _typed(x, kind, n) for k, x in _object(v, n).items()}
+        value_kind = args[1] if len(args) == 2 and args[1] in (str, int, float, bool) else str
+        return lambda v, n, _d: {str(k): _typed(x, value_kind, n) for k, x in _object(v, n).items()}
     if hint in (str, int, float, bool):
         kind = hint
         return lambda v, n, _d: _typed(v, kind, n)

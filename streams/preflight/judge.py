@@ -1,15 +1,30 @@
 """A pre-flight's verdict, from the answers it collected, through the evaluator's own path.
 
-Every replayed request is answered by both arms (a shadow pair: weight 50%), so the
-pre-flight's evidence is fed, request by request in replay order, into the same
-:class:`~model_canary.streams.evaluation.Aggregate` a live rollout fills (errors, latency
-exceedances of thresholds fixed from the first baseline answers, labels joined with each
-arm's prediction), then its snapshot into the same
-:func:`~model_canary.streams.stats.decide` with the plan's policy. Nothing is re-implemented:
+Every replayed request is answered by both arms: the pre-flight is judged as a shadow
+rollout of the candidate mirroring every cohort bucket (the pair weight, 50%), with the
+rollout's plan. The collected answers become evidence records exactly as the product's
+producers build them, and go through the evaluator's own state and decision rule:
 
-* the decision says ROLLBACK -> the candidate **would be rolled back** (``failed``);
-* fewer answered pairs than required -> ``inconclusive``;
-* otherwise -> ``passed`` (no metric shows harm).
+* routed evidence (the replayer routed each request to both arms, in the second it was
+  replayed), served evidence per worker micro-batch (the batch id each worker stamps on its
+  replayed answers; an answer without one is a batch of one) and labelled evidence (each
+  arm's prediction joined with the recorded label by the label join) are built with
+  :class:`~model_canary.streams.evidence.builder.EvidenceBuilder`;
+* they are applied, in the order the answers were written, to a
+  :class:`~model_canary.streams.evidence.state.RolloutEvidence` feeding the plan's
+  :class:`~model_canary.streams.stats.tally.Tally`; latency thresholds are fixed by
+  :func:`~model_canary.streams.evaluation.due_thresholds` from the baseline's first answers
+  (the step counts as having run its minimum duration, so 1,000 answers), and only answers
+  after that are compared on latency, as live;
+* once all are in, the watermark releases everything and
+  :func:`~model_canary.streams.evaluation.step_snapshot` and
+  :func:`~model_canary.streams.stats.decide` give the verdict, with the plan's policy less
+  its minimum duration and requests (the pre-flight has its own ``min_requests``), and no
+  warm-up (both arms are replayed side by side under the same load).
+
+Then: the decision says ROLLBACK -> the candidate **would be rolled back** (``failed``);
+fewer answered pairs than required, or labels arriving unevenly between the arms ->
+``inconclusive``; otherwise -> ``passed`` (no metric shows harm).
 
 A replayed request an arm did not answer within the collection's time counts as that arm's
 error (a hang is harm). With the baseline's *recorded* answers instead of a replay, latency is
@@ -26,35 +41,50 @@ have recorded labels, accuracy is judged even if the plan does not name it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import groupby
 from types import MappingProxyType
 
+from model_canary.streams import cohort
 from model_canary.streams.enums import Arm, Mode, Outcome, Phase, PreflightStatus
-from model_canary.streams.evaluation import LATENCY_METRICS, Aggregate, policy
+from model_canary.streams.evaluation import due_thresholds, step_snapshot
+from model_canary.streams.evidence.builder import Cell, EvidenceBuilder, Thresholds
+from model_canary.streams.evidence.join import LabelJoin, Waiting
+from model_canary.streams.evidence.state import RolloutEvidence
 from model_canary.streams.messages import (
     EPOCH,
-    MetricEvent,
+    MAX_BP,
     MetricEvidence,
+    OffsetRange,
     RolloutState,
     from_epoch_ms,
 )
 from model_canary.streams.outcomes.expr import Outcome as Feedback
 from model_canary.streams.plan import MetricPolicy, RolloutPlan, parse_plan
-from model_canary.streams.routing import SHADOW_PAIR_BP
-from model_canary.streams.stats import decide
+from model_canary.streams.stats import Verdict, decide, policy, tally_for
+from model_canary.streams.stats.layout import SHADOW_PAIR_BP
+from model_canary.streams.stats.thresholds import QUANTILES
 
 __all__ = ["Answer", "Observed", "PreflightVerdict", "judge", "parse_plan"]
 
-#: Far enough in the future that every held-back second is released: the pre-flight judges
-#: once every answer is in.
+#: Far enough in the future that every routed second is closed: the pre-flight judges once
+#: every answer is in.
 _END_MS = 2**45
+#: The replayer, as the router of the pre-flight's evidence.
+_REPLAYER = "preflight-replayer"
+#: The answers of each arm written within this long (ms) make one served record per cell, as
+#: a worker's transaction (it commits every 100 ms).
+TXN_MS = 100
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
     """One arm's answer to a replayed (or recorded) request: error or not, latency, the
-    prediction as text, and when it was written (epoch ms)."""
+    prediction as text, when it was written (epoch ms), the request's routing key (its cohort
+    bucket; None: the request id) and the worker micro-batch it was answered in (empty: a
+    batch of its own)."""
 
     request_id: str
     version: str
@@ -62,17 +92,21 @@ class Answer:
     latency_ms: float
     prediction: str | None
     at_ms: int
+    key: str | None = None
+    batch: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Observed:
     """What a pre-flight collected: each arm's answers by request id, the recorded feedback
-    by request id, the requests replayed in replay order, and those an arm never answered."""
+    by request id, the requests replayed in replay order (and when each was replayed, epoch
+    ms: its routed second; default: its first answer's time)."""
 
     candidate: Mapping[str, Answer]
     baseline: Mapping[str, Answer]
     feedback: Mapping[str, Feedback] = field(default_factory=dict)
     order: Sequence[str] = ()
+    replayed_at: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -123,38 +157,32 @@ def judge(
     labelled_rids = [rid for rid in seen.order if seen.feedback.get(rid, Feedback()).label]
     plan = judged_plan(plan, recorded_baseline=recorded_baseline, labels=bool(labelled_rids))
     state = _state(plan, rollout_id)
-    agg = Aggregate.new(rollout_id)
-    pairs = labelled = unanswered = agree = compared = 0
+    run = _Run(plan, state)
+    pairs = unanswered = agree = compared = 0
+    answers: list[tuple[Arm, Answer, int]] = []  # (arm, answer, routed second)
     for rid in seen.order:
         cand, base = seen.candidate.get(rid), seen.baseline.get(rid)
         if base is None and recorded_baseline:
             continue  # no recorded answer of the baseline to compare with
-        at = min(a.at_ms for a in (cand, base) if a is not None) if (cand or base) else 0
+        known = [a for a in (cand, base) if a is not None]
+        at = seen.replayed_at.get(rid, min((a.at_ms for a in known), default=0))
+        second = at // 1000
+        key = next((a.key for a in known if a.key), None)
         if cand is None or base is None:
             unanswered += 1
-        cand = cand or _unanswered(rid, plan.canary, at)
-        base = base or _unanswered(rid, plan.baseline or "baseline", at)
+        # A hang is harm: counted as the arm's error once every answer that came is in.
+        end = max((a.at_ms for a in known), default=at)
+        cand = cand or _unanswered(rid, plan.canary, end, key)
+        base = base or _unanswered(rid, plan.baseline or "baseline", end, key)
         pairs += 1
-        keep = [
-            agg.record(_event(a, arm, rollout_id, plan.model), state, plan)
-            for a, arm in ((base, Arm.BASELINE), (cand, Arm.CANARY))
-        ]
+        run.routed(rid, key, second)
+        answers += [(Arm.BASELINE, base, second), (Arm.CANARY, cand, second)]
         if cand.prediction is not None and base.prediction is not None:
             compared += 1
             agree += cand.prediction == base.prediction
-        label = seen.feedback.get(rid, Feedback()).label
-        if label and "accuracy" in plan.metrics and any(keep):
-            labelled += 1
-            for a, canary, countable in ((base, False, keep[0]), (cand, True, keep[1])):
-                if countable:  # as live: an error answer has no prediction to judge
-                    agg.label(
-                        weight_bp=SHADOW_PAIR_BP,
-                        canary=canary,
-                        correct=a.prediction == label,
-                        this_step=True,
-                    )
-    snapshot = agg.snapshot(state, plan, from_epoch_ms(_END_MS))
-    verdict = decide(snapshot, replace(policy(plan), min_canary_requests=0, min_duration_s=0.0))
+    run.served(answers, separate=recorded_baseline)
+    labelled = run.labelled(answers, seen.feedback) if "accuracy" in plan.metrics else 0
+    verdict = run.verdict()
     agreement = agree / compared if compared else None
     notes = []
     if unanswered:
@@ -178,16 +206,160 @@ def judge(
     )
 
 
+class _Run:
+    """The pre-flight's evidence, built and applied as the product's producers and evaluator
+    do (see the module docstring). Each built record cites its own position in the
+    pre-flight's sequence of records of its kind (``offsets``), so every record is applied
+    once."""
+
+    def __init__(self, plan: RolloutPlan, state: RolloutState) -> None:
+        self.plan = plan
+        self.state = state
+        self.evidence = RolloutEvidence.new(plan.model, state.rollout_id, tally_for(plan))
+        self._routed = EvidenceBuilder("routed", source=_REPLAYER)
+        self._buckets = cohort.Cohorts(state.rollout_id)
+        self._bucket: dict[str, int] = {}
+        self._seq = 0
+
+    def _apply(self, builder: EvidenceBuilder, topic: str) -> None:
+        self._seq += 1
+        span = (OffsetRange(topic=topic, partition=0, first=self._seq, last=self._seq),)
+        for ev in builder.build(span):
+            self.evidence.apply(ev)
+
+    def _cell(self, arm: Arm, version: str, second: int) -> Cell:
+        # As a live shadow pair: the baseline's answer is served, the canary's mirrored.
+        served = arm is Arm.BASELINE
+        return Cell(
+            self.plan.model, self.state.rollout_id, version, arm.value, served, SHADOW_PAIR_BP,
+            second,
+        )  # fmt: skip
+
+    def routed(self, rid: str, key: str | None, second: int) -> None:
+        """The replayer routed request ``rid`` to both arms in ``second``."""
+        bucket = self._buckets.bucket((key or rid).encode())
+        self._bucket[rid] = bucket
+        for arm in (Arm.BASELINE, Arm.CANARY):
+            self._routed.add_routed(self._cell(arm, "", second), [bucket])
+
+    def served(self, answers: list[tuple[Arm, Answer, int]], *, separate: bool) -> None:
+        """Both arms' answers, per worker micro-batch in the order they were written, each
+        arm's batches of every :data:`TXN_MS` in one served record per cell (as a worker's
+        transaction); ``separate``: the baseline's answers are recorded ones (no batch
+        known: each its own)."""
+        self._apply(self._routed, "replayed")
+
+        def batch_of(item: tuple[Arm, Answer, int]) -> str:
+            arm, a, _ = item
+            if a.batch and not (separate and arm is Arm.BASELINE):
+                return f"{arm.value}|{a.batch}"
+            return f"{arm.value}|{a.request_id}"
+
+        first_at: dict[str, int] = {}
+        for item in answers:
+            b = batch_of(item)
+            first_at[b] = min(first_at.get(b, item[1].at_ms), item[1].at_ms)
+        ordered = sorted(answers, key=lambda it: (first_at[batch_of(it)], batch_of(it)))
+        thresholds: Thresholds | None = None
+        builders = {
+            arm: EvidenceBuilder("served", source=f"preflight-{arm.value}")
+            for arm in (Arm.BASELINE, Arm.CANARY)
+        }
+        window = None
+        for b, group in groupby(ordered, key=batch_of):
+            items = list(group)
+            if first_at[b] // TXN_MS != window:
+                window = first_at[b] // TXN_MS
+                thresholds = self._commit(builders.values(), thresholds, first_at[b])
+            builders[items[0][0]].add_batch(
+                [self._cell(arm, a.version, second) for arm, a, second in items],
+                buckets=[self._bucket[a.request_id] for _, a, _ in items],
+                errors=[a.error for _, a, _ in items],
+                latencies_ms=[a.latency_ms for _, a, _ in items],
+                batch_latency_ms=max(a.latency_ms for _, a, _ in items),
+                thresholds=[thresholds] * len(items),
+            )
+        self._commit(builders.values(), thresholds, _END_MS)
+
+    def _commit(
+        self, builders: Iterable[EvidenceBuilder], thresholds: Thresholds | None, at_ms: int
+    ) -> Thresholds | None:
+        """Apply the transactions' served records; then, as the evaluator does, fix the
+        latency thresholds once they are due (the answers after that are compared)."""
+        for builder in builders:
+            if builder:
+                self._apply(builder, f"answers-{builder.source}")
+        if thresholds is not None:
+            return thresholds
+        fixed = due_thresholds(self.evidence.tally, self.state, self.plan, from_epoch_ms(at_ms))
+        if fixed is None:
+            return None
+        revision = self.state.revision + 1
+        self.state = replace(self.state, revision=revision, latency_thresholds_ms=fixed)
+        return Thresholds(revision, fixed.get("p95", math.inf), fixed.get("p99", math.inf))
+
+    def labelled(
+        self, answers: list[tuple[Arm, Answer, int]], feedback: Mapping[str, Feedback]
+    ) -> int:
+        """Each arm's prediction joined with the request's recorded label (as the label
+        joiner does: a shadow pair's label joins both predictions); returns the requests
+        labelled."""
+        join = LabelJoin()
+        builder = EvidenceBuilder("labelled", source="preflight-labels")
+        with_prediction: dict[str, list[tuple[Arm, Answer, int]]] = {}
+        for arm, a, second in answers:
+            if not a.error and a.prediction is not None:  # as live: errors predict nothing
+                with_prediction.setdefault(a.request_id, []).append((arm, a, second))
+        labelled = 0
+        for rid, preds in with_prediction.items():
+            label = feedback.get(rid, Feedback()).label
+            if not label:
+                continue
+            for arm, a, second in preds:
+                c = self._cell(arm, a.version, second)
+                waiting = Waiting(
+                    c.model, c.rollout_id, c.version, c.arm, c.served, c.weight_bp, c.second,
+                    self._bucket[rid], len(preds), a.prediction or "", _END_MS // 1000,
+                )  # fmt: skip
+                join.add_prediction(rid, waiting, now_s=second)
+            joined = join.add_label(rid, label, now_s=preds[0][2])
+            for j in joined:
+                w = j.waiting
+                cell = Cell(
+                    w.model, w.rollout_id, w.version, w.arm, w.served, w.weight_bp, w.second
+                )
+                builder.add_label(cell, w.bucket, j.correct)
+            labelled += bool(joined)
+        self._apply(builder, "labels")
+        return labelled
+
+    def verdict(self) -> Verdict:
+        self.evidence.settle(_END_MS)
+        now = from_epoch_ms(_END_MS)
+        rule = replace(
+            policy(self.plan), min_canary_requests=0, min_duration_s=0.0, max_duration_s=math.inf
+        )
+        return decide(step_snapshot(self.evidence, self.state, rule, now), rule)
+
+
 def judged_plan(plan: RolloutPlan, *, recorded_baseline: bool, labels: bool) -> RolloutPlan:
-    """The plan a pre-flight judges by: the rollout's, without latency when the baseline's
-    answers are recorded ones, with accuracy (at its defaults) when labels were recorded."""
+    """The plan a pre-flight judges by: the rollout's as a shadow of every request, without
+    warm-up, without latency when the baseline's answers are recorded ones, with accuracy (at
+    its defaults) when labels were recorded."""
     metrics: dict[str, MetricPolicy] = dict(plan.metrics)
     if recorded_baseline:
-        for name in LATENCY_METRICS:
+        for name in QUANTILES:
             metrics.pop(name, None)
     if labels and "accuracy" not in metrics:
         metrics["accuracy"] = MetricPolicy(0.02, 0.0)
-    return replace(plan, metrics=MappingProxyType(metrics))
+    return replace(
+        plan,
+        mode="shadow",
+        shadow_sample_bp=MAX_BP,
+        control=False,
+        warmup_seconds=0.0,
+        metrics=MappingProxyType(metrics),
+    )
 
 
 def _state(plan: RolloutPlan, rollout_id: str) -> RolloutState:
@@ -200,32 +372,15 @@ def _state(plan: RolloutPlan, rollout_id: str) -> RolloutState:
         canary_version=plan.canary,
         mode=Mode.SHADOW,
         phase=Phase.PROGRESSING,
-        steps_bp=(10_000,),
-        weight_bp=10_000,
-        # Every replayed request counts: the step "began" a warm-up before the epoch.
-        step_started_at=from_epoch_ms(-round(plan.warmup_seconds * 1000) - 1),
+        steps_bp=plan.steps_bp,
+        weight_bp=0,
+        shadow_sample_bp=MAX_BP,
+        # Judged once every answer is in: the step has run its minimum duration.
+        step_started_at=EPOCH,
         updated_at=EPOCH,
         plan_json=plan.to_json(),
     )
 
 
-def _event(answer: Answer, arm: Arm, rollout_id: str, model: str) -> MetricEvent:
-    when = from_epoch_ms(answer.at_ms)
-    return MetricEvent(
-        request_id=answer.request_id,
-        model=model,
-        version=answer.version,
-        arm=arm,
-        served=arm is Arm.BASELINE,
-        rollout_id=rollout_id,
-        weight_bp=SHADOW_PAIR_BP,
-        latency_ms=answer.latency_ms,
-        error=answer.error,
-        prediction=answer.prediction,
-        routed_at=when,
-        completed_at=when,
-    )
-
-
-def _unanswered(rid: str, version: str, at_ms: int) -> Answer:
-    return Answer(rid, version, True, 0.0, None, at_ms)
+def _unanswered(rid: str, version: str, at_ms: int, key: str | None) -> Answer:
+    return Answer(rid, version, True, 0.0, None, at_ms, key)

@@ -30,7 +30,7 @@ from model_canary.streams.codec.requests import decode_request
 from model_canary.streams.cohort import bucket
 from model_canary.streams.errors import ConfigError, DecodeError
 from model_canary.streams.record_base import MAX_BP
-from model_canary.streams.routing import SHADOW_PAIR_BP
+from model_canary.streams.stats.layout import SHADOW_PAIR_BP
 
 _JSON = h.JSON.encode()
 #: Headers the router writes (a recorded request's values for them are dropped).

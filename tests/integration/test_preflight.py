@@ -60,7 +60,7 @@ def test_preflight_stops_a_failing_candidate_and_passes_an_identical_one(
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert bad.returncode == 1, bad.stdout + bad.stderr
-    assert "FAILED: iris v3 against v1: would be rolled back: errors: bad-event ratio" in bad.stdout
+    assert "FAILED: iris v3 against v1: would be rolled back: errors: canary " in bad.stdout
     record = json.loads(bad.stdout.splitlines()[-1])
     assert record["status"] == "failed" and record["answered"] == 2000
     errors = next(e for e in record["evidence"] if e["metric"] == "errors")
@@ -101,6 +101,9 @@ def test_preflight_stops_a_failing_candidate_and_passes_an_identical_one(
     assert set(per_request) == set(recorded) | set(live) and set(per_request.values()) == {1}
     assert {header(m, h.VERSION) for m in served} == {"v1"}
     assert read_topic(settings, topics.shadow_results, 0, timeout=0, settle=0.5) == []
+    # Nor any live evidence: no rollout is in progress, and a replayed copy (which carries its
+    # pre-flight's id as its rollout id) is never counted for one.
+    assert read_topic(settings, topics.evidence, 0, timeout=0, settle=0.5) == []
     # The replayed answers are on the pre-flight results topic, marked with their pre-flight.
     replayed = read_topic(settings, topics.preflight_results, 4 * 2000 + 2000, settle=2)
     versions = Counter(header(m, h.VERSION) for m in replayed)
@@ -120,3 +123,4 @@ def test_preflight_stops_a_failing_candidate_and_passes_an_identical_one(
         ("v2", PreflightStatus.PASSED),
     ]
     assert verdicts[-1].replayed == 2000
+

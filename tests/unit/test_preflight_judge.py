@@ -52,7 +52,7 @@ def test_a_candidate_with_five_percent_errors_would_be_rolled_back() -> None:
     )
     v = judge(seen, PLAN, min_requests=1000)
     assert v.status is PreflightStatus.FAILED and v.exit_code == 1
-    assert v.reason.startswith("would be rolled back: errors: bad-event ratio")
+    assert v.reason.startswith("would be rolled back: errors: canary ")
     errors = next(e for e in v.evidence if e.metric == "errors")
     assert errors.alarmed and errors.canary_bad > 100 and errors.baseline_bad == 0
 

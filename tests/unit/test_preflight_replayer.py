@@ -150,8 +150,12 @@ def test_a_worker_answers_replayed_copies_on_the_preflight_results_topic_only(
     replayed = kafka.read(CAT.preflight_results)
     assert len(replayed) == len(kafka.read(CAT.preflight_requests("iris", "v2")))
     assert all(header(m, h.PREFLIGHT) == "pf-1" for m in replayed)
+    # Each answer names its micro-batch (the pre-flight's served evidence counts batches).
+    assert all(header(m, h.PREFLIGHT_BATCH).startswith("w1.") for m in replayed)
     result = decode_result(replayed[0].value(), replayed[0].headers())
     assert result.version == "v2" and not result.served and result.rollout_id == "pf-1"
     live = kafka.read(CAT.results)
     assert [header(m, h.REQUEST_ID) for m in live] == ["live-1"]
-    assert kafka.read(CAT.shadow_results) == [] and len(kafka.read(CAT.metrics)) == 1
+    assert kafka.read(CAT.shadow_results) == []
+    # The replayed copies carry their pre-flight's id as a rollout id: no live evidence.
+    assert kafka.read(CAT.evidence) == [] and kafka.read(CAT.predictions) == []
