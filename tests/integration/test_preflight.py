@@ -19,6 +19,7 @@ from model_canary.streams import headers as h
 from model_canary.streams.codec.results import decode_result
 from model_canary.streams.enums import PreflightStatus
 from model_canary.streams.messages import epoch_ms
+from model_canary.streams.plan import RolloutPlan
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 from tests.integration.conftest import Agent, answers, header, read_topic, send_requests
@@ -124,3 +125,26 @@ def test_preflight_stops_a_failing_candidate_and_passes_an_identical_one(
     ]
     assert verdicts[-1].replayed == 2000
 
+    # A plan that requires a pre-flight: v3's failed, so its rollout is not started...
+    control = ControlClient(settings)
+    gated = tmp_path / "gated.yaml"
+    gated.write_text("model: iris\ncanary: v3\npreflight: {since: 30m, min_requests: 1000}\n")
+    start = ["rollout", "start", "--plan", str(gated), "--no-preflight-run"]
+    blocked = subprocess.run(
+        canary_args(settings, *start), capture_output=True, text=True, timeout=120, check=False
+    )
+    assert blocked.returncode == 2, blocked.stdout + blocked.stderr
+    assert "requires a passing pre-flight of iris v3 against v1" in blocked.stderr
+    assert f"{verdicts[0].preflight_id}: failed: would be rolled back" in blocked.stderr
+    state = control.state("iris")
+    assert state is not None and state.canary_version is None
+    # ... v2's passed: its rollout starts, and the rollout's plan names that pre-flight.
+    gated.write_text(gated.read_text().replace("canary: v3", "canary: v2"))
+    started = subprocess.run(
+        canary_args(settings, *start), capture_output=True, text=True, timeout=120, check=False
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert f"pre-flight {verdicts[-1].preflight_id} passed" in started.stderr
+    state = control.state("iris")
+    assert state is not None and state.canary_version == "v2" and state.plan_json
+    assert RolloutPlan.from_json(state.plan_json).preflight_id == verdicts[-1].preflight_id
