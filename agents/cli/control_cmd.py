@@ -18,7 +18,7 @@ from model_canary.agents.kafka.state_view import StateView
 from model_canary.streams.defaults import DEFAULT_STEPS_BP, steps_percent
 from model_canary.streams.errors import ConfigError
 from model_canary.streams.messages import Decision, Mode, Phase, RolloutState
-from model_canary.streams.plan import RolloutPlan, load_plan, parse_plan
+from model_canary.streams.plan import RolloutPlan, load_plan, parse_plan, plan_of
 from model_canary.streams.settings import Settings
 from model_canary.streams.signing_keys import KeyRing
 from model_canary.streams.stats.verdicts import current_decision
@@ -331,7 +331,15 @@ def state_json(state: RolloutState) -> dict[str, Any]:
         "revision": state.revision,
         "updated_at": state.updated_at.isoformat(),
         "reason": state.reason,
+        "preflight_id": _preflight_of(state),
     }
+
+
+def _preflight_of(state: RolloutState) -> str | None:
+    """The pre-flight the rollout rests on (its stored plan names it), if any."""
+    if not state.canary_version or not state.plan_json:
+        return None
+    return plan_of(state.model, state.canary_version, state.plan_json).preflight_id
 
 
 def describe_state(state: RolloutState) -> str:
@@ -352,6 +360,9 @@ def describe_state(state: RolloutState) -> str:
             f"weight    {state.weight_bp / 100:g}%",
             f"steps     {steps}",
         ]
+        preflight = _preflight_of(state)
+        if preflight:
+            lines.append(f"preflight {preflight} (passed before the rollout started)")
     if state.reason:
         lines.append(f"last move {state.reason}")
     lines.append(f"updated   {state.updated_at.isoformat()} (revision {state.revision})")

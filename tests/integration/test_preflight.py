@@ -148,3 +148,8 @@ def test_preflight_stops_a_failing_candidate_and_passes_an_identical_one(
     state = control.state("iris")
     assert state is not None and state.canary_version == "v2" and state.plan_json
     assert RolloutPlan.from_json(state.plan_json).preflight_id == verdicts[-1].preflight_id
+    status = subprocess.run(
+        canary_args(settings, "status", "iris", "--json"),
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert json.loads(status.stdout)["preflight_id"] == verdicts[-1].preflight_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import timedelta
 
@@ -9,6 +10,7 @@ import pytest
 
 from model_canary.streams.enums import PreflightStatus
 from model_canary.streams.messages import EPOCH, Preflight, from_epoch_ms
+from model_canary.streams.plan import PlanError, RolloutPlan, parse_plan
 from model_canary.streams.preflight.requirement import (
     PreflightRequirement,
     RequirementError,
@@ -79,3 +81,19 @@ def test_requirement_forms() -> None:
     assert parse_requirement({"since": "90m"}) == PreflightRequirement(5400.0, 5000)
     assert parse_requirement(False) is None
     assert PreflightRequirement().to_doc() == {"since": 21600.0, "min_requests": 5000}
+
+
+def test_a_plan_carries_its_requirement_and_the_preflight_it_rests_on() -> None:
+    doc = {"model": "iris", "canary": "v2", "preflight": {"since": "30m", "min_requests": 1000}}
+    plan = parse_plan(doc)
+    assert plan.preflight == PreflightRequirement(1800.0, 1000) and plan.preflight_id is None
+    started = replace(plan, preflight_id="pf-a")
+    assert RolloutPlan.from_json(started.to_json()) == started
+    assert json.loads(started.to_json())["preflight"] == {"since": 1800.0, "min_requests": 1000}
+    with pytest.raises(RequirementError, match=r"preflight\.min_requests"):
+        parse_plan({**doc, "preflight": {"min_requests": -1}})
+    # A plan without a requirement keeps its stored form (no new keys), and reads back.
+    plain = parse_plan({"model": "iris", "canary": "v2"})
+    assert "preflight" not in plain.to_json() and RolloutPlan.from_json(plain.to_json()) == plain
+    with pytest.raises(PlanError, match="preflight_id must be a text"):
+        RolloutPlan.from_json(started.to_json().replace('"pf-a"', "7"))
