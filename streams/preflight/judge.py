@@ -65,7 +65,7 @@ from model_canary.streams.outcomes.expr import Outcome as Feedback
 from model_canary.streams.plan import MetricPolicy, RolloutPlan, parse_plan
 from model_canary.streams.stats import Verdict, decide, policy, tally_for
 from model_canary.streams.stats.layout import SHADOW_PAIR_BP
-from model_canary.streams.stats.thresholds import QUANTILES
+from model_canary.streams.stats.thresholds import MIN_THRESHOLD_ITEMS, QUANTILES
 
 __all__ = ["Answer", "Observed", "PreflightVerdict", "judge", "parse_plan"]
 
@@ -189,6 +189,11 @@ def judge(
         notes.append(f"{unanswered} replayed requests unanswered by an arm (counted as errors)")
     if recorded_baseline:
         notes.append("baseline: recorded answers (latency not compared)")
+    elif set(QUANTILES) & set(plan.metrics) and run.state.latency_thresholds_ms is None:
+        notes.append(
+            f"latency not compared: the thresholds need {MIN_THRESHOLD_ITEMS:,} baseline "
+            "answers first"
+        )
     if verdict.outcome is Outcome.ROLLBACK:
         status, reason = PreflightStatus.FAILED, f"would be rolled back: {verdict.reason}"
     elif pairs < min_requests:

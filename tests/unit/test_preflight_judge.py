@@ -40,7 +40,7 @@ def test_an_identical_candidate_passes() -> None:
     v = judge(seen, PLAN, min_requests=1000)
     assert v.status is PreflightStatus.PASSED and v.exit_code == 0
     assert v.answered == 3000 and v.unanswered == 0 and v.labelled == 0
-    assert v.reason.startswith("would pass: no harm detected on 3000 replayed requests")
+    assert v.reason == "would pass: no harm detected on 3000 replayed requests"
     assert {e.metric for e in v.evidence} == {"errors", "latency_p95", "latency_p99"}
     assert not any(e.alarmed for e in v.evidence)
 
@@ -62,6 +62,7 @@ def test_too_few_answered_requests_are_inconclusive() -> None:
     v = judge(seen, PLAN, min_requests=1000)
     assert v.status is PreflightStatus.INCONCLUSIVE and v.exit_code == 3
     assert "100 replayed requests answered by both arms, 1000 required" in v.reason
+    assert "latency not compared: the thresholds need 1,000 baseline answers first" in v.reason
 
 
 def test_recorded_labels_judge_accuracy_and_agreement() -> None:
