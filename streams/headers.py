@@ -32,6 +32,11 @@ DELIVERY = "canary-delivery"
 AT_LEAST_ONCE = b"at-least-once"
 #: On every result: ``true`` for the answer a client gets, ``false`` for a shadow's.
 SERVED = "canary-served"
+#: On a replayed copy of a recorded request and on its answer: the pre-flight's id.
+PREFLIGHT = "canary-preflight"
+#: On a replayed request's answer: the worker micro-batch it was answered in (the pre-flight
+#: counts batches as the worker's served evidence does).
+PREFLIGHT_BATCH = "canary-preflight-batch"
 
 DLQ_REASON = "canary-dlq-reason"
 DLQ_DETAIL = "canary-dlq-detail"

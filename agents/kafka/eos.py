@@ -777,6 +777,10 @@ class ExactlyOnceLoop:
                 self._range_starts[(tp.topic, tp.partition)] = tp.offset
 
     # -- observing -----------------------------------------------------------------------
+    def positions(self) -> dict[tuple[str, int], int]:
+        """The consumer's position in each assigned partition (nothing before it opens)."""
+        return self._positions()
+
     def lag(self) -> dict[tuple[str, int], int]:
         """Messages not yet consumed per assigned partition (high watermark - position).
 

@@ -40,6 +40,10 @@ class AnswerTo:
     rollout_id: str | None = None
     weight_bp: int = 0
     routing_key: str | None = None
+    #: Where the error result goes instead of the results topics (a pre-flight's replayed
+    #: request is answered on the pre-flight results topic, never served).
+    topic: str | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def error_result(answer: AnswerTo, reason: str, detail: str) -> InferenceResult:
@@ -117,7 +121,7 @@ class Refusals:
                 marks = h.delivery_headers(exactly_once=False)
             headers += marks or []
             topic = self.catalogue.results if result.served else self.catalogue.shadow_results
-            out.produce(topic, value, key=key, headers=headers)
+            out.produce(answer.topic or topic, value, key=key, headers=[*headers, *answer.headers])
             if h.REQUEST_ID not in meta:
                 extra.append((h.REQUEST_ID, key))
         dead_letter(

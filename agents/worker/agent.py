@@ -12,12 +12,19 @@ predictions topic (keyed by request id) for the label joiner. One metric event p
 After a rollback, requests still queued for the canary are not answered by it: the worker
 re-drives them to the baseline's topic in the same transaction that consumes them, so each is
 still answered exactly once, by the baseline.
+
+The worker also consumes its version's pre-flight topic: recorded requests a pre-flight
+replays (``canary preflight``). They are run in the same micro-batches as live requests and
+answered on the pre-flight results topic only, chosen by the topic they came from (never by a
+header): a replayed answer never reaches a client, and counts in no live metric.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -93,9 +100,11 @@ class _Routed:
     routed_at_ms: int | None
     redriven: bool
     at_least_once: bool  # routed with at-least-once delivery: its answer may repeat
+    #: The pre-flight id of a replayed request (it came from the pre-flight topic).
+    preflight: str | None = None
 
     @classmethod
-    def from_headers(cls, meta: dict[str, str]) -> _Routed:
+    def from_headers(cls, meta: dict[str, str], *, preflight: bool = False) -> _Routed:
         try:
             arm = Arm(meta.get(h.ARM, Arm.STABLE.value))
         except ValueError:
@@ -121,6 +130,7 @@ class _Routed:
             routed_at_ms=routed_at_ms,
             redriven=meta.get(REDRIVEN) == "1",
             at_least_once=meta.get(h.DELIVERY) == h.AT_LEAST_ONCE.decode(),
+            preflight=(meta.get(h.PREFLIGHT) or "unknown") if preflight else None,
         )
 
 
@@ -137,6 +147,10 @@ class Worker:
         self.runner = ModelRunner(adapter)  # the model's calls, in a thread kept across batches
         self.catalogue = TopicCatalogue(settings.topic_prefix, settings.partitions)
         self.topic = self.catalogue.version_requests(options.model, options.version)
+        self.preflight_topic = self.catalogue.preflight_requests(options.model, options.version)
+        # Micro-batch ids for replayed answers: unique across this worker's restarts.
+        self._run = f"{options.instance}.{secrets.token_hex(4)}"
+        self._batches = itertools.count()
         self.view = StateView(settings, client_id=f"canary-worker-state-{options.instance}")
         self._metric_codec = codec_for(MetricEvent)
         self._seconds = metrics.INFERENCE_SECONDS.labels(options.model, options.version)
@@ -148,7 +162,7 @@ class Worker:
             LoopConfig(
                 agent=AGENT,
                 group_id=f"{prefix}.worker.{name}",
-                topics=(self.topic,),
+                topics=(self.topic, self.preflight_topic),
                 transactional_id=f"{prefix}.worker.{name}.{options.instance}",
                 max_batch=options.max_batch,
                 commit=settings.commit_policy,
@@ -190,13 +204,18 @@ class Worker:
         began = time.perf_counter()
         outputs = self.runner.predict(inputs, self.options.timeout_s)
         batch_ms = (time.perf_counter() - began) * 1000
-        errors = 0
+        errors = live = 0
+        batch_id = f"{self._run}.{next(self._batches)}"
         seconds = self._seconds
         items = _Batch()
         for (msg, request, routed), output in zip(todo, outputs, strict=True):
             out.source = msg
             latency_ms = batch_ms + output.extra_latency_ms
+            if routed.preflight is not None:
+                self._publish_replayed(out, msg, request, routed, output, latency_ms, batch_id)
+                continue
             ok = self._publish(out, msg, request, routed, output, latency_ms)
+            live += 1
             errors += not ok
             seconds.observe(latency_ms / 1000)
             self._evidence_item(items, out, msg, request, routed, output, ok, latency_ms)
@@ -212,7 +231,8 @@ class Worker:
             )
         # Counted per batch: a Prometheus update per request costs as much as the publishing.
         o = self.options
-        metrics.INFERENCES.labels(o.model, o.version, "ok").inc(len(todo) - errors)
+        if live:
+            metrics.INFERENCES.labels(o.model, o.version, "ok").inc(live - errors)
         if errors:
             metrics.INFERENCES.labels(o.model, o.version, "error").inc(errors)
 
@@ -222,11 +242,15 @@ class Worker:
         raw = h.as_list(msg.headers())
         meta = h.header_dict(raw)
         try:
-            routed = _Routed.from_headers(meta)
+            routed = _Routed.from_headers(meta, preflight=msg.topic() == self.preflight_topic)
         except DecodeError as exc:
             self._refuse(out, msg, exc.reason, str(exc))
             return None
-        if routed.arm is Arm.CANARY and self._rolled_back(routed.rollout_id):
+        if (
+            routed.preflight is None
+            and routed.arm is Arm.CANARY
+            and self._rolled_back(routed.rollout_id)
+        ):
             if routed.served:
                 self._redrive(out, msg, raw)
             return None  # a shadow copy of a rolled-back canary is simply not run
@@ -301,6 +325,8 @@ class Worker:
             routing_key=request.routing_key,
             latency_ms=latency_ms,
             created_at=now,
+            prediction=output.prediction if output.ok else None,
+            measures=output.measures,
         )
         # A re-driven request was assigned to the canary: its baseline answer is served but
         # says nothing about the canary-vs-baseline comparison, so no metric event is counted
@@ -359,8 +385,14 @@ class Worker:
     # -- evidence --------------------------------------------------------------------------
     def _cell(self, routed: _Routed, routed_second: int) -> Cell | None:
         """The evidence cell of a request, or None when it is in no rollout's comparison (no
-        rollout, the stable arm, or re-driven to the baseline after a rollback)."""
-        if routed.rollout_id is None or routed.arm is Arm.STABLE or routed.redriven:
+        rollout, the stable arm, re-driven to the baseline after a rollback, or a pre-flight's
+        replayed copy)."""
+        if (
+            routed.rollout_id is None
+            or routed.arm is Arm.STABLE
+            or routed.redriven
+            or routed.preflight is not None  # a replayed copy is no live evidence
+        ):
             return None
         return Cell(
             self.options.model,
@@ -430,7 +462,72 @@ class Worker:
     def _drop_evidence(self) -> None:
         self.evidence.clear()
 
+    def _publish_replayed(
+        self,
+        out: TxnOutput,
+        msg: Message,
+        request: InferenceRequest,
+        routed: _Routed,
+        output: ModelOutput,
+        latency_ms: float,
+        batch_id: str,
+    ) -> None:
+        """Answer a pre-flight's replayed request on the pre-flight results topic, with the
+        pre-flight's header and the micro-batch's id; an answer too large to write becomes an
+        error answer there."""
+        o = self.options
+        result = InferenceResult(
+            request_id=request.request_id,
+            model=o.model,
+            version=o.version,
+            arm=routed.arm,
+            served=False,
+            outputs=output.outputs,
+            content_type=output.content_type,
+            error=output.error,
+            error_type=output.error_type,
+            rollout_id=routed.rollout_id,
+            weight_bp=routed.weight_bp,
+            routing_key=request.routing_key,
+            latency_ms=latency_ms,
+            created_at=utc_now(),
+            prediction=output.prediction if output.ok else None,
+            measures=output.measures,
+        )
+        value, headers = encode_result(result, as_json=False)
+        marks = [
+            (h.PREFLIGHT, (routed.preflight or "").encode()),
+            (h.PREFLIGHT_BATCH, batch_id.encode()),
+        ]
+        try:
+            out.produce(
+                self.catalogue.preflight_results,
+                value,
+                key=request.request_id.encode(),
+                headers=[*headers, *marks],
+            )
+        except OutputRefusedError as exc:
+            detail = f"the model's output cannot be written: {exc.detail}"
+            answer = self._answer_to(request, routed)
+            self.refusals.refuse(
+                out, msg, exc.reason, detail, answer=answer, payload=output.outputs,
+                payload_kind="output",
+            )  # fmt: skip
+
     def _answer_to(self, request: InferenceRequest | None, routed: _Routed | None) -> AnswerTo:
+        if routed is not None and routed.preflight is not None:
+            return AnswerTo(
+                request.request_id if request else "",
+                model=self.options.model,
+                version=self.options.version,
+                arm=routed.arm,
+                served=False,
+                rollout_id=routed.rollout_id,
+                weight_bp=routed.weight_bp,
+                routing_key=request.routing_key if request else None,
+                topic=self.catalogue.preflight_results,
+                headers=((h.PREFLIGHT, routed.preflight.encode()),),
+            )
         return AnswerTo(
             request.request_id if request else "",
             model=self.options.model,
@@ -449,10 +546,17 @@ class Worker:
         meta = h.header_dict(h.as_list(msg.headers()))
         rid = meta.get(h.REQUEST_ID)
         answer = None
+        replayed = msg.topic() == self.preflight_topic
         try:
-            routed: _Routed | None = _Routed.from_headers(meta)
+            routed: _Routed | None = _Routed.from_headers(meta, preflight=replayed)
         except DecodeError:
             routed = None
+        if routed is None and replayed:
+            # A replayed request is never answered on the live results topics.
+            preflight = meta.get(h.PREFLIGHT) or "unknown"
+            routed = _Routed(
+                Arm.STABLE, None, 0, False, None, False, at_least_once=False, preflight=preflight
+            )
         if rid:
             answer = replace(self._answer_to(None, routed), request_id=rid)
         at_least_once = routed is not None and routed.at_least_once

@@ -49,6 +49,7 @@ from model_canary.streams.messages import (
     InferenceResult,
     MetricEvent,
     Prediction,
+    Preflight,
     Record,
     RolloutState,
 )
@@ -68,6 +69,7 @@ CONTROL_EVENT_CONTENT_TYPE = "application/vnd.modelcanary.control-event+avro"
 ROLLOUT_STATE_CONTENT_TYPE = "application/vnd.modelcanary.rollout-state+avro"
 DECISION_CONTENT_TYPE = "application/vnd.modelcanary.decision+avro"
 DEAD_LETTER_CONTENT_TYPE = "application/vnd.modelcanary.dead-letter+avro"
+PREFLIGHT_CONTENT_TYPE = "application/vnd.modelcanary.preflight+avro"
 EVIDENCE_CONTENT_TYPE = "application/vnd.modelcanary.evidence+avro"
 PREDICTION_CONTENT_TYPE = "application/vnd.modelcanary.prediction+avro"
 
@@ -81,6 +83,7 @@ CONTENT_TYPES: Mapping[type, str] = {
     RolloutState: ROLLOUT_STATE_CONTENT_TYPE,
     Decision: DECISION_CONTENT_TYPE,
     DeadLetter: DEAD_LETTER_CONTENT_TYPE,
+    Preflight: PREFLIGHT_CONTENT_TYPE,
     Evidence: EVIDENCE_CONTENT_TYPE,
     Prediction: PREDICTION_CONTENT_TYPE,
 }

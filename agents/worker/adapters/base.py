@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from queue import SimpleQueue
 from typing import Protocol
 
@@ -53,7 +53,9 @@ class ModelOutput:
     the model failed for this input; ``prediction`` is the predicted label as text, for joining
     with ground truth; ``extra_latency_ms`` corrects the batch's measured time for this item
     (a fault injector sleeps once per batch for its largest delay; items with a smaller one
-    report less).
+    report less); ``measures`` are numbers the adapter read about this answer (a chat
+    completion's ``prompt_tokens``, ``completion_tokens``, ``total_tokens``), carried on the
+    result.
 
     >>> ModelOutput(b'{"outputs": []}', prediction="setosa").ok
     True
@@ -65,6 +67,7 @@ class ModelOutput:
     error_type: str | None = None
     prediction: str | None = None
     extra_latency_ms: float = 0.0
+    measures: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
