@@ -38,10 +38,10 @@ def broker_settings() -> Iterator[Settings]:
         yield Settings.from_env(bootstrap=bootstrap)
         return
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        pytest.exit(
+        pytest.fail(
             "tests on several processes (-n) share one broker: start one and name it in "
             "CANARY_TEST_BOOTSTRAP (scripts/test does both)",
-            returncode=4,
+            pytrace=False,
         )
     local = Settings.from_env(broker_port=TEST_PORT, state_dir=ROOT / ".canary-test")
     broker = LocalBroker(local)
