@@ -92,3 +92,40 @@ PHASE = Gauge(
     "1 for the phase each model's rollout is in (one series per phase), as the evaluator sees it.",
     ["model", "phase"],
 )
+
+EVIDENCE = Counter(
+    "canary_evidence_records_total",
+    "Evidence records the evaluator read, by kind and what became of them (applied, "
+    "duplicate: counted before, stale: an older rollout's).",
+    ["kind", "outcome"],
+)
+CHECKPOINT_SECONDS = Histogram(
+    "canary_evaluator_checkpoint_duration_seconds",
+    "Time to write one evidence partition's checkpoint (snapshots and offsets).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+DECIDED = Gauge(
+    "canary_decided_requests",
+    "Answered requests of complete seconds the evaluator's latest evaluation of a rollout "
+    "rested on (warm-up included), per model and arm.",
+    ["model", "arm"],
+)
+EVALUATED_AT = Gauge(
+    "canary_evaluation_timestamp_seconds",
+    "When the evaluator last evaluated each model's rollout (Unix time).",
+    ["model"],
+)
+FEEDBACK_REKEYED = Counter(
+    "canary_feedback_rekeyed_total",
+    "Feedback records that arrived keyed by something else than their request id and were "
+    "re-keyed by the label joiner.",
+)
+LABELS_JOINED = Counter(
+    "canary_labels_joined_total",
+    "Predictions joined with their ground-truth label by the label joiner.",
+)
+LABELS_PENDING = Gauge(
+    "canary_label_join_pending",
+    "Predictions waiting for their label and labels waiting for their prediction, in this "
+    "label joiner's partitions.",
+)

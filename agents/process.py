@@ -54,7 +54,8 @@ class AgentProcess:
     """One child process, started (and restarted) with the same command line and environment.
 
     ``own_session`` puts it in a session of its own, so a Ctrl-C at the terminal reaches only
-    the launcher, which then stops its agents in order.
+    the launcher, which then stops its agents in order. Without a ``log_path`` its output goes
+    where the launcher's does.
     """
 
     def __init__(
@@ -62,7 +63,7 @@ class AgentProcess:
         name: str,
         argv: Sequence[str],
         env: Mapping[str, str],
-        log_path: Path,
+        log_path: Path | None,
         *,
         cwd: Path | None = None,
         own_session: bool = False,
@@ -82,7 +83,7 @@ class AgentProcess:
         name: str,
         args: Sequence[str],
         settings: Settings,
-        log_path: Path,
+        log_path: Path | None,
         *,
         extra_env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
@@ -108,6 +109,15 @@ class AgentProcess:
     def start(self) -> AgentProcess:
         """Start the process (again, after it ended); output appended to the log."""
         if self.alive:
+            return self
+        if self.log_path is None:
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                start_new_session=self.own_session,
+            )
             return self
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_start = len(self.log()) if self.log_path.exists() else 0
@@ -158,6 +168,8 @@ class AgentProcess:
 
     def log(self, *, since_start: bool = False) -> str:
         """The log's text (only what the current run wrote, with ``since_start``)."""
+        if self.log_path is None:
+            return ""
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:

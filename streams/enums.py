@@ -6,11 +6,14 @@ from enum import StrEnum
 
 
 class Arm(StrEnum):
-    """The deployment that answered a request."""
+    """The deployment that answered a request. ``control``: the baseline version served by its
+    own worker group at the canary's share (same cohort hash), the fair comparison for
+    load-dependent metrics such as latency."""
 
     STABLE = "stable"
     BASELINE = "baseline"
     CANARY = "canary"
+    CONTROL = "control"
 
 
 class Mode(StrEnum):
@@ -32,6 +35,7 @@ class Action(StrEnum):
     HOLD = "hold"
     ROLLBACK = "rollback"
     FINALIZE = "finalize"
+    SET_THRESHOLDS = "set_thresholds"
 
 
 class Phase(StrEnum):
@@ -54,3 +58,12 @@ class Outcome(StrEnum):
     HOLD = "HOLD"
     ROLLBACK = "ROLLBACK"
     FINALIZE = "FINALIZE"
+
+
+class EvidenceKind(StrEnum):
+    """Who produced an :class:`~model_canary.streams.messages.Evidence` record: the router
+    (``routed``), a worker (``served``) or the label joiner (``labelled``)."""
+
+    ROUTED = "routed"
+    SERVED = "served"
+    LABELLED = "labelled"

@@ -112,6 +112,11 @@ class PayloadTooLargeError(DecodeError):
     reason = "too-large"
 
 
+class EvidenceError(CanaryError, ValueError):
+    """Evidence that cannot be read or applied: malformed packed columns, a record of another
+    rollout, a snapshot this version cannot read. Also a ``ValueError``."""
+
+
 class BrokerError(CanaryError):
     """The local development broker could not be installed, started or stopped."""
 

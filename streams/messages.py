@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from model_canary.streams.defaults import DEFAULT_STEPS_BP
-from model_canary.streams.enums import Action, Arm, Mode, Outcome, Phase
+from model_canary.streams.enums import Action, Arm, EvidenceKind, Mode, Outcome, Phase
 from model_canary.streams.errors import RecordValidationError, UndecodableError
 from model_canary.streams.headers import JSON
 from model_canary.streams.record_base import (
@@ -45,6 +45,8 @@ __all__ = [
     "ControlEvent",
     "DeadLetter",
     "Decision",
+    "Evidence",
+    "EvidenceKind",
     "Feedback",
     "Header",
     "InferenceRequest",
@@ -55,6 +57,7 @@ __all__ = [
     "OffsetRange",
     "Outcome",
     "Phase",
+    "Prediction",
     "Record",
     "RolloutState",
     "epoch_ms",
@@ -201,6 +204,7 @@ class ControlCommand(Record):
     key_id: str | None = None
     signature: str | None = None
     expected_revision: int | None = None
+    latency_thresholds_ms: Mapping[str, float] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -264,6 +268,9 @@ class RolloutState(Record):
     updated_at: datetime
     reason: str = ""
     plan_json: str | None = None
+    #: Fixed once per rollout by the evaluator (``set_thresholds``); workers compare each
+    #: answer's latency with them. States written before the field existed read as None.
+    latency_thresholds_ms: Mapping[str, float] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -352,6 +359,121 @@ class DeadLetter(Record):
     failed_at: datetime
 
 
+_EVIDENCE_COUNTS = (
+    "requests",
+    "errors",
+    "refused",
+    "batches",
+    "batch_items",
+    "max_batch",
+    "batches_over_p95",
+    "batches_over_p99",
+    "batch_m2",
+    "batch_e2_errors",
+    "batch_em_errors",
+    "batch_e2_over_p95",
+    "batch_em_over_p95",
+    "batch_e2_over_p99",
+    "batch_em_over_p99",
+    "labelled",
+    "incorrect",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Evidence(Record):
+    """What one producer transaction saw of one cell: a model's rollout, version, arm,
+    served flag, weight at routing and routed second (see ``docs/evidence.md``).
+
+    The record is identified by ``(source, kind, cell, offsets)``: every record of one
+    transaction carries the same input ``offsets``, and the evaluator applies each record
+    once however often it is read.
+
+    >>> ev = Evidence(kind="served", model="iris", rollout_id="ro1", version="v2",
+    ...               arm="canary", weight_bp=100, second=1_700_000_000, source="w1",
+    ...               requests=40, errors=1)
+    >>> ev.kind is EvidenceKind.SERVED, ev.thresholds_revision, ev.schema_version
+    (True, -1, 1)
+    """
+
+    IDENTITY: ClassVar[tuple[str, ...]] = ("model", "rollout_id", "source")
+    schema_version: int = 1
+    kind: EvidenceKind
+    model: str
+    rollout_id: str
+    version: str = ""
+    arm: Arm
+    served: bool = True
+    weight_bp: int = 0
+    second: int
+    source: str
+    offsets: tuple[OffsetRange, ...] = ()
+    requests: int = 0
+    errors: int = 0
+    refused: int = 0
+    batches: int = 0
+    batch_items: int = 0
+    max_batch: int = 0
+    latency_unit: str = "batch"
+    latency_hist: bytes = b""
+    batch_latency_hist: bytes = b""
+    thresholds_revision: int = -1
+    batches_over_p95: int = 0
+    batches_over_p99: int = 0
+    batch_m2: int = 0
+    batch_e2_errors: int = 0
+    batch_em_errors: int = 0
+    batch_e2_over_p95: int = 0
+    batch_em_over_p95: int = 0
+    batch_e2_over_p99: int = 0
+    batch_em_over_p99: int = 0
+    labelled: int = 0
+    incorrect: int = 0
+    units: bytes = b""
+
+    def __post_init__(self) -> None:
+        Record.__post_init__(self)
+        if min(getattr(self, name) for name in _EVIDENCE_COUNTS) < 0:
+            raise RecordValidationError("Evidence counts must not be negative")
+        if self.latency_unit not in ("item", "batch"):
+            raise RecordValidationError(
+                f"Evidence.latency_unit must be item or batch, not {self.latency_unit!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prediction(Record):
+    """One arm's prediction for a request, waiting for the request's ground truth.
+
+    >>> p = Prediction(request_id="r1", model="iris", rollout_id="ro1", arm="canary",
+    ...                second=1_700_000_000, prediction="setosa")
+    >>> p.answers, p.bucket
+    (1, 0)
+    """
+
+    IDENTITY: ClassVar[tuple[str, ...]] = ("request_id", "model", "rollout_id")
+    request_id: str
+    model: str
+    version: str = ""
+    rollout_id: str
+    arm: Arm
+    served: bool = True
+    weight_bp: int = 0
+    second: int
+    bucket: int = 0
+    answers: int = 1
+    label_window_s: int = 86_400
+    prediction: str = ""
+
+    def __post_init__(self) -> None:
+        Record.__post_init__(self)
+        if not 0 <= self.bucket < 10_000 or self.answers < 1 or self.label_window_s < 0:
+            raise RecordValidationError(
+                "Prediction.bucket must be within 0..9999, answers at least 1 and "
+                "label_window_s not negative"
+            )
+
+
 RECORD_TYPES: tuple[type[Record], ...] = (
     InferenceRequest,
     InferenceResult,
@@ -362,5 +484,7 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     RolloutState,
     Decision,
     DeadLetter,
+    Evidence,
+    Prediction,
 )
 """The top-level records, one per schema file (nested records are not listed)."""

@@ -12,21 +12,40 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
 from itertools import pairwise
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from model_canary.streams.errors import ConfigError
+from model_canary.streams.record_base import MAX_BP
 from model_canary.streams.topics import validate_name
 
 METRICS = ("errors", "latency_p95", "latency_p99", "accuracy")
-DEFAULT_STEPS = (1.0, 20.0, 50.0, 100.0)
+#: What each metric is compared with by default: load-dependent latency with the control arm
+#: (the baseline version at the canary's share, so batch sizes and load are alike), errors
+#: and labels with every request the baseline version served (more evidence, still valid).
+COMPARATORS = ("control", "baseline")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
-
-DEFAULT_METRICS: Mapping[str, MetricPolicy]
+# -- every default of a plan, and of the decision rule built from it -----------------------
+DEFAULT_STEPS = (1.0, 20.0, 50.0, 100.0)
+DEFAULT_MIN_STEP_SECONDS = 300.0
+DEFAULT_MAX_STEP_SECONDS = 7200.0
+DEFAULT_WARMUP_SECONDS = 30.0
+DEFAULT_MIN_CANARY_REQUESTS = 50
+DEFAULT_ALPHA = 0.05
+DEFAULT_CONTROL = True
+#: Not plan fields, but part of the rule every plan gets: the labelled sample-ratio check's
+#: alpha; how far behind (s) an arm's complete results may be before moves forward wait; the
+#: prior weights of the roll-back sub-tests (all weights, then from each later step on).
+SRM_ALPHA = 0.01
+LAG_SLACK_SECONDS = 10.0
+#: Prior weight of the roll-back test pooling every weight; the rest is shared by the tests of
+#: each later step's weights on (so harm that only appears at a high weight is caught there).
+POOLED_PRIOR = 0.8
 
 
 class PlanError(ConfigError):
@@ -35,33 +54,43 @@ class PlanError(ConfigError):
 
 @dataclass(frozen=True, slots=True)
 class MetricPolicy:
-    """How much worse than the baseline the canary may be on one metric.
+    """How much worse than its comparator the canary may be on one metric (a rate of bad
+    items: errors, requests slower than the rollout's p95/p99 thresholds, wrong predictions).
 
-    Both tolerances are relative to the baseline's bad-event rate:
-
-    * ``tolerance`` is the promotion margin (0.2: the canary's rate may be up to 1.2 times
-      the baseline's): the last step before 100% holds until the upper confidence bound on
-      the ratio is below ``1 + tolerance``;
-    * ``rollback_tolerance`` is the harm the rollback test looks past: it rolls back once the
-      ratio is shown to exceed ``1 + rollback_tolerance`` (default 0: any proven harm). A
-      canary between the two is neither rolled back nor promoted on weak evidence.
-
-    ``min_label_coverage`` (accuracy only) is the share of requests that must have a
-    ground-truth label before the final step.
+    * promotion: the last step before 100% holds until the canary's rate is *shown* below
+      ``(1 + tolerance)`` times the comparator's **plus** ``margin`` (an absolute rate, so a
+      metric with few or no bad items cannot block a promotion forever);
+    * ``rollback_tolerance``: the roll-back test rolls back once the ratio is shown to exceed
+      ``1 + rollback_tolerance`` (default 0: any proven harm). A canary between the two is
+      neither rolled back nor promoted on weak evidence;
+    * ``compare``: ``control`` (the baseline version at the canary's share) or ``baseline``
+      (every request the baseline version served);
+    * ``alarm_ratios``: the harms (ratios past ``1 + rollback_tolerance``) the roll-back test is
+      quickest to find; any larger or somewhat smaller harm is found too, only more slowly;
+    * ``min_label_coverage`` (accuracy only): the share of requests that must have a label
+      before the step may advance.
     """
 
     tolerance: float
     min_label_coverage: float = 0.0
-    #: Added after ``tolerance``; plans and stored rollout states without it read as 0.
+    #: Fields added later read their defaults from plans stored without them.
     rollback_tolerance: float = 0.0
+    margin: float = 0.0
+    compare: str = "baseline"
+    alarm_ratios: tuple[float, ...] = (1.6, 2.2, 3.2)
 
 
-DEFAULT_METRICS = MappingProxyType(
+#: The defaults of each metric (a plan naming a metric without settings gets these).
+METRIC_DEFAULTS: Mapping[str, MetricPolicy] = MappingProxyType(
     {
-        "errors": MetricPolicy(0.2),
-        "latency_p95": MetricPolicy(0.2),
-        "latency_p99": MetricPolicy(0.2),
+        "errors": MetricPolicy(0.2, margin=0.005, compare="baseline"),
+        "latency_p95": MetricPolicy(0.2, margin=0.01, compare="control"),
+        "latency_p99": MetricPolicy(0.2, margin=0.005, compare="control"),
+        "accuracy": MetricPolicy(0.02, min_label_coverage=0.5, margin=0.01, compare="baseline"),
     }
+)
+DEFAULT_METRICS: Mapping[str, MetricPolicy] = MappingProxyType(
+    {name: METRIC_DEFAULTS[name] for name in ("errors", "latency_p95", "latency_p99")}
 )
 
 
@@ -73,14 +102,18 @@ class RolloutPlan:
     baseline: str | None
     canary: str
     mode: str = "canary"
-    steps_bp: tuple[int, ...] = (100, 2000, 5000, 10000)
-    min_step_seconds: float = 300.0
-    min_canary_requests: int = 200
-    max_step_seconds: float = 7200.0
-    warmup_seconds: float = 30.0
-    alpha: float = 0.05
+    steps_bp: tuple[int, ...] = tuple(round(p * 100) for p in DEFAULT_STEPS)
+    min_step_seconds: float = DEFAULT_MIN_STEP_SECONDS
+    min_canary_requests: int = DEFAULT_MIN_CANARY_REQUESTS
+    max_step_seconds: float = DEFAULT_MAX_STEP_SECONDS
+    warmup_seconds: float = DEFAULT_WARMUP_SECONDS
+    alpha: float = DEFAULT_ALPHA
     shadow_sample_bp: int = 10_000
     metrics: Mapping[str, MetricPolicy] = field(default_factory=lambda: DEFAULT_METRICS)
+    #: Route a control arm (the baseline version at the canary's share, its own workers).
+    control: bool = DEFAULT_CONTROL
+    #: How long a prediction waits for its ground-truth label (stored plans without it: 24 h).
+    label_window_seconds: float = 86_400.0
 
     def to_json(self) -> str:
         """The plan as compact JSON (carried in the start command and the rollout state)."""
@@ -91,16 +124,43 @@ class RolloutPlan:
     @classmethod
     def from_json(cls, text: str) -> RolloutPlan:
         """The plan :meth:`to_json` wrote; :class:`PlanError` for anything else (the text
-        travels in commands, which anyone with access to the control topic can write)."""
+        travels in commands, which anyone with access to the control topic can write).
+        Plans stored before ``control`` and a metric's ``margin``/``compare`` existed read
+        as they were decided: no control arm, no margin, compared with the baseline."""
         try:
             doc = json.loads(text)
             doc["steps_bp"] = tuple(doc["steps_bp"])
-            doc["metrics"] = MappingProxyType(
-                {k: MetricPolicy(**v) for k, v in doc["metrics"].items()}
-            )
+            doc.setdefault("control", False)
+            metrics = {}
+            for name, v in doc["metrics"].items():
+                v = dict(v)
+                default = METRIC_DEFAULTS.get(name, MetricPolicy(0.2))
+                v["alarm_ratios"] = tuple(v.get("alarm_ratios", default.alarm_ratios))
+                metrics[name] = MetricPolicy(**v)
+            doc["metrics"] = MappingProxyType(metrics)
             return cls(**doc)
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
             raise PlanError(f"not a stored plan: {type(exc).__name__}: {exc}") from None
+
+
+def plan_of(model: str, canary: str | None, plan_json: str | None) -> RolloutPlan:
+    """A rollout's plan: the stored one (from its start command), or the defaults. The router
+    and the evaluator both read a rollout's plan through this, so they agree on it."""
+    if plan_json:
+        try:
+            return _stored_plan(plan_json)
+        except PlanError:
+            pass  # an unreadable stored plan: the defaults, as for a rollout without one
+    try:
+        return parse_plan({"model": model, "canary": canary or "unknown"})
+    except ConfigError:
+        return RolloutPlan(model=model, baseline=None, canary="unknown")
+
+
+@lru_cache(maxsize=64)
+def _stored_plan(text: str) -> RolloutPlan:
+    # Parsed once per stored text (plans are frozen, so sharing one is safe).
+    return RolloutPlan.from_json(text)
 
 
 def load_plan(path: Path) -> RolloutPlan:
@@ -138,6 +198,8 @@ def parse_plan(doc: Mapping[str, Any]) -> RolloutPlan:
         "metrics",
         "alpha",
         "shadow_sample",
+        "control",
+        "label_window",
     }
     unknown = sorted(map(str, set(doc) - known))  # YAML keys may be numbers
     if unknown:
@@ -159,22 +221,28 @@ def parse_plan(doc: Mapping[str, Any]) -> RolloutPlan:
     )
     if unknown:
         raise PlanError(f"step: unknown field(s) {unknown}")
-    min_s = duration(step.get("min_duration", "5m"), "step.min_duration")
-    max_s = duration(step.get("max_duration", "2h"), "step.max_duration")
-    warmup = duration(step.get("warmup", "30s"), "step.warmup")
+    min_s = duration(step.get("min_duration", DEFAULT_MIN_STEP_SECONDS), "step.min_duration")
+    max_s = duration(step.get("max_duration", DEFAULT_MAX_STEP_SECONDS), "step.max_duration")
+    warmup = duration(step.get("warmup", DEFAULT_WARMUP_SECONDS), "step.warmup")
     if max_s < min_s:
         raise PlanError("step.max_duration: must be at least step.min_duration")
-    min_requests = step.get("min_canary_requests", 200)
+    min_requests = step.get("min_canary_requests", DEFAULT_MIN_CANARY_REQUESTS)
     if not isinstance(min_requests, int) or isinstance(min_requests, bool) or min_requests < 0:
         raise PlanError(
             f"step.min_canary_requests: must be a whole number >= 0, got {min_requests!r}"
         )
-    alpha = doc.get("alpha", 0.05)
+    alpha = doc.get("alpha", DEFAULT_ALPHA)
     if not isinstance(alpha, int | float) or isinstance(alpha, bool) or not 0 < alpha < 0.5:
         raise PlanError(f"alpha: must be a number in (0, 0.5), got {alpha!r}")
+    control = doc.get("control", DEFAULT_CONTROL)
+    if not isinstance(control, bool):
+        raise PlanError(f"control: must be true or false, got {control!r}")
     shadow = doc.get("shadow_sample", 100)
     if not isinstance(shadow, int | float) or isinstance(shadow, bool) or not 0 < shadow <= 100:
         raise PlanError(f"shadow_sample: must be a percentage in (0, 100], got {shadow!r}")
+    label_window = duration(doc.get("label_window", "24h"), "label_window")
+    if label_window < 1:
+        raise PlanError("label_window: must be at least 1s")
     return RolloutPlan(
         model=model,
         baseline=baseline,
@@ -188,6 +256,8 @@ def parse_plan(doc: Mapping[str, Any]) -> RolloutPlan:
         alpha=float(alpha),
         shadow_sample_bp=round(shadow * 100),
         metrics=_metrics(doc.get("metrics")),
+        control=control and mode == "canary",
+        label_window_seconds=label_window,
     )
 
 
@@ -231,7 +301,7 @@ def _steps(value: Any) -> tuple[int, ...]:
         out.append(round(pct * 100))
     if any(b <= a for a, b in pairwise(out)):
         raise PlanError(f"steps: must increase strictly, got {value}")
-    if out[-1] != 10_000:
+    if out[-1] != MAX_BP:
         raise PlanError(f"steps: the last step must be 100, got {value[-1]}")
     return tuple(out)
 
@@ -242,20 +312,38 @@ def _metrics(value: Any) -> Mapping[str, MetricPolicy]:
     if not isinstance(value, dict) or not value:
         raise PlanError(f"metrics: must be a mapping of {list(METRICS)} to their settings")
     out: dict[str, MetricPolicy] = {}
+    known = {
+        "tolerance",
+        "rollback_tolerance",
+        "margin",
+        "compare",
+        "min_label_coverage",
+        "alarm_ratios",
+    }
     for name, spec in value.items():
         if name not in METRICS:
             raise PlanError(f"metrics.{name}: unknown metric; choose from {list(METRICS)}")
         spec = spec or {}
         if not isinstance(spec, dict):
             raise PlanError(f"metrics.{name}: must be a mapping (tolerance, ...)")
-        unknown = sorted(
-            map(str, set(spec) - {"tolerance", "rollback_tolerance", "min_label_coverage"})
-        )
+        unknown = sorted(map(str, set(spec) - known))
         if unknown or ("min_label_coverage" in spec and name != "accuracy"):
             raise PlanError(f"metrics.{name}: unknown field(s) {unknown or ['min_label_coverage']}")
-        tolerance = _tolerance(spec, name, "tolerance", 0.02 if name == "accuracy" else 0.2)
-        rollback = _tolerance(spec, name, "rollback_tolerance", 0.0)
-        coverage = spec.get("min_label_coverage", 0.5 if name == "accuracy" else 0.0)
+        d = METRIC_DEFAULTS[name]
+        tolerance = _tolerance(spec, name, "tolerance", d.tolerance)
+        rollback = _tolerance(spec, name, "rollback_tolerance", d.rollback_tolerance)
+        margin = spec.get("margin", d.margin)
+        if not isinstance(margin, int | float) or isinstance(margin, bool) or not 0 <= margin <= 1:
+            raise PlanError(
+                f"metrics.{name}.margin: must be a rate in [0, 1] (0.005 = half a point), "
+                f"got {margin!r}"
+            )
+        compare = spec.get("compare", d.compare)
+        if compare not in COMPARATORS:
+            raise PlanError(
+                f"metrics.{name}.compare: must be one of {list(COMPARATORS)}, got {compare!r}"
+            )
+        coverage = spec.get("min_label_coverage", d.min_label_coverage)
         if (
             not isinstance(coverage, int | float)
             or isinstance(coverage, bool)
@@ -264,7 +352,9 @@ def _metrics(value: Any) -> Mapping[str, MetricPolicy]:
             raise PlanError(
                 f"metrics.{name}.min_label_coverage: must be a share in [0, 1], got {coverage!r}"
             )
-        out[name] = MetricPolicy(float(tolerance), float(coverage), rollback)
+        out[name] = MetricPolicy(
+            float(tolerance), float(coverage), rollback, float(margin), compare
+        )
     return MappingProxyType(out)
 
 

@@ -16,11 +16,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
 from model_canary.streams.cohort import Cohorts
 from model_canary.streams.messages import MAX_BP, Arm, Mode, RolloutState
+from model_canary.streams.plan import plan_of
 from model_canary.streams.rollout.machine import ACTIVE_PHASES
+from model_canary.streams.stats.layout import (
+    BASELINE,
+    CANARY,
+    CONTROL,
+    SHADOW_PAIR_BP,
+    control_share,
+)
 
-SHADOW_PAIR_BP = 5_000
 #: Routing keys whose routes a plan remembers: users send many requests, and a dictionary hit
 #: costs a tenth of the hash. Cleared when full, so memory stays bounded.
 MEMO_KEYS = 65_536
@@ -51,6 +61,10 @@ class RoutePlan:
     """A rollout state compiled for routing: the few possible route tuples are built once, so
     routing a request costs one hash and a comparison (and a repeated key, a dictionary hit).
 
+    With a control arm (the plan's ``control``, the default) the buckets just above the
+    canary's go to the **control** arm: the baseline version, served by its own workers, at
+    the canary's share - so latency is compared between two groups under the same load.
+
     ``routes(key, forced_arm)``: ``forced_arm`` ("baseline" or "canary", from the request's
     ``canary-arm`` header) overrides the split for testers; its weight is then 0 or 10000, the
     probability it really had, so forced requests carry no evidence about the arms.
@@ -61,6 +75,8 @@ class RoutePlan:
         "_baseline",
         "_canary",
         "_cohorts",
+        "_control",
+        "_control_end",
         "_forced",
         "_memo",
         "_shadow",
@@ -73,9 +89,11 @@ class RoutePlan:
         self._active = state.phase in ACTIVE_PHASES and state.canary_version is not None
         self._shadow = state.mode is Mode.SHADOW
         self._forced: dict[str, tuple[Route, ...]] = {}
-        self._memo: dict[bytes, tuple[Route, ...]] = {}
+        self._memo: dict[bytes, tuple[tuple[Route, ...], int]] = {}
         self._baseline: tuple[Route, ...]
         self._canary: tuple[Route, ...]
+        self._control: tuple[Route, ...] = ()
+        self._control_end = 0
         if not self._active:
             stable = (Route(state.stable_version, Arm.STABLE, True, rid, 0),)
             self._baseline = self._canary = stable
@@ -101,6 +119,10 @@ class RoutePlan:
         self._baseline = (Route(baseline, Arm.BASELINE, True, rid, weight),)
         self._canary = (Route(canary, Arm.CANARY, True, rid, weight),)
         self._threshold = weight
+        control = plan_of(state.model, state.canary_version, state.plan_json).control
+        self._control_end = weight + control_share(weight, control)
+        if self._control_end > weight:
+            self._control = (Route(baseline, Arm.CONTROL, True, rid, weight),)
         self._forced = {
             Arm.BASELINE: (Route(baseline, Arm.BASELINE, True, rid, 0),),
             Arm.CANARY: (Route(canary, Arm.CANARY, True, rid, MAX_BP),),
@@ -109,25 +131,56 @@ class RoutePlan:
     def routes(self, key: bytes, forced_arm: str | None = None) -> tuple[Route, ...]:
         """Where a request with routing key ``key`` goes (in shadow mode: the served route
         first, then the mirrored copy when the key is sampled)."""
+        return self.routed(key, forced_arm)[0]
+
+    def routed(self, key: bytes, forced_arm: str | None = None) -> tuple[tuple[Route, ...], int]:
+        """:meth:`routes` and the key's cohort bucket (``-1`` when no rollout is active: the
+        router counts its routed evidence per bucket)."""
         if not self._active:
-            return self._baseline
+            return self._baseline, -1
         if forced_arm is not None:
             forced = self._forced.get(forced_arm)
             if forced is not None:
-                return forced
-        routes = self._memo.get(key)
-        if routes is None:
+                return forced, self._cohorts.bucket(key)
+        got = self._memo.get(key)
+        if got is None:
             memo = self._memo
             if len(memo) >= MEMO_KEYS:
                 memo.clear()
-            canary = self._cohorts.bucket(key) < self._threshold
-            routes = memo[key] = self._canary if canary else self._baseline
-        return routes
+            bucket = self._cohorts.bucket(key)
+            if bucket < self._threshold:
+                routes = self._canary
+            elif bucket < self._control_end:
+                routes = self._control
+            else:
+                routes = self._baseline
+            got = memo[key] = (routes, bucket)
+        return got
 
     def all_routes(self) -> tuple[Route, ...]:
         """Every distinct route this plan can return."""
-        seen = (*self._baseline, *self._canary, *(r for f in self._forced.values() for r in f))
+        seen = (
+            *self._baseline,
+            *self._canary,
+            *self._control,
+            *(r for f in self._forced.values() for r in f),
+        )
         return tuple(dict.fromkeys(seen))
+
+
+def arms_of_buckets(
+    buckets: npt.ArrayLike, weight_bp: npt.ArrayLike, control: bool
+) -> npt.NDArray[np.int64]:
+    """The comparison arm (index in :data:`~.stats.layout.ARMS`) of cohort buckets at canary
+    weights (broadcast): the same split as :class:`RoutePlan`, for many keys at once.
+
+    >>> arms_of_buckets([5, 150, 300], 100, control=True).tolist()
+    [0, 1, 2]
+    """
+    b = np.asarray(buckets, dtype=np.int64)
+    w = np.asarray(weight_bp, dtype=np.int64)
+    share = np.where(control & (w > 0) & (w < MAX_BP), np.minimum(w, MAX_BP - w), 0)
+    return np.asarray(np.where(b < w, CANARY, np.where(b < w + share, CONTROL, BASELINE)))
 
 
 def routes_for(state: RolloutState, key: bytes, forced_arm: str | None = None) -> tuple[Route, ...]:

@@ -32,7 +32,7 @@ import hashlib
 import heapq
 import hmac
 import json
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, TypeVar
@@ -96,6 +96,8 @@ def _plain(value: Any) -> Any:
         return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _fields(value)  # a nested record (a decision's evidence and offsets)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
     raise RecordTypeError(f"no canonical form for a {type(value).__name__} field")
 
 

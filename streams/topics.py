@@ -20,6 +20,8 @@ from model_canary.streams.errors import ConfigError
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 WEEK_MS = str(7 * 24 * 3600 * 1000)
+#: Largest snapshot record (a rollout's evaluator state; usually tens of kilobytes).
+SNAPSHOT_MAX_BYTES = 32 * 1024 * 1024
 
 
 def validate_name(kind: str, value: str) -> str:
@@ -76,8 +78,38 @@ class TopicCatalogue:
 
     @property
     def feedback(self) -> str:
-        """Ground-truth labels arriving after the fact."""
+        """Ground-truth labels arriving after the fact, keyed by request id."""
         return f"{self.prefix}.feedback"
+
+    @property
+    def feedback_rekeyed(self) -> str:
+        """Internal: feedback that arrived with another key, re-keyed by its request id by
+        the label joiner (so it meets its predictions in the same partition)."""
+        return f"{self.prefix}.feedback-rekeyed"
+
+    @property
+    def evidence(self) -> str:
+        """The evaluator's input: evidence records of routers, workers and label joiners,
+        keyed by model (all of one model's evidence on one partition, in order)."""
+        return f"{self.prefix}.evidence"
+
+    @property
+    def predictions(self) -> str:
+        """Each answered request's prediction in a rollout with a label-based metric, keyed
+        by request id, for the label joiner."""
+        return f"{self.prefix}.predictions"
+
+    @property
+    def evaluator_state(self) -> str:
+        """Compacted: the evaluator's snapshots, one per model, on the evidence partition's
+        number (so a restarted evaluator restores in seconds)."""
+        return f"{self.prefix}.evaluator-state"
+
+    @property
+    def joiner_state(self) -> str:
+        """Compacted: the label joiner's snapshot chunks and changes, one partition per
+        predictions partition."""
+        return f"{self.prefix}.joiner-state"
 
     @property
     def control(self) -> str:
@@ -107,6 +139,19 @@ class TopicCatalogue:
             # Compaction keeps the latest state per model forever: a restarted router
             # restores every rollout from it.
             config = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
+        elif name in (self.evaluator_state, self.joiner_state):
+            # Snapshots are rewritten every few seconds: segments roll each minute so the
+            # log cleaner keeps only the latest, and a restart reads little.
+            config = {
+                "cleanup.policy": "compact",
+                "min.cleanable.dirty.ratio": "0.01",
+                "segment.ms": "60000",
+                "delete.retention.ms": "60000",
+                "max.compaction.lag.ms": "120000",
+                "max.message.bytes": str(SNAPSHOT_MAX_BYTES),
+            }
+        elif name in (self.evidence, self.predictions):
+            config = {"retention.ms": WEEK_MS}
         elif name == self.dead_letters:
             config = {"retention.ms": str(4 * int(WEEK_MS))}
         elif name in (self.control, self.events):
@@ -123,6 +168,11 @@ class TopicCatalogue:
             self.shadow_results,
             self.metrics,
             self.feedback,
+            self.feedback_rekeyed,
+            self.evidence,
+            self.predictions,
+            self.evaluator_state,
+            self.joiner_state,
             self.control,
             self.rollout_state,
             self.events,

@@ -152,8 +152,10 @@ class BenchSession:
             self.progress(f"kept topics {self.settings.topic_prefix}.*")
             return
         prefix = self.settings.topic_prefix + "."
+        # The evaluator (faust) also keeps a topic of its own, {prefix}-evaluator-...
+        faust_prefix = self.settings.topic_prefix + "-evaluator-"
         try:
-            names = [n for n in self.admin.list_topics() if n.startswith(prefix)]
+            names = [n for n in self.admin.list_topics() if n.startswith((prefix, faust_prefix))]
             if names:
                 for future in self.admin.client.delete_topics(names, operation_timeout=30).values():
                     future.result(60)

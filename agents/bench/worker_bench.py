@@ -1,10 +1,11 @@
 """``canary bench worker``: a worker with the ``noop:`` adapter against the passthrough.
 
 Requests carrying the router's headers are produced straight to model ``bench`` version
-``v1``'s topic. The worker publishes a result and a metric event per request; for fairness the
-passthrough copies each request to two topics. Each drains the same requests alone (see
-:mod:`~model_canary.agents.bench.measure`); then every output is read ``read_committed`` to
-check each request got exactly one result and one metric event (and exactly two copies).
+``v1``'s topic. The worker publishes a result per request and, per transaction, the served
+evidence of what it answered; the passthrough copies each request to one topic. Each drains the
+same requests alone (see :mod:`~model_canary.agents.bench.measure`); then every output is read
+``read_committed`` to check each request got exactly one result (and one copy) and that the
+evidence counts every request exactly once.
 
 >>> # figures, text = run_worker_bench(Settings.from_env(), WorkerBenchOptions(requests=3000))
 >>> # figures["worker_msgs_per_s"]
@@ -20,12 +21,11 @@ from confluent_kafka import Message
 from model_canary.agents.bench import BenchError
 from model_canary.agents.bench.load import produce_routed
 from model_canary.agents.bench.measure import (
-    Delivery,
     Drain,
-    IdOf,
     check_delivery,
     drain_rounds,
     key_text,
+    read_ids,
     request_id_header,
 )
 from model_canary.agents.bench.probe import OffsetProbe
@@ -33,7 +33,7 @@ from model_canary.agents.bench.report import fmt, median, table
 from model_canary.agents.bench.session import BenchSession, Progress, require_at_least_one
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.errors import DecodeError
-from model_canary.streams.messages import MetricEvent
+from model_canary.streams.messages import Evidence
 from model_canary.streams.settings import Settings
 
 MODEL, VERSION = "bench", "v1"
@@ -62,14 +62,14 @@ def run_worker_bench(
         cat = session.catalogue
         prefix = session.settings.topic_prefix
         topic = cat.version_requests(MODEL, VERSION)
-        copies = (session.spec("passthrough-a"), session.spec("passthrough-b"))
+        copies = (session.spec("passthrough-a"),)
         progress(f"topics under {prefix}.*: creating")
         session.create_topics([*cat.version_specs(MODEL, VERSION), *copies])
         worker = session.agent(
             "worker",
             f"{prefix}.worker.{MODEL}.{VERSION}",
             [topic],
-            [cat.results, cat.metrics, cat.dead_letters],
+            [cat.results, cat.evidence, cat.dead_letters],
             "worker",
             "--model",
             MODEL,
@@ -111,7 +111,7 @@ def run_worker_bench(
             progress("checking every request was answered exactly once")
             s = session.settings
             results = check_delivery(s, [cat.results], sent, key_text)
-            metrics = check_delivery(s, [cat.metrics], sent, _metric_request_id())
+            evidenced = _evidenced(s, cat.evidence)
             copied = [check_delivery(s, [c.name], sent, request_id_header) for c in copies]
         finally:
             probe.close()
@@ -125,8 +125,10 @@ def run_worker_bench(
         "ratio": w_rate / p_rate if p_rate else float("nan"),
         "worker_rss_mb": worker.child.peak_mb(),
         "requests": o.requests,
-        "lost": _lost(results, metrics),
-        "duplicated": results.duplicated + metrics.duplicated,
+        "lost": results.lost,
+        "duplicated": results.duplicated,
+        "evidence_requests": evidenced,
+        "evidence_exact": evidenced == len(set(sent)),
         "rounds": o.rounds,
         "worker_max_batch": o.max_batch,
         "worker_rss_start_mb": last.rss_start_mb,
@@ -138,21 +140,23 @@ def run_worker_bench(
     return figures, _table(drains, figures)
 
 
-def _metric_request_id() -> IdOf:
-    codec = codec_for(MetricEvent)
+def _evidenced(settings: Settings, topic: str) -> int:
+    """Requests the served evidence on ``topic`` counts (read_committed, to its end)."""
+    codec = codec_for(Evidence)
+    total = 0
 
-    def request_id(msg: Message) -> str | None:
+    def requests(msg: Message) -> str | None:
+        nonlocal total
         try:
-            return codec.decode(msg.value() or b"").request_id
+            ev = codec.decode(msg.value() or b"")
         except DecodeError:
             return None
+        if ev.kind == "served":
+            total += ev.requests
+        return None
 
-    return request_id
-
-
-def _lost(results: Delivery, metrics: Delivery) -> int:
-    """Requests missing a result or a metric event (counted once each)."""
-    return len(results.missing | metrics.missing)
+    read_ids(settings, [topic], requests)
+    return total
 
 
 def _table(drains: dict[str, list[Drain]], f: dict[str, object]) -> str:

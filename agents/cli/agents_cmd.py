@@ -75,7 +75,9 @@ def register(
         parents=[common],
         help="run a model worker for one model version",
         description="Consume one model version's request topic, run the model in micro-batches "
-        "and publish one result and one metric event per request, exactly once. Adapters: "
+        "and publish one result per request, exactly once; in a rollout, the evidence the "
+        "evaluator needs (per transaction, not per request) and, when the rollout's plan "
+        "compares ground truth, each answer's prediction for the label joiner. Adapters: "
         "python:MODULE:FUNCTION, sklearn:PATH, oip:URL, openai:URL?model=NAME, noop:.",
     )
     worker.add_argument("--model", required=True, help="model name")
@@ -112,6 +114,12 @@ def register(
         help="fail this share of requests (0..1), for demos and tests",
     )
     worker.add_argument("--seed", type=int, help="seed of the fault injection")
+    worker.add_argument(
+        "--metric-events",
+        action="store_true",
+        help="also publish one metric event per request to the metrics topic (for your own "
+        "dashboards; the evaluator reads the evidence, not these)",
+    )
     worker.add_argument(
         "--inject-marked-faults",
         action="store_true",
@@ -168,6 +176,7 @@ def run_worker(args: argparse.Namespace) -> int:
         instance=args.instance,
         max_batch=args.max_batch,
         timeout_s=args.timeout,
+        metric_events=args.metric_events,
     )
     stop = stop_on_signals()
     if not wait_for_kafka(settings, stop=stop):

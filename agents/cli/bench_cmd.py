@@ -33,7 +33,8 @@ def register(
 ) -> None:
     parser = sub.add_parser(
         "bench",
-        help="benchmark the router or a worker against a bare confluent-kafka passthrough",
+        help="benchmark an agent: the router or a worker against a bare confluent-kafka "
+        "passthrough, the evaluator, or the whole pipeline",
         description="Measure an agent against the least an exactly-once consume-produce loop "
         "can do: a passthrough written directly against confluent-kafka that copies each "
         "message inside transactions committed every 100 ms (python -m "
@@ -100,13 +101,14 @@ def register(
     worker = kinds.add_parser(
         "worker",
         parents=[common],
-        help="a worker with the noop: adapter vs the passthrough (two outputs each)",
+        help="a worker with the noop: adapter vs the passthrough",
         description="Produce requests, with the headers the router sets, straight to model "
-        "'bench' version v1's topic; measure 'canary worker --adapter noop:' (one result and "
-        "one metric event per request) against the passthrough copying each request to two "
-        "topics. " + _MEASURE + " JSON keys: worker_msgs_per_s, passthrough_msgs_per_s, "
-        "ratio (worker/passthrough), worker_rss_mb (peak), requests, lost (requests without a "
-        "result or a metric event), duplicated, and more.",
+        "'bench' version v1's topic; measure 'canary worker --adapter noop:' (one result per "
+        "request, the served evidence per transaction) against the passthrough copying each "
+        "request to one topic. " + _MEASURE + " JSON keys: worker_msgs_per_s, "
+        "passthrough_msgs_per_s, ratio (worker/passthrough), worker_rss_mb (peak), requests, "
+        "lost (requests without a result), duplicated, evidence_exact (the evidence counts "
+        "every request once), and more.",
     )
     worker.add_argument(
         "--requests",
@@ -124,6 +126,115 @@ def register(
     )
     _shared(worker)
     worker.set_defaults(handler=run_worker_bench)
+
+    evaluator = kinds.add_parser(
+        "evaluator",
+        parents=[common],
+        help="the evaluator fed one model's evidence at --rate requests/s",
+        description="Start a rollout of model 'bench' (v1 -> v2 at 50%) and drive 'canary "
+        "evaluator' (a process of its own) with the evidence one router and a worker per arm "
+        "would write at --rate requests/s (simulated in this process: the product's evidence "
+        "builder and transactional producers, transactions every 100 ms). Throughput: the "
+        "evaluator drains --backlog-seconds of that evidence written before it starts; "
+        "evaluator_requests_per_s = requests the drained records stand for / drain time (from "
+        "its first counted record to its last, read from its own /metrics). With --labels, "
+        "its label joiner then drains --label-backlog predictions and their labels "
+        "(labels_per_s). Decision delay: --seconds of paced traffic; per worker transaction, "
+        "the time from its commit to the first evaluation that counts it "
+        "(canary_decided_requests, scraped every 50 ms). RSS: the evaluator's VmRSS when it "
+        "counted its first record and at the end (with --labels also at each million labels). "
+        "JSON keys: evaluator_requests_per_s, decision_delay_p50_ms, decision_delay_p99_ms, "
+        "evaluator_rss_start_mb, evaluator_rss_end_mb, labels_per_s (with --labels), and more.",
+    )
+    evaluator.add_argument(
+        "--rate", type=float, default=10_000.0, help="requests/s the evidence stands for (10000)"
+    )
+    evaluator.add_argument(
+        "--seconds", type=float, default=30.0, help="length of the paced phase (default 30)"
+    )
+    evaluator.add_argument(
+        "--backlog-seconds",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="seconds of traffic in the throughput backlog (default 300)",
+    )
+    evaluator.add_argument(
+        "--labels",
+        action="store_true",
+        help="also predictions and their labels 2 s later (the label joiner)",
+    )
+    evaluator.add_argument(
+        "--label-backlog",
+        type=int,
+        default=300_000,
+        metavar="N",
+        help="labelled predictions in the joiner's backlog (default 300000)",
+    )
+    evaluator.add_argument(
+        "--interval", type=float, default=1.0, help="the evaluator's --interval (default 1)"
+    )
+    evaluator.add_argument(
+        "--timeout", type=float, default=600.0, metavar="S", help="give up a phase after S s"
+    )
+    evaluator.add_argument(
+        "--keep-topics", action="store_true", help="keep the benchmark's topics and groups"
+    )
+    evaluator.add_argument(
+        "--json-only", action="store_true", help="print only the JSON line (no progress, no table)"
+    )
+    evaluator.set_defaults(handler=run_evaluator_bench)
+
+    pipeline = kinds.add_parser(
+        "pipeline",
+        parents=[common],
+        help="router, a noop worker per arm, the evaluator (and a joiner) at steady rates",
+        description="Start a rollout of model 'bench' (v1 -> v2 at --weight-pct, a plan "
+        "watching errors and latency, and accuracy with --labels, that nothing interrupts) "
+        "and run 'canary router' (with its controller), 'canary worker --adapter noop:' for "
+        "each arm, 'canary evaluator' and, with --labels, 'canary joiner', each a process of "
+        "its own. Then keyed requests from this process at --rate/4, --rate/2 and --rate "
+        "requests/s for --seconds each (with --labels, a label for 90% of them "
+        "--label-delay later, keyed by request id). Every half second: each agent's lag "
+        "(its inputs' end offsets minus its group's committed offsets, read from outside, in "
+        "seconds of its input), the requests the evaluator's latest evaluation counted "
+        "(canary_decided_requests) and its age. An agent keeps up when its lag at the end of "
+        "a rate is at most --lag-limit seconds. JSON keys: max_rate_all_kept_up, lag_end_s "
+        "and cpu_s_per_1000_requests per agent (/proc/PID/stat), evaluator_cpu_share (of the "
+        "pipeline's CPU), decision_delay_p50_ms and decision_delay_p99_ms (a second of "
+        "requests sent -> the first evaluation counting them), evaluation_age_max_s, all for "
+        "the top rate, and runs (every rate).",
+    )
+    pipeline.add_argument(
+        "--rate", type=float, default=5_000.0, help="the top rate, requests/s (5000)"
+    )
+    pipeline.add_argument(
+        "--seconds", type=float, default=30.0, help="seconds per rate (default 30)"
+    )
+    pipeline.add_argument(
+        "--labels", action="store_true", help="labels for 90%% of requests, --label-delay later"
+    )
+    pipeline.add_argument("--label-delay", type=float, default=3.0, metavar="S", help="default 3 s")
+    pipeline.add_argument(
+        "--weight-pct", type=float, default=20.0, help="the canary's share (default 20)"
+    )
+    pipeline.add_argument(
+        "--lag-limit",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="the most lag, in seconds of input, of an agent that keeps up (default 5)",
+    )
+    pipeline.add_argument(
+        "--interval", type=float, default=1.0, help="the evaluator's --interval (default 1)"
+    )
+    pipeline.add_argument(
+        "--keep-topics", action="store_true", help="keep the benchmark's topics and groups"
+    )
+    pipeline.add_argument(
+        "--json-only", action="store_true", help="print only the JSON line (no progress, no table)"
+    )
+    pipeline.set_defaults(handler=run_pipeline_bench)
 
 
 def _shared(parser: argparse.ArgumentParser) -> None:
@@ -175,6 +286,46 @@ def run_router_bench(args: argparse.Namespace) -> int:
         timeout=args.timeout,
     )
     figures, text = run_router_bench(settings_from_args(args), options, _progress(args))
+    return _finish(args, figures, text)
+
+
+def run_evaluator_bench(args: argparse.Namespace) -> int:
+    from model_canary.agents.bench.evaluator_bench import (
+        EvaluatorBenchOptions,
+        run_evaluator_bench,
+    )
+
+    options = EvaluatorBenchOptions(
+        rate=args.rate,
+        seconds=args.seconds,
+        backlog_seconds=args.backlog_seconds,
+        labels=args.labels,
+        label_backlog=args.label_backlog,
+        interval=args.interval,
+        keep_topics=args.keep_topics,
+        timeout=args.timeout,
+    )
+    figures, text = run_evaluator_bench(settings_from_args(args), options, _progress(args))
+    return _finish(args, figures, text)
+
+
+def run_pipeline_bench(args: argparse.Namespace) -> int:
+    from model_canary.agents.bench.pipeline_bench import (
+        PipelineBenchOptions,
+        run_pipeline_bench,
+    )
+
+    options = PipelineBenchOptions(
+        rate=args.rate,
+        seconds=args.seconds,
+        labels=args.labels,
+        label_delay_s=args.label_delay,
+        weight_pct=args.weight_pct,
+        lag_limit_s=args.lag_limit,
+        interval=args.interval,
+        keep_topics=args.keep_topics,
+    )
+    figures, text = run_pipeline_bench(settings_from_args(args), options, _progress(args))
     return _finish(args, figures, text)
 
 

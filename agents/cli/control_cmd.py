@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from model_canary.agents.cli.common import settings_from_args
+from model_canary.agents.cli.history_cmd import read_history
 from model_canary.agents.client.control import ControlClient, ControlOutcome
 from model_canary.agents.kafka.state_view import StateView
 from model_canary.streams.defaults import DEFAULT_STEPS_BP, steps_percent
 from model_canary.streams.errors import ConfigError
-from model_canary.streams.messages import Mode, Phase, RolloutState
+from model_canary.streams.messages import Decision, Mode, Phase, RolloutState
 from model_canary.streams.plan import RolloutPlan, load_plan, parse_plan
 from model_canary.streams.settings import Settings
 from model_canary.streams.signing_keys import KeyRing
+from model_canary.streams.stats.verdicts import current_decision
 from model_canary.streams.topics import validate_name
 
 ROLLED_BACK_EXIT = 3
@@ -230,7 +232,8 @@ def run_status(args: argparse.Namespace) -> int:
     state = ControlClient(settings).state(args.model)
     if state is None:
         raise ConfigError(f"model {args.model!r} is unknown: register it first")
-    _show(state, args.json)
+    decisions = [r for r in read_history(settings, args.model) if isinstance(r, Decision)]
+    _show(state, args.json, current_decision(state, decisions))
     return ROLLED_BACK_EXIT if state.phase is Phase.ROLLED_BACK else 0
 
 
@@ -256,11 +259,24 @@ def watch(settings: Settings, model: str, *, as_json: bool, timeout: float | Non
     return TIMEOUT_EXIT
 
 
-def _show(state: RolloutState, as_json: bool) -> None:
+def _show(state: RolloutState, as_json: bool, decision: Decision | None = None) -> None:
     if as_json:
-        print(json.dumps(state_json(state)), flush=True)
+        doc = state_json(state)
+        if decision is not None:
+            doc["verdict"] = {
+                "outcome": decision.outcome.value,
+                "reason": decision.reason,
+                "decided_at": decision.decided_at.isoformat(),
+            }
+        print(json.dumps(doc), flush=True)
     else:
-        print(describe_state(state) + "\n", flush=True)
+        text = describe_state(state)
+        if decision is not None:
+            text += (
+                f"\nverdict   {decision.outcome.value} {decision.reason} "
+                f"(decided {decision.decided_at.isoformat(timespec='seconds')})"
+            )
+        print(text + "\n", flush=True)
 
 
 def state_json(state: RolloutState) -> dict[str, Any]:
@@ -300,6 +316,6 @@ def describe_state(state: RolloutState) -> str:
             f"steps     {steps}",
         ]
     if state.reason:
-        lines.append(f"reason    {state.reason}")
+        lines.append(f"last move {state.reason}")
     lines.append(f"updated   {state.updated_at.isoformat()} (revision {state.revision})")
     return "\n".join(lines)

@@ -23,6 +23,8 @@ from model_canary.streams.topics import TopicCatalogue
 TAILS = (
     "results",
     "shadow-results",
+    "evidence",
+    "predictions",
     "metrics",
     "events",
     "control",
@@ -131,6 +133,8 @@ def run_tail(args: argparse.Namespace) -> int:
     topic = {
         "results": catalogue.results,
         "shadow-results": catalogue.shadow_results,
+        "evidence": catalogue.evidence,
+        "predictions": catalogue.predictions,
         "metrics": catalogue.metrics,
         "events": catalogue.events,
         "control": catalogue.control,

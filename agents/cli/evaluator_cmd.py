@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
+import signal
+import socket
+import threading
 
 from model_canary.agents import metrics
 from model_canary.agents.cli.common import settings_from_args
 from model_canary.agents.cli.logs import setup_logging
 from model_canary.agents.kafka.admin import Admin
 from model_canary.agents.kafka.reachable import wait_for_kafka_or_signal
+from model_canary.agents.process import AgentProcess
 from model_canary.streams.topics import TopicCatalogue
+
+log = logging.getLogger(__name__)
 
 
 def register(
@@ -20,20 +28,49 @@ def register(
         "evaluator",
         parents=[common],
         help="run the evaluator: automatic, statistically sound promote and rollback",
-        description="Aggregate metric events and ground-truth labels per rollout (a "
-        "faust-streaming app with changelog-backed tables, exactly once) and decide on the "
-        "clock: ADVANCE, HOLD (with the reason), ROLLBACK as soon as a metric shows harm beyond "
-        "its tolerance, FINALIZE at the end. Decisions with their evidence and the resulting "
-        "commands go to the control topic; an operator's command always wins. Run several for "
-        "more models: they share the rollouts through their consumer group.",
+        description="Sum the evidence the routers, workers and label joiners publish per "
+        "transaction (a faust-streaming app; each record counted exactly once, checkpointed "
+        "to a compacted topic so a restart takes seconds) and decide on the clock: ADVANCE, "
+        "HOLD (with the reason), ROLLBACK as soon as a metric shows harm beyond its tolerance, "
+        "FINALIZE at the end. Decisions with the evidence offsets they rest on and the "
+        "resulting commands go to the control topic; an operator's command always wins. Run "
+        "several for more models: they share the evidence partitions through their consumer "
+        "group.",
     )
     ev.add_argument(
         "--interval", type=float, default=1.0, help="seconds between decisions (default 1)"
     )
     ev.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds between checkpoints of the evidence state (default 2): a restart "
+        "re-reads at most this much evidence",
+    )
+    ev.add_argument(
         "--metrics-port",
         type=int,
         help="serve Prometheus /metrics on this port (CANARY_METRICS_PORT)",
+    )
+    ev.add_argument(
+        "--instance",
+        default=socket.gethostname(),
+        help="this evaluator's instance name, unique among running evaluators; it names its "
+        "static consumer-group membership (a restart takes its partitions back at once) and "
+        "the label joiner's Kafka transactional id (default: the host name)",
+    )
+    ev.add_argument(
+        "--no-joiner",
+        action="store_true",
+        help="do not start a label joiner ('canary joiner', a child process that joins "
+        "ground-truth labels with predictions); run your own joiners instead",
+    )
+    ev.add_argument(
+        "--joiner-metrics-port",
+        type=int,
+        metavar="PORT",
+        help="the joiner child's Prometheus /metrics port",
     )
     ev.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     ev.set_defaults(handler=run)
@@ -50,10 +87,59 @@ def run(args: argparse.Namespace) -> int:
     metrics.serve(args.metrics_port or settings.metrics_port)
     from faust import Worker
 
-    from model_canary.agents.evaluator.app import build_app
+    from model_canary.agents.evaluator.app import EvaluatorOptions, build_app
 
-    app = build_app(settings, interval_s=args.interval)
+    failed = threading.Event()
+    joiner: AgentProcess | None = None
+
+    def start_joiner() -> None:
+        # Once faust runs (its signal handlers installed): a stop then always reaches
+        # stop_joiner. A process of its own: joining tens of thousands of labels a second
+        # must not take the evaluator's event loop's time (one interpreter lock per process).
+        nonlocal joiner
+        if args.no_joiner or joiner is not None:
+            return
+        joiner_args = ["joiner", "--instance", args.instance, "--parent-pid", str(os.getpid())]
+        if args.joiner_metrics_port:
+            joiner_args += ["--metrics-port", str(args.joiner_metrics_port)]
+        if args.verbose:
+            joiner_args.append("-v")
+        # (Not the evaluator's metrics port: the joiner serves its own, if given one.)
+        child = dataclasses.replace(settings, metrics_port=None)
+        joiner = AgentProcess.canary("joiner", joiner_args, child, None).start()
+        _watch(joiner, failed)
+
+    def stop_joiner() -> None:
+        if joiner is not None:
+            joiner.stop(timeout=30)
+
+    options = EvaluatorOptions(interval_s=args.interval, checkpoint_s=args.checkpoint_interval)
+    app = build_app(
+        settings,
+        options,
+        instance=args.instance,
+        on_start=start_joiner,
+        on_shutdown=stop_joiner,
+    )
     level = "debug" if args.verbose else "warn"
     logging.getLogger("faust").setLevel(logging.WARNING)
-    Worker(app, loglevel=level).execute_from_commandline()
-    return 0
+    try:
+        Worker(app, loglevel=level).execute_from_commandline()
+    finally:
+        stop_joiner()
+    return 1 if failed.is_set() else 0
+
+
+def _watch(joiner: AgentProcess, failed: threading.Event) -> None:
+    """If the joiner ends on its own, stop the evaluator too (a supervisor restarts both)."""
+
+    def watch() -> None:
+        proc = joiner.proc
+        assert proc is not None
+        code = proc.wait()
+        if code != 0 and not failed.is_set():
+            log.error("the label joiner exited with code %s: stopping", code)
+            failed.set()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="joiner-watch", daemon=True).start()

@@ -17,7 +17,9 @@ from model_canary.agents.cli import (
     demo_cmd,
     evaluator_cmd,
     history_cmd,
+    joiner_cmd,
     load_cmd,
+    plan_cmd,
     sim_cmd,
     topics_cmd,
 )
@@ -67,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         topics_cmd,
         agents_cmd,
         evaluator_cmd,
+        joiner_cmd,
         control_cmd,
         history_cmd,
         data_cmd,
@@ -74,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         load_cmd,
         bench_cmd,
         sim_cmd,
+        plan_cmd,
         audit_cmd,
         chaos_cmd,
     )

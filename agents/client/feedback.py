@@ -18,15 +18,16 @@ from model_canary.streams.topics import TopicCatalogue
 
 
 def feedback_key(record: Feedback) -> bytes:
-    """The Kafka key of a label: its model. The evaluator reads each model's labels next to
-    its metric events (both keyed by model, so on the same partition); keyed by request id its
-    faust tables stall. The label joiner of issue #11 re-keys labels by request id itself.
+    """The Kafka key of a label: its request id, as its prediction is keyed, so the label
+    joiner finds both on the same partition (the label topic and the predictions topic have
+    the same partition count). A label keyed otherwise still joins, one hop later: the joiner
+    re-keys it through the feedback-rekeyed topic.
 
     >>> from model_canary.streams.messages import EPOCH
     >>> feedback_key(Feedback(request_id="r1", model="iris", label="2", observed_at=EPOCH))
-    b'iris'
+    b'r1'
     """
-    return record.model.encode()
+    return record.request_id.encode()
 
 
 class FeedbackClient:

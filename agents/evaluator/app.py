@@ -1,60 +1,82 @@
 """The evaluator as a faust-streaming app.
 
-* Two agents (concurrency 1, so offsets are never committed past an event in flight) read the
-  metrics and feedback topics, both keyed by model, and keep their state in changelog-backed
-  tables: ``aggregates`` (one :class:`~model_canary.streams.evaluation.Aggregate` per model) and
-  ``predictions`` (request id -> what a later label is joined with, per arm: see
-  :mod:`model_canary.agents.evaluator.labels`). With
-  ``processing_guarantee="exactly_once"`` faust commits table changes and consumed offsets in
-  one transaction, so a restarted evaluator resumes without counting anything twice.
-* A timer decides on the clock, not only when events arrive: for every rollout whose
-  aggregate this instance owns, it runs the decision rule and publishes the decision (with its
-  evidence) and, where one is due, a command to the control topic.
-
-No windowed tables are used (their close callbacks see raw per-key values and hopping windows
-emit step-sized data); the evidence is cumulative per weight, which the sequential tests need.
+* One agent (concurrency 1) reads the evidence topic, keyed by model: a few records per
+  producer transaction, whatever the request rate. Each record is applied to its rollout's
+  :class:`~model_canary.streams.evidence.state.RolloutEvidence`, which counts it once however
+  often it is read, so faust's offset handling (its commits stall behind transactional input,
+  faust-streaming issue #606) can never count anything twice.
+* A timer decides on the clock: for every rollout whose evidence this instance owns, it
+  settles the complete seconds, runs the decision rule and publishes the decision (with the
+  evidence offsets it rests on) and, where one is due, a command.
+* A second timer checkpoints: per evidence partition, the snapshots of the rollouts that
+  changed go to the compacted evaluator-state topic in one transaction, then the partition's
+  offset is committed for the consumer group (so the group's lag is the true lag). A
+  restarted or reassigned instance restores the last checkpoint (a few records per model,
+  whatever the rollout's history) and reads on from there.
+* Kafka calls that block (checkpoints, restores, publishing decisions) run in threads of
+  their own, never on the event loop; the rollout states are followed by a thread too.
+* SIGTERM: faust stops the agent, the last checkpoint is written, and the process exits.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from functools import lru_cache
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import faust
+from faust.types import TP
 
 from model_canary.agents import metrics
+from model_canary.agents.evaluator.brain import Applied, CheckpointData, Evaluator, NeedsRollout
 from model_canary.agents.evaluator.decisions import DecisionSink
-from model_canary.agents.evaluator.labels import add_label, add_prediction
 from model_canary.agents.evaluator.security import faust_credentials
-from model_canary.agents.kafka.dead_letters import dead_letter_headers
-from model_canary.agents.kafka.state_view import StateView
-from model_canary.streams import headers as h
-from model_canary.streams.codec.avro import codec_for
-from model_canary.streams.codec.json_records import decode_record
-from model_canary.streams.enums import Arm, Mode, Phase
-from model_canary.streams.errors import ConfigError, DecodeError
-from model_canary.streams.evaluation import Aggregate, policy
-from model_canary.streams.messages import Feedback, MetricEvent, RolloutState, epoch_ms, utc_now
-from model_canary.streams.plan import RolloutPlan, parse_plan
+from model_canary.agents.evaluator.store import StateStore
+from model_canary.agents.evaluator.transport import SCHEME
+from model_canary.agents.evaluator.view import FollowedView
+from model_canary.streams.messages import utc_now
 from model_canary.streams.settings import Settings
-from model_canary.streams.stats import decide
 from model_canary.streams.topics import TopicCatalogue
 
 log = logging.getLogger(__name__)
 
-AGENT = "evaluator"
-DECIDING = frozenset({Phase.PROGRESSING, Phase.HOLDING, Phase.PROMOTING})
-PENDING_TIMEOUT_S = 30.0
+T = TypeVar("T")
+
+#: How long a record of a rollout the rollout-state topic has not shown yet waits for it
+#: before it is taken for an older rollout's late evidence.
+ROLLOUT_WAIT_S = 10.0
+#: Least time between two evaluations (evidence arrives in bursts, one per transaction).
+MIN_SPACING_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluatorOptions:
+    interval_s: float = 1.0  # between decisions
+    checkpoint_s: float = 2.0  # between checkpoints
 
 
 def broker_urls(settings: Settings) -> list[str]:
-    return [f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")]
+    """faust's broker URLs: the read_committed transport (see :mod:`.transport`)."""
+    return [f"{SCHEME}://{host.strip()}" for host in settings.bootstrap_servers.split(",")]
 
 
-def build_app(settings: Settings, *, interval_s: float = 1.0) -> faust.App:
-    """The evaluator app for ``settings`` (nothing connects until the worker starts)."""
+def build_app(
+    settings: Settings,
+    options: EvaluatorOptions | None = None,
+    *,
+    instance: str = "evaluator-1",
+    on_start: Callable[[], None] | None = None,
+    on_shutdown: Callable[[], None] | None = None,
+) -> faust.App:
+    """The evaluator app for ``settings`` (nothing connects until the worker starts);
+    ``on_start`` runs once the app runs, ``on_shutdown`` (off the event loop) when it stops,
+    after the last checkpoint."""
+    o = options or EvaluatorOptions()
     catalogue = TopicCatalogue(settings.topic_prefix, settings.partitions)
     # faust's data folder, under the state folder rather than the working directory.
     datadir = settings.state_dir / "evaluator" / f"{settings.topic_prefix}-evaluator"
@@ -63,229 +85,235 @@ def build_app(settings: Settings, *, interval_s: float = 1.0) -> faust.App:
         f"{settings.topic_prefix}-evaluator",
         broker=broker_urls(settings),
         broker_credentials=faust_credentials(settings.extra_config),
-        processing_guarantee="exactly_once",
+        # The evaluator's exactly-once comes from its state (idempotent by source offsets)
+        # and its checkpoints, not from faust's transactions.
+        processing_guarantee="at_least_once",
         store="memory://",
         topic_partitions=settings.partitions,
         table_standby_replicas=0,
-        broker_commit_interval=0.5,
-        # A crashed instance's partitions move to the others (or to its restart) after this.
+        # Static membership: a restarted instance takes its partitions back at once (a
+        # crashed one that is not restarted loses them to the others after the session).
+        consumer_group_instance_id=f"{settings.topic_prefix}-evaluator-{instance}",
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
         web_enabled=False,
         datadir=str(datadir),
-        # Tables hold JSON under text keys; the source topics carry our Avro bytes.
-        value_serializer="json",
-        key_serializer="json",
         consumer_auto_offset_reset="earliest",
     )
-    metrics_topic = app.topic(catalogue.metrics, value_serializer="raw", key_serializer="raw")
-    feedback_topic = app.topic(catalogue.feedback, value_serializer="raw", key_serializer="raw")
-    dead_letters = app.topic(catalogue.dead_letters, value_serializer="raw", key_serializer="raw")
-    aggregates = app.Table("aggregates")
-    predictions = app.Table("predictions")
-    brain = Evaluator(settings)
+    # acks=False: faust neither tracks nor commits this topic's offsets; the checkpoints do.
+    evidence = app.topic(
+        catalogue.evidence, value_serializer="raw", key_serializer="raw", acks=False
+    )
+    runtime = Runtime(settings, app, catalogue.evidence, on_shutdown)
 
-    @app.agent(metrics_topic, concurrency=1)
-    async def on_metrics(stream: Any) -> None:
+    @app.agent(evidence, concurrency=1)
+    async def on_evidence(stream: Any) -> None:
         async for event in stream.events():
             try:
-                brain.on_metric(event.value, event.message, aggregates, predictions)
-            except DecodeError as exc:
-                await _dead_letter(dead_letters, event.message, exc.reason, str(exc))
-            except Exception as exc:  # never stop on input
-                log.exception("metric event at offset %s failed", event.message.offset)
-                await _dead_letter(dead_letters, event.message, "internal-error", _text(exc))
+                await runtime.handle(event.message)
+            except Exception:  # never stop on input
+                log.exception("evidence at offset %s failed", event.message.offset)
 
-    @app.agent(feedback_topic, concurrency=1)
-    async def on_feedback(stream: Any) -> None:
-        async for event in stream.events():
+    if on_start is not None:
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def started() -> None:
+            on_start()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def decide() -> None:
+        # Every interval, and as soon as evidence completes a second (at most every
+        # MIN_SPACING_S): a decision never waits for the clock when its evidence is in.
+        while not app.should_stop:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runtime.due.wait(), timeout=o.interval_s)
+            runtime.due.clear()
+            began = time.monotonic()
             try:
-                content_type = h.header_dict(h.as_list(event.headers)).get(h.CONTENT_TYPE)
-                brain.on_feedback(event.value, aggregates, predictions, content_type)
-            except DecodeError as exc:
-                await _dead_letter(dead_letters, event.message, exc.reason, str(exc))
-            except Exception as exc:
-                log.exception("feedback at offset %s failed", event.message.offset)
-                await _dead_letter(dead_letters, event.message, "internal-error", _text(exc))
+                await runtime.decide()
+            except Exception:
+                log.exception("evaluation failed")
+            await asyncio.sleep(max(0.0, MIN_SPACING_S - (time.monotonic() - began)))
 
-    @app.timer(interval=interval_s)  # type: ignore[untyped-decorator]
-    async def tick() -> None:
-        try:
-            brain.tick(aggregates)
-        except Exception:
-            log.exception("evaluation failed")
+    @app.timer(interval=o.checkpoint_s)  # type: ignore[untyped-decorator]
+    async def checkpoint() -> None:
+        await runtime.checkpoint_all()
 
+    # (mode's signal types want a ``signal`` keyword that the handlers take in ``**_kw``.)
+    app.on_partitions_assigned.connect(cast(Any, runtime.on_assigned))
+    app.on_partitions_revoked.connect(cast(Any, runtime.on_revoked))
+    app.on_before_shutdown.connect(cast(Any, runtime.on_shutdown))
     return app
 
 
-class Evaluator:
-    """The evaluator's logic between faust and the pure decision rule."""
+class Runtime:
+    """The glue between faust's callbacks and :class:`Evaluator` (see the module)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.view = StateView(settings, client_id="canary-evaluator-state")
-        self.sink = DecisionSink(settings)
-        self._metric = codec_for(MetricEvent)
-        self._caught_up = False
-        self._pending: dict[str, tuple[int, float]] = {}  # model -> (revision, sent at)
-        self._last_said: dict[str, str] = {}  # model -> last verdict that moved nothing
-
-    def _state(self, model: str, rollout_id: str | None = None) -> RolloutState | None:
-        if not self._caught_up:
-            self.view.catch_up(timeout=10)
-            self._caught_up = True
-        state = self.view.get(model)
-        if state is None or (rollout_id is not None and state.rollout_id != rollout_id):
-            # The event may be newer than our view of the state: read what has arrived.
-            self.view.poll(0.05)
-            state = self.view.get(model)
-        return state
-
-    def on_metric(self, value: bytes, message: Any, aggregates: Any, predictions: Any) -> None:
-        """Count a metric event; :class:`DecodeError` if it is unreadable."""
-        event = self._metric.decode(value)
-        if event.rollout_id is None or event.arm is Arm.STABLE:
-            return
-        state = self._state(event.model, event.rollout_id)
-        if state is None or state.rollout_id != event.rollout_id:
-            return
-        if not event.served and state.mode is not Mode.SHADOW:
-            return  # a canary answer not served outside shadow mode: nothing to compare
-        plan = plan_of(state)
-        agg = _aggregate(aggregates, event.model, event.rollout_id)
-        keep = agg.record(event, state, plan)
-        agg.seen(message.topic, message.partition, message.offset)
-        if keep and "accuracy" in plan.metrics:
-            entry = [
-                event.rollout_id,
-                event.arm is Arm.CANARY,
-                event.weight_bp,
-                event.prediction,
-                epoch_ms(event.routed_at),
-            ]
-            arm = "canary" if event.arm is Arm.CANARY else "baseline"
-            for waiting, label in add_prediction(predictions, event.request_id, arm, entry):
-                _join(agg, waiting, label)  # the label came first
-        aggregates[event.model] = agg.to_json()
-        _export(event.model, agg)
-
-    def on_feedback(
-        self, value: bytes, aggregates: Any, predictions: Any, content_type: str | None = None
+    def __init__(
+        self,
+        settings: Settings,
+        app: faust.App,
+        topic: str,
+        on_shutdown: Callable[[], None] | None = None,
     ) -> None:
-        """Join a label (Avro, or JSON with its content type) with its prediction;
-        :class:`DecodeError` if it is unreadable."""
-        fb = decode_record(Feedback, value, content_type, defaults={"observed_at": utc_now()})
-        joined = add_label(predictions, fb.request_id, fb.label)
-        raw = aggregates.get(fb.model)
-        if not joined or raw is None:
-            return  # no prediction yet (it will join the label), or a duplicate label
-        agg = Aggregate.from_json(raw)
-        # In shadow mode both arms' predictions of the request wait for this label.
-        current = [(entry, label) for entry, label in joined if entry[0] == raw["rollout_id"]]
-        for entry, label in current:
-            _join(agg, entry, label)
-        if current:
-            aggregates[fb.model] = agg.to_json()
-            _export(fb.model, agg)
+        self.app = app
+        self._on_shutdown = on_shutdown
+        self.topic = topic
+        self.view = FollowedView(settings)
+        self.sink = DecisionSink(settings)
+        self.store = StateStore(settings)
+        self.brain = Evaluator(settings.topic_prefix, self.view, self.sink)
+        self._loading: dict[int, asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
+        # One thread for checkpoints and restores, one for decisions: a slow checkpoint
+        # never delays a rollback.
+        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="evaluator-store")
+        # Restores run side by side (each fences its partition's previous writer first).
+        self._load_threads = ThreadPoolExecutor(
+            max(1, settings.partitions), thread_name_prefix="evaluator-restore"
+        )
+        self._decide_thread = ThreadPoolExecutor(1, thread_name_prefix="evaluator-decide")
+        self._stopping = False
+        self.due = asyncio.Event()  # an evaluation is due (evidence completed a second)
+        self.view.start()
 
-    def tick(self, aggregates: Any) -> None:
-        if not self._caught_up:
-            self._state("")
-        self.view.poll(0)
-        for key, raw in list(aggregates.items()):
-            model = str(key)
-            state = self.view.get(model)
-            if state is None or state.rollout_id != raw["rollout_id"]:
-                continue
-            for phase in Phase:
-                metrics.PHASE.labels(model, phase.value).set(1 if phase is state.phase else 0)
-            if state.phase not in DECIDING:
-                continue
-            pending = self._pending.get(model)
-            if (
-                pending
-                and pending[0] == state.revision
-                and time.monotonic() - pending[1] < PENDING_TIMEOUT_S
-            ):
-                continue  # our command for this revision is not applied yet
-            agg = Aggregate.from_json(raw)
-            _export(model, agg)
-            plan = plan_of(state)
-            verdict = decide(agg.snapshot(state, plan, utc_now()), policy(plan))
-            for e in verdict.evidence:
-                metrics.TEST_STATISTIC.labels(model, e.metric).set(e.statistic)
-            # The same verdict on the same state is published once when it moves nothing (a
-            # HOLD, or a shadow's "no harm" ADVANCE); one with a command is retried by the
-            # pending timeout above.
-            said = f"{state.revision}:{verdict.outcome.value}:{verdict.code}"
-            if self._last_said.get(model) == said:
-                continue
-            emitted = self.sink.emit(state, verdict, agg.offsets)
-            metrics.DECISIONS.labels(verdict.outcome.value).inc()
-            if emitted.command is not None:
-                self._pending[model] = (state.revision, time.monotonic())
-                self._last_said.pop(model, None)
-            else:
-                self._last_said[model] = said
+    async def _off_loop(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
+    # -- partitions ------------------------------------------------------------------------
+    async def on_assigned(self, _sender: Any, *args: Any, **_kw: Any) -> None:
+        assigned: set[TP] = args[0]
+        for tp in assigned:
+            if tp.topic == self.topic and tp.partition not in self._loading:
+                fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._loading[tp.partition] = fut
+                task = asyncio.ensure_future(self._load(tp.partition, fut))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
-async def _dead_letter(topic: Any, message: Any, reason: str, detail: str) -> None:
-    """Keep an event the evaluator cannot use on the dead-letter topic, as the other agents do
-    (sent inside faust's transaction for the event)."""
-    log.warning("dead letter from %s@%s: %s: %s", message.topic, message.offset, reason, detail)
-    source = (message.topic, message.partition, message.offset)
-    headers = dead_letter_headers(
-        message.headers, source, agent=AGENT, reason=reason, detail=detail
-    )
-    await topic.send(key=message.key, value=message.value, headers=headers)
-
-
-def _text(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def plan_of(state: RolloutState) -> RolloutPlan:
-    """The rollout's plan (from the start command), or the defaults."""
-    if state.plan_json:
+    async def _load(self, partition: int, fut: asyncio.Future[None]) -> None:
+        began = time.monotonic()
         try:
-            return _stored_plan(state.plan_json)
-        except ConfigError as exc:
-            log.warning("unreadable plan for %s, using defaults: %s", state.model, exc)
-    try:
-        return parse_plan({"model": state.model, "canary": state.canary_version or "unknown"})
-    except ConfigError:
-        return RolloutPlan(model=state.model, baseline=None, canary="unknown")
+            checkpoint = await self._off_loop(self._load_threads, self.store.load, partition)
+        except Exception as exc:
+            log.exception("restoring evidence partition %d failed", partition)
+            if not fut.done():
+                fut.set_exception(exc)
+            return
+        if self._loading.get(partition) is fut:
+            self.brain.install(partition, checkpoint)
+            log.info("evidence partition %d restored in %.2fs", partition, time.monotonic() - began)
+        if not fut.done():
+            fut.set_result(None)
 
+    async def on_revoked(self, _sender: Any, *args: Any, **_kw: Any) -> None:
+        revoked: set[TP] = args[0]
+        for tp in revoked:
+            if tp.topic != self.topic:
+                continue
+            fut = self._loading.pop(tp.partition, None)
+            if fut is not None and fut.done() and fut.exception() is None:
+                await self._checkpoint(tp.partition, commit=True)
+            self.brain.revoke(tp.partition)
+            await self._off_loop(self._store_thread, self.store.release, tp.partition)
 
-@lru_cache(maxsize=64)
-def _stored_plan(text: str) -> RolloutPlan:
-    # Every metric event needs its rollout's plan: parse each stored plan once, not per event
-    # (plans are frozen, so sharing one is safe; a parse error is raised again every time).
-    return RolloutPlan.from_json(text)
+    async def on_shutdown(self, _sender: Any, *_args: Any, **_kw: Any) -> None:
+        self._stopping = True
+        await self.checkpoint_all()
+        if self._on_shutdown is not None:
+            await self._off_loop(self._decide_thread, self._on_shutdown)
+        self.view.stop()
+        await self._off_loop(self._decide_thread, self.sink.close)
+        await self._off_loop(self._store_thread, self.store.close)
+        self._store_thread.shutdown(wait=False)
+        self._load_threads.shutdown(wait=False)
+        self._decide_thread.shutdown(wait=False)
 
+    # -- evidence --------------------------------------------------------------------------
+    async def handle(self, message: Any) -> None:
+        partition = message.partition
+        fut = self._loading.get(partition)
+        if fut is None:  # assigned without the signal (should not happen): load it now
+            fut = asyncio.get_running_loop().create_future()
+            self._loading[partition] = fut
+            await self._load(partition, fut)
+        await fut
+        source = (message.topic, partition, message.offset)
+        args = (message.value, source, message.key, message.headers)
+        result = self.brain.on_evidence(*args, now_ms=int(time.time() * 1000))
+        if isinstance(result, NeedsRollout):
+            state = await self.view.wait_for(result.model, result.rollout_id, ROLLOUT_WAIT_S)
+            if state is None:
+                log.info(
+                    "evidence of %s rollout %s left out: not the model's current rollout",
+                    result.model,
+                    result.rollout_id,
+                )
+                self.brain.skip(source)
+                return
+            result = self.brain.on_evidence(*args, now_ms=int(time.time() * 1000))
+        if isinstance(result, Applied) and result.released:
+            self.due.set()
 
-def _aggregate(aggregates: Any, model: str, rollout_id: str) -> Aggregate:
-    raw = aggregates.get(model)
-    if raw is None or raw.get("rollout_id") != rollout_id:
-        return Aggregate.new(rollout_id)
-    return Aggregate.from_json(raw)
+    # -- deciding --------------------------------------------------------------------------
+    async def decide(self) -> None:
+        if not self.view.ready.is_set() or self._stopping:
+            return
+        for model, revision, emitted in self.brain.decide(utc_now()):
+            try:
+                await self._off_loop(self._decide_thread, self.sink.publish, emitted)
+            except Exception:
+                log.exception("publishing the decision on %s failed", model)
+                continue
+            self.brain.published(model, revision, emitted)
 
+    # -- checkpoints -----------------------------------------------------------------------
+    async def checkpoint_all(self) -> None:
+        for partition, fut in list(self._loading.items()):
+            if fut.done() and fut.exception() is None:
+                await self._checkpoint(partition, commit=True)
 
-def _join(agg: Aggregate, entry: list[Any], label: str) -> None:
-    _rollout, canary, weight_bp, prediction, routed_ms = entry
-    agg.label(
-        weight_bp=int(weight_bp),
-        canary=bool(canary),
-        correct=str(prediction) == label,
-        this_step=routed_ms >= agg.step_key,
-    )
-
-
-def _export(model: str, agg: Aggregate) -> None:
-    for metric, by_weight in agg.counts.items():
-        for arm, col in (("canary", 0), ("baseline", 1)):
-            metrics.EVALUATED.labels(model, metric, arm).set(
-                sum(r[col] for r in by_weight.values())
+    async def _checkpoint(self, partition: int, *, commit: bool) -> None:
+        tp = TP(self.topic, partition)
+        data = self.brain.checkpoint(partition)
+        if data is None:
+            self._report_lag(tp, partition)
+            return
+        began = time.monotonic()
+        try:
+            await self._off_loop(
+                self._store_thread,
+                self.store.write,
+                partition,
+                data.position,
+                data.snapshots,
+                data.dead,
             )
-            metrics.BAD_EVENTS.labels(model, metric, arm).set(
-                sum(r[col + 2] for r in by_weight.values())
-            )
+        except Exception as exc:
+            log.error("checkpoint of evidence partition %d failed: %s", partition, exc)
+            self.brain.checkpoint_failed(data)
+            return
+        self.brain.checkpointed(data)
+        metrics.CHECKPOINT_SECONDS.observe(time.monotonic() - began)
+        if commit:
+            await self._commit(tp, data)
+        self._report_lag(tp, partition)
+
+    async def _commit(self, tp: TP, data: CheckpointData) -> None:
+        # faust commits nothing for this topic (acks=False): the group's offset is the
+        # checkpoint's, committed once the checkpoint is written.
+        try:
+            consumer: Any = self.app.consumer
+            await consumer._commit({tp: data.position})
+        except Exception as exc:  # a rebalance under way: the next checkpoint commits
+            log.info("offset %d of %s not committed: %s", data.position, tp, exc)
+
+    def _report_lag(self, tp: TP, partition: int) -> None:
+        part = self.brain.partitions.get(partition)
+        try:
+            high = self.app.consumer.highwater(tp)
+        except Exception:
+            return
+        if part is not None and high is not None:
+            lag = max(0, int(high) - max(part.covered, part.processed + 1))
+            metrics.LAG.labels("evaluator", tp.topic, str(partition)).set(lag)

@@ -52,6 +52,7 @@ from model_canary.agents.kafka.errors import wrap
 from model_canary.agents.kafka.limits import PRODUCER_DEFAULT_MAX, OutputLimits
 from model_canary.streams.errors import KafkaOperationError, OutputRefusedError
 from model_canary.streams.headers import RawHeaders
+from model_canary.streams.messages import OffsetRange
 from model_canary.streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,9 @@ class LoopConfig:
     session_timeout_ms: int = 10_000
     #: Transactions aborted in a row (no commit in between) before the loop gives up.
     max_failures: int = 8
+    #: librdkafka's ``partition.assignment.strategy``; ``range`` keeps partition ``p`` of
+    #: every topic with one member (co-partitioned inputs, such as the label joiner's).
+    assignment_strategy: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,12 +144,17 @@ class TxnHooks:
     * ``before_commit(out)``: write what the agent aggregated over the transaction (evidence,
       say) into it, just before it commits;
     * ``after_commit()``: the transaction is durable (local state may now be trusted);
-    * ``on_abort()``: the transaction was aborted: forget local state it would have written.
+    * ``on_abort()``: the transaction was aborted: forget local state it would have written;
+    * ``on_assign(partitions)`` / ``on_revoke(partitions)``: the group gave or took
+      partitions (restore or drop per-partition state; a revocation's open transaction is
+      committed first).
     """
 
     before_commit: Callable[[TxnOutput], None] | None = None
     after_commit: Callable[[], None] | None = None
     on_abort: Callable[[], None] | None = None
+    on_assign: Callable[[list[TopicPartition]], None] | None = None
+    on_revoke: Callable[[list[TopicPartition]], None] | None = None
 
 
 class TxnOutput:
@@ -197,15 +206,20 @@ class TxnOutput:
         value: bytes | None,
         key: bytes | None = None,
         headers: RawHeaders | None = None,
+        partition: int | None = None,
     ) -> None:
-        """Write one message into the transaction; :class:`OutputRefusedError` (nothing
-        written) when Kafka would refuse this message whatever the retries."""
+        """Write one message into the transaction (to ``partition`` when given, else by its
+        key); :class:`OutputRefusedError` (nothing written) when Kafka would refuse this
+        message whatever the retries."""
         problem = self.limits.check(topic, value, key, headers)
         if problem is not None:
             raise OutputRefusedError("too-large", problem)
         while True:
             try:
-                self.fast_produce(topic, value, key, headers=headers)
+                if partition is None:
+                    self.fast_produce(topic, value, key, headers=headers)
+                else:
+                    self._producer.produce(topic, value, key, headers=headers, partition=partition)
                 return
             except BufferError:
                 # The local queue is full: let librdkafka send, then try again.
@@ -259,6 +273,9 @@ class ExactlyOnceLoop:
         self._careful: dict[tuple[str, int], int] = {}
         self._one_by_one = False  # handle the careful range one input at a time
         self._failures = 0  # transactions aborted since the last commit
+        #: Per input partition, the first offset the open transaction consumes (the position
+        #: at the last commit or rewind, or the first message seen after an assignment).
+        self._range_starts: dict[tuple[str, int], int] = {}
 
     # -- set-up --------------------------------------------------------------------------
     def _open(self) -> tuple[Consumer, Producer]:
@@ -285,6 +302,11 @@ class ExactlyOnceLoop:
                     # once instead of waiting for the group to expel its dead predecessor.
                     "group.instance.id": c.transactional_id,
                     "session.timeout.ms": c.session_timeout_ms,
+                    **(
+                        {"partition.assignment.strategy": c.assignment_strategy}
+                        if c.assignment_strategy
+                        else {}
+                    ),
                 },
             )
             consumer.subscribe(list(c.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -316,7 +338,10 @@ class ExactlyOnceLoop:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned = list(partitions)
         self.assignments += 1
+        self._range_starts.clear()
         log.info("%s assigned %s", self.config.agent, _describe(partitions))
+        if self.hooks.on_assign is not None:
+            self.hooks.on_assign(list(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Commit what was handled while we still own the partitions, so the next owner
@@ -325,7 +350,10 @@ class ExactlyOnceLoop:
             self.commit()
         self.assigned = []
         self._careful.clear()
+        self._range_starts.clear()
         log.info("%s revoked %s", self.config.agent, _describe(partitions))
+        if self.hooks.on_revoke is not None:
+            self.hooks.on_revoke(list(partitions))
 
     # -- the loop ------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -340,6 +368,8 @@ class ExactlyOnceLoop:
                 msgs = consumer.consume(num_messages=c.max_batch, timeout=c.poll_timeout_s)
                 batch = [m for m in msgs if usable(m)]
                 if batch:
+                    if len(self._range_starts) < len(self.assigned):
+                        self._note_starts(batch)
                     if not self._in_txn:
                         self._begin(producer)
                     metrics.BATCH_SIZE.labels(c.agent).observe(len(batch))
@@ -365,6 +395,32 @@ class ExactlyOnceLoop:
             raise
         finally:
             self.close()
+
+    def _note_starts(self, batch: Sequence[Message]) -> None:
+        starts = self._range_starts
+        for msg in batch:
+            tp = (msg.topic() or "", msg.partition() or 0)
+            if tp not in starts:
+                starts[tp] = msg.offset() or 0
+
+    def consumed_ranges(self) -> tuple[OffsetRange, ...]:
+        """The input offsets the open transaction consumed, per partition (first..last,
+        inclusive; transaction markers in between included): what its outputs derive from.
+
+        >>> # ExactlyOnceLoop(...).consumed_ranges()  ->  (OffsetRange(topic=..., ...), ...)
+        """
+        if self._consumer is None:
+            return ()
+        out = []
+        for tp in self._consumer.position(self._consumer.assignment()):
+            start = self._range_starts.get((tp.topic, tp.partition))
+            if start is not None and tp.offset > start:
+                out.append(
+                    OffsetRange(
+                        topic=tp.topic, partition=tp.partition, first=start, last=tp.offset - 1
+                    )
+                )
+        return tuple(sorted(out, key=lambda r: (r.topic, r.partition)))
 
     def _begin(self, producer: Producer) -> None:
         producer.begin_transaction()
@@ -554,6 +610,7 @@ class ExactlyOnceLoop:
     def _committed(self, positions: list[TopicPartition]) -> None:
         self._failures = 0
         committed = {(tp.topic, tp.partition): tp.offset for tp in positions}
+        self._range_starts.update(committed)
         if self.quarantine:
             self.quarantine = {
                 c: r for c, r in self.quarantine.items() if c[2] >= committed.get(c[:2], -1)
@@ -680,9 +737,12 @@ class ExactlyOnceLoop:
         assignment = consumer.assignment()
         if not assignment:
             return
+        self._range_starts.clear()
         for tp in consumer.committed(assignment, timeout=30):
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+            if tp.offset >= 0:
+                self._range_starts[(tp.topic, tp.partition)] = tp.offset
 
     # -- observing -----------------------------------------------------------------------
     def lag(self) -> dict[tuple[str, int], int]:

@@ -19,13 +19,23 @@ from typing import cast
 from confluent_kafka import Message
 
 from model_canary.agents import metrics
-from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnOutput, tune_gc
+from model_canary.agents.kafka.eos import (
+    ExactlyOnceLoop,
+    LoopConfig,
+    TxnHooks,
+    TxnOutput,
+    tune_gc,
+)
 from model_canary.agents.kafka.refusals import Refusals, answer_to_unrouted
 from model_canary.agents.kafka.state_view import StateView
 from model_canary.streams import headers as h
 from model_canary.streams.accounting import position_id
+from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.codec.requests import decode_request
+from model_canary.streams.enums import Arm
 from model_canary.streams.errors import DecodeError
+from model_canary.streams.evidence.builder import Cell, EvidenceBuilder
+from model_canary.streams.messages import Evidence
 from model_canary.streams.routing import Route, RoutePlan
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
@@ -45,16 +55,25 @@ _ROUTED_AT = h.ROUTED_AT_MS
 
 
 class _Output:
-    """Where one route's requests go: topic, encoded route headers, metric labels, and the
-    count routed since the metrics were last updated."""
+    """Where one route's requests go: topic, encoded route headers, metric labels, the count
+    routed since the metrics were last updated, and (for a rollout's arms) the cohort buckets
+    of the batch's requests, for the routed evidence."""
 
-    __slots__ = ("count", "headers", "labels", "topic")
+    __slots__ = ("buckets", "cell", "count", "headers", "labels", "topic")
 
-    def __init__(self, topic: str, headers: h.RawHeaders, labels: tuple[str, str, str]) -> None:
+    def __init__(
+        self,
+        topic: str,
+        headers: h.RawHeaders,
+        labels: tuple[str, str, str],
+        cell: Cell | None,
+    ) -> None:
         self.topic = topic
         self.headers = headers
         self.labels = labels
         self.count = 0
+        self.cell = cell  # None: no evidence (no rollout in progress)
+        self.buckets: list[int] = []
 
 
 # A route plan, per route its output, and the largest request value its output topics take
@@ -108,8 +127,11 @@ class Router:
             self.handle,
             on_idle=self._refresh_state,
             refuse=self._refuse,
+            hooks=TxnHooks(before_commit=self._publish_evidence, on_abort=self._drop_evidence),
         )
         self.refusals = Refusals(self.catalogue, AGENT)
+        self.evidence = EvidenceBuilder("routed", source=self.loop.config.transactional_id)
+        self._evidence_codec = codec_for(Evidence)
         self._last_state_poll = 0.0
         # Compiled per model (keyed by the raw model header), dropped when any state changes.
         self._plans: dict[str | bytes, _Plan] = {}
@@ -169,7 +191,8 @@ class Router:
                     routes, outputs, _ = plan
                     # Consumed header values are bytes (the stubs allow str for produce).
                     key: bytes = msg.key() or meta[_REQUEST_ID]  # type: ignore[assignment]
-                    for route in routes.routes(key):
+                    chosen, bucket = routes.routed(key)
+                    for route in chosen:
                         output = outputs[route]
                         headers = [*raw, *output.headers, routed_at_header]
                         try:
@@ -177,9 +200,40 @@ class Router:
                         except BufferError:
                             out.produce(output.topic, value, key=key, headers=headers)
                         output.count += 1
+                        if bucket >= 0:
+                            output.buckets.append(bucket)
                     continue
             self._route(msg, out, routed_at)
+        self._collect_evidence(int(routed_at) // 1000)
         self._flush_counts()
+
+    def _collect_evidence(self, second: int) -> None:
+        """The batch's routed requests into the transaction's evidence, per route."""
+        for _plan, outputs, _ in self._plans.values():
+            for output in outputs.values():
+                if output.buckets:
+                    if output.cell is not None:
+                        self.evidence.add_routed(
+                            output.cell._replace(second=second), output.buckets
+                        )
+                    output.buckets = []
+
+    def _publish_evidence(self, out: TxnOutput) -> None:
+        """Before the transaction commits: one routed-evidence record per (route, second),
+        citing the requests the transaction consumed."""
+        if not self.evidence:
+            return
+        for ev in self.evidence.build(self.loop.consumed_ranges()):
+            out.produce(
+                self.catalogue.evidence, self._evidence_codec.encode(ev), key=ev.model.encode()
+            )
+
+    def _drop_evidence(self) -> None:
+        # The aborted transaction's routing is done again: so is its evidence.
+        self.evidence.clear()
+        for _plan, outputs, _ in self._plans.values():
+            for output in outputs.values():
+                output.buckets = []
 
     def _flush_counts(self) -> None:
         # Counted per batch: a Prometheus update per message costs more than the routing.
@@ -277,7 +331,8 @@ class Router:
             )
             return
         key = routing_key or _bytes(request_id)
-        for route in routes.routes(key, _text(forced) if forced else None):
+        chosen, bucket = routes.routed(key, _text(forced) if forced else None)
+        for route in chosen:
             output = outputs[route]
             headers = [*kept, *output.headers, (_ROUTED_AT, routed_at)]
             try:
@@ -285,6 +340,8 @@ class Router:
             except BufferError:
                 out.produce(output.topic, value, key=key, headers=headers)
             output.count += 1
+            if bucket >= 0:
+                output.buckets.append(bucket)
 
     def _compile(self, model: str) -> _Plan | None:
         """The model's route plan with each route's topic, encoded headers and metric labels."""
@@ -303,7 +360,11 @@ class Router:
             if not route.served:
                 headers.append((h.SHADOW, b"1"))
             topic = self.catalogue.version_requests(model, route.version)
-            outputs[route] = _Output(topic, headers, (model, route.version, route.arm.value))
+            cell = None
+            if route.arm is not Arm.STABLE:
+                arm = route.arm.value
+                cell = Cell(model, route.rollout_id, "", arm, route.served, route.weight_bp, 0)
+            outputs[route] = _Output(topic, headers, (model, route.version, route.arm.value), cell)
         limits = self.loop.output.limits
         largest = min(limits.limit(o.topic) for o in outputs.values()) - HEADER_ROOM
         return plan, outputs, largest

@@ -1,5 +1,13 @@
 """A model worker: consumes one model version's request topic, runs the model in micro-batches
-and publishes one result and one metric event per request, inside Kafka transactions.
+and publishes one result per request, inside Kafka transactions.
+
+For the evaluator it aggregates, per transaction, the *served evidence* of what it answered
+(per rollout arm, weight at routing and routed second: requests, errors, latency histograms
+and threshold exceedances, per cohort bucket; see :mod:`model_canary.streams.evidence`) and
+publishes it in the same transaction, a few records per transaction whatever the request
+rate. In a rollout whose plan compares ground truth, each answer's prediction goes to the
+predictions topic (keyed by request id) for the label joiner. One metric event per request
+(the former evaluator input) is opt-in (``metric_events``).
 
 After a rollback, requests still queued for the canary are not answered by it: the worker
 re-drives them to the baseline's topic in the same transaction that consumes them, so each is
@@ -9,6 +17,7 @@ still answered exactly once, by the baseline.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -17,7 +26,13 @@ from dataclasses import dataclass, replace
 from confluent_kafka import Message
 
 from model_canary.agents import metrics
-from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnOutput, tune_gc
+from model_canary.agents.kafka.eos import (
+    ExactlyOnceLoop,
+    LoopConfig,
+    TxnHooks,
+    TxnOutput,
+    tune_gc,
+)
 from model_canary.agents.kafka.refusals import AnswerTo, Refusals
 from model_canary.agents.kafka.state_view import StateView
 from model_canary.agents.worker.adapters import (
@@ -31,24 +46,34 @@ from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.codec.json_records import is_json
 from model_canary.streams.codec.requests import decode_request
 from model_canary.streams.codec.results import encode_result
+from model_canary.streams.cohort import bucket as cohort_bucket
 from model_canary.streams.errors import DecodeError, InvalidRecordError, OutputRefusedError
+from model_canary.streams.evaluation import plan_of
+from model_canary.streams.evidence.builder import Cell, EvidenceBuilder, Thresholds
 from model_canary.streams.messages import (
     MAX_BP,
     Arm,
+    Evidence,
     InferenceRequest,
     InferenceResult,
     MetricEvent,
+    Mode,
     Phase,
+    Prediction,
+    RolloutState,
     from_epoch_ms,
     utc_now,
 )
 from model_canary.streams.settings import Settings
+from model_canary.streams.stats.layout import SHADOW_PAIR_BP
 from model_canary.streams.topics import TopicCatalogue
 
 log = logging.getLogger(__name__)
 
 AGENT = "worker"
 REDRIVEN = "canary-redriven"
+#: Plan metrics compared on ground-truth labels: their rollouts need each answer's prediction.
+LABEL_METRICS = frozenset({"accuracy"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +83,8 @@ class WorkerOptions:
     instance: str = "worker-1"
     max_batch: int = 64
     timeout_s: float = 10.0
+    #: Also publish one MetricEvent per request to the metrics topic (off: evidence only).
+    metric_events: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +156,12 @@ class Worker:
             ),
             self.handle,
             refuse=self._refuse,
+            hooks=TxnHooks(before_commit=self._publish_evidence, on_abort=self._drop_evidence),
         )
         self.refusals = Refusals(self.catalogue, AGENT)
+        self.evidence = EvidenceBuilder("served", source=self.loop.config.transactional_id)
+        self._evidence_codec = codec_for(Evidence)
+        self._prediction_codec = codec_for(Prediction)
 
     def run(self, stop: threading.Event) -> None:
         tune_gc()
@@ -159,12 +190,24 @@ class Worker:
         batch_ms = (time.perf_counter() - began) * 1000
         errors = 0
         seconds = self._seconds
+        items = _Batch()
         for (msg, request, routed), output in zip(todo, outputs, strict=True):
             out.source = msg
             latency_ms = batch_ms + output.extra_latency_ms
             ok = self._publish(out, msg, request, routed, output, latency_ms)
             errors += not ok
             seconds.observe(latency_ms / 1000)
+            self._evidence_item(items, out, msg, request, routed, output, ok, latency_ms)
+        out.source = None
+        if items.cells:
+            self.evidence.add_batch(
+                items.cells,
+                buckets=items.buckets,
+                errors=items.errors,
+                latencies_ms=items.latencies,
+                batch_latency_ms=batch_ms,
+                thresholds=items.thresholds,
+            )
         # Counted per batch: a Prometheus update per request costs as much as the publishing.
         o = self.options
         metrics.INFERENCES.labels(o.model, o.version, "ok").inc(len(todo) - errors)
@@ -282,6 +325,7 @@ class Worker:
         content_type = h.header_dict(h.as_list(msg.headers())).get(h.CONTENT_TYPE)
         encoded, headers = encode_result(result, as_json=is_json(content_type))
         topic = self.catalogue.results if routed.served else self.catalogue.shadow_results
+        error = not output.ok
         try:
             out.produce(topic, encoded, key=key, headers=headers)
         except OutputRefusedError as exc:
@@ -299,8 +343,85 @@ class Worker:
                 payload_kind="output",
             )
             metric = replace(metric, error=True, error_type=exc.reason, prediction=None)
-        out.produce(self.catalogue.metrics, self._metric_codec.encode(metric), key=o.model.encode())
-        return not metric.error
+            error = True
+        if o.metric_events:
+            metric_value = self._metric_codec.encode(metric)
+            out.produce(self.catalogue.metrics, metric_value, key=o.model.encode())
+        return not error
+
+    # -- evidence --------------------------------------------------------------------------
+    def _cell(self, routed: _Routed, routed_second: int) -> Cell | None:
+        """The evidence cell of a request, or None when it is in no rollout's comparison (no
+        rollout, the stable arm, or re-driven to the baseline after a rollback)."""
+        if routed.rollout_id is None or routed.arm is Arm.STABLE or routed.redriven:
+            return None
+        return Cell(
+            self.options.model,
+            routed.rollout_id,
+            self.options.version,
+            routed.arm.value,
+            routed.served,
+            routed.weight_bp,
+            routed_second,
+        )
+
+    def _evidence_item(
+        self,
+        batch: _Batch,
+        out: TxnOutput,
+        msg: Message,
+        request: InferenceRequest,
+        routed: _Routed,
+        output: ModelOutput,
+        ok: bool,
+        latency_ms: float,
+    ) -> None:
+        second = (routed.routed_at_ms or int(time.time() * 1000)) // 1000
+        cell = self._cell(routed, second)
+        if cell is None:
+            return
+        state = self.view.get(self.options.model)
+        current = state if state is not None and state.rollout_id == cell.rollout_id else None
+        key = msg.key() or request.request_id.encode()
+        bucket = cohort_bucket(key, cell.rollout_id)
+        batch.cells.append(cell)
+        batch.buckets.append(bucket)
+        batch.errors.append(not ok)
+        batch.latencies.append(latency_ms)
+        batch.thresholds.append(_thresholds(current))
+        if ok and output.prediction is not None and current is not None:
+            plan = plan_of(current)
+            if LABEL_METRICS & set(plan.metrics):
+                pair = current.mode is Mode.SHADOW and routed.weight_bp == SHADOW_PAIR_BP
+                prediction = Prediction(
+                    request_id=request.request_id,
+                    model=cell.model,
+                    version=cell.version,
+                    rollout_id=cell.rollout_id,
+                    arm=routed.arm,
+                    served=routed.served,
+                    weight_bp=routed.weight_bp,
+                    second=second,
+                    bucket=bucket,
+                    answers=2 if pair else 1,
+                    label_window_s=int(plan.label_window_seconds),
+                    prediction=output.prediction,
+                )
+                value = self._prediction_codec.encode(prediction)
+                out.produce(self.catalogue.predictions, value, key=request.request_id.encode())
+
+    def _publish_evidence(self, out: TxnOutput) -> None:
+        """Before the transaction commits: the served evidence of what it answered (and
+        refused), citing the requests it consumed."""
+        if not self.evidence:
+            return
+        for ev in self.evidence.build(self.loop.consumed_ranges()):
+            out.produce(
+                self.catalogue.evidence, self._evidence_codec.encode(ev), key=ev.model.encode()
+            )
+
+    def _drop_evidence(self) -> None:
+        self.evidence.clear()
 
     def _answer_to(self, request: InferenceRequest | None, routed: _Routed | None) -> AnswerTo:
         return AnswerTo(
@@ -321,13 +442,40 @@ class Worker:
         meta = h.header_dict(h.as_list(msg.headers()))
         rid = meta.get(h.REQUEST_ID)
         answer = None
+        try:
+            routed: _Routed | None = _Routed.from_headers(meta)
+        except DecodeError:
+            routed = None
         if rid:
-            try:
-                routed: _Routed | None = _Routed.from_headers(meta)
-            except DecodeError:
-                routed = None
             answer = replace(self._answer_to(None, routed), request_id=rid)
         self.refusals.refuse(out, msg, reason, detail, answer=answer)
+        if routed is not None:
+            # Routed and not run: it still counts for the second's completeness.
+            second = (routed.routed_at_ms or int(time.time() * 1000)) // 1000
+            cell = self._cell(routed, second)
+            if cell is not None:
+                self.evidence.add_refused(cell)
+
+
+class _Batch:
+    """One micro-batch's items in a rollout, for the served evidence."""
+
+    __slots__ = ("buckets", "cells", "errors", "latencies", "thresholds")
+
+    def __init__(self) -> None:
+        self.cells: list[Cell] = []
+        self.buckets: list[int] = []
+        self.errors: list[bool] = []
+        self.latencies: list[float] = []
+        self.thresholds: list[Thresholds | None] = []
+
+
+def _thresholds(state: RolloutState | None) -> Thresholds | None:
+    """The rollout's latency thresholds, once the evaluator has fixed them."""
+    if state is None or not state.latency_thresholds_ms:
+        return None
+    t = state.latency_thresholds_ms
+    return Thresholds(state.revision, float(t.get("p95", math.inf)), float(t.get("p99", math.inf)))
 
 
 def _int(raw: str | None, default: int) -> int:

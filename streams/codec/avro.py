@@ -43,10 +43,12 @@ from model_canary.streams.messages import (
     ControlEvent,
     DeadLetter,
     Decision,
+    Evidence,
     Feedback,
     InferenceRequest,
     InferenceResult,
     MetricEvent,
+    Prediction,
     Record,
     RolloutState,
 )
@@ -66,6 +68,8 @@ CONTROL_EVENT_CONTENT_TYPE = "application/vnd.modelcanary.control-event+avro"
 ROLLOUT_STATE_CONTENT_TYPE = "application/vnd.modelcanary.rollout-state+avro"
 DECISION_CONTENT_TYPE = "application/vnd.modelcanary.decision+avro"
 DEAD_LETTER_CONTENT_TYPE = "application/vnd.modelcanary.dead-letter+avro"
+EVIDENCE_CONTENT_TYPE = "application/vnd.modelcanary.evidence+avro"
+PREDICTION_CONTENT_TYPE = "application/vnd.modelcanary.prediction+avro"
 
 CONTENT_TYPES: Mapping[type, str] = {
     InferenceRequest: INFERENCE_REQUEST_CONTENT_TYPE,
@@ -77,6 +81,8 @@ CONTENT_TYPES: Mapping[type, str] = {
     RolloutState: ROLLOUT_STATE_CONTENT_TYPE,
     Decision: DECISION_CONTENT_TYPE,
     DeadLetter: DEAD_LETTER_CONTENT_TYPE,
+    Evidence: EVIDENCE_CONTENT_TYPE,
+    Prediction: PREDICTION_CONTENT_TYPE,
 }
 """The ``content-type`` header value of each record type."""
 
@@ -200,12 +206,31 @@ class AvroCodec(Generic[T]):
     def decode(self, data: bytes) -> T:
         """The record in ``data``; raises only
         :class:`~model_canary.streams.errors.DecodeError` subclasses."""
+        raw = self._read(data)
+        try:
+            return from_avro(self.record_type, raw)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRecordError(f"{self.name}: {exc}") from exc
+
+    def decode_fields(self, data: bytes) -> dict[str, Any]:
+        """The Avro fields of ``data`` as a dict (resolved to this side's schema), without
+        building or checking the record: for hot loops that read a few fields and check them
+        themselves. Raises only :class:`~model_canary.streams.errors.DecodeError` subclasses.
+        """
+        raw = self._read(data)
+        if not isinstance(raw, dict):
+            raise UndecodableError(f"{self.name}: not a record")
+        return raw
+
+    def _read(self, data: bytes) -> Any:
+        """The Avro datum in ``data``, read with its writer's schema resolved to this side's."""
         data, fp, writer = _writer_of(data, self.store, self.name)
         body = io.BytesIO(data)
         body.seek(HEADER_SIZE)
-        reader = None if fp == self.fingerprint else self.schema
         try:
-            raw: Any = schemaless_reader(body, writer, reader)
+            raw: Any = schemaless_reader(
+                body, writer, None if fp == self.fingerprint else self.schema
+            )
         except SchemaResolutionError as exc:
             raise InvalidRecordError(
                 f"writer schema {writer['name']} ({fp.hex()}) cannot be read as {self.name}: {exc}"
@@ -218,10 +243,7 @@ class AvroCodec(Generic[T]):
             raise UndecodableError(
                 f"{self.name}: {len(data) - body.tell()} trailing bytes after the Avro body"
             )
-        try:
-            return from_avro(self.record_type, raw)
-        except (TypeError, ValueError) as exc:
-            raise InvalidRecordError(f"{self.name}: {exc}") from exc
+        return raw
 
 
 _CODECS: dict[type, AvroCodec[Any]] = {}

@@ -189,7 +189,9 @@ def _converter(hint: Any, name: str) -> Convert:
         item = _converter(typing.get_args(hint)[0], name)
         return lambda v, n, d: tuple(item(x, n, d) for x in _array(v, n))
     if origin in (Mapping, dict) or hint is Mapping:
-        return lambda v, n, _d: {str(k): _typed(x, str, n) for k, x in _object(v, n).items()}
+        args = typing.get_args(hint)
+        value_kind = args[1] if len(args) == 2 and args[1] in (str, int, float, bool) else str
+        return lambda v, n, _d: {str(k): _typed(x, value_kind, n) for k, x in _object(v, n).items()}
     if hint in (str, int, float, bool):
         kind = hint
         return lambda v, n, _d: _typed(v, kind, n)

@@ -23,6 +23,7 @@ stable version, and a new rollout may start.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from datetime import datetime
 from itertools import pairwise
@@ -229,6 +230,33 @@ def _finalize(state: RolloutState | None, cmd: ControlCommand, now: datetime) ->
     )
 
 
+#: Latency thresholds a rollout can carry (over_p95 / over_p99 columns of served evidence).
+THRESHOLD_NAMES = frozenset({"p95", "p99"})
+
+
+def _set_thresholds(state: RolloutState | None, cmd: ControlCommand, now: datetime) -> RolloutState:
+    s = _require_active(state, cmd)
+    if s.latency_thresholds_ms is not None:
+        raise CommandRejectedError(
+            "forbidden-transition",
+            "the rollout's latency thresholds are fixed already (once per rollout, so every "
+            "answer is compared with the same ones)",
+        )
+    thresholds = dict(cmd.latency_thresholds_ms or {})
+    if not thresholds or set(thresholds) - THRESHOLD_NAMES:
+        raise CommandRejectedError(
+            "invalid-command",
+            f"set_thresholds needs latency_thresholds_ms with keys among "
+            f"{sorted(THRESHOLD_NAMES)}, got {sorted(thresholds)}",
+        )
+    for name, ms in thresholds.items():
+        if not (isinstance(ms, int | float) and math.isfinite(ms) and ms > 0):
+            raise CommandRejectedError(
+                "invalid-command", f"latency threshold {name} must be a positive number of ms"
+            )
+    return replace(s, latency_thresholds_ms={k: float(v) for k, v in thresholds.items()})
+
+
 def validate_steps(steps: tuple[int, ...] | list[int]) -> tuple[int, ...]:
     """Steps are canary weights in basis points, strictly increasing, ending at 10000."""
     steps = tuple(steps)
@@ -270,4 +298,5 @@ _HANDLERS = {
     Action.HOLD: _hold,
     Action.ROLLBACK: _rollback,
     Action.FINALIZE: _finalize,
+    Action.SET_THRESHOLDS: _set_thresholds,
 }

@@ -1,68 +1,102 @@
 """The oracle reference: the SPRT that knows the true harm ratio. Not a method anyone can run.
 
-It answers "how many canary requests does *any* valid test need at this schedule?". For
-every metric whose true ratio ``r`` exceeds 1 it runs the simple likelihood ratio of ``r``
-against 1 on the same evidence as ours (the arm of each bad event, conditioned on the weight
-its request was routed at, never pooled across weights), with the same alpha share per
-metric (threshold ``ln(M/alpha)``), evaluated as often as ours. The one-sided SPRT of the
-true alternative is asymptotically (as alpha -> 0; Lorden 1973) the fastest test keeping
-P(ever rolling back a harmless canary) within that alpha share, so its median estimates the
-information limit at the simulated weights; a method that must also find the effect size
-(ours mixes over a grid) pays a few nats more. It is only defined for harmful scenarios.
-
->>> import numpy as np
->>> from model_canary.streams.sim.finer import refine
->>> from model_canary.streams.sim.scenarios import BY_NAME
->>> from model_canary.streams.sim.traffic import generate
->>> rng = np.random.default_rng(2)
->>> t = generate(BY_NAME["errors"], 50, rng)
->>> bool((run_oracle(t, refine(t, rng), 90) >= 0).mean() > 0.9)
-True
+It answers "how many canary requests does *any* valid test need on this evidence?". For
+every metric whose true ratio ``r`` exceeds 1 at some weight it runs the simple likelihood
+ratio of ``r`` against 1 on the evaluator's own evidence (the released comparisons: the arm of
+each bad item given the realised exposure share, per weight), with the evaluator's alpha share
+per metric (threshold ``ln(M / alpha)``), decided as often as the evaluator decides. The
+one-sided SPRT of the true alternative is asymptotically the fastest test keeping
+P(ever rolling back a harmless canary) within that share (Lorden 1973). It is defined only
+where requests are independent given their arm (no per-user spread, no micro-batches, no
+drifting latency), so the coin-flip likelihood is the true one.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
-from model_canary.streams.sim.finer import Fine
-from model_canary.streams.sim.ours import ALPHA, cumulative, first_crossing
-from model_canary.streams.sim.scenarios import TIMELINE, IntArray
-from model_canary.streams.sim.traffic import Traffic
-from model_canary.streams.stats.mixture import FloatArray, theta
+from model_canary.streams.plan import RolloutPlan
+from model_canary.streams.sim.scenario import Scenario, Serving
+from model_canary.streams.sim.traffic import Z90, normal_sf
+from model_canary.streams.stats.decide import StepPolicy, StepSnapshot
+from model_canary.streams.stats.layout import ARMS
 
-
-def true_ratios(traffic: Traffic) -> dict[str, FloatArray]:
-    """``{metric: (R,) true canary / baseline bad-event rate ratio}`` for every metric."""
-    reps = traffic.n_c.shape[0]
-    s = traffic.scenario
-    out = {
-        "errors": np.full(reps, s.error_ratio),
-        "latency_p95": traffic.ratio95,
-        "latency_p99": traffic.ratio99,
-    }
-    if s.accuracy is not None:
-        acc_b, acc_c = s.accuracy
-        out["accuracy"] = np.full(reps, (1.0 - acc_c) / (1.0 - acc_b))
-    return out
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+QUANTILE_INDEX = {"latency_p95": 0, "latency_p99": 1}
 
 
-def run_oracle(traffic: Traffic, fine: Fine, horizon: int, alpha: float = ALPHA) -> IntArray:
-    """Slice of the rollback per replication (-1 when none) within ``horizon`` minutes."""
-    end = fine.slices(horizon)
-    threshold = math.log(len(fine.bad) / alpha)
-    rho = np.asarray(TIMELINE.weights, dtype=np.float64)
-    ratios = true_ratios(traffic)
-    first = np.full(fine.canary_so_far.shape[0], end, dtype=np.intp)
-    for name, (c, b) in cumulative(fine, end).items():
-        r = ratios[name]
-        if not np.any(r > 1.0 + 1e-6):
-            continue  # no harm in this metric: its LR against 1 is never larger than 1
-        delta = np.log(np.maximum(r, 1.0))[:, None]  # (R, 1)
-        th = theta(delta, rho[None, :])  # (R, W)
-        per_canary = np.log(th / rho)
-        per_baseline = np.log1p(-th) - np.log1p(-rho)
-        llr = np.einsum("rsw,rw->rs", c, per_canary) + np.einsum("rsw,rw->rs", b, per_baseline)
-        first = np.minimum(first, first_crossing(llr, threshold))
-    return np.asarray(np.where(first < end, first, -1), dtype=np.intp)
+def exceedance(s: Serving, threshold_ms: float) -> float:
+    """P(one item's latency > ``threshold_ms``) for an unbatched arm ``s``."""
+    if not math.isfinite(threshold_ms):
+        return math.nan
+    z = math.log(threshold_ms / (s.latency_ms * s.latency_scale)) / s.latency_sigma
+    if s.tail_scale == 1.0 or z <= Z90:
+        return normal_sf(z)
+    return normal_sf(max(Z90, z - math.log(s.tail_scale) / s.latency_sigma))
+
+
+@dataclass(frozen=True, slots=True)
+class Oracle:
+    scenario: Scenario
+    metrics: tuple[str, ...]
+    threshold: float
+
+    @classmethod
+    def of(cls, scenario: Scenario, plan: RolloutPlan, rule: StepPolicy) -> Oracle | None:
+        """The oracle for a harmful scenario with independent requests (None otherwise)."""
+        if not scenario.harmful or scenario.traffic.user_spread > 0:
+            return None
+        for arm in ARMS:
+            for w in (0, scenario.from_weight_bp, 10_000):
+                s = scenario.arm(arm, w)
+                if s.max_batch > 1 or s.batch_failure > 0 or s.drift_per_min != 0:
+                    return None
+        names = tuple(plan.metrics)
+        return cls(scenario, names, math.log(len(names) / rule.alpha))
+
+    def true_log_ratio(self, metric: str, weight_bp: int, thresholds: FloatArray) -> FloatArray:
+        """(R,) log of the canary's bad rate over its comparator's at ``weight_bp``."""
+        c = self.scenario.arm("canary", weight_bp)
+        b = self.scenario.arm("baseline", weight_bp)
+        reps = thresholds.shape[0]
+        if metric == "errors":
+            ratio = c.error_rate / b.error_rate if b.error_rate > 0 else math.nan
+            return np.full(reps, math.log(ratio) if ratio > 0 else -math.inf)
+        if metric == "accuracy":
+            if c.accuracy is None or b.accuracy is None or b.accuracy >= 1:
+                return np.full(reps, math.nan)
+            return np.full(reps, math.log((1 - c.accuracy) / (1 - b.accuracy)))
+        q = QUANTILE_INDEX[metric]
+        out = np.empty(reps)
+        for i, thr in enumerate(thresholds[:, q]):
+            pc, pb = exceedance(c, float(thr)), exceedance(b, float(thr))
+            out[i] = math.log(pc / pb) if pb > 0 and pc > 0 else math.nan
+        return out
+
+    def crossed(self, snap: StepSnapshot, thresholds: FloatArray) -> BoolArray:
+        """(R,) the oracle's statistic has reached its threshold on ``snap``'s evidence."""
+        reps = snap.weight_bp.shape[0]
+        out = np.zeros(reps, dtype=bool)
+        for name in self.metrics:
+            comp = snap.comparisons.get(name)
+            if comp is None:
+                continue
+            llr = np.zeros(reps)
+            for w_i, w in enumerate(comp.weights):
+                delta = self.true_log_ratio(name, w, thresholds)
+                harmful = np.isfinite(delta) & (delta > 1e-9)
+                usable = comp.usable[:, w_i] & harmful
+                rho = np.clip(comp.rho[:, w_i], 1e-12, 1 - 1e-12)
+                d = np.where(harmful, delta, 0.0)
+                theta = rho * np.exp(d) / (rho * np.exp(d) + 1 - rho)
+                term = comp.canary_bad[:, w_i] * np.log(theta / rho) + comp.other_bad[:, w_i] * (
+                    np.log1p(-theta) - np.log1p(-rho)
+                )
+                llr += np.where(usable, term, 0.0)
+            out |= llr >= self.threshold
+        return out

@@ -1,22 +1,16 @@
-"""Per-minute traffic of many replications at once, as numpy arrays ``(replications, minutes)``.
+"""One second of simulated serving for many rollouts at once, summarised as the producers
+summarise it: per (arm, routed second) cell, one row per cohort bucket, the batch moments,
+the latency histogram, and the labels that will arrive later.
 
-Counts are exact draws: requests per arm are binomial in the weight, errors binomial in the
-requests, labels binomial in the requests and wrong predictions binomial in the labels. The
-latency thresholds are the baseline's p95/p99 from a warm-up sample; the number of requests
-above them is binomial in the exact exceedance probability.
+Keys are hashed into buckets with a fast integer hash salted per rollout (the real router uses
+BLAKE2b keyed by the rollout id; any uniform hash gives the same statistics), and split into
+arms by :func:`model_canary.streams.routing.arms_of_buckets`, the router's own split.
 
-Where a comparator needs the sample p99 of a minute (or of a 5-minute window), it is drawn
-exactly too, without drawing every latency: the type-7 sample quantile interpolates between
-order statistics ``j`` and ``j + 1`` of ``n`` draws, whose uniform versions are
-``U_j ~ Beta(j, n - j + 1)`` and ``U_j+1 = U_j + (1 - U_j) Beta(1, n - j)``; the latencies are
-their images under the (monotone) quantile function. Each method sees exact marginals; the
-joint draw across methods is not modelled (it does not affect per-method rates).
-
->>> import numpy as np
->>> from model_canary.streams.sim.scenarios import BY_NAME
->>> t = generate(BY_NAME["aa"], 4, np.random.default_rng(1))
->>> t.n_c.shape, bool((t.n_c + t.n_b == 1000).all())
-((4, 90), True)
+Micro-batches: each arm's worker group batches what arrives within ``batch_window_ms``, up
+to ``max_batch`` items, so batch sizes grow with the arm's load; a batch's items are slower
+by ``batch_cost`` per extra item; with ``latency_unit: batch`` every item reports its batch's
+latency (the slowest item's); a whole batch may fail; the first batch of a new worker group
+(canary, control) is ``cold_factor`` slower.
 """
 
 from __future__ import annotations
@@ -26,193 +20,267 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from scipy.special import ndtri
 
-from model_canary.streams.sim.scenarios import (
-    LATENCY_MEDIAN_MS,
-    LATENCY_SIGMA,
-    TIMELINE,
-    IntArray,
-    Scenario,
-    canary_exceeds,
-    canary_z,
-)
-from model_canary.streams.stats.mixture import FloatArray
+from model_canary.streams.routing import arms_of_buckets
+from model_canary.streams.sim.scenario import Scenario, Serving
+from model_canary.streams.stats.layout import ARMS, BUCKETS, CONTROL
+from model_canary.streams.stats.tally import TRASH
+from model_canary.streams.stats.thresholds import latency_bins
 
-WINDOW = 5  #: minutes per Argo-style measurement
-Counts = npt.NDArray[np.int64]
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+Z90 = 1.2815515655446004  #: standard-normal 0.90 quantile (the "tail" regression's start)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def mix(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """SplitMix64's finaliser: a fast, well-mixed 64-bit hash."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * _M1
+        x = (x ^ (x >> np.uint64(27))) * _M2
+        return np.asarray(x ^ (x >> np.uint64(31)))
 
 
 @dataclass(frozen=True, slots=True)
-class Traffic:
-    scenario: Scenario
-    step: IntArray  #: (T,) step index of each minute
-    rho: FloatArray  #: (T,) canary weight of each minute
-    n_c: Counts  #: (R, T) requests routed to the canary
-    n_b: Counts
-    err_c: Counts
-    err_b: Counts
-    slow95_c: Counts  #: requests above the warm-up p95 threshold
-    slow95_b: Counts
-    slow99_c: Counts
-    slow99_b: Counts
-    p99_c: FloatArray  #: (R, T) sample p99 of the minute (nan without requests)
-    p99_b: FloatArray
-    p99w_c: FloatArray  #: (R, T // WINDOW) sample p99 of each 5-minute window
-    p99w_b: FloatArray
-    lab_c: Counts | None  #: labelled requests, by the minute they were routed
-    lab_b: Counts | None
-    mis_c: Counts | None  #: wrong predictions among them
-    mis_b: Counts | None
-    #: (R,) the true ratio of the canary's to the baseline's probability of exceeding the
-    #: warm-up p95 (p99) threshold; only the oracle reference reads it.
-    ratio95: FloatArray
-    ratio99: FloatArray
+class Cells:
+    """One second's evidence of ``R'`` replicas, per arm (axis 1 of every array)."""
 
-    @property
-    def minutes(self) -> int:
-        return int(self.step.size)
-
-    def arrived(self, by_routing: Counts) -> Counts:
-        """Labels by the minute they arrive: ``label_delay`` minutes after routing."""
-        d = self.scenario.label_delay
-        out = np.zeros_like(by_routing)
-        out[:, d:] = by_routing[:, : by_routing.shape[1] - d]
-        return out
+    routed: IntArray  #: (R', 3) requests routed to each arm
+    buckets: IntArray  #: (R', 3, K) bucket rows (TRASH padding)
+    counts: IntArray  #: (R', 3, K, 5): n, errors, timed, over_p95, over_p99
+    batch: FloatArray  #: (R', 3, 8) batch moments
+    labels: IntArray | None  #: (R', 3, K, 2): labelled, incorrect (rows as ``buckets``)
+    hist_bins: IntArray  #: (R', K2) latency bins of baseline/control successful items
+    hist_counts: IntArray  #: (R', K2) 1 per item (0 for padding)
+    hist_arm: IntArray  #: (R', K2) arm of each
 
 
-def generate(
-    scenario: Scenario, replications: int, rng: np.random.Generator, minutes: int | None = None
-) -> Traffic:
-    """Draw ``replications`` runs of ``minutes`` (default: the timeline plus the label delay,
-    so a run whose last step waits for labels can be followed)."""
-    t_total = minutes if minutes is not None else TIMELINE.minutes + scenario.label_delay
-    shape = (replications, t_total)
-    step = TIMELINE.step_index(t_total)
-    rho = np.asarray(TIMELINE.weights, dtype=np.float64)[step]
-    n_c = rng.binomial(TIMELINE.requests_per_minute, np.broadcast_to(rho, shape))
-    n_b = TIMELINE.requests_per_minute - n_c
+@dataclass
+class Population:
+    """Per-replica constants: each rollout's salt for the bucket hash, the user CDF."""
 
-    p_b, p_c = scenario.error_rates(t_total)
-    err_c, err_b = rng.binomial(n_c, p_c), rng.binomial(n_b, p_b)
+    salts: npt.NDArray[np.uint64]
+    cdf: FloatArray | None  #: users' cumulative traffic shares (None: one key per request)
 
-    # Thresholds: the baseline's sample p95/p99 of the warm-up, as uniform order statistics.
-    nw = TIMELINE.warmup_requests
-    u95 = rng.beta(math.ceil(0.95 * nw), nw - math.ceil(0.95 * nw) + 1, replications)
-    u99 = rng.beta(math.ceil(0.99 * nw), nw - math.ceil(0.99 * nw) + 1, replications)
-    kind = scenario.latency
-    q95_c = np.array([canary_exceeds(z, kind) for z in ndtri(u95)])
-    q99_c = np.array([canary_exceeds(z, kind) for z in ndtri(u99)])
-    slow95_c, slow99_c = _nested(rng, n_c, q95_c, q99_c)
-    slow95_b, slow99_b = _nested(rng, n_b, 1.0 - u95, 1.0 - u99)
+    @classmethod
+    def new(cls, scenario: Scenario, replicas: int, rng: np.random.Generator) -> Population:
+        t = scenario.traffic
+        cdf = None
+        if t.users > 0:
+            weights = 1.0 / np.arange(1, t.users + 1, dtype=np.float64) ** t.zipf
+            cdf = np.cumsum(weights) / weights.sum()
+        salts = rng.integers(0, 2**63, replicas, dtype=np.int64).astype(np.uint64)
+        return cls(salts, cdf)
 
-    windows = t_total // WINDOW
-    nwin_c = n_c[:, : windows * WINDOW].reshape(replications, windows, WINDOW).sum(axis=2)
-    nwin_b = n_b[:, : windows * WINDOW].reshape(replications, windows, WINDOW).sum(axis=2)
 
-    lab_c = lab_b = mis_c = mis_b = None
-    if scenario.accuracy is not None:
-        acc_b, acc_c = scenario.accuracy
-        lab_c = rng.binomial(n_c, scenario.label_share)
-        lab_b = rng.binomial(n_b, scenario.label_share)
-        mis_c = rng.binomial(lab_c, 1.0 - acc_c)
-        mis_b = rng.binomial(lab_b, 1.0 - acc_b)
+def _params(scenario: Scenario, weights: IntArray, minute: float) -> dict[str, FloatArray]:
+    """Per replica and arm ``(R', 3)`` serving parameters."""
+    names = (
+        "error_rate", "batch_failure", "latency_ms", "latency_sigma", "max_batch",
+        "batch_window_ms", "batch_cost", "cold_factor", "label_coverage", "latency_scale",
+        "tail_scale", "drift_per_min", "accuracy",
+    )  # fmt: skip
+    out = {n: np.zeros((weights.size, len(ARMS))) for n in names}
+    unit = np.zeros((weights.size, len(ARMS)), dtype=bool)
+    for w in np.unique(weights):
+        at = weights == w
+        for a, arm in enumerate(ARMS):
+            s: Serving = scenario.arm(arm, int(w))
+            for n in names:
+                value = getattr(s, n)
+                out[n][at, a] = 1.0 if value is None else float(value)
+            unit[at, a] = s.latency_unit == "batch"
+    out["batch_unit"] = unit.astype(np.float64)
+    factor = _error_factor(scenario, minute)
+    out["error_rate"] = np.minimum(1.0, out["error_rate"] * factor)
+    return out
 
-    return Traffic(
-        scenario=scenario,
-        step=step,
-        rho=rho,
-        n_c=n_c,
-        n_b=n_b,
-        err_c=err_c,
-        err_b=err_b,
-        slow95_c=slow95_c,
-        slow95_b=slow95_b,
-        slow99_c=slow99_c,
-        slow99_b=slow99_b,
-        p99_c=sample_p99(rng, n_c, kind),
-        p99_b=sample_p99(rng, n_b, "none"),
-        p99w_c=sample_p99(rng, nwin_c, kind),
-        p99w_b=sample_p99(rng, nwin_b, "none"),
-        lab_c=lab_c,
-        lab_b=lab_b,
-        mis_c=mis_c,
-        mis_b=mis_b,
-        ratio95=q95_c / (1.0 - u95),
-        ratio99=q99_c / (1.0 - u99),
+
+def _error_factor(scenario: Scenario, minute: float) -> float:
+    base = scenario.serving.error_rate
+    if base <= 0:
+        return 1.0
+    rate = base
+    if scenario.drift is not None:
+        lo, hi = scenario.drift
+        rate = lo + (hi - lo) * min(1.0, minute / max(1, scenario.minutes - 1))
+    if scenario.incident is not None:
+        first, end, during = scenario.incident
+        if first <= minute < end:
+            rate = during
+    return rate / base
+
+
+def serve(
+    scenario: Scenario,
+    pop: Population,
+    idx: IntArray,
+    weights: IntArray,
+    control: bool,
+    second: int,
+    thresholds: FloatArray,
+    cold: BoolArray,
+    rng: np.random.Generator,
+) -> Cells:
+    """Serve second ``second`` for replicas ``idx`` at canary weights ``weights``.
+
+    ``thresholds`` ``(R', 2)``: p95/p99 thresholds in ms (nan: not fixed yet, so no latency
+    columns); ``cold`` ``(R', 3)``: worker groups whose first batch is still to come (updated).
+    """
+    reps = idx.size
+    minute = second / 60.0
+    rate = scenario.traffic.rate_at(minute) / 60.0
+    k = rng.poisson(rate, reps)
+    kmax = max(1, int(k.max()))
+    valid = np.arange(kmax)[None, :] < k[:, None]
+
+    # Keys and buckets.
+    t = scenario.traffic
+    if pop.cdf is None:
+        buckets = rng.integers(0, BUCKETS, (reps, kmax))
+        user_z = np.zeros((reps, kmax))
+    else:
+        users = np.searchsorted(pop.cdf, rng.random((reps, kmax))).astype(np.uint64)
+        h = mix(users * np.uint64(0x9E3779B97F4A7C15) ^ pop.salts[idx][:, None])
+        buckets = (h % np.uint64(BUCKETS)).astype(np.int64)
+        u = (mix(h ^ np.uint64(0xD1B54A32D192ED03)) >> np.uint64(11)).astype(np.float64)
+        user_z = ndtri((u + 0.5) / 2.0**53) if t.user_spread > 0 else np.zeros((reps, kmax))
+    arm = arms_of_buckets(buckets, weights[:, None], control)
+    arm = np.where(valid, arm, -1)
+    p = _params(scenario, weights, minute)
+    names = list(p)
+    table = np.stack([p[n] for n in names], axis=-1)  # (R', 3, P)
+    items = table[np.arange(reps)[:, None], np.maximum(arm, 0)]  # (R', K, P)
+    column = {n: i for i, n in enumerate(names)}
+
+    def per_item(name: str) -> FloatArray:
+        return np.asarray(items[..., column[name]])
+
+    # Micro-batches per (replica, arm): sizes grow with the arm's load this second.
+    onehot = arm[:, :, None] == np.arange(len(ARMS))[None, None, :]  # (R', K, 3)
+    k_arm = onehot.sum(axis=1)  # (R', 3)
+    position = np.take_along_axis(np.cumsum(onehot, axis=1) - 1, np.maximum(arm, 0)[..., None], 2)
+    position = position[..., 0]
+    if np.all(p["max_batch"] <= 1):
+        batch = np.maximum(position, 0)  # no batching: every item is its own batch
+    else:
+        mean_extra = k_arm * p["batch_window_ms"] / 1000.0
+        sizes = 1 + rng.poisson(np.broadcast_to(mean_extra[..., None], (reps, len(ARMS), kmax)))
+        sizes = np.minimum(sizes, p["max_batch"][..., None].astype(np.int64))
+        ends = np.cumsum(sizes, axis=2)  # (R', 3, K)
+        index = np.maximum(arm, 0)[..., None].repeat(kmax, 2)
+        my_ends = np.take_along_axis(ends, index, axis=1)
+        batch = (my_ends <= position[..., None]).sum(axis=2)  # (R', K): batch within arm
+    bid = (np.arange(reps)[:, None] * len(ARMS) + np.maximum(arm, 0)) * (kmax + 1) + batch
+    bid = np.where(valid, bid, reps * len(ARMS) * (kmax + 1))  # padding: one spare batch
+    nb = reps * len(ARMS) * (kmax + 1) + 1
+    m = np.bincount(bid.ravel(), minlength=nb)
+    m_item = m[bid]
+
+    # Latency.
+    z = rng.standard_normal((reps, kmax))
+    lat = per_item("latency_ms") * np.exp(
+        per_item("latency_sigma") * z + t.user_spread * user_z * 0.5
+    )
+    lat *= 1.0 + per_item("batch_cost") * (m_item - 1)
+    lat *= per_item("latency_scale") * (1.0 + per_item("drift_per_min") * minute)
+    lat = np.where(z > Z90, lat * per_item("tail_scale"), lat)
+    first = cold[np.arange(reps)[:, None], np.maximum(arm, 0)] & (batch == 0) & valid
+    lat = np.where(first, lat * per_item("cold_factor"), lat)
+    cold &= ~(k_arm > 0)
+    batch_unit = per_item("batch_unit") > 0
+    if batch_unit.any():
+        worst = np.zeros(nb)
+        np.maximum.at(worst, bid.ravel(), lat.ravel())
+        lat = np.where(batch_unit, worst[bid], lat)
+
+    # Errors: per item (a user's propensity scales it) and whole failed batches.
+    p_err = per_item("error_rate") * np.exp(t.user_spread * user_z - t.user_spread**2 / 2)
+    failed = rng.random(nb) < np.bincount(
+        bid.ravel(), weights=per_item("batch_failure").ravel(), minlength=nb
+    ) / np.maximum(m, 1)
+    err = valid & ((rng.random((reps, kmax)) < np.minimum(1.0, p_err)) | failed[bid])
+    known = ~np.isnan(thresholds[:, 0])
+    timed = valid & ~err & known[:, None]
+    o95 = timed & (lat > np.nan_to_num(thresholds[:, :1], nan=np.inf))
+    o99 = timed & (lat > np.nan_to_num(thresholds[:, 1:], nan=np.inf))
+
+    cols = np.stack([valid, err, timed, o95, o99], axis=-1).astype(np.int64)  # (R', K, 5)
+    rows, row_counts, key_shape = _rows(arm, buckets, valid, cols, reps)
+
+    # Batch moments per (replica, arm).
+    e = np.stack([err, timed, o95, o99], axis=-1).astype(np.float64)
+    per_batch = np.stack(
+        [np.bincount(bid.ravel(), weights=e[..., i].ravel(), minlength=nb) for i in range(4)], 1
+    )
+    e_err, m_t, e95, e99 = per_batch.T
+    mf = m.astype(np.float64)
+    moments = np.stack(
+        [mf**2, e_err**2, e_err * mf, m_t**2, e95**2, e95 * m_t, e99**2, e99 * m_t], axis=1
+    )[:-1]
+    moments = moments.reshape(reps, len(ARMS), kmax + 1, 8).sum(axis=2)
+
+    labels = None
+    if scenario.labelled:
+        lab = valid & (rng.random((reps, kmax)) < per_item("label_coverage"))
+        inc = lab & (rng.random((reps, kmax)) >= per_item("accuracy"))
+        lcols = np.stack([lab, inc], axis=-1).astype(np.int64)
+        _, labels, _ = _rows(arm, buckets, valid, lcols, reps, key_shape)
+
+    # Latency histogram of the baseline and control arms, until the thresholds are fixed.
+    pre = valid & ~err & ~known[:, None] & (arm != 0)
+    bins = latency_bins(np.where(pre, lat, 1.0))
+    return Cells(
+        routed=k_arm,
+        buckets=rows,
+        counts=row_counts,
+        batch=moments,
+        labels=labels,
+        hist_bins=bins,
+        hist_counts=pre.astype(np.int64),
+        hist_arm=np.where(pre, arm, CONTROL),
     )
 
 
-def _nested(
-    rng: np.random.Generator, n: Counts, q95: FloatArray, q99: FloatArray
-) -> tuple[Counts, Counts]:
-    # Above p99 is a subset of above p95: draw the p99 count, then the rest among the others.
-    q95, q99 = q95[:, None], q99[:, None]
-    above99 = rng.binomial(n, np.broadcast_to(q99, n.shape))
-    between = rng.binomial(n - above99, np.broadcast_to((q95 - q99) / (1.0 - q99), n.shape))
-    return above99 + between, above99
+def _rows(
+    arm: IntArray,
+    buckets: IntArray,
+    valid: BoolArray,
+    cols: IntArray,
+    reps: int,
+    shape: tuple[IntArray, IntArray, IntArray, int] | None = None,
+) -> tuple[IntArray, IntArray, tuple[IntArray, IntArray, IntArray, int]]:
+    """Per (replica, arm): one row per distinct bucket with the columns summed."""
+    if shape is None:
+        key = ((np.arange(reps)[:, None] * len(ARMS) + np.maximum(arm, 0)) * (BUCKETS + 1)) + (
+            buckets
+        )
+        flat = key[valid]
+        uniq, inverse = np.unique(flat, return_inverse=True)
+        group = uniq // (BUCKETS + 1)
+        starts = np.searchsorted(group, np.arange(reps * len(ARMS)))
+        pos = np.arange(uniq.size) - starts[group]
+        width = max(1, int(pos.max()) + 1) if uniq.size else 1
+        shape = (uniq, inverse, pos, width)
+    uniq, inverse, pos, width = shape
+    group = uniq // (BUCKETS + 1)
+    rows = np.full((reps * len(ARMS), width), TRASH, dtype=np.int64)
+    rows[group, pos] = uniq % (BUCKETS + 1)
+    out = np.zeros((reps * len(ARMS), width, cols.shape[-1]), dtype=np.int64)
+    sums = np.zeros((uniq.size, cols.shape[-1]), dtype=np.int64)
+    np.add.at(sums, inverse, cols[valid])
+    out[group, pos] = sums
+    return (
+        rows.reshape(reps, len(ARMS), width),
+        out.reshape(reps, len(ARMS), width, cols.shape[-1]),
+        shape,
+    )
 
 
-def sample_p99(rng: np.random.Generator, n: Counts, kind: str) -> FloatArray:
-    """The type-7 sample p99 of ``n`` latencies (nan where ``n`` is 0), drawn exactly."""
-    m = np.maximum(n, 1)
-    h = (m - 1) * 0.99
-    j = np.floor(h).astype(np.int64)  # 0-based: order statistics j+1 and j+2 (1-based)
-    frac = h - j
-    u1 = rng.beta(j + 1, m - j)
-    u2 = u1 + (1.0 - u1) * rng.beta(1, np.maximum(m - j - 1, 1))
-    lo = _latency(canary_z(ndtri(u1), kind))
-    hi = _latency(canary_z(ndtri(u2), kind))
-    out = lo + frac * (hi - lo)
-    return np.asarray(np.where(n > 0, out, np.nan), dtype=np.float64)
-
-
-def _latency(z: FloatArray) -> FloatArray:
-    return np.asarray(LATENCY_MEDIAN_MS * np.exp(LATENCY_SIGMA * z), dtype=np.float64)
-
-
-# Acklam's rational approximation of the normal quantile (relative error < 1.2e-9).
-_A = (
-    -3.969683028665376e01,
-    2.209460984245205e02,
-    -2.759285104469687e02,
-    1.383577518672690e02,
-    -3.066479806614716e01,
-    2.506628277459239e00,
-)
-_B = (
-    -5.447609879822406e01,
-    1.615858368580409e02,
-    -1.556989798598866e02,
-    6.680131188771972e01,
-    -1.328068155288572e01,
-)
-_C = (
-    -7.784894002430293e-03,
-    -3.223964580411365e-01,
-    -2.400758277161838e00,
-    -2.549732539343734e00,
-    4.374664141464968e00,
-    2.938163982698783e00,
-)
-_D = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
-_P_LOW = 0.02425
-
-
-def ndtri(p: npt.ArrayLike) -> FloatArray:
-    """The standard-normal quantile function, vectorised.
-
-    >>> [round(float(x), 6) for x in ndtri([0.5, 0.975, 0.01])]
-    [0.0, 1.959964, -2.326348]
-    """
-    u = np.clip(np.asarray(p, dtype=np.float64), 1e-300, 1.0 - 1e-16)
-    q = u - 0.5
-    r = q * q
-    num = ((((_A[0] * r + _A[1]) * r + _A[2]) * r + _A[3]) * r + _A[4]) * r + _A[5]
-    den = ((((_B[0] * r + _B[1]) * r + _B[2]) * r + _B[3]) * r + _B[4]) * r + 1.0
-    central = num * q / den
-    tail = np.sqrt(-2.0 * np.log(np.minimum(u, 1.0 - u)))
-    num_t = ((((_C[0] * tail + _C[1]) * tail + _C[2]) * tail + _C[3]) * tail + _C[4]) * tail
-    den_t = (((_D[0] * tail + _D[1]) * tail + _D[2]) * tail + _D[3]) * tail + 1.0
-    tails = (num_t + _C[5]) / den_t
-    out = np.where(u < _P_LOW, tails, np.where(u > 1.0 - _P_LOW, -tails, central))
-    return np.asarray(out, dtype=np.float64)
+def normal_sf(z: float) -> float:
+    """P(Z > z) for a standard normal."""
+    return 0.5 * math.erfc(z / math.sqrt(2.0))

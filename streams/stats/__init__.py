@@ -1,23 +1,36 @@
 """The evaluator's decision statistics: pure code, no Kafka.
 
-* :mod:`.harm` - the anytime-valid mixture test on the arm of bad events, per
-  weight, with confidence bounds on the harm ratio;
-* :mod:`.srm` - the anytime-valid sample-ratio check on labelled requests;
-* :mod:`.decide` - the per-step decision rule (advance, hold, roll back, finalize).
+* :mod:`.layout` - cohort buckets, arms and the metrics' fields;
+* :mod:`.tally` - the statistics half of the evaluator's state (per-bucket evidence);
+* :mod:`.compare` - one metric, canary against its comparator, with its design effect;
+* :mod:`.sequential` - the anytime-valid tests (roll back, promote, sample ratio);
+* :mod:`.decide` - the per-step decision rule (advance, hold, roll back, finalize);
+* :mod:`.snapshot` - the rule's parameters from a plan, and its input from a tally;
+* :mod:`.verdicts` - a decision in words, and the command it asks for.
 """
 
-from model_canary.streams.stats.decide import ArmCounts, StepPolicy, StepSnapshot, Verdict, decide
-from model_canary.streams.stats.harm import HarmResult, HarmTest
-from model_canary.streams.stats.srm import SrmResult, sample_ratio_check
+from model_canary.streams.stats.compare import Comparison, compare, from_counts
+from model_canary.streams.stats.decide import MetricRule, StepPolicy, StepSnapshot, decide_many
+from model_canary.streams.stats.snapshot import Progress, policy, take_snapshot, tally_for
+from model_canary.streams.stats.tally import ImpossibleEvidence, Tally
+from model_canary.streams.stats.verdicts import Verdict, action_for, decide, verdict
 
 __all__ = [
-    "ArmCounts",
-    "HarmResult",
-    "HarmTest",
-    "SrmResult",
+    "Comparison",
+    "ImpossibleEvidence",
+    "MetricRule",
+    "Progress",
     "StepPolicy",
     "StepSnapshot",
+    "Tally",
     "Verdict",
+    "action_for",
+    "compare",
     "decide",
-    "sample_ratio_check",
+    "decide_many",
+    "from_counts",
+    "policy",
+    "take_snapshot",
+    "tally_for",
+    "verdict",
 ]

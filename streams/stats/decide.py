@@ -1,198 +1,249 @@
-"""The per-step decision rule, as a pure function of counts and the policy.
+"""The per-step decision rule, vectorised over replicas (the evaluator decides one rollout,
+``canary sim`` thousands at once with the same code).
 
-* ROLLBACK as soon as any metric's harm test alarms: its bad-event ratio is shown to exceed
-  ``1 + rollback_tolerance`` (alpha split evenly over the metrics);
-* HOLD on a sample-ratio mismatch of labelled requests (the evidence is suspect, the canary
-  is not proven harmful);
-* ADVANCE when the step ran its minimum duration, the canary served its minimum requests
-  and, where labels are expected, enough of them arrived; from the last step with a
-  baseline (the next is 100%) also every metric's upper confidence bound must be below
-  ``1 + tolerance``;
-* FINALIZE at 100% after the minimum duration (no baseline is left to compare with);
-* HOLD otherwise, saying why, and flagging a step that overran its maximum duration.
+For each replica, in this order:
 
-Counts are keyed by the weight in force when each request was routed, cumulative since the
-rollout began: the tests are anytime-valid over the whole rollout, and late labels of an
-earlier step still count at their own weight.
-
->>> counts = {"error_rate": {100: ArmCounts(300, 29_700, 3, 297)}}
->>> snap = StepSnapshot(weight_bp=100, elapsed_s=1800, canary_requests=300, metrics=counts)
->>> v = decide(snap, StepPolicy(min_canary_requests=200))
->>> v.outcome.value, v.code, v.evidence[0].alarmed
-('ADVANCE', 'ok', False)
+* **ROLLBACK** ``harm`` when the metrics' roll-back e-processes, averaged over the ``M``
+  metrics, reach ``1 / alpha`` (an average of test martingales is one: a canary no worse
+  than its comparator on every metric is rolled back with probability at most ``alpha``). A
+  metric whose evidence is invalidated (accuracy under a labelled sample-ratio mismatch)
+  takes no part;
+* **FINALIZE** at 100% once the step ran its minimum duration;
+* **HOLD** ``sample-ratio-mismatch`` when labels arrive in other proportions than requests
+  were served (the accuracy comparison is suspect: look, do not roll back);
+* **ADVANCE** once the step ran its minimum duration *of complete evidence* (seconds whose
+  results have arrived in every arm: an arm that lags delays the step by its lag, and a HOLD
+  says ``waiting-for-results`` while that is what it waits for), the canary served its minimum items
+  (after the warm-up), labels cover enough items where accuracy is watched, and - from the
+  last step before 100% - every metric is *shown acceptable*: its promotion e-value reaches
+  ``M / alpha``, i.e. the canary's rate is below ``(1 + tolerance)`` times its comparator's
+  plus ``margin``. So a canary worse than that on some metric is promoted with probability
+  at most ``alpha``;
+* **HOLD** otherwise, saying why (``max-duration-exceeded`` once the step overran).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
 
 from model_canary.streams.enums import Outcome
-from model_canary.streams.messages import MetricEvidence
-from model_canary.streams.stats.harm import MAX_BP, HarmResult, HarmTest
-from model_canary.streams.stats.srm import SrmResult, sample_ratio_check
+from model_canary.streams.stats.compare import Comparison
+from model_canary.streams.stats.layout import MAX_BP
+from model_canary.streams.stats.sequential import (
+    SRM_GRID,
+    logsumexp,
+    promotion_log_e,
+    rollback_log_e,
+)
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+OUTCOMES: tuple[Outcome, ...] = (Outcome.ADVANCE, Outcome.HOLD, Outcome.ROLLBACK, Outcome.FINALIZE)
+ADVANCE, HOLD, ROLLBACK, FINALIZE = range(4)
+#: Reason codes, in the order a HOLD reports them when several apply.
+CODES: tuple[str, ...] = (
+    "ok",
+    "harm",
+    "sample-ratio-mismatch",
+    "waiting-for-results",
+    "too-short",
+    "too-few-samples",
+    "labels-missing",
+    "not-yet-harmless",
+    "max-duration-exceeded",
+)
+OK, HARM, SRM, WAITING, TOO_SHORT, TOO_FEW, LABELS_MISSING, NOT_YET, MAX_DURATION = range(9)
 
 
-@dataclass(frozen=True, slots=True)
-class ArmCounts:
-    """Requests and bad events of one metric at one weight, per arm."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricRule:
+    """How one metric is judged (from the plan: see :mod:`model_canary.streams.plan`)."""
 
-    canary_n: int = 0
-    baseline_n: int = 0
-    canary_bad: int = 0
-    baseline_bad: int = 0
+    comparator: str  #: "control" or "baseline"
+    tolerance: float  #: promotion: rate below (1 + tolerance) x comparator's + margin
+    margin: float
+    rollback_tolerance: float  #: roll back once the ratio is shown above 1 + this
+    #: log ratios past the roll-back null that the roll-back mixture weighs (equally)
+    alarm_deltas: tuple[float, ...]
+
+    def grid(self) -> tuple[FloatArray, FloatArray]:
+        """The roll-back mixture's alternatives and their log weights."""
+        deltas = np.asarray(self.alarm_deltas, dtype=np.float64)
+        return deltas, np.full(deltas.size, -math.log(deltas.size))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepPolicy:
-    """The plan's thresholds, per metric (``default_*`` for metrics not named):
+    """The decision rule's parameters. Built from a plan by
+    :func:`model_canary.streams.evaluation.policy` (the plan holds every default)."""
 
-    * ``tolerances``: the promotion margin, the relative increase in bad-event rate still
-      acceptable: the final step needs the upper confidence bound below ``1 + tolerance``;
-    * ``rollback_tolerances``: the rollback test's null, ``ratio <= 1 + rollback_tolerance``;
-      0 rolls back on evidence of any harm.
-    """
+    alpha: float
+    metrics: Mapping[str, MetricRule]
+    steps_bp: tuple[int, ...]
+    min_duration_s: float
+    min_canary_requests: int
+    min_label_coverage: float
+    max_duration_s: float
+    srm_alpha: float
+    #: A HOLD names the lagging arm when its results are complete only up to more than this
+    #: many seconds ago.
+    lag_slack_s: float
+    #: Prior weight of the first roll-back sub-test (every weight); the others (sub-test k:
+    #: the weights from step k on) share the rest equally.
+    pooled_prior: float
 
-    alpha: float = 0.05
-    tolerances: Mapping[str, float] = field(default_factory=dict)
-    default_tolerance: float = 0.2
-    rollback_tolerances: Mapping[str, float] = field(default_factory=dict)
-    default_rollback_tolerance: float = 0.0
-    min_duration_s: float = 600.0
-    min_canary_requests: int = 500
-    min_label_coverage: float = 0.5
-    max_duration_s: float = 7200.0
-    srm_alpha: float = 0.01
+    @property
+    def starts(self) -> tuple[int, ...]:
+        """First weight of each roll-back sub-test."""
+        return tuple(w for w in self.steps_bp if 0 < w < MAX_BP)
 
-    def tolerance(self, metric: str) -> float:
-        return self.tolerances.get(metric, self.default_tolerance)
+    @property
+    def final_weight(self) -> int | None:
+        """The last weight with a comparator (advancing from it promotes to 100%)."""
+        starts = self.starts
+        return starts[-1] if starts and self.steps_bp[-1] >= MAX_BP else None
 
-    def rollback_tolerance(self, metric: str) -> float:
-        return self.rollback_tolerances.get(metric, self.default_rollback_tolerance)
+    def sub_log_prior(self) -> FloatArray:
+        """Log prior weights of the roll-back sub-tests.
+
+        >>> from model_canary.streams.plan import parse_plan
+        >>> from model_canary.streams.stats.snapshot import policy
+        >>> np.exp(policy(parse_plan({"model": "m", "canary": "v"})).sub_log_prior()).round(2)
+        array([0.8, 0.1, 0.1])
+        """
+        k = len(self.starts)
+        if k <= 1:
+            return np.zeros(k)
+        prior = np.full(k, (1.0 - self.pooled_prior) / (k - 1))
+        prior[0] = self.pooled_prior
+        return np.asarray(np.log(prior))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepSnapshot:
-    """What the evaluator knows about the current step."""
+    """What the evaluator knows about the current step, per replica ``(R,)``."""
 
-    weight_bp: int
-    #: The last step that still has a baseline: advancing from it promotes to 100%.
-    final: bool = False
-    elapsed_s: float
-    #: Requests routed to the canary during this step.
-    canary_requests: int
-    #: ``{metric: {weight_bp: counts}}`` since the rollout began, by weight at routing.
-    metrics: Mapping[str, Mapping[int, ArmCounts]]
-    #: Share of this step's requests whose label arrived; None when no labels are expected.
-    label_coverage: float | None = None
-    #: ``{weight_bp: (canary, baseline)}`` labelled requests, for the sample-ratio check.
-    labelled: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+    weight_bp: IntArray
+    final: BoolArray  #: the step is the last before 100% (advancing promotes)
+    elapsed_s: FloatArray
+    #: Seconds of this step whose results are complete in every arm.
+    evidence_s: FloatArray
+    #: Canary items served at this step's weight after the warm-up, complete in every arm.
+    canary_requests: IntArray
+    comparisons: Mapping[str, Comparison]
+    #: The labelled sample-ratio check (None when no metric uses labels).
+    labels: Comparison | None = None
+    #: Share of this step's items whose label arrived (None when no labels are expected).
+    label_coverage: FloatArray | None = None
+    #: Seconds between now and the newest second complete in every arm.
+    behind_s: FloatArray
+    #: The arm whose results lag most (text, for the reason), per replica.
+    lagging: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
-    """The decision, a short machine-friendly ``code``, the reason in words, the evidence."""
+class Decisions:
+    """The rule's output per replica, with the statistics behind it."""
 
-    outcome: Outcome
-    code: str
-    reason: str
-    evidence: tuple[MetricEvidence, ...] = ()
-    srm: SrmResult | None = None
+    outcome: IntArray  #: index into :data:`OUTCOMES`
+    code: IntArray  #: index into :data:`CODES`
+    threshold: float  #: ln(M / alpha): a metric's test is conclusive past it
+    rollback: dict[str, FloatArray]  #: per metric: log roll-back e-value (R,)
+    promotion: dict[str, FloatArray]  #: per metric: log promotion e-value (R,) (final steps)
+    srm_log_e: FloatArray | None
+    srm_threshold: float
+    invalid: BoolArray  #: accuracy evidence invalidated by a sample-ratio mismatch
+    alarm_log_e: FloatArray  #: log of the metrics' average roll-back e-value (R,)
 
-
-def decide(snapshot: StepSnapshot, policy: StepPolicy) -> Verdict:
-    """The verdict on the step (see the module docstring for the rule)."""
-    s, p = snapshot, policy
-    alpha_m = p.alpha / max(1, len(s.metrics))
-    results = {
-        name: HarmTest(
-            p.tolerance(name), alpha_m, rollback_tolerance=p.rollback_tolerance(name)
-        ).evaluate({w: (c.canary_bad, c.baseline_bad) for w, c in by_weight.items()})
-        for name, by_weight in s.metrics.items()
-    }
-    evidence = tuple(_evidence(name, s.metrics[name], r) for name, r in results.items())
-    srm = sample_ratio_check(s.labelled, p.srm_alpha) if s.labelled else None
-
-    alarms = [f"{name}: {_describe(r)}" for name, r in results.items() if r.alarmed]
-    if alarms:
-        return Verdict(Outcome.ROLLBACK, "harm", "; ".join(alarms), evidence, srm)
-    if s.weight_bp >= MAX_BP:
-        if s.elapsed_s >= p.min_duration_s:
-            return Verdict(
-                Outcome.FINALIZE, "ok", "full traffic held its minimum duration", evidence, srm
-            )
-        return Verdict(Outcome.HOLD, "too-short", _too_short(s, p), evidence, srm)
-    if srm is not None and srm.mismatch:
-        share = srm.canary / max(1, srm.canary + srm.baseline)
-        expected = srm.expected_canary / max(1, srm.canary + srm.baseline)
-        reason = f"labelled requests {share:.1%} canary, routed weights imply {expected:.1%}"
-        return Verdict(Outcome.HOLD, "sample-ratio-mismatch", reason, evidence, srm)
-
-    pending: list[tuple[str, str]] = []
-    if s.elapsed_s < p.min_duration_s:
-        pending.append(("too-short", _too_short(s, p)))
-    if s.canary_requests < p.min_canary_requests:
-        pending.append(
-            ("too-few-samples", f"{s.canary_requests} canary requests of {p.min_canary_requests}")
-        )
-    if s.label_coverage is not None and s.label_coverage < p.min_label_coverage:
-        pending.append(
-            (
-                "labels-missing",
-                f"labels for {s.label_coverage:.0%} of requests, need {p.min_label_coverage:.0%}",
-            )
-        )
-    if s.final:
-        open_ = [
-            f"{n} upper bound {_fmt(r.upper)} not below {1 + r.tolerance:g}"
-            for n, r in results.items()
-            if not r.harmless
-        ]
-        if open_:
-            pending.append(("not-yet-harmless", "; ".join(open_)))
-    if not pending:
-        return Verdict(
-            Outcome.ADVANCE, "ok", "no harm detected, step requirements met", evidence, srm
-        )
-    reason = "; ".join(text for _, text in pending)
-    if s.elapsed_s >= p.max_duration_s:
-        return Verdict(
-            Outcome.HOLD,
-            "max-duration-exceeded",
-            f"step ran past {p.max_duration_s:g}s: {reason}",
-            evidence,
-            srm,
-        )
-    return Verdict(Outcome.HOLD, pending[0][0], reason, evidence, srm)
+    def outcomes(self) -> list[Outcome]:
+        return [OUTCOMES[i] for i in self.outcome]
 
 
-def _evidence(name: str, by_weight: Mapping[int, ArmCounts], r: HarmResult) -> MetricEvidence:
-    return MetricEvidence(
-        metric=name,
-        baseline_n=sum(c.baseline_n for c in by_weight.values()),
-        canary_n=sum(c.canary_n for c in by_weight.values()),
-        baseline_bad=r.baseline_bad,
-        canary_bad=r.canary_bad,
-        statistic=r.log_lr,
-        lower=r.lower,
-        # Records travel as Avro/JSON, where infinity has no portable spelling: None = unbounded.
-        upper=r.upper if math.isfinite(r.upper) else None,
-        threshold=r.threshold,
-        alarmed=r.alarmed,
+def decide_many(s: StepSnapshot, p: StepPolicy) -> Decisions:
+    """The verdicts of every replica of ``s`` (see the module docstring)."""
+    reps = s.weight_bp.shape[0]
+    names = [m for m in p.metrics if m in s.comparisons]
+    m = max(1, len(names))
+    threshold = math.log(m / p.alpha)
+    sub_prior = p.sub_log_prior()
+
+    srm_log_e: FloatArray | None = None
+    invalid = np.zeros(reps, dtype=bool)
+    if s.labels is not None:
+        srm_w = np.full(SRM_GRID.size, -math.log(SRM_GRID.size))
+        srm_log_e = rollback_log_e(s.labels, 0.0, SRM_GRID, srm_w, sub_prior)
+        invalid = srm_log_e >= -math.log(p.srm_alpha)
+
+    rollback: dict[str, FloatArray] = {}
+    for name in names:
+        rule, comp = p.metrics[name], s.comparisons[name]
+        deltas, grid_w = rule.grid()
+        log_e = rollback_log_e(comp, math.log1p(rule.rollback_tolerance), deltas, grid_w, sub_prior)
+        if name == "accuracy":
+            log_e = np.where(invalid, -np.inf, log_e)
+        rollback[name] = log_e
+    if rollback:
+        stacked = np.stack(list(rollback.values()), axis=-1)
+        alarm_log_e = logsumexp(stacked, axis=-1) - math.log(m)
+    else:
+        alarm_log_e = np.full(reps, -np.inf)
+    alarmed = alarm_log_e >= -math.log(p.alpha)
+
+    promotion: dict[str, FloatArray] = {}
+    acceptable = np.ones(reps, dtype=bool)
+    final_w = p.final_weight
+    if final_w is not None and np.any(s.final):
+        for name in names:
+            rule, comp = p.metrics[name], s.comparisons[name]
+            if final_w in comp.weights:
+                stratum = comp.weights.index(final_w)
+                sub = p.starts.index(final_w)
+                log_e = promotion_log_e(comp, stratum, sub, rule.tolerance, rule.margin)
+            else:
+                log_e = np.full(reps, -np.inf)
+            promotion[name] = log_e
+            acceptable &= log_e >= threshold
+
+    outcome = np.full(reps, HOLD, dtype=np.int64)
+    code = np.full(reps, OK, dtype=np.int64)
+    full = s.weight_bp >= MAX_BP
+    long_enough = s.elapsed_s >= p.min_duration_s
+    pending = np.zeros((reps, len(CODES)), dtype=bool)
+    pending[:, WAITING] = long_enough & (s.evidence_s < p.min_duration_s)
+    pending[:, TOO_SHORT] = ~long_enough
+    pending[:, TOO_FEW] = s.canary_requests < p.min_canary_requests
+    if s.label_coverage is not None:
+        pending[:, LABELS_MISSING] = s.label_coverage < p.min_label_coverage
+    pending[:, NOT_YET] = s.final & ~acceptable
+    first_pending = np.argmax(pending, axis=1)
+    anything = pending.any(axis=1)
+
+    # Lowest priority first: later assignments win.
+    outcome[:] = np.where(anything, HOLD, ADVANCE)
+    code[:] = np.where(anything, first_pending, OK)
+    overran = anything & (s.elapsed_s >= p.max_duration_s)
+    code[overran] = MAX_DURATION
+    srm_hold = invalid & ~full
+    outcome[srm_hold], code[srm_hold] = HOLD, SRM
+    finalize = full & long_enough
+    outcome[full], code[full] = HOLD, TOO_SHORT
+    outcome[finalize], code[finalize] = FINALIZE, OK
+    outcome[alarmed], code[alarmed] = ROLLBACK, HARM
+    return Decisions(
+        outcome=outcome,
+        code=code,
+        threshold=threshold,
+        rollback=rollback,
+        promotion=promotion,
+        srm_log_e=srm_log_e,
+        srm_threshold=-math.log(p.srm_alpha),
+        invalid=invalid,
+        alarm_log_e=alarm_log_e,
     )
-
-
-def _describe(r: HarmResult) -> str:
-    return (
-        f"bad-event ratio {_fmt(r.ratio)} (lower bound {_fmt(r.lower)}) exceeds "
-        f"{1 + r.rollback_tolerance:g}; log LR {r.log_lr:.2f} >= {r.threshold:.2f}"
-    )
-
-
-def _too_short(s: StepSnapshot, p: StepPolicy) -> str:
-    return f"step ran {s.elapsed_s:g}s of {p.min_duration_s:g}s"
-
-
-def _fmt(x: float) -> str:
-    return "inf" if math.isinf(x) else ("n/a" if math.isnan(x) else f"{x:.3g}")

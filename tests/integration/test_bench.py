@@ -1,5 +1,5 @@
-"""Smoke runs of ``canary bench router | worker`` on a real broker: the JSON line has every
-key with sane values and nothing is lost. Nothing here asserts a speed."""
+"""Smoke runs of ``canary bench router | worker | evaluator`` on a real broker: the JSON line
+has every key with sane values and nothing is lost. Nothing here asserts a speed."""
 
 from __future__ import annotations
 
@@ -115,4 +115,40 @@ def test_bench_worker_smoke(
     assert figures["requests"] == 3000
     assert figures["lost"] == 0 and figures["duplicated"] == 0
     assert figures["passthrough_lost"] == 0 and figures["passthrough_duplicated"] == 0
+    assert figures["evidence_exact"] is True, "the served evidence counts every request once"
+    _no_topics_left(broker_settings, prefix)
+
+
+EVALUATOR_KEYS = {
+    "evaluator_requests_per_s",
+    "decision_delay_p50_ms",
+    "decision_delay_p99_ms",
+    "evaluator_rss_start_mb",
+    "evaluator_rss_end_mb",
+}
+
+
+def test_bench_evaluator_smoke(
+    capsys: pytest.CaptureFixture[str], broker_settings: Settings, unique: str
+) -> None:
+    prefix = f"b{unique}"
+    figures = _run(
+        capsys,
+        broker_settings,
+        prefix,
+        "evaluator",
+        "--rate",
+        "2000",
+        "--seconds",
+        "3",
+        "--backlog-seconds",
+        "20",
+        "--json-only",
+    )
+    assert figures.keys() >= EVALUATOR_KEYS
+    assert figures["backlog_requests"] == 40_000
+    for key in EVALUATOR_KEYS:
+        value = figures[key]
+        assert isinstance(value, int | float) and math.isfinite(value) and value > 0, key
+    assert figures["delay_samples"] == 30, "every paced transaction was counted by a decision"
     _no_topics_left(broker_settings, prefix)

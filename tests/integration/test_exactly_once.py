@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from itertools import pairwise
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -13,6 +14,8 @@ from confluent_kafka import Consumer, TopicPartition
 from model_canary.agents.client.control import ControlClient
 from model_canary.agents.kafka.config import consumer_config
 from model_canary.streams import headers as h
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.messages import Evidence
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 from tests.integration.conftest import Agent, header, read_topic, send_requests
@@ -103,13 +106,13 @@ def test_worker_killed_mid_stream_answers_every_request_exactly_once(
     spawn("router", "--instance", "r1")
     ControlClient(settings).send("iris", "register", baseline_version="v1")
     send_requests(settings, "iris", [f"user-{i}" for i in range(n)])
-    first = start_worker()
+    first = start_worker("v1", "--metric-events")
     written = _Watermarks(settings, [topics.results])
     try:
         _kill_when(first, written, 4_000)
     finally:
         written.close()
-    start_worker()
+    start_worker("v1", "--metric-events")
 
     results = read_topic(settings, topics.results, n, timeout=120, settle=2)
     counts = Counter((m.key() or b"").decode() for m in results)
@@ -117,3 +120,49 @@ def test_worker_killed_mid_stream_answers_every_request_exactly_once(
     assert max(counts.values()) == 1, "a request was answered twice"
     metrics = read_topic(settings, topics.metrics, n, timeout=30, settle=1)
     assert len(metrics) == n, "one metric event per answered request"
+
+
+def test_evidence_is_written_exactly_once_when_the_router_and_a_worker_are_killed(
+    settings: Settings,
+    topics: TopicCatalogue,
+    spawn: Callable[..., Agent],
+    start_worker: Callable[..., Agent],
+) -> None:
+    """Routed and served evidence are aggregated inside the transactions that consume the
+    requests: killed mid-stream, the router and a worker write, once restarted, the evidence
+    of every request exactly once (read_committed), and every record names the inputs its
+    transaction consumed, disjoint from every other transaction's."""
+    n = 20_000
+    router = spawn("router", "--instance", "r1")
+    control = ControlClient(settings)
+    control.send("iris", "start", baseline_version="v1", canary_version="v2")
+    control.send("iris", "set_weight", weight_bp=5000)
+    workers = {v: start_worker(v) for v in ("v1", "v2")}
+    send_requests(settings, "iris", [f"user-{i}" for i in range(n)])
+    _kill_when(router, settings, [topics.version_requests("iris", "v1")], 3_000)
+    spawn("router", "--instance", "r1")
+    _kill_when(workers["v1"], settings, [topics.results], 6_000)
+    start_worker("v1")
+
+    results = read_topic(settings, topics.results, n, timeout=180, settle=2)
+    assert len({(m.key() or b"") for m in results}) == n
+    codec = codec_for(Evidence)
+    time.sleep(3)  # the last transactions' evidence
+    evidence = [codec.decode(m.value() or b"") for m in read_topic(settings, topics.evidence, 1)]
+    routed = sum(ev.requests for ev in evidence if ev.kind == "routed")
+    served = sum(ev.requests for ev in evidence if ev.kind == "served")
+    assert (routed, served) == (n, n), "each request's evidence exactly once"
+    by_arm = Counter(
+        ev.arm.value for ev in evidence for _ in range(ev.requests) if ev.kind == "served"
+    )
+    assert set(by_arm) == {"baseline", "canary"}
+    # No two transactions claim the same input offsets.
+    seen: dict[tuple[str, str, int], list[tuple[int, int]]] = {}
+    for ev in evidence:
+        for r in ev.offsets:
+            spans = seen.setdefault((ev.kind.value, r.topic, r.partition), [])
+            if (r.first, r.last) not in spans:
+                spans.append((r.first, r.last))
+    for spans in seen.values():
+        spans.sort()
+        assert all(a[1] < b[0] for a, b in pairwise(spans)), spans

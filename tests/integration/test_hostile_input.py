@@ -34,10 +34,11 @@ from model_canary.streams.messages import (
     Action,
     ControlCommand,
     ControlEvent,
+    Evidence,
     Feedback,
     InferenceRequest,
     InferenceResult,
-    MetricEvent,
+    Prediction,
     RolloutState,
     utc_now,
 )
@@ -151,8 +152,11 @@ def test_hostile_messages_to_every_consumed_topic(
         topics.rollout_state: st.tuples(
             hostile_payload(RolloutState, 20_000).filter(_undecodable(RolloutState)), HEADERS
         ),
-        topics.metrics: st.tuples(
-            hostile_payload(MetricEvent, 20_000).filter(_undecodable(MetricEvent)), HEADERS
+        topics.evidence: st.tuples(
+            hostile_payload(Evidence, 20_000).filter(_undecodable(Evidence)), HEADERS
+        ),
+        topics.predictions: st.tuples(
+            hostile_payload(Prediction, 20_000).filter(_undecodable(Prediction)), HEADERS
         ),
         topics.feedback: st.tuples(
             hostile_payload(Feedback, 20_000).filter(_undecodable(Feedback)), HEADERS
@@ -194,7 +198,14 @@ def test_hostile_messages_to_every_consumed_topic(
     valid.extend(send_requests(settings, "iris", ["u-last"], prefix="ok-last-"))
 
     # Dead letters: every hostile message but the state topic's, once, with its reason.
-    dead_topics = [topics.requests, v1, v2, topics.metrics, topics.feedback]
+    dead_topics = [
+        topics.requests,
+        v1,
+        v2,
+        topics.evidence,
+        topics.predictions,
+        topics.feedback,
+    ]
     expected_dead = sum(sent[t] for t in dead_topics) + hostile.undecodable_commands
     dead = read_topic(settings, topics.dead_letters, expected_dead, timeout=600, settle=3)
     by_key = Counter((m.key() or b"").decode("utf-8", "replace") for m in dead)
@@ -204,7 +215,8 @@ def test_hostile_messages_to_every_consumed_topic(
     reasons = Counter((header(m, h.DLQ_AGENT), header(m, h.DLQ_REASON)) for m in dead)
     assert all(reason for _agent, reason in reasons), reasons
     # Hostile messages may carry canary-dlq-* headers of their own: only the agent's remain.
-    assert {agent for agent, _reason in reasons} <= {"router", "worker", "controller", "evaluator"}
+    agents = {"router", "worker", "controller", "evaluator", "joiner"}
+    assert {agent for agent, _reason in reasons} <= agents
     assert all(sum(k == h.DLQ_REASON for k, _ in h.as_list(m.headers())) == 1 for m in dead)
     assert all(header(m, h.DLQ_DETAIL) for m in dead)
 

@@ -70,7 +70,7 @@ def acls(p: str) -> dict[str, list[Grant]]:
             (TOPIC, f"{c.requests}.", PRE, WRITE),
             *[
                 (TOPIC, t, LIT, WRITE)
-                for t in (c.events, c.rollout_state, c.dead_letters, c.results)
+                for t in (c.events, c.rollout_state, c.dead_letters, c.evidence, c.results)
             ],
             (GROUP, f"{p}.router", LIT, READ),
             (GROUP, f"{p}.controller", LIT, READ),
@@ -83,15 +83,46 @@ def acls(p: str) -> dict[str, list[Grant]]:
             (TOPIC, c.rollout_state, LIT, READ),
             *[
                 (TOPIC, t, LIT, WRITE)
-                for t in (c.results, c.shadow_results, c.metrics, c.dead_letters)
+                for t in (
+                    c.results,
+                    c.shadow_results,
+                    c.evidence,
+                    c.predictions,
+                    c.metrics,
+                    c.dead_letters,
+                )
             ],
             (GROUP, f"{p}.worker.", PRE, READ),
             (TXN, f"{p}.worker.", PRE, WRITE),
         ],
         "evaluator": [
             (TOPIC, f"{p}.", PRE, CREATE),
-            *[(TOPIC, t, LIT, READ) for t in (c.metrics, c.feedback, c.rollout_state)],
-            (TOPIC, c.control, LIT, WRITE),
+            *[
+                (TOPIC, t, LIT, READ)
+                for t in (
+                    c.evidence,
+                    c.predictions,
+                    c.feedback,
+                    c.feedback_rekeyed,
+                    c.rollout_state,
+                    c.evaluator_state,
+                    c.joiner_state,
+                )
+            ],
+            *[
+                (TOPIC, t, LIT, WRITE)
+                for t in (
+                    c.control,
+                    c.evidence,
+                    c.feedback_rekeyed,
+                    c.evaluator_state,
+                    c.joiner_state,
+                    c.dead_letters,
+                )
+            ],
+            (GROUP, f"{p}.joiner", LIT, READ),
+            (TXN, f"{p}.joiner.", PRE, WRITE),
+            (TXN, f"{p}.evaluator-state.", PRE, WRITE),
             *[(TOPIC, f"{p}-evaluator", PRE, op) for op in (CREATE, READ, WRITE)],
             (GROUP, f"{p}-evaluator", PRE, READ),
             (TXN, f"{p}-evaluator", PRE, WRITE),
@@ -290,7 +321,7 @@ def test_only_authorized_principals_steer_and_no_secret_leaks(
             sec.settings("intruder"), "iris", [f"k{i}" for i in range(40)], prefix="after"
         )
         assert _served(sec, after) == set(after)
-        # The evaluator works under its grants: it read the metrics and the rollout state and
+        # The evaluator works under its grants: it read the evidence and the rollout state and
         # published a decision (a hold: the plan's step lasts an hour) to the control topic.
         decision = _first_decision(sec)
         assert (decision.model, decision.weight_bp) == ("iris", 3000)

@@ -139,9 +139,10 @@ def test_only_signed_fresh_unseen_commands_move_traffic(
     assert _event_for(settings, rogue_command.command_id).reason == "unknown-key-id"
 
     # Its decision record is signed with the same key; the controller flags one that is not.
+    assert emitted.decision is not None
     assert emitted.decision.key_id == "evaluator" and emitted.decision.signature
     forged = DecisionSink(settings).emit(state, verdict, {}).decision  # unsigned
-    assert forged.signature is None
+    assert forged is not None and forged.signature is None
     flagged = _event_for(settings, forged.decision_id)
     assert (flagged.action, flagged.outcome, flagged.reason) == ("decision", "rejected", "unsigned")
 

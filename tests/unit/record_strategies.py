@@ -21,6 +21,8 @@ from model_canary.streams.messages import (
     ControlEvent,
     DeadLetter,
     Decision,
+    Evidence,
+    EvidenceKind,
     Feedback,
     Header,
     InferenceRequest,
@@ -31,6 +33,7 @@ from model_canary.streams.messages import (
     OffsetRange,
     Outcome,
     Phase,
+    Prediction,
     Record,
     RolloutState,
     from_epoch_ms,
@@ -160,6 +163,54 @@ EXAMPLES: dict[type[Record], Any] = {
         ),
         offsets=(OffsetRange(topic="canary.metrics", partition=1, first=10, last=2**35),),
     ),
+    Evidence: Evidence(
+        kind=EvidenceKind.SERVED,
+        model="iris",
+        rollout_id="ro1",
+        version="v2",
+        arm=Arm.CANARY,
+        served=True,
+        weight_bp=100,
+        second=1_700_000_000,
+        source="canary.worker.iris.v2.w1",
+        offsets=(OffsetRange(topic="canary.requests.iris.v2", partition=0, first=5, last=99),),
+        requests=95,
+        errors=2,
+        refused=1,
+        batches=3,
+        batch_items=120,
+        max_batch=64,
+        latency_unit="item",
+        latency_hist=b"\x10\x00\x05\x00\x00\x00",
+        batch_latency_hist=b"\x10\x00\x03\x00\x00\x00",
+        thresholds_revision=4,
+        batches_over_p95=1,
+        batches_over_p99=0,
+        batch_m2=4100,
+        batch_e2_errors=2,
+        batch_em_errors=70,
+        batch_e2_over_p95=9,
+        batch_em_over_p95=150,
+        batch_e2_over_p99=1,
+        batch_em_over_p99=50,
+        labelled=0,
+        incorrect=0,
+        units=b"\x07\x00" + b"\x01\x00\x00\x00" * 4,
+    ),
+    Prediction: Prediction(
+        request_id="r1",
+        model="iris",
+        version="v2",
+        rollout_id="ro1",
+        arm=Arm.CANARY,
+        served=False,
+        weight_bp=5000,
+        second=1_700_000_000,
+        bucket=42,
+        answers=2,
+        label_window_s=3600,
+        prediction="setosa",
+    ),
     DeadLetter: DeadLetter(
         original_topic="canary.requests",
         partition=2,
@@ -175,6 +226,27 @@ EXAMPLES: dict[type[Record], Any] = {
 }
 
 _INT = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+# Evidence and prediction fields the records check beyond their Avro type.
+_COUNTS = frozenset(
+    {
+        "requests",
+        "errors",
+        "refused",
+        "batches",
+        "batch_items",
+        "max_batch",
+        "labelled",
+        "incorrect",
+    }
+    | {"batches_over_p95", "batches_over_p99", "batch_m2"}
+    | {f"batch_{m}_{k}" for m in ("e2", "em") for k in ("errors", "over_p95", "over_p99")}
+)
+_SPECIAL: dict[str, st.SearchStrategy[Any]] = {
+    "latency_unit": st.sampled_from(["item", "batch"]),
+    "bucket": st.integers(0, 9999),
+    "answers": st.integers(1, 2),
+    "label_window_s": st.integers(0, 2**31 - 1),
+}
 _TIMES = st.datetimes(
     min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
 ).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000))
@@ -189,6 +261,10 @@ def _value(avro_type: Any, hint: Any, name: str) -> st.SearchStrategy[Any]:
         return st.integers(0, MAX_BP)
     if name == "timeout_ms":
         return st.integers(1, INT32_MAX)
+    if name in _COUNTS and avro_type in _INT:
+        return st.integers(0, _INT[avro_type][1])
+    if name in _SPECIAL:
+        return _SPECIAL[name]
     if isinstance(base, type) and issubclass(base, StrEnum):
         return st.sampled_from(list(base))
     if isinstance(avro_type, dict):
@@ -196,7 +272,12 @@ def _value(avro_type: Any, hint: Any, name: str) -> st.SearchStrategy[Any]:
         if avro_type.get("logicalType") == "timestamp-millis":
             return _TIMES
         if kind == "map":
-            return st.dictionaries(st.text(), st.text(), max_size=3)
+            values = (
+                st.floats(allow_nan=False, allow_infinity=False)
+                if avro_type["values"] == "double"
+                else st.text()
+            )
+            return st.dictionaries(st.text(), values, max_size=3)
         if kind == "array":
             item_hint = typing.get_args(base)[0]
             items = _value(avro_type["items"], item_hint, name)
@@ -263,7 +344,7 @@ def _raw_field(avro_type: Any) -> st.SearchStrategy[Any]:
         if avro_type["type"] == "array":
             return st.lists(_raw_field(avro_type["items"]), max_size=4)
         if avro_type["type"] == "map":
-            return st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3)
+            return st.dictionaries(st.text(max_size=8), _raw_field(avro_type["values"]), max_size=3)
         return st.fixed_dictionaries(
             {f["name"]: _raw_field(f["type"]) for f in avro_type["fields"]}
         )

@@ -18,6 +18,14 @@ from model_canary.agents.worker.adapters.python_callable import PythonCallableAd
 from model_canary.streams.errors import ConfigError
 
 
+def test_noop_can_predict_a_fixed_label() -> None:
+    adapter = load_adapter("noop:predict=setosa")
+    assert [o.prediction for o in adapter.predict([ModelInput("r1", b"{}")] * 2)] == [
+        "setosa",
+        "setosa",
+    ]
+
+
 def test_noop_answers_every_input_instantly() -> None:
     adapter = load_adapter("noop:")
     assert isinstance(adapter, NoopAdapter)

@@ -251,7 +251,7 @@ def test_message_of_another_type_is_invalid() -> None:
     [
         ("request_id", "", "request_id must not be empty"),
         ("model", "", "model must not be empty"),
-        ("arm", "blue", "arm must be one of stable, baseline, canary; got 'blue'"),
+        ("arm", "blue", "arm must be one of stable, baseline, canary, control; got 'blue'"),
         ("weight_bp", 10_001, "weight_bp must be within 0..10000"),
     ],
 )

@@ -1,18 +1,22 @@
+"""The evaluator's pure logic: snapshots of a step from the evidence state (through the
+statistics' tally), the rollout's plan, latency thresholds."""
+
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
 
-from model_canary.streams.evaluation import (
-    MAX_LAG_MS,
-    SLACK_MS,
-    THRESHOLD_SAMPLES,
-    Aggregate,
-    policy,
-)
-from model_canary.streams.messages import Arm, MetricEvent, Phase, RolloutState, utc_now
+import numpy as np
+
+from model_canary.streams.evaluation import due_thresholds, plan_of, step_snapshot
+from model_canary.streams.evidence.builder import Cell, EvidenceBuilder, Thresholds
+from model_canary.streams.evidence.columns import bin_upper_ms
+from model_canary.streams.evidence.state import CLOSE_MS, RolloutEvidence
+from model_canary.streams.messages import OffsetRange, Phase, RolloutState, epoch_ms, utc_now
 from model_canary.streams.plan import parse_plan
-from model_canary.streams.stats import ArmCounts
+from model_canary.streams.stats import decide, policy, tally_for
+from model_canary.streams.stats.compare import Comparison
+from model_canary.streams.stats.layout import arm_ranges
 
 NOW = utc_now()
 PLAN = parse_plan(
@@ -28,6 +32,12 @@ PLAN = parse_plan(
         },
     }
 )
+RULE = policy(PLAN)
+
+
+def first_bucket(arm: str, weight: int) -> int:
+    """The first cohort bucket of ``arm`` at ``weight`` (the plan routes a control arm)."""
+    return arm_ranges(weight, control=True)[arm][0]
 
 
 def state(**fields: Any) -> RolloutState:
@@ -42,120 +52,165 @@ def state(**fields: Any) -> RolloutState:
         weight_bp=100,
         step_started_at=NOW - timedelta(minutes=5),
         updated_at=NOW,
+        plan_json=PLAN.to_json(),
     )
     base.update(fields)
     return RolloutState(**base)
 
 
-def event(
-    arm: Arm,
-    *,
-    error: bool = False,
-    latency: float = 10.0,
-    weight: int = 100,
-    routed: Any = NOW,
-    prediction: str | None = "setosa",
-) -> MetricEvent:
-    return MetricEvent(
-        request_id="x",
-        model="iris",
-        version="v2" if arm is Arm.CANARY else "v1",
-        arm=arm,
-        rollout_id="r1",
-        weight_bp=weight,
-        latency_ms=latency,
-        error=error,
-        prediction=prediction,
-        routed_at=routed,
-        completed_at=routed,
-    )
+class Feeder:
+    """Evidence of one rollout as its router and workers write it."""
+
+    def __init__(self, warmup_s: float = 10.0) -> None:
+        plan = parse_plan({**_doc(), "step": {"warmup": f"{warmup_s}s"}})
+        self.evidence = RolloutEvidence.new("iris", "r1", tally_for(plan))
+        self.offset = 0
+
+    def _range(self, n: int) -> tuple[OffsetRange, ...]:
+        self.offset += n + 1
+        return (
+            OffsetRange(topic="in", partition=0, first=self.offset - n - 1, last=self.offset - 2),
+        )
+
+    def serve(
+        self,
+        arm: str,
+        second: int,
+        errors: list[bool],
+        *,
+        weight: int = 100,
+        latency: float = 10.0,
+        thresholds: Thresholds | None = None,
+    ) -> None:
+        n = len(errors)
+        buckets = [first_bucket(arm, weight) + i for i in range(n)]
+        routed = EvidenceBuilder("routed", source=f"router-{arm}")
+        routed.add_routed(Cell("iris", "r1", "", arm, True, weight, second), buckets)
+        served = EvidenceBuilder("served", source=f"worker-{arm}")
+        cell = Cell("iris", "r1", "v2" if arm == "canary" else "v1", arm, True, weight, second)
+        served.add_batch(
+            [cell] * n,
+            buckets=buckets,
+            errors=errors,
+            latencies_ms=[latency] * n,
+            batch_latency_ms=latency,
+            thresholds=[thresholds] * n,
+        )
+        for ev in routed.build(self._range(n)) + served.build(self._range(n)):
+            assert self.evidence.apply(ev)
+
+    def label(self, arm: str, second: int, correct: list[bool], weight: int = 100) -> None:
+        b = EvidenceBuilder("labelled", source="joiner")
+        cell = Cell("iris", "r1", "v2" if arm == "canary" else "v1", arm, True, weight, second)
+        for i, ok in enumerate(correct):
+            b.add_label(cell, first_bucket(arm, weight) + i, ok)
+        for ev in b.build(self._range(len(correct))):
+            assert self.evidence.apply(ev)
+
+    def settle(self, second: int) -> None:
+        self.evidence.settle((second + 1) * 1000 + CLOSE_MS)
 
 
-def test_counts_are_kept_per_weight_and_arm() -> None:
-    agg = Aggregate.new("r1")
-    s = state()
-    agg.record(event(Arm.CANARY, error=True), s, PLAN)
-    agg.record(event(Arm.BASELINE), s, PLAN)
-    agg.record(event(Arm.BASELINE, error=True, weight=2000), s, PLAN)
-    assert agg.counts["errors"] == {"100": [1, 1, 1, 0], "2000": [0, 1, 0, 1]}
-    assert agg.step == [1, 1, 0], "only the current weight's requests count for the step"
-    assert Aggregate.from_json(agg.to_json()) == agg
+def _doc() -> dict[str, Any]:
+    return {"model": "iris", "canary": "v2", "steps": [1, 20, 100]}
 
 
-def test_latency_thresholds_come_from_the_baseline_before_any_comparison() -> None:
-    agg = Aggregate.new("r1")
-    s = state()
-    for i in range(THRESHOLD_SAMPLES):
-        agg.record(event(Arm.BASELINE, latency=float(i)), s, PLAN)
-    assert "latency_p95" not in agg.counts, "warm-up latencies are not compared"
-    assert agg.thresholds["latency_p95"] == 190.0
-    agg.record(event(Arm.CANARY, latency=500.0), s, PLAN)
-    agg.record(event(Arm.BASELINE, latency=5.0), s, PLAN)
-    assert agg.counts["latency_p95"]["100"] == [1, 1, 1, 0]
+def counts(c: Comparison) -> dict[int, tuple[int, int, int, int]]:
+    """Per weight: canary n, comparator n, canary bad, comparator bad."""
+    return {
+        w: (
+            int(c.canary_n[0, k]),
+            int(c.other_n[0, k]),
+            int(c.canary_bad[0, k]),
+            int(c.other_bad[0, k]),
+        )
+        for k, w in enumerate(c.weights)
+        if c.canary_n[0, k] or c.other_n[0, k]
+    }
 
 
-def test_warmup_after_a_weight_change_is_excluded() -> None:
-    agg = Aggregate.new("r1")
-    s = state(step_started_at=NOW)
-    assert agg.record(event(Arm.CANARY, routed=NOW + timedelta(seconds=3)), s, PLAN) is False
-    assert "errors" not in agg.counts
-    agg.record(event(Arm.CANARY, routed=NOW + timedelta(seconds=11)), s, PLAN)
-    assert agg.counts["errors"]["100"][0] == 1
+def test_counts_are_kept_per_weight_and_arm_and_warmup_is_left_out() -> None:
+    f = Feeder()
+    t0 = 1_700_000_000
+    f.serve("canary", t0, [True])  # the weight's first second: warm-up (10 s)
+    f.serve("baseline", t0 + 5, [True], weight=2000)  # that weight's warm-up
+    f.serve("canary", t0 + 20, [True, False])
+    f.serve("baseline", t0 + 20, [False] * 3)
+    f.serve("baseline", t0 + 20, [True], weight=2000)
+    f.settle(t0 + 20)
+    snap = step_snapshot(f.evidence, state(), RULE, NOW)
+    assert counts(snap.comparisons["errors"]) == {100: (2, 3, 1, 0), 2000: (0, 1, 0, 1)}
+    assert snap.canary_requests.tolist() == [2], "the current weight's requests after warm-up"
+    assert f.evidence.totals()["canary"]["errors"] == 2, "warm-up is counted in the totals"
 
 
-def test_labels_and_the_snapshot() -> None:
-    agg = Aggregate.new("r1")
-    s = state()
-    for _ in range(10):
-        agg.record(event(Arm.CANARY), s, PLAN)
-    agg.label(weight_bp=100, canary=True, correct=False, this_step=True)
-    agg.label(weight_bp=100, canary=False, correct=True, this_step=True)
-    snap = agg.snapshot(s, PLAN, NOW)
-    assert snap.canary_requests == 10 and snap.weight_bp == 100
-    assert snap.label_coverage == 0.2
-    assert snap.metrics["accuracy"][100].canary_bad == 1
-    assert snap.labelled == {100: (1, 1)}
-    assert 299 <= snap.elapsed_s <= 301
-    assert snap.final is False
-    assert agg.snapshot(state(step_index=1, weight_bp=2000), PLAN, NOW).final is True
+def test_latency_counts_only_answers_compared_with_the_rollouts_thresholds() -> None:
+    f = Feeder(warmup_s=0)
+    t0 = 1_700_000_000
+    f.serve("baseline", t0, [False] * 4, latency=50.0)  # before thresholds: none compared
+    t = Thresholds(revision=3, p95=20.0, p99=40.0)
+    f.serve("canary", t0 + 1, [False, False, True], latency=30.0, thresholds=t)
+    f.serve("control", t0 + 1, [False] * 2, latency=10.0, thresholds=t)
+    f.settle(t0 + 1)
+    snap = step_snapshot(f.evidence, state(), RULE, NOW)
+    assert snap.comparisons["latency_p95"].comparator == "control"
+    assert counts(snap.comparisons["latency_p95"]) == {100: (2, 2, 2, 0)}
+    assert int(f.evidence.tally.hist.sum()) == 4, "the baseline's answers before thresholds"
 
 
-def test_policy_from_plan() -> None:
-    p = policy(PLAN)
-    assert p.min_duration_s == 60 and p.min_canary_requests == 5
-    assert p.min_label_coverage == 0.2 and p.tolerance("accuracy") == 0.02
-    assert p.rollback_tolerance("errors") == 0.1 and p.rollback_tolerance("latency_p95") == 0.0
-    assert p.tolerance("errors") == 0.2
+def test_labels_coverage_and_the_final_step() -> None:
+    f = Feeder(warmup_s=0)
+    t0 = 1_700_000_000
+    f.serve("canary", t0, [False] * 10)
+    f.label("canary", t0, [False])
+    f.label("baseline", t0, [True])
+    f.settle(t0)
+    snap = step_snapshot(f.evidence, state(), RULE, NOW)
+    assert snap.canary_requests.tolist() == [10] and snap.weight_bp.tolist() == [100]
+    assert snap.label_coverage is not None and snap.label_coverage.tolist() == [0.2]
+    assert counts(snap.comparisons["accuracy"]) == {100: (1, 1, 1, 0)}
+    assert 299 <= snap.elapsed_s[0] <= 301
+    assert not snap.final[0]
+    assert step_snapshot(f.evidence, state(step_index=1, weight_bp=2000), RULE, NOW).final[0]
 
 
-def test_the_tests_wait_until_both_arms_results_have_arrived() -> None:
-    # The canary (lightly loaded) answers a whole second of requests before the baseline.
-    agg = Aggregate.new("r1")
-    s = state()
-    t0 = NOW - timedelta(minutes=1)
-    for i in range(5):
-        agg.record(event(Arm.CANARY, error=True, routed=t0 + timedelta(seconds=i)), s, PLAN)
-    assert agg.counts["errors"]["100"] == [5, 0, 5, 0], "every event is counted (metrics)"
-    one_second_later = t0 + timedelta(seconds=5)
-    snap = agg.snapshot(s, PLAN, one_second_later)
-    assert snap.metrics["errors"][100] == ArmCounts(), "nothing the baseline has not passed"
-    # The baseline catches up to t0 + 3 s: requests routed before t0 + 2 s are complete.
-    for i in range(4):
-        agg.record(event(Arm.BASELINE, routed=t0 + timedelta(seconds=i)), s, PLAN)
-    snap = agg.snapshot(s, PLAN, one_second_later)
-    assert snap.metrics["errors"][100] == ArmCounts(2, 2, 2, 0)
-    back = Aggregate.from_json(agg.to_json())
-    assert back == agg and back.snapshot(s, PLAN, one_second_later) == snap
-    # An arm silent for longer than MAX_LAG_MS is idle, not late: everything is released.
-    later = agg.snapshot(s, PLAN, t0 + timedelta(milliseconds=MAX_LAG_MS + 6000))
-    assert later.metrics["errors"][100] == ArmCounts(5, 4, 5, 0)
+def test_a_lagging_arm_keeps_its_second_out_and_is_named() -> None:
+    f = Feeder(warmup_s=0)
+    t0 = epoch_ms(NOW) // 1000 - 60
+    f.serve("canary", t0, [True] * 5)
+    # The baseline was routed requests in the same second but has not answered them.
+    routed = EvidenceBuilder("routed", source="router-b")
+    routed.add_routed(Cell("iris", "r1", "", "baseline", True, 100, t0), [6001, 6002])
+    for ev in routed.build(f._range(2)):
+        f.evidence.apply(ev)
+    f.evidence.settle(epoch_ms(NOW))
+    started = NOW - timedelta(seconds=90)  # the step ran 90 s, the baseline answered 29 s
+    snap = step_snapshot(f.evidence, state(step_started_at=started), RULE, NOW)
+    assert counts(snap.comparisons["errors"]) == {}, "nothing the baseline has not answered"
+    assert snap.lagging == ("baseline",) and snap.behind_s[0] >= 60
+    verdict = decide(snap, RULE)
+    assert verdict.code == "waiting-for-results"
+    assert "waiting for baseline results" in verdict.reason
 
 
-def test_released_seconds_are_dropped_so_the_held_back_tail_stays_small() -> None:
-    agg = Aggregate.new("r1")
-    s = state()
-    t0 = NOW - timedelta(minutes=10)
-    for i in range(0, 300, 3):
-        for arm in (Arm.CANARY, Arm.BASELINE):
-            agg.record(event(arm, routed=t0 + timedelta(seconds=i)), s, PLAN)
-    assert len(agg.pending) <= 2 + SLACK_MS // 1000
+def test_the_plan_of_a_rollout() -> None:
+    assert plan_of(state()).warmup_seconds == 10
+    assert plan_of(state(plan_json=None)).steps_bp == (100, 2000, 5000, 10000)
+    assert RULE.min_duration_s == 60 and RULE.min_canary_requests == 5
+    assert RULE.min_label_coverage == 0.2
+    assert RULE.metrics["errors"].rollback_tolerance == 0.1
+
+
+def test_thresholds_wait_for_enough_baseline_answers() -> None:
+    tally = tally_for(PLAN)
+    early = state(step_started_at=NOW - timedelta(seconds=10))
+    tally.add_latency_hist("baseline", bins=[[400]], counts=[[1500]])
+    assert due_thresholds(tally, early, PLAN, NOW) is None, "1,000 only after the first step"
+    thresholds = due_thresholds(tally, state(), PLAN, NOW)  # the step ran its minimum
+    assert thresholds is not None and set(thresholds) == {"p95", "p99"}
+    assert thresholds["p95"] == thresholds["p99"] == bin_upper_ms(400)
+    assert due_thresholds(tally, state(latency_thresholds_ms=thresholds), PLAN, NOW) is None
+    tally.add_latency_hist("control", bins=[[480]], counts=[[3500]])
+    late = due_thresholds(tally, early, PLAN, NOW)
+    assert late is not None and late["p95"] > 130.0
+    assert not np.isnan(list(late.values())).any()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
-from model_canary.streams.plan import MetricPolicy, parse_plan
+from model_canary.streams.plan import METRIC_DEFAULTS, parse_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,8 +32,9 @@ def test_the_readme_plan_is_the_default_plan_but_for_the_lines_it_marks() -> Non
     # differ exactly by the marked lines.
     assert set(differs) == {"baseline", "metrics"}
     metrics = dict(example.metrics)
-    assert metrics.pop("latency_p99") == MetricPolicy(0.2, rollback_tolerance=0.05)
+    p99 = METRIC_DEFAULTS["latency_p99"]
+    assert metrics.pop("latency_p99") == replace(p99, rollback_tolerance=0.05)
     assert "accuracy" in metrics and "accuracy" not in default.metrics
     del metrics["accuracy"]
     assert metrics == {k: v for k, v in default.metrics.items() if k != "latency_p99"}
-    assert default.metrics["latency_p99"] == MetricPolicy(0.2)
+    assert default.metrics["latency_p99"] == p99

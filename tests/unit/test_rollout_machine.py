@@ -144,3 +144,44 @@ def test_a_command_decided_on_an_older_revision_is_rejected_as_stale() -> None:
         apply_command(s, cmd("advance", 8, expected_revision=0), NOW)
     assert info.value.reason == "stale"
     assert apply_command(s, cmd("advance", 9, expected_revision=1), NOW).weight_bp == 2000
+
+
+def test_latency_thresholds_are_fixed_once_per_rollout() -> None:
+    s = started()
+    assert s.latency_thresholds_ms is None
+    fixed = apply_command(
+        s,
+        cmd(
+            "set_thresholds",
+            2,
+            latency_thresholds_ms={"p95": 12.5, "p99": 40.0},
+            expected_revision=s.revision,
+        ),
+        NOW,
+    )
+    assert fixed.latency_thresholds_ms == {"p95": 12.5, "p99": 40.0}
+    assert fixed.revision == s.revision + 1 and fixed.phase is s.phase
+    with pytest.raises(CommandRejectedError, match="fixed already"):
+        apply_command(fixed, cmd("set_thresholds", 3, latency_thresholds_ms={"p95": 1.0}), NOW)
+    # They survive the rollout's other steps, and a new rollout starts without them.
+    later = apply_command(fixed, cmd("advance", 4), NOW)
+    assert later.latency_thresholds_ms == fixed.latency_thresholds_ms
+    done = apply_command(later, cmd("rollback", 5), NOW)
+    again = apply_command(done, cmd("start", 6, canary_version="v3"), NOW)
+    assert again.latency_thresholds_ms is None
+
+
+@pytest.mark.parametrize(
+    "thresholds", [None, {}, {"p50": 3.0}, {"p95": -1.0}, {"p95": float("nan")}, {"p99": 0.0}]
+)
+def test_unusable_latency_thresholds_are_rejected(thresholds: dict[str, float] | None) -> None:
+    with pytest.raises(CommandRejectedError) as info:
+        apply_command(started(), cmd("set_thresholds", 2, latency_thresholds_ms=thresholds), NOW)
+    assert info.value.reason == "invalid-command"
+
+
+def test_thresholds_need_a_rollout_in_progress() -> None:
+    with pytest.raises(CommandRejectedError, match="needs a rollout in progress"):
+        apply_command(
+            registered(), cmd("set_thresholds", 2, latency_thresholds_ms={"p95": 1.0}), NOW
+        )

@@ -75,3 +75,32 @@ def test_a_plan_remembers_routes_without_changing_them(monkeypatch: Any) -> None
     assert [plan.routes(k) for k in KEYS] == fresh
     assert [plan.routes(k) for k in reversed(KEYS)] == fresh[::-1]
     assert len(plan._memo) <= 100
+
+
+def test_the_control_arm_takes_the_canarys_share_from_the_buckets_above_it() -> None:
+    import numpy as np
+
+    from model_canary.streams.cohort import bucket
+    from model_canary.streams.routing import arms_of_buckets
+
+    s = state(weight_bp=2000)  # no stored plan: the default plan, which routes a control arm
+    arms = [routes_for(s, k)[0] for k in KEYS]
+    control = [r for r in arms if r.arm is Arm.CONTROL]
+    assert 0.17 < len(control) / len(KEYS) < 0.23
+    assert all(r.version == "v1" and r.served and r.weight_bp == 2000 for r in control)
+    # The split is the vectorised one the evaluator and the simulator use.
+    buckets = np.array([bucket(k, "r1") for k in KEYS])
+    expected = arms_of_buckets(buckets, 2000, control=True)
+    names = {Arm.CANARY: 0, Arm.CONTROL: 1, Arm.BASELINE: 2}
+    assert [names[r.arm] for r in arms] == expected.tolist()
+
+
+def test_a_plan_without_a_control_arm_splits_in_two() -> None:
+    from model_canary.streams.plan import parse_plan
+
+    plan = parse_plan({"model": "iris", "canary": "v2", "control": False})
+    s = state(plan_json=plan.to_json())
+    assert {routes_for(s, k)[0].arm for k in KEYS} == {Arm.CANARY, Arm.BASELINE}
+    # At 50% the control arm is everything that is not the canary.
+    half = state(weight_bp=5000)
+    assert {routes_for(half, k)[0].arm for k in KEYS} == {Arm.CANARY, Arm.CONTROL}

@@ -25,7 +25,7 @@ ACCEPTED = (
     "sklearn:/path/to/model.joblib (or .pkl), "
     "oip:http://host:port/v2/models/NAME[?concurrency=N], "
     "openai:http://host:port/v1?model=NAME[&concurrency=N&api_key_env=VAR], "
-    "noop:"
+    "noop: (or noop:predict=LABEL)"
 )
 
 
@@ -53,9 +53,10 @@ def load_adapter(
         raise ConfigError(f"model adapter spec {spec!r} has no kind; accepted: {ACCEPTED}")
     kind = scheme.lower()
     if kind == "noop":
-        if rest:
+        label = rest.removeprefix("predict=") if rest.startswith("predict=") else None
+        if rest and not label:
             raise ConfigError(f"noop takes no argument, got {spec!r}; accepted: {ACCEPTED}")
-        return NoopAdapter()
+        return NoopAdapter(prediction=label)
     if not rest:
         raise ConfigError(f"model adapter spec {spec!r} is incomplete; accepted: {ACCEPTED}")
     if kind == "python":

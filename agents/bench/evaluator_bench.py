@@ -1,0 +1,354 @@
+"""``canary bench evaluator``: the evaluator (``canary evaluator``, a process of its own) fed
+the evidence one model's router and workers would write at ``rate`` requests/s, simulated
+by :class:`~model_canary.agents.bench.evidence_load.SimulatedServing` in this process.
+
+1. Under a fresh prefix: topics, and a rollout of model ``bench`` (v1 -> v2 at 50%) applied
+   by a controller run here.
+2. Throughput: ``backlog_seconds`` of traffic at ``rate`` is written before the evaluator
+   starts; it then drains it. ``evaluator_requests_per_s`` = requests those records stand for
+   / (time its ``canary_evidence_records_total`` reached them - time it counted the first).
+3. With ``labels``: the evaluator is stopped, ``label_backlog`` predictions (in the workers'
+   transactions) and their labels are written, and the evaluator's label joiner drains them:
+   ``labels_per_s`` from its ``canary_labels_joined_total``.
+4. Decision delay: traffic at ``rate`` for ``seconds`` (with labels 2 s after each answer
+   when ``labels``); for each worker transaction, the time from its commit to the first
+   evaluation counting it (``canary_decided_requests``, scraped every 50 ms).
+5. RSS of the evaluator process when it counted its first record and at the end (with
+   labels, of the joiner at every million labelled requests).
+6. Restart: the evaluator is killed (SIGKILL) and started again; ``restart_s`` is the time
+   from the new process's start to its first evaluation counting everything the killed one
+   had counted (``restart_counts_equal``: exactly that).
+
+>>> # figures, text = run_evaluator_bench(Settings.from_env(), EvaluatorBenchOptions())
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from model_canary.agents.bench import BenchError
+from model_canary.agents.bench.evidence_load import SimulatedServing
+from model_canary.agents.bench.report import fmt, percentile, table
+from model_canary.agents.bench.scrape import free_port, scrape, total
+from model_canary.agents.bench.session import BenchSession, Contender, Progress
+from model_canary.agents.client.control import ControlClient
+from model_canary.streams.errors import ConfigError
+from model_canary.streams.plan import parse_plan
+from model_canary.streams.settings import Settings
+
+MODEL = "bench"
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluatorBenchOptions:
+    rate: float = 10_000.0
+    seconds: float = 30.0
+    backlog_seconds: float = 300.0
+    labels: bool = False
+    label_backlog: int = 300_000
+    interval: float = 1.0
+    keep_topics: bool = False
+    timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0 or self.seconds <= 0 or self.backlog_seconds <= 0:
+            raise ConfigError("--rate, --seconds and --backlog-seconds must be positive")
+        if self.interval <= 0:
+            raise ConfigError("--interval must be positive")
+
+
+class _Watch(threading.Thread):
+    """Scrapes the evaluator's metrics every ``every`` seconds: (time, metrics) samples."""
+
+    def __init__(self, port: int, every: float = 0.05) -> None:
+        super().__init__(name="bench-scrape", daemon=True)
+        self.port = port
+        self.every = every
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            got = scrape(self.port)
+            if got is not None:
+                self.samples.append((time.monotonic(), got))
+            self._stop_event.wait(self.every)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(5)
+
+
+def _wait_for(
+    port: int, name: str, target: float, child: Contender, timeout: float, having: str = ""
+) -> tuple[float, float]:
+    """(time the metric first rose above 0, time it reached ``target``)."""
+    first = None
+    deadline = time.monotonic() + timeout
+    while True:
+        child.child.check_alive()
+        if time.monotonic() > deadline:
+            raise BenchError(f"{name} did not reach {target:g} within {timeout:g}s")
+        got = scrape(port)
+        now = time.monotonic()
+        value = total(got, name, having=having) if got else 0.0
+        if value > 0 and first is None:
+            first = now
+        if value >= target:
+            return first or now, now
+        time.sleep(0.02)
+
+
+def run_evaluator_bench(
+    settings: Settings, options: EvaluatorBenchOptions, progress: Progress = lambda _m: None
+) -> tuple[dict[str, object], str]:
+    """Run the benchmark; returns the figures (the JSON line's content) and a table."""
+    o = options
+    with BenchSession(
+        settings, "evaluator-bench", keep_topics=o.keep_topics, progress=progress
+    ) as session:
+        cat = session.catalogue
+        prefix = session.settings.topic_prefix
+        # Rolling back only past an 11-fold harm: the backlog re-uses a few simulated
+        # transactions many times, so chance differences between the arms add up; no command
+        # may interrupt the measurement (no controller applies one here).
+        metrics_doc: dict[str, object] = {"errors": {"rollback_tolerance": 10}}
+        if o.labels:
+            metrics_doc["accuracy"] = {"min_label_coverage": 0.1, "rollback_tolerance": 10}
+        plan = parse_plan(
+            {
+                "model": MODEL,
+                "baseline": "v1",
+                "canary": "v2",
+                "steps": [50, 100],
+                "step": {"min_duration": "24h", "max_duration": "48h", "warmup": 0},
+                "metrics": metrics_doc,
+            }
+        )
+        progress(f"topics under {prefix}.*: creating, starting a rollout at 50%")
+        session.create_topics()
+        session.apply_commands(
+            [
+                (MODEL, "register", {"baseline_version": "v1"}),
+                (
+                    MODEL,
+                    "start",
+                    {
+                        "canary_version": "v2",
+                        "steps_bp": plan.steps_bp,
+                        "plan_json": plan.to_json(),
+                    },
+                ),
+            ]
+        )
+        state = ControlClient(session.settings).state(MODEL)
+        assert state is not None
+        port, jport = free_port(), free_port()
+        # The joiner as a contender of its own (what 'canary evaluator' starts as its child),
+        # so its memory and work are measured apart from the evaluator's.
+        evaluator = session.agent(
+            "evaluator",
+            f"{prefix}-evaluator",
+            [cat.evidence],
+            [],
+            "evaluator",
+            "--metrics-port",
+            str(port),
+            "--interval",
+            str(o.interval),
+            "--no-joiner",
+        )
+        joiner = session.agent(
+            "joiner",
+            f"{prefix}.joiner",
+            [cat.predictions, cat.feedback],
+            [cat.evidence],
+            "joiner",
+            "--metrics-port",
+            str(jport),
+            "--instance",
+            "bench",
+        )
+        serving = SimulatedServing(session.settings, state, predictions=o.labels)
+
+        # 1. Throughput: drain a backlog.
+        progress(f"writing {o.backlog_seconds:g} s of evidence at {o.rate:,.0f} requests/s")
+        backlog = serving.backlog(o.rate, o.backlog_seconds)
+        progress(f"  {backlog.records:,} records for {backlog.requests:,} requests; draining")
+        evaluator.child.start()
+        first, last = _wait_for(
+            port,
+            "canary_evidence_records_total",
+            backlog.records,
+            evaluator,
+            o.timeout,
+            having='outcome="applied"',
+        )
+        drain_s = last - first
+        rss = evaluator.child.rss
+        assert rss is not None
+        rss_start = rss.at_mb(first)
+        figures: dict[str, object] = {
+            "evaluator_requests_per_s": backlog.requests / drain_s if drain_s > 0 else None,
+            "evaluator_records_per_s": backlog.records / drain_s if drain_s > 0 else None,
+            "backlog_requests": backlog.requests,
+            "backlog_records": backlog.records,
+            "drain_s": drain_s,
+        }
+        progress(f"  {fmt(figures['evaluator_requests_per_s'], 0)} requests/s")  # type: ignore[arg-type]
+
+        answered = float(backlog.requests)  # every answer written so far
+
+        # 2. Labels: the joiner drains a backlog of predictions and their labels.
+        joined0 = 0.0
+        if o.labels:
+            progress(f"writing {o.label_backlog:,} predictions and their labels")
+            ticks = max(1, o.label_backlog // 1000)
+            started = time.time()
+            for i in range(ticks):
+                serving.tick(1000, started + i * 0.1)
+            answered += ticks * 1000
+            serving.labels_due(float("inf"))
+            serving.flush()
+            joiner.child.start()
+            first_l, last_l = _wait_for(
+                jport, "canary_labels_joined_total", ticks * 1000, joiner, o.timeout
+            )
+            joined0 = ticks * 1000
+            figures["labels_per_s"] = (
+                ticks * 1000 / (last_l - first_l) if last_l > first_l else None
+            )
+            jrss = joiner.child.rss
+            assert jrss is not None
+            figures["joiner_rss_start_mb"] = jrss.at_mb(first_l)
+            progress(f"  {fmt(figures['labels_per_s'], 0)} labels/s")  # type: ignore[arg-type]
+
+        # 3. Decision delay at a steady rate, once everything before is decided.
+        _wait_for(port, "canary_decided_requests", answered, evaluator, o.timeout)
+        progress(f"paced: {o.rate:,.0f} requests/s for {o.seconds:g} s")
+        decided0 = answered
+        watch = _Watch(port)
+        watch.start()
+        commits: list[tuple[float, float]] = []  # (commit time, cumulative answered)
+        per_tick = max(1, int(o.rate / 10))
+        began = time.monotonic()
+        labelled_rss: dict[str, float | None] = {}
+        next_million = 1_000_000
+        jwatch = _Watch(jport, every=0.5) if o.labels else None
+        if jwatch is not None:
+            jwatch.start()
+        measured = int(o.seconds * 10)
+        # Two more seconds of traffic after the measured ones: in steady serving a second is
+        # closed by the router moving on, not by the clock after traffic stops.
+        for i in range(measured + 20):
+            wait = began + i * 0.1 - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            serving.tick(per_tick, time.time())
+            answered += per_tick
+            if i < measured:
+                commits.append((time.monotonic(), answered))
+            if jwatch is not None:
+                serving.labels_due(time.time())
+                joined = (
+                    total(jwatch.samples[-1][1], "canary_labels_joined_total")
+                    if jwatch.samples
+                    else 0
+                )
+                if joined >= next_million:
+                    jrss = joiner.child.rss
+                    labelled_rss[str(next_million)] = _mb(jrss.sample_now() if jrss else None)
+                    next_million += 1_000_000
+                joiner.child.check_alive()
+            evaluator.child.check_alive()
+        progress("waiting for the last evaluation")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if watch.samples and total(watch.samples[-1][1], "canary_decided_requests") >= answered:
+                break
+            time.sleep(0.1)
+        watch.stop()
+        if jwatch is not None:
+            jwatch.stop()
+            joined = (
+                total(jwatch.samples[-1][1], "canary_labels_joined_total") if jwatch.samples else 0
+            )
+            figures["paced_labels_joined"] = joined - joined0
+        achieved = (commits[-1][1] - decided0) / (commits[-1][0] - began) if commits else 0.0
+        delays = _delays(commits, watch.samples)
+        figures.update(
+            {
+                "decision_delay_p50_ms": percentile(delays, 50),
+                "decision_delay_p99_ms": percentile(delays, 99),
+                "decision_delay_max_ms": max(delays) if delays else None,
+                "delay_samples": len(delays),
+                "paced_rate": achieved,
+                "interval_s": o.interval,
+                "evaluator_rss_start_mb": rss_start,
+                "evaluator_rss_end_mb": _mb(rss.sample_now()),
+            }
+        )
+        if o.labels:
+            jrss = joiner.child.rss
+            figures["joiner_rss_end_mb"] = _mb(jrss.sample_now() if jrss else None)
+            figures["joiner_rss_by_labelled_mb"] = labelled_rss
+        serving.flush()
+
+        # 4. Restart: SIGKILL, start again; until its first evaluation counts everything.
+        progress("restart: SIGKILL, then until the first evaluation with every count")
+        decided_before = total(scrape(port) or {}, "canary_decided_requests")
+        evaluator.child.kill()
+        began = time.monotonic()
+        evaluator.child.start()
+        _wait_for(port, "canary_decided_requests", decided_before, evaluator, o.timeout)
+        figures["restart_s"] = time.monotonic() - began
+        figures["restart_counts_equal"] = (
+            total(scrape(port) or {}, "canary_decided_requests") == decided_before
+        )
+    return figures, _table(figures)
+
+
+def _mb(value: int | None) -> float | None:
+    return value / MB if value is not None else None
+
+
+def _delays(
+    commits: list[tuple[float, float]], samples: list[tuple[float, dict[str, float]]]
+) -> list[float]:
+    """Per commit, ms until the first scraped evaluation counting it."""
+    series = [(t, total(m, "canary_decided_requests")) for t, m in samples]
+    out: list[float] = []
+    j = 0
+    # Commits and samples are in time order and both counts only grow: one pass.
+    for at, needed in commits:
+        while j < len(series) and (series[j][0] < at or series[j][1] < needed):
+            j += 1
+        if j == len(series):
+            break
+        out.append((series[j][0] - at) * 1000)
+    return out
+
+
+def _table(f: dict[str, object]) -> str:
+    def num(key: str, digits: int = 0) -> str:
+        v = f.get(key)
+        return fmt(float(v), digits) if isinstance(v, int | float) else "-"
+
+    rows = [
+        ("requests/s (drain, request-equivalent)", num("evaluator_requests_per_s")),
+        ("evidence records/s (drain)", num("evaluator_records_per_s")),
+        (
+            "decision delay p50 / p99 ms",
+            f"{num('decision_delay_p50_ms')} / {num('decision_delay_p99_ms')}",
+        ),
+        (
+            "RSS MB start / end",
+            f"{num('evaluator_rss_start_mb', 1)} / {num('evaluator_rss_end_mb', 1)}",
+        ),
+    ]
+    if "labels_per_s" in f:
+        rows.append(("labels/s (drain)", num("labels_per_s")))
+    return table(rows, ("", "evaluator"))

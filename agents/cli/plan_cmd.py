@@ -1,0 +1,151 @@
+"""``canary plan check``: what a rollout plan will do at a model's traffic, before it runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from confluent_kafka import TopicPartition
+
+from model_canary.agents.cli.common import settings_from_args
+from model_canary.agents.kafka.clients import new_reader
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.errors import ConfigError, DecodeError
+from model_canary.streams.messages import MetricEvent, epoch_ms
+from model_canary.streams.plan import load_plan, parse_plan
+from model_canary.streams.settings import Settings
+from model_canary.streams.stats.planning import PlanCheck, Traffic, check, observed_traffic
+from model_canary.streams.topics import TopicCatalogue
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    plan = sub.add_parser("plan", help="rollout plans: check one against a model's traffic")
+    verbs = plan.add_subparsers(dest="verb", required=True, metavar="VERB")
+    chk = verbs.add_parser(
+        "check",
+        parents=[common],
+        help="predict a plan's step durations, detection times and time to promote",
+        description="From the model's recent traffic on the metrics topic (or --rate and the "
+        "base rates given as flags), predict each step's duration and canary requests, the "
+        "canary requests and minutes until a 1.5x and a 2x regression of each metric is rolled "
+        "back, and the time to promote an identical canary; warn when the plan cannot reach "
+        "its gates at this traffic. Typical (about median) values from the decision rule's own "
+        "formulas; 'canary sim --scenario-file' simulates the spread.",
+    )
+    chk.add_argument("--model", required=True)
+    chk.add_argument(
+        "--plan", type=Path, help="plan file (YAML or JSON; default: the default plan)"
+    )
+    chk.add_argument("--rate", type=float, help="requests per minute (default: measured)")
+    chk.add_argument("--error-rate", type=float, help="share of requests that fail")
+    chk.add_argument("--accuracy", type=float, help="share of correct predictions")
+    chk.add_argument("--label-coverage", type=float, default=0.5, help="share of labelled requests")
+    chk.add_argument(
+        "--design-effect",
+        type=float,
+        default=1.0,
+        help="variance inflation from users whose requests are alike (1: independent)",
+    )
+    chk.add_argument("--window", type=float, default=600.0, help="seconds of traffic to measure")
+    chk.add_argument("--json", action="store_true", help="print one JSON object")
+    chk.set_defaults(handler=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    plan = (
+        load_plan(args.plan)
+        if args.plan
+        else parse_plan({"model": args.model, "canary": "candidate"})
+    )
+    extra = {"label_coverage": args.label_coverage, "design_effect": args.design_effect}
+    if args.design_effect < 1 or not 0 < args.label_coverage <= 1:
+        raise ConfigError("--design-effect must be >= 1 and --label-coverage in (0, 1]")
+    if args.rate is not None:
+        if args.rate <= 0:
+            raise ConfigError("--rate must be positive")
+        traffic = Traffic(rate_per_min=args.rate, **extra)
+    else:
+        measured = recent_traffic(settings_from_args(args), args.model, args.window, extra)
+        if measured is None:
+            raise ConfigError(
+                f"no recent metrics for {args.model!r} on the metrics topic: give --rate"
+            )
+        traffic = measured
+    rates = dict(traffic.base_rates)
+    if args.error_rate is not None:
+        rates["errors"] = args.error_rate
+    if args.accuracy is not None:
+        rates["accuracy"] = 1.0 - args.accuracy
+    traffic = Traffic(traffic.rate_per_min, rates, traffic.label_coverage, traffic.design_effect)
+    result = check(plan, traffic)
+    if args.json:
+        print(
+            json.dumps(
+                {"model": args.model, "rate_per_min": traffic.rate_per_min, **result.to_json()}
+            )
+        )
+    else:
+        print("\n".join(describe(result, traffic)))
+    return 0
+
+
+def recent_traffic(
+    settings: Settings, model: str, window_s: float, extra: dict[str, float]
+) -> Traffic | None:
+    """The model's last ``window_s`` seconds of per-request metrics (a thin Kafka reader)."""
+    topic = TopicCatalogue(settings.topic_prefix).metrics
+    consumer = new_reader(settings, "canary-plan-check")
+    codec = codec_for(MetricEvent)
+    since = int((time.time() - window_s) * 1000)
+    times: list[int] = []
+    errors: list[bool] = []
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or not meta.partitions:
+            return None
+        wanted = [TopicPartition(topic, p, since) for p in meta.partitions]
+        consumer.assign(consumer.offsets_for_times(wanted, timeout=10))
+        idle = time.monotonic()
+        while time.monotonic() - idle < 1.5:
+            msgs = consumer.consume(1000, timeout=0.3)
+            if msgs:
+                idle = time.monotonic()
+            for msg in msgs:
+                if msg.error() is not None:
+                    continue
+                try:
+                    event = codec.decode(msg.value() or b"")
+                except DecodeError:
+                    continue
+                if event.model == model and event.served and epoch_ms(event.completed_at) >= since:
+                    times.append(epoch_ms(event.completed_at))
+                    errors.append(event.error)
+    finally:
+        consumer.close()
+    return observed_traffic(times, errors, window_s, **extra)
+
+
+def describe(result: PlanCheck, traffic: Traffic) -> list[str]:
+    doc = result.to_json()
+    lines = [f"traffic: {traffic.rate_per_min:,.0f} requests/min"]
+    lines.append("step      minutes  canary requests  bound by")
+    for s in doc["steps"]:
+        lines.append(
+            f"{s['weight_percent']:>5g}%  {s['minutes']:>8.1f}  {s['canary_requests']:>15,}  "
+            f"{s['bound_by']}"
+        )
+    lines.append("detection (typical): metric, regression, canary requests, minutes")
+    for d in doc["detection"]:
+        req = "not before 100%" if d["canary_requests"] is None else f"{d['canary_requests']:,}"
+        mins = "" if d["minutes"] is None else f"{d['minutes']:.1f}"
+        lines.append(f"  {d['metric']:<12} {d['ratio']:g}x  {req:>16}  {mins:>7}")
+    for metric, minutes in doc["minutes_to_promote"].items():
+        shown = "never (within the step's maximum)" if minutes is None else f"{minutes:.1f} min"
+        lines.append(f"promote (identical canary), {metric}: {shown} at the last step")
+    lines.append(f"time to finalize an identical canary: {doc['hours_to_finalize']:.2f} h")
+    lines += [f"warning: {w}" for w in doc["warnings"]]
+    return lines

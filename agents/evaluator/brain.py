@@ -1,0 +1,323 @@
+"""The evaluator's logic between faust and the pure evidence state and decision rule.
+
+Runs on the event loop and never blocks: it applies evidence records, decides on the clock,
+and prepares checkpoints; the app around it does the Kafka calls off the loop.
+
+* Per evidence partition it owns: the offset up to which the last checkpoint covers the
+  partition (records below it are skipped outright: they are in the restored snapshots),
+  the last offset handled, the models whose state changed since the last checkpoint and the
+  dead letters to write with the next one.
+* Per model: the current rollout's :class:`~model_canary.streams.evidence.state.RolloutEvidence`.
+  A record of a rollout the evaluator has not seen yet starts a new state once the rollout
+  state topic confirms that rollout (:class:`NeedsRollout`); a record of an older rollout is
+  ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from model_canary.agents import metrics
+from model_canary.agents.evaluator.decisions import DecisionSink, Emitted
+from model_canary.agents.evaluator.store import Checkpoint, DeadLetterOut
+from model_canary.agents.evaluator.view import FollowedView
+from model_canary.agents.kafka.dead_letters import dead_letter_headers
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.enums import Arm, Phase
+from model_canary.streams.errors import DecodeError
+from model_canary.streams.evaluation import due_thresholds, plan_of, step_snapshot
+from model_canary.streams.evidence.state import RolloutEvidence
+from model_canary.streams.messages import Evidence, epoch_ms
+from model_canary.streams.stats import decide, policy, tally_for
+from model_canary.streams.stats.layout import (
+    ARMS,
+    ERRORS,
+    INCORRECT,
+    LABELLED,
+    OVER_P95,
+    OVER_P99,
+    TIMED,
+    N,
+)
+from model_canary.streams.stats.verdicts import should_publish
+from model_canary.streams.topics import TopicCatalogue
+
+log = logging.getLogger(__name__)
+
+AGENT = "evaluator"
+DECIDING = frozenset({Phase.PROGRESSING, Phase.HOLDING, Phase.PROMOTING})
+PENDING_TIMEOUT_S = 30.0
+
+
+class NeedsRollout:
+    """:meth:`Evaluator.on_evidence` met a rollout the view has not shown yet."""
+
+    def __init__(self, model: str, rollout_id: str) -> None:
+        self.model = model
+        self.rollout_id = rollout_id
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """:meth:`Evaluator.on_evidence` counted a record of ``model``; ``released``: it let
+    the model's watermark move (an evaluation is due)."""
+
+    model: str
+    released: bool
+
+
+@dataclass
+class Partition:
+    """What the evaluator keeps per evidence partition it owns."""
+
+    covered: int = -1  # the last checkpoint covers offsets below this
+    processed: int = -1  # the last offset handled
+    models: set[str] = field(default_factory=set)
+    dirty: set[str] = field(default_factory=set)
+    dead: list[DeadLetterOut] = field(default_factory=list)
+    checkpointed_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointData:
+    """One partition's checkpoint, serialized on the loop, to write off it."""
+
+    partition: int
+    position: int
+    snapshots: dict[str, bytes]
+    dead: list[DeadLetterOut]
+    models: set[str]
+
+
+class Evaluator:
+    """See the module docstring."""
+
+    def __init__(self, settings_topic_prefix: str, view: FollowedView, sink: DecisionSink) -> None:
+        self.catalogue = TopicCatalogue(settings_topic_prefix)
+        self.view = view
+        self.sink = sink
+        self.states: dict[str, RolloutEvidence] = {}
+        self.partitions: dict[int, Partition] = {}
+        self._codec = codec_for(Evidence)
+        self._pending: dict[str, tuple[int, float]] = {}  # model -> (revision, sent at)
+        #: model -> (the last verdict that moved nothing, when it was published)
+        self._last_said: dict[str, tuple[str, float]] = {}
+
+    # -- partitions ------------------------------------------------------------------------
+    def install(self, partition: int, checkpoint: Checkpoint) -> None:
+        """Take ``partition`` over from its last checkpoint."""
+        part = Partition(covered=checkpoint.position, processed=checkpoint.position - 1)
+        for model, data in checkpoint.snapshots.items():
+            try:
+                state = RolloutEvidence.from_bytes(data)
+            except ValueError as exc:
+                log.error(
+                    "the checkpoint of %s cannot be read (%s): its evidence starts over", model, exc
+                )
+                continue
+            self.states[model] = state
+            part.models.add(model)
+        self.partitions[partition] = part
+        log.info(
+            "evidence partition %d: %d rollout(s) restored, resuming at offset %d",
+            partition,
+            len(part.models),
+            max(0, checkpoint.position),
+        )
+
+    def revoke(self, partition: int) -> None:
+        """Forget ``partition`` (another instance owns it now)."""
+        part = self.partitions.pop(partition, None)
+        if part is None:
+            return
+        for model in part.models:
+            self.states.pop(model, None)
+            self._pending.pop(model, None)
+            self._last_said.pop(model, None)
+
+    # -- evidence --------------------------------------------------------------------------
+    def on_evidence(
+        self,
+        value: bytes | None,
+        source: tuple[str, int, int],
+        key: bytes | None = None,
+        headers: object = None,
+        now_ms: int = 0,
+    ) -> NeedsRollout | Applied | None:
+        """Apply one evidence record read at ``source`` (topic, partition, offset); returns
+        :class:`NeedsRollout` when the record's rollout must first be confirmed by the view
+        (call again after :meth:`FollowedView.wait_for`, with the same arguments), or
+        :class:`Applied` when it counted (``now_ms``: settle the rollout then, so a second
+        it completes is released at once)."""
+        _topic, partition, offset = source
+        part = self.partitions[partition]
+        if offset < part.covered:
+            return None  # in the restored snapshots already
+        try:
+            ev = self._codec.decode(value or b"")
+        except DecodeError as exc:
+            self._dead(part, value, key, headers, source, exc.reason, str(exc))
+            part.processed = offset
+            return None
+        if ev.arm is Arm.STABLE:
+            part.processed = offset
+            return None
+        state = self.states.get(ev.model)
+        if state is None or state.rollout_id != ev.rollout_id:
+            rollout = self.view.get(ev.model)
+            if rollout is None or rollout.rollout_id != ev.rollout_id:
+                return NeedsRollout(ev.model, ev.rollout_id)
+            state = RolloutEvidence.new(ev.model, ev.rollout_id, tally_for(plan_of(rollout)))
+            self.states[ev.model] = state
+            part.models.add(ev.model)
+            self._pending.pop(ev.model, None)
+            self._last_said.pop(ev.model, None)
+        part.processed = offset
+        try:
+            applied = state.apply(ev, partition=partition, offset=offset)
+        except ValueError as exc:
+            self._dead(part, value, key, headers, source, "invalid-record", str(exc))
+            return None
+        metrics.EVIDENCE.labels(ev.kind.value, "applied" if applied else "duplicate").inc()
+        if not applied:
+            return None
+        part.dirty.add(ev.model)
+        before = state.watermark
+        released = bool(now_ms) and state.settle(now_ms) > before
+        return Applied(ev.model, released)
+
+    def skip(self, source: tuple[str, int, int]) -> None:
+        """A record of a rollout that never showed up in the view: an older rollout's late
+        evidence, left out."""
+        _topic, partition, offset = source
+        self.partitions[partition].processed = offset
+        metrics.EVIDENCE.labels("unknown", "stale").inc()
+
+    def _dead(
+        self,
+        part: Partition,
+        value: bytes | None,
+        key: bytes | None,
+        headers: object,
+        source: tuple[str, int, int],
+        reason: str,
+        detail: str,
+    ) -> None:
+        log.warning("dead letter from %s[%s]@%s: %s: %s", *source, reason, detail)
+        out = dead_letter_headers(headers, source, agent=AGENT, reason=reason, detail=detail)
+        part.dead.append(DeadLetterOut(value, key, out))
+
+    # -- deciding --------------------------------------------------------------------------
+    def decide(self, now: datetime) -> list[tuple[str, int, Emitted]]:
+        """Settle every owned rollout's evidence and decide; returns what to publish (call
+        :meth:`published` for each once it is out)."""
+        out: list[tuple[str, int, Emitted]] = []
+        now_ms = epoch_ms(now)
+        for model, evidence in list(self.states.items()):
+            state = self.view.get(model)
+            if state is None or state.rollout_id != evidence.rollout_id:
+                continue
+            for phase in Phase:
+                metrics.PHASE.labels(model, phase.value).set(1 if phase is state.phase else 0)
+            before = evidence.watermark
+            if evidence.settle(now_ms) != before:
+                self._dirty(model)
+            _export(model, evidence)
+            if state.phase not in DECIDING:
+                continue
+            pending = self._pending.get(model)
+            if (
+                pending
+                and pending[0] == state.revision
+                and time.monotonic() - pending[1] < PENDING_TIMEOUT_S
+            ):
+                continue  # our command for this revision is not applied yet
+            plan = plan_of(state)
+            thresholds = due_thresholds(evidence.tally, state, plan, now)
+            if thresholds is not None:
+                out.append((model, state.revision, self.sink.thresholds(state, thresholds)))
+                continue
+            rule = policy(plan)
+            verdict = decide(step_snapshot(evidence, state, rule, now), rule)
+            _export_decided(model, evidence, now.timestamp())
+            for e in verdict.evidence:
+                metrics.TEST_STATISTIC.labels(model, e.metric).set(e.statistic)
+            # A verdict that moves nothing (a HOLD, or a shadow's "no harm" ADVANCE) is
+            # published when it changes and again every minute with its newest evidence; one
+            # with a command is retried by the pending timeout above.
+            said = f"{state.revision}:{verdict.outcome.value}:{verdict.code}"
+            if not should_publish(self._last_said.get(model), said, now.timestamp()):
+                continue
+            emitted = self.sink.decision(state, verdict, evidence.evidence_offsets)
+            out.append((model, state.revision, emitted))
+            self._last_said[model] = (said, now.timestamp())
+        return out
+
+    def published(self, model: str, state_revision: int, emitted: Emitted) -> None:
+        if emitted.decision is not None:
+            metrics.DECISIONS.labels(emitted.decision.outcome.value).inc()
+        if emitted.command is not None:
+            self._pending[model] = (state_revision, time.monotonic())
+            self._last_said.pop(model, None)
+
+    def _dirty(self, model: str) -> None:
+        for part in self.partitions.values():
+            if model in part.models:
+                part.dirty.add(model)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def checkpoint(self, partition: int) -> CheckpointData | None:
+        """The partition's checkpoint if anything changed since the last one (None if not):
+        snapshots of the changed models, the dead letters, and the offset they cover (the one
+        after the last handled: never further, however far the consumer has fetched, since a
+        record fetched is not yet a record counted)."""
+        part = self.partitions.get(partition)
+        if part is None:
+            return None
+        covered = part.processed + 1
+        if not part.dirty and not part.dead and covered <= part.covered:
+            return None
+        models, part.dirty = part.dirty, set()
+        dead, part.dead = part.dead, []
+        snapshots = {m: self.states[m].to_bytes() for m in models if m in self.states}
+        return CheckpointData(partition, covered, snapshots, dead, models)
+
+    def checkpointed(self, data: CheckpointData) -> None:
+        part = self.partitions.get(data.partition)
+        if part is not None:
+            part.covered = max(part.covered, data.position)
+            part.checkpointed_at = time.monotonic()
+
+    def checkpoint_failed(self, data: CheckpointData) -> None:
+        """Put a checkpoint that was not written back, for the next attempt."""
+        part = self.partitions.get(data.partition)
+        if part is not None:
+            part.dirty |= data.models
+            part.dead[:0] = data.dead
+
+
+def _export_decided(model: str, evidence: RolloutEvidence, at: float) -> None:
+    totals = evidence.tally.totals[0]  # (slots, arms, fields): released, warm-up left out
+    for a, arm in enumerate(ARMS):
+        metrics.DECIDED.labels(model, arm).set(int(totals[:, a, N].sum()))
+    metrics.EVALUATED_AT.labels(model).set(at)
+
+
+#: Exported per metric: (items compared, bad items) among the tally's fields.
+_EXPORTED = {
+    "errors": (N, ERRORS),
+    "latency_p95": (TIMED, OVER_P95),
+    "latency_p99": (TIMED, OVER_P99),
+    "accuracy": (LABELLED, INCORRECT),
+}
+
+
+def _export(model: str, evidence: RolloutEvidence) -> None:
+    totals = evidence.tally.totals[0]
+    for a, arm in enumerate(ARMS):
+        for name, (n, bad) in _EXPORTED.items():
+            metrics.EVALUATED.labels(model, name, arm).set(int(totals[:, a, n].sum()))
+            metrics.BAD_EVENTS.labels(model, name, arm).set(int(totals[:, a, bad].sum()))

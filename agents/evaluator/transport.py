@@ -1,0 +1,41 @@
+"""faust's aiokafka transport, reading ``read_committed``.
+
+faust reads committed records only under its exactly-once processing guarantee; the
+evaluator runs at-least-once (its state counts each evidence record once by itself, and its
+checkpoints hold the offsets), yet it must never count evidence of a transaction that was
+aborted. This transport is faust's own but for the worker consumer's isolation level; the
+evaluator's broker URLs use its scheme, :data:`SCHEME`.
+
+>>> from faust.transport import by_url
+>>> by_url(f"{SCHEME}://127.0.0.1:9092").__name__
+'Transport'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust.transport.drivers import TRANSPORTS
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+SCHEME = "canary-kafka"
+
+
+class ReadCommittedThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka hands this to its fetcher when the consumer starts (not yet started here).
+        consumer._isolation_level = "read_committed"
+        return consumer
+
+
+class ReadCommittedConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> ReadCommittedThread:
+        return ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class Transport(faust_aiokafka.Transport):
+    Consumer = ReadCommittedConsumer
+
+
+TRANSPORTS.aliases[SCHEME] = f"{__name__}:Transport"

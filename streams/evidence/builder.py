@@ -1,0 +1,239 @@
+"""What a producer aggregates inside one Kafka transaction, and the evidence records it
+publishes in that transaction.
+
+One :class:`EvidenceBuilder` per producer loop: the router adds the buckets it routed per
+batch, a worker adds each micro-batch it answered (or refused), the label joiner adds each
+prediction joined with its label. At commit time, :meth:`EvidenceBuilder.build` turns the
+transaction's cells into one :class:`~model_canary.streams.messages.Evidence` per cell,
+carrying the input offsets the transaction consumed, and starts over. On an aborted
+transaction the producer calls :meth:`EvidenceBuilder.clear`: the re-read input is
+aggregated again.
+
+>>> from model_canary.streams.messages import OffsetRange
+>>> b = EvidenceBuilder("served", source="w1")
+>>> cell = Cell("iris", "ro1", "v2", "canary", True, 100, 1_700_000_000)
+>>> b.add_batch([cell, cell], buckets=[5, 9], errors=[False, True],
+...             latencies_ms=[3.0, 3.0], batch_latency_ms=3.0)
+>>> [ev] = b.build((OffsetRange(topic="t", partition=0, first=0, last=1),))
+>>> ev.requests, ev.errors, ev.batches, ev.batch_items, ev.thresholds_revision
+(2, 1, 1, 2, -1)
+>>> b.build(()) == []
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from model_canary.streams.enums import Arm, EvidenceKind
+from model_canary.streams.evidence.columns import histogram, pack_histogram, pack_units
+from model_canary.streams.messages import Evidence, OffsetRange
+
+
+class Thresholds(NamedTuple):
+    """Latency thresholds (ms) of a rollout, from its state at ``revision``."""
+
+    revision: int
+    p95: float
+    p99: float
+
+
+class Cell(NamedTuple):
+    """The identity of an evidence record (less its kind and source): whose requests, routed
+    when and where. ``version`` is empty for routed evidence."""
+
+    model: str
+    rollout_id: str
+    version: str
+    arm: str
+    served: bool
+    weight_bp: int
+    second: int
+
+
+@dataclass(slots=True)
+class _Acc:
+    """One cell's raw material within the transaction."""
+
+    buckets: list[int] = field(default_factory=list)
+    errors: list[bool] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    batch_latencies: list[float] = field(default_factory=list)
+    batch_items: int = 0
+    max_batch: int = 0
+    refused: int = 0
+    incorrect: list[bool] = field(default_factory=list)
+    thresholds: Thresholds | None = None
+    #: Per-batch second moments: sum m^2, then (sum e^2, sum e*m) for errors, over p95, p99.
+    m2: int = 0
+    moments: list[int] = field(default_factory=lambda: [0] * 6)
+
+
+class EvidenceBuilder:
+    """Aggregates one transaction's cells of one evidence ``kind`` (see the module docstring)."""
+
+    __slots__ = ("_cells", "kind", "latency_unit", "source")
+
+    def __init__(self, kind: str, *, source: str, latency_unit: str = "batch") -> None:
+        self.kind = EvidenceKind(kind)
+        self.source = source
+        self.latency_unit = latency_unit
+        # Keyed by cell and thresholds revision: a state change inside a transaction starts
+        # new cells rather than mixing items compared with different thresholds.
+        self._cells: dict[tuple[Cell, int], _Acc] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._cells)
+
+    def _acc(self, cell: Cell, thresholds: Thresholds | None) -> _Acc:
+        key = (cell, thresholds.revision if thresholds else -1)
+        acc = self._cells.get(key)
+        if acc is None:
+            acc = self._cells[key] = _Acc(thresholds=thresholds)
+        return acc
+
+    # -- routed ----------------------------------------------------------------------------
+    def add_routed(self, cell: Cell, buckets: Sequence[int]) -> None:
+        """Requests routed to ``cell`` (one bucket per request)."""
+        if buckets:
+            self._acc(cell, None).buckets.extend(buckets)
+
+    # -- served ----------------------------------------------------------------------------
+    def add_batch(
+        self,
+        cells: Sequence[Cell],
+        *,
+        buckets: Sequence[int],
+        errors: Sequence[bool],
+        latencies_ms: Sequence[float],
+        batch_latency_ms: float,
+        thresholds: Sequence[Thresholds | None] | None = None,
+    ) -> None:
+        """One answered micro-batch: item ``i`` belongs to ``cells[i]``. Every cell the batch
+        touched counts one batch of the batch's full size and latency, and the batch's
+        second moments (m = its items in the cell, e = those that were bad)."""
+        n = len(cells)
+        # id(acc) -> [acc, m, errors, over p95, over p99] for this batch
+        touched: dict[int, list[Any]] = {}
+        for i in range(n):
+            t = thresholds[i] if thresholds else None
+            acc = self._acc(cells[i], t)
+            latency = latencies_ms[i]
+            acc.buckets.append(buckets[i])
+            acc.errors.append(errors[i])
+            acc.latencies.append(latency)
+            per = touched.get(id(acc))
+            if per is None:
+                per = touched[id(acc)] = [acc, 0, 0, 0, 0]
+            per[1] += 1
+            if errors[i]:
+                per[2] += 1
+            elif t is not None:
+                per[3] += latency > t.p95
+                per[4] += latency > t.p99
+        for acc, m, *bad in touched.values():
+            acc.batch_latencies.append(batch_latency_ms)
+            acc.batch_items += n
+            acc.max_batch = max(acc.max_batch, n)
+            acc.m2 += m * m
+            for j, e in enumerate(bad):
+                acc.moments[2 * j] += e * e
+                acc.moments[2 * j + 1] += e * m
+
+    def add_refused(self, cell: Cell, count: int = 1) -> None:
+        """Requests of ``cell`` the worker did not run (dead-lettered)."""
+        self._acc(cell, None).refused += count
+
+    # -- labelled --------------------------------------------------------------------------
+    def add_label(self, cell: Cell, bucket: int, correct: bool) -> None:
+        """A prediction of ``cell`` joined with its ground-truth label."""
+        acc = self._acc(cell, None)
+        acc.buckets.append(bucket)
+        acc.incorrect.append(not correct)
+
+    # -- output ----------------------------------------------------------------------------
+    def clear(self) -> None:
+        self._cells.clear()
+
+    def build(self, offsets: tuple[OffsetRange, ...]) -> list[Evidence]:
+        """One record per cell of the transaction, each citing ``offsets``; starts over."""
+        out = [self._record(cell, acc, offsets) for (cell, _), acc in self._cells.items()]
+        self._cells.clear()
+        return out
+
+    def _record(self, cell: Cell, acc: _Acc, offsets: tuple[OffsetRange, ...]) -> Evidence:
+        base = Evidence(
+            kind=self.kind,
+            model=cell.model,
+            rollout_id=cell.rollout_id,
+            version=cell.version,
+            arm=Arm(cell.arm),
+            served=cell.served,
+            weight_bp=cell.weight_bp,
+            second=cell.second,
+            source=self.source,
+            offsets=offsets,
+        )
+        buckets = np.asarray(acc.buckets, dtype=np.int64)
+        if self.kind is EvidenceKind.ROUTED:
+            n = np.ones(buckets.size, dtype=np.int64)
+            units = pack_units("routed", buckets, n=n)
+            return replace(base, requests=int(buckets.size), units=units)
+        if self.kind is EvidenceKind.LABELLED:
+            incorrect = np.asarray(acc.incorrect, dtype=np.int64)
+            units = pack_units(
+                "labelled", buckets, labelled=np.ones(buckets.size, np.int64), incorrect=incorrect
+            )
+            total, bad = int(buckets.size), int(incorrect.sum())
+            return replace(base, requests=total, labelled=total, incorrect=bad, units=units)
+        return self._served(base, acc, buckets)
+
+    def _served(self, base: Evidence, acc: _Acc, buckets: np.ndarray) -> Evidence:
+        errors = np.asarray(acc.errors, dtype=bool)
+        latencies = np.asarray(acc.latencies, dtype=np.float64)
+        ok = ~errors
+        t = acc.thresholds
+        over95 = over99 = np.zeros(buckets.size, dtype=np.int64)
+        batches_over = (0, 0)
+        if t is not None:
+            over95 = (ok & (latencies > t.p95)).astype(np.int64)
+            over99 = (ok & (latencies > t.p99)).astype(np.int64)
+            blat = np.asarray(acc.batch_latencies, dtype=np.float64)
+            batches_over = (int((blat > t.p95).sum()), int((blat > t.p99).sum()))
+        units = pack_units(
+            "served",
+            buckets,
+            n=np.ones(buckets.size, np.int64),
+            errors=errors.astype(np.int64),
+            over_p95=over95,
+            over_p99=over99,
+        )
+        return replace(
+            base,
+            requests=int(buckets.size),
+            errors=int(errors.sum()),
+            refused=acc.refused,
+            batches=len(acc.batch_latencies),
+            batch_items=acc.batch_items,
+            max_batch=acc.max_batch,
+            latency_unit=self.latency_unit,
+            latency_hist=pack_histogram(histogram(latencies[ok])) if buckets.size else b"",
+            batch_latency_hist=(
+                pack_histogram(histogram(acc.batch_latencies)) if acc.batch_latencies else b""
+            ),
+            thresholds_revision=t.revision if t is not None else -1,
+            batches_over_p95=batches_over[0],
+            batches_over_p99=batches_over[1],
+            batch_m2=acc.m2,
+            batch_e2_errors=acc.moments[0],
+            batch_em_errors=acc.moments[1],
+            batch_e2_over_p95=acc.moments[2],
+            batch_em_over_p95=acc.moments[3],
+            batch_e2_over_p99=acc.moments[4],
+            batch_em_over_p99=acc.moments[5],
+            units=units,
+        )

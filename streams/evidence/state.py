@@ -1,0 +1,411 @@
+"""The evaluator's state for one rollout: every evidence record applied exactly once, which
+routed seconds are complete, and the tally the statistics read.
+
+* **Idempotent.** Every record names the input offsets its producing transaction consumed.
+  Per input partition (and evidence kind) the state remembers the last transaction's range
+  and the cells of it already applied, so :meth:`RolloutEvidence.apply` returns ``False`` and
+  changes nothing for a record it counted before, however often the evidence topic is re-read
+  (after a restart, or when a consumer's committed offset lags behind what it processed).
+* **Complete seconds.** Per routed second and arm, the state compares the requests the router
+  routed with those the workers answered (served + refused). A second is *closed* once every
+  router that routed recently has routed a later second (its routing time only moves on), or
+  in any case once it ended :data:`CLOSE_MS` ago; the *watermark* is the newest closed second
+  up to which every arm is complete. :meth:`RolloutEvidence.settle` releases
+  the tally's data up to the watermark: a lagging arm is waited for however long it lags, an
+  idle arm (nothing routed to it) is complete at once.
+* **The tally** (:class:`~model_canary.streams.stats.tally.Tally`) holds what the statistics
+  need (per weight at routing, per arm, per cohort bucket, and the baseline's latency
+  histogram until the thresholds are fixed); it is fed on each new record and released by the
+  watermark. A record the tally finds impossible (counts that cannot be true, a bucket outside
+  its arm) raises :class:`EvidenceError` and changes nothing.
+* **Snapshots.** :meth:`RolloutEvidence.to_bytes` / :meth:`RolloutEvidence.from_bytes`
+  restore the whole state in milliseconds, whatever the rollout's history.
+
+>>> from model_canary.streams.evidence.builder import Cell, EvidenceBuilder
+>>> from model_canary.streams.messages import OffsetRange
+>>> from model_canary.streams.stats.tally import Tally
+>>> state = RolloutEvidence.new("iris", "ro1", Tally(1, control=False, warmup_s=0))
+>>> routed = EvidenceBuilder("routed", source="router-1")
+>>> routed.add_routed(Cell("iris", "ro1", "", "canary", True, 100, 1000), [7, 7])
+>>> [r] = routed.build((OffsetRange(topic="req", partition=0, first=0, last=1),))
+>>> state.apply(r), state.apply(r)  # the second time is a duplicate
+(True, False)
+>>> served = EvidenceBuilder("served", source="worker-1")
+>>> cell = Cell("iris", "ro1", "v2", "canary", True, 100, 1000)
+>>> served.add_batch([cell], buckets=[7], errors=[True], latencies_ms=[2.0], batch_latency_ms=2.0)
+>>> [s] = served.build((OffsetRange(topic="req.v2", partition=0, first=0, last=0),))
+>>> state.apply(s), state.settle(now_ms=1_003_000)  # 1 of 2 answered: not complete
+(True, 999)
+>>> served.add_batch([cell], buckets=[7], errors=[False], latencies_ms=[2.0], batch_latency_ms=2.0)
+>>> [s] = served.build((OffsetRange(topic="req.v2", partition=0, first=1, last=1),))
+>>> state.apply(s), state.settle(now_ms=1_003_000)
+(True, 1000)
+>>> int(state.tally.totals[0, 0, 0, 0]), int(state.tally.totals[0, 0, 0, 1])  # canary n, errors
+(2, 1)
+>>> int(RolloutEvidence.from_bytes(state.to_bytes()).tally.totals[0, 0, 0, 0])
+2
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from model_canary.streams.enums import Arm, EvidenceKind
+from model_canary.streams.errors import EvidenceError
+from model_canary.streams.evidence import snapshot
+from model_canary.streams.evidence.columns import (
+    BatchSums,
+    Ints,
+    unpack_histogram,
+    unpack_units,
+)
+from model_canary.streams.messages import Evidence
+from model_canary.streams.stats.tally import ImpossibleEvidence, Tally, TallyRows
+
+STATE_VERSION = 2
+#: A routed second is closed this long after it ends: by then the router has committed the
+#: routed evidence of every request it routed in that second.
+CLOSE_MS = 1_500
+#: A router that routed nothing for this long (s) no longer holds seconds open.
+ROUTER_IDLE_S = 3
+
+
+@dataclass
+class SecondStatus:
+    """One routed second: per arm, requests routed and answered (served + refused)."""
+
+    version: int = 1
+    routed: dict[str, int] = field(default_factory=dict)
+    answered: dict[str, int] = field(default_factory=dict)
+
+    def missing(self) -> dict[str, int]:
+        """Per arm, requests routed and not yet answered."""
+        return {
+            arm: n - self.answered.get(arm, 0)
+            for arm, n in self.routed.items()
+            if self.answered.get(arm, 0) < n
+        }
+
+
+@dataclass
+class Applied:
+    """The last transaction applied from one input partition: its offset range and the
+    cells of it already counted."""
+
+    version: int = 1
+    first: int = -1
+    last: int = -1
+    cells: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class Lag:
+    """An arm whose answers are missing for closed seconds: the oldest such second, how many
+    seconds, how many requests."""
+
+    arm: str
+    oldest_second: int
+    seconds: int
+    missing: int
+
+
+@dataclass
+class RolloutEvidence:
+    """One rollout's evidence (see the module docstring)."""
+
+    model: str
+    rollout_id: str
+    tally: Tally
+    version: int = STATE_VERSION
+    #: ``"kind|topic|partition"`` -> the last transaction applied from that input.
+    applied: dict[str, Applied] = field(default_factory=dict)
+    #: Routed seconds after the watermark with any routed or answered requests.
+    seconds: dict[int, SecondStatus] = field(default_factory=dict)
+    watermark: int = -1
+    #: Per arm, everything counted so far: requests routed, answered (served + refused),
+    #: errors, labelled (for the exported gauges; the tests read the tally).
+    counted: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Evidence-topic offsets of the records applied, per partition: ``[first, last]``.
+    evidence_offsets: dict[int, list[int]] = field(default_factory=dict)
+    records: int = 0
+    duplicates: int = 0
+    first_second: int = -1
+    last_second: int = -1
+    #: Newest routed second seen from each router (source of routed evidence).
+    routers: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def new(cls, model: str, rollout_id: str, tally: Tally) -> RolloutEvidence:
+        """An empty state feeding ``tally`` (laid out for the rollout's plan:
+        :func:`~model_canary.streams.stats.snapshot.tally_for`)."""
+        return cls(model=model, rollout_id=rollout_id, tally=tally)
+
+    # -- applying --------------------------------------------------------------------------
+    def apply(self, ev: Evidence, *, partition: int = -1, offset: int = -1) -> bool:
+        """Count ``ev`` (read at ``offset`` of evidence partition ``partition``, for the audit
+        trail) unless it was counted before; returns whether it was counted.
+
+        :class:`EvidenceError` (a ``ValueError``) for a record of another rollout, for the
+        stable arm, with unreadable columns or with counts that cannot be true; nothing
+        changes then."""
+        if ev.model != self.model or ev.rollout_id != self.rollout_id:
+            raise EvidenceError(
+                f"evidence of {ev.model}/{ev.rollout_id} applied to {self.model}/{self.rollout_id}"
+            )
+        if ev.arm is Arm.STABLE:
+            raise EvidenceError("evidence for the stable arm carries nothing to compare")
+        marks = self._marks(ev)
+        if marks is None:
+            self.duplicates += 1
+            return False
+        feed = self._unpack(ev)  # raises before anything changes
+        try:
+            feed()  # the tally checks before it counts
+        except ImpossibleEvidence as exc:
+            raise EvidenceError(f"{exc.reason}: {exc}") from None
+        self._count(ev)
+        for key, span, cell in marks:
+            mark = self.applied.get(key)
+            if mark is None or (mark.first, mark.last) != span:
+                mark = self.applied[key] = Applied(first=span[0], last=span[1])
+            mark.cells.add(cell)
+        if partition >= 0 and offset >= 0:
+            got = self.evidence_offsets.setdefault(partition, [offset, offset])
+            got[0], got[1] = min(got[0], offset), max(got[1], offset)
+        self.records += 1
+        if self.first_second < 0 or ev.second < self.first_second:
+            self.first_second = ev.second
+        self.last_second = max(self.last_second, ev.second)
+        return True
+
+    def _marks(self, ev: Evidence) -> list[tuple[str, tuple[int, int], str]] | None:
+        """Where ``ev`` will be remembered, or None when it was applied before."""
+        cell = (
+            f"{ev.version}|{ev.arm.value}|{int(ev.served)}|{ev.weight_bp}|{ev.second}|"
+            f"{ev.thresholds_revision}"
+        )
+        marks = []
+        for r in ev.offsets:
+            key = f"{ev.kind.value}|{r.topic}|{r.partition}"
+            mark = self.applied.get(key)
+            if mark is not None:
+                if (r.first, r.last) == (mark.first, mark.last):
+                    if cell in mark.cells:
+                        return None  # this cell of this transaction was counted
+                elif r.first <= mark.last:
+                    return None  # an earlier transaction's range
+            marks.append((key, (r.first, r.last), cell))
+        return marks
+
+    def _unpack(self, ev: Evidence) -> Any:
+        """Check and unpack ``ev``'s columns; returns the function that counts it."""
+        second, weight, arm = ev.second, ev.weight_bp, ev.arm.value
+        if ev.kind is EvidenceKind.ROUTED:
+            rows = unpack_units("routed", ev.units)
+            b, n = _col(rows, "bucket"), _col(rows, "n")
+
+            def routed() -> None:
+                self.tally.add_routed(second, weight, arm, b, n)
+                self.routers[ev.source] = max(self.routers.get(ev.source, second), second)
+                if second > self.watermark:
+                    status = self.seconds.setdefault(second, SecondStatus())
+                    status.routed[arm] = status.routed.get(arm, 0) + ev.requests
+
+            return routed
+        if ev.kind is EvidenceKind.LABELLED:
+            rows = unpack_units("labelled", ev.units)
+            b, lab, bad = _col(rows, "bucket"), _col(rows, "labelled"), _col(rows, "incorrect")
+            return lambda: self.tally.add_labelled(second, weight, arm, b, lab, bad)
+        rows = unpack_units("served", ev.units)
+        hist = unpack_histogram(ev.latency_hist) if ev.latency_hist else None
+        hist_bins = np.flatnonzero(hist) if hist is not None else np.zeros(0, dtype=np.int64)
+        if ev.batch_latency_hist:
+            unpack_histogram(ev.batch_latency_hist)
+        timed = ev.thresholds_revision >= 0
+        zeros = np.zeros(rows.size, dtype=np.int64)
+        b, n, errors = (_col(rows, c) for c in ("bucket", "n", "errors"))
+        over95, over99 = (_col(rows, c) if timed else zeros for c in ("over_p95", "over_p99"))
+        batch = BatchSums(
+            batches=ev.batches,
+            batch_items=ev.batch_items,
+            max_batch=ev.max_batch,
+            batches_over_p95=ev.batches_over_p95,
+            batches_over_p99=ev.batches_over_p99,
+            m2=ev.batch_m2,
+            e2_errors=ev.batch_e2_errors,
+            em_errors=ev.batch_em_errors,
+            e2_over_p95=ev.batch_e2_over_p95,
+            em_over_p95=ev.batch_em_over_p95,
+            e2_over_p99=ev.batch_e2_over_p99,
+            em_over_p99=ev.batch_em_over_p99,
+        )
+
+        def served() -> None:
+            self.tally.add_served(second, weight, arm, b, n, errors, over95, over99, batch, timed)
+            if hist is not None and hist_bins.size and not timed and ev.served:
+                # Answers measured before the thresholds were known: the baseline's (and
+                # control's) fix the thresholds (the tally pools those arms only).
+                self.tally.add_latency_hist(
+                    arm, bins=hist_bins[None, :], counts=hist[hist_bins][None, :]
+                )
+            if second > self.watermark:
+                status = self.seconds.setdefault(second, SecondStatus())
+                status.answered[arm] = status.answered.get(arm, 0) + ev.requests + ev.refused
+
+        return served
+
+    # -- completeness ----------------------------------------------------------------------
+    def closed_upto(self, now_ms: int) -> int:
+        """The newest routed second no router will route more requests in: every router
+        active in the last :data:`ROUTER_IDLE_S` seconds has moved past it (or the clock
+        has, by :data:`CLOSE_MS`)."""
+        clock = closed_upto(now_ms)
+        recent = [s for s in self.routers.values() if s >= now_ms // 1000 - ROUTER_IDLE_S]
+        return max(clock, min(recent) - 1) if recent else clock
+
+    def complete_upto(self, now_ms: int) -> tuple[dict[str, int], int]:
+        """``(per arm, the newest second up to which its answers are complete; the newest
+        closed second)``."""
+        closed = self.closed_upto(now_ms)
+        upto: dict[str, int] = {}
+        arms = {a for s in self.seconds.values() for a in (*s.routed, *s.answered)}
+        for arm in arms:
+            upto[arm] = closed
+            for second in sorted(self.seconds):
+                if second > closed:
+                    break
+                if self.seconds[second].answered.get(arm, 0) < self.seconds[second].routed.get(
+                    arm, 0
+                ):
+                    upto[arm] = second - 1
+                    break
+        return upto, closed
+
+    def settle(self, now_ms: int) -> int:
+        """Move the watermark as far as every arm is complete and release the tally up to
+        it; returns the watermark (-1 before anything was released)."""
+        upto, closed = self.complete_upto(now_ms)
+        watermark = min([closed, *upto.values()])
+        if watermark > self.watermark:
+            self.watermark = watermark
+            self.tally.release(watermark)
+            for second in [s for s in self.seconds if s <= watermark]:
+                del self.seconds[second]
+        return self.watermark
+
+    def lagging(self, now_ms: int) -> list[Lag]:
+        """Arms whose answers for closed seconds are incomplete, oldest first."""
+        closed = self.closed_upto(now_ms)
+        by_arm: dict[str, list[int]] = {}
+        for second, status in self.seconds.items():
+            if second > closed:
+                continue
+            for arm, n in status.missing().items():
+                acc = by_arm.setdefault(arm, [second, 0, 0])
+                acc[0] = min(acc[0], second)
+                acc[1] += 1
+                acc[2] += n
+        return sorted(
+            (Lag(arm, a[0], a[1], a[2]) for arm, a in by_arm.items()),
+            key=lambda lag: lag.oldest_second,
+        )
+
+    # -- snapshots -------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """The whole state, compressed (see :meth:`from_bytes`)."""
+        return snapshot.dump(
+            {
+                "version": self.version,
+                "state": StateFields(**{n: getattr(self, n) for n in _STATE_FIELDS}),
+                "tally": self.tally.to_rows(),
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RolloutEvidence:
+        """The state :meth:`to_bytes` wrote; :class:`ValueError` for anything else."""
+        doc = snapshot.load(data, _TYPES)
+        if not isinstance(doc, dict) or doc.get("version") != STATE_VERSION:
+            raise snapshot.SnapshotError("not a rollout evidence snapshot of this version")
+        fields = doc["state"]
+        if not isinstance(fields, StateFields):
+            raise snapshot.SnapshotError("not a rollout evidence snapshot")
+        try:
+            tally = doc["tally"]
+            if not isinstance(tally, TallyRows):
+                raise snapshot.SnapshotError("a rollout evidence snapshot without its tally")
+            return cls(tally=Tally.from_rows(tally), **vars(fields))
+        except TypeError as exc:
+            raise snapshot.SnapshotError(f"rollout evidence snapshot: {exc}") from None
+
+    # -- reading ---------------------------------------------------------------------------
+    def _count(self, ev: Evidence) -> None:
+        acc = self.counted.setdefault(ev.arm.value, dict.fromkeys(_TOTALS, 0))
+        if ev.kind is EvidenceKind.ROUTED:
+            acc["routed"] += ev.requests
+        elif ev.kind is EvidenceKind.LABELLED:
+            acc["labelled"] += ev.labelled
+        else:
+            acc["answered"] += ev.requests + ev.refused
+            acc["errors"] += ev.errors
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        """Per arm, requests routed, answered (served + refused), errors and labels: all
+        counted so far, released or not (for the exported gauges)."""
+        return {arm: dict(t) for arm, t in self.counted.items()}
+
+
+def closed_upto(now_ms: int) -> int:
+    """The newest routed second that is closed at ``now_ms``.
+
+    >>> closed_upto(1_002_499), closed_upto(1_002_500)
+    (999, 1000)
+    """
+    return (now_ms - CLOSE_MS) // 1000 - 1
+
+
+def _col(rows: Any, name: str) -> Ints:
+    return np.asarray(rows[name], dtype=np.int64)
+
+
+_TOTALS = ("routed", "answered", "errors", "labelled")
+_STATE_FIELDS = (
+    "model",
+    "rollout_id",
+    "version",
+    "applied",
+    "seconds",
+    "watermark",
+    "counted",
+    "evidence_offsets",
+    "records",
+    "duplicates",
+    "first_second",
+    "last_second",
+    "routers",
+)
+
+
+@dataclass
+class StateFields:
+    """Snapshot form of :class:`RolloutEvidence` less its tally."""
+
+    model: str
+    rollout_id: str
+    version: int
+    applied: dict[str, Applied]
+    seconds: dict[int, SecondStatus]
+    watermark: int
+    counted: dict[str, dict[str, int]]
+    evidence_offsets: dict[int, list[int]]
+    records: int
+    duplicates: int
+    first_second: int
+    last_second: int
+    routers: dict[str, int]
+
+
+_TYPES = (StateFields, Applied, SecondStatus, TallyRows)

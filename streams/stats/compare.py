@@ -1,0 +1,314 @@
+"""One metric, canary against its comparator, per weight: counts and the design effect.
+
+A metric is a rate (bad items per exposure item). For each weight (a stratum) the canary's
+bad items ``c`` and exposure ``n_c`` are compared with the comparator's ``b`` and ``n_b``; the
+comparator is the **control** arm (the baseline version at the canary's share, for
+load-dependent metrics) or the whole **baseline** version (control and baseline arms).
+
+Under "no difference", a bad item of stratum ``w`` is the canary's with probability
+``rho_w = n_c / (n_c + n_b)`` (the *realised* exposure share, so a heavy user in one arm does
+not look like harm), and the score ``U = sum_w (c_w - rho_w t_w)`` (``t = c + b``) has variance
+``V = sum_w rho_w (1 - rho_w) t_w`` when items are independent. Real traffic is clustered:
+
+* by **bucket** (a routing key's requests share its arm and its quirks): the cluster-robust
+  variance sums, over buckets, the square of each bucket's contribution to ``U`` across all
+  weights, ``g_w (bad - lambda_w n)`` with ``g_w = 1 - rho_w`` in the canary, ``-rho_w`` in
+  the comparator and ``lambda_w`` the pooled rate (pooled, so one heavy bucket that makes up
+  most of an arm is measured against the population, not against itself);
+* by **micro-batch** (items of a batch share its latency and failures, across buckets):
+  the same sum over batches, from each cell's batch moments.
+
+The two are combined as two-way clustering (Cameron, Gelbach and Miller 2011): ``V_bucket +
+V_batch - V_item``, where ``V_item`` is the same sum over single items. The **design
+effect** ``phi = max(1, that / V_item)`` (all three at the observed counts, so the ratio
+measures clustering only) divides the likelihood ratios of the tests (a quasi-likelihood):
+with independent items it is 1 and the tests are the exact coin-flip tests; with clustering
+they need ``phi`` times the evidence.
+
+``subtests`` select strata: test ``k`` uses the weights at or above the plan's ``k``-th step,
+so harm that appears only at a high weight is not averaged away by earlier steps.
+
+>>> from model_canary.streams.stats.tally import Tally
+>>> t = Tally(1, control=False, warmup_s=0)
+>>> t.add_served(1, 2000, "canary", buckets=[[5]], n=[[10]], errors=[[1]])
+>>> t.add_served(1, 2000, "baseline", buckets=[[9000]], n=[[40]], errors=[[2]])
+>>> t.release(1)
+>>> c = compare(t, "errors", "baseline", (2000,))
+>>> c.canary_bad[0, 0], c.other_n[0, 0], round(float(c.rho[0, 0]), 2)
+(np.int64(1), np.int64(40), 0.2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from model_canary.streams.errors import ConfigError
+from model_canary.streams.stats.layout import (
+    ARMS,
+    BASELINE,
+    CANARY,
+    CONTROL,
+    FIELDS,
+    LABELS,
+    MAX_BP,
+    METRICS,
+    MetricDef,
+)
+from model_canary.streams.stats.tally import Tally
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+F = len(FIELDS)
+
+#: Comparators: the control arm alone, or every arm serving the baseline version.
+COMPARATORS = ("control", "baseline")
+
+
+@dataclass(frozen=True, slots=True)
+class VarianceParts:
+    """(R, K) variances of the score per sub-test, all at observed counts (so their ratios
+    measure clustering, not how many bad items the canary happens to have: a variance from
+    observed counts over one expected under the null would read a real harm as noise):
+
+    * ``bucket`` over buckets (every weight at once) and ``bucket_items`` over single items,
+      both as of the tally's last refresh of its per-bucket sums;
+    * ``batch_excess``, the micro-batch clustering's excess over single items, and ``items``,
+      at the current counts.
+    """
+
+    bucket: FloatArray
+    bucket_items: FloatArray
+    batch_excess: FloatArray
+    items: FloatArray
+
+    def phi(self) -> FloatArray:
+        """The design effect: ``max(1, bucket / bucket_items + batch_excess / items)``."""
+        by_bucket = np.where(
+            self.bucket_items > 0, self.bucket / np.maximum(self.bucket_items, 1e-300), 1.0
+        )
+        by_batch = np.where(self.items > 0, self.batch_excess / np.maximum(self.items, 1e-300), 0.0)
+        return np.asarray(np.maximum(1.0, by_bucket + by_batch))
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """One metric's evidence for ``R`` replicas over ``W`` strata (weights)."""
+
+    metric: str
+    comparator: str
+    weights: tuple[int, ...]  #: (W,) strata: weights strictly between 0 and 100%
+    canary_n: IntArray  #: (R, W) exposure
+    canary_bad: IntArray
+    other_n: IntArray
+    other_bad: IntArray
+    subtests: BoolArray  #: (K, W): strata in each sub-test
+    phi: FloatArray  #: (R, K) design effect of each sub-test
+    variances: VarianceParts | None = None
+
+    @property
+    def rho(self) -> FloatArray:
+        """(R, W) realised canary share of the exposure (0 where a stratum has none)."""
+        total = self.canary_n + self.other_n
+        return np.where(total > 0, self.canary_n / np.maximum(total, 1), 0.0)
+
+    @property
+    def usable(self) -> BoolArray:
+        """(R, W) strata with exposure in both arms (the others say nothing)."""
+        return (self.canary_n > 0) & (self.other_n > 0)
+
+
+def subtest_masks(weights: Sequence[int], starts: Sequence[int]) -> BoolArray:
+    """(K, W): sub-test ``k`` holds the strata whose weight is at least ``starts[k]``.
+
+    >>> subtest_masks([100, 2000, 5000], [100, 5000]).astype(int).tolist()
+    [[1, 1, 1], [0, 0, 1]]
+    """
+    w = np.asarray(weights, dtype=np.int64)
+    s = np.asarray(starts, dtype=np.int64)
+    return np.asarray(w[None, :] >= s[:, None])
+
+
+def from_counts(
+    metric: str,
+    comparator: str,
+    counts: Mapping[int, tuple[int, int, int, int]],
+    starts: Sequence[int],
+) -> Comparison:
+    """A one-replica comparison from totals ``{weight_bp: (canary_n, other_n, canary_bad,
+    other_bad)}``, items taken as independent (design effect 1): for counts kept without
+    buckets, and for examples.
+
+    >>> c = from_counts("errors", "baseline", {2000: (2000, 8000, 40, 80)}, (2000,))
+    >>> c.rho.tolist(), c.phi.tolist()
+    ([[0.2]], [[1.0]])
+    """
+    weights = tuple(sorted(w for w in counts if 0 < w < MAX_BP))
+    rows = np.array([counts[w] for w in weights], dtype=np.int64).reshape(len(weights), 4)
+    subtests = subtest_masks(weights, starts)
+    return Comparison(
+        metric,
+        comparator,
+        weights,
+        rows[None, :, 0],
+        rows[None, :, 2],
+        rows[None, :, 1],
+        rows[None, :, 3],
+        subtests,
+        np.ones((1, subtests.shape[0])),
+    )
+
+
+def compare(
+    tally: Tally,
+    metric: str,
+    comparator: str,
+    starts: Sequence[int],
+    replicas: npt.ArrayLike | None = None,
+) -> Comparison:
+    """The metric's :class:`Comparison` from ``tally`` (``metric`` in :data:`~.layout.METRICS`,
+    or ``"labels"`` for the labelled sample-ratio check); ``starts``: the sub-tests' first
+    weights; ``replicas``: a subset of the tally's replicas (default all)."""
+    if comparator not in COMPARATORS:
+        raise ConfigError(f"comparator must be one of {COMPARATORS}, got {comparator!r}")
+    mdef = LABELS if metric == "labels" else METRICS[metric]
+    idx = (
+        np.arange(tally.replicas)
+        if replicas is None
+        else np.asarray(replicas, dtype=np.int64).reshape(-1)
+    )
+    weights = tuple(sorted({w for w in tally.weights if 0 < w < MAX_BP}))
+    pairs = [
+        (tally.slot(w, "canary"), tally.slot(w, "baseline")) if tally.paired(w) else (j, j)
+        for w in weights
+        for j in [tally.slot(w)]
+    ]
+    others = [CONTROL] if comparator == "control" and tally.control else [CONTROL, BASELINE]
+    counts = _counts(tally.totals[idx], pairs, mdef, others)
+    subtests = subtest_masks(weights, starts)
+    # The bucket part changes only when the tally refreshes its per-bucket sums (which
+    # empties this cache): computed once per refresh, metric, comparator, sub-tests, replicas.
+    key = (metric, comparator, tuple(starts), idx.tobytes())
+    cached = tally.cache.get(key)
+    if cached is None:
+        refreshed = _counts(tally.refreshed_totals[idx], pairs, mdef, others)
+        cached = _bucket_variance(tally, idx, pairs, mdef, others, refreshed, subtests)
+        tally.cache[key] = cached
+    bucket, bucket_items = cached
+    batch_excess, items = _batch_variance(tally, idx, pairs, mdef, others, counts, subtests)
+    parts = VarianceParts(bucket, bucket_items, batch_excess, items)
+    c, n_c, b, n_b = counts
+    return Comparison(metric, comparator, weights, n_c, c, n_b, b, subtests, parts.phi(), parts)
+
+
+Counts = tuple[IntArray, IntArray, IntArray, IntArray]
+
+
+def _counts(
+    tot: IntArray, pairs: list[tuple[int, int]], mdef: MetricDef, others: list[int]
+) -> Counts:
+    """(canary bad, canary exposure, comparator bad, comparator exposure), each (R, W)."""
+    bad, exp = mdef.bad_index, mdef.exposure_index
+    jc = [p[0] for p in pairs]
+    jb = [p[1] for p in pairs]
+    c, n_c = tot[:, jc, CANARY, bad], tot[:, jc, CANARY, exp]
+    b = tot[:, jb][..., others, bad].sum(axis=-1)
+    n_b = tot[:, jb][..., others, exp].sum(axis=-1)
+    return c, n_c, b, n_b
+
+
+def _shares(counts: Counts) -> tuple[FloatArray, FloatArray, BoolArray]:
+    c, n_c, b, n_b = counts
+    t = (c + b).astype(np.float64)
+    total_n = (n_c + n_b).astype(np.float64)
+    rho = np.where(total_n > 0, n_c / np.maximum(total_n, 1.0), 0.0)
+    lam = np.where(total_n > 0, t / np.maximum(total_n, 1.0), 0.0)
+    return rho, lam, (n_c > 0) & (n_b > 0)
+
+
+def _item_variance(counts: Counts) -> FloatArray:
+    """(R, W) the score's variance summed over single items, at the observed counts."""
+    c, n_c, b, n_b = (x.astype(np.float64) for x in counts)
+    rho, lam, usable = _shares(counts)
+    g_c = np.where(usable, 1.0 - rho, 0.0)
+    g_b = np.where(usable, -rho, 0.0)
+    return np.asarray(
+        g_c**2 * (c * (1 - 2 * lam) + lam**2 * n_c) + g_b**2 * (b * (1 - 2 * lam) + lam**2 * n_b)
+    )
+
+
+def _bucket_variance(
+    tally: Tally,
+    idx: IntArray,
+    pairs: list[tuple[int, int]],
+    mdef: MetricDef,
+    others: list[int],
+    counts: Counts,
+    subtests: BoolArray,
+) -> tuple[FloatArray, FloatArray]:
+    """(R, K) the score's variance summed over buckets (every weight at once), and over single
+    items, both as of the tally's last refresh."""
+    reps, k = counts[0].shape[0], subtests.shape[0]
+    if not pairs or k == 0:
+        zero = np.zeros((reps, k))
+        return zero, zero
+    rho, lam, usable = _shares(counts)
+    # Each bucket's contribution to the score: in the canary's slot (1 - rho)(bad - lam n),
+    # in the comparator's slot -rho (bad - lam n). The Gram is indexed by (slot, the
+    # bucket's arm there, field), so one coefficient vector per sub-test covers every bucket.
+    slots = sorted({j for pair in pairs for j in pair})
+    narms = len(ARMS)
+    fields = (mdef.exposure_index, mdef.bad_index)
+    index = np.array(
+        [(j * narms + a) * F + f for j in slots for a in range(narms) for f in fields]
+    )  # (slots * arms * 2,)
+    pos = {j: i for i, j in enumerate(slots)}
+    coef = np.zeros((reps, k, len(slots), narms, 2))
+    for s_i, (j_c, j_b) in enumerate(pairs):
+        on = subtests[:, s_i].astype(np.float64)  # (K,)
+        g_c = np.where(usable[:, s_i], 1.0 - rho[:, s_i], 0.0)[:, None] * on[None, :]
+        g_b = np.where(usable[:, s_i], -rho[:, s_i], 0.0)[:, None] * on[None, :]
+        lam_s = lam[:, s_i][:, None]
+        coef[:, :, pos[j_c], CANARY, 0] += -g_c * lam_s
+        coef[:, :, pos[j_c], CANARY, 1] += g_c
+        for o in others:
+            coef[:, :, pos[j_b], o, 0] += -g_b * lam_s
+            coef[:, :, pos[j_b], o, 1] += g_b
+    v = coef.reshape(reps, k, -1)
+    gram = tally.gram[np.ix_(idx, index, index)]  # (R, M, M)
+    bucket = ((v @ gram) * v).sum(axis=-1)  # (R, K): v^T Gram v
+    return bucket, _item_variance(counts) @ subtests.astype(np.float64).T
+
+
+def _batch_variance(
+    tally: Tally,
+    idx: IntArray,
+    pairs: list[tuple[int, int]],
+    mdef: MetricDef,
+    others: list[int],
+    counts: Counts,
+    subtests: BoolArray,
+) -> tuple[FloatArray, FloatArray]:
+    """(R, K) the batch clustering's excess over single items, and the single items' variance,
+    at the current counts."""
+    items = _item_variance(counts)
+    if mdef.batch is None or not pairs:
+        zero = items @ subtests.astype(np.float64).T
+        return np.zeros_like(zero), zero
+    rho, lam, usable = _shares(counts)
+    m2, e2, em = mdef.batch
+    mom = tally.batch[idx]  # (R, slots, arms, moments)
+
+    def q(arms: list[int], at: list[int]) -> FloatArray:
+        part = mom[:, at][:, :, arms].sum(axis=2)
+        return np.asarray(part[..., e2] - 2 * lam * part[..., em] + lam**2 * part[..., m2])
+
+    g_c = np.where(usable, 1.0 - rho, 0.0)
+    g_b = np.where(usable, -rho, 0.0)
+    batch = g_c**2 * q([CANARY], [p[0] for p in pairs]) + g_b**2 * q(others, [p[1] for p in pairs])
+    sub = subtests.astype(np.float64).T
+    return (batch - items) @ sub, items @ sub

@@ -1,0 +1,699 @@
+"""The statistics half of the evaluator's state: cumulative per-bucket evidence of a rollout.
+
+Evidence arrives per (arm, weight at routing, routed second); the tally keeps each routed
+second *pending* until :meth:`Tally.release` is told that every arm's results for it are
+complete (the watermark), and only then folds it into what the tests read. A lagging arm
+therefore never biases a comparison: the tests see the same seconds of every arm, however
+long one of them lags. Data routed within ``warmup_s`` of the first second at a weight is
+dropped (a new weight brings new load, batch sizes and cold workers).
+
+What is kept, never pooled across weights (a weight is a stratum):
+
+* per bucket (the unit of randomisation), per weight: the :data:`~.layout.FIELDS` counters;
+* per (weight, arm): the same counters summed, and the batch second moments
+  (:data:`~.layout.BATCH_FIELDS`) that measure micro-batch clustering;
+* per group of buckets that share an arm at every weight: the Gram matrix ``sum x x^T`` of the
+  buckets' counter vectors ``x`` (all fields at all weights). Any cluster-robust variance of a
+  linear statistic of the buckets is a quadratic form of these matrices, so a decision costs
+  the same whatever the number of buckets, and a bucket that stays in the canary across
+  weights (a sticky user) is counted with its covariance across them.
+
+Every array has a leading **replica** axis: the evaluator keeps one rollout per tally
+(``replicas=1``), ``canary sim`` runs thousands of rollouts through the same code at once.
+
+>>> t = Tally(1, control=False, warmup_s=0)
+>>> t.add_served(5, 2000, "canary", buckets=[[3, 7]], n=[[2, 1]], errors=[[1, 0]])
+>>> t.totals[0, 0, 0, 0], t.pending_seconds()  # nothing counted until second 5 is complete
+(np.int64(0), [5])
+>>> t.release(np.array([5]))
+>>> int(t.totals[0, 0, 0, 0]), int(t.units[0, 3, 0, 1])  # canary items; errors in bucket 3
+(3, 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from model_canary.streams.errors import CanaryError, ConfigError
+from model_canary.streams.stats.layout import (
+    ARMS,
+    BATCH_FIELDS,
+    BUCKETS,
+    ERRORS,
+    FIELDS,
+    INCORRECT,
+    LABELLED,
+    MAX_BP,
+    OVER_P95,
+    OVER_P99,
+    SHADOW_PAIR_BP,
+    TIMED,
+    N,
+    arm_ranges,
+)
+from model_canary.streams.stats.thresholds import NBINS
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+ArrayIn = npt.ArrayLike
+
+F = len(FIELDS)
+#: Per-bucket counters: 4 bytes each (2^31 items per bucket and weight is beyond any rollout).
+UNIT_DTYPE = np.int32
+TRASH = BUCKETS  #: padding rows point at this extra bucket, which no statistic reads
+#: Seconds between folds of the per-bucket evidence into the design effect's sums.
+REFRESH_S = 30
+
+
+class ImpossibleEvidence(CanaryError):
+    """An evidence record that cannot be true (negative or inconsistent counts, a bucket
+    outside its arm's range at that weight, a repeated bucket): refused, not counted."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    second: int
+    j: int  #: slot
+    arm: int
+    replicas: IntArray  #: (R',) replica indices the rows belong to
+    buckets: IntArray  #: (R', K)
+    deltas: IntArray  #: (R', K, F)
+    batch: FloatArray | None  #: (R', len(BATCH_FIELDS))
+
+
+class Tally:
+    """Cumulative evidence of ``replicas`` rollouts (see the module docstring).
+
+    ``control``: the plan routes a control arm; ``weights``: weights to lay out in advance (more
+    are added as evidence at new weights arrives). ``shadow_bp``: a shadow rollout mirroring
+    the buckets below it to the canary (both arms then answer the same requests, recorded at
+    the pair weight :data:`~.layout.SHADOW_PAIR_BP` in two slots, one per arm).
+
+    Arrays are indexed by *slot*: one per weight (``slots[j] == (weight, "all")``), or in
+    shadow mode one per (weight, arm) at the pair weight.
+    """
+
+    def __init__(
+        self,
+        replicas: int,
+        *,
+        control: bool,
+        warmup_s: float,
+        weights: Sequence[int] = (),
+        shadow_bp: int | None = None,
+    ) -> None:
+        if replicas < 1:
+            raise ConfigError("a tally needs at least one replica")
+        self.replicas = replicas
+        self.control = control and shadow_bp is None
+        self.shadow_bp = shadow_bp
+        self.warmup_s = float(warmup_s)
+        self.slots: list[tuple[int, str]] = []
+        self._slot_of: dict[tuple[int, str], int] = {}
+        #: (R, buckets + 1, slots, F): a bucket's counters at every slot are contiguous
+        self.units: npt.NDArray[np.int32] = np.zeros(
+            (replicas, BUCKETS + 1, 0, F), dtype=UNIT_DTYPE
+        )
+        self.totals: IntArray = np.zeros((replicas, 0, len(ARMS), F), dtype=np.int64)
+        self.batch: FloatArray = np.zeros((replicas, 0, len(ARMS), len(BATCH_FIELDS)))
+        #: first routed second seen at each weight, per replica (warm-up starts there)
+        self.first_second: IntArray = np.zeros((replicas, 0), dtype=np.int64)
+        #: sum over buckets of x x^T, x = a bucket's counters placed by (slot, its arm there,
+        #: field): index ``(slot * len(ARMS) + arm) * F + field`` (see :meth:`role`)
+        self.gram: FloatArray = np.zeros((replicas, 0, 0))
+        #: pooled latency histogram of the baseline and control arms (for the thresholds)
+        self.hist: IntArray = np.zeros((replicas, NBINS), dtype=np.int64)
+        self._pending: dict[int, list[_Pending]] = {}
+        #: released per-bucket deltas not yet in ``units``/``gram`` (see :meth:`refresh`)
+        self._queue: list[tuple[int, int, IntArray, IntArray, IntArray]] = []
+        #: ``totals`` as of the last refresh: what ``units`` and ``gram`` hold
+        self.refreshed_totals: IntArray = np.zeros((replicas, 0, len(ARMS), F), dtype=np.int64)
+        #: bumped by every refresh that changed ``units``/``gram``
+        self.version = 0
+        #: derived values that hold until the next refresh (the design effect's bucket part)
+        self.cache: dict[object, tuple[FloatArray, FloatArray]] = {}
+        self._refreshed_at = -(2**62)
+        #: per replica: every second up to this one has been released
+        self.watermark: IntArray = np.full(replicas, -1, dtype=np.int64)
+        keys = [
+            (w, arm)
+            for w in dict.fromkeys(weights)
+            for arm in (("canary", "baseline") if self.paired(w) else ("all",))
+        ]
+        # Lay the declared slots out at once (growing the arrays slot by slot copies them).
+        self.units = np.zeros((replicas, BUCKETS + 1, len(keys), F), dtype=UNIT_DTYPE)
+        self.totals = np.zeros((replicas, len(keys), len(ARMS), F), dtype=np.int64)
+        self.refreshed_totals = self.totals.copy()
+        self.batch = np.zeros((replicas, len(keys), len(ARMS), len(BATCH_FIELDS)))
+        self.first_second = np.full((replicas, len(keys)), np.iinfo(np.int64).max, np.int64)
+        dim = len(keys) * len(ARMS) * F
+        self.gram = np.zeros((replicas, dim, dim))
+        for key in keys:
+            self.slots.append(key)
+            self._slot_of[key] = len(self.slots) - 1
+
+    def to_rows(self) -> TallyRows:
+        """This one-rollout tally as plain rows (see :class:`TallyRows`)."""
+        return to_rows(self)
+
+    @staticmethod
+    def from_rows(rows: TallyRows) -> Tally:
+        return from_rows(rows)
+
+    # -- layout ---------------------------------------------------------------------------
+
+    @property
+    def weights(self) -> list[int]:
+        """The weights of the slots (a weight appears twice in shadow mode)."""
+        return [w for w, _ in self.slots]
+
+    def slot(self, weight_bp: int, arm: str = "all") -> int:
+        """The slot of ``weight_bp`` (and, for a shadow pair, of ``arm``), laid out on first
+        use."""
+        found = self._slot_of.get((weight_bp, arm))
+        if found is not None:
+            return found
+        if not 0 <= weight_bp <= MAX_BP:
+            raise ImpossibleEvidence("bad-weight", f"weight {weight_bp} outside 0..{MAX_BP}")
+        key = (weight_bp, arm if self.paired(weight_bp) else "all")
+        if key in self.slots:
+            self._slot_of[(weight_bp, arm)] = self.slots.index(key)
+            return self.slots.index(key)
+        r = self.replicas
+        self.slots.append(key)
+        self.units = np.concatenate(
+            [self.units, np.zeros((r, BUCKETS + 1, 1, F), dtype=UNIT_DTYPE)], axis=2
+        )
+        self.totals = np.concatenate(
+            [self.totals, np.zeros((r, 1, len(ARMS), F), dtype=np.int64)], axis=1
+        )
+        self.refreshed_totals = np.concatenate(
+            [self.refreshed_totals, np.zeros((r, 1, len(ARMS), F), dtype=np.int64)], axis=1
+        )
+        self.batch = np.concatenate(
+            [self.batch, np.zeros((r, 1, len(ARMS), len(BATCH_FIELDS)))], axis=1
+        )
+        self.first_second = np.concatenate(
+            [self.first_second, np.full((r, 1), np.iinfo(np.int64).max, dtype=np.int64)], axis=1
+        )
+        self.cache.clear()
+        # The new slot's Gram rows and columns come last and start at zero (no data yet).
+        dim = len(self.slots) * len(ARMS) * F
+        grown = np.zeros((r, dim, dim))
+        old = self.gram.shape[1]
+        grown[:, :old, :old] = self.gram
+        self.gram = grown
+        return len(self.slots) - 1
+
+    def paired(self, weight_bp: int) -> bool:
+        """Both arms answer the same requests at this weight (a shadow pair)."""
+        return self.shadow_bp is not None and weight_bp == SHADOW_PAIR_BP
+
+    def ranges(self, weight_bp: int) -> dict[str, tuple[int, int]]:
+        """``{arm: (first, end)}`` buckets of each arm at ``weight_bp``."""
+        if self.shadow_bp is None:
+            return arm_ranges(weight_bp, self.control)
+        mirrored = (0, self.shadow_bp) if self.paired(weight_bp) else (0, 0)
+        return {"canary": mirrored, "control": (0, 0), "baseline": (0, BUCKETS)}
+
+    def role(self, buckets: IntArray, j: int) -> IntArray:
+        """The arm (index in :data:`~.layout.ARMS`) of each bucket at slot ``j`` (0 for
+        buckets no arm has there, which carry no data)."""
+        w, which = self.slots[j]
+        ranges = self.ranges(w)
+        out = np.zeros(buckets.shape, dtype=np.int64)
+        for a, arm in enumerate(ARMS):
+            if which != "all" and arm != which:
+                continue
+            lo, hi = ranges[arm]
+            out[(buckets >= lo) & (buckets < hi)] = a
+        return out
+
+    # -- adding evidence ------------------------------------------------------------------
+
+    def add_routed(
+        self,
+        second: int,
+        weight_bp: int,
+        arm: str | None = None,
+        buckets: ArrayIn | None = None,
+        n: ArrayIn | None = None,
+        *,
+        replicas: ArrayIn | None = None,
+    ) -> None:
+        """Requests were routed at ``weight_bp`` in ``second``: the weight's warm-up starts at
+        the first such second (the routed counts themselves serve completeness, not the tests)."""
+        idx = self._replicas(replicas)
+        for slot_arm in ("canary", "baseline") if self.paired(weight_bp) else ("all",):
+            j = self.slot(weight_bp, slot_arm)
+            self.first_second[idx, j] = np.minimum(self.first_second[idx, j], second)
+
+    def add_served(
+        self,
+        second: int,
+        weight_bp: int,
+        arm: str,
+        buckets: ArrayIn,
+        n: ArrayIn,
+        errors: ArrayIn | None = None,
+        over_p95: ArrayIn | None = None,
+        over_p99: ArrayIn | None = None,
+        batch: object | None = None,
+        timed: ArrayIn | bool | None = None,
+        *,
+        replicas: ArrayIn | None = None,
+    ) -> None:
+        """Served evidence of one cell: per-bucket rows ``(R', K)`` (pad with bucket
+        :data:`TRASH` and zero counts; 1-D for one replica), and the cell's batch moments
+        (:data:`~.layout.BATCH_FIELDS`: ``(R', 8)`` numbers, or one record with those
+        attributes). ``timed``: per bucket, the items compared on latency; or ``True`` when
+        the cell carried latency exceedances (every successful item is timed) and ``False``
+        when it did not (the rollout's thresholds had not reached its producer)."""
+        b = _ints(buckets)
+        counts = _ints(n).reshape(b.shape)
+        errs = np.zeros_like(counts) if errors is None else _ints(errors).reshape(b.shape)
+        if timed is None or timed is True:
+            timed_rows = counts - errs if timed is True else np.zeros_like(counts)
+        elif timed is False:
+            timed_rows = np.zeros_like(counts)
+        else:
+            timed_rows = _ints(timed).reshape(b.shape)
+        latency = timed is not False
+        cols = {
+            N: counts,
+            ERRORS: errs,
+            TIMED: timed_rows,
+            OVER_P95: over_p95 if latency else None,
+            OVER_P99: over_p99 if latency else None,
+        }
+        deltas = np.zeros((*b.shape, F), dtype=np.int64)
+        for f, v in cols.items():
+            if v is not None:
+                deltas[..., f] = _ints(v).reshape(b.shape)
+        d = deltas
+        if np.any(d < 0):
+            raise ImpossibleEvidence("negative-count", "counts cannot be negative")
+        if np.any(d[..., ERRORS] > d[..., N]) or np.any(d[..., TIMED] > d[..., N] - d[..., ERRORS]):
+            raise ImpossibleEvidence("inconsistent-counts", "more errors or timed items than items")
+        if np.any(d[..., OVER_P99] > d[..., OVER_P95]) or np.any(d[..., OVER_P95] > d[..., TIMED]):
+            raise ImpossibleEvidence(
+                "inconsistent-counts", "exceedances must satisfy over_p99 <= over_p95 <= timed"
+            )
+        moments = None
+        if batch is not None:
+            moments = _moments(batch, b.shape[0], latency)
+            if not np.all(np.isfinite(moments)) or np.any(moments < 0):
+                raise ImpossibleEvidence("bad-batch-moments", "batch moments must be finite, >= 0")
+        self._add(second, weight_bp, arm, b, deltas, moments, replicas)
+
+    def add_labelled(
+        self,
+        second: int,
+        weight_bp: int,
+        arm: str,
+        buckets: ArrayIn,
+        labelled: ArrayIn,
+        incorrect: ArrayIn,
+        *,
+        replicas: ArrayIn | None = None,
+    ) -> None:
+        """Labels joined for requests routed in ``second``: per-bucket rows ``(R', K)``."""
+        b = _ints(buckets)
+        deltas = np.zeros((*b.shape, F), dtype=np.int64)
+        deltas[..., LABELLED] = _ints(labelled).reshape(b.shape)
+        deltas[..., INCORRECT] = _ints(incorrect).reshape(b.shape)
+        if np.any(deltas < 0):
+            raise ImpossibleEvidence("negative-count", "counts cannot be negative")
+        if np.any(deltas[..., INCORRECT] > deltas[..., LABELLED]):
+            raise ImpossibleEvidence("inconsistent-counts", "more incorrect than labelled items")
+        self._add(second, weight_bp, arm, b, deltas, None, replicas)
+
+    def _add(
+        self,
+        second: int,
+        weight_bp: int,
+        arm: str,
+        buckets: IntArray,
+        deltas: IntArray,
+        moments: FloatArray | None,
+        replicas: ArrayIn | None,
+    ) -> None:
+        if arm not in ARMS:
+            raise ImpossibleEvidence("bad-arm", f"no comparison arm {arm!r}")
+        idx = self._replicas(replicas)
+        if buckets.ndim != 2 or buckets.shape[0] != idx.size:
+            raise ImpossibleEvidence(
+                "bad-shape", f"rows must be (replicas, K); got {buckets.shape} for {idx.size}"
+            )
+        if np.any(deltas < 0):
+            raise ImpossibleEvidence("negative-count", "counts cannot be negative")
+        lo, hi = self.ranges(weight_bp)[arm]
+        real = buckets != TRASH
+        if np.any(real & ((buckets < lo) | (buckets >= hi))):
+            raise ImpossibleEvidence(
+                "bucket-outside-arm",
+                f"a {arm} row names a bucket outside {lo}..{hi - 1} at weight {weight_bp}",
+            )
+        if np.any(~real & (deltas.sum(axis=-1) > 0)):
+            raise ImpossibleEvidence("bucket-outside-arm", "counts on a padding row")
+        ordered = np.sort(np.where(real, buckets, -1 - np.arange(buckets.shape[1])), axis=1)
+        if np.any(ordered[:, 1:] == ordered[:, :-1]):
+            raise ImpossibleEvidence("repeated-bucket", "a bucket appears twice in one record")
+        j = self.slot(weight_bp, arm)
+        self.first_second[idx, j] = np.minimum(self.first_second[idx, j], second)
+        item = _Pending(second, j, ARMS.index(arm), idx, buckets, deltas, moments)
+        self._pending.setdefault(second, []).append(item)
+        if np.any(second <= self.watermark[idx]):
+            # A late record of an already released second (labels, mostly): count it now.
+            self._fold([_subset(item, second <= self.watermark[idx])])
+            keep = second > self.watermark[idx]
+            if np.any(keep):
+                self._pending[second][-1] = _subset(item, keep)
+            else:
+                self._pending[second].pop()
+                if not self._pending[second]:
+                    del self._pending[second]
+
+    def add_latency_hist(
+        self,
+        arm: str,
+        *,
+        bins: ArrayIn,
+        counts: ArrayIn,
+        replicas: ArrayIn | None = None,
+    ) -> None:
+        """A cell's latency histogram (sparse rows ``(R', K)``: bin, count); the baseline and
+        control arms' are pooled to fix the latency thresholds."""
+        if arm not in ARMS:
+            raise ImpossibleEvidence("bad-arm", f"no comparison arm {arm!r}")
+        if arm == "canary":
+            return
+        b, c = _ints(bins), _ints(counts)
+        if b.shape != c.shape or np.any(c < 0) or np.any((b < 0) | (b >= NBINS)):
+            raise ImpossibleEvidence("bad-histogram", "histogram bins or counts out of range")
+        idx = self._replicas(replicas)
+        np.add.at(self.hist, (np.broadcast_to(idx[:, None], b.shape), b), c)
+
+    def _replicas(self, replicas: ArrayIn | None) -> IntArray:
+        if replicas is None:
+            return np.arange(self.replicas, dtype=np.int64)
+        idx = np.asarray(replicas, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.replicas):
+            raise ConfigError("replica index out of range")
+        return idx
+
+    # -- releasing ------------------------------------------------------------------------
+
+    def pending_seconds(self) -> list[int]:
+        return sorted(self._pending)
+
+    def release(self, watermark: ArrayIn) -> None:
+        """Every arm's results for seconds ``<= watermark`` (per replica) are complete: count
+        them. The watermark never moves back."""
+        given = np.asarray(watermark, dtype=np.int64)
+        mark = np.maximum(self.watermark, np.broadcast_to(given, self.watermark.shape))
+        self.watermark = mark
+        for second in sorted(s for s in self._pending if s <= int(mark.max())):
+            left, ready_parts = [], []
+            for item in self._pending[second]:
+                ready = second <= mark[item.replicas]
+                if np.all(ready):
+                    ready_parts.append(item)
+                elif np.any(ready):
+                    ready_parts.append(_subset(item, ready))
+                if not np.all(ready):
+                    left.append(_subset(item, ~ready))
+            self._fold_all(ready_parts)
+            if left:
+                self._pending[second] = left
+            else:
+                del self._pending[second]
+        newest = int(mark.max())
+        if newest - self._refreshed_at >= REFRESH_S:
+            self.refresh()
+            self._refreshed_at = newest
+
+    def _fold_all(self, items: list[_Pending]) -> None:
+        # Items of one second, slot and arm for the same replicas share one update.
+        groups: dict[tuple[int, int, bytes], list[_Pending]] = {}
+        for item in items:
+            groups.setdefault((item.j, item.arm, item.replicas.tobytes()), []).append(item)
+        for same in groups.values():
+            self._fold(same)
+
+    def _fold(self, items: list[_Pending]) -> None:
+        first = items[0]
+        idx, j, arm = first.replicas, first.j, first.arm
+        # Warm-up: the first seconds at a weight are not compared.
+        warm = first.second < self.first_second[idx, j] + self.warmup_s
+        if np.all(warm):
+            return
+        buckets = np.concatenate([it.buckets for it in items], axis=1)
+        deltas = np.concatenate([it.deltas for it in items], axis=1)
+        deltas[warm] = 0
+        for it in items:
+            self.totals[idx, j, arm] += np.where(warm[:, None], 0, it.deltas.sum(axis=1))
+            if it.batch is not None:
+                self.batch[idx, j, arm] += np.where(warm[:, None], 0.0, it.batch)
+        keep = deltas.any(axis=(1, 2))
+        if np.any(keep):
+            self._queue.append((j, arm, idx[keep], buckets[keep], deltas[keep]))
+
+    def refresh(self) -> None:
+        """Fold the released per-bucket deltas into ``units`` and the Gram sums (the design
+        effect's inputs). Done by :meth:`release` every :data:`REFRESH_S` seconds: the design
+        effect changes slowly, the counts the tests use are current at every second."""
+        queue, self._queue = self._queue, []
+        by_slot: dict[tuple[int, int], list[tuple[IntArray, IntArray, IntArray]]] = {}
+        for j, arm, idx, buckets, deltas in queue:
+            by_slot.setdefault((j, arm), []).append((idx, buckets, deltas))
+        for (j, arm), parts in sorted(by_slot.items()):
+            reps = np.concatenate([np.repeat(i, b.shape[1]) for i, b, _ in parts])
+            bks = np.concatenate([b.ravel() for _, b, _ in parts])
+            ds = np.concatenate([d.reshape(-1, F) for _, _, d in parts])
+            real = bks != TRASH
+            key = reps[real] * (BUCKETS + 1) + bks[real]
+            uniq, inverse = np.unique(key, return_inverse=True)
+            summed = np.zeros((uniq.size, F), dtype=np.int64)
+            np.add.at(summed, inverse, ds[real])
+            self._update_units(j, arm, uniq // (BUCKETS + 1), uniq % (BUCKETS + 1), summed)
+        self.refreshed_totals = self.totals.copy()
+        self.cache.clear()
+        if queue:
+            self.version += 1
+
+    def _update_units(
+        self, j: int, arm: int, reps: IntArray, buckets: IntArray, deltas: IntArray
+    ) -> None:
+        # Rows sorted by replica (np.unique sorts the keys): lay them out (R', K), padded.
+        idx, start, count = np.unique(reps, return_index=True, return_counts=True)
+        if idx.size == 0:
+            return
+        width = int(count.max())
+        pos = np.arange(reps.size) - np.repeat(start, count)
+        row = np.repeat(np.arange(idx.size), count)
+        grid_b = np.full((idx.size, width), TRASH, dtype=np.int64)
+        grid_b[row, pos] = buckets
+        grid_d = np.zeros((idx.size, width, F), dtype=np.int64)
+        grid_d[row, pos] = deltas
+        buckets, deltas = grid_b, grid_d
+        # Gram update: x_new x_new^T - x_old x_old^T = x_old d^T + d x_old^T + d d^T, where d
+        # is nonzero only in the block of (slot j, this arm).
+        flat = self.units.reshape(self.replicas * (BUCKETS + 1), -1)
+        where = (idx[:, None] * (BUCKETS + 1) + buckets).ravel()
+        nslots = len(self.slots)
+        x_old = flat[where].reshape(*buckets.shape, nslots, F).astype(np.float64)
+        dd = deltas.astype(np.float64)
+        # x_old placed by (slot, the bucket's arm there): one masked product per pair.
+        cross = np.zeros((idx.size, nslots * len(ARMS) * F, F))
+        for jj in range(nslots):
+            role = self.role(buckets, jj)
+            for a in np.unique(role[buckets != TRASH]):
+                xa = np.where((role == a)[..., None], x_old[:, :, jj], 0.0)
+                at = (jj * len(ARMS) + int(a)) * F
+                cross[:, at : at + F] = np.swapaxes(xa, 1, 2) @ dd
+        square = np.swapaxes(dd, 1, 2) @ dd  # (R', F, F)
+        at = (j * len(ARMS) + arm) * F
+        blk = slice(at, at + F)
+        gram = self.gram[idx]
+        gram[:, :, blk] += cross
+        gram[:, blk, :] += np.swapaxes(cross, 1, 2)
+        gram[:, blk, blk] += square
+        self.gram[idx] = gram
+        block = slice(j * F, (j + 1) * F)
+        flat[where, block] += deltas.reshape(-1, F).astype(UNIT_DTYPE)
+
+
+ROWS_VERSION = 1
+
+
+@dataclass
+class TallyRows:
+    """One rollout's tally as plain rows for the evaluator's snapshots: numbers, strings,
+    lists of those and int64/float64 arrays (1-D or 2-D). Pending seconds and queued
+    per-bucket deltas are flattened: ``*_meta`` rows say how many entries of the concatenated
+    arrays each holds."""
+
+    version: int
+    control: bool
+    warmup_s: float
+    shadow_bp: int  #: -1: not a shadow rollout
+    slots: list[list[str]]  #: [weight, arm] per slot (the weight as text)
+    units: IntArray  #: (buckets + 1, slots * F)
+    totals: IntArray  #: (slots, arms * F)
+    refreshed_totals: IntArray
+    batch: FloatArray  #: (slots, arms * len(BATCH_FIELDS))
+    first_second: IntArray  #: (slots,)
+    gram: FloatArray
+    hist: IntArray
+    watermark: int
+    refreshed_at: int
+    refreshes: int
+    pending_meta: IntArray  #: (P, 5): second, slot, arm, rows, has batch moments
+    pending_buckets: IntArray
+    pending_deltas: IntArray  #: (sum of rows, F)
+    pending_batch: FloatArray  #: (P, len(BATCH_FIELDS))
+    queue_meta: IntArray  #: (Q, 3): slot, arm, rows
+    queue_buckets: IntArray
+    queue_deltas: IntArray
+
+
+def to_rows(t: Tally) -> TallyRows:
+    """The rows of a one-rollout tally (``Tally.to_rows``)."""
+    if t.replicas != 1:
+        raise ConfigError("only a one-rollout tally is stored as rows")
+    pend = [it for second in sorted(t._pending) for it in t._pending[second]]
+    nb = len(BATCH_FIELDS)
+    return TallyRows(
+        version=ROWS_VERSION,
+        control=t.control,
+        warmup_s=t.warmup_s,
+        shadow_bp=-1 if t.shadow_bp is None else t.shadow_bp,
+        slots=[[str(w), a] for w, a in t.slots],
+        units=t.units[0].reshape(BUCKETS + 1, len(t.slots) * F).astype(np.int64),
+        totals=t.totals[0].reshape(len(t.slots), len(ARMS) * F).copy(),
+        refreshed_totals=t.refreshed_totals[0].reshape(len(t.slots), len(ARMS) * F).copy(),
+        batch=t.batch[0].reshape(len(t.slots), len(ARMS) * nb).copy(),
+        first_second=t.first_second[0].copy(),
+        gram=t.gram[0].copy(),
+        hist=t.hist[0].copy(),
+        watermark=int(t.watermark[0]),
+        refreshed_at=int(t._refreshed_at),
+        refreshes=t.version,
+        pending_meta=np.array(
+            [[it.second, it.j, it.arm, it.buckets.shape[1], it.batch is not None] for it in pend],
+            dtype=np.int64,
+        ).reshape(-1, 5),
+        pending_buckets=np.concatenate([it.buckets[0] for it in pend] or [np.zeros(0, np.int64)]),
+        pending_deltas=np.concatenate(
+            [it.deltas[0] for it in pend] or [np.zeros((0, F), np.int64)]
+        ).reshape(-1, F),
+        pending_batch=np.array(
+            [it.batch[0] if it.batch is not None else np.zeros(nb) for it in pend], dtype=float
+        ).reshape(-1, nb),
+        queue_meta=np.array([[j, a, b.shape[1]] for j, a, _, b, _ in t._queue], np.int64).reshape(
+            -1, 3
+        ),
+        queue_buckets=np.concatenate([b[0] for *_, b, _ in t._queue] or [np.zeros(0, np.int64)]),
+        queue_deltas=np.concatenate(
+            [d[0] for *_, d in t._queue] or [np.zeros((0, F), np.int64)]
+        ).reshape(-1, F),
+    )
+
+
+def from_rows(rows: TallyRows) -> Tally:
+    """The tally :func:`to_rows` stored (``Tally.from_rows``)."""
+    if rows.version != ROWS_VERSION:
+        raise ConfigError(f"tally rows version {rows.version}, this code reads {ROWS_VERSION}")
+    t = Tally(
+        1,
+        control=rows.control,
+        warmup_s=rows.warmup_s,
+        shadow_bp=None if rows.shadow_bp < 0 else rows.shadow_bp,
+    )
+    for w, a in rows.slots:
+        t.slot(int(w), a)
+    n = len(t.slots)
+    t.units[0] = np.asarray(rows.units).reshape(BUCKETS + 1, n, F).astype(UNIT_DTYPE)
+    t.totals[0] = np.asarray(rows.totals).reshape(n, len(ARMS), F)
+    t.refreshed_totals[0] = np.asarray(rows.refreshed_totals).reshape(n, len(ARMS), F)
+    t.batch[0] = np.asarray(rows.batch).reshape(n, len(ARMS), len(BATCH_FIELDS))
+    t.first_second[0] = rows.first_second
+    t.gram[0] = rows.gram
+    t.hist[0] = rows.hist
+    t.watermark[0] = rows.watermark
+    t._refreshed_at = rows.refreshed_at
+    t.version = rows.refreshes
+    one = np.zeros(1, dtype=np.int64)
+    at = 0
+    for k, (second, j, arm, count, has_batch) in enumerate(np.asarray(rows.pending_meta)):
+        part = slice(at, at + int(count))
+        at += int(count)
+        moments = np.asarray(rows.pending_batch)[k][None, :] if has_batch else None
+        item = _Pending(
+            int(second),
+            int(j),
+            int(arm),
+            one,
+            np.asarray(rows.pending_buckets)[part][None, :],
+            np.asarray(rows.pending_deltas)[part][None, :, :],
+            moments,
+        )
+        t._pending.setdefault(int(second), []).append(item)
+    at = 0
+    for j, arm, count in np.asarray(rows.queue_meta):
+        part = slice(at, at + int(count))
+        at += int(count)
+        b = np.asarray(rows.queue_buckets)[part][None, :]
+        d = np.asarray(rows.queue_deltas)[part][None, :, :]
+        t._queue.append((int(j), int(arm), one, b, d))
+    return t
+
+
+def _subset(item: _Pending, keep: npt.NDArray[np.bool_]) -> _Pending:
+    return _Pending(
+        item.second,
+        item.j,
+        item.arm,
+        item.replicas[keep],
+        item.buckets[keep],
+        item.deltas[keep],
+        None if item.batch is None else item.batch[keep],
+    )
+
+
+def _ints(values: ArrayIn) -> IntArray:
+    arr = np.asarray(values)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise ImpossibleEvidence("bad-count", "counts must be whole numbers")
+    elif arr.dtype.kind not in "iub":
+        raise ImpossibleEvidence("bad-count", f"counts must be numbers, got {arr.dtype}")
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    return np.asarray(arr, dtype=np.int64)
+
+
+def _moments(batch: object, rows: int, latency: bool) -> FloatArray:
+    """A cell's batch moments as ``(rows, len(BATCH_FIELDS))``, from numbers in that order or
+    from a record with those attributes (``m2_timed`` defaults to ``m2``: batches' errors are
+    rare, so their timed items are about all their items)."""
+    if isinstance(batch, np.ndarray | list | tuple):
+        out = np.asarray(batch, dtype=np.float64).reshape(rows, len(BATCH_FIELDS))
+    else:
+        values = []
+        for name in BATCH_FIELDS:
+            default = getattr(batch, "m2", 0) if name == "m2_timed" else 0
+            values.append(float(getattr(batch, name, default)))
+        out = np.tile(np.array(values), (rows, 1))
+    if not latency:
+        out[:, BATCH_FIELDS.index("m2_timed") :] = 0.0
+    return out

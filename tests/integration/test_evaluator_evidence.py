@@ -1,0 +1,117 @@
+"""The evaluator counts committed evidence only (faust reads uncommitted records unless it runs
+exactly-once; the evaluator's transport reads read_committed)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from model_canary.agents.bench.scrape import free_port, scrape, total
+from model_canary.agents.client.control import ControlClient
+from model_canary.agents.kafka.clients import new_producer
+from model_canary.streams.codec.avro import codec_for
+from model_canary.streams.evidence.builder import Cell, EvidenceBuilder
+from model_canary.streams.messages import Evidence, OffsetRange
+from model_canary.streams.plan import parse_plan
+from model_canary.streams.settings import Settings
+from model_canary.streams.topics import TopicCatalogue
+from tests.integration.conftest import Agent
+
+pytestmark = pytest.mark.integration
+#: A baseline bucket at 50% (the canary's are those below 5000).
+BUCKET = 9001
+
+
+def _rollout(settings: Settings, spawn: Callable[..., Agent]) -> tuple[str, ControlClient]:
+    spawn("router", "--instance", "r1")  # its controller applies the commands
+    plan = parse_plan(
+        {
+            "model": "iris",
+            "baseline": "v1",
+            "canary": "v2",
+            "steps": [50, 100],
+            "step": {"min_duration": "1h", "warmup": 0},
+            "metrics": {"errors": {}},
+            "control": False,
+        }
+    )
+    control = ControlClient(settings)
+    control.send(
+        "iris",
+        "start",
+        baseline_version="v1",
+        canary_version="v2",
+        steps_bp=plan.steps_bp,
+        plan_json=plan.to_json(),
+    )
+    state = control.state("iris")
+    assert state is not None
+    return state.rollout_id, control
+
+
+class _Producer:
+    """A worker's evidence, written by hand in transactions that commit or abort."""
+
+    def __init__(self, settings: Settings, rollout_id: str) -> None:
+        self.topic = TopicCatalogue(settings.topic_prefix).evidence
+        self.rollout_id = rollout_id
+        self.producer = new_producer(settings, "test-evidence", transactional_id="test-ev-1")
+        self.producer.init_transactions(30)
+        self.codec = codec_for(Evidence)
+        self.offset = 0
+
+    def transaction(self, n: int, *, commit: bool, second: int) -> None:
+        routed = EvidenceBuilder("routed", source="test-router")
+        served = EvidenceBuilder("served", source="test-worker")
+        routed.add_routed(
+            Cell("iris", self.rollout_id, "", "baseline", True, 5000, second), [BUCKET] * n
+        )
+        cell = Cell("iris", self.rollout_id, "v1", "baseline", True, 5000, second)
+        served.add_batch(
+            [cell] * n,
+            buckets=[BUCKET] * n,
+            errors=[False] * n,
+            latencies_ms=[1.0] * n,
+            batch_latency_ms=1.0,
+        )
+        span = OffsetRange(topic="in", partition=0, first=self.offset, last=self.offset + n - 1)
+        self.offset += n + 1
+        self.producer.begin_transaction()
+        for ev in routed.build((span,)) + served.build((span,)):
+            self.producer.produce(self.topic, self.codec.encode(ev), key=b"iris")
+        if commit:
+            self.producer.commit_transaction(30)
+        else:
+            self.producer.flush(30)  # written to the log, then aborted
+            self.producer.abort_transaction(30)
+
+
+def _counted(port: int) -> float:
+    got = scrape(port) or {}
+    return total(got, "canary_evaluated_requests", having='metric="errors"')
+
+
+def _wait_counted(port: int, n: float, timeout: float = 60.0) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _counted(port) >= n:
+            time.sleep(3.0)  # anything more would show now
+            return _counted(port)
+        time.sleep(0.2)
+    raise AssertionError(f"counted {_counted(port)} of {n}")
+
+
+def test_evidence_of_an_aborted_transaction_never_counts(
+    settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
+) -> None:
+    rollout_id, _control = _rollout(settings, spawn)
+    port = free_port()
+    spawn("evaluator", "--metrics-port", str(port), "--no-joiner")
+    writer = _Producer(settings, rollout_id)
+    now = int(time.time())
+    writer.transaction(100, commit=True, second=now)
+    writer.transaction(500, commit=False, second=now)
+    writer.transaction(50, commit=True, second=now + 1)
+    assert _wait_counted(port, 150) == 150
