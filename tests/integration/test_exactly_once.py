@@ -45,15 +45,20 @@ class _Watermarks:
         self._consumer.close()
 
 
-def _kill_when(agent: Agent, written: _Watermarks, at_least: int) -> int:
-    """SIGKILL ``agent`` as soon as ``at_least`` messages were written; the count after the
-    kill (nothing more comes from the killed process)."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if written() >= at_least:
-            agent.kill()
-            return written()
-        time.sleep(0.005)
+def _kill_when(agent: Agent, settings: Settings, topics: list[str], at_least: int) -> int:
+    """SIGKILL ``agent`` as soon as ``at_least`` messages were written to ``topics`` (read
+    every few milliseconds); the count after the kill (nothing more comes from the killed
+    process)."""
+    written = _Watermarks(settings, topics)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if written() >= at_least:
+                agent.kill()
+                return written()
+            time.sleep(0.005)
+    finally:
+        written.close()
     raise AssertionError(f"fewer than {at_least} messages arrived in 120 s:\n{agent.log()[-3000:]}")
 
 
@@ -72,18 +77,14 @@ def test_router_killed_mid_stream_routes_every_request_exactly_once(
     control.send("iris", "set_weight", weight_bp=5000)
     assert first.stop() == 0
     send_requests(settings, "iris", [f"user-{i % 7000}" for i in range(n)])
-    written = _Watermarks(settings, [topics.version_requests("iris", v) for v in ("v1", "v2")])
-    try:
-        busy = spawn("router", "--instance", "r1")
-        after_kill = _kill_when(busy, written, 1_000)
-    finally:
-        written.close()
+    out = [topics.version_requests("iris", v) for v in ("v1", "v2")]
+    busy = spawn("router", "--instance", "r1")
+    after_kill = _kill_when(busy, settings, out, 1_000)
     # Fewer than n messages (markers included) were written when it died: it was killed with
     # requests still to route, whichever of them it had committed.
     assert after_kill < n, f"the router finished before it could be killed ({after_kill} written)"
     spawn("router", "--instance", "r1")  # same instance: aborts the killed one's transaction
 
-    out = [topics.version_requests("iris", v) for v in ("v1", "v2")]
     routed = read_topic(settings, out, n, timeout=120, settle=2)
     counts = Counter(header(m, h.REQUEST_ID) for m in routed)
     assert len(counts) == n, f"{n - len(counts)} requests lost"
@@ -107,11 +108,7 @@ def test_worker_killed_mid_stream_answers_every_request_exactly_once(
     ControlClient(settings).send("iris", "register", baseline_version="v1")
     send_requests(settings, "iris", [f"user-{i}" for i in range(n)])
     first = start_worker("v1", "--metric-events")
-    written = _Watermarks(settings, [topics.results])
-    try:
-        _kill_when(first, written, 4_000)
-    finally:
-        written.close()
+    _kill_when(first, settings, [topics.results], 4_000)
     start_worker("v1", "--metric-events")
 
     results = read_topic(settings, topics.results, n, timeout=120, settle=2)
