@@ -26,6 +26,10 @@ ROLLOUT_ID = "canary-rollout-id"
 WEIGHT_BP = "canary-weight-bp"
 ROUTED_AT_MS = "canary-routed-at-ms"
 SHADOW = "canary-shadow"
+#: On a result written with at-least-once delivery: ``at-least-once`` (the same request may
+#: be answered more than once; readers drop the repeats by request id).
+DELIVERY = "canary-delivery"
+AT_LEAST_ONCE = b"at-least-once"
 #: On every result: ``true`` for the answer a client gets, ``false`` for a shadow's.
 SERVED = "canary-served"
 
@@ -73,3 +77,13 @@ def as_list(headers: object) -> RawHeaders:
 def encode_headers(items: Iterable[tuple[str, str | None]]) -> Headers:
     """``[(name, text)]`` -> Kafka headers, skipping ``None`` values."""
     return [(name, value.encode()) for name, value in items if value is not None]
+
+
+def delivery_headers(exactly_once: bool) -> RawHeaders | None:
+    """The headers every result carries: none with exactly-once delivery; the
+    ``canary-delivery: at-least-once`` mark otherwise.
+
+    >>> delivery_headers(True) is None, delivery_headers(False)
+    (True, [('canary-delivery', b'at-least-once')])
+    """
+    return None if exactly_once else [(DELIVERY, AT_LEAST_ONCE)]

@@ -98,7 +98,7 @@ class LabelJoiner:
                 topics=(cat.predictions, cat.feedback, cat.feedback_rekeyed),
                 transactional_id=tid,
                 max_batch=2000,
-                commit_interval_ms=settings.commit_interval_ms,
+                commit=settings.commit_policy,
                 assignment_strategy="range",
             ),
             self.handle,

@@ -26,20 +26,15 @@ from dataclasses import dataclass, replace
 from confluent_kafka import Message
 
 from model_canary.agents import metrics
-from model_canary.agents.kafka.eos import (
-    ExactlyOnceLoop,
-    LoopConfig,
-    TxnHooks,
-    TxnOutput,
-    tune_gc,
-)
+from model_canary.agents.kafka.alo import data_loop
+from model_canary.agents.kafka.eos import LoopConfig, TxnHooks, TxnOutput, tune_gc
 from model_canary.agents.kafka.refusals import AnswerTo, Refusals
 from model_canary.agents.kafka.state_view import StateView
 from model_canary.agents.worker.adapters import (
     ModelAdapter,
     ModelInput,
     ModelOutput,
-    predict_safely,
+    ModelRunner,
 )
 from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import codec_for
@@ -97,6 +92,7 @@ class _Routed:
     served: bool
     routed_at_ms: int | None
     redriven: bool
+    at_least_once: bool  # routed with at-least-once delivery: its answer may repeat
 
     @classmethod
     def from_headers(cls, meta: dict[str, str]) -> _Routed:
@@ -124,6 +120,7 @@ class _Routed:
             served=meta.get(h.SHADOW) != "1",
             routed_at_ms=routed_at_ms,
             redriven=meta.get(REDRIVEN) == "1",
+            at_least_once=meta.get(h.DELIVERY) == h.AT_LEAST_ONCE.decode(),
         )
 
 
@@ -137,14 +134,16 @@ class Worker:
         self.settings = settings
         self.options = options
         self.adapter = adapter
+        self.runner = ModelRunner(adapter)  # the model's calls, in a thread kept across batches
         self.catalogue = TopicCatalogue(settings.topic_prefix, settings.partitions)
         self.topic = self.catalogue.version_requests(options.model, options.version)
         self.view = StateView(settings, client_id=f"canary-worker-state-{options.instance}")
         self._metric_codec = codec_for(MetricEvent)
         self._seconds = metrics.INFERENCE_SECONDS.labels(options.model, options.version)
+        self._delivery_headers = h.delivery_headers(settings.exactly_once)
         prefix = settings.topic_prefix
         name = f"{options.model}.{options.version}"
-        self.loop = ExactlyOnceLoop(
+        self.loop = data_loop(
             settings,
             LoopConfig(
                 agent=AGENT,
@@ -152,13 +151,15 @@ class Worker:
                 topics=(self.topic,),
                 transactional_id=f"{prefix}.worker.{name}.{options.instance}",
                 max_batch=options.max_batch,
-                commit_interval_ms=settings.commit_interval_ms,
+                commit=settings.commit_policy,
             ),
             self.handle,
             refuse=self._refuse,
             hooks=TxnHooks(before_commit=self._publish_evidence, on_abort=self._drop_evidence),
         )
-        self.refusals = Refusals(self.catalogue, AGENT)
+        self.refusals = Refusals(
+            self.catalogue, AGENT, delivery_headers=h.delivery_headers(settings.exactly_once)
+        )
         self.evidence = EvidenceBuilder("served", source=self.loop.config.transactional_id)
         self._evidence_codec = codec_for(Evidence)
         self._prediction_codec = codec_for(Prediction)
@@ -170,6 +171,7 @@ class Worker:
             self.loop.run(stop)
         finally:
             self.view.close()
+            self.runner.close()
             self.adapter.close()
 
     def handle(self, batch: Sequence[Message], out: TxnOutput) -> None:
@@ -186,7 +188,7 @@ class Worker:
             return
         inputs = [ModelInput(r.request_id, r.inputs, r.content_type) for _, r, _ in todo]
         began = time.perf_counter()
-        outputs = predict_safely(self.adapter, inputs, self.options.timeout_s)
+        outputs = self.runner.predict(inputs, self.options.timeout_s)
         batch_ms = (time.perf_counter() - began) * 1000
         errors = 0
         seconds = self._seconds
@@ -327,7 +329,11 @@ class Worker:
         topic = self.catalogue.results if routed.served else self.catalogue.shadow_results
         error = not output.ok
         try:
-            out.produce(topic, encoded, key=key, headers=headers)
+            # Marked at-least-once when this worker or the router delivers so (it may repeat).
+            marks = self._delivery_headers
+            if routed.at_least_once and marks is None:
+                marks = h.delivery_headers(exactly_once=False)
+            out.produce(topic, encoded, key=key, headers=headers + (marks or []))
         except OutputRefusedError as exc:
             # The model's answer cannot be written (too large for the results topic, say):
             # answer with an error instead, keep a bounded copy of the output, count an error.
@@ -341,6 +347,7 @@ class Worker:
                 answer=answer,
                 payload=output.outputs,
                 payload_kind="output",
+                at_least_once=routed.at_least_once,
             )
             metric = replace(metric, error=True, error_type=exc.reason, prediction=None)
             error = True
@@ -448,7 +455,8 @@ class Worker:
             routed = None
         if rid:
             answer = replace(self._answer_to(None, routed), request_id=rid)
-        self.refusals.refuse(out, msg, reason, detail, answer=answer)
+        at_least_once = routed is not None and routed.at_least_once
+        self.refusals.refuse(out, msg, reason, detail, answer=answer, at_least_once=at_least_once)
         if routed is not None:
             # Routed and not run: it still counts for the second's completeness.
             second = (routed.routed_at_ms or int(time.time() * 1000)) // 1000

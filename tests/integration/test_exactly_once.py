@@ -94,7 +94,8 @@ def test_router_killed_mid_stream_routes_every_request_exactly_once(
     for m in routed:
         arms.setdefault(m.key() or b"", set()).add(header(m, h.ARM))
     assert all(len(a) == 1 for a in arms.values()), "a key changed arms across the restart"
-    assert {a for s in arms.values() for a in s} == {"baseline", "canary"}
+    # At 50% the default plan's control arm takes the baseline's whole share.
+    assert {a for s in arms.values() for a in s} == {"control", "canary"}
 
 
 def test_worker_killed_mid_stream_answers_every_request_exactly_once(
@@ -152,7 +153,7 @@ def test_evidence_is_written_exactly_once_when_the_router_and_a_worker_are_kille
     by_arm = Counter(
         ev.arm.value for ev in evidence for _ in range(ev.requests) if ev.kind == "served"
     )
-    assert set(by_arm) == {"baseline", "canary"}
+    assert set(by_arm) == {"control", "canary"}  # at 50%: the control arm, no baseline
     # No two transactions claim the same input offsets.
     seen: dict[tuple[str, str, int], list[tuple[int, int]]] = {}
     for ev in evidence:
