@@ -131,15 +131,22 @@ def test_evidence_is_written_exactly_once_when_the_router_and_a_worker_are_kille
     of every request exactly once (read_committed), and every record names the inputs its
     transaction consumed, disjoint from every other transaction's."""
     n = 20_000
-    router = spawn("router", "--instance", "r1")
+    # As in the router test: the rollout applied by a first router, the requests queued while
+    # no router runs, a fresh router killed early in that backlog; then the workers start on
+    # the routed backlog and one is killed early in it.
+    first = spawn("router", "--instance", "r1")
     control = ControlClient(settings)
     control.send("iris", "start", baseline_version="v1", canary_version="v2")
     control.send("iris", "set_weight", weight_bp=5000)
-    workers = {v: start_worker(v) for v in ("v1", "v2")}
+    assert first.stop() == 0
     send_requests(settings, "iris", [f"user-{i}" for i in range(n)])
-    _kill_when(router, settings, [topics.version_requests("iris", "v1")], 3_000)
+    routed_topics = [topics.version_requests("iris", v) for v in ("v1", "v2")]
+    at_kill = _kill_when(spawn("router", "--instance", "r1"), settings, routed_topics, 1_000)
+    assert at_kill < n, f"the router finished before it could be killed ({at_kill} written)"
     spawn("router", "--instance", "r1")
-    _kill_when(workers["v1"], settings, [topics.results], 6_000)
+    workers = {v: start_worker(v) for v in ("v1", "v2")}
+    answered_at_kill = _kill_when(workers["v1"], settings, [topics.results], 2_000)
+    assert answered_at_kill < n, f"the workers finished first ({answered_at_kill} written)"
     start_worker("v1")
 
     results = read_topic(settings, topics.results, n, timeout=180, settle=2)
