@@ -181,7 +181,7 @@ class _Bench:
             self.complete.add_routed(t, arm, cells.routed[:, a], routing)
         for weight in np.unique(w):
             at = w == weight
-            self.tally.add_routed(t, int(weight), routing[at])
+            self.tally.add_routed(t, int(weight), replicas=routing[at])
         lag = {arm: self.s.arm(arm, 0).lag_s for arm in ARMS}
         for a, arm in enumerate(ARMS):
             self._enqueue(t + lag[arm], ("served", (t, arm, a, routing, w, cells)))
