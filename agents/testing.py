@@ -4,7 +4,8 @@ workers and the exactly-once loop without a broker (in the spirit of ``bytewax.t
 :class:`FakeKafka` holds topics as lists of messages and implements the methods of
 confluent-kafka's ``Producer``, ``Consumer`` and ``AdminClient`` that the project uses, with
 transactions that ``read_committed`` readers see only once committed (an aborted one is never
-seen) and consumer groups whose offsets commit with the transaction.
+seen) and consumer groups whose offsets commit with the transaction (or on their own, for the
+at-least-once loop).
 :func:`~model_canary.agents.kafka.clients.using` makes every client the agents build come from
 it; :func:`run_until_idle` runs an agent's loop until its input is consumed and committed.
 
@@ -120,10 +121,11 @@ class FakeKafka:
         #: Called with each message a producer writes (before it is stored); may raise
         #: KafkaException to refuse it, as a broker would.
         self.on_produce: Callable[[str, bytes | None, bytes | None], None] | None = None
-        #: Called with each message a transactional producer queues; a KafkaError it returns
-        #: is the broker refusing that message *after* it was queued: its delivery report
-        #: carries the error, the transaction must be aborted (later writes fail with _STATE,
-        #: the commit with an abortable error), as librdkafka does.
+        #: Called with each message a producer queues; a KafkaError it returns is the broker
+        #: refusing that message *after* it was queued: its delivery report carries the error
+        #: and the message is not stored; in a transaction, the transaction must be aborted
+        #: (later writes fail with _STATE, the commit with an abortable error), as librdkafka
+        #: does.
         self.refuse_queued: (
             Callable[[str, bytes | None, bytes | None], KafkaError | None] | None
         ) = None
@@ -229,8 +231,10 @@ class FakeProducer:
         if self._failed is not None:
             raise KafkaException(KafkaError(KafkaError._STATE, "Local: Erroneous state"))
         refused = self.kafka.refuse_queued(topic, value, key) if self.kafka.refuse_queued else None
-        if refused is not None and self.transactional:
-            self._failed = refused
+        on_delivery = on_delivery or self.config.get("on_delivery")
+        if refused is not None:
+            if self.transactional:
+                self._failed = refused
             if on_delivery is not None:
                 lost = FakeMessage(topic, -1, -1, key, value, _bytes_headers(headers), _now_ms())
                 self._reports.append((on_delivery, refused, lost))
@@ -238,7 +242,7 @@ class FakeProducer:
         msg = self.kafka.append(topic, value, key, headers, in_txn=self.transactional)
         if self.transactional:
             self._written.append(msg)
-        if on_delivery is not None:
+        if on_delivery is not None and not self.config.get("delivery.report.only.error"):
             self._reports.append((on_delivery, None, msg))
 
     def poll(self, timeout: float = 0.0) -> int:
@@ -330,6 +334,8 @@ class FakeConsumer:
         self._positions: dict[tuple[str, int], int] = {}
         self._subscribed = False
         self.closed = False
+        #: Plain offset commits are lost (a process killed before its commit arrived).
+        self.lose_commits = False
 
     # -- group membership ----------------------------------------------------------------------
     def subscribe(
@@ -345,6 +351,16 @@ class FakeConsumer:
 
     def consumer_group_metadata(self) -> str:
         return self.group
+
+    def commit(
+        self, offsets: Sequence[TopicPartition] | None = None, asynchronous: bool = True, **_: Any
+    ) -> None:
+        """Commit ``offsets`` (default: the positions) for the group, at once."""
+        if self.lose_commits:
+            return
+        with self.kafka.lock:
+            for tp in offsets if offsets is not None else self.position(self.assignment()):
+                self.kafka.group_offsets[self.group, tp.topic, tp.partition] = tp.offset
 
     def committed(self, partitions: Sequence[TopicPartition], timeout: float = 0.0) -> list[Any]:
         with self.kafka.lock:
@@ -417,6 +433,10 @@ class FakeConsumer:
         if not out and timeout:
             time.sleep(min(timeout, 0.001))
         return out
+
+    def poll(self, timeout: float = 0.0) -> FakeMessage | None:
+        msgs = self.consume(1, timeout)
+        return msgs[0] if msgs else None
 
     def get_watermark_offsets(self, tp: TopicPartition, **_: Any) -> tuple[int, int]:
         self.kafka.create(tp.topic)

@@ -15,6 +15,17 @@ results than it was sent, a result whose request was never sent.
 >>> report = ledger.report()
 >>> report.missing, report.duplicated, report.orphans, report.ok
 (('r4',), ('r2',), ('zz',), False)
+
+A result written with at-least-once delivery (``repeatable``) may come more than once: its
+repeats are counted, not taken for duplicates.
+
+>>> ledger = Ledger()
+>>> ledger.request("r1")
+>>> ledger.result("r1", served=True, repeatable=True)
+>>> ledger.result("r1", served=True, repeatable=True)
+>>> report = ledger.report()
+>>> report.repeats, report.duplicated, report.ok
+(1, (), True)
 """
 
 from __future__ import annotations
@@ -98,6 +109,8 @@ class AccountingReport:
     duplicated: tuple[str, ...]
     orphans: tuple[str, ...]
     unreadable_results: int = 0
+    #: Served results beyond the first of requests answered with at-least-once delivery.
+    repeats: int = 0
     #: Served answers that are errors (a model failure, or a refusal: unknown model,
     #: undecodable, too large...), by error type; they count as answered.
     error_answers: dict[str, int] = field(default_factory=dict, hash=False)
@@ -116,6 +129,7 @@ class AccountingReport:
             "dead_letters": self.dead_letters,
             "dead_letter_reasons": dict(sorted(self.dead_letter_reasons.items())),
             "unreadable_results": self.unreadable_results,
+            "repeats": self.repeats,
             "answered_with_error": sum(self.error_answers.values()),
             "error_answers": dict(sorted(self.error_answers.items())),
             "lost": len(self.missing),
@@ -135,6 +149,7 @@ class Ledger:
         self._requested: Counter[str] = Counter()
         self._earlier: set[str] = set()
         self._served: Counter[str] = Counter()
+        self._repeatable: Counter[str] = Counter()  # served results marked at-least-once
         self._shadow: Counter[str] = Counter()
         self._dead: Counter[str] = Counter()
         self._reasons: Counter[str] = Counter()
@@ -150,9 +165,19 @@ class Ledger:
         """A request sent just before the window: its results are not counted, nor orphans."""
         self._earlier.add(request_id)
 
-    def result(self, request_id: str, *, served: bool, error_type: str | None = None) -> None:
-        """A result; a served one with ``error_type`` is an answer with an error."""
+    def result(
+        self,
+        request_id: str,
+        *,
+        served: bool,
+        repeatable: bool = False,
+        error_type: str | None = None,
+    ) -> None:
+        """A result; ``repeatable``: written with at-least-once delivery (it may repeat); a
+        served one with ``error_type`` is an answer with an error."""
         (self._served if served else self._shadow)[request_id] += 1
+        if served and repeatable:
+            self._repeatable[request_id] += 1
         if served and error_type is not None:
             self._errors.setdefault(request_id, Counter())[error_type] += 1
 
@@ -174,7 +199,19 @@ class Ledger:
             return rid in requested or rid not in self._earlier
 
         missing = [rid for rid, n in requested.items() if self._served[rid] + self._dead[rid] < n]
-        duplicated = [rid for rid, n in self._served.items() if n > max(requested[rid], 1)]
+        # Results beyond what was requested; those marked repeatable are repeats, the others
+        # duplicates (a request answered twice although exactly-once was promised).
+        repeats = 0
+        duplicated = []
+        for rid, n in self._served.items():
+            extra = n - max(requested[rid], 1)
+            if extra <= 0:
+                continue
+            allowed = min(extra, self._repeatable[rid])
+            if counted(rid):
+                repeats += allowed
+            if extra > allowed:
+                duplicated.append(rid)
         answered = set(self._served) | set(self._shadow)
         orphans = [rid for rid in answered if rid not in requested and rid not in self._earlier]
         return AccountingReport(
@@ -187,6 +224,7 @@ class Ledger:
             duplicated=tuple(sorted(d for d in duplicated if counted(d))),
             orphans=tuple(sorted(orphans)),
             unreadable_results=self._unreadable_results,
+            repeats=repeats,
             error_answers=dict(
                 sum((c for rid, c in self._errors.items() if counted(rid)), Counter())
             ),

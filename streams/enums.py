@@ -1,4 +1,5 @@
-"""The closed vocabularies of the records: arms, modes, actions, phases, outcomes."""
+"""The closed vocabularies of the records: arms, modes, actions, phases, outcomes, pre-flight
+statuses."""
 
 from __future__ import annotations
 
@@ -58,6 +59,25 @@ class Outcome(StrEnum):
     HOLD = "HOLD"
     ROLLBACK = "ROLLBACK"
     FINALIZE = "FINALIZE"
+
+
+class PreflightStatus(StrEnum):
+    """Where a pre-flight is: replaying and collecting answers, then its verdict."""
+
+    REPLAYING = "replaying"
+    COLLECTING = "collecting"
+    PASSED = "passed"
+    FAILED = "failed"
+    INCONCLUSIVE = "inconclusive"
+
+
+class BaselineMode(StrEnum):
+    """How a pre-flight gets the baseline's answers: it ``replay``s the recorded requests
+    through the baseline too (same load and batching: latency compares), or uses the answers
+    ``recorded`` when they were served (no latency comparison)."""
+
+    REPLAY = "replay"
+    RECORDED = "recorded"
 
 
 class EvidenceKind(StrEnum):

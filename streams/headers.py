@@ -26,8 +26,17 @@ ROLLOUT_ID = "canary-rollout-id"
 WEIGHT_BP = "canary-weight-bp"
 ROUTED_AT_MS = "canary-routed-at-ms"
 SHADOW = "canary-shadow"
+#: On a result written with at-least-once delivery: ``at-least-once`` (the same request may
+#: be answered more than once; readers drop the repeats by request id).
+DELIVERY = "canary-delivery"
+AT_LEAST_ONCE = b"at-least-once"
 #: On every result: ``true`` for the answer a client gets, ``false`` for a shadow's.
 SERVED = "canary-served"
+#: On a replayed copy of a recorded request and on its answer: the pre-flight's id.
+PREFLIGHT = "canary-preflight"
+#: On a replayed request's answer: the worker micro-batch it was answered in (the pre-flight
+#: counts batches as the worker's served evidence does).
+PREFLIGHT_BATCH = "canary-preflight-batch"
 
 DLQ_REASON = "canary-dlq-reason"
 DLQ_DETAIL = "canary-dlq-detail"
@@ -73,3 +82,13 @@ def as_list(headers: object) -> RawHeaders:
 def encode_headers(items: Iterable[tuple[str, str | None]]) -> Headers:
     """``[(name, text)]`` -> Kafka headers, skipping ``None`` values."""
     return [(name, value.encode()) for name, value in items if value is not None]
+
+
+def delivery_headers(exactly_once: bool) -> RawHeaders | None:
+    """The headers every result carries: none with exactly-once delivery; the
+    ``canary-delivery: at-least-once`` mark otherwise.
+
+    >>> delivery_headers(True) is None, delivery_headers(False)
+    (True, [('canary-delivery', b'at-least-once')])
+    """
+    return None if exactly_once else [(DELIVERY, AT_LEAST_ONCE)]

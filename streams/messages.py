@@ -14,13 +14,23 @@ enum-like field has an unknown value, a timestamp is naive or a ``*_bp`` value l
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
 from model_canary.streams.defaults import DEFAULT_STEPS_BP
-from model_canary.streams.enums import Action, Arm, EvidenceKind, Mode, Outcome, Phase
+from model_canary.streams.enums import (
+    Action,
+    Arm,
+    BaselineMode,
+    EvidenceKind,
+    Mode,
+    Outcome,
+    Phase,
+    PreflightStatus,
+)
 from model_canary.streams.errors import RecordValidationError, UndecodableError
 from model_canary.streams.headers import JSON
 from model_canary.streams.record_base import (
@@ -41,6 +51,7 @@ __all__ = [
     "RECORD_TYPES",
     "Action",
     "Arm",
+    "BaselineMode",
     "ControlCommand",
     "ControlEvent",
     "DeadLetter",
@@ -58,6 +69,8 @@ __all__ = [
     "Outcome",
     "Phase",
     "Prediction",
+    "Preflight",
+    "PreflightStatus",
     "Record",
     "RolloutState",
     "epoch_ms",
@@ -119,6 +132,22 @@ class InferenceResult(Record):
     routing_key: str | None = None
     latency_ms: float
     created_at: datetime
+    #: Added in schema version 2 (``schemas/history/inference_result.v1.avsc`` is the first):
+    #: the prediction as text and what the adapter measured (token counts of a chat answer).
+    prediction: str | None = None
+    measures: Mapping[str, float] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        Record.__post_init__(self)
+        for name, number in self.measures.items():
+            if not name or isinstance(number, bool) or not isinstance(number, int | float):
+                raise RecordValidationError(
+                    f"InferenceResult.measures: {name!r} must name a number, got {number!r}"
+                )
+            if not math.isfinite(number):
+                raise RecordValidationError(
+                    f"InferenceResult.measures: {name!r} must be finite, got {number!r}"
+                )
 
     def json(self) -> Any:
         """The outputs decoded from JSON: what a ``python:`` model returned, an Open Inference
@@ -167,14 +196,45 @@ class MetricEvent(Record):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Feedback(Record):
-    """Ground truth for a request, arriving after the fact (see the module example)."""
+    """Feedback on a request, arriving after the fact: its true ``label`` (ground truth for
+    accuracy; empty when there is none), a numeric ``value`` (a rating, a judge's score, the
+    true value of a regression target) and free-form ``attributes`` — any of them, but at
+    least one. Outcome metrics read them (:mod:`model_canary.streams.outcomes`).
 
-    IDENTITY: ClassVar[tuple[str, ...]] = ("request_id", "model", "label")
+    >>> Feedback(request_id="r1", model="chat", value=0.25, observed_at=EPOCH).label
+    ''
+    >>> Feedback(request_id="r1", model="chat", observed_at=EPOCH)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    model_canary.streams.errors.RecordValidationError: Feedback for r1 carries nothing: ...
+    """
+
+    IDENTITY: ClassVar[tuple[str, ...]] = ("request_id", "model")
     request_id: str
     model: str
-    label: str
+    label: str = ""
     observed_at: datetime
     source: str | None = None
+    #: Added in schema version 2 (``schemas/history/feedback.v1.avsc`` is the first);
+    #: records written before read as no value and no attributes.
+    value: float | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        Record.__post_init__(self)
+        if self.value is not None:
+            if isinstance(self.value, bool) or not isinstance(self.value, int | float):
+                raise RecordValidationError(f"Feedback.value must be a number, got {self.value!r}")
+            if not math.isfinite(self.value):
+                raise RecordValidationError(f"Feedback.value must be finite, got {self.value!r}")
+            object.__setattr__(self, "value", float(self.value))
+        if any(not isinstance(k, str) or not k for k in self.attributes):
+            raise RecordValidationError("Feedback.attributes: every key must be a non-empty text")
+        if not self.label and self.value is None and not self.attributes:
+            raise RecordValidationError(
+                f"Feedback for {self.request_id} carries nothing: "
+                "give a label, a value or attributes"
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -359,6 +419,63 @@ class DeadLetter(Record):
     failed_at: datetime
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Preflight(Record):
+    """A pre-flight's progress, then its verdict (compacted topic, key = ``preflight_id``).
+
+    ``ranges`` are the recorded requests replayed (``first..last`` per partition of the
+    requests topic); ``evidence`` is per metric, as a rollout decision carries it.
+
+    >>> pf = Preflight(preflight_id="pf-1", model="iris", baseline_version="v1",
+    ...                candidate_version="v2", status="passed", window_start=EPOCH,
+    ...                started_at=EPOCH, updated_at=EPOCH)
+    >>> pf.status is PreflightStatus.PASSED, pf.passed, pf.finished, pf.schema_version
+    (True, True, True, 1)
+    """
+
+    IDENTITY: ClassVar[tuple[str, ...]] = (
+        "preflight_id",
+        "model",
+        "baseline_version",
+        "candidate_version",
+    )
+    schema_version: int = 1
+    preflight_id: str
+    model: str
+    baseline_version: str
+    candidate_version: str
+    status: PreflightStatus
+    baseline_mode: BaselineMode = BaselineMode.REPLAY
+    sample_bp: int = MAX_BP
+    rate: float = 0.0
+    max_requests: int = 0
+    ranges: tuple[OffsetRange, ...] = ()
+    window_start: datetime
+    replayed: int = 0
+    answered: int = 0
+    labelled: int = 0
+    reason: str = ""
+    evidence: tuple[MetricEvidence, ...] = ()
+    agreement: float | None = None
+    plan_json: str | None = None
+    report: str | None = None
+    started_at: datetime
+    updated_at: datetime
+
+    @property
+    def finished(self) -> bool:
+        """The verdict is in (passed, failed or inconclusive)."""
+        return self.status in (
+            PreflightStatus.PASSED,
+            PreflightStatus.FAILED,
+            PreflightStatus.INCONCLUSIVE,
+        )
+
+    @property
+    def passed(self) -> bool:
+        return self.status is PreflightStatus.PASSED
+
+
 _EVIDENCE_COUNTS = (
     "requests",
     "errors",
@@ -484,6 +601,7 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     RolloutState,
     Decision,
     DeadLetter,
+    Preflight,
     Evidence,
     Prediction,
 )

@@ -19,6 +19,8 @@ from types import MappingProxyType
 from typing import Any
 
 from model_canary.streams.errors import ConfigError
+from model_canary.streams.preflight.requirement import PreflightRequirement, parse_requirement
+from model_canary.streams.record_base import MAX_BP
 from model_canary.streams.topics import validate_name
 
 METRICS = ("errors", "latency_p95", "latency_p99", "accuracy")
@@ -113,11 +115,22 @@ class RolloutPlan:
     control: bool = DEFAULT_CONTROL
     #: How long a prediction waits for its ground-truth label (stored plans without it: 24 h).
     label_window_seconds: float = 86_400.0
+    #: ``preflight: {since, min_requests}``: ``rollout start`` needs a passing pre-flight first.
+    preflight: PreflightRequirement | None = None
+    #: The passing pre-flight the rollout rests on (set by ``rollout start``; stored with the
+    #: plan in the start command and the rollout state).
+    preflight_id: str | None = None
 
     def to_json(self) -> str:
         """The plan as compact JSON (carried in the start command and the rollout state)."""
         doc: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         doc["metrics"] = {k: asdict(v) for k, v in self.metrics.items()}
+        # Written only when set: plans without a pre-flight keep their stored form.
+        doc.pop("preflight")
+        if self.preflight is not None:
+            doc["preflight"] = self.preflight.to_doc()
+        if self.preflight_id is None:
+            doc.pop("preflight_id")
         return json.dumps(doc, separators=(",", ":"), sort_keys=True)
 
     @classmethod
@@ -137,8 +150,18 @@ class RolloutPlan:
                 v["alarm_ratios"] = tuple(v.get("alarm_ratios", default.alarm_ratios))
                 metrics[name] = MetricPolicy(**v)
             doc["metrics"] = MappingProxyType(metrics)
+            doc["preflight"] = parse_requirement(doc.get("preflight"))
+            if not isinstance(doc.get("preflight_id"), str | None):
+                raise PlanError("not a stored plan: preflight_id must be a text")
             return cls(**doc)
-        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        except (
+            ValueError,
+            TypeError,
+            KeyError,
+            AttributeError,
+            RecursionError,
+            ConfigError,
+        ) as exc:
             raise PlanError(f"not a stored plan: {type(exc).__name__}: {exc}") from None
 
 
@@ -199,6 +222,7 @@ def parse_plan(doc: Mapping[str, Any]) -> RolloutPlan:
         "shadow_sample",
         "control",
         "label_window",
+        "preflight",
     }
     unknown = sorted(map(str, set(doc) - known))  # YAML keys may be numbers
     if unknown:
@@ -257,6 +281,7 @@ def parse_plan(doc: Mapping[str, Any]) -> RolloutPlan:
         metrics=_metrics(doc.get("metrics")),
         control=control and mode == "canary",
         label_window_seconds=label_window,
+        preflight=parse_requirement(doc.get("preflight")),
     )
 
 
@@ -300,7 +325,7 @@ def _steps(value: Any) -> tuple[int, ...]:
         out.append(round(pct * 100))
     if any(b <= a for a, b in pairwise(out)):
         raise PlanError(f"steps: must increase strictly, got {value}")
-    if out[-1] != 10_000:
+    if out[-1] != MAX_BP:
         raise PlanError(f"steps: the last step must be 100, got {value[-1]}")
     return tuple(out)
 

@@ -25,6 +25,17 @@ from types import MappingProxyType
 from typing import Any
 
 from model_canary.streams.errors import ConfigError
+from model_canary.streams.latency import (
+    DEFAULT_DELIVERY,
+    DEFAULT_LATENCY,
+    CommitPolicy,
+    Delivery,
+    LatencyMode,
+    LatencyProfile,
+    delivery_of,
+    latency_mode,
+    profile_of,
+)
 from model_canary.streams.signing_keys import KEY_ENV, KEY_FILE_ENV, KeyRing
 
 ENV_PREFIX = "CANARY_"
@@ -60,7 +71,12 @@ class Settings:
     cache_dir: Path = field(default_factory=_default_cache_dir)
     partitions: int = 3
     replication_factor: int = 1
-    commit_interval_ms: int = 100
+    # How long transactions stay open, linger and fetch waits (streams.latency); a commit
+    # interval, when set, replaces the profile's commit policy (commit every N ms).
+    latency: LatencyMode = DEFAULT_LATENCY
+    commit_interval_ms: int | None = None
+    # The data path's guarantee: exactly-once (transactions) or at-least-once.
+    delivery: Delivery = DEFAULT_DELIVERY
     max_request_bytes: int = 1_048_576
     metrics_port: int | None = None
     # How long a CLI command waits for Kafka to answer before it fails (agents wait on).
@@ -78,8 +94,11 @@ class Settings:
         if not 1 <= self.broker_port <= 65535:
             raise ConfigError(f"broker port {self.broker_port} is outside 1..65535")
         for name in ("partitions", "replication_factor", "commit_interval_ms", "max_request_bytes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
+        object.__setattr__(self, "latency", latency_mode(self.latency))
+        object.__setattr__(self, "delivery", delivery_of(self.delivery))
         if not self.connect_timeout_s > 0:
             raise ConfigError(f"the connect timeout must be > 0 s, got {self.connect_timeout_s}")
         object.__setattr__(self, "extra_config", MappingProxyType(dict(self.extra_config)))
@@ -100,6 +119,29 @@ class Settings:
     @property
     def uses_local_broker(self) -> bool:
         return self.bootstrap is None
+
+    @property
+    def profile(self) -> LatencyProfile:
+        """The latency profile (linger, fetch wait, commit policy) every client follows."""
+        return profile_of(self.latency)
+
+    @property
+    def commit_policy(self) -> CommitPolicy:
+        """When exactly-once loops commit: the profile's policy, or every
+        ``commit_interval_ms`` when that is set.
+
+        >>> Settings(latency="throughput").commit_policy
+        CommitPolicy(min_ms=100, max_ms=100)
+        >>> Settings(commit_interval_ms=5000).commit_policy
+        CommitPolicy(min_ms=5000, max_ms=5000)
+        """
+        if self.commit_interval_ms is not None:
+            return CommitPolicy.every(self.commit_interval_ms)
+        return self.profile.commit
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.delivery is Delivery.EXACTLY_ONCE
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with the given fields replaced; ``None`` values are ignored (unset flags)."""
@@ -173,7 +215,13 @@ class Settings:
         return env
 
 
-_TEXT_VARS = {"CANARY_BOOTSTRAP": "bootstrap", "CANARY_TOPIC_PREFIX": "topic_prefix"}
+_TEXT_VARS = {
+    "CANARY_BOOTSTRAP": "bootstrap",
+    "CANARY_TOPIC_PREFIX": "topic_prefix",
+    # Checked (and made the enum) by Settings itself.
+    "CANARY_LATENCY": "latency",
+    "CANARY_DELIVERY": "delivery",
+}
 _NUMBER_VARS = {
     "CANARY_BROKER_PORT": "broker_port",
     "CANARY_PARTITIONS": "partitions",

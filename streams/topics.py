@@ -61,6 +61,23 @@ class TopicCatalogue:
         validate_name("version", version)
         return f"{self.prefix}.requests.{model}.{version}"
 
+    def preflight_requests(self, model: str, version: str) -> str:
+        """Recorded requests replayed to one version by a pre-flight (consumed by that
+        version's workers, answered on :attr:`preflight_results`, never served)."""
+        validate_name("model", model)
+        validate_name("version", version)
+        return f"{self.prefix}.preflight.{model}.{version}"
+
+    @property
+    def preflight_results(self) -> str:
+        """Answers to replayed requests: compared by their pre-flight, never served."""
+        return f"{self.prefix}.preflight-results"
+
+    @property
+    def preflights(self) -> str:
+        """Compacted: each pre-flight's latest record (progress, then verdict), keyed by id."""
+        return f"{self.prefix}.preflights"
+
     @property
     def results(self) -> str:
         """Served inference results: the answers (an error result for a refused request)."""
@@ -135,7 +152,7 @@ class TopicCatalogue:
         """The specification of one catalogue topic (version request topics included)."""
         single = {self.control, self.rollout_state, self.events}
         config: dict[str, str] = {}
-        if name == self.rollout_state:
+        if name in (self.rollout_state, self.preflights):
             # Compaction keeps the latest state per model forever: a restarted router
             # restores every rollout from it.
             config = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
@@ -177,8 +194,16 @@ class TopicCatalogue:
             self.rollout_state,
             self.events,
             self.dead_letters,
+            self.preflight_results,
+            self.preflights,
         ]
         return [self.spec(n) for n in names]
 
     def version_specs(self, model: str, *versions: str) -> list[TopicSpec]:
-        return [self.spec(self.version_requests(model, v)) for v in versions]
+        """Each version's request topic and pre-flight topic."""
+        names = [
+            name
+            for v in versions
+            for name in (self.version_requests(model, v), self.preflight_requests(model, v))
+        ]
+        return [self.spec(n) for n in names]

@@ -89,9 +89,13 @@ class _Accountant:
                 self.ledger.unreadable_result()
             return
         if self.only is None or result.request_id in self.only:
+            repeatable = h.header_dict(h.as_list(msg.headers())).get(h.DELIVERY) == (
+                h.AT_LEAST_ONCE.decode()
+            )
             self.ledger.result(
                 result.request_id,
                 served=result.served,
+                repeatable=repeatable,
                 error_type=(result.error_type or "error") if result.error else None,
             )
 

@@ -70,16 +70,20 @@ def produce_paced(
     id_prefix: str,
     key_space: int = 50_000,
     warmup: int = 10,
+    ready: Callable[[], None],
 ) -> tuple[list[str], list[str]]:
     """``rate`` requests per second for ``seconds`` seconds, each with its send time in the
     ``canary-bench-sent-ns`` header. Returns the ids of all requests sent and of the timed
-    ones: ``warmup`` untimed requests go first, so connecting is not timed."""
+    ones: ``warmup`` untimed requests go first, then ``ready()`` returns once the agent under
+    test has handled them, so neither connecting nor the agent's start is timed (a contender
+    started just before would otherwise make its first timed requests wait for its start-up,
+    one that was running already not)."""
     client = CanaryClient(settings)
     warm = [f"{id_prefix}w{i}" for i in range(warmup)]
     for rid in warm:
         client.send(INPUTS, model=model, key=rid, request_id=rid, flush=False)
     client.flush(30)
-    time.sleep(1.0)  # let the warm-up requests through before timing begins
+    ready()
     n = max(1, int(rate * seconds))
     ids = [f"{id_prefix}{i}" for i in range(n)]
     began = time.monotonic()

@@ -133,16 +133,25 @@ def _reader(settings: Settings, **config: object) -> Consumer:
     return new_consumer(settings, name, name, **config)
 
 
-class LatencyTail:
-    """Receives the copies of latency requests on ``topics`` (``read_committed``, from their
-    current end) in a thread; ``latencies_ms[request id]`` is receive time minus send time.
+class TopicTail:
+    """Reads ``topics`` (``read_committed``, from their current end) in a thread and hands
+    every message to ``record(message, received_ns)`` (``time.time_ns()`` when the batch it
+    came in was received), under :attr:`lock`.
 
-    ``fetch.wait.max.ms`` is 10, so waiting on fetches adds at most 10 ms.
+    ``fetch.wait.max.ms`` is 10 and each read returns with the first message there is
+    (:func:`~model_canary.agents.kafka.clients.consume`), so a message is received as soon as
+    a ``read_committed`` consumer can read it.
     """
 
-    def __init__(self, settings: Settings, topics: Iterable[str]) -> None:
-        self.latencies_ms: dict[str, float] = {}
-        self.duplicates = 0
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Iterable[str],
+        record: Callable[[Message, int], None],
+        name: str = "tail",
+    ) -> None:
+        self.record = record
+        self.lock = threading.Lock()
         self._consumer = _reader(settings, **{"fetch.wait.max.ms": 10})
         assignment = []
         for topic in topics:
@@ -153,8 +162,7 @@ class LatencyTail:
                 assignment.append(TopicPartition(topic, p, high))
         self._consumer.assign(assignment)
         self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="latency-tail", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -162,29 +170,46 @@ class LatencyTail:
             while not self._stop.is_set():
                 msgs = consume(self._consumer, 1000, 0.05)
                 now = time.time_ns()
-                with self._lock:
+                with self.lock:
                     for msg in msgs:
-                        sent, rid = header_value(msg, SENT_NS), request_id_header(msg)
-                        if sent is None or rid is None:
-                            continue
-                        if rid in self.latencies_ms:
-                            self.duplicates += 1
-                        else:
-                            self.latencies_ms[rid] = (now - int(sent)) / 1e6
+                        self.record(msg, now)
         finally:
             self._consumer.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+class LatencyTail:
+    """Receives the copies of latency requests on ``topics`` (a :class:`TopicTail`);
+    ``latencies_ms[request id]`` is receive time minus send time (the ``canary-bench-sent-ns``
+    header)."""
+
+    def __init__(self, settings: Settings, topics: Iterable[str]) -> None:
+        self.latencies_ms: dict[str, float] = {}
+        self.duplicates = 0
+        self._tail = TopicTail(settings, topics, self._record, name="latency-tail")
+
+    def _record(self, msg: Message, now: int) -> None:
+        sent, rid = header_value(msg, SENT_NS), request_id_header(msg)
+        if sent is None or rid is None:
+            return
+        if rid in self.latencies_ms:
+            self.duplicates += 1
+        else:
+            self.latencies_ms[rid] = (now - int(sent)) / 1e6
 
     def wait_for(self, ids: Sequence[str], timeout: float) -> list[float]:
         """Latencies of ``ids`` once all arrived (or ``timeout`` passed), then stop."""
         deadline = time.monotonic() + timeout
         wanted = set(ids)
         while time.monotonic() < deadline:
-            with self._lock:
+            with self._tail.lock:
                 if wanted.issubset(self.latencies_ms):
                     break
             time.sleep(0.05)
-        self._stop.set()
-        self._thread.join(10)
+        self._tail.stop()
         return [self.latencies_ms[i] for i in ids if i in self.latencies_ms]
 
 

@@ -1,12 +1,15 @@
 """The reference a benchmark compares an agent with: the least an exactly-once
 consume-then-produce loop can do, written directly against confluent-kafka.
 
-It consumes in batches (``consume(num_messages=1000)``), copies each message (value, key,
-headers) to every output topic inside a transaction, and every 100 ms sends the consumed
-offsets to the transaction and commits it. Clients are configured as the agents' are
-(:mod:`~model_canary.agents.kafka.config`: ``read_committed``, idempotence, ``acks=all``,
-``linger.ms=5``, static group membership), so the only difference from an agent is the agent's
-own work. Connection settings come from ``CANARY_*`` variables. Stops gracefully on SIGTERM/SIGINT.
+It consumes in batches of up to 1000 (as the agents do:
+:func:`~model_canary.agents.kafka.clients.fetch`), copies each message (value, key, headers) to
+every output topic inside a transaction, and sends the consumed offsets to the transaction and
+commits it when the agents' commit policy says so (``Settings.commit_policy``: the
+``CANARY_LATENCY`` profile's, or ``CANARY_COMMIT_INTERVAL_MS``). Clients are configured as the
+agents' are (:mod:`~model_canary.agents.kafka.config`: ``read_committed``, idempotence,
+``acks=all``, the profile's ``linger.ms`` and ``fetch.wait.max.ms``, static group membership),
+so the only difference from an agent is the agent's own work. Settings come from ``CANARY_*``
+variables. Stops gracefully on SIGTERM/SIGINT.
 
     python -m model_canary.agents.bench.passthrough --input canary.requests --output canary.copy \\
         --group canary.passthrough --transactional-id canary.passthrough.1
@@ -23,6 +26,7 @@ from collections.abc import Sequence
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from model_canary.agents.bench import BenchError
+from model_canary.agents.kafka.clients import fetch
 from model_canary.agents.kafka.config import consumer_config, producer_config
 from model_canary.streams.settings import Settings
 
@@ -42,11 +46,10 @@ class Passthrough:
         transactional_id: str,
         *,
         max_batch: int = 1000,
-        commit_interval_ms: int = 100,
     ) -> None:
         self.outputs = list(outputs)
         self.max_batch = max_batch
-        self.commit_interval_s = commit_interval_ms / 1000
+        self.policy = settings.commit_policy
         self.in_txn = False
         self.producer = Producer(
             producer_config(
@@ -84,10 +87,13 @@ class Passthrough:
 
     def run(self, stop: threading.Event) -> None:
         consumer, producer, outputs = self.consumer, self.producer, self.outputs
+        policy = self.policy
         started = 0.0
         try:
             while not stop.is_set():
-                msgs = consumer.consume(num_messages=self.max_batch, timeout=0.05)
+                now = time.monotonic()
+                wait = policy.wait_s((now - started) * 1000) if self.in_txn else 0.05
+                msgs = fetch(consumer, self.max_batch, wait)
                 if msgs and not self.in_txn:
                     producer.begin_transaction()
                     self.in_txn, started = True, time.monotonic()
@@ -105,7 +111,9 @@ class Passthrough:
                                 break
                             except BufferError:
                                 producer.poll(0.05)
-                if self.in_txn and time.monotonic() - started >= self.commit_interval_s:
+                if self.in_txn and policy.due(
+                    (time.monotonic() - started) * 1000, drained=len(msgs) < self.max_batch
+                ):
                     self.commit()
             if self.in_txn:
                 self.commit()
@@ -127,9 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--group", required=True, help="consumer group id")
     parser.add_argument("--transactional-id", required=True, help="producer transactional id")
     parser.add_argument("--max-batch", type=int, default=1000, help="messages per consume()")
-    parser.add_argument(
-        "--commit-interval-ms", type=int, default=100, help="transaction commit interval"
-    )
     args = parser.parse_args(argv)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _s, _f: stop.set())
@@ -141,7 +146,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.group,
         args.transactional_id,
         max_batch=args.max_batch,
-        commit_interval_ms=args.commit_interval_ms,
     ).run(stop)
     return 0
 

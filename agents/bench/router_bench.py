@@ -6,8 +6,10 @@ same requests.
 2. Produce ``requests`` Avro requests before either consumer starts.
 3. Each contender (``canary router --no-controller`` and the passthrough, each a process of
    its own) drains them alone; see :mod:`model_canary.agents.bench.measure` for what is timed.
-4. Latency: with only the router running, requests at ``latency_rate``/s for
-   ``latency_seconds`` s; then the same through the passthrough.
+4. Latency, each round: with only the router running, requests at ``latency_rate``/s for
+   ``latency_seconds`` s; then the same through the passthrough (the order alternates between
+   rounds). Each figure is the median of the rounds' (``..._rounds``: every round's value, the
+   spread a regression must stand out of).
 5. Check every request was routed exactly once (``read_committed``), delete the topics.
 
 >>> # figures, text = run_router_bench(Settings.from_env(), RouterBenchOptions(requests=3000))
@@ -117,10 +119,24 @@ def run_router_bench(
                 progress=progress,
                 timeout=o.timeout,
             )
-            # The router is still running from its last drain.
-            router_lat, router_lat_ids = _latency(session, probe, router, "lr-", o, progress)
-            router.child.stop()
-            pt_lat, pt_lat_ids = _latency(session, probe, passthrough, "lp-", o, progress)
+            # The router is still running from its last drain: it goes first in round 1.
+            router_lats: list[list[float]] = []
+            pt_lats: list[list[float]] = []
+            router_lat_ids: list[str] = []
+            pt_lat_ids: list[str] = []
+            for r in range(o.rounds):
+                pairs = [(router, "lr", router_lats, router_lat_ids)]
+                pairs.append((passthrough, "lp", pt_lats, pt_lat_ids))
+                for contender, tag, lats, ids in pairs if r % 2 == 0 else pairs[::-1]:
+                    lat, sent_ids = _latency(
+                        session, probe, contender, f"{tag}{r}-", o, progress, f"round {r + 1}: "
+                    )
+                    contender.child.stop()
+                    lats.append(lat)
+                    ids.extend(sent_ids)
+            # The copy check expects the router's latency requests too: when the router went
+            # last, the passthrough copies its last round's now.
+            wait_caught_up(probe, passthrough.child, passthrough.group, (cat.requests,), o.timeout)
             passthrough.child.stop()
             progress("checking every request was routed exactly once")
             routed = check_delivery(
@@ -139,15 +155,16 @@ def run_router_bench(
     last = drains["router"][-1]
     r_rate = median([d.msgs_per_s for d in drains["router"]])
     p_rate = median([d.msgs_per_s for d in drains["passthrough"]])
-    r50, r99 = percentile(router_lat, 50), percentile(router_lat, 99)
-    p50, p99 = percentile(pt_lat, 50), percentile(pt_lat, 99)
+    rounds = _latency_rounds(router_lats, pt_lats)
+    r50, r99 = median(rounds["router_p50"]), median(rounds["router_p99"])
+    p50, p99 = median(rounds["passthrough_p50"]), median(rounds["passthrough_p99"])
     rss_end = router.child.runs[-1].last_mb() if router.child.runs else None
     figures: dict[str, object] = {
         "router_msgs_per_s": r_rate,
         "passthrough_msgs_per_s": p_rate,
         "ratio": r_rate / p_rate if p_rate else float("nan"),
-        "router_added_latency_p50_ms": r50 - p50,
-        "router_added_latency_p99_ms": r99 - p99,
+        "router_added_latency_p50_ms": median(rounds["added_p50"]),
+        "router_added_latency_p99_ms": median(rounds["added_p99"]),
         "router_rss_mb": router.child.peak_mb(),
         "router_rss_start_mb": last.rss_start_mb,
         "router_rss_end_mb": rss_end,
@@ -159,13 +176,43 @@ def run_router_bench(
         "router_latency_p99_ms": r99,
         "passthrough_latency_p50_ms": p50,
         "passthrough_latency_p99_ms": p99,
-        "latency_samples": len(router_lat),
+        "latency_samples": sum(len(lat) for lat in router_lats),
+        "router_latency_p50_ms_rounds": rounds["router_p50"],
+        "router_latency_p99_ms_rounds": rounds["router_p99"],
+        "passthrough_latency_p50_ms_rounds": rounds["passthrough_p50"],
+        "passthrough_latency_p99_ms_rounds": rounds["passthrough_p99"],
+        "router_added_latency_p99_ms_rounds": rounds["added_p99"],
         "passthrough_rss_mb": passthrough.child.peak_mb(),
         "dead_letters": dead,
         "passthrough_lost": copied.lost,
         "passthrough_duplicated": copied.duplicated,
     }
-    return figures, _table(drains, router_lat, pt_lat, figures)
+    return figures, _table(drains, figures)
+
+
+def _latency_rounds(
+    router_lats: list[list[float]], pt_lats: list[list[float]]
+) -> dict[str, list[float]]:
+    """Per round: each contender's p50 and p99, and the router's minus the passthrough's
+    (paired within the round, so the machine's drift between rounds cancels)."""
+    out: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "router_p50",
+            "router_p99",
+            "passthrough_p50",
+            "passthrough_p99",
+            "added_p50",
+            "added_p99",
+        )
+    }
+    for router, passthrough in zip(router_lats, pt_lats, strict=True):
+        for pct in (50, 99):
+            r, p = percentile(router, pct), percentile(passthrough, pct)
+            out[f"router_p{pct}"].append(r)
+            out[f"passthrough_p{pct}"].append(p)
+            out[f"added_p{pct}"].append(r - p)
+    return out
 
 
 def _latency(
@@ -175,14 +222,23 @@ def _latency(
     id_prefix: str,
     o: RouterBenchOptions,
     progress: Progress,
+    label: str = "",
 ) -> tuple[list[float], list[str]]:
-    """Latencies of paced requests through ``contender`` (started and caught up first)."""
+    """Latencies of paced requests through ``contender`` (started, caught up, and through
+    with the warm-up requests before timing begins)."""
     c = contender
     wait_caught_up(probe, c.child, c.group, c.inputs, o.timeout)
-    progress(f"latency through {c.child.name}: {o.latency_rate:g}/s for {o.latency_seconds:g} s")
+    progress(
+        f"{label}latency through {c.child.name}: {o.latency_rate:g}/s for {o.latency_seconds:g} s"
+    )
     tail = LatencyTail(session.settings, c.outputs)
     all_ids, ids = produce_paced(
-        session.settings, MODEL, o.latency_rate, o.latency_seconds, id_prefix=id_prefix
+        session.settings,
+        MODEL,
+        o.latency_rate,
+        o.latency_seconds,
+        id_prefix=id_prefix,
+        ready=lambda: wait_caught_up(probe, c.child, c.group, c.inputs, o.timeout),
     )
     latencies = tail.wait_for(ids, timeout=60)
     wait_caught_up(probe, c.child, c.group, c.inputs, o.timeout)
@@ -191,12 +247,7 @@ def _latency(
     return latencies, all_ids
 
 
-def _table(
-    drains: dict[str, list[Drain]],
-    router_lat: list[float],
-    pt_lat: list[float],
-    f: dict[str, object],
-) -> str:
+def _table(drains: dict[str, list[Drain]], f: dict[str, object]) -> str:
     def rate(name: str) -> str:
         return fmt(median([d.msgs_per_s for d in drains[name]]), 0)
 
@@ -207,20 +258,26 @@ def _table(
         v = f[key]
         return float(v) if isinstance(v, int | float) else None
 
+    def spread(key: str) -> str:
+        v = f[key]
+        if not isinstance(v, list) or len(v) < 2:
+            return ""
+        return f" ({fmt(min(v))}..{fmt(max(v))})"
+
     rows = [
         ("drain msgs/s (median)", rate("router"), rate("passthrough"), fmt(num("ratio"), 3)),
         ("drain seconds (median)", secs("router"), secs("passthrough"), ""),
         (
-            "latency p50 ms",
-            fmt(percentile(router_lat, 50)),
-            fmt(percentile(pt_lat, 50)),
+            "latency p50 ms (median)",
+            fmt(num("router_latency_p50_ms")) + spread("router_latency_p50_ms_rounds"),
+            fmt(num("passthrough_latency_p50_ms")) + spread("passthrough_latency_p50_ms_rounds"),
             fmt(num("router_added_latency_p50_ms")),
         ),
         (
-            "latency p99 ms",
-            fmt(percentile(router_lat, 99)),
-            fmt(percentile(pt_lat, 99)),
-            fmt(num("router_added_latency_p99_ms")),
+            "latency p99 ms (median)",
+            fmt(num("router_latency_p99_ms")) + spread("router_latency_p99_ms_rounds"),
+            fmt(num("passthrough_latency_p99_ms")) + spread("passthrough_latency_p99_ms_rounds"),
+            fmt(num("router_added_latency_p99_ms")) + spread("router_added_latency_p99_ms_rounds"),
         ),
         (
             "RSS MB start/end/peak",

@@ -67,22 +67,30 @@ class BenchSession:
         self.groups: list[str] = []
 
     # -- children ------------------------------------------------------------------------
-    def env(self) -> dict[str, str]:
-        """What a child needs to reach the same cluster under the same prefix."""
-        return self.settings.child_env()
+    def env(self, settings: Settings | None = None) -> dict[str, str]:
+        """What a child needs to reach the same cluster under the same prefix (with
+        ``settings``, which must keep the session's prefix, instead of the session's)."""
+        return (settings or self.settings).child_env()
 
-    def child(self, name: str, args: Sequence[str]) -> Child:
+    def child(self, name: str, args: Sequence[str], settings: Settings | None = None) -> Child:
         """A ``python ARGS...`` child process (not started)."""
-        made = Child(name, [sys.executable, *args], self.env(), self.log_dir / f"{name}.log")
+        env = self.env(settings)
+        made = Child(name, [sys.executable, *args], env, self.log_dir / f"{name}.log")
         self.children.append(made)
         return made
 
     def agent(
-        self, name: str, group: str, inputs: Sequence[str], outputs: Sequence[str], *args: str
+        self,
+        name: str,
+        group: str,
+        inputs: Sequence[str],
+        outputs: Sequence[str],
+        *args: str,
+        settings: Settings | None = None,
     ) -> Contender:
-        """``canary ARGS...`` as a contender."""
+        """``canary ARGS...`` as a contender (run with ``settings``, default the session's)."""
         self.groups.append(group)
-        child = self.child(name, ["-m", CLI_MODULE, *args])
+        child = self.child(name, ["-m", CLI_MODULE, *args], settings)
         return Contender(child, group, tuple(inputs), tuple(outputs))
 
     def passthrough(self, input_topic: str, outputs: Sequence[str]) -> Contender:
@@ -99,7 +107,6 @@ class BenchSession:
         ]
         args += ["--transactional-id", f"{group}.bench"]
         args += [a for topic in outputs for a in ("--output", topic)]
-        args += ["--commit-interval-ms", str(self.settings.commit_interval_ms)]
         child = self.child("passthrough", args)
         return Contender(child, group, (input_topic,), tuple(outputs))
 

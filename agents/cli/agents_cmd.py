@@ -61,7 +61,8 @@ def register(
     router.add_argument(
         "--commit-interval-ms",
         type=int,
-        help="transaction commit interval (CANARY_COMMIT_INTERVAL_MS, default 100)",
+        help="commit transactions every MS milliseconds instead of as --latency says "
+        "(CANARY_COMMIT_INTERVAL_MS; for tests and experiments)",
     )
     router.add_argument(
         "--no-controller",
@@ -99,7 +100,8 @@ def register(
     worker.add_argument(
         "--commit-interval-ms",
         type=int,
-        help="transaction commit interval (CANARY_COMMIT_INTERVAL_MS, default 100)",
+        help="commit transactions every MS milliseconds instead of as --latency says "
+        "(CANARY_COMMIT_INTERVAL_MS; for tests and experiments)",
     )
     worker.add_argument(
         "--inject-latency",

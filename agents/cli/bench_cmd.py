@@ -34,11 +34,15 @@ def register(
     parser = sub.add_parser(
         "bench",
         help="benchmark an agent: the router or a worker against a bare confluent-kafka "
-        "passthrough, the evaluator, or the whole pipeline",
+        "passthrough, the evaluator, the whole pipeline, or the latency of a request through "
+        "the router and a worker",
         description="Measure an agent against the least an exactly-once consume-produce loop "
         "can do: a passthrough written directly against confluent-kafka that copies each "
-        "message inside transactions committed every 100 ms (python -m "
-        "model_canary.agents.bench.passthrough). Prints figures, it asserts nothing.",
+        "message inside transactions committed as the agents' are (the --latency profile's "
+        "commit policy, or --commit-interval-ms; python -m "
+        "model_canary.agents.bench.passthrough); or the latency a served request pays through "
+        "the router and a worker ('canary bench latency'); or the evaluator and the whole "
+        "pipeline (see their --help). Prints figures, it asserts nothing.",
     )
     kinds = parser.add_subparsers(dest="bench_kind", required=True, metavar="AGENT")
 
@@ -49,12 +53,16 @@ def register(
         description="Register model 'bench' (baseline v1), start a rollout to v2 at "
         "--weight-pct through a controller run in this process, then measure 'canary router "
         "--no-controller' against the passthrough (one output topic). " + _MEASURE + " "
-        "Latency: with only that contender running, requests are sent at --latency-rate per "
-        "second for --latency-seconds, each stamped with its send time; latency is the time "
+        "Latency: with only that contender running, and once it has handled 10 warm-up "
+        "requests (so neither contender's start-up is timed), requests are sent at "
+        "--latency-rate per second for --latency-seconds, each stamped with its send time; "
+        "latency is the time "
         "from just before produce to receipt by a read_committed consumer of the outputs "
-        "(fetch.wait.max.ms=10). With transactions committed every 100 ms both are dominated "
-        "by the commit interval, so what counts is router_added_latency_pXX_ms = router pXX "
-        "- passthrough pXX (the raw figures are in the JSON too). JSON keys: "
+        "(fetch.wait.max.ms=10); each round measures both, in alternating order, and each "
+        "figure is the median over rounds (*_rounds: every round's value, the spread a "
+        "regression must stand out of). Both pay their transactions' commits, so what the "
+        "router adds is router_added_latency_pXX_ms = router pXX - passthrough pXX, paired "
+        "within each round (the raw figures are in the JSON too). JSON keys: "
         "router_msgs_per_s, passthrough_msgs_per_s, ratio (router/passthrough), "
         "router_added_latency_p50_ms, router_added_latency_p99_ms, router_rss_mb (peak), "
         "router_rss_start_mb (at its first routed message), router_rss_end_mb (after the "
@@ -95,7 +103,7 @@ def register(
         default=1000,
         help="the router's --max-batch (default 1000, as 'canary router')",
     )
-    _shared(router)
+    _shared(router, rounds=3)
     router.set_defaults(handler=run_router_bench)
 
     worker = kinds.add_parser(
@@ -124,8 +132,9 @@ def register(
         help="the worker's --max-batch, also its consume batch (default 64, as 'canary "
         "worker'); the passthrough consumes 1000 at a time",
     )
-    _shared(worker)
+    _shared(worker, rounds=1)
     worker.set_defaults(handler=run_worker_bench)
+    _register_latency(kinds, common)
 
     evaluator = kinds.add_parser(
         "evaluator",
@@ -237,12 +246,97 @@ def register(
     pipeline.set_defaults(handler=run_pipeline_bench)
 
 
-def _shared(parser: argparse.ArgumentParser) -> None:
+def _register_latency(
+    kinds: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    from model_canary.agents.bench.latency_bench import MODES
+
+    latency = kinds.add_parser(
+        "latency",
+        parents=[common],
+        help="how long a served request waits, through the router and a worker",
+        description="Register model 'bench' (baseline v1) under a fresh prefix; then, each "
+        "round and for each --mode in turn (the order alternates between rounds), start "
+        "'canary router --no-controller' and 'canary worker --model bench --version v1 "
+        "--adapter ADAPTER' as processes of their own with that mode's settings, warm them up, "
+        "send requests through the Python client (CanaryClient.infer_nowait) at --rate per "
+        "second for --seconds, then --drain requests at once, and stop them. A mode is a "
+        "latency profile (low, balanced, throughput: CANARY_LATENCY, exactly-once) or "
+        "at-least-once (CANARY_DELIVERY=at-least-once with the base profile). Each request is "
+        "timed from just before it is produced: e2e is until its answer is readable by a "
+        "read_committed consumer (a tail in this process, fetch.wait.max.ms=10), client until "
+        "the client's future has it. The hops (p50 and p99 of each): router_queue (sent -> the "
+        "router's canary-routed-at-ms stamp), router_commit (-> the routed copy readable), "
+        "worker_queue (-> the result's created_at minus the model's time), model (the result's "
+        "latency_ms), worker_commit (created_at -> the answer readable), result_fetch (-> the "
+        "client has it). requests_per_s: --drain requests over the time from the first sent to "
+        "the last answer readable. Before the rounds, a minimal confluent-kafka loop (begin, "
+        "produce one message, send offsets, commit, read it read_committed) measures the "
+        "transaction floor each exactly-once hop pays (txn_floor_p50_ms, txn_floor_p99_ms). "
+        "JSON keys (medians over rounds; *_rounds: the value of each round): e2e_p50_ms, "
+        "e2e_p99_ms, client_p50_ms, client_p99_ms, requests_per_s, achieved_rate, hops_p50_ms, "
+        "hops_p99_ms, requests, lost, duplicated (exactly-once) or repeats (at-least-once), "
+        "client_repeats (answers the client received twice and dropped); for the first --mode "
+        "at the top level, and per mode under 'modes' when there are several. Prints figures, "
+        "asserts nothing. The last line printed is JSON.",
+    )
+    latency.add_argument(
+        "--rate", type=float, default=1000.0, metavar="PER_S", help="requests/s (default 1000)"
+    )
+    latency.add_argument(
+        "--seconds", type=float, default=10.0, metavar="S", help="seconds per round (default 10)"
+    )
+    latency.add_argument(
+        "--mode",
+        action="append",
+        choices=MODES,
+        help="a contender (repeatable, compared in the same run): low, balanced, throughput "
+        "(CANARY_LATENCY with exactly-once) or at-least-once (default: balanced, or "
+        "--latency's profile)",
+    )
+    latency.add_argument(
+        "--adapter",
+        default="noop:",
+        metavar="SPEC",
+        help="the worker's model (default noop:); 'sklearn:' alone is the demo's iris model, "
+        "trained for the run (needs the sklearn extra)",
+    )
+    latency.add_argument(
+        "--drain",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help="requests sent at once to measure throughput (default 20000)",
+    )
+    latency.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="repeat every mode this many times; medians are reported (default 3)",
+    )
+    latency.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="give up waiting for agents or answers after this many seconds (default 120)",
+    )
+    latency.add_argument(
+        "--keep-topics", action="store_true", help="keep the benchmark's topics and groups"
+    )
+    latency.add_argument(
+        "--json-only", action="store_true", help="print only the JSON line (no progress, no table)"
+    )
+    latency.set_defaults(handler=run_latency_bench)
+
+
+def _shared(parser: argparse.ArgumentParser, *, rounds: int) -> None:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=1,
-        help="drain this many times, alternating who goes first; medians are reported (default 1)",
+        default=rounds,
+        help="drain (and, for the router, measure latency) this many times, alternating who "
+        f"goes first; medians are reported (default {rounds})",
     )
     parser.add_argument(
         "--timeout",
@@ -340,4 +434,23 @@ def run_worker_bench(args: argparse.Namespace) -> int:
         timeout=args.timeout,
     )
     figures, text = run_worker_bench(settings_from_args(args), options, _progress(args))
+    return _finish(args, figures, text)
+
+
+def run_latency_bench(args: argparse.Namespace) -> int:
+    from model_canary.agents.bench.latency_bench import LatencyBenchOptions, run_latency_bench
+
+    settings = settings_from_args(args)
+    modes = tuple(args.mode or [settings.latency.value])
+    options = LatencyBenchOptions(
+        rate=args.rate,
+        seconds=args.seconds,
+        rounds=args.rounds,
+        modes=modes,
+        adapter=args.adapter,
+        drain=args.drain,
+        keep_topics=args.keep_topics,
+        timeout=args.timeout,
+    )
+    figures, text = run_latency_bench(settings, options, _progress(args))
     return _finish(args, figures, text)

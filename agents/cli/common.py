@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from model_canary.streams.latency import Delivery, LatencyMode
 from model_canary.streams.settings import Settings, parse_key_values
 
 
@@ -48,6 +49,25 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         help="a librdkafka setting passed to every client, e.g. security.protocol=SASL_SSL "
         "(repeatable; also CANARY_KAFKA_<KEY> and CANARY_KAFKA_CONFIG_FILE)",
     )
+    add_latency_options(parser)
+
+
+def add_latency_options(parser: argparse.ArgumentParser) -> None:
+    """``--latency`` and ``--delivery``, for the commands that move or wait for requests."""
+    group = parser.add_argument_group("latency (each also read from CANARY_* variables)")
+    group.add_argument(
+        "--latency",
+        choices=[m.value for m in LatencyMode],
+        help="how long transactions stay open and clients linger and wait: low, balanced or "
+        "throughput (CANARY_LATENCY, default balanced; see docs/latency.md)",
+    )
+    group.add_argument(
+        "--delivery",
+        choices=[d.value for d in Delivery],
+        help="the data path's guarantee: exactly-once (transactions) or at-least-once (no "
+        "transactions; an answer may come twice, marked so; CANARY_DELIVERY, default "
+        "exactly-once)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -57,5 +77,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         topic_prefix=getattr(args, "topic_prefix", None),
         state_dir=getattr(args, "state_dir", None),
         connect_timeout_s=getattr(args, "connect_timeout", None),
+        latency=getattr(args, "latency", None),
+        delivery=getattr(args, "delivery", None),
         extra_config=parse_key_values(getattr(args, "kafka_config", None) or []),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,7 +18,7 @@ from model_canary.agents.kafka.state_view import StateView
 from model_canary.streams.defaults import DEFAULT_STEPS_BP, steps_percent
 from model_canary.streams.errors import ConfigError
 from model_canary.streams.messages import Decision, Mode, Phase, RolloutState
-from model_canary.streams.plan import RolloutPlan, load_plan, parse_plan
+from model_canary.streams.plan import RolloutPlan, load_plan, parse_plan, plan_of
 from model_canary.streams.settings import Settings
 from model_canary.streams.signing_keys import KeyRing
 from model_canary.streams.stats.verdicts import current_decision
@@ -78,7 +79,10 @@ def register(
         help="start a canary (or shadow) rollout of a new version",
         description="Start sending the canary version a share of the model's traffic, rising "
         "through --steps. The baseline defaults to the model's stable version; a model not "
-        "registered yet is registered with --baseline.",
+        "registered yet is registered with --baseline. A plan with 'preflight: {since, "
+        "min_requests}' starts only on a passing pre-flight of the candidate against that "
+        "baseline (run here when none is recorded; see docs/preflight.md), which the "
+        "rollout's stored plan names (preflight_id).",
     )
     start.add_argument(
         "--plan",
@@ -105,6 +109,12 @@ def register(
         type=_arg(percent_to_bp),
         metavar="PERCENT",
         help="share of requests mirrored in shadow mode (default 100)",
+    )
+    start.add_argument(
+        "--no-preflight-run",
+        action="store_true",
+        help="with a plan that requires a pre-flight: only look for a passing one, never run "
+        "one (the rollout is not started without it)",
     )
     _key_option(start)
     start.set_defaults(handler=_run, action="start")
@@ -172,6 +182,8 @@ def _run(args: argparse.Namespace) -> int:
     elif action == "start":
         plan = start_plan(args)
         args.model = plan.model
+        if plan.preflight is not None:
+            plan = _preflighted(settings, control, plan, run=not args.no_preflight_run)
         if plan.baseline:
             fields["baseline_version"] = plan.baseline
         fields.update(
@@ -191,6 +203,31 @@ def _run(args: argparse.Namespace) -> int:
     outcome = control.send(model, action, **fields)
     _print_outcome(outcome)
     return 0
+
+
+def _preflighted(
+    settings: Settings, control: ControlClient, plan: RolloutPlan, *, run: bool
+) -> RolloutPlan:
+    """``plan`` naming the passing pre-flight it requires; :class:`PreflightRequiredError`
+    (nothing is started) when there is none."""
+    from model_canary.agents.preflight.gate import require_preflight  # only when required
+
+    assert plan.preflight is not None
+    baseline = plan.baseline
+    if baseline is None:
+        state = control.state(plan.model)
+        if state is None:
+            raise ConfigError(f"model {plan.model!r} is not registered: give --baseline")
+        baseline = state.stable_version
+    record = require_preflight(
+        settings,
+        plan,
+        baseline,
+        plan.preflight,
+        run=run,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    return replace(plan, preflight_id=record.preflight_id)
 
 
 def start_plan(args: argparse.Namespace) -> RolloutPlan:
@@ -294,7 +331,15 @@ def state_json(state: RolloutState) -> dict[str, Any]:
         "revision": state.revision,
         "updated_at": state.updated_at.isoformat(),
         "reason": state.reason,
+        "preflight_id": _preflight_of(state),
     }
+
+
+def _preflight_of(state: RolloutState) -> str | None:
+    """The pre-flight the rollout rests on (its stored plan names it), if any."""
+    if not state.canary_version or not state.plan_json:
+        return None
+    return plan_of(state.model, state.canary_version, state.plan_json).preflight_id
 
 
 def describe_state(state: RolloutState) -> str:
@@ -315,6 +360,9 @@ def describe_state(state: RolloutState) -> str:
             f"weight    {state.weight_bp / 100:g}%",
             f"steps     {steps}",
         ]
+        preflight = _preflight_of(state)
+        if preflight:
+            lines.append(f"preflight {preflight} (passed before the rollout started)")
     if state.reason:
         lines.append(f"last move {state.reason}")
     lines.append(f"updated   {state.updated_at.isoformat()} (revision {state.revision})")

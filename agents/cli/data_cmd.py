@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import math
 import sys
 from typing import Any
 
@@ -31,6 +32,8 @@ TAILS = (
     "feedback",
     "rollout-state",
     "dead-letters",
+    "preflight-results",
+    "preflights",
 )
 
 
@@ -64,13 +67,23 @@ def register(
     fb = sub.add_parser(
         "feedback",
         parents=[common],
-        help="send the true label of a request (ground truth for the accuracy metric)",
-        description="Send the label request ID should have had to the feedback topic; the "
-        "evaluator compares it with each version's prediction.",
+        help="send feedback on a request: its true label, a score, attributes",
+        description="Send what was learned about request ID's answer to the feedback topic: "
+        "its true label (accuracy compares it with each version's prediction), a numeric "
+        "value (a rating, a judge's score, a regression target) and attributes (KEY=VALUE); "
+        "outcome metrics in a plan judge them (docs/outcomes.md). Give at least one.",
     )
     fb.add_argument("--model", required=True, help="the model the request was for")
     fb.add_argument("--request-id", required=True, metavar="ID", help="the request's id")
-    fb.add_argument("--label", required=True, help="the true label, as the model predicts it")
+    fb.add_argument("--label", default="", help="the true label, as the model predicts it")
+    fb.add_argument("--value", type=_finite, metavar="X", help="a numeric outcome (finite number)")
+    fb.add_argument(
+        "--attr",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an outcome attribute (repeatable), e.g. --attr complaint=yes",
+    )
     fb.add_argument("--source", help="who knows the label (kept with it)")
     fb.set_defaults(handler=run_feedback)
 
@@ -116,12 +129,25 @@ def run_request(args: argparse.Namespace) -> int:
 
 
 def run_feedback(args: argparse.Namespace) -> int:
+    attributes = dict(_attribute(a) for a in args.attr)
+    if not args.label and args.value is None and not attributes:
+        raise ConfigError("give at least one of --label, --value and --attr")
     labels = FeedbackClient(settings_from_args(args), source=args.source)
     try:
-        labels.send(args.request_id, model=args.model, label=args.label, flush=True)
+        labels.send(
+            args.request_id,
+            model=args.model,
+            label=args.label,
+            value=args.value,
+            attributes=attributes,
+            flush=True,
+        )
     finally:
         labels.close()
-    print(f"label {args.label!r} sent for request {args.request_id} of {args.model}")
+    parts = [f"label {args.label!r}"] if args.label else []
+    parts += [f"value {args.value:g}"] if args.value is not None else []
+    parts += [f"{k}={v}" for k, v in attributes.items()]
+    print(f"feedback ({', '.join(parts)}) sent for request {args.request_id} of {args.model}")
     return 0
 
 
@@ -141,6 +167,8 @@ def run_tail(args: argparse.Namespace) -> int:
         "feedback": catalogue.feedback,
         "rollout-state": catalogue.rollout_state,
         "dead-letters": catalogue.dead_letters,
+        "preflight-results": catalogue.preflight_results,
+        "preflights": catalogue.preflights,
     }[args.topic]
     consumer = open_tail(settings, topic, "canary-tail", from_beginning=args.from_beginning)
     printed = 0
@@ -227,3 +255,21 @@ def record_json(record: object) -> dict[str, Any]:
     """A record's JSON form (:func:`~model_canary.streams.codec.json_records.to_json_doc`)
     with its type."""
     return {"type": type(record).__name__, **to_json_doc(record)}
+
+
+def _finite(text: str) -> float:
+    """An argparse type: a finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+    return value
+
+
+def _attribute(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--attr {text!r}: expected KEY=VALUE, e.g. complaint=yes")
+    return key, value

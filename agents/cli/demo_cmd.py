@@ -28,7 +28,11 @@ def register(
         "the last line. Every process it started is stopped at the end, also on Ctrl-C.",
     )
     demo.add_argument(
-        "--scenario", choices=SCENARIOS, default="good", help="the candidate's story (good)"
+        "--scenario",
+        choices=SCENARIOS,
+        default="good",
+        help="the candidate's story (good); preflight: recorded traffic, a bad candidate "
+        "stopped by its pre-flight before any user sees it, the good one on to a live 1%% step",
     )
     demo.add_argument(
         "--regression",

@@ -20,6 +20,7 @@ from model_canary.agents.cli import (
     joiner_cmd,
     load_cmd,
     plan_cmd,
+    preflight_cmd,
     sim_cmd,
     topics_cmd,
 )
@@ -38,7 +39,7 @@ DESCRIPTION = (
 # their --timeout (else --connect-timeout) with one line saying so, instead of a client timing
 # out somewhere inside. The agents wait for it instead; broker, demo, bench and chaos may start
 # a broker of their own; sim needs none.
-PREFLIGHT = frozenset(
+NEEDS_KAFKA = frozenset(
     {
         "topics",
         "model",
@@ -54,6 +55,7 @@ PREFLIGHT = frozenset(
         "tail",
         "load",
         "audit",
+        "preflight",
     }
 )
 
@@ -72,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         joiner_cmd,
         control_cmd,
         history_cmd,
+        preflight_cmd,
         data_cmd,
         demo_cmd,
         load_cmd,
@@ -90,8 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command in PREFLIGHT:
-            _preflight(args)
+        if args.command in NEEDS_KAFKA:
+            _wait_for_kafka(args)
         code: int = args.handler(args)
     except CanaryError as exc:
         print(f"canary: error: {exc}", file=sys.stderr)
@@ -101,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _preflight(args: argparse.Namespace) -> None:
+def _wait_for_kafka(args: argparse.Namespace) -> None:
     from model_canary.agents.kafka.reachable import wait_for_kafka
 
     settings = settings_from_args(args)

@@ -18,14 +18,15 @@ def register(
     create = actions.add_parser(
         "create",
         parents=[common],
-        help="create the core topics (idempotent), and each model version's request topic",
+        help="create the core topics (idempotent), and each model version's request and "
+        "pre-flight topics",
     )
     create.add_argument(
         "--model-version",
         action="append",
         default=[],
         metavar="MODEL:VERSION",
-        help="also create this version's request topic (repeatable), e.g. iris:v2",
+        help="also create this version's request and pre-flight topics (repeatable), e.g. iris:v2",
     )
     create.add_argument("--partitions", type=int, help="partitions of new data topics (default 3)")
     actions.add_parser(

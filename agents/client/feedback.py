@@ -1,10 +1,13 @@
-"""Send ground truth: the label a request should have had, learned after the fact.
+"""Send feedback: the label a request should have had, a score or rating, attributes such as a
+complaint — whatever is learned about an answer after the fact.
 
 >>> labels = FeedbackClient(Settings(bootstrap="localhost:9092"))  # connects on first use
 >>> # labels.send("r1", model="iris", label="2"); labels.close()
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from confluent_kafka import KafkaError
 
@@ -42,14 +45,28 @@ class FeedbackClient:
         self._producer = LazyProducer(self.settings, "canary-feedback")
         self._failures: list[KafkaError] = []
 
-    def send(self, request_id: str, *, model: str, label: str, flush: bool = False) -> None:
-        """Label request ``request_id``; without ``flush`` it goes out within linger.ms. With
-        ``flush``, wait until the broker has it (and every label sent before): a refused write
-        raises :class:`~model_canary.streams.errors.KafkaOperationError`."""
+    def send(
+        self,
+        request_id: str,
+        *,
+        model: str,
+        label: str = "",
+        value: float | None = None,
+        attributes: Mapping[str, str] | None = None,
+        flush: bool = False,
+    ) -> None:
+        """Send feedback on request ``request_id``: its true ``label``, a numeric ``value``
+        (a rating, a score, a regression target) and/or ``attributes`` (at least one;
+        :class:`~model_canary.streams.errors.RecordValidationError` otherwise). Without
+        ``flush`` it goes out within linger.ms. With ``flush``, wait until the broker has it
+        (and everything sent before): a refused write raises
+        :class:`~model_canary.streams.errors.KafkaOperationError`."""
         record = Feedback(
             request_id=request_id,
             model=model,
             label=label,
+            value=value,
+            attributes=dict(attributes or {}),
             observed_at=utc_now(),
             source=self.source,
         )

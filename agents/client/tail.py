@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
@@ -20,9 +20,11 @@ def open_tail(
     *,
     from_beginning: bool = False,
     timeout: float = 15.0,
+    only: Callable[[int], Sequence[int]] | None = None,
 ) -> Consumer:
     """A consumer assigned to every partition of ``topic`` (one or several) at its end (or its
-    beginning).
+    beginning); ``only(partition_count)``, when given, picks the partitions of each topic to
+    read instead of all.
 
     The end offsets are looked up now, so anything produced after this returns is seen.
     """
@@ -31,7 +33,9 @@ def open_tail(
     while True:
         try:
             names = [topic] if isinstance(topic, str) else list(topic)
-            assignment = [tp for t in names for tp in _assignment(consumer, t, from_beginning)]
+            assignment = [
+                tp for t in names for tp in _assignment(consumer, t, from_beginning, only)
+            ]
             break
         except (KafkaException, _NotReady) as exc:
             # A topic created a moment ago may not have a leader yet ("not leader for
@@ -53,20 +57,29 @@ class _NotReady(KafkaOperationError):
     deadline."""
 
 
-def _assignment(consumer: Consumer, topic: str, from_beginning: bool) -> list[TopicPartition]:
+def _assignment(
+    consumer: Consumer,
+    topic: str,
+    from_beginning: bool,
+    only: Callable[[int], Sequence[int]] | None,
+) -> list[TopicPartition]:
     md = consumer.list_topics(topic, timeout=10)
     meta = md.topics.get(topic)
     if meta is None or not meta.partitions:
         raise wrap(f"open {topic}", RuntimeError("no such topic: run 'canary topics create'"))
     if meta.error is not None:
         raise _NotReady(f"open {topic}", meta.error.name(), meta.error.str())
+    partitions = sorted(meta.partitions) if only is None else only(len(meta.partitions))
     assignment = []
-    for p in meta.partitions:
-        if from_beginning:
-            offset = OFFSET_BEGINNING
-        else:
-            _low, offset = consumer.get_watermark_offsets(
-                TopicPartition(topic, p), timeout=10, cached=False
-            )
+    for p in partitions:
+        offset = OFFSET_BEGINNING if from_beginning else end_offset(consumer, topic, p)
         assignment.append(TopicPartition(topic, p, offset))
     return assignment
+
+
+def end_offset(consumer: Consumer, topic: str, partition: int) -> int:
+    """Where ``topic[partition]`` ends now (its high watermark, asked of the broker)."""
+    _low, high = consumer.get_watermark_offsets(
+        TopicPartition(topic, partition), timeout=10, cached=False
+    )
+    return int(high)

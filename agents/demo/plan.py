@@ -22,10 +22,12 @@ from typing import Any
 from model_canary.streams.errors import ConfigError
 from model_canary.streams.plan import parse_plan
 
-SCENARIOS = ("good", "bad", "shadow")
+SCENARIOS = ("good", "bad", "shadow", "preflight")
 REGRESSIONS = ("errors", "latency", "accuracy")
 #: Seconds per step, warm-up after a weight change, and shadow comparison at speed 1.
 STEP_S, WARMUP_S, SHADOW_S = 20.0, 3.0, 40.0
+#: The pre-flight scenario: seconds of traffic recorded before the pre-flights (at speed 1).
+RECORD_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +47,8 @@ class Scenario:
 
     @property
     def expected_phase(self) -> str:
-        """``Succeeded``, ``RolledBack``, or ``Progressing`` for a shadow left running."""
+        """``Succeeded``, ``RolledBack``, or ``Progressing`` for a shadow left running and a
+        pre-flight scenario's candidate past its live 1% step."""
         return {"good": "Succeeded", "bad": "RolledBack"}.get(self.name, "Progressing")
 
     def canary_model(self) -> str:

@@ -11,7 +11,7 @@ True
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import Any
@@ -33,6 +33,7 @@ OUTCOME_KEYS = (
     "duplicates",
     "requests_per_arm",
     "shadow",
+    "preflights",
 )
 #: Aim for about this many points per line.
 BUCKETS = 60
@@ -68,11 +69,30 @@ def charts(data: ReportData) -> list[str]:
         Marker(d.t, f"{d.outcome} {d.weight_percent:g}%", MARKER_COLOURS.get(d.outcome, "#555"))
         for d in data.decisions
     ]
-    series = over_time(data.samples, bucket_seconds(end), end)
+    weight = [Line("canary weight", "#d62728", list(data.weight), step=True)]
+    return [
+        line_chart("Canary weight", weight, x_max=end, y_label="%", markers=markers, y_max=100),
+        *version_charts(data.samples, end, data.roles, markers),
+    ]
+
+
+def version_charts(
+    samples: Sequence[Sample],
+    end_s: float,
+    roles: Mapping[str, str],
+    markers: Sequence[Marker] = (),
+    extra: Sequence[tuple[str, Callable[[Sample], bool | None]]] = (),
+) -> list[str]:
+    """Per version over time: error rate, latency quantiles, accuracy, and for each of
+    ``extra`` (a title and which samples are bad, ``None`` for those it does not judge) the
+    share of bad samples among those judged (the demo and the pre-flight report share these)."""
+    end = max(end_s, 1.0)
+    bucket = bucket_seconds(end)
+    series = over_time(samples, bucket, end)
     colours = {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(sorted(series))}
 
     def name(version: str) -> str:
-        role = data.roles.get(version)
+        role = roles.get(version)
         return f"{version} ({role})" if role else version
 
     def lines(pick: Any, suffix: str = "", dashed: bool = False) -> list[Line]:
@@ -88,9 +108,7 @@ def charts(data: ReportData) -> list[str]:
     def accuracy_pct(v: VersionView) -> float | None:
         return None if v.accuracy is None else 100 * v.accuracy
 
-    weight = [Line("canary weight", "#d62728", list(data.weight), step=True)]
-    return [
-        line_chart("Canary weight", weight, x_max=end, y_label="%", markers=markers, y_max=100),
+    out = [
         line_chart(
             "Error rate per version", lines(error_pct), x_max=end, y_label="%", markers=markers
         ),
@@ -111,14 +129,69 @@ def charts(data: ReportData) -> list[str]:
             y_max=100,
         ),
     ]
+    for title, bad in extra:
+        judged = bad_share_over_time(samples, bad, bucket, end)
+        rate_lines = [
+            Line(name(version), colours.get(version, PALETTE[0]), points)
+            for version, points in judged.items()
+        ]
+        out.append(line_chart(title, rate_lines, x_max=end, y_label="%", markers=markers))
+    return out
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+def bad_share_over_time(
+    samples: Sequence[Sample],
+    bad: Callable[[Sample], bool | None],
+    bucket_s: float,
+    end_s: float,
+) -> dict[str, list[tuple[float, float]]]:
+    """Per version and time bucket, the percentage of judged samples that are bad.
+
+    >>> s = [Sample(0.5, "r1", "v1", "baseline", True, False, 2.0, "1", None),
+    ...      Sample(0.7, "r2", "v1", "baseline", True, True, 2.0, None, None)]
+    >>> bad_share_over_time(s, lambda x: x.error, 1.0, 1.0)
+    {'v1': [(0.5, 50.0)]}
+    """
+    counts: dict[str, dict[int, list[int]]] = {}
+    for sample in samples:
+        verdict = bad(sample)
+        if verdict is None or not 0 <= sample.t <= end_s:
+            continue
+        row = counts.setdefault(sample.version, {}).setdefault(int(sample.t // bucket_s), [0, 0])
+        row[0] += 1
+        row[1] += verdict
+    return {
+        version: [((i + 0.5) * bucket_s, 100 * b / n) for i, (n, b) in sorted(rows.items())]
+        for version, rows in sorted(counts.items())
+    }
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """An HTML table (cells escaped)."""
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def page(title: str, body: Sequence[str]) -> str:
+    """A self-contained HTML document (inline style, no script)."""
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>{escape(title)}</title>",
+            "<style>body{font-family:sans-serif;margin:24px;max-width:960px}"
+            "table{border-collapse:collapse;margin:8px 0 16px}"
+            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}"
+            "svg{display:block;margin:10px 0}pre{background:#f6f6f6;padding:8px}</style>",
+            "</head><body>",
+            f"<h1>{escape(title)}</h1>",
+            *body,
+            "</body></html>",
+        ]
+    )
 
 
 def render_report(data: ReportData) -> str:
@@ -134,27 +207,18 @@ def render_report(data: ReportData) -> str:
         for d in data.decisions
     ]
     title = f"canary demo: scenario {s.get('scenario', '?')}"
-    return "\n".join(
+    return page(
+        title,
         [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            f"<title>{escape(title)}</title>",
-            "<style>body{font-family:sans-serif;margin:24px;max-width:960px}"
-            "table{border-collapse:collapse;margin:8px 0 16px}"
-            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}"
-            "svg{display:block;margin:10px 0}pre{background:#f6f6f6;padding:8px}</style>",
-            "</head><body>",
-            f"<h1>{escape(title)}</h1>",
             "<h2>Outcome</h2>",
-            _table(("", ""), outcome),
+            table(("", ""), outcome),
             "<h2>Decisions</h2>",
-            _table(("time", "action", "step", "weight", "reason"), decisions)
+            table(("time", "action", "step", "weight", "reason"), decisions)
             if decisions
             else "<p>No decision moved the rollout.</p>",
             "<h2>Over time</h2>",
             *charts(data),
             "<h2>Rollout plan</h2>",
             f"<pre>{escape(json.dumps(data.plan, indent=2))}</pre>",
-            "</body></html>",
-        ]
+        ],
     )

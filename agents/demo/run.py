@@ -4,8 +4,10 @@ It starts the local broker (unless told where Kafka is), creates the topics, tra
 models, starts the router, one worker per version and the evaluator as separate processes,
 drives a keyed load with delayed labels, starts the rollout with an explicit plan through
 ``canary rollout start --plan``, and watches until the evaluator has finalized or rolled it
-back (a shadow comparison runs for a set time). Every process it started is stopped at the
-end, also on Ctrl-C and SIGTERM.
+back (a shadow comparison runs for a set time). The ``preflight`` scenario first records live
+traffic, then pre-flights a bad candidate (stopped before any user sees it) and the good one
+on that traffic, and starts the rollout of the good one, watched through its live 1% step.
+Every process it started is stopped at the end, also on Ctrl-C and SIGTERM.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from model_canary.agents.demo.live import LineView, RichView, Status
 from model_canary.agents.demo.load import LoadGenerator, LoadOptions
 from model_canary.agents.demo.models import write_models
 from model_canary.agents.demo.observe import Observer
-from model_canary.agents.demo.plan import SHADOW_S, Scenario, demo_plan, write_plan
+from model_canary.agents.demo.plan import RECORD_S, SHADOW_S, Scenario, demo_plan, write_plan
 from model_canary.agents.demo.processes import ProcessGroup
 from model_canary.agents.demo.report import ReportData, render_report
 from model_canary.agents.demo.summary import (
@@ -36,12 +38,18 @@ from model_canary.agents.demo.summary import (
 )
 from model_canary.agents.extras import require
 from model_canary.agents.kafka.admin import Admin
-from model_canary.streams.messages import epoch_ms, utc_now
+from model_canary.agents.preflight.run import PreflightOptions, run_preflight
+from model_canary.streams.messages import epoch_ms, from_epoch_ms, utc_now
+from model_canary.streams.plan import parse_plan
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 
 ENDED = ("Succeeded", "RolledBack")
 MODEL = "iris"
+#: The pre-flight scenario's bad candidate (the label-bug model) and how many replayed
+#: requests each pre-flight needs for a verdict.
+BAD_CANDIDATE = "v3"
+PREFLIGHT_MIN_REQUESTS = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +118,9 @@ class _Demo:
         self.t0_ms = epoch_ms(utc_now())
         self.observer = Observer(settings, MODEL, t0_ms=self.t0_ms, labels=self.load.sent)
         self.roles = {"v1": "baseline", "v2": "canary"}
+        if scenario.name == "preflight":
+            self.roles[BAD_CANDIDATE] = "bad candidate"
+        self.preflights: list[dict[str, Any]] = []
 
     def run(self) -> dict[str, Any]:
         o, scenario = self.options, self.options.scenario
@@ -117,11 +128,14 @@ class _Demo:
             TopicCatalogue(self.settings.topic_prefix, self.settings.partitions).core_specs()
         )
         _progress(o, "training the iris models v1 (baseline) and v2 (candidate) ...")
-        paths = write_models(self.work / "models", broken=scenario.regression == "accuracy")
+        broken = scenario.regression == "accuracy" or scenario.name == "preflight"
+        paths = write_models(self.work / "models", broken=broken)
         plan_file = write_plan(self.plan, self.work / "plan.json")
         self.group.start("router", "router", "--instance", "demo-router")
         self._worker("v1", paths["v1"])
         self._worker("v2", paths[scenario.canary_model()], *scenario.canary_faults())
+        if scenario.name == "preflight":
+            self._worker(BAD_CANDIDATE, paths["broken"])  # judged, never served
         self.group.start("evaluator", "evaluator", "--interval", "0.5")
         self.observer.start()
         # Registered before the first request: the router dead-letters requests to a model
@@ -132,6 +146,9 @@ class _Demo:
         sender.start()
         view = RichView() if o.live else LineView()
         try:
+            if scenario.name == "preflight" and not self._preflights(view):
+                _progress(o, "the candidate did not pass its pre-flight: no rollout")
+                return self._finish()
             _progress(o, f"starting the rollout with {plan_file} ...")
             self.group.run("rollout-start", "rollout", "start", "--plan", str(plan_file))
             self._watch(view, time.monotonic())
@@ -163,14 +180,63 @@ class _Demo:
 
     def _watch(self, view: RichView | LineView, started: float) -> None:
         shadow_s = SHADOW_S / self.options.speed
+        name = self.options.scenario.name
         while time.monotonic() - started < self.options.timeout:
             self.group.check()
             view.update(self._status())
             if self.observer.phase in ENDED:
                 return
-            if self.options.scenario.name == "shadow" and time.monotonic() - started > shadow_s:
+            if name == "shadow" and time.monotonic() - started > shadow_s:
                 return
+            if name == "preflight" and any(d.outcome == "ADVANCE" for d in self.observer.decisions):
+                return  # the candidate passed its live 1% step
             time.sleep(1.0)
+
+    def _preflights(self, view: RichView | LineView) -> bool:
+        """Record live traffic for a while, then pre-flight the bad candidate and the good
+        one against it while live traffic goes on; True when the good one passed."""
+        o = self.options
+        record_s = RECORD_S / o.speed
+        _progress(o, f"recording {record_s:g}s of live traffic (every request served by v1) ...")
+        until = time.monotonic() + record_s
+        while time.monotonic() < until:
+            self.group.check()
+            view.update(self._status())
+            time.sleep(1.0)
+        since = from_epoch_ms(self.t0_ms)
+        passed = False
+        for candidate in (BAD_CANDIDATE, "v2"):
+            plan = parse_plan({**self.plan, "canary": candidate})
+            report = o.report.resolve().with_suffix(f".preflight-{candidate}.html")
+            outcome = run_preflight(
+                self.settings,
+                PreflightOptions(
+                    model=MODEL,
+                    candidate=candidate,
+                    baseline="v1",
+                    since=since,
+                    rate=4 * o.rate,
+                    min_requests=PREFLIGHT_MIN_REQUESTS,
+                    plan=plan,
+                    report=report,
+                ),
+                progress=lambda line: _progress(o, line),
+            )
+            r = outcome.record
+            _progress(o, f"pre-flight of {candidate}: {r.status.value.upper()}: {r.reason}")
+            self.preflights.append(
+                {
+                    "candidate": candidate,
+                    "status": r.status.value,
+                    "reason": r.reason,
+                    "answered": r.answered,
+                    "labelled": r.labelled,
+                    "agreement": None if r.agreement is None else round(r.agreement, 4),
+                    "report": str(report),
+                }
+            )
+            passed = r.passed and candidate == "v2"
+        return passed
 
     def _drain(self, quiet_s: float = 60.0) -> None:
         """Wait until every request sent has a served answer, or nothing new came for a while."""
@@ -230,6 +296,8 @@ class _Demo:
             # The same accounting from the topics themselves (read_committed), as `canary audit`.
             "audit": _audit(self.settings),
         }
+        if o.scenario.name == "preflight":
+            summary["preflights"] = self.preflights
         if o.scenario.name == "shadow":
             cmp = shadow_comparison(samples)
             summary["shadow"] = {

@@ -22,6 +22,7 @@ reloads the partition the same way, so its state never holds what was not commit
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -98,7 +99,7 @@ class LabelJoiner:
                 topics=(cat.predictions, cat.feedback, cat.feedback_rekeyed),
                 transactional_id=tid,
                 max_batch=2000,
-                commit_interval_ms=settings.commit_interval_ms,
+                commit=settings.commit_policy,
                 assignment_strategy="range",
             ),
             self.handle,
@@ -228,6 +229,8 @@ class LabelJoiner:
             )
             metrics.FEEDBACK_REKEYED.inc()
             return True
+        if not label:
+            return False  # a value or attributes only: no class label to judge accuracy by
         for j in join.add_label(rid, label, now_s, keep=self._wanted(model)):
             self._joined(j.waiting, j.correct)
         return False
@@ -398,9 +401,17 @@ def prediction_fields(codec: AvroCodec[Prediction], data: bytes) -> dict[str, An
 
 
 def feedback_fields(codec: AvroCodec[Feedback], data: bytes) -> dict[str, Any]:
-    """A label's fields, checked as :class:`Feedback` checks itself (identity fields set; the
+    """A feedback record's fields, checked as :class:`Feedback` checks itself (identity fields
+    set; a label, a value or attributes; a finite value; non-empty attribute keys; the
     timestamp was read by the codec). Raises :class:`DecodeError`."""
     f = codec.decode_fields(data)
-    if not (f["request_id"] and f["model"] and f["label"]):
+    if not (f["request_id"] and f["model"]):
         raise InvalidRecordError("Feedback identity fields must not be empty")
+    value, attributes = f.get("value"), f.get("attributes") or {}
+    if value is not None and not math.isfinite(value):
+        raise InvalidRecordError(f"Feedback.value must be finite, got {value!r}")
+    if any(not k for k in attributes):
+        raise InvalidRecordError("Feedback.attributes: every key must be a non-empty text")
+    if not f["label"] and value is None and not attributes:
+        raise InvalidRecordError("Feedback carries nothing: give a label, a value or attributes")
     return f

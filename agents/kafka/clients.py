@@ -14,6 +14,8 @@
 * :class:`LazyProducer` connects on first use, so building a client costs nothing.
 * :func:`usable` is the consumer's error handling: end-of-partition events are skipped,
   other errors are logged (rate limited) and skipped, a fatal error raises.
+* :func:`fetch` takes a batch without waiting for it to fill: what is there at once, else the
+  first message to arrive within the wait (every loop that answers requests reads this way).
 
 >>> lazy = LazyProducer(Settings(bootstrap="kafka:9092"), "canary-doc")  # no connection yet
 >>> lazy.connected
@@ -197,10 +199,33 @@ def usable(msg: Message) -> bool:
 
 
 def consume(consumer: Consumer, num_messages: int, timeout: float) -> list[Message]:
-    """The usable messages of one ``consume`` call; a failing call raises
+    """The usable messages of one :func:`fetch` (up to ``num_messages``, returning as soon as
+    there is one, waiting at most ``timeout`` seconds for it); a failing call raises
     :class:`~model_canary.streams.errors.KafkaOperationError`."""
     try:
-        batch = consumer.consume(num_messages=num_messages, timeout=timeout)
+        batch = fetch(consumer, num_messages, timeout)
     except KafkaException as exc:
         raise wrap("consume", exc) from None
     return [m for m in batch if usable(m)]
+
+
+def fetch(consumer: Consumer, max_batch: int, wait_s: float) -> list[Message]:
+    """Up to ``max_batch`` messages (errors and end-of-partition events included: see
+    :func:`usable`): at once whatever the consumer has fetched already;
+    when it has none, wait up to ``wait_s`` for the first to arrive, then take it with
+    whatever came with it.
+
+    ``consume(num_messages=N, timeout=T)`` alone would wait the whole of ``T`` unless ``N``
+    messages come (the timeout bounds each wait for the next message, not the call): under a
+    steady load below ``N`` per ``T`` every batch would wait ``T``. ``poll`` returns with the
+    first message.
+    """
+    msgs = consumer.consume(num_messages=max_batch, timeout=0)
+    if msgs or wait_s <= 0:
+        return msgs
+    first = consumer.poll(wait_s)
+    if first is None:
+        return []
+    if max_batch == 1:
+        return [first]
+    return [first, *consumer.consume(num_messages=max_batch - 1, timeout=0)]

@@ -19,6 +19,9 @@ from typing import Any
 from model_canary.agents.kafka.client_log import CLIENT_LOG, on_error
 from model_canary.streams.settings import Settings
 
+#: How soon a transactional producer retries a request the coordinator refused as concurrent.
+TXN_RETRY_BACKOFF_MS = 1
+
 
 def base_config(settings: Settings, client_id: str) -> dict[str, Any]:
     return {
@@ -26,6 +29,9 @@ def base_config(settings: Settings, client_id: str) -> dict[str, Any]:
         "client.id": client_id,
         "logger": CLIENT_LOG,
         "error_cb": on_error,
+        # Small requests (a transaction's offsets and commit, a fetch) go out at once instead
+        # of waiting for the previous one's acknowledgement (Nagle): Java clients do the same.
+        "socket.nagle.disable": True,
         **settings.extra_config,
     }
 
@@ -42,12 +48,19 @@ def producer_config(
     **required: Any,
 ) -> dict[str, Any]:
     config: dict[str, Any] = {
-        "linger.ms": 5,
+        # How long a message waits for others to be sent with (CANARY_LATENCY).
+        "linger.ms": settings.profile.linger_ms,
         "enable.idempotence": True,
         "acks": "all",
         # murmur2 puts a key on the same partition as Java clients do.
         "partitioner": "murmur2_random",
     }
+    if transactional_id:
+        # A transaction begun right after the previous one committed is refused with
+        # CONCURRENT_TRANSACTIONS until the coordinator has written the previous one's markers
+        # (a few ms); the client retries after retry.backoff.ms, 100 ms by default, which
+        # would make every back-to-back transaction last 100 ms (KAFKA-5477).
+        config["retry.backoff.ms"] = TXN_RETRY_BACKOFF_MS
     config.update(base_config(settings, client_id))
     if transactional_id:
         config["transactional.id"] = transactional_id
@@ -65,6 +78,9 @@ def consumer_config(
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
         "isolation.level": "read_committed",
+        # How long the broker holds a fetch with nothing to return (CANARY_LATENCY); new
+        # data, or a transaction committing, answers it at once.
+        "fetch.wait.max.ms": settings.profile.fetch_wait_ms,
     }
     config.update(base_config(settings, client_id))
     config["group.id"] = group_id

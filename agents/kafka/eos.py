@@ -2,9 +2,14 @@
 workers share.
 
 Messages are consumed in batches and handled inside a Kafka transaction; the consumed offsets
-are committed in that same transaction every ``commit_interval_ms`` (or ``max_in_txn``
-messages), so for ``read_committed`` readers each input produces its outputs exactly once,
-even when the process is killed at any point.
+are committed in that same transaction, so for ``read_committed`` readers each input produces
+its outputs exactly once, even when the process is killed at any point.
+
+When to commit is the loop's :class:`~model_canary.streams.latency.CommitPolicy`
+(``CANARY_LATENCY``): as soon as the input is drained (everything the consumer had fetched was
+handled) and the transaction is ``min_ms`` old, at the latest ``max_ms`` after it began, or
+once it holds ``max_in_txn`` inputs. A transaction is never held open waiting for input that
+is not there: a request waits for its own commit, not for the next ones.
 
 When code fails instead of the process, nothing is committed that was not handled:
 
@@ -33,7 +38,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -47,11 +52,12 @@ from confluent_kafka import (
 
 from model_canary.agents import metrics
 from model_canary.agents.kafka.admin import Admin
-from model_canary.agents.kafka.clients import new_consumer, new_producer, usable
+from model_canary.agents.kafka.clients import fetch, new_consumer, new_producer, usable
 from model_canary.agents.kafka.errors import wrap
 from model_canary.agents.kafka.limits import PRODUCER_DEFAULT_MAX, OutputLimits
 from model_canary.streams.errors import KafkaOperationError, OutputRefusedError
 from model_canary.streams.headers import RawHeaders
+from model_canary.streams.latency import CommitPolicy
 from model_canary.streams.messages import OffsetRange
 from model_canary.streams.settings import Settings
 
@@ -124,8 +130,10 @@ class LoopConfig:
     topics: tuple[str, ...]
     transactional_id: str
     max_batch: int = 1000
-    commit_interval_ms: int = 100
+    #: When to commit (``Settings.commit_policy``: the latency profile's, or a fixed interval).
+    commit: CommitPolicy = field(default_factory=CommitPolicy)
     max_in_txn: int = 50_000
+    #: How long one turn waits for input when no transaction is open.
     poll_timeout_s: float = 0.05
     transaction_timeout_ms: int = 10_000
     # How long a crashed instance that is not restarted keeps its partitions.
@@ -281,17 +289,7 @@ class ExactlyOnceLoop:
     def _open(self) -> tuple[Consumer, Producer]:
         if self._consumer is None or self._producer is None:
             c = self.config
-            extra = {
-                "transaction.timeout.ms": c.transaction_timeout_ms,
-                "queue.buffering.max.messages": 500_000,
-            }
-            producer = new_producer(
-                self.settings, f"canary-{c.agent}", transactional_id=c.transactional_id, **extra
-            )
-            try:
-                producer.init_transactions(30)
-            except KafkaException as exc:
-                raise wrap(f"init transactions ({c.transactional_id})", exc) from None
+            producer = self._new_producer()
             consumer = new_consumer(
                 self.settings,
                 f"canary-{c.agent}",
@@ -317,6 +315,23 @@ class ExactlyOnceLoop:
             self._out = TxnOutput(producer, OutputLimits(admin.topic_config, producer_max))
             self._consumer, self._producer = consumer, producer
         return self._consumer, self._producer
+
+    def _new_producer(self) -> Producer:
+        """The transactional producer, its transactions initialised (fencing any predecessor
+        with the same transactional id)."""
+        c = self.config
+        extra = {
+            "transaction.timeout.ms": c.transaction_timeout_ms,
+            "queue.buffering.max.messages": 500_000,
+        }
+        producer = new_producer(
+            self.settings, f"canary-{c.agent}", transactional_id=c.transactional_id, **extra
+        )
+        try:
+            producer.init_transactions(30)
+        except KafkaException as exc:
+            raise wrap(f"init transactions ({c.transactional_id})", exc) from None
+        return producer
 
     @property
     def in_transaction(self) -> bool:
@@ -364,8 +379,12 @@ class ExactlyOnceLoop:
         c = self.config
         try:
             while not stop.is_set():
-                self._turn_started = time.monotonic()
-                msgs = consumer.consume(num_messages=c.max_batch, timeout=c.poll_timeout_s)
+                now = self._turn_started = time.monotonic()
+                if self._in_txn:
+                    wait = c.commit.wait_s((now - self._txn_started) * 1000)
+                else:
+                    wait = c.poll_timeout_s
+                msgs = fetch(consumer, c.max_batch, wait)
                 batch = [m for m in msgs if usable(m)]
                 if batch:
                     if len(self._range_starts) < len(self.assigned):
@@ -381,8 +400,11 @@ class ExactlyOnceLoop:
                 if time.monotonic() - self._lag_at >= LAG_INTERVAL_S:
                     self._report_lag()
                 if self._in_txn and (
-                    time.monotonic() - self._txn_started >= c.commit_interval_ms / 1000
-                    or self._pending >= c.max_in_txn
+                    self._pending >= c.max_in_txn
+                    or c.commit.due(
+                        (time.monotonic() - self._txn_started) * 1000,
+                        drained=len(msgs) < c.max_batch,
+                    )
                 ):
                     self.commit()
             if self._in_txn:
@@ -655,6 +677,11 @@ class ExactlyOnceLoop:
             with contextlib.suppress(KafkaException):
                 producer.poll(0)
             failures, out.failures = out.failures, []
+        return self._quarantine_refused(failures)
+
+    def _quarantine_refused(self, failures: list[tuple[Message | None, KafkaError]]) -> bool:
+        """Quarantine every input among ``failures`` whose write Kafka refused (attributed
+        writes only). True when at least one was."""
         attributed = [
             (source, e)
             for source, e in failures
@@ -705,9 +732,7 @@ class ExactlyOnceLoop:
         log.warning("%s: aborting transaction: %s", self.config.agent, why)
         metrics.TXN_ABORTS.labels(self.config.agent).inc()
         try:
-            self._watched("abort", lambda: producer.abort_transaction(30))
-        except KafkaException as exc:
-            raise wrap("abort transaction", exc) from None
+            self._abort_output(producer)
         finally:
             if self.hooks.on_abort is not None:
                 self.hooks.on_abort()
@@ -723,6 +748,13 @@ class ExactlyOnceLoop:
             )
         if self._failures > 1:
             time.sleep(min(5.0, 0.1 * 2 ** (self._failures - 1)))
+
+    def _abort_output(self, producer: Producer) -> None:
+        """Undo what the open transaction wrote."""
+        try:
+            self._watched("abort", lambda: producer.abort_transaction(30))
+        except KafkaException as exc:
+            raise wrap("abort transaction", exc) from None
 
     def _positions(self) -> dict[tuple[str, int], int]:
         if self._consumer is None:
@@ -745,6 +777,10 @@ class ExactlyOnceLoop:
                 self._range_starts[(tp.topic, tp.partition)] = tp.offset
 
     # -- observing -----------------------------------------------------------------------
+    def positions(self) -> dict[tuple[str, int], int]:
+        """The consumer's position in each assigned partition (nothing before it opens)."""
+        return self._positions()
+
     def lag(self) -> dict[tuple[str, int], int]:
         """Messages not yet consumed per assigned partition (high watermark - position).
 

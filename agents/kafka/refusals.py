@@ -40,6 +40,10 @@ class AnswerTo:
     rollout_id: str | None = None
     weight_bp: int = 0
     routing_key: str | None = None
+    #: Where the error result goes instead of the results topics (a pre-flight's replayed
+    #: request is answered on the pre-flight results topic, never served).
+    topic: str | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def error_result(answer: AnswerTo, reason: str, detail: str) -> InferenceResult:
@@ -83,9 +87,12 @@ def answer_to_unrouted(msg: Message, max_bytes: int) -> AnswerTo:
 class Refusals:
     """``refuse(out, msg, reason, detail, answer=...)`` for one agent."""
 
-    def __init__(self, catalogue: TopicCatalogue, agent: str) -> None:
+    def __init__(
+        self, catalogue: TopicCatalogue, agent: str, *, delivery_headers: h.RawHeaders | None = None
+    ) -> None:
         self.catalogue = catalogue
         self.agent = agent
+        self.delivery_headers = delivery_headers  # on every error result (h.delivery_headers)
 
     def refuse(
         self,
@@ -97,9 +104,11 @@ class Refusals:
         answer: AnswerTo | None,
         payload: bytes | None = None,
         payload_kind: str = "request",
+        at_least_once: bool = False,
     ) -> None:
         """Answer ``msg``'s request with an error result (when ``answer`` is given) and
-        dead-letter it, both in the open transaction."""
+        dead-letter it, both in the open transaction. ``at_least_once``: the request was
+        delivered so (routed at least once), so its answer may repeat and is marked so."""
         extra: h.RawHeaders = []
         if answer is not None:
             result = error_result(answer, reason, detail)
@@ -107,8 +116,12 @@ class Refusals:
             meta = h.header_dict(h.as_list(msg.headers()))
             # Answered in the request's own form: JSON for a JSON request.
             value, headers = encode_result(result, as_json=is_json(meta.get(h.CONTENT_TYPE)))
+            marks = self.delivery_headers
+            if at_least_once and marks is None:
+                marks = h.delivery_headers(exactly_once=False)
+            headers += marks or []
             topic = self.catalogue.results if result.served else self.catalogue.shadow_results
-            out.produce(topic, value, key=key, headers=headers)
+            out.produce(answer.topic or topic, value, key=key, headers=[*headers, *answer.headers])
             if h.REQUEST_ID not in meta:
                 extra.append((h.REQUEST_ID, key))
         dead_letter(

@@ -19,13 +19,8 @@ from typing import cast
 from confluent_kafka import Message
 
 from model_canary.agents import metrics
-from model_canary.agents.kafka.eos import (
-    ExactlyOnceLoop,
-    LoopConfig,
-    TxnHooks,
-    TxnOutput,
-    tune_gc,
-)
+from model_canary.agents.kafka.alo import data_loop
+from model_canary.agents.kafka.eos import LoopConfig, TxnHooks, TxnOutput, tune_gc
 from model_canary.agents.kafka.refusals import Refusals, answer_to_unrouted
 from model_canary.agents.kafka.state_view import StateView
 from model_canary.streams import headers as h
@@ -45,7 +40,9 @@ log = logging.getLogger(__name__)
 AGENT = "router"
 # Headers the router sets; a client's values for them are replaced (canary-arm is read first
 # as a forced arm).
-_ROUTER_HEADERS = frozenset({h.ARM, h.VERSION, h.ROLLOUT_ID, h.WEIGHT_BP, h.ROUTED_AT_MS, h.SHADOW})
+_ROUTER_HEADERS = frozenset(
+    {h.ARM, h.VERSION, h.ROLLOUT_ID, h.WEIGHT_BP, h.ROUTED_AT_MS, h.SHADOW, h.DELIVERY}
+)
 
 
 _JSON = h.JSON.encode()
@@ -114,7 +111,7 @@ class Router:
         self.catalogue = TopicCatalogue(settings.topic_prefix, settings.partitions)
         self.view = StateView(settings, client_id=f"canary-router-state-{self.options.instance}")
         prefix = settings.topic_prefix
-        self.loop = ExactlyOnceLoop(
+        self.loop = data_loop(
             settings,
             LoopConfig(
                 agent=AGENT,
@@ -122,14 +119,16 @@ class Router:
                 topics=(self.catalogue.requests,),
                 transactional_id=f"{prefix}.router.{self.options.instance}",
                 max_batch=self.options.max_batch,
-                commit_interval_ms=settings.commit_interval_ms,
+                commit=settings.commit_policy,
             ),
             self.handle,
             on_idle=self._refresh_state,
             refuse=self._refuse,
             hooks=TxnHooks(before_commit=self._publish_evidence, on_abort=self._drop_evidence),
         )
-        self.refusals = Refusals(self.catalogue, AGENT)
+        self.refusals = Refusals(
+            self.catalogue, AGENT, delivery_headers=h.delivery_headers(settings.exactly_once)
+        )
         self.evidence = EvidenceBuilder("routed", source=self.loop.config.transactional_id)
         self._evidence_codec = codec_for(Evidence)
         self._last_state_poll = 0.0
@@ -359,6 +358,8 @@ class Router:
             ]
             if not route.served:
                 headers.append((h.SHADOW, b"1"))
+            # Routed at least once: the workers mark their answers so (they may repeat).
+            headers += h.delivery_headers(self.settings.exactly_once) or []
             topic = self.catalogue.version_requests(model, route.version)
             cell = None
             if route.arm is not Arm.STABLE:

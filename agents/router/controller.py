@@ -62,7 +62,7 @@ class Controller:
                 topics=(self.catalogue.control,),
                 transactional_id=f"{prefix}.controller.{instance}",
                 max_batch=100,
-                commit_interval_ms=settings.commit_interval_ms,
+                commit=settings.commit_policy,
             ),
             self.handle,
             refuse=self._refuse_input,

@@ -12,12 +12,19 @@ predictions topic (keyed by request id) for the label joiner. One metric event p
 After a rollback, requests still queued for the canary are not answered by it: the worker
 re-drives them to the baseline's topic in the same transaction that consumes them, so each is
 still answered exactly once, by the baseline.
+
+The worker also consumes its version's pre-flight topic: recorded requests a pre-flight
+replays (``canary preflight``). They are run in the same micro-batches as live requests and
+answered on the pre-flight results topic only, chosen by the topic they came from (never by a
+header): a replayed answer never reaches a client, and counts in no live metric.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -26,20 +33,15 @@ from dataclasses import dataclass, replace
 from confluent_kafka import Message
 
 from model_canary.agents import metrics
-from model_canary.agents.kafka.eos import (
-    ExactlyOnceLoop,
-    LoopConfig,
-    TxnHooks,
-    TxnOutput,
-    tune_gc,
-)
+from model_canary.agents.kafka.alo import data_loop
+from model_canary.agents.kafka.eos import LoopConfig, TxnHooks, TxnOutput, tune_gc
 from model_canary.agents.kafka.refusals import AnswerTo, Refusals
 from model_canary.agents.kafka.state_view import StateView
 from model_canary.agents.worker.adapters import (
     ModelAdapter,
     ModelInput,
     ModelOutput,
-    predict_safely,
+    ModelRunner,
 )
 from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import codec_for
@@ -97,9 +99,12 @@ class _Routed:
     served: bool
     routed_at_ms: int | None
     redriven: bool
+    at_least_once: bool  # routed with at-least-once delivery: its answer may repeat
+    #: The pre-flight id of a replayed request (it came from the pre-flight topic).
+    preflight: str | None = None
 
     @classmethod
-    def from_headers(cls, meta: dict[str, str]) -> _Routed:
+    def from_headers(cls, meta: dict[str, str], *, preflight: bool = False) -> _Routed:
         try:
             arm = Arm(meta.get(h.ARM, Arm.STABLE.value))
         except ValueError:
@@ -124,6 +129,8 @@ class _Routed:
             served=meta.get(h.SHADOW) != "1",
             routed_at_ms=routed_at_ms,
             redriven=meta.get(REDRIVEN) == "1",
+            at_least_once=meta.get(h.DELIVERY) == h.AT_LEAST_ONCE.decode(),
+            preflight=(meta.get(h.PREFLIGHT) or "unknown") if preflight else None,
         )
 
 
@@ -137,28 +144,36 @@ class Worker:
         self.settings = settings
         self.options = options
         self.adapter = adapter
+        self.runner = ModelRunner(adapter)  # the model's calls, in a thread kept across batches
         self.catalogue = TopicCatalogue(settings.topic_prefix, settings.partitions)
         self.topic = self.catalogue.version_requests(options.model, options.version)
+        self.preflight_topic = self.catalogue.preflight_requests(options.model, options.version)
+        # Micro-batch ids for replayed answers: unique across this worker's restarts.
+        self._run = f"{options.instance}.{secrets.token_hex(4)}"
+        self._batches = itertools.count()
         self.view = StateView(settings, client_id=f"canary-worker-state-{options.instance}")
         self._metric_codec = codec_for(MetricEvent)
         self._seconds = metrics.INFERENCE_SECONDS.labels(options.model, options.version)
+        self._delivery_headers = h.delivery_headers(settings.exactly_once)
         prefix = settings.topic_prefix
         name = f"{options.model}.{options.version}"
-        self.loop = ExactlyOnceLoop(
+        self.loop = data_loop(
             settings,
             LoopConfig(
                 agent=AGENT,
                 group_id=f"{prefix}.worker.{name}",
-                topics=(self.topic,),
+                topics=(self.topic, self.preflight_topic),
                 transactional_id=f"{prefix}.worker.{name}.{options.instance}",
                 max_batch=options.max_batch,
-                commit_interval_ms=settings.commit_interval_ms,
+                commit=settings.commit_policy,
             ),
             self.handle,
             refuse=self._refuse,
             hooks=TxnHooks(before_commit=self._publish_evidence, on_abort=self._drop_evidence),
         )
-        self.refusals = Refusals(self.catalogue, AGENT)
+        self.refusals = Refusals(
+            self.catalogue, AGENT, delivery_headers=h.delivery_headers(settings.exactly_once)
+        )
         self.evidence = EvidenceBuilder("served", source=self.loop.config.transactional_id)
         self._evidence_codec = codec_for(Evidence)
         self._prediction_codec = codec_for(Prediction)
@@ -170,6 +185,7 @@ class Worker:
             self.loop.run(stop)
         finally:
             self.view.close()
+            self.runner.close()
             self.adapter.close()
 
     def handle(self, batch: Sequence[Message], out: TxnOutput) -> None:
@@ -186,15 +202,20 @@ class Worker:
             return
         inputs = [ModelInput(r.request_id, r.inputs, r.content_type) for _, r, _ in todo]
         began = time.perf_counter()
-        outputs = predict_safely(self.adapter, inputs, self.options.timeout_s)
+        outputs = self.runner.predict(inputs, self.options.timeout_s)
         batch_ms = (time.perf_counter() - began) * 1000
-        errors = 0
+        errors = live = 0
+        batch_id = f"{self._run}.{next(self._batches)}"
         seconds = self._seconds
         items = _Batch()
         for (msg, request, routed), output in zip(todo, outputs, strict=True):
             out.source = msg
             latency_ms = batch_ms + output.extra_latency_ms
+            if routed.preflight is not None:
+                self._publish_replayed(out, msg, request, routed, output, latency_ms, batch_id)
+                continue
             ok = self._publish(out, msg, request, routed, output, latency_ms)
+            live += 1
             errors += not ok
             seconds.observe(latency_ms / 1000)
             self._evidence_item(items, out, msg, request, routed, output, ok, latency_ms)
@@ -210,7 +231,8 @@ class Worker:
             )
         # Counted per batch: a Prometheus update per request costs as much as the publishing.
         o = self.options
-        metrics.INFERENCES.labels(o.model, o.version, "ok").inc(len(todo) - errors)
+        if live:
+            metrics.INFERENCES.labels(o.model, o.version, "ok").inc(live - errors)
         if errors:
             metrics.INFERENCES.labels(o.model, o.version, "error").inc(errors)
 
@@ -220,11 +242,15 @@ class Worker:
         raw = h.as_list(msg.headers())
         meta = h.header_dict(raw)
         try:
-            routed = _Routed.from_headers(meta)
+            routed = _Routed.from_headers(meta, preflight=msg.topic() == self.preflight_topic)
         except DecodeError as exc:
             self._refuse(out, msg, exc.reason, str(exc))
             return None
-        if routed.arm is Arm.CANARY and self._rolled_back(routed.rollout_id):
+        if (
+            routed.preflight is None
+            and routed.arm is Arm.CANARY
+            and self._rolled_back(routed.rollout_id)
+        ):
             if routed.served:
                 self._redrive(out, msg, raw)
             return None  # a shadow copy of a rolled-back canary is simply not run
@@ -299,6 +325,8 @@ class Worker:
             routing_key=request.routing_key,
             latency_ms=latency_ms,
             created_at=now,
+            prediction=output.prediction if output.ok else None,
+            measures=output.measures,
         )
         # A re-driven request was assigned to the canary: its baseline answer is served but
         # says nothing about the canary-vs-baseline comparison, so no metric event is counted
@@ -327,7 +355,11 @@ class Worker:
         topic = self.catalogue.results if routed.served else self.catalogue.shadow_results
         error = not output.ok
         try:
-            out.produce(topic, encoded, key=key, headers=headers)
+            # Marked at-least-once when this worker or the router delivers so (it may repeat).
+            marks = self._delivery_headers
+            if routed.at_least_once and marks is None:
+                marks = h.delivery_headers(exactly_once=False)
+            out.produce(topic, encoded, key=key, headers=headers + (marks or []))
         except OutputRefusedError as exc:
             # The model's answer cannot be written (too large for the results topic, say):
             # answer with an error instead, keep a bounded copy of the output, count an error.
@@ -341,6 +373,7 @@ class Worker:
                 answer=answer,
                 payload=output.outputs,
                 payload_kind="output",
+                at_least_once=routed.at_least_once,
             )
             metric = replace(metric, error=True, error_type=exc.reason, prediction=None)
             error = True
@@ -352,8 +385,14 @@ class Worker:
     # -- evidence --------------------------------------------------------------------------
     def _cell(self, routed: _Routed, routed_second: int) -> Cell | None:
         """The evidence cell of a request, or None when it is in no rollout's comparison (no
-        rollout, the stable arm, or re-driven to the baseline after a rollback)."""
-        if routed.rollout_id is None or routed.arm is Arm.STABLE or routed.redriven:
+        rollout, the stable arm, re-driven to the baseline after a rollback, or a pre-flight's
+        replayed copy)."""
+        if (
+            routed.rollout_id is None
+            or routed.arm is Arm.STABLE
+            or routed.redriven
+            or routed.preflight is not None  # a replayed copy is no live evidence
+        ):
             return None
         return Cell(
             self.options.model,
@@ -423,7 +462,72 @@ class Worker:
     def _drop_evidence(self) -> None:
         self.evidence.clear()
 
+    def _publish_replayed(
+        self,
+        out: TxnOutput,
+        msg: Message,
+        request: InferenceRequest,
+        routed: _Routed,
+        output: ModelOutput,
+        latency_ms: float,
+        batch_id: str,
+    ) -> None:
+        """Answer a pre-flight's replayed request on the pre-flight results topic, with the
+        pre-flight's header and the micro-batch's id; an answer too large to write becomes an
+        error answer there."""
+        o = self.options
+        result = InferenceResult(
+            request_id=request.request_id,
+            model=o.model,
+            version=o.version,
+            arm=routed.arm,
+            served=False,
+            outputs=output.outputs,
+            content_type=output.content_type,
+            error=output.error,
+            error_type=output.error_type,
+            rollout_id=routed.rollout_id,
+            weight_bp=routed.weight_bp,
+            routing_key=request.routing_key,
+            latency_ms=latency_ms,
+            created_at=utc_now(),
+            prediction=output.prediction if output.ok else None,
+            measures=output.measures,
+        )
+        value, headers = encode_result(result, as_json=False)
+        marks = [
+            (h.PREFLIGHT, (routed.preflight or "").encode()),
+            (h.PREFLIGHT_BATCH, batch_id.encode()),
+        ]
+        try:
+            out.produce(
+                self.catalogue.preflight_results,
+                value,
+                key=request.request_id.encode(),
+                headers=[*headers, *marks],
+            )
+        except OutputRefusedError as exc:
+            detail = f"the model's output cannot be written: {exc.detail}"
+            answer = self._answer_to(request, routed)
+            self.refusals.refuse(
+                out, msg, exc.reason, detail, answer=answer, payload=output.outputs,
+                payload_kind="output",
+            )  # fmt: skip
+
     def _answer_to(self, request: InferenceRequest | None, routed: _Routed | None) -> AnswerTo:
+        if routed is not None and routed.preflight is not None:
+            return AnswerTo(
+                request.request_id if request else "",
+                model=self.options.model,
+                version=self.options.version,
+                arm=routed.arm,
+                served=False,
+                rollout_id=routed.rollout_id,
+                weight_bp=routed.weight_bp,
+                routing_key=request.routing_key if request else None,
+                topic=self.catalogue.preflight_results,
+                headers=((h.PREFLIGHT, routed.preflight.encode()),),
+            )
         return AnswerTo(
             request.request_id if request else "",
             model=self.options.model,
@@ -442,13 +546,21 @@ class Worker:
         meta = h.header_dict(h.as_list(msg.headers()))
         rid = meta.get(h.REQUEST_ID)
         answer = None
+        replayed = msg.topic() == self.preflight_topic
         try:
-            routed: _Routed | None = _Routed.from_headers(meta)
+            routed: _Routed | None = _Routed.from_headers(meta, preflight=replayed)
         except DecodeError:
             routed = None
+        if routed is None and replayed:
+            # A replayed request is never answered on the live results topics.
+            preflight = meta.get(h.PREFLIGHT) or "unknown"
+            routed = _Routed(
+                Arm.STABLE, None, 0, False, None, False, at_least_once=False, preflight=preflight
+            )
         if rid:
             answer = replace(self._answer_to(None, routed), request_id=rid)
-        self.refusals.refuse(out, msg, reason, detail, answer=answer)
+        at_least_once = routed is not None and routed.at_least_once
+        self.refusals.refuse(out, msg, reason, detail, answer=answer, at_least_once=at_least_once)
         if routed is not None:
             # Routed and not run: it still counts for the second's completeness.
             second = (routed.routed_at_ms or int(time.time() * 1000)) // 1000

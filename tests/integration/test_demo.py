@@ -1,8 +1,7 @@
 """The README's main job, sped up: ``canary demo`` on the test broker, each scenario ending
 as it should with every request answered exactly once, and every process stopped.
 
-The three scenarios run at the same time (each under its own topic prefix): every demo spends
-most of its time waiting for steps to pass, so together they take about as long as one.
+The scenarios run one after the other, each under its own topic prefix.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ SCENARIOS = {
     "good": ("--scenario", "good"),
     "bad": ("--scenario", "bad", "--regression", "latency"),
     "shadow": ("--scenario", "shadow"),
+    "preflight": ("--scenario", "preflight"),
 }
 
 
@@ -142,6 +142,21 @@ def test_shadow_serves_everything_from_the_baseline(runs: dict[str, Run]) -> Non
     assert arms.get("stable", 0) + arms["baseline"] == summary["requests"]
     shadow = summary["shadow"]
     assert shadow["pairs"] > 0 and 0 < shadow["agreement"] < 1, "v1 and v2 differ sometimes"
+
+
+def test_a_bad_candidate_is_stopped_by_its_preflight_and_a_good_one_goes_live(
+    runs: dict[str, Run],
+) -> None:
+    summary = _summary(runs["preflight"])
+    verdicts = {p["candidate"]: p for p in summary["preflights"]}
+    assert verdicts["v3"]["status"] == "failed" and "accuracy" in verdicts["v3"]["reason"]
+    assert verdicts["v2"]["status"] == "passed" and verdicts["v2"]["labelled"] > 0
+    assert all("<svg" in Path(p["report"]).read_text() for p in verdicts.values())
+    assert summary["final_phase"] == "Progressing"
+    assert [(d["action"], d["weight_percent"]) for d in summary["decisions"]][:1] == [
+        ("ADVANCE", 1)
+    ]
+    assert summary["requests_per_arm"]["canary"] > 0, "the good candidate served its 1% step"
 
 
 def test_sigterm_stops_every_process_the_demo_started(settings: Settings, tmp_path: Path) -> None:

@@ -23,28 +23,42 @@ from tests.integration.conftest import Agent, header, read_topic, send_requests
 pytestmark = pytest.mark.integration
 
 
-def _produced(settings: Settings, topics: list[str]) -> int:
-    """Messages written to ``topics`` so far, committed or not (high watermarks)."""
-    consumer = Consumer(consumer_config(settings, "watermarks", "watermarks-unused"))
-    try:
-        total = 0
-        for topic in topics:
-            md = consumer.list_topics(topic, timeout=10).topics[topic]
-            for p in md.partitions:
-                total += consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-        return total
-    finally:
-        consumer.close()
+class _Watermarks:
+    """Messages written to some topics so far, committed or not (the sum of their high
+    watermarks; transaction markers count too), through one consumer kept open so that a
+    reading takes a few milliseconds."""
+
+    def __init__(self, settings: Settings, topics: list[str]) -> None:
+        self._consumer = Consumer(consumer_config(settings, "watermarks", "watermarks-unused"))
+        self._partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ]
+
+    def __call__(self) -> int:
+        return sum(
+            self._consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in self._partitions
+        )
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 def _kill_when(agent: Agent, settings: Settings, topics: list[str], at_least: int) -> int:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        n = _produced(settings, topics)
-        if n >= at_least:
-            agent.kill()
-            return n
-        time.sleep(0.05)
+    """SIGKILL ``agent`` as soon as ``at_least`` messages were written to ``topics`` (read
+    every few milliseconds); the count after the kill (nothing more comes from the killed
+    process)."""
+    written = _Watermarks(settings, topics)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if written() >= at_least:
+                agent.kill()
+                return written()
+            time.sleep(0.005)
+    finally:
+        written.close()
     raise AssertionError(f"fewer than {at_least} messages arrived in 120 s:\n{agent.log()[-3000:]}")
 
 
@@ -52,14 +66,23 @@ def test_router_killed_mid_stream_routes_every_request_exactly_once(
     settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
 ) -> None:
     n = 50_000
+    # A first router applies the rollout (its controller writes the rollout state), then
+    # stops gracefully; the requests are queued while no router runs, so the next router
+    # starts with all of them waiting and is killed early in that backlog (at 2% of it, read
+    # every few milliseconds; a router routes about 100k requests/s, so the whole backlog
+    # takes it half a second or more).
     first = spawn("router", "--instance", "r1")
     control = ControlClient(settings)
     control.send("iris", "start", baseline_version="v1", canary_version="v2")
     control.send("iris", "set_weight", weight_bp=5000)
+    assert first.stop() == 0
     send_requests(settings, "iris", [f"user-{i % 7000}" for i in range(n)])
     out = [topics.version_requests("iris", v) for v in ("v1", "v2")]
-    at_kill = _kill_when(first, settings, out, 10_000)
-    assert at_kill < n, "the router finished before it could be killed"
+    busy = spawn("router", "--instance", "r1")
+    after_kill = _kill_when(busy, settings, out, 1_000)
+    # Fewer than n messages (markers included) were written when it died: it was killed with
+    # requests still to route, whichever of them it had committed.
+    assert after_kill < n, f"the router finished before it could be killed ({after_kill} written)"
     spawn("router", "--instance", "r1")  # same instance: aborts the killed one's transaction
 
     routed = read_topic(settings, out, n, timeout=120, settle=2)
@@ -71,7 +94,8 @@ def test_router_killed_mid_stream_routes_every_request_exactly_once(
     for m in routed:
         arms.setdefault(m.key() or b"", set()).add(header(m, h.ARM))
     assert all(len(a) == 1 for a in arms.values()), "a key changed arms across the restart"
-    assert {a for s in arms.values() for a in s} == {"baseline", "canary"}
+    # At 50% the default plan's control arm takes the baseline's whole share.
+    assert {a for s in arms.values() for a in s} == {"control", "canary"}
 
 
 def test_worker_killed_mid_stream_answers_every_request_exactly_once(
@@ -107,15 +131,22 @@ def test_evidence_is_written_exactly_once_when_the_router_and_a_worker_are_kille
     of every request exactly once (read_committed), and every record names the inputs its
     transaction consumed, disjoint from every other transaction's."""
     n = 20_000
-    router = spawn("router", "--instance", "r1")
+    # As in the router test: the rollout applied by a first router, the requests queued while
+    # no router runs, a fresh router killed early in that backlog; then the workers start on
+    # the routed backlog and one is killed early in it.
+    first = spawn("router", "--instance", "r1")
     control = ControlClient(settings)
     control.send("iris", "start", baseline_version="v1", canary_version="v2")
     control.send("iris", "set_weight", weight_bp=5000)
-    workers = {v: start_worker(v) for v in ("v1", "v2")}
+    assert first.stop() == 0
     send_requests(settings, "iris", [f"user-{i}" for i in range(n)])
-    _kill_when(router, settings, [topics.version_requests("iris", "v1")], 3_000)
+    routed_topics = [topics.version_requests("iris", v) for v in ("v1", "v2")]
+    at_kill = _kill_when(spawn("router", "--instance", "r1"), settings, routed_topics, 1_000)
+    assert at_kill < n, f"the router finished before it could be killed ({at_kill} written)"
     spawn("router", "--instance", "r1")
-    _kill_when(workers["v1"], settings, [topics.results], 6_000)
+    workers = {v: start_worker(v) for v in ("v1", "v2")}
+    answered_at_kill = _kill_when(workers["v1"], settings, [topics.results], 2_000)
+    assert answered_at_kill < n, f"the workers finished first ({answered_at_kill} written)"
     start_worker("v1")
 
     results = read_topic(settings, topics.results, n, timeout=180, settle=2)
@@ -129,7 +160,7 @@ def test_evidence_is_written_exactly_once_when_the_router_and_a_worker_are_kille
     by_arm = Counter(
         ev.arm.value for ev in evidence for _ in range(ev.requests) if ev.kind == "served"
     )
-    assert set(by_arm) == {"baseline", "canary"}
+    assert set(by_arm) == {"control", "canary"}  # at 50%: the control arm, no baseline
     # No two transactions claim the same input offsets.
     seen: dict[tuple[str, str, int], list[tuple[int, int]]] = {}
     for ev in evidence:

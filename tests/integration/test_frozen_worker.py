@@ -1,6 +1,18 @@
-"""A worker frozen (SIGSTOP) past its transaction timeout: the broker aborts its transaction
-and fences it; on SIGCONT it exits saying that is what happened (not that another instance
-took its transactional id), and once restarted every request is answered exactly once."""
+"""A worker frozen (SIGSTOP) past its transaction timeout and its session timeout loses
+nothing and duplicates nothing, whichever of its two legitimate outcomes it meets on SIGCONT:
+
+* fenced: the broker aborted its transaction and bumped its epoch, and the worker's first
+  transactional call met that. It exits saying it did not run for longer than its transaction
+  timeout (not that another instance took its transactional id), and a restarted instance
+  answers the rest.
+* recovered: its consumer session had expired, so the first call that failed was the offset
+  commit (UNKNOWN_MEMBER_ID, abortable). It aborts with a warning, rejoins, and goes on
+  serving: the aborted batch is handled again in a new transaction.
+
+Which comes first is not up to the test: both timeouts are 10 s, the session is counted from
+the last heartbeat (3 s apart) while the broker finds a timed-out transaction only on its
+next check (every 10 s), so no freeze makes either one certain.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +25,7 @@ import pytest
 
 from model_canary.agents.client.control import ControlClient
 from model_canary.agents.client.inference import CanaryClient
+from model_canary.agents.client.tail import open_tail
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.messages import InferenceResult
 from model_canary.streams.settings import Settings
@@ -42,13 +55,39 @@ def _feed(settings: Settings, stop: threading.Event, sent: list[str]) -> None:
         client.close()
 
 
-def _wait_exit(agent: Agent, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while agent.alive and time.monotonic() < deadline:
-        time.sleep(0.2)
-    code = agent.returncode
-    assert code is not None, f"the worker did not exit after SIGCONT:\n{agent.log()[-3000:]}"
-    return code
+def _wait_for_a_commit(settings: Settings, topic: str, timeout: float = 30.0) -> None:
+    """Wait until new answers become visible to a ``read_committed`` reader: the worker has
+    just committed a transaction."""
+    consumer = open_tail(settings, topic, "frozen-commit")
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(m.error() is None for m in consumer.consume(100, timeout=0.1)):
+                return
+    finally:
+        consumer.close()
+    raise AssertionError(f"no commit in {timeout:.0f} s")
+
+
+def _after_resume(
+    worker: Agent, settings: Settings, topic: str, first_after: int, timeout: float
+) -> str:
+    """``exited`` once the worker exits; ``serving`` once it has committed an answer to a
+    request sent after it was resumed (``f{first_after}`` onwards) and is still running: a
+    transaction committed after the freeze proves it was not fenced."""
+    consumer = open_tail(settings, topic, "frozen-outcome", from_beginning=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not worker.alive:
+                return "exited"
+            for m in consumer.consume(1000, timeout=0.2):
+                key = (m.key() or b"").decode("utf-8", "replace")  # the request id
+                if m.error() is None and key[1:].isdigit() and int(key[1:]) >= first_after:
+                    return "serving" if worker.alive else "exited"
+    finally:
+        consumer.close()
+    raise AssertionError(f"the worker neither exited nor served after SIGCONT:\n{worker.log()}")
 
 
 def test_a_worker_frozen_past_its_transaction_timeout_says_so_and_loses_nothing(
@@ -67,22 +106,34 @@ def test_a_worker_frozen_past_its_transaction_timeout_says_so_and_loses_nothing(
     feeder.start()
     try:
         assert len(read_topic(settings, topics.results, 20, timeout=60, settle=0)) >= 20
+        _wait_for_a_commit(settings, topics.results)
+        # Mid-transaction: the next commit is about 3.5 s away and the feed keeps writing into
+        # the open transaction, which the broker will time out during the freeze.
+        time.sleep(1.5)
         worker.pause()
         time.sleep(FROZEN_S)
         worker.resume()
-        code = _wait_exit(worker, 90)
+        outcome = _after_resume(worker, settings, topics.results, len(sent), 90)
         log = worker.log()
-        assert code != 0
-        assert "did not run for" in log and "longer than its transaction timeout" in log, log
-        assert "another instance uses transactional id" not in log
+        assert "another instance uses transactional id" not in log, log
         assert "Traceback" not in log, log
-        start_worker("v1")  # the same instance, as a supervisor would restart it
+        if outcome == "exited":
+            assert worker.returncode != 0
+            assert "did not run for" in log and "longer than its transaction timeout" in log, log
+            start_worker("v1")  # the same instance, as a supervisor would restart it
+        else:
+            # The failed commit was visible, and the worker goes on serving.
+            assert "aborting transaction" in log, log
+            time.sleep(2)
+            assert worker.alive, f"the worker exited after it recovered:\n{worker.log()}"
     finally:
         stop.set()
         feeder.join(60)
 
     codec = codec_for(InferenceResult)
-    results = read_topic(settings, TopicCatalogue(settings.topic_prefix).results, len(sent))
+    results = read_topic(settings, topics.results, len(sent))
     answered = Counter(codec.decode(m.value() or b"").request_id for m in results)
     assert set(answered) == set(sent), f"{len(set(sent) - set(answered))} requests lost"
     assert max(answered.values()) == 1, "a request was answered twice"
+    if outcome == "serving":
+        assert worker.alive, f"the worker exited after it recovered:\n{worker.log()}"

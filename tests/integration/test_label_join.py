@@ -19,7 +19,7 @@ from model_canary.streams.messages import Feedback, utc_now
 from model_canary.streams.plan import parse_plan
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
-from tests.integration.conftest import Agent
+from tests.integration.conftest import Agent, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -94,6 +94,9 @@ def _send_labels(serving: SimulatedServing, settings: Settings, keyed_by_model_e
     n = 0
     while serving._labels:
         _due, rid, label = serving._labels.popleft()
+        if n % 10 == 0:  # feedback without a label first: it never joins, nor is refused
+            rated = Feedback(request_id=rid, model="bench", value=4.0, observed_at=utc_now())
+            producer.produce(topic, codec.encode(rated), key=rid.encode())
         fb = Feedback(request_id=rid, model="bench", label=label, observed_at=utc_now())
         key = b"bench" if n % keyed_by_model_every == 0 else rid.encode()
         producer.produce(topic, codec.encode(fb), key=key)
@@ -130,6 +133,7 @@ def test_labels_join_once_across_two_instances_however_they_are_keyed(
     assert _wait(lambda: _labelled(ports), 3000) == 3000, "the evaluator counted each once"
     rekeyed = sum(total(scrape(p) or {}, "canary_feedback_rekeyed_total") for p in joiners)
     assert rekeyed == 600
+    assert read_topic(settings, topics.dead_letters, 0, timeout=0, settle=0.5) == []
 
 
 def test_pending_predictions_survive_a_sigkill(

@@ -80,6 +80,7 @@ def acls(p: str) -> dict[str, list[Grant]]:
         "worker": [
             (TOPIC, f"{p}.", PRE, CREATE),
             (TOPIC, f"{c.requests}.", PRE, READ),
+            (TOPIC, f"{p}.preflight.", PRE, READ),
             (TOPIC, c.rollout_state, LIT, READ),
             *[
                 (TOPIC, t, LIT, WRITE)
@@ -90,6 +91,7 @@ def acls(p: str) -> dict[str, list[Grant]]:
                     c.predictions,
                     c.metrics,
                     c.dead_letters,
+                    c.preflight_results,
                 )
             ],
             (GROUP, f"{p}.worker.", PRE, READ),

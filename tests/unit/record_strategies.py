@@ -17,6 +17,7 @@ from model_canary.streams.messages import (
     MAX_BP,
     Action,
     Arm,
+    BaselineMode,
     ControlCommand,
     ControlEvent,
     DeadLetter,
@@ -34,6 +35,8 @@ from model_canary.streams.messages import (
     Outcome,
     Phase,
     Prediction,
+    Preflight,
+    PreflightStatus,
     Record,
     RolloutState,
     from_epoch_ms,
@@ -68,6 +71,8 @@ EXAMPLES: dict[type[Record], Any] = {
         routing_key="user-7",
         latency_ms=12.25,
         created_at=T1,
+        prediction="setosa",
+        measures={"completion_tokens": 3.0},
     ),
     MetricEvent: MetricEvent(
         request_id="r1",
@@ -86,7 +91,13 @@ EXAMPLES: dict[type[Record], Any] = {
         completed_at=T1,
     ),
     Feedback: Feedback(
-        request_id="r1", model="iris", label="setosa", observed_at=T1, source="labelling-ui"
+        request_id="r1",
+        model="iris",
+        label="setosa",
+        observed_at=T1,
+        source="labelling-ui",
+        value=4.5,
+        attributes={"complaint": "yes"},
     ),
     ControlCommand: ControlCommand(
         command_id="c1",
@@ -223,6 +234,29 @@ EXAMPLES: dict[type[Record], Any] = {
         agent="router",
         failed_at=T0,
     ),
+    Preflight: Preflight(
+        preflight_id="pf-iris-v2-1",
+        model="iris",
+        baseline_version="v1",
+        candidate_version="v2",
+        status=PreflightStatus.FAILED,
+        baseline_mode=BaselineMode.RECORDED,
+        sample_bp=5000,
+        rate=200.0,
+        max_requests=5000,
+        ranges=(OffsetRange(topic="canary.requests", partition=0, first=10, last=99),),
+        window_start=T0,
+        replayed=90,
+        answered=88,
+        labelled=40,
+        reason="errors: bad-event ratio 4.1",
+        evidence=(MetricEvidence(metric="errors", canary_n=88, canary_bad=9, alarmed=True),),
+        agreement=0.95,
+        plan_json="{}",
+        report="/tmp/r.html",
+        started_at=T0,
+        updated_at=T1,
+    ),
 }
 
 _INT = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
@@ -277,13 +311,15 @@ def _value(avro_type: Any, hint: Any, name: str) -> st.SearchStrategy[Any]:
                 if avro_type["values"] == "double"
                 else st.text()
             )
-            return st.dictionaries(st.text(), values, max_size=3)
+            return st.dictionaries(st.text(min_size=1), values, max_size=3)
         if kind == "array":
             item_hint = typing.get_args(base)[0]
             items = _value(avro_type["items"], item_hint, name)
             return st.lists(items, max_size=3).map(tuple)
         if kind == "record":
             return record_strategy(base, avro_type)
+    if name == "value" and avro_type == "double":  # Feedback.value: finite
+        return st.floats(allow_nan=False, allow_infinity=False)
     if avro_type in _INT:
         return st.integers(*_INT[avro_type])
     return {
@@ -300,7 +336,8 @@ def record_strategy(cls: type[Any], schema: dict[str, Any] | None = None) -> st.
     hints = typing.get_type_hints(cls)
     fields = {}
     for f in schema["fields"]:
-        if f["name"] in cls.IDENTITY:
+        if f["name"] in cls.IDENTITY or (cls is Feedback and f["name"] == "label"):
+            # Feedback carries a label, a value or attributes: the label makes it valid.
             fields[f["name"]] = st.text(min_size=1)
         else:
             fields[f["name"]] = _value(f["type"], hints[f["name"]], f["name"])

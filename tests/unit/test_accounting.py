@@ -62,6 +62,27 @@ def test_two_served_results_for_one_request_are_a_duplicate() -> None:
     assert report.to_dict()["duplicated_ids"] == ["a"]
 
 
+def test_at_least_once_repeats_are_counted_not_duplicates() -> None:
+    ledger = Ledger()
+    for rid in ("r1", "r2", "r3"):
+        ledger.request(rid)
+    for _ in range(3):
+        ledger.result("r1", served=True, repeatable=True)  # answered three times, marked
+    ledger.result("r2", served=True, repeatable=True)
+    ledger.result("r3", served=True)
+    ledger.result("r3", served=True, repeatable=True)  # as many repeats as marked answers
+    ledger.result("r2", served=False, repeatable=True)  # a shadow copy is no repeat
+    report = ledger.report()
+    assert (report.repeats, report.duplicated, report.ok) == (3, (), True)
+    assert report.to_dict()["repeats"] == 3
+    # Unmarked answers beyond the first are duplicates (exactly-once was promised for them).
+    ledger.request("r4")
+    ledger.result("r4", served=True)
+    ledger.result("r4", served=True)
+    report = ledger.report()
+    assert (report.repeats, report.duplicated, report.ok) == (3, ("r4",), False)
+
+
 def test_a_request_sent_twice_may_be_served_twice() -> None:
     ledger = _ledger("a", "a")
     ledger.result("a", served=True)

@@ -14,6 +14,7 @@ from model_canary.agents.worker.adapters import (
     EchoAdapter,
     ModelInput,
     ModelOutput,
+    ModelRunner,
     error_output,
     predict_safely,
 )
@@ -108,3 +109,36 @@ def test_error_output_truncates_long_messages() -> None:
     out = error_output("x" * 10_000, EXCEPTION)
     assert out.error is not None and len(out.error) == 500
     assert not out.ok
+
+
+class ThreadNoting(EchoAdapter):
+    def __init__(self) -> None:
+        super().__init__("noting")
+        self.threads: list[int] = []
+
+    def predict(self, batch: Sequence[ModelInput]) -> list[ModelOutput]:
+        self.threads.append(threading.get_ident())
+        return super().predict(batch)
+
+
+def test_a_runner_keeps_its_thread_from_batch_to_batch() -> None:
+    adapter = ThreadNoting()
+    runner = ModelRunner(adapter)
+    for _ in range(5):
+        assert all(o.ok for o in runner.predict(BATCH, timeout_s=5.0))
+    assert len(set(adapter.threads)) == 1 and runner.threads == 1
+    assert adapter.threads[0] != threading.get_ident()
+    runner.close()
+
+
+def test_a_runner_abandons_a_hung_call_and_serves_the_next_batch_on_a_new_thread() -> None:
+    adapter = Hanging()
+    runner = ModelRunner(adapter)
+    out = runner.predict(BATCH, timeout_s=0.2)
+    assert {o.error_type for o in out} == {TIMEOUT}
+    adapter.release.set()  # the abandoned call returns; its answer is discarded
+    assert adapter.finished.wait(10)
+    assert all(o.ok for o in runner.predict(BATCH, timeout_s=5.0))
+    assert runner.threads == 2
+    assert {o.error_type for o in ModelRunner(Raising()).predict(BATCH, 1.0)} == {EXCEPTION}
+    runner.close()

@@ -109,7 +109,9 @@ class Handler(BaseHTTPRequestHandler):
             self.server.seen.bodies.append(body)
             content = body["messages"][-1]["content"].upper()
             choice = {"index": 0, "message": {"role": "assistant", "content": content}}
-            self.reply(200, {"id": "c1", "model": body.get("model"), "choices": [choice]})
+            usage = {"prompt_tokens": 7, "completion_tokens": len(content.split())}
+            answer = {"id": "c1", "model": body.get("model"), "choices": [choice], "usage": usage}
+            self.reply(200, answer)
         elif path == "/limited/v1/chat/completions":
             self.reply(429, {"error": {"message": "rate limited", "type": "requests"}})
         else:
@@ -281,6 +283,7 @@ def test_openai_fills_model_forces_stream_off_and_reads_content(
         ]
     )
     assert [o.prediction for o in out[:2]] == ["SPAM?", "HAM"]
+    assert dict(out[0].measures) == {"prompt_tokens": 7.0, "completion_tokens": 1.0}
     assert json.loads(out[0].outputs)["choices"][0]["message"]["content"] == "SPAM?"
     assert [o.error_type for o in out[2:]] == ["bad-input", "bad-input"]
     bodies = sorted(server.seen.bodies, key=lambda b: b["messages"][0]["content"])

@@ -253,6 +253,27 @@ def test_a_worker_answers_in_the_requests_form_with_headers_and_shadows_apart(
     assert decode_result(shadow.value(), shadow.headers()).arm is Arm.CANARY
 
 
+def test_an_exactly_once_worker_marks_answers_and_refusals_of_requests_routed_at_least_once(
+    kafka: FakeKafka,
+) -> None:
+    topic = CAT.version_requests("iris", "v1")
+    mark = (h.DELIVERY, h.AT_LEAST_ONCE)
+    for rid, value in (("ok1", b'{"text": "hi"}'), ("bad1", b'{"text": ')):
+        message = routed(value, rid, json_=True)
+        message["headers"] = [*message["headers"], mark]  # type: ignore[misc]
+        kafka.send(topic, **message)  # type: ignore[arg-type]
+    kafka.send(topic, **routed(b'{"text": ', "bad2", json_=True))  # type: ignore[arg-type]
+    kafka.create(CAT.rollout_state)
+    worker = Worker(SETTINGS, WorkerOptions("iris", "v1", instance="w1"), EchoAdapter())
+    worker.view.catch_up(timeout=1)
+    run_until_idle(worker.loop, kafka)
+    served = {header(m, h.REQUEST_ID): m for m in kafka.read(CAT.results)}
+    assert set(served) == {"ok1", "bad1", "bad2"}
+    assert json.loads(served["bad1"].value() or b"")["error_type"] == "undecodable"
+    marked = {rid for rid, m in served.items() if header(m, h.DELIVERY) == "at-least-once"}
+    assert marked == {"ok1", "bad1"}  # bad2 was routed exactly once: its refusal is not marked
+
+
 # -- the controller ----------------------------------------------------------------------------
 
 

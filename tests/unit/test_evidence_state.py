@@ -224,6 +224,16 @@ def test_every_record_of_one_transaction_counts_once() -> None:
         txn[0], offsets=(OffsetRange(topic="v1", partition=0, first=5, last=9),)
     )
     assert not state.apply(old)
+    # A range inside the last one is earlier too; one overlapping it and going further (an
+    # at-least-once agent restarted before its offsets were committed) counts.
+    inside = dataclasses.replace(
+        txn[0], offsets=(OffsetRange(topic="v1", partition=0, first=10, last=10),)
+    )
+    assert not state.apply(inside)
+    further = dataclasses.replace(
+        txn[0], offsets=(OffsetRange(topic="v1", partition=0, first=10, last=14),)
+    )
+    assert state.apply(further) and not state.apply(further)
 
 
 def test_unusable_records_change_nothing() -> None:

@@ -95,7 +95,7 @@ def test_other_records_validate_too() -> None:
         ControlCommand(command_id="c", model="m", action="explode", issued_at=EPOCH)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"MetricEvidence\.metric must not be empty"):
         MetricEvidence(metric="")
-    with pytest.raises(ValueError, match="label must not be empty"):
+    with pytest.raises(ValueError, match="carries nothing: give a label, a value or attributes"):
         Feedback(request_id="r", model="m", label="", observed_at=EPOCH)
     with pytest.raises(ValueError, match=r"timeout_ms must be within 1\.\."):
         InferenceRequest(request_id="r", model="m", inputs=b"", created_at=EPOCH, timeout_ms=0)

@@ -98,6 +98,8 @@ def test_settings_go_to_a_child_process_whole_through_the_environment(tmp_path: 
         "CANARY_PARTITIONS": "6",
         "CANARY_REPLICATION_FACTOR": "3",
         "CANARY_COMMIT_INTERVAL_MS": "20",
+        "CANARY_LATENCY": "low",
+        "CANARY_DELIVERY": "at-least-once",
         "CANARY_MAX_REQUEST_BYTES": "4096",
         "CANARY_STATE_DIR": str(tmp_path / "state"),
         "CANARY_KAFKA_SASL_PASSWORD": "s3cr3t",

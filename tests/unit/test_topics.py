@@ -10,9 +10,15 @@ def test_names_follow_the_prefix() -> None:
     cat = TopicCatalogue("acme")
     names = [s.name for s in cat.core_specs()]
     assert all(n.startswith("acme.") for n in names)
-    assert len(set(names)) == len(names) == 14
+    assert len(set(names)) == len(names) == 16
     assert cat.shadow_results == "acme.results.shadow"
     assert cat.version_requests("fraud", "v10") == "acme.requests.fraud.v10"
+    assert cat.preflight_requests("fraud", "v10") == "acme.preflight.fraud.v10"
+    assert [s.name for s in cat.version_specs("fraud", "v10")] == [
+        "acme.requests.fraud.v10",
+        "acme.preflight.fraud.v10",
+    ]
+    assert cat.spec(cat.preflights).config["cleanup.policy"] == "compact"
 
 
 def test_control_plane_topics_have_one_partition_and_state_is_compacted() -> None:

@@ -1,5 +1,6 @@
 """What every model adapter speaks: one input and one output per request, a batch in and a
-batch out, and :func:`predict_safely`, the guard the worker puts around every call.
+batch out, and :func:`predict_safely` (:class:`ModelRunner` for a stream of batches), the
+guard the worker puts around every call.
 
 >>> out = predict_safely(EchoAdapter(), [ModelInput("r1", b'{"x": 1}')], timeout_s=1.0)
 >>> out[0].outputs, out[0].error
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from queue import SimpleQueue
 from typing import Protocol
 
 from model_canary.streams.headers import JSON
@@ -51,7 +53,9 @@ class ModelOutput:
     the model failed for this input; ``prediction`` is the predicted label as text, for joining
     with ground truth; ``extra_latency_ms`` corrects the batch's measured time for this item
     (a fault injector sleeps once per batch for its largest delay; items with a smaller one
-    report less).
+    report less); ``measures`` are numbers the adapter read about this answer (a chat
+    completion's ``prompt_tokens``, ``completion_tokens``, ``total_tokens``), carried on the
+    result.
 
     >>> ModelOutput(b'{"outputs": []}', prediction="setosa").ok
     True
@@ -63,6 +67,7 @@ class ModelOutput:
     error_type: str | None = None
     prediction: str | None = None
     extra_latency_ms: float = 0.0
+    measures: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -143,12 +148,13 @@ def describe(exc: BaseException) -> str:
 def predict_safely(
     adapter: ModelAdapter, batch: Sequence[ModelInput], timeout_s: float
 ) -> list[ModelOutput]:
-    """Call ``adapter.predict`` so that nothing the model does can kill or hang the worker.
+    """Call ``adapter.predict`` once so that nothing the model does can kill or hang the
+    worker (a :class:`ModelRunner` used once: see there).
 
-    The call runs in its own daemon thread. An exception becomes an ``"exception"`` error for
-    every item; no answer within ``timeout_s`` becomes a ``"timeout"`` error for every item (a
-    late answer is discarded, the thread is abandoned); a result of the wrong length or type is a
-    ``"bad-output"`` error for every item, a non-:class:`ModelOutput` item one for that item.
+    An exception becomes an ``"exception"`` error for every item; no answer within
+    ``timeout_s`` becomes a ``"timeout"`` error for every item (a late answer is discarded, the
+    thread is abandoned); a result of the wrong length or type is a ``"bad-output"`` error for
+    every item, a non-:class:`ModelOutput` item one for that item.
 
     >>> class Broken(EchoAdapter):
     ...     def predict(self, batch):
@@ -156,30 +162,80 @@ def predict_safely(
     >>> [o.error_type for o in predict_safely(Broken(), [ModelInput("r1", b"{}")], 1.0)]
     ['exception']
     """
-    if not batch:
-        return []
-    items = list(batch)
-    future: Future[list[ModelOutput]] = Future()
-
-    def run() -> None:
-        try:
-            result = adapter.predict(items)
-        except Exception as exc:
-            future.set_exception(exc)
-        except BaseException as exc:  # SystemExit and the like must not escape as such
-            future.set_exception(RuntimeError(describe(exc)))
-        else:
-            future.set_result(result)
-
-    thread = threading.Thread(target=run, name=f"predict-{adapter.name}", daemon=True)
-    thread.start()
+    runner = ModelRunner(adapter)
     try:
-        result = future.result(timeout=timeout_s)
-    except FutureTimeoutError:
-        return _all_failed(len(items), f"model did not answer within {timeout_s:g} s", TIMEOUT)
-    except Exception as exc:
-        return _all_failed(len(items), describe(exc), EXCEPTION)
-    return _checked(result, len(items))
+        return runner.predict(batch, timeout_s)
+    finally:
+        runner.close()
+
+
+_Job = tuple[list[ModelInput], "Future[list[ModelOutput]]"] | None
+
+
+class ModelRunner:
+    """Runs ``adapter.predict`` in a thread of its own, kept from one batch to the next (a
+    thread per batch costs more than a small batch's model call): :meth:`predict` is
+    :func:`predict_safely` without that cost. A call that does not answer in time abandons its
+    thread (it ends once the call returns, if ever); the next batch gets a new one.
+
+    >>> runner = ModelRunner(EchoAdapter())
+    >>> [o.outputs for o in runner.predict([ModelInput("r1", b"1"), ModelInput("r2", b"2")], 1.0)]
+    [b'1', b'2']
+    >>> runner.close()
+    """
+
+    def __init__(self, adapter: ModelAdapter) -> None:
+        self.adapter = adapter
+        self._jobs: SimpleQueue[_Job] | None = None
+        #: Threads started so far (one, unless calls timed out).
+        self.threads = 0
+
+    def predict(self, batch: Sequence[ModelInput], timeout_s: float) -> list[ModelOutput]:
+        """The adapter's outputs for ``batch``, or an error output for every item when it
+        raised, timed out or answered with the wrong length or type."""
+        if not batch:
+            return []
+        items = list(batch)
+        future: Future[list[ModelOutput]] = Future()
+        jobs = self._jobs if self._jobs is not None else self._start()
+        jobs.put((items, future))
+        try:
+            result = future.result(timeout=timeout_s)
+        except FutureTimeoutError:
+            jobs.put(None)  # the stuck thread ends once its call returns
+            self._jobs = None
+            return _all_failed(len(items), f"model did not answer within {timeout_s:g} s", TIMEOUT)
+        except Exception as exc:
+            return _all_failed(len(items), describe(exc), EXCEPTION)
+        return _checked(result, len(items))
+
+    def close(self) -> None:
+        """Let the thread end (it does once its current call, if any, returns)."""
+        if self._jobs is not None:
+            self._jobs.put(None)
+            self._jobs = None
+
+    def _start(self) -> SimpleQueue[_Job]:
+        jobs: SimpleQueue[_Job] = SimpleQueue()
+        thread = threading.Thread(
+            target=self._serve, args=(jobs,), name=f"predict-{self.adapter.name}", daemon=True
+        )
+        thread.start()
+        self.threads += 1
+        self._jobs = jobs
+        return jobs
+
+    def _serve(self, jobs: SimpleQueue[_Job]) -> None:
+        while (job := jobs.get()) is not None:
+            items, future = job
+            try:
+                result = self.adapter.predict(items)
+            except Exception as exc:
+                future.set_exception(exc)
+            except BaseException as exc:  # SystemExit and the like must not escape as such
+                future.set_exception(RuntimeError(describe(exc)))
+            else:
+                future.set_result(result)
 
 
 def _checked(result: object, expected: int) -> list[ModelOutput]:

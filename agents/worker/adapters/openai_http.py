@@ -2,7 +2,9 @@
 llama.cpp server, Ollama). Each input is a chat-completions request JSON
 (``{"messages": [...], ...}``); it is POSTed to ``{base}/chat/completions`` with ``model`` filled
 in when missing and ``stream`` forced to false. The output is the response JSON, the prediction
-``choices[0].message.content``.
+(what labels and feedback are joined with, also on the result) the answer's text
+``choices[0].message.content``, and the result's measures the answer's token counts
+(``usage.prompt_tokens``, ``completion_tokens``, ``total_tokens``, when the server reports them).
 
 Options: ``model``, ``api_key_env`` (the environment variable holding the API key, default
 ``OPENAI_API_KEY``; without a key no ``Authorization`` header is sent; the key is read once
@@ -19,6 +21,7 @@ when the adapter is built and never shown), and the transport options of
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -99,7 +102,12 @@ class OpenAiHttpAdapter(HttpBatchAdapter):
             answer = decode_json(response.body)
         except DecodeError:
             answer = None
-        return ModelOutput(response.body, response.content_type, prediction=_content(answer))
+        return ModelOutput(
+            response.body,
+            response.content_type,
+            prediction=_content(answer),
+            measures=_usage(answer),
+        )
 
 
 def _content(answer: Any) -> str | None:
@@ -108,3 +116,24 @@ def _content(answer: Any) -> str | None:
     except (KeyError, IndexError, TypeError):
         return None
     return content if isinstance(content, str) else None
+
+
+#: Token counts of a chat completion's ``usage``, kept as the result's measures.
+TOKEN_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def _usage(answer: Any) -> dict[str, float]:
+    """The token counts in ``answer["usage"]`` that are numbers.
+
+    >>> _usage({"usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": "x"}})
+    {'prompt_tokens': 9.0, 'completion_tokens': 3.0}
+    """
+    usage = answer.get("usage") if isinstance(answer, dict) else None
+    if not isinstance(usage, dict):
+        return {}
+    out: dict[str, float] = {}
+    for name in TOKEN_COUNTS:
+        count = usage.get(name)
+        if isinstance(count, int | float) and not isinstance(count, bool) and math.isfinite(count):
+            out[name] = float(count)
+    return out

@@ -1,0 +1,592 @@
+"""``canary bench latency``: how long a served request waits, through the router and a worker
+run as processes of their own, at a steady rate; and how many requests per second the same
+settings carry.
+
+Under a fresh prefix, model ``bench`` is registered (baseline ``v1``, no rollout). Then, for
+each round and each mode (a latency profile, or at-least-once delivery), in an order that
+alternates between rounds:
+
+1. ``canary router --no-controller`` and ``canary worker --model bench --version v1
+   --adapter ADAPTER`` start with the mode's settings and are warmed up (a request answered);
+2. *latency*: the Python client (:class:`~model_canary.agents.client.CanaryClient`) sends
+   requests at ``rate`` per second for ``seconds``, each timed from just before it is
+   produced. ``read_committed`` tails record when each routed copy and each answer become
+   readable; the client's future records when the client has the answer;
+3. *throughput*: ``drain`` requests are sent at once; requests/s is their number over the time
+   from the first sent to the last answer readable (the slower agent sets it);
+4. both agents stop (SIGTERM: they commit and leave).
+
+Every request must be answered once: a second answer is a duplicate with exactly-once
+delivery, a repeat with at-least-once. Before the rounds, a minimal confluent-kafka loop
+measures the broker's own transaction cost (:mod:`~model_canary.agents.bench.txn_floor`), the
+floor each exactly-once hop pays.
+
+>>> # figures, text = run_latency_bench(Settings.from_env(), LatencyBenchOptions(rounds=3))
+>>> # figures["e2e_p50_ms"], figures["e2e_p99_ms"]
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import re
+import socket
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import Message
+
+from model_canary.agents.bench import BenchError
+from model_canary.agents.bench.load import INPUTS
+from model_canary.agents.bench.measure import TopicTail, header_value
+from model_canary.agents.bench.report import fmt, median, percentile, table
+from model_canary.agents.bench.session import (
+    BenchSession,
+    Contender,
+    Progress,
+    require_at_least_one,
+)
+from model_canary.agents.bench.txn_floor import measure_txn_floor
+from model_canary.agents.broker import LocalBroker
+from model_canary.agents.client.inference import CanaryClient
+from model_canary.streams import headers as h
+from model_canary.streams.codec.avro import AvroCodec, codec_for
+from model_canary.streams.errors import ConfigError, DecodeError, RequestTimeoutError
+from model_canary.streams.latency import Delivery, LatencyMode
+from model_canary.streams.messages import InferenceResult
+from model_canary.streams.settings import Settings
+
+MODEL, VERSION = "bench", "v1"
+AT_LEAST_ONCE = Delivery.AT_LEAST_ONCE.value
+#: What ``--mode`` takes: a latency profile (exactly-once), or at-least-once delivery (with
+#: the base settings' profile).
+MODES = (*(m.value for m in LatencyMode), AT_LEAST_ONCE)
+#: The hops a request's time is split into, in order (see :func:`_hops`).
+HOPS = (
+    "router_queue",
+    "router_commit",
+    "worker_queue",
+    "model",
+    "worker_commit",
+    "result_fetch",
+)
+#: Figures reported with their spread over rounds.
+SPREAD = ("e2e_p50_ms", "e2e_p99_ms", "client_p50_ms", "client_p99_ms", "requests_per_s")
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyBenchOptions:
+    rate: float = 1000.0
+    seconds: float = 10.0
+    rounds: int = 3
+    modes: tuple[str, ...] = ("balanced",)
+    adapter: str = "noop:"
+    drain: int = 20_000
+    floor_samples: int = 200
+    keep_topics: bool = False
+    timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        require_at_least_one(self, "rounds", "drain")
+        if self.rate <= 0 or self.seconds <= 0:
+            raise ConfigError("--rate and --seconds must be positive")
+        if not self.modes:
+            raise ConfigError("give at least one --mode")
+        for mode in self.modes:
+            if mode not in MODES:
+                raise ConfigError(f"--mode {mode!r} is not one of {', '.join(MODES)}")
+        if len(set(self.modes)) != len(self.modes):
+            raise ConfigError("each --mode once")
+
+
+@dataclass
+class _Times:
+    """What was seen of one request: when it was sent, routed and answered."""
+
+    sent_ns: int
+    routed_ns: int | None = None  # the routed copy readable
+    routed_at_ms: int | None = None  # the router's canary-routed-at-ms
+    answer_ns: int | None = None  # the answer readable (first copy)
+    created_ms: float | None = None  # the result's created_at
+    model_ms: float | None = None  # the result's latency_ms
+    client_ns: int | None = None  # the client's future completed
+    answers: int = 0
+
+
+@dataclass
+class _Run:
+    """One mode in one round."""
+
+    mode: str
+    times: dict[str, _Times] = field(default_factory=dict)
+    drain_sent: dict[str, int] = field(default_factory=dict)
+    drain_answered: dict[str, int] = field(default_factory=dict)  # rid -> first answer ns
+    drain_answers: int = 0
+    sent_seconds: float = 0.0
+    client_repeats: int = 0
+    #: Over the latency phase: CPU seconds per process, and per agent its commits (count,
+    #: seconds) from its own canary_transaction_commit_duration_seconds.
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    commits: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def run_latency_bench(
+    settings: Settings, options: LatencyBenchOptions, progress: Progress = lambda _m: None
+) -> tuple[dict[str, object], str]:
+    """Run the benchmark; returns the figures (the JSON line's content) and a table."""
+    o = options
+    with BenchSession(
+        settings, "latency-bench", keep_topics=o.keep_topics, progress=progress
+    ) as session:
+        cat = session.catalogue
+        prefix = session.settings.topic_prefix
+        floor_topic = session.spec("floor")
+        progress(f"topics under {prefix}.*: creating, registering model {MODEL} ({VERSION})")
+        session.create_topics([*cat.version_specs(MODEL, VERSION), floor_topic])
+        session.apply_commands([(MODEL, "register", {"baseline_version": VERSION})])
+        adapter = _adapter(o.adapter, session.log_dir)
+        progress(f"transaction floor: {o.floor_samples} minimal transactions")
+        floor_group = f"{prefix}.floor"
+        session.groups.append(floor_group)
+        floor = measure_txn_floor(
+            session.settings, floor_topic.name, floor_group, samples=o.floor_samples
+        )
+        runs: dict[str, list[_Run]] = {m: [] for m in o.modes}
+        for r in range(o.rounds):
+            order = list(o.modes) if r % 2 == 0 else list(reversed(o.modes))
+            for mode in order:
+                progress(f"round {r + 1}/{o.rounds}: {mode}")
+                runs[mode].append(_run_mode(session, mode, adapter, r, o, progress))
+    per_mode = {m: _mode_figures(rs, o) for m, rs in runs.items()}
+    first = o.modes[0]
+    figures: dict[str, object] = {
+        "mode": first,
+        **per_mode[first],
+        "rate": o.rate,
+        "seconds": o.seconds,
+        "rounds": o.rounds,
+        "adapter": o.adapter,
+        "txn_floor_p50_ms": percentile(floor, 50),
+        "txn_floor_p99_ms": percentile(floor, 99),
+    }
+    if len(o.modes) > 1:
+        figures["modes"] = per_mode
+    return figures, _table(per_mode, floor)
+
+
+def _adapter(spec: str, folder: Path) -> str:
+    """``sklearn:`` alone: the demo's iris model (v2), trained now; anything else as given."""
+    if spec != "sklearn:":
+        return spec
+    from model_canary.agents.demo.models import write_models
+
+    paths = write_models(Path(tempfile.mkdtemp(dir=folder, prefix="models-")), broken=False)
+    return f"sklearn:{paths['v2']}"
+
+
+def _mode_settings(base: Settings, mode: str) -> Settings:
+    if mode == AT_LEAST_ONCE:
+        return base.with_overrides(delivery=Delivery.AT_LEAST_ONCE)
+    return base.with_overrides(latency=LatencyMode(mode), delivery=Delivery.EXACTLY_ONCE)
+
+
+def _run_mode(
+    session: BenchSession,
+    mode: str,
+    adapter: str,
+    round_: int,
+    o: LatencyBenchOptions,
+    progress: Progress,
+) -> _Run:
+    settings = _mode_settings(session.settings, mode)
+    cat = session.catalogue
+    prefix = settings.topic_prefix
+    version_topic = cat.version_requests(MODEL, VERSION)
+    tag = f"{mode}-{round_ + 1}"
+    ports = {"router": _free_port(), "worker": _free_port()}
+    router = session.agent(
+        f"router-{tag}",
+        f"{prefix}.router",
+        [cat.requests],
+        [version_topic],
+        "router",
+        "--instance",
+        "bench",
+        "--no-controller",
+        "--metrics-port",
+        str(ports["router"]),
+        settings=settings,
+    )
+    worker = session.agent(
+        f"worker-{tag}",
+        f"{prefix}.worker.{MODEL}.{VERSION}",
+        [version_topic],
+        [cat.results],
+        "worker",
+        "--model",
+        MODEL,
+        "--version",
+        VERSION,
+        "--adapter",
+        adapter,
+        "--instance",
+        "bench",
+        "--metrics-port",
+        str(ports["worker"]),
+        settings=settings,
+    )
+    run = _Run(mode)
+    client = CanaryClient(settings)
+    try:
+        router.child.start()
+        worker.child.start()
+        _warm_up(client, [router, worker], o.timeout)
+        usage = _Usage(session.settings, router, worker, ports)
+        _latency(run, session, client, [router, worker], o, progress)
+        usage.since(run)
+        _throughput(run, session, client, [router, worker], o, round_, progress)
+        run.client_repeats = client.repeats
+    finally:
+        client.close()
+        worker.child.stop()
+        router.child.stop()
+    return run
+
+
+def _warm_up(client: CanaryClient, agents: Sequence[Contender], timeout: float) -> None:
+    """Until a request is answered (both agents up, in their groups, caught up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for agent in agents:
+            agent.child.check_alive()
+        try:
+            client.infer(INPUTS, model=MODEL, key="warm-up", timeout=5)
+            break
+        except RequestTimeoutError:
+            if time.monotonic() > deadline:
+                raise BenchError(f"no answer within {timeout:g}s of starting the agents") from None
+    for _ in range(20):  # a few more, so nothing is cold when timing begins
+        client.infer(INPUTS, model=MODEL, key="warm-up", timeout=30)
+
+
+def _latency(
+    run: _Run,
+    session: BenchSession,
+    client: CanaryClient,
+    agents: Sequence[Contender],
+    o: LatencyBenchOptions,
+    progress: Progress,
+) -> None:
+    cat = session.catalogue
+    times = run.times
+    codec = codec_for(InferenceResult)
+
+    def routed(msg: Message, now: int) -> None:
+        rid = header_value(msg, h.REQUEST_ID)
+        t = times.get(rid or "")
+        if t is not None and t.routed_ns is None:
+            t.routed_ns = now
+            t.routed_at_ms = int(header_value(msg, h.ROUTED_AT_MS) or 0) or None
+
+    def answered(msg: Message, now: int) -> None:
+        t = times.get((msg.key() or b"").decode("utf-8", "replace"))
+        if t is None:
+            return
+        t.answers += 1
+        if t.answer_ns is None:
+            t.answer_ns = now
+            result = _decode(codec, msg)
+            if result is not None:
+                t.created_ms = result.created_at.timestamp() * 1000
+                t.model_ms = result.latency_ms
+
+    def done(t: _Times, _future: Future[InferenceResult]) -> None:
+        t.client_ns = time.time_ns()
+
+    progress(f"  {o.rate:g} requests/s for {o.seconds:g} s")
+    routed_tail = TopicTail(session.settings, [cat.version_requests(MODEL, VERSION)], routed)
+    answer_tail = TopicTail(session.settings, [cat.results], answered)
+    n = max(1, int(o.rate * o.seconds))
+    try:
+        began = time.monotonic()
+        for i in range(n):
+            wait = began + i / o.rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            rid = client.new_request_id()
+            t = _Times(sent_ns=0)
+            with answer_tail.lock, routed_tail.lock:
+                times[rid] = t
+            t.sent_ns = time.time_ns()
+            future = client.infer_nowait(
+                INPUTS, model=MODEL, key=f"user-{i % 1000}", request_id=rid
+            )
+            future.add_done_callback(functools.partial(done, t))
+        run.sent_seconds = time.monotonic() - began
+        _wait(lambda: all(t.answer_ns and t.client_ns for t in times.values()), agents, o.timeout)
+    finally:
+        routed_tail.stop()
+        answer_tail.stop()
+
+
+def _throughput(
+    run: _Run,
+    session: BenchSession,
+    client: CanaryClient,
+    agents: Sequence[Contender],
+    o: LatencyBenchOptions,
+    round_: int,
+    progress: Progress,
+) -> None:
+    sent, answered = run.drain_sent, run.drain_answered
+
+    def record(msg: Message, now: int) -> None:
+        rid = (msg.key() or b"").decode("utf-8", "replace")
+        if rid in sent:
+            run.drain_answers += 1
+            answered.setdefault(rid, now)
+
+    ids = [f"drain-{run.mode}-{round_}-{i}" for i in range(o.drain)]
+    tail = TopicTail(session.settings, [session.catalogue.results], record)
+    progress(f"  throughput: {o.drain:,} requests at once")
+    try:
+        with tail.lock:
+            sent.update((rid, 0) for rid in ids)
+        first = time.time_ns()
+        for i, rid in enumerate(ids):
+            client.send(INPUTS, model=MODEL, key=f"user-{i % 1000}", request_id=rid, flush=False)
+            if i % 1000 == 999:
+                client.flush(0)
+        client.flush(60)
+        with tail.lock:
+            sent.update((rid, first) for rid in ids)
+        _wait(lambda: len(answered) >= len(ids), agents, o.timeout)
+    finally:
+        tail.stop()
+
+
+def _wait(ready: Callable[[], bool], agents: Sequence[Contender], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        for agent in agents:
+            agent.child.check_alive()
+        if time.monotonic() > deadline:
+            return  # what is missing is reported as lost
+        time.sleep(0.05)
+
+
+def _decode(codec: AvroCodec[InferenceResult], msg: Message) -> InferenceResult | None:
+    try:
+        return codec.decode(msg.value() or b"")
+    except DecodeError:
+        return None
+
+
+def _hops(t: _Times) -> dict[str, float] | None:
+    """One request's time split into hops (ms), or ``None`` when something was not seen:
+
+    * router_queue: sent -> the router handled it (its routed-at stamp): the client's linger,
+      the broker, the router's fetch and its wait behind the batch before;
+    * router_commit: routed-at -> the routed copy readable (read_committed);
+    * worker_queue: the routed copy readable -> the worker began the request (its result's
+      created_at minus the model's time);
+    * model: the model's time (the result's latency_ms);
+    * worker_commit: created_at -> the answer readable (read_committed);
+    * result_fetch: the answer readable -> the Python client has it.
+    """
+    if None in (t.routed_ns, t.routed_at_ms, t.answer_ns, t.created_ms, t.model_ms, t.client_ns):
+        return None
+    assert t.routed_ns and t.routed_at_ms and t.answer_ns and t.client_ns
+    assert t.created_ms is not None and t.model_ms is not None
+    sent_ms, routed_ms, answer_ms = t.sent_ns / 1e6, t.routed_ns / 1e6, t.answer_ns / 1e6
+    return {
+        "router_queue": t.routed_at_ms - sent_ms,
+        "router_commit": routed_ms - t.routed_at_ms,
+        "worker_queue": t.created_ms - t.model_ms - routed_ms,
+        "model": t.model_ms,
+        "worker_commit": answer_ms - t.created_ms,
+        "result_fetch": (t.client_ns - t.answer_ns) / 1e6,
+    }
+
+
+def _run_figures(run: _Run) -> dict[str, object]:
+    times = list(run.times.values())
+    e2e = [(t.answer_ns - t.sent_ns) / 1e6 for t in times if t.answer_ns]
+    client = [(t.client_ns - t.sent_ns) / 1e6 for t in times if t.client_ns]
+    hops = [x for x in (_hops(t) for t in times) if x is not None]
+    extra = sum(max(0, t.answers - 1) for t in times) + max(
+        0, run.drain_answers - len(run.drain_answered)
+    )
+    lost = sum(1 for t in times if not t.answer_ns) + len(run.drain_sent) - len(run.drain_answered)
+    last = max(run.drain_answered.values(), default=0)
+    first = min(run.drain_sent.values(), default=0)
+    figures: dict[str, object] = {
+        "e2e_p50_ms": percentile(e2e, 50),
+        "e2e_p99_ms": percentile(e2e, 99),
+        "client_p50_ms": percentile(client, 50),
+        "client_p99_ms": percentile(client, 99),
+        "requests_per_s": len(run.drain_answered) / ((last - first) / 1e9) if last > first else 0,
+        "achieved_rate": len(times) / run.sent_seconds if run.sent_seconds else 0,
+        "hops_p50_ms": {k: percentile([x[k] for x in hops], 50) for k in HOPS},
+        "hops_p99_ms": {k: percentile([x[k] for x in hops], 99) for k in HOPS},
+        "requests": len(times) + len(run.drain_sent),
+        "lost": lost,
+        "client_repeats": run.client_repeats,
+    }
+    for agent in ("router", "worker"):
+        count, seconds = run.commits.get(agent, (0.0, 0.0))
+        figures[f"{agent}_commits_per_s"] = count / run.sent_seconds if run.sent_seconds else 0
+        figures[f"{agent}_commit_ms"] = seconds / count * 1000 if count else math.nan
+    for name, cpu in run.cpu_s.items():
+        figures[f"{name}_cpu_ms_per_request"] = cpu * 1000 / len(times) if times else math.nan
+    figures["repeats" if run.mode == AT_LEAST_ONCE else "duplicated"] = extra
+    return figures
+
+
+def _mode_figures(runs: Sequence[_Run], o: LatencyBenchOptions) -> dict[str, object]:
+    """Medians over rounds (sums for counts), with the spread of the main figures."""
+    each = [_run_figures(r) for r in runs]
+    out: dict[str, object] = {}
+    for key, value in each[0].items():
+        values = [f[key] for f in each]
+        if isinstance(value, dict):
+            out[key] = {k: median([float(v[k]) for v in values]) for k in value}  # type: ignore[index]
+        elif key in ("requests", "lost", "duplicated", "repeats", "client_repeats"):
+            out[key] = sum(int(v) for v in values)  # type: ignore[call-overload]
+        else:
+            out[key] = median([float(v) for v in values])  # type: ignore[arg-type]
+            if key in SPREAD:
+                out[f"{key}_rounds"] = [float(v) for v in values]  # type: ignore[arg-type]
+    return out
+
+
+class _Usage:
+    """CPU time of the agents (and of the local broker, when the run uses it) and the agents'
+    commit counters, from now until :meth:`since`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        router: Contender,
+        worker: Contender,
+        ports: dict[str, int],
+    ) -> None:
+        self.pids = {"router": router.child.pid, "worker": worker.child.pid}
+        if settings.uses_local_broker:
+            self.pids["broker"] = LocalBroker(settings).pid()
+        self.ports = ports
+        self.cpu = self._cpu()
+        self.commits = self._commits()
+
+    def _cpu(self) -> dict[str, float]:
+        out = {}
+        for name, pid in self.pids.items():
+            cpu = cpu_seconds(pid) if pid else None
+            if cpu is not None:
+                out[name] = cpu
+        return out
+
+    def _commits(self) -> dict[str, tuple[float, float]]:
+        return {agent: commit_counters(port, agent) for agent, port in self.ports.items()}
+
+    def since(self, run: _Run) -> None:
+        cpu, commits = self._cpu(), self._commits()
+        run.cpu_s = {k: v - self.cpu[k] for k, v in cpu.items() if k in self.cpu}
+        run.commits = {
+            k: (n - self.commits[k][0], t - self.commits[k][1]) for k, (n, t) in commits.items()
+        }
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU seconds ``pid`` has used (``/proc/PID/stat``), ``None`` if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # utime and stime are the 14th and 15th fields; the split dropped the first two.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+_COMMITS = re.compile(
+    r'^canary_transaction_commit_duration_seconds_(count|sum)\{agent="(\w+)"\} (\S+)$',
+    re.MULTILINE,
+)
+
+
+def commit_counters(port: int, agent: str) -> tuple[float, float]:
+    """``agent``'s commits so far and the seconds they took, from its ``/metrics``."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
+            text = page.read().decode()
+    except OSError as exc:
+        raise BenchError(f"cannot read the {agent}'s metrics on port {port}: {exc}") from None
+    found = {kind: float(v) for kind, name, v in _COMMITS.findall(text) if name == agent}
+    return found.get("count", 0.0), found.get("sum", 0.0)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _table(per_mode: dict[str, dict[str, object]], floor: Sequence[float]) -> str:
+    def num(f: dict[str, object], key: str, digits: int = 1) -> str:
+        v = f.get(key)
+        return fmt(float(v), digits) if isinstance(v, int | float) else "-"
+
+    def spread(f: dict[str, object], key: str) -> str:
+        v = f.get(f"{key}_rounds")
+        if not isinstance(v, list) or len(v) < 2:
+            return ""
+        return f" ({fmt(min(v), 0)}-{fmt(max(v), 0)})"
+
+    modes = list(per_mode)
+    rows: list[list[str]] = []
+    for key, title in (
+        ("e2e_p50_ms", "e2e p50 ms"),
+        ("e2e_p99_ms", "e2e p99 ms"),
+        ("client_p50_ms", "client p50 ms"),
+        ("client_p99_ms", "client p99 ms"),
+        ("requests_per_s", "requests/s at once"),
+    ):
+        digits = 0 if key == "requests_per_s" else 1
+        rows.append(
+            [title, *(num(per_mode[m], key, digits) + spread(per_mode[m], key) for m in modes)]
+        )
+    for hop in HOPS:
+        cells = []
+        for m in modes:
+            p50 = per_mode[m]["hops_p50_ms"]
+            p99 = per_mode[m]["hops_p99_ms"]
+            assert isinstance(p50, dict) and isinstance(p99, dict)
+            cells.append(f"{fmt(p50[hop])} / {fmt(p99[hop])}")
+        rows.append([f"  {hop} p50/p99 ms", *cells])
+    for key, title, digits in (
+        ("router_commits_per_s", "router commits/s", 0),
+        ("worker_commits_per_s", "worker commits/s", 0),
+        ("router_commit_ms", "router commit ms (mean)", 1),
+        ("worker_commit_ms", "worker commit ms (mean)", 1),
+        ("router_cpu_ms_per_request", "router CPU ms/request", 3),
+        ("worker_cpu_ms_per_request", "worker CPU ms/request", 3),
+        ("broker_cpu_ms_per_request", "broker CPU ms/request", 3),
+    ):
+        rows.append([title, *(num(per_mode[m], key, digits) for m in modes)])
+    for key in ("lost", "duplicated", "repeats"):
+        rows.append([key, *(num(per_mode[m], key, 0) for m in modes)])
+    rows.append(
+        [
+            "transaction floor p50/p99 ms",
+            f"{fmt(percentile(floor, 50))} / {fmt(percentile(floor, 99))}",
+            *([""] * (len(modes) - 1)),
+        ]
+    )
+    return table(rows, ("", *modes))

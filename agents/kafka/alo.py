@@ -1,0 +1,231 @@
+"""At-least-once consume-transform-produce (``CANARY_DELIVERY=at-least-once``): the exactly-once
+loop without transactions, for users who prefer a few milliseconds to exactly-once.
+
+An output is readable as soon as the broker has it (no transaction to wait for); the consumed
+offsets are committed after every output written for them is acknowledged, every ``max_ms`` of
+the commit policy (an answer does not wait for it, so committing sooner would only stall the
+loop more often; it bounds what is handled again after a crash). Nothing is lost: an input
+whose outputs are not all acknowledged is handled again. But an input may be answered twice:
+after a crash between writing and committing, or when a batch that failed part way is handled
+again (the outputs written before the failure stay). Every result an at-least-once agent
+writes carries the ``canary-delivery: at-least-once`` header
+(:func:`~model_canary.streams.headers.delivery_headers`): clients drop the repeats by request id
+and ``canary audit`` counts them instead of failing on them.
+
+Failures are handled as in the exactly-once loop (:mod:`~model_canary.agents.kafka.eos`): an
+input whose handling raises, or whose output the broker refuses, is refused (an error result
+and a dead letter) when its batch is handled again. "Abort" cannot undo writes here: it waits
+for what was written and rewinds to the offsets this loop last committed.
+
+Evidence (what the ``before_commit`` hook writes, citing :meth:`consumed_ranges`) is written
+only once every output of its range is acknowledged, and the offsets are committed after it,
+so the ranges an agent's evidence cites follow each other without gaps or overlaps, the range
+of an aborted commit is cited again (from the same first offset) and never twice by evidence
+that was written: the evaluator counts each input once. Only a crash between the evidence's
+acknowledgement and the offsets' commit (a few milliseconds per commit) makes the restarted
+agent cite part of a range again: the evaluator then counts the overlap twice rather than lose
+what follows it (:mod:`~model_canary.streams.evidence.state`), as it counts twice a request
+the router routed twice. A rebalance commits synchronously, so the next owner starts exactly
+where the evidence ended.
+
+>>> # loop = data_loop(settings, config, handler, refuse=refuse)  # per settings.delivery
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from model_canary.agents import metrics
+from model_canary.agents.kafka.clients import new_producer
+from model_canary.agents.kafka.eos import (
+    _MESSAGE_ERRORS,
+    BatchHandler,
+    ExactlyOnceLoop,
+    LoopConfig,
+    RefuseHandler,
+    TxnHooks,
+)
+from model_canary.streams.latency import CommitPolicy
+from model_canary.streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: How long a commit waits for the outputs it covers to be acknowledged.
+FLUSH_TIMEOUT_S = 30.0
+
+
+class AtLeastOnceLoop(ExactlyOnceLoop):
+    """Run ``handler`` over batches of ``config.topics`` with at-least-once delivery (see the
+    module docs); the same interface as :class:`ExactlyOnceLoop`.
+
+    >>> config = LoopConfig("router", "canary.router", ("canary.requests",), "canary.router.h1")
+    >>> # AtLeastOnceLoop(settings, config, handler, refuse=refuse).run(stop_event)
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: LoopConfig,
+        handler: BatchHandler,
+        on_idle: Callable[[], None] | None = None,
+        *,
+        refuse: RefuseHandler | None = None,
+        hooks: TxnHooks | None = None,
+    ) -> None:
+        # Offsets on the time bound only: answers are readable without a commit.
+        config = replace(config, commit=CommitPolicy.every(config.commit.max_ms))
+        super().__init__(settings, config, handler, on_idle, refuse=refuse, hooks=hooks)
+        #: The offsets this loop committed last (a rewind goes back to them: the broker's may
+        #: lag behind while an asynchronous commit is on its way).
+        self._acked: dict[tuple[str, int], int] = {}
+        self._synchronous = False  # commit offsets synchronously (on a revocation)
+
+    def _new_producer(self) -> Producer:
+        """An idempotent producer without transactions; failed writes are reported to
+        :meth:`_delivered` (only failures: ``delivery.report.only.error``)."""
+        extra: dict[str, Any] = {
+            "queue.buffering.max.messages": 500_000,
+            "delivery.report.only.error": True,
+            "on_delivery": self._delivered,
+        }
+        return new_producer(self.settings, f"canary-{self.config.agent}", **extra)
+
+    def _delivered(self, error: KafkaError | None, _msg: Message) -> None:
+        if error is not None and self._out is not None:
+            self._out.failures.append((None, error))
+
+    def _begin(self, producer: Producer) -> None:
+        self._in_txn = True
+        self._txn_started = time.monotonic()
+        self._pending = 0
+
+    def commit(self) -> None:
+        """Wait for every output written since the last commit to be acknowledged; then write
+        the evidence (``before_commit``) and wait for it too; then commit the consumed
+        offsets. When a write failed, rewind instead (the inputs are handled again, the one
+        whose output was refused is refused)."""
+        consumer, producer = self._open()
+        out = self.output
+        began = time.monotonic()
+        positions = self._positions()
+        if not self._acknowledged(producer, positions):
+            return
+        if self.hooks.before_commit is not None:
+            out.source = None
+            self.hooks.before_commit(out)
+            if not self._acknowledged(producer, positions):
+                return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        if offsets:
+            try:
+                # Asynchronous but on a revocation: the loop does not wait for the group
+                # coordinator (which holds a plain offset commit up to
+                # group.coordinator.append.linger.ms, 5 ms by default). A commit that fails
+                # only means these inputs are handled again, which at-least-once allows;
+                # closing the consumer waits for commits in flight.
+                if self._synchronous:
+                    consumer.commit(offsets=offsets, asynchronous=False)
+                else:
+                    consumer.commit(offsets=offsets, asynchronous=True)
+            except KafkaException as exc:
+                self.abort(f"offsets not committed: {exc}")
+                return
+        self._acked.update(positions)
+        self._in_txn = False
+        self._pending = 0
+        metrics.TXN_COMMIT_SECONDS.labels(self.config.agent).observe(time.monotonic() - began)
+        self._committed(offsets)
+        if self.hooks.after_commit is not None:
+            self.hooks.after_commit()
+
+    def _acknowledged(self, producer: Producer, positions: dict[tuple[str, int], int]) -> bool:
+        """Wait for everything written to be acknowledged; False (and rewound) when a write
+        failed or was not acknowledged in time."""
+        left = producer.flush(FLUSH_TIMEOUT_S)
+        failures, self.output.failures = self.output.failures, []
+        if left or failures:
+            self._write_failed(failures, left, positions)
+            return False
+        return True
+
+    def _write_failed(
+        self,
+        failures: list[tuple[Message | None, KafkaError]],
+        left: int,
+        positions: dict[tuple[str, int], int],
+    ) -> None:
+        """Some outputs were not written: find the input to refuse, then rewind."""
+        attributed = self._quarantine_refused(failures)
+        if not attributed and any(e.code() in _MESSAGE_ERRORS for _s, e in failures):
+            # A write of one message failed, but which? Handle the range again with every
+            # write attributed to its input.
+            self._careful.update(positions)
+            self.output.attribute(True)
+        why = failures[0][1].str() if failures else f"{left} outputs not acknowledged"
+        self.abort(why)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._acked.clear()
+        super()._on_assign(consumer, partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The next owner starts at the committed offsets: they must be where this loop's
+        # evidence ended.
+        self._synchronous = True
+        try:
+            if not self._in_txn and self._acked:
+                # The last commit may still be on its way: wait until it has arrived.
+                acked = [TopicPartition(t, p, o) for (t, p), o in self._acked.items()]
+                try:
+                    consumer.commit(offsets=acked, asynchronous=False)
+                except KafkaException as exc:
+                    log.warning(
+                        "%s: offsets not committed on revocation: %s", self.config.agent, exc
+                    )
+            super()._on_revoke(consumer, partitions)
+        finally:
+            self._synchronous = False
+            self._acked.clear()
+
+    def _rewind(self, consumer: Consumer) -> None:
+        """Back to the offsets this loop committed (the broker's where it committed none)."""
+        super()._rewind(consumer)
+        for (topic, partition), offset in self._acked.items():
+            consumer.seek(TopicPartition(topic, partition, offset))
+            self._range_starts[(topic, partition)] = offset
+
+    def _abort_output(self, producer: Producer) -> None:
+        """Writes cannot be undone: let what was queued go (its inputs are handled again, so
+        their answers may come twice), then rewind."""
+        producer.flush(FLUSH_TIMEOUT_S)
+        # A write refused meanwhile (attributed mode) names the input to refuse.
+        failures, self.output.failures = self.output.failures, []
+        self._quarantine_refused(failures)
+
+
+def data_loop(
+    settings: Settings,
+    config: LoopConfig,
+    handler: BatchHandler,
+    on_idle: Callable[[], None] | None = None,
+    *,
+    refuse: RefuseHandler | None = None,
+    hooks: TxnHooks | None = None,
+) -> ExactlyOnceLoop:
+    """The loop of a data-path agent (router, worker): exactly-once, or at-least-once when
+    ``settings.delivery`` says so."""
+    kind = ExactlyOnceLoop if settings.exactly_once else AtLeastOnceLoop
+    return kind(settings, config, handler, on_idle, refuse=refuse, hooks=hooks)

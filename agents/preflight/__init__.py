@@ -1,0 +1,1 @@
+"""``canary preflight``: replay recorded traffic through a candidate before any user sees it."""

@@ -1,0 +1,1 @@
+"""Pre-flight replays: a candidate judged on recorded traffic before any user sees it."""
