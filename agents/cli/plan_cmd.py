@@ -13,10 +13,10 @@ from model_canary.agents.cli.common import settings_from_args
 from model_canary.agents.kafka.clients import new_reader
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.errors import ConfigError, DecodeError
-from model_canary.streams.messages import MetricEvent, epoch_ms
+from model_canary.streams.messages import Evidence
 from model_canary.streams.plan import load_plan, parse_plan
 from model_canary.streams.settings import Settings
-from model_canary.streams.stats.planning import PlanCheck, Traffic, check, observed_traffic
+from model_canary.streams.stats.planning import PlanCheck, Traffic, TrafficSample, check
 from model_canary.streams.topics import TopicCatalogue
 
 
@@ -29,8 +29,10 @@ def register(
         "check",
         parents=[common],
         help="predict a plan's step durations, detection times and time to promote",
-        description="From the model's recent traffic on the metrics topic (or --rate and the "
-        "base rates given as flags), predict each step's duration and canary requests, the "
+        description="From the model's recent traffic on the evidence topic (what routers, "
+        "workers and the label joiner publish while a rollout runs: requests routed per "
+        "second, the baseline's errors and labels) or from --rate and the base rates given as "
+        "flags, predict each step's duration and canary requests, the "
         "canary requests and minutes until a 1.5x and a 2x regression of each metric is rolled "
         "back, and the time to promote an identical canary; warn when the plan cannot reach "
         "its gates at this traffic. Typical (about median) values from the decision rule's own "
@@ -43,14 +45,20 @@ def register(
     chk.add_argument("--rate", type=float, help="requests per minute (default: measured)")
     chk.add_argument("--error-rate", type=float, help="share of requests that fail")
     chk.add_argument("--accuracy", type=float, help="share of correct predictions")
-    chk.add_argument("--label-coverage", type=float, default=0.5, help="share of labelled requests")
+    chk.add_argument(
+        "--label-coverage",
+        type=float,
+        help="share of labelled requests (default: measured, else 0.5)",
+    )
     chk.add_argument(
         "--design-effect",
         type=float,
         default=1.0,
         help="variance inflation from users whose requests are alike (1: independent)",
     )
-    chk.add_argument("--window", type=float, default=600.0, help="seconds of traffic to measure")
+    chk.add_argument(
+        "--window", type=float, default=600.0, help="seconds of evidence to read (default 600)"
+    )
     chk.add_argument("--json", action="store_true", help="print one JSON object")
     chk.set_defaults(handler=run_check)
 
@@ -61,18 +69,24 @@ def run_check(args: argparse.Namespace) -> int:
         if args.plan
         else parse_plan({"model": args.model, "canary": "candidate"})
     )
-    extra = {"label_coverage": args.label_coverage, "design_effect": args.design_effect}
-    if args.design_effect < 1 or not 0 < args.label_coverage <= 1:
+    coverage = args.label_coverage
+    if args.design_effect < 1 or not (coverage is None or 0 < coverage <= 1):
         raise ConfigError("--design-effect must be >= 1 and --label-coverage in (0, 1]")
     if args.rate is not None:
         if args.rate <= 0:
             raise ConfigError("--rate must be positive")
-        traffic = Traffic(rate_per_min=args.rate, **extra)
+        traffic = Traffic(
+            rate_per_min=args.rate,
+            label_coverage=0.5 if coverage is None else coverage,
+            design_effect=args.design_effect,
+        )
     else:
-        measured = recent_traffic(settings_from_args(args), args.model, args.window, extra)
+        sample = recent_evidence(settings_from_args(args), args.model, args.window)
+        measured = sample.traffic(label_coverage=coverage, design_effect=args.design_effect)
         if measured is None:
             raise ConfigError(
-                f"no recent metrics for {args.model!r} on the metrics topic: give --rate"
+                f"no evidence for {args.model!r} on the evidence topic in the last "
+                f"{args.window:g} s (it is published while a rollout runs): give --rate"
             )
         traffic = measured
     rates = dict(traffic.base_rates)
@@ -93,21 +107,19 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def recent_traffic(
-    settings: Settings, model: str, window_s: float, extra: dict[str, float]
-) -> Traffic | None:
-    """The model's last ``window_s`` seconds of per-request metrics (a thin Kafka reader)."""
-    topic = TopicCatalogue(settings.topic_prefix).metrics
+def recent_evidence(settings: Settings, model: str, window_s: float) -> TrafficSample:
+    """The model's evidence records of the last ``window_s`` seconds (a thin Kafka reader:
+    every partition from the window's start, records of other models skipped)."""
+    topic = TopicCatalogue(settings.topic_prefix).evidence
     consumer = new_reader(settings, "canary-plan-check")
-    codec = codec_for(MetricEvent)
-    since = int((time.time() - window_s) * 1000)
-    times: list[int] = []
-    errors: list[bool] = []
+    codec = codec_for(Evidence)
+    since_ms = int((time.time() - window_s) * 1000)
+    sample = TrafficSample()
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or not meta.partitions:
-            return None
-        wanted = [TopicPartition(topic, p, since) for p in meta.partitions]
+            return sample
+        wanted = [TopicPartition(topic, p, since_ms) for p in meta.partitions]
         consumer.assign(consumer.offsets_for_times(wanted, timeout=10))
         idle = time.monotonic()
         while time.monotonic() - idle < 1.5:
@@ -118,15 +130,22 @@ def recent_traffic(
                 if msg.error() is not None:
                     continue
                 try:
-                    event = codec.decode(msg.value() or b"")
+                    ev = codec.decode(msg.value() or b"")
                 except DecodeError:
                     continue
-                if event.model == model and event.served and epoch_ms(event.completed_at) >= since:
-                    times.append(epoch_ms(event.completed_at))
-                    errors.append(event.error)
+                if ev.model == model and ev.second * 1000 >= since_ms - 1000:
+                    sample.add(
+                        ev.kind.value,
+                        ev.arm.value,
+                        ev.second,
+                        requests=ev.requests,
+                        errors=ev.errors,
+                        labelled=ev.labelled,
+                        incorrect=ev.incorrect,
+                    )
     finally:
         consumer.close()
-    return observed_traffic(times, errors, window_s, **extra)
+    return sample
 
 
 def describe(result: PlanCheck, traffic: Traffic) -> list[str]:

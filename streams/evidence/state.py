@@ -10,7 +10,9 @@ routed seconds are complete, and the tally the statistics read.
   between writing its evidence and committing its offsets cites part of a range again: the
   overlap is counted twice (at-least-once), never dropped with what follows it.
 * **Complete seconds.** Per routed second and arm, the state compares the requests the router
-  routed with those the workers answered (served + refused). A second is *closed* once every
+  routed with those the workers answered (served + refused), with
+  :class:`~model_canary.streams.stats.watermark.Completeness` (the same code ``canary sim``
+  runs). A second is *closed* once every
   router that routed recently has routed a later second (its routing time only moves on), or
   in any case once it ended :data:`CLOSE_MS` ago; the *watermark* is the newest closed second
   up to which every arm is complete. :meth:`RolloutEvidence.settle` releases
@@ -66,7 +68,9 @@ from model_canary.streams.evidence.columns import (
     unpack_units,
 )
 from model_canary.streams.messages import Evidence
+from model_canary.streams.stats.layout import ARMS
 from model_canary.streams.stats.tally import ImpossibleEvidence, Tally, TallyRows
+from model_canary.streams.stats.watermark import Completeness
 
 STATE_VERSION = 2
 #: A routed second is closed this long after it ends: by then the router has committed the
@@ -78,7 +82,8 @@ ROUTER_IDLE_S = 3
 
 @dataclass
 class SecondStatus:
-    """One routed second: per arm, requests routed and answered (served + refused)."""
+    """One routed second: per arm, requests routed and answered (served + refused) (the
+    snapshot form of the state's :class:`Completeness`)."""
 
     version: int = 1
     routed: dict[str, int] = field(default_factory=dict)
@@ -125,8 +130,6 @@ class RolloutEvidence:
     version: int = STATE_VERSION
     #: ``"kind|topic|partition"`` -> the last transaction applied from that input.
     applied: dict[str, Applied] = field(default_factory=dict)
-    #: Routed seconds after the watermark with any routed or answered requests.
-    seconds: dict[int, SecondStatus] = field(default_factory=dict)
     watermark: int = -1
     #: Per arm, everything counted so far: requests routed, answered (served + refused),
     #: errors, labelled (for the exported gauges; the tests read the tally).
@@ -139,6 +142,10 @@ class RolloutEvidence:
     last_second: int = -1
     #: Newest routed second seen from each router (source of routed evidence).
     routers: dict[str, int] = field(default_factory=dict)
+    #: Routed and answered requests per arm of the routed seconds after the watermark.
+    completeness: Completeness = field(
+        default_factory=lambda: Completeness(1, origin=None), repr=False, compare=False
+    )
 
     @classmethod
     def new(cls, model: str, rollout_id: str, tally: Tally) -> RolloutEvidence:
@@ -218,8 +225,7 @@ class RolloutEvidence:
                 self.tally.add_routed(second, weight, arm, b, n)
                 self.routers[ev.source] = max(self.routers.get(ev.source, second), second)
                 if second > self.watermark:
-                    status = self.seconds.setdefault(second, SecondStatus())
-                    status.routed[arm] = status.routed.get(arm, 0) + ev.requests
+                    self.completeness.add_routed(second, arm, [ev.requests])
 
             return routed
         if ev.kind is EvidenceKind.LABELLED:
@@ -259,8 +265,7 @@ class RolloutEvidence:
                     arm, bins=hist_bins[None, :], counts=hist[hist_bins][None, :]
                 )
             if second > self.watermark:
-                status = self.seconds.setdefault(second, SecondStatus())
-                status.answered[arm] = status.answered.get(arm, 0) + ev.requests + ev.refused
+                self.completeness.add_done(second, arm, [ev.requests + ev.refused])
 
         return served
 
@@ -277,48 +282,34 @@ class RolloutEvidence:
         """``(per arm, the newest second up to which its answers are complete; the newest
         closed second)``."""
         closed = self.closed_upto(now_ms)
-        upto: dict[str, int] = {}
-        arms = {a for s in self.seconds.values() for a in (*s.routed, *s.answered)}
-        for arm in arms:
-            upto[arm] = closed
-            for second in sorted(self.seconds):
-                if second > closed:
-                    break
-                if self.seconds[second].answered.get(arm, 0) < self.seconds[second].routed.get(
-                    arm, 0
-                ):
-                    upto[arm] = second - 1
-                    break
-        return upto, closed
+        upto = self.completeness.complete_upto(closed + 1)[0]
+        return {arm: int(upto[a]) for a, arm in enumerate(ARMS)}, closed
 
     def settle(self, now_ms: int) -> int:
         """Move the watermark as far as every arm is complete and release the tally up to
         it; returns the watermark (-1 before anything was released)."""
-        upto, closed = self.complete_upto(now_ms)
-        watermark = min([closed, *upto.values()])
+        closed = self.closed_upto(now_ms)
+        watermark = int(self.completeness.watermark(closed + 1)[0])
         if watermark > self.watermark:
             self.watermark = watermark
             self.tally.release(watermark)
-            for second in [s for s in self.seconds if s <= watermark]:
-                del self.seconds[second]
+            self.completeness.trim(watermark)
         return self.watermark
 
     def lagging(self, now_ms: int) -> list[Lag]:
         """Arms whose answers for closed seconds are incomplete, oldest first."""
-        closed = self.closed_upto(now_ms)
-        by_arm: dict[str, list[int]] = {}
-        for second, status in self.seconds.items():
-            if second > closed:
-                continue
-            for arm, n in status.missing().items():
-                acc = by_arm.setdefault(arm, [second, 0, 0])
-                acc[0] = min(acc[0], second)
-                acc[1] += 1
-                acc[2] += n
-        return sorted(
-            (Lag(arm, a[0], a[1], a[2]) for arm, a in by_arm.items()),
-            key=lambda lag: lag.oldest_second,
-        )
+        return [Lag(*gap) for gap in self.completeness.gaps(self.closed_upto(now_ms))]
+
+    @property
+    def seconds(self) -> dict[int, SecondStatus]:
+        """Routed seconds after the watermark with any routed or answered requests."""
+        out = {}
+        for second, (routed, done) in self.completeness.counts().items():
+            out[second] = SecondStatus(
+                routed={arm: int(routed[a]) for a, arm in enumerate(ARMS) if routed[a]},
+                answered={arm: int(done[a]) for a, arm in enumerate(ARMS) if done[a]},
+            )
+        return out
 
     # -- snapshots -------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -344,9 +335,20 @@ class RolloutEvidence:
             tally = doc["tally"]
             if not isinstance(tally, TallyRows):
                 raise snapshot.SnapshotError("a rollout evidence snapshot without its tally")
-            return cls(tally=Tally.from_rows(tally), **vars(fields))
-        except TypeError as exc:
+            kept = {k: v for k, v in vars(fields).items() if k != "seconds"}
+            state = cls(tally=Tally.from_rows(tally), **kept)
+            for second, status in sorted(fields.seconds.items()):
+                if not isinstance(status, SecondStatus):
+                    raise snapshot.SnapshotError("a rollout evidence snapshot with a bad second")
+                for arm, n in status.routed.items():
+                    state.completeness.add_routed(second, arm, [n])
+                for arm, n in status.answered.items():
+                    state.completeness.add_done(second, arm, [n])
+        except (TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, snapshot.SnapshotError):
+                raise
             raise snapshot.SnapshotError(f"rollout evidence snapshot: {exc}") from None
+        return state
 
     # -- reading ---------------------------------------------------------------------------
     def _count(self, ev: Evidence) -> None:

@@ -5,9 +5,10 @@ Every second of every rollout: requests are routed by the router's split, served
 of an arm reach the evaluator after that arm's lag, labels after their delay. The evaluator's
 own pure code then runs exactly as in production:
 
-* :class:`~model_canary.streams.stats.watermark.Completeness` says which routed seconds are
-  complete in every arm, and the :class:`~model_canary.streams.stats.tally.Tally` releases
-  them (warm-up excluded);
+* :class:`~model_canary.streams.stats.watermark.Completeness` (the evaluator's own, which
+  :class:`~model_canary.streams.evidence.state.RolloutEvidence` runs over one rollout) says
+  which routed seconds are complete in every arm, and the
+  :class:`~model_canary.streams.stats.tally.Tally` releases them (warm-up excluded);
 * the latency thresholds are fixed from the tally's pooled histogram by
   :mod:`~model_canary.streams.stats.thresholds` and used by the "workers" from then on;
 * every second (the evaluator's cadence) :func:`~model_canary.streams.stats.snapshot.take_snapshot`
@@ -180,7 +181,7 @@ class _Bench:
             self.complete.add_routed(t, arm, cells.routed[:, a], routing)
         for weight in np.unique(w):
             at = w == weight
-            self.tally.add_routed(t, int(weight), routing[at])
+            self.tally.add_routed(t, int(weight), replicas=routing[at])
         lag = {arm: self.s.arm(arm, 0).lag_s for arm in ARMS}
         for a, arm in enumerate(ARMS):
             self._enqueue(t + lag[arm], ("served", (t, arm, a, routing, w, cells)))

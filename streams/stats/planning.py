@@ -23,7 +23,6 @@ formulas (the tests' expected evidence, no noise: typical values, about the medi
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,21 +115,78 @@ class PlanCheck:
         }
 
 
-def observed_traffic(
-    completed_ms: Sequence[int], errors: Sequence[bool], window_s: float, **kw: float
-) -> Traffic | None:
-    """A model's traffic from its recent per-request metrics (completion times in ms and
-    error flags, over the last ``window_s`` seconds); None without any.
+@dataclass
+class TrafficSample:
+    """A model's recent traffic as its evidence records tell it (``canary plan check`` reads
+    the evidence topic): requests routed per second by the router, the baseline's (and
+    control's) answers and errors, and its labels. Evidence exists while a rollout runs, so
+    this is the traffic of the model's recent rollouts.
 
-    >>> t = observed_traffic([0, 30_000, 60_000], [False, True, False], 60.0)
-    >>> t.rate_per_min, round(t.base("errors"), 3)
-    (3.0, 0.333)
+    >>> t = TrafficSample()
+    >>> for second in range(100, 160):  # 60 s at 20 requests/s, 2% errors on the baseline
+    ...     t.add("routed", "baseline", second, requests=19)
+    ...     t.add("routed", "canary", second, requests=1)
+    ...     t.add("served", "baseline", second, requests=50, errors=1)
+    >>> t.add("labelled", "baseline", 120, labelled=1000, incorrect=50)
+    >>> got = t.traffic()
+    >>> got.rate_per_min, got.base("errors"), got.base("accuracy"), round(got.label_coverage, 3)
+    (1200.0, 0.02, 0.05, 0.333)
     """
-    if not completed_ms or window_s <= 0:
-        return None
-    n = len(completed_ms)
-    rate = n / window_s * 60.0
-    return Traffic(rate_per_min=rate, base_rates={"errors": sum(errors) / n}, **kw)
+
+    version: int = 1
+    first_second: int = -1
+    last_second: int = -1
+    routed: int = 0
+    served: int = 0
+    errors: int = 0
+    labelled: int = 0
+    incorrect: int = 0
+
+    def add(
+        self,
+        kind: str,
+        arm: str,
+        second: int,
+        *,
+        requests: int = 0,
+        errors: int = 0,
+        labelled: int = 0,
+        incorrect: int = 0,
+    ) -> None:
+        """One evidence record (its kind, arm, routed second and counts)."""
+        if kind == "routed":
+            self.routed += requests
+            self.first_second = second if self.first_second < 0 else min(self.first_second, second)
+            self.last_second = max(self.last_second, second)
+        elif arm in ("baseline", "control"):  # the baseline version: the model as it is
+            if kind == "served":
+                self.served += requests
+                self.errors += errors
+            elif kind == "labelled":
+                self.labelled += labelled
+                self.incorrect += incorrect
+
+    def traffic(
+        self, *, label_coverage: float | None = None, design_effect: float = 1.0
+    ) -> Traffic | None:
+        """The rate over the routed seconds seen (first to last), the baseline's error rate
+        and share of wrong predictions, and its label coverage (unless given); None without
+        any routed request."""
+        if self.routed <= 0:
+            return None
+        seconds = self.last_second - self.first_second + 1
+        rates = {"errors": self.errors / self.served} if self.served else {}
+        if self.labelled:
+            rates["accuracy"] = self.incorrect / self.labelled
+        if label_coverage is None:
+            measured = min(1.0, self.labelled / self.served) if self.served else 0.0
+            label_coverage = measured if measured > 0 else 0.5
+        return Traffic(
+            rate_per_min=self.routed / seconds * 60.0,
+            base_rates=rates,
+            label_coverage=label_coverage,
+            design_effect=design_effect,
+        )
 
 
 def check(plan: RolloutPlan, traffic: Traffic) -> PlanCheck:

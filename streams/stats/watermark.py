@@ -26,29 +26,57 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
-from model_canary.streams.errors import ConfigError
 from model_canary.streams.stats.layout import ARMS
 
 IntArray = npt.NDArray[np.int64]
 
 
 class Completeness:
-    """Routed and answered counts per (replica, arm, second), from ``origin`` on."""
+    """Routed and answered counts per (replica, arm, second), from ``origin`` on.
 
-    def __init__(self, replicas: int, origin: int = 0) -> None:
+    The one implementation of completeness: the simulator runs it over many replicas, the
+    evaluator's :class:`~model_canary.streams.evidence.state.RolloutEvidence` over one.
+
+    * A second is complete for an arm when at least as many of its requests were answered
+      (served or refused) as were routed; an arm nothing was routed to is complete.
+    * ``origin`` may be None: it is then the first second counted. A second before the
+      origin extends the window backwards; :meth:`trim` forgets the seconds already used.
+    * Routed requests added to a second an arm had passed reopen that arm from there, so
+      the answer never depends on when :meth:`complete_upto` was asked.
+
+    >>> c = Completeness(1, origin=None)
+    >>> c.add_routed(1000, "canary", [2]); c.add_done(1000, "canary", [2])
+    >>> c.watermark(1001).tolist()
+    [1000]
+    >>> c.add_routed(999, "baseline", [1])  # late routed evidence for an earlier second
+    >>> c.watermark(1001).tolist(), c.gaps(1000)
+    ([998], [('baseline', 999, 1, 1)])
+    >>> c.trim(998); c.origin
+    999
+    """
+
+    def __init__(self, replicas: int, origin: int | None = 0) -> None:
         self.replicas = replicas
         self.origin = origin
-        self.routed: IntArray = np.zeros((replicas, len(ARMS), 64), dtype=np.int64)
+        width = 64 if origin is not None else 0
+        self.routed: IntArray = np.zeros((replicas, len(ARMS), width), dtype=np.int64)
         self.done: IntArray = np.zeros_like(self.routed)
         #: per (replica, arm): every second before this one is complete
-        self._next: IntArray = np.full((replicas, len(ARMS)), origin, dtype=np.int64)
+        self._next: IntArray = np.full((replicas, len(ARMS)), origin or 0, dtype=np.int64)
 
     def _slot(self, second: int) -> int:
+        if self.origin is None:
+            self.origin = second
+            self._next[...] = second
+        if second < self.origin:
+            grow = self.origin - second
+            pad = np.zeros((self.replicas, len(ARMS), grow), dtype=np.int64)
+            self.routed = np.concatenate([pad, self.routed], axis=2)
+            self.done = np.concatenate([pad.copy(), self.done], axis=2)
+            self.origin = second
         i = second - self.origin
-        if i < 0:
-            raise ConfigError(f"second {second} is before the origin {self.origin}")
         if i >= self.routed.shape[2]:
-            grow = max(i + 1, 2 * self.routed.shape[2]) - self.routed.shape[2]
+            grow = max(i + 1, 2 * self.routed.shape[2], 8) - self.routed.shape[2]
             pad = np.zeros((self.replicas, len(ARMS), grow), dtype=np.int64)
             self.routed = np.concatenate([self.routed, pad], axis=2)
             self.done = np.concatenate([self.done, pad.copy()], axis=2)
@@ -57,9 +85,12 @@ class Completeness:
     def add_routed(
         self, second: int, arm: str, counts: npt.ArrayLike, replicas: npt.ArrayLike | None = None
     ) -> None:
+        """Requests of ``arm`` routed in ``second``."""
         i = self._slot(second)
         idx = self._idx(replicas)
-        self.routed[idx, ARMS.index(arm), i] += np.asarray(counts, dtype=np.int64)
+        a = ARMS.index(arm)
+        self.routed[idx, a, i] += np.asarray(counts, dtype=np.int64)
+        self._next[idx, a] = np.minimum(self._next[idx, a], second)  # look at it again
 
     def add_done(
         self, second: int, arm: str, counts: npt.ArrayLike, replicas: npt.ArrayLike | None = None
@@ -77,24 +108,59 @@ class Completeness:
     def complete_upto(self, now: int) -> IntArray:
         """(R, arms): the newest second before ``now`` up to which each arm is complete (the
         router has moved past every second before ``now``)."""
-        end = now - self.origin
-        self._slot(max(now, self.origin))
+        if self.origin is None:
+            return np.full((self.replicas, len(ARMS)), now - 1, dtype=np.int64)
+        end = min(now - self.origin, self.routed.shape[2])  # no counts after the window
         nxt = self._next - self.origin
-        lo = int(nxt.min())
-        if end <= lo:
-            return self._next - 1
-        span = np.arange(lo, end)
-        # Seconds from each arm's current position on: the first that is not complete.
-        window = slice(lo, end)
-        gap = (self.done[..., window] != self.routed[..., window]) & (span >= nxt[..., None])
-        first_gap = np.where(gap.any(axis=-1), lo + np.argmax(gap, axis=-1), end)
-        first_gap = np.maximum(first_gap, nxt)
-        self._next = first_gap + self.origin
-        return self._next - 1
+        lo = max(int(nxt.min()), 0)
+        first_gap = np.full_like(nxt, now - self.origin)
+        if end > lo:
+            span = np.arange(lo, end)
+            # Seconds from each arm's current position on: the first that is not complete.
+            window = slice(lo, end)
+            gap = (self.done[..., window] < self.routed[..., window]) & (span >= nxt[..., None])
+            first_gap = np.where(gap.any(axis=-1), lo + np.argmax(gap, axis=-1), first_gap)
+        self._next = np.maximum(first_gap, nxt) + self.origin
+        return np.minimum(self._next, now) - 1
 
     def watermark(self, now: int) -> IntArray:
         """(R,): the newest second complete in every arm."""
         return np.asarray(self.complete_upto(now).min(axis=1))
+
+    def gaps(self, upto: int, replica: int = 0) -> list[tuple[str, int, int, int]]:
+        """For one replica, the arms with requests routed and not answered in seconds up to
+        ``upto``: ``(arm, oldest such second, how many seconds, how many requests)``, oldest
+        first."""
+        if self.origin is None or upto < self.origin:
+            return []
+        end = min(upto - self.origin + 1, self.routed.shape[2])
+        missing = self.routed[replica, :, :end] - self.done[replica, :, :end]
+        out = []
+        for a, arm in enumerate(ARMS):
+            late = np.flatnonzero(missing[a] > 0)
+            if late.size:
+                total = int(missing[a][late].sum())
+                out.append((arm, int(late[0]) + self.origin, int(late.size), total))
+        return sorted(out, key=lambda g: g[1])
+
+    def trim(self, upto: int) -> None:
+        """Forget seconds ``<= upto`` (they were used; nothing for them is counted again)."""
+        if self.origin is None or upto < self.origin:
+            return
+        cut = min(upto - self.origin + 1, self.routed.shape[2])
+        self.routed = self.routed[..., cut:].copy()
+        self.done = self.done[..., cut:].copy()
+        self.origin = upto + 1
+        self._next = np.maximum(self._next, self.origin)
+
+    def counts(self, replica: int = 0) -> dict[int, tuple[IntArray, IntArray]]:
+        """For one replica, every second with anything routed or answered: ``(routed,
+        done)`` per arm (in :data:`~model_canary.streams.stats.layout.ARMS` order)."""
+        if self.origin is None:
+            return {}
+        r, d = self.routed[replica], self.done[replica]
+        used = np.flatnonzero((r != 0).any(axis=0) | (d != 0).any(axis=0))
+        return {int(i) + self.origin: (r[:, i].copy(), d[:, i].copy()) for i in used}
 
 
 def watermark(complete_upto: Mapping[str, int], closed_upto: int) -> int:

@@ -7,7 +7,7 @@ import pytest
 
 from model_canary.agents.cli import plan_cmd
 from model_canary.streams.plan import parse_plan
-from model_canary.streams.stats.planning import Traffic, check, observed_traffic
+from model_canary.streams.stats.planning import Traffic, TrafficSample, check
 
 PLAN = parse_plan({"model": "m", "canary": "v2"})
 
@@ -43,10 +43,22 @@ def test_clustered_traffic_needs_more_evidence() -> None:
     assert clustered.hours_to_finalize > plain.hours_to_finalize
 
 
-def test_observed_traffic() -> None:
-    assert observed_traffic([], [], 60.0) is None
-    t = observed_traffic([0] * 100, [True] * 2 + [False] * 98, 600.0)
-    assert t is not None and t.rate_per_min == 10.0 and t.base("errors") == 0.02
+def test_traffic_from_evidence() -> None:
+    sample = TrafficSample()
+    assert sample.traffic() is None, "no routed request: no traffic"
+    for second in (100, 101, 102, 103):
+        sample.add("routed", "baseline", second, requests=9)
+        sample.add("routed", "canary", second, requests=1)
+        sample.add("served", "baseline", second, requests=9, errors=1)
+        sample.add("served", "canary", second, requests=1, errors=1)  # not the base rate
+    t = sample.traffic(design_effect=2.0)
+    assert t is not None and t.rate_per_min == 600.0 and t.base("errors") == 4 / 36
+    assert t.label_coverage == 0.5 and t.design_effect == 2.0, "no labels: the default"
+    sample.add("labelled", "baseline", 101, labelled=18, incorrect=3)
+    sample.add("labelled", "canary", 101, labelled=1, incorrect=1)
+    t = sample.traffic()
+    assert t is not None and t.label_coverage == 0.5 and t.base("accuracy") == 3 / 18
+    assert sample.traffic(label_coverage=0.9) is not None
 
 
 def test_the_command_with_flags_needs_no_broker(capsys: pytest.CaptureFixture[str]) -> None:
