@@ -601,7 +601,7 @@ class ExactlyOnceLoop:
                 log.warning("%s: %s failed, retrying: %s", self.config.agent, what, err.str())
                 time.sleep(0.5)
 
-    def _watched(self, what: str, call: Callable[[], None]) -> None:
+    def _watched(self, what: str, call: Callable[[], object]) -> None:
         """``call()``, a transactional call with a 30 s timeout, under a watchdog: if it has
         not returned after :data:`STUCK_S`, the process exits. librdkafka can block past the
         timeout in send_offsets_to_transaction when the group coordinator's broker went away
@@ -751,6 +751,13 @@ class ExactlyOnceLoop:
 
     def _abort_output(self, producer: Producer) -> None:
         """Undo what the open transaction wrote."""
+        # Let the transaction's writes reach the broker first: an abort sent while they are
+        # still being added to the transaction (a new one begun right after a commit, the
+        # coordinator still completing that commit) is refused as INVALID_TXN_STATE, a fatal
+        # error that makes the agent exit (seen with a handler failing on a batch's first
+        # writes). Writes that fail here are aborted anyway.
+        with contextlib.suppress(KafkaException):
+            self._watched("flush before abort", lambda: producer.flush(10))
         try:
             self._watched("abort", lambda: producer.abort_transaction(30))
         except KafkaException as exc:

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from confluent_kafka import Message
 
@@ -310,24 +311,7 @@ class Worker:
         model failed, or its output could not be written and was refused)."""
         o = self.options
         now = utc_now()
-        result = InferenceResult(
-            request_id=request.request_id,
-            model=o.model,
-            version=o.version,
-            arm=routed.arm,
-            served=routed.served,
-            outputs=output.outputs,
-            content_type=output.content_type,
-            error=output.error,
-            error_type=output.error_type,
-            rollout_id=routed.rollout_id,
-            weight_bp=routed.weight_bp,
-            routing_key=request.routing_key,
-            latency_ms=latency_ms,
-            created_at=now,
-            prediction=output.prediction if output.ok else None,
-            measures=output.measures,
-        )
+        result = self._result(request, routed, output, latency_ms, served=routed.served, at=now)
         # A re-driven request was assigned to the canary: its baseline answer is served but
         # says nothing about the canary-vs-baseline comparison, so no metric event is counted
         # for it as a random baseline draw.
@@ -462,6 +446,37 @@ class Worker:
     def _drop_evidence(self) -> None:
         self.evidence.clear()
 
+    def _result(
+        self,
+        request: InferenceRequest,
+        routed: _Routed,
+        output: ModelOutput,
+        latency_ms: float,
+        *,
+        served: bool,
+        at: datetime,
+    ) -> InferenceResult:
+        """The answer to ``request``: the model's output (or its error) and how it was routed."""
+        o = self.options
+        return InferenceResult(
+            request_id=request.request_id,
+            model=o.model,
+            version=o.version,
+            arm=routed.arm,
+            served=served,
+            outputs=output.outputs,
+            content_type=output.content_type,
+            error=output.error,
+            error_type=output.error_type,
+            rollout_id=routed.rollout_id,
+            weight_bp=routed.weight_bp,
+            routing_key=request.routing_key,
+            latency_ms=latency_ms,
+            created_at=at,
+            prediction=output.prediction if output.ok else None,
+            measures=output.measures,
+        )
+
     def _publish_replayed(
         self,
         out: TxnOutput,
@@ -475,25 +490,7 @@ class Worker:
         """Answer a pre-flight's replayed request on the pre-flight results topic, with the
         pre-flight's header and the micro-batch's id; an answer too large to write becomes an
         error answer there."""
-        o = self.options
-        result = InferenceResult(
-            request_id=request.request_id,
-            model=o.model,
-            version=o.version,
-            arm=routed.arm,
-            served=False,
-            outputs=output.outputs,
-            content_type=output.content_type,
-            error=output.error,
-            error_type=output.error_type,
-            rollout_id=routed.rollout_id,
-            weight_bp=routed.weight_bp,
-            routing_key=request.routing_key,
-            latency_ms=latency_ms,
-            created_at=utc_now(),
-            prediction=output.prediction if output.ok else None,
-            measures=output.measures,
-        )
+        result = self._result(request, routed, output, latency_ms, served=False, at=utc_now())
         value, headers = encode_result(result, as_json=False)
         marks = [
             (h.PREFLIGHT, (routed.preflight or "").encode()),
