@@ -179,8 +179,11 @@ class _Bench:
         self.canary_served[routing] += cells.routed[:, 0]
         for a, arm in enumerate(ARMS):
             self.complete.add_routed(t, arm, cells.routed[:, a], routing)
-        for weight in np.unique(w):
-            at = w == weight
+        # A weight's warm-up starts at its first second with requests routed (as the
+        # evaluator sees it: a router publishes no evidence for a second without traffic).
+        busy = cells.routed.sum(axis=1) > 0
+        for weight in np.unique(w[busy]):
+            at = busy & (w == weight)
             self.tally.add_routed(t, int(weight), replicas=routing[at])
         lag = {arm: self.s.arm(arm, 0).lag_s for arm in ARMS}
         for a, arm in enumerate(ARMS):

@@ -368,7 +368,9 @@ class Tally:
         if np.any(ordered[:, 1:] == ordered[:, :-1]):
             raise ImpossibleEvidence("repeated-bucket", "a bucket appears twice in one record")
         j = self.slot(weight_bp, arm)
-        self.first_second[idx, j] = np.minimum(self.first_second[idx, j], second)
+        # Warm-up starts at a second with requests in it (a row of zeros is no traffic).
+        busy = idx[deltas.reshape(len(idx), -1).any(axis=1)]
+        self.first_second[busy, j] = np.minimum(self.first_second[busy, j], second)
         item = _Pending(second, j, ARMS.index(arm), idx, buckets, deltas, moments)
         self._pending.setdefault(second, []).append(item)
         if np.any(second <= self.watermark[idx]):

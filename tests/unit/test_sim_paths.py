@@ -163,10 +163,13 @@ def test_the_simulators_path_and_records_applied_one_by_one_agree(
     for t in range(seconds + max(lags) + rest_later + 2):
         now = T0 + t
         if t < seconds:
-            tally.add_routed(now, WEIGHT, replicas=everyone)
+            routed = np.zeros(replicas, dtype=np.int64)
             for arm in ARMS:
                 counts = [len(data[r][t].buckets.get(arm, [])) for r in range(replicas)]
                 complete.add_routed(now, arm, counts, everyone)
+                routed += counts
+            # As the simulator: only replicas with requests routed in the second.
+            tally.add_routed(now, WEIGHT, replicas=everyone[routed > 0])
             for r in range(replicas):
                 for ev in data[r][t].routed:
                     assert states[r].apply(ev)
