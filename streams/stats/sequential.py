@@ -58,8 +58,32 @@ SRM_GRID: FloatArray = np.array([s * 0.05 * 2.0**i for s in (-1, 1) for i in ran
 
 
 def logsumexp(x: FloatArray, axis: int = -1) -> FloatArray:
-    """``log(sum(exp(x)))`` along ``axis`` (``-inf`` entries allowed)."""
-    return np.asarray(special.logsumexp(x, axis=axis), dtype=np.float64)
+    """``log(sum(exp(x)))`` along ``axis`` (``-inf`` entries allowed).
+
+    SciPy's algorithm (``scipy.special.logsumexp``: the maxima are taken out of the sum and
+    counted, ``log1p`` of the rest; a non-finite result is recomputed directly), operation for
+    operation in NumPy alone: the same numbers, without its array-API dispatch, which cost the
+    simulator a seventh of its time.
+
+    >>> x = np.array([[0.0, -np.inf, 1e-3], [-np.inf, -np.inf, -np.inf], [700.0, 710.0, 2.0]])
+    >>> bool(np.array_equal(logsumexp(x), special.logsumexp(x, axis=-1)))
+    True
+    """
+    a = np.asarray(x, dtype=np.float64)
+    if a.size == 0:
+        return np.asarray(special.logsumexp(a, axis=axis), dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        a_max = np.max(a, axis=axis, keepdims=True)
+        top = a == a_max
+        m = np.sum(top, axis=axis, keepdims=True, dtype=np.float64)
+        s = np.sum(np.exp(np.where(top, -np.inf, a) - a_max), axis=axis, keepdims=True)
+        s = np.where(s == 0, s, s / m)
+        out = np.log1p(s) + np.log(m) + a_max
+        finite = np.isfinite(out)
+        if not finite.all():
+            direct = np.log(np.sum(np.exp(a), axis=axis, keepdims=True))
+            out = np.where(finite, out, direct)
+    return np.asarray(np.squeeze(out, axis=axis), dtype=np.float64)
 
 
 def coin_flip_llr(comp: Comparison, null: float | FloatArray, deltas: FloatArray) -> FloatArray:

@@ -525,11 +525,14 @@ class Tally:
         square = np.swapaxes(dd, 1, 2) @ dd  # (R', F, F)
         at = (j * len(ARMS) + arm) * F
         blk = slice(at, at + F)
-        gram = self.gram[idx]
-        gram[:, :, blk] += cross
-        gram[:, blk, :] += np.swapaxes(cross, 1, 2)
-        gram[:, blk, blk] += square
-        self.gram[idx] = gram
+        # In place on the rows of ``idx`` (unique: np.unique above): only the block's rows
+        # and columns change, so copying each replica's whole Gram out and back is not needed.
+        rows = idx[:, None, None]
+        every = np.arange(self.gram.shape[1])
+        cols = np.arange(blk.start, blk.stop)
+        self.gram[rows, every[None, :, None], cols[None, None, :]] += cross
+        self.gram[rows, cols[None, :, None], every[None, None, :]] += np.swapaxes(cross, 1, 2)
+        self.gram[rows, cols[None, :, None], cols[None, None, :]] += square
         block = slice(j * F, (j + 1) * F)
         flat[where, block] += deltas.reshape(-1, F).astype(UNIT_DTYPE)
 
