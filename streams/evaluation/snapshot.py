@@ -18,6 +18,8 @@ name a lagging arm).
 ([100], [0], ['errors', 'latency_p95', 'latency_p99'])
 >>> decide(snap, policy(plan)).code
 'too-short'
+>>> snap.thresholds_fixed.tolist()  # a step holds until the latency thresholds are fixed
+[False]
 """
 
 from __future__ import annotations
@@ -40,5 +42,10 @@ def step_snapshot(
     upto, closed = evidence.complete_upto(epoch_ms(now))
     complete = np.array([[upto.get(arm, closed) for arm in ARMS]], dtype=np.int64)
     return take_snapshot(
-        evidence.tally, progress_of(state), rule, now.timestamp(), complete_upto=complete
+        evidence.tally,
+        progress_of(state),
+        rule,
+        now.timestamp(),
+        complete_upto=complete,
+        thresholds_fixed=state.latency_thresholds_ms is not None,
     )

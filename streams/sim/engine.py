@@ -268,7 +268,12 @@ class _Bench:
             steps_bp=self.plan.steps_bp,
         )
         now = t + 1
-        snap = take_snapshot(self.tally, progress, self.rule, float(now), live)
+        # The evaluator decides on the rollout state it reads, which carries the thresholds
+        # from the command that fixed them: here, once they are fixed.
+        fixed = ~np.isnan(self.thresholds[live, 0])
+        snap = take_snapshot(
+            self.tally, progress, self.rule, float(now), live, thresholds_fixed=fixed
+        )
         d = decide_many(snap, self.rule)
         if self.oracle is not None:
             crossed = self.oracle.crossed(snap, self.thresholds[live]) & (

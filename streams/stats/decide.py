@@ -18,7 +18,9 @@ For each replica, in this order:
   last step before 100% - every metric is *shown acceptable*: its promotion e-value reaches
   ``M / alpha``, i.e. the canary's rate is below ``(1 + tolerance)`` times its comparator's
   plus ``margin``. So a canary worse than that on some metric is promoted with probability
-  at most ``alpha``;
+  at most ``alpha``; and, where the plan compares latency, the rollout's latency thresholds
+  are fixed (until then no latency is compared at all, so a step that advanced would have
+  tested nothing on latency: HOLD ``waiting-for-thresholds``);
 * **HOLD** otherwise, saying why (``max-duration-exceeded`` once the step overran).
 """
 
@@ -58,8 +60,12 @@ CODES: tuple[str, ...] = (
     "labels-missing",
     "not-yet-harmless",
     "max-duration-exceeded",
+    "waiting-for-thresholds",
 )
 OK, HARM, SRM, WAITING, TOO_SHORT, TOO_FEW, LABELS_MISSING, NOT_YET, MAX_DURATION = range(9)
+THRESHOLDS = 9
+#: The metrics measured against the rollout's latency thresholds.
+LATENCY_METRICS = ("latency_p95", "latency_p99")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,6 +152,9 @@ class StepSnapshot:
     behind_s: FloatArray
     #: The arm whose results lag most (text, for the reason), per replica.
     lagging: tuple[str, ...] = ()
+    #: Whether the rollout's latency thresholds are fixed, per replica (None: not known to
+    #: the caller, and not required: a replay judged without thresholds).
+    thresholds_fixed: BoolArray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +231,8 @@ def decide_many(s: StepSnapshot, p: StepPolicy) -> Decisions:
     if s.label_coverage is not None:
         pending[:, LABELS_MISSING] = s.label_coverage < p.min_label_coverage
     pending[:, NOT_YET] = s.final & ~acceptable
+    if s.thresholds_fixed is not None and any(m in LATENCY_METRICS for m in names):
+        pending[:, THRESHOLDS] = ~s.thresholds_fixed
     first_pending = np.argmax(pending, axis=1)
     anything = pending.any(axis=1)
 

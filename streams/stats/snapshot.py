@@ -97,10 +97,12 @@ def take_snapshot(
     now_s: float,
     replicas: npt.ArrayLike | None = None,
     complete_upto: npt.NDArray[np.int64] | None = None,
+    thresholds_fixed: npt.ArrayLike | None = None,
 ) -> StepSnapshot:
     """The rule's input for ``replicas`` of ``tally`` (default: all) at ``now_s``;
     ``complete_upto`` ``(R, arms)``: per arm, the newest second its results are complete up to
-    (to name the lagging arm in a HOLD)."""
+    (to name the lagging arm in a HOLD); ``thresholds_fixed`` ``(R,)``: whether each rollout's
+    latency thresholds are fixed (a step holds until they are; None: not required)."""
     idx = (
         np.arange(tally.replicas)
         if replicas is None
@@ -143,4 +145,9 @@ def take_snapshot(
         label_coverage=coverage if "accuracy" in rule.metrics else None,
         behind_s=np.maximum(0.0, behind),
         lagging=lagging,
+        thresholds_fixed=(
+            None
+            if thresholds_fixed is None
+            else np.broadcast_to(np.asarray(thresholds_fixed, dtype=bool), idx.shape).copy()
+        ),
     )

@@ -21,10 +21,12 @@ from model_canary.streams.stats.decide import (
     CODES,
     HARM,
     LABELS_MISSING,
+    LATENCY_METRICS,
     MAX_DURATION,
     NOT_YET,
     OUTCOMES,
     SRM,
+    THRESHOLDS,
     TOO_FEW,
     TOO_SHORT,
     WAITING,
@@ -34,6 +36,7 @@ from model_canary.streams.stats.decide import (
     decide_many,
 )
 from model_canary.streams.stats.sequential import promotion_log_e, rollback_log_e
+from model_canary.streams.stats.thresholds import MIN_THRESHOLD_ITEMS, THRESHOLD_ITEMS
 
 #: HOLD codes that put the rollout in the Holding phase (the others are ordinary waiting).
 HOLDING_CODES = frozenset({"sample-ratio-mismatch", "max-duration-exceeded"})
@@ -173,10 +176,19 @@ def _reason(
                     f"(canary {_rate(e.canary_bad, e.canary_n)}, "
                     f"evidence {math.exp(float(log_e[r])):.3g} of {math.exp(d.threshold):.3g})"
                 )
+    if code == THRESHOLDS or (
+        s.thresholds_fixed is not None
+        and not bool(s.thresholds_fixed[r])
+        and any(m in LATENCY_METRICS for m in d.rollback)
+    ):
+        texts.append(
+            "latency thresholds not fixed yet (they need the baseline's first "
+            f"{MIN_THRESHOLD_ITEMS:,}-{THRESHOLD_ITEMS:,} answers)"
+        )
     reason = "; ".join(texts) or CODES[code]
     if code == MAX_DURATION:
         return f"step ran past {p.max_duration_s:g}s: {reason}"
-    assert code in (WAITING, TOO_SHORT, TOO_FEW, LABELS_MISSING, NOT_YET, MAX_DURATION)
+    assert code in (WAITING, TOO_SHORT, TOO_FEW, LABELS_MISSING, NOT_YET, MAX_DURATION, THRESHOLDS)
     return reason
 
 

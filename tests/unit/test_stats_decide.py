@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -172,6 +173,8 @@ def test_many_replicas_are_decided_as_each_alone() -> None:
             if f == "labels"
             else getattr(a, f) + getattr(b, f)
             if f == "lagging"
+            else None
+            if getattr(a, f) is None
             else np.concatenate([getattr(a, f), getattr(b, f)])
         )
         for f in StepSnapshot.__dataclass_fields__
@@ -181,9 +184,58 @@ def test_many_replicas_are_decided_as_each_alone() -> None:
     assert d.outcomes() == [decide(a, RULE).outcome, decide(b, RULE).outcome]
 
 
-def _stack(x: Any, y: Any) -> Any:
-    from dataclasses import replace
+LATENCY_RULE = policy(
+    parse_plan(
+        {
+            "model": "m",
+            "canary": "v2",
+            "step": {"min_duration": "10m", "min_canary_requests": 500, "max_duration": "1h"},
+            "metrics": {"errors": {}, "latency_p95": {}},
+        }
+    )
+)
 
+
+def _latency_snap(
+    fixed: bool, errors: dict[int, tuple[int, int, int, int]] = QUIET
+) -> StepSnapshot:
+    starts = LATENCY_RULE.starts
+    comparisons = {
+        "errors": from_counts("errors", "baseline", errors, starts),
+        # Before the thresholds are fixed no item is timed: no latency evidence at all.
+        "latency_p95": from_counts(
+            "latency_p95", "control", {2000: (0, 0, 0, 0)} if not fixed else QUIET, starts
+        ),
+    }
+    return replace(
+        snap(),
+        comparisons=comparisons,
+        labels=None,
+        label_coverage=None,
+        thresholds_fixed=np.array([fixed]),
+    )
+
+
+def test_a_step_holds_until_the_latency_thresholds_are_fixed() -> None:
+    v = decide(_latency_snap(fixed=False), LATENCY_RULE)
+    assert (v.outcome, v.code) == (Outcome.HOLD, "waiting-for-thresholds")
+    assert "latency thresholds not fixed yet" in v.reason
+    assert action_for(v.outcome, v.code, Mode.CANARY, Phase.PROGRESSING) is None
+    v = decide(_latency_snap(fixed=True), LATENCY_RULE)
+    assert (v.outcome, v.code) == (Outcome.ADVANCE, "ok"), v.reason
+
+
+def test_harm_rolls_back_while_the_latency_thresholds_are_not_fixed() -> None:
+    v = decide(_latency_snap(False, errors={2000: (6000, 24_000, 120, 240)}), LATENCY_RULE)
+    assert (v.outcome, v.code) == (Outcome.ROLLBACK, "harm")
+
+
+def test_a_plan_without_latency_needs_no_thresholds() -> None:
+    v = decide(snap(thresholds_fixed=False), RULE)
+    assert (v.outcome, v.code) == (Outcome.ADVANCE, "ok")
+
+
+def _stack(x: Any, y: Any) -> Any:
     stacked = {
         f: np.concatenate([getattr(x, f), getattr(y, f)])
         for f in ("canary_n", "canary_bad", "other_n", "other_bad", "phi")
