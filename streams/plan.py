@@ -81,13 +81,25 @@ class MetricPolicy:
     alarm_ratios: tuple[float, ...] = (1.6, 2.2, 3.2)
 
 
+#: Wrong predictions are common (5-20% of answers), so the harms worth finding are a few
+#: points: ratios 1.2-1.6 (90% -> 87% accurate is 1.3). Errors and latency exceedances are
+#: rare events whose harms worth a rollback are larger ratios (the class default above).
+ACCURACY_ALARM_RATIOS = (1.2, 1.35, 1.6)
+
+
 #: The defaults of each metric (a plan naming a metric without settings gets these).
 METRIC_DEFAULTS: Mapping[str, MetricPolicy] = MappingProxyType(
     {
         "errors": MetricPolicy(0.2, margin=0.005, compare="baseline"),
         "latency_p95": MetricPolicy(0.2, margin=0.01, compare="control"),
         "latency_p99": MetricPolicy(0.2, margin=0.005, compare="control"),
-        "accuracy": MetricPolicy(0.02, min_label_coverage=0.5, margin=0.01, compare="baseline"),
+        "accuracy": MetricPolicy(
+            0.02,
+            min_label_coverage=0.5,
+            margin=0.01,
+            compare="baseline",
+            alarm_ratios=ACCURACY_ALARM_RATIOS,
+        ),
     }
 )
 DEFAULT_METRICS: Mapping[str, MetricPolicy] = MappingProxyType(
@@ -146,8 +158,8 @@ class RolloutPlan:
             metrics = {}
             for name, v in doc["metrics"].items():
                 v = dict(v)
-                default = METRIC_DEFAULTS.get(name, MetricPolicy(0.2))
-                v["alarm_ratios"] = tuple(v.get("alarm_ratios", default.alarm_ratios))
+                # Stored before alarm_ratios existed: every metric had the class default.
+                v["alarm_ratios"] = tuple(v.get("alarm_ratios", MetricPolicy(0.2).alarm_ratios))
                 metrics[name] = MetricPolicy(**v)
             doc["metrics"] = MappingProxyType(metrics)
             doc["preflight"] = parse_requirement(doc.get("preflight"))
@@ -376,8 +388,25 @@ def _metrics(value: Any) -> Mapping[str, MetricPolicy]:
             raise PlanError(
                 f"metrics.{name}.min_label_coverage: must be a share in [0, 1], got {coverage!r}"
             )
+        ratios = spec.get("alarm_ratios", d.alarm_ratios)
+        if (
+            not isinstance(ratios, list | tuple)
+            or not 1 <= len(ratios) <= 16
+            or not all(
+                isinstance(r, int | float) and not isinstance(r, bool) and 1 < r <= 100
+                for r in ratios
+            )
+        ):
+            raise PlanError(
+                f"metrics.{name}.alarm_ratios: must be 1 to 16 ratios in (1, 100], got {ratios!r}"
+            )
         out[name] = MetricPolicy(
-            float(tolerance), float(coverage), rollback, float(margin), compare
+            float(tolerance),
+            float(coverage),
+            rollback,
+            float(margin),
+            compare,
+            tuple(float(r) for r in ratios),
         )
     return MappingProxyType(out)
 

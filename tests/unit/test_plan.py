@@ -66,6 +66,8 @@ def test_yaml_and_json_files_give_the_same_plan(tmp_path: Path) -> None:
         ({"metrics": {"errors": {"min_label_coverage": 0.5}}}, "metrics.errors: unknown"),
         ({"metrics": {"accuracy": {"min_label_coverage": 2}}}, "min_label_coverage: must be"),
         ({"surprise": 1}, r"unknown field\(s\) \['surprise'\]"),
+        ({"metrics": {"errors": {"alarm_ratios": [0.9]}}}, "metrics.errors.alarm_ratios"),
+        ({"metrics": {"errors": {"alarm_ratios": []}}}, "metrics.errors.alarm_ratios"),
     ],
 )
 def test_invalid_plans_name_the_field(change: dict[str, Any], message: str) -> None:
@@ -107,3 +109,20 @@ def test_rollback_tolerance_is_optional_and_old_plan_states_still_load() -> None
     for spec in doc["metrics"].values():
         del spec["rollback_tolerance"]
     assert RolloutPlan.from_json(json.dumps(doc)) == plan
+
+
+def test_alarm_ratios_are_read_from_the_plan_and_wrong_answers_have_their_own() -> None:
+    plan = parse_plan({**BASE, "metrics": {"errors": {"alarm_ratios": [1.3, 2]}, "accuracy": {}}})
+    assert plan.metrics["errors"].alarm_ratios == (1.3, 2.0)
+    # Wrong predictions are common, so the harms worth finding are small ratios.
+    assert plan.metrics["accuracy"].alarm_ratios == (1.2, 1.35, 1.6)
+    assert RolloutPlan.from_json(plan.to_json()) == plan
+    # A plan stored before the field existed reads as it was decided (the old grid).
+    doc = json.loads(plan.to_json())
+    for spec in doc["metrics"].values():
+        del spec["alarm_ratios"]
+    assert RolloutPlan.from_json(json.dumps(doc)).metrics["accuracy"].alarm_ratios == (
+        1.6,
+        2.2,
+        3.2,
+    )
