@@ -14,6 +14,8 @@ error-rate comparison events on both arms.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import random
 import threading
@@ -37,7 +39,9 @@ TICK_S = 0.02
 @dataclass(frozen=True, slots=True)
 class LoadOptions:
     """What to send: ``rate`` requests per second for ``duration`` seconds (None: until
-    stopped), labels after ``label_delay`` seconds, ``bad_input`` share malformed."""
+    stopped), labels after ``label_delay`` seconds, ``bad_input`` share malformed; keys drawn
+    uniformly from ``keys`` users, or with ``key_skew`` > 0 from a Zipf law (user ``i``'s share
+    proportional to ``1 / i ** key_skew``: a few heavy users, as in real traffic)."""
 
     model: str = "iris"
     rate: float = 50.0
@@ -47,6 +51,7 @@ class LoadOptions:
     bad_input: float = 0.03
     seed: int = 1
     id_prefix: str = "load"
+    key_skew: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 < self.rate <= 100_000:
@@ -55,6 +60,8 @@ class LoadOptions:
             raise ConfigError(f"duration must be positive, got {self.duration!r}")
         if self.label_delay < 0 or self.keys < 1 or not 0 <= self.bad_input <= 1:
             raise ConfigError("label delay >= 0, keys >= 1 and bad-input share in 0..1 expected")
+        if not 0 <= self.key_skew <= 5:
+            raise ConfigError(f"key skew must lie in [0, 5], got {self.key_skew!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +152,10 @@ class LoadGenerator:
         self.sent: dict[str, str | None] = {}
         self.labels_sent = 0
         self._rng = random.Random(options.seed)
+        self._key_cdf: list[float] | None = None
+        if options.key_skew > 0:
+            weights = [1.0 / (i + 1) ** options.key_skew for i in range(options.keys)]
+            self._key_cdf = list(itertools.accumulate(weights))
 
     def run(self, stop: threading.Event, *, deliver_pending_labels: bool = True) -> None:
         """Send until ``stop`` is set or the duration is over; then, with
@@ -176,7 +187,7 @@ class LoadGenerator:
         n = len(self.sent)
         example = self.examples[n % len(self.examples)]
         rid = f"{o.id_prefix}-{n}"
-        key = f"user-{self._rng.randrange(o.keys)}"
+        key = f"user-{self._user()}"
         inputs, label = example.inputs, example.label
         if self._rng.random() < o.bad_input:
             inputs, label = example.broken, None  # a client that lost a column
@@ -184,6 +195,13 @@ class LoadGenerator:
         client.send(inputs, model=o.model, key=key, request_id=rid, flush=False)
         if label is not None:
             pending.append((time.monotonic() + o.label_delay, rid, label))
+
+    def _user(self) -> int:
+        """A user index: uniform, or Zipf-distributed with ``key_skew``."""
+        if self._key_cdf is None:
+            return self._rng.randrange(self.options.keys)
+        x = self._rng.random() * self._key_cdf[-1]
+        return min(bisect.bisect_right(self._key_cdf, x), self.options.keys - 1)
 
     def _label_due(
         self, labels: FeedbackClient, pending: deque[tuple[float, str, str]], now: float

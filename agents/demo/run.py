@@ -27,7 +27,14 @@ from model_canary.agents.demo.live import LineView, RichView, Status
 from model_canary.agents.demo.load import LoadGenerator, LoadOptions
 from model_canary.agents.demo.models import write_models
 from model_canary.agents.demo.observe import Observer
-from model_canary.agents.demo.plan import RECORD_S, SHADOW_S, Scenario, demo_plan, write_plan
+from model_canary.agents.demo.plan import (
+    RECORD_S,
+    SHADOW_S,
+    Scenario,
+    aa_plan,
+    demo_plan,
+    write_plan,
+)
 from model_canary.agents.demo.processes import ProcessGroup
 from model_canary.agents.demo.report import ReportData, render_report
 from model_canary.agents.demo.summary import (
@@ -60,6 +67,7 @@ class DemoOptions:
     speed: float = 1.0
     rate: float = 50.0
     keys: int = 10_000
+    key_skew: float = 0.0
     label_delay: float = 2.0
     timeout: float = 600.0
     report: Path = Path("canary-demo-report.html")
@@ -102,8 +110,10 @@ class _Demo:
         self.group = group
         self.work = work
         scenario = options.scenario
-        self.plan = demo_plan(
-            shadow=scenario.name == "shadow", speed=options.speed, rate=options.rate
+        self.plan = (
+            aa_plan(speed=options.speed)
+            if scenario.name == "aa"
+            else demo_plan(shadow=scenario.name == "shadow", speed=options.speed, rate=options.rate)
         )
         self.load = LoadGenerator(
             settings,
@@ -112,6 +122,7 @@ class _Demo:
                 rate=options.rate,
                 label_delay=options.label_delay / options.speed,
                 keys=options.keys,
+                key_skew=options.key_skew,
                 id_prefix=f"demo-{scenario.name}",
             ),
         )
