@@ -23,6 +23,7 @@ from model_canary.streams.errors import ConfigError
 from model_canary.streams.plan import (
     DEFAULT_MAX_STEP_SECONDS,
     DEFAULT_MIN_STEP_SECONDS,
+    DEFAULT_STEPS,
     DEFAULT_WARMUP_SECONDS,
     parse_plan,
 )
@@ -123,8 +124,10 @@ def aa_plan(*, speed: float) -> dict[str, Any]:
     default rule is what an identical candidate is judged by.
 
     >>> doc = aa_plan(speed=10.0)
-    >>> doc["step"], "metrics" in doc
-    ({'min_duration': '30s', 'warmup': '3s', 'max_duration': '720s'}, False)
+    >>> doc["steps"], "metrics" in doc
+    ([1.0, 20.0, 50.0, 100.0], False)
+    >>> doc["step"]
+    {'min_duration': '30s', 'warmup': '3s', 'max_duration': '720s'}
     """
     if speed <= 0:
         raise ConfigError(f"speed must be positive, got {speed!r}")
@@ -132,6 +135,7 @@ def aa_plan(*, speed: float) -> dict[str, Any]:
         "model": "iris",
         "baseline": "v1",
         "canary": "v2",
+        "steps": list(DEFAULT_STEPS),
         "step": {
             "min_duration": f"{DEFAULT_MIN_STEP_SECONDS / speed:g}s",
             "warmup": f"{DEFAULT_WARMUP_SECONDS / speed:g}s",
