@@ -602,8 +602,9 @@ def run_until_idle(
     loop: ExactlyOnceLoop, kafka: FakeKafka, *, timeout: float = 10.0, idle_polls: int = 3
 ) -> None:
     """Run ``loop`` in this thread until its consumer has found nothing ``idle_polls`` times
-    in a row and everything it consumed is committed (a commit that aborts sends it round
-    again, as a running agent would go on); then it closes, as on SIGTERM."""
+    in a row and everything it consumed is committed, with nothing left to consume (a commit
+    that aborts rewinds it and sends it round again, as a running agent would go on); then it
+    closes, as on SIGTERM."""
     stop = threading.Event()
     deadline = time.monotonic() + timeout
     original = loop.on_idle
@@ -616,7 +617,7 @@ def run_until_idle(
         elif kafka.idle_polls >= idle_polls:
             if loop.in_transaction:
                 loop.commit()
-            if loop.settled:
+            if loop.settled and not any(loop.lag().values()):
                 stop.set()
             else:
                 kafka.idle_polls = 0
