@@ -23,6 +23,14 @@ When code fails instead of the process, nothing is committed that was not handle
 * A write that fails after it was queued (the broker refuses one message) surfaces when the
   transaction commits: the loop aborts, handles the same inputs again with every write
   attributed to its input, finds which input's output failed, and refuses that input.
+* A commit made when the group takes the partitions away (a rebalance) fails the same way as
+  the loop's own: the transaction is aborted, no offset is committed, and the next owner
+  handles the range again (the failed write's input is then found and refused as above).
+* An abort refused with a fatal error (``INVALID_TXN_STATE``: the coordinator was still
+  completing the previous commit; or the producer fenced by the broker after this process
+  stalled past its transaction timeout) replaces the producer: a new one with the same
+  transactional id fences the old one and the coordinator aborts what it left open. Fenced
+  while it did not stall, another instance has its transactional id: the loop raises.
 * Failures that are not about one message (the broker away, a topic not writable) abort and
   retry with a backoff; after ``max_failures`` in a row without a commit, the loop raises.
 """
@@ -155,7 +163,7 @@ class TxnHooks:
     * ``on_abort()``: the transaction was aborted: forget local state it would have written;
     * ``on_assign(partitions)`` / ``on_revoke(partitions)``: the group gave or took
       partitions (restore or drop per-partition state; a revocation's open transaction is
-      committed first).
+      committed first, or aborted when it cannot be).
     """
 
     before_commit: Callable[[TxnOutput], None] | None = None
@@ -272,7 +280,7 @@ class ExactlyOnceLoop:
         self._producer: Producer | None = None
         self._out: TxnOutput | None = None
         self._in_txn = False
-        self._txn_started = 0.0
+        self._txn_started = time.monotonic()
         self._turn_started = time.monotonic()  # when the loop last came round
         self._pending = 0
         self.processed = 0
@@ -711,9 +719,10 @@ class ExactlyOnceLoop:
         return bool(attributed)
 
     def _stalled_s(self) -> float:
-        """How long this loop has not come round (its turn, or its open transaction)."""
+        """How long this loop's turn, or its last transaction (the one failing: the loop marks
+        it closed before handling the failure), has lasted."""
         now = time.monotonic()
-        return max(now - self._turn_started, now - self._txn_started if self._in_txn else 0.0)
+        return max(now - self._turn_started, now - self._txn_started)
 
     def _refuse_zombie(self, what: str, err: KafkaError) -> None:
         """Raise when ``err`` says another instance took this loop's transactional id: fenced
@@ -738,10 +747,11 @@ class ExactlyOnceLoop:
         """What a fatal error refusing an abort means, for the log."""
         if err.code() == KafkaError._FENCED:
             return (
-                f"this {self.config.agent} did not run for {self._stalled_s():.0f}s (frozen: "
-                "SIGSTOP, a paused VM or container, heavy swapping), longer than its "
-                f"transaction timeout of {self.config.transaction_timeout_ms / 1000:g}s, so "
-                f"the broker aborted its open transaction and fenced it ({err.str()})"
+                f"this {self.config.agent} did not run for {self._stalled_s():.0f}s, or held "
+                "its transaction open that long (frozen: SIGSTOP, a paused VM or container, "
+                "heavy swapping), longer than its transaction timeout of "
+                f"{self.config.transaction_timeout_ms / 1000:g}s, so the broker aborted its "
+                f"open transaction and fenced it ({err.str()})"
             )
         return f"the abort was refused ({err.name()}: {err.str()})"
 
