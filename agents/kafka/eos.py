@@ -63,6 +63,7 @@ from model_canary.agents.kafka.admin import Admin
 from model_canary.agents.kafka.clients import fetch, new_consumer, new_producer, usable
 from model_canary.agents.kafka.errors import wrap
 from model_canary.agents.kafka.limits import PRODUCER_DEFAULT_MAX, OutputLimits
+from model_canary.agents.kafka.watchdog import Watchdog
 from model_canary.streams.errors import KafkaOperationError, OutputRefusedError
 from model_canary.streams.headers import RawHeaders
 from model_canary.streams.latency import CommitPolicy
@@ -297,6 +298,7 @@ class ExactlyOnceLoop:
         #: Per input partition, the first offset the open transaction consumes (the position
         #: at the last commit or rewind, or the first message seen after an assignment).
         self._range_starts: dict[tuple[str, int], int] = {}
+        self._watchdog = Watchdog(STUCK_S, self._stuck)
 
     @classmethod
     def configured(cls, config: LoopConfig) -> LoopConfig:
@@ -631,27 +633,20 @@ class ExactlyOnceLoop:
         timeout in send_offsets_to_transaction when the group coordinator's broker went away
         (confluentinc/librdkafka#5456, #5511); nothing but a new process gets out of that, and
         the open transaction is aborted by the broker or by the restarted instance."""
-        agent = self.config.agent
-
-        def stuck() -> None:
-            log.critical(
-                "%s: %s has not returned after %.0fs (a librdkafka hang after a broker left the "
-                "cluster): exiting so that a supervisor restarts this agent; the open "
-                "transaction is aborted, nothing is lost",
-                agent,
-                what,
-                STUCK_S,
-            )
-            logging.shutdown()
-            os._exit(3)
-
-        watchdog = threading.Timer(STUCK_S, stuck)
-        watchdog.daemon = True
-        watchdog.start()
-        try:
+        with self._watchdog.watching(what):
             call()
-        finally:
-            watchdog.cancel()
+
+    def _stuck(self, what: str) -> None:
+        log.critical(
+            "%s: %s has not returned after %.0fs (a librdkafka hang after a broker left the "
+            "cluster): exiting so that a supervisor restarts this agent; the open "
+            "transaction is aborted, nothing is lost",
+            self.config.agent,
+            what,
+            STUCK_S,
+        )
+        logging.shutdown()
+        os._exit(3)
 
     def _committed(self, positions: list[TopicPartition]) -> None:
         self._failures = 0
