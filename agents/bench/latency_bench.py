@@ -49,7 +49,7 @@ from pathlib import Path
 from confluent_kafka import Message
 
 from model_canary.agents.bench import BenchError
-from model_canary.agents.bench.hop_floor import measure_hop_floor
+from model_canary.agents.bench.hop_floor import HopFloor, measure_hop_floor
 from model_canary.agents.bench.load import INPUTS
 from model_canary.agents.bench.measure import TopicTail, header_value
 from model_canary.agents.bench.report import fmt, median, percentile, table
@@ -149,8 +149,8 @@ class _Run:
     #: seconds) from its own canary_transaction_commit_duration_seconds.
     cpu_s: dict[str, float] = field(default_factory=dict)
     commits: dict[str, tuple[float, float]] = field(default_factory=dict)
-    #: The bare hop measured before the agents started (ms per message).
-    hop_ms: list[float] = field(default_factory=list)
+    #: The bare hop measured before the agents started.
+    hop: HopFloor = field(default_factory=lambda: HopFloor(ms=[], lost=0))
     #: The local broker's garbage-collection pauses over the latency phase (count, seconds).
     broker_gc: tuple[int, float] | None = None
 
@@ -229,7 +229,7 @@ def _run_mode(
     settings = _mode_settings(session.settings, mode)
     run = _Run(mode)
     progress(f"  bare hop: {o.rate:g} messages/s for {o.seconds:g} s, no agent in between")
-    run.hop_ms = measure_hop_floor(settings, floor_topic, rate=o.rate, seconds=o.seconds)
+    run.hop = measure_hop_floor(settings, floor_topic, rate=o.rate, seconds=o.seconds)
     cat = session.catalogue
     prefix = settings.topic_prefix
     version_topic = cat.version_requests(MODEL, VERSION)
@@ -459,8 +459,9 @@ def _run_figures(run: _Run) -> dict[str, object]:
         "achieved_rate": len(times) / run.sent_seconds if run.sent_seconds else 0,
         "hops_p50_ms": {k: percentile([x[k] for x in hops], 50) for k in HOPS},
         "hops_p99_ms": {k: percentile([x[k] for x in hops], 99) for k in HOPS},
-        "bare_hop_p50_ms": percentile(run.hop_ms, 50),
-        "bare_hop_p99_ms": percentile(run.hop_ms, 99),
+        "bare_hop_p50_ms": percentile(run.hop.ms, 50),
+        "bare_hop_p99_ms": percentile(run.hop.ms, 99),
+        "bare_hop_lost": run.hop.lost,
         "requests": len(times) + len(run.drain_sent),
         "lost": lost,
         "client_repeats": run.client_repeats,
@@ -480,6 +481,10 @@ def _run_figures(run: _Run) -> dict[str, object]:
     return figures
 
 
+#: Figures summed over rounds.
+_COUNTS = ("requests", "lost", "bare_hop_lost", "duplicated", "repeats", "client_repeats")
+
+
 def _mode_figures(runs: Sequence[_Run], o: LatencyBenchOptions) -> dict[str, object]:
     """Medians over rounds (sums for counts), with the spread of the main figures."""
     each = [_run_figures(r) for r in runs]
@@ -488,7 +493,7 @@ def _mode_figures(runs: Sequence[_Run], o: LatencyBenchOptions) -> dict[str, obj
         values = [f[key] for f in each if key in f]
         if isinstance(value, dict):
             out[key] = {k: median([float(v[k]) for v in values]) for k in value}  # type: ignore[index]
-        elif key in ("requests", "lost", "duplicated", "repeats", "client_repeats"):
+        elif key in _COUNTS:
             out[key] = sum(int(v) for v in values)  # type: ignore[call-overload]
         else:
             out[key] = median([float(v) for v in values])  # type: ignore[arg-type]
@@ -650,7 +655,7 @@ def _table(per_mode: dict[str, dict[str, object]], floor: Sequence[float]) -> st
         ("broker_gc_pause_ms_mean", "broker GC pause ms (mean)", 1),
     ):
         rows.append([title, *(num(per_mode[m], key, digits) for m in modes)])
-    for key in ("lost", "duplicated", "repeats"):
+    for key in ("lost", "bare_hop_lost", "duplicated", "repeats"):
         rows.append([key, *(num(per_mode[m], key, 0) for m in modes)])
     rows.append(
         [

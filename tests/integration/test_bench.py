@@ -173,6 +173,7 @@ LATENCY_KEYS = {
     "txn_floor_p50_ms",
     "bare_hop_p50_ms",
     "bare_hop_p99_ms",
+    "bare_hop_lost",
     "requests",
     "lost",
 }
@@ -208,6 +209,7 @@ def test_bench_latency_smoke(
             "result_fetch",
         }
         assert each["requests"] == 200 + 500 and each["lost"] == 0, mode
+        assert each["bare_hop_lost"] == 0, mode
         assert each["client_repeats"] == 0
     assert modes["balanced"]["duplicated"] == 0
     assert modes["at-least-once"]["repeats"] == 0  # nothing failed, so nothing repeated
