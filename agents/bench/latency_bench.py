@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import re
 import shutil
 import socket
@@ -52,6 +51,7 @@ from model_canary.agents.bench import BenchError
 from model_canary.agents.bench.hop_floor import HopFloor, measure_hop_floor
 from model_canary.agents.bench.load import INPUTS
 from model_canary.agents.bench.measure import TopicTail, header_value
+from model_canary.agents.bench.procs import read_cpu_s
 from model_canary.agents.bench.report import fmt, median, percentile, table
 from model_canary.agents.bench.session import (
     BenchSession,
@@ -525,7 +525,7 @@ class _Usage:
     def _cpu(self) -> dict[str, float]:
         out = {}
         for name, pid in self.pids.items():
-            cpu = cpu_seconds(pid) if pid else None
+            cpu = read_cpu_s(pid) if pid else None
             if cpu is not None:
                 out[name] = cpu
         return out
@@ -572,17 +572,6 @@ def jvm_pauses(pid: int) -> tuple[int, float] | None:
     except ValueError:
         return None
     return count, seconds
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User plus system CPU seconds ``pid`` has used (``/proc/PID/stat``), ``None`` if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    # utime and stime are the 14th and 15th fields; the split dropped the first two.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 _COMMITS = re.compile(
