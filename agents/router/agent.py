@@ -210,7 +210,7 @@ class Router:
                             out.produce(output.topic, value, key=key, headers=headers)
                         output.buckets.append(bucket)
                     continue
-            self._route(msg, out, routed_at)
+            self._route(msg, out)
         self._collect_evidence(int(routed_at) // 1000)
 
     def _stamp(self, routed_at: tuple[str, bytes]) -> None:
@@ -250,12 +250,9 @@ class Router:
             for output in plan.outputs.values():
                 output.buckets = []
 
-    def _route(
-        self,
-        msg: Message,
-        out: TxnOutput,
-        routed_at: bytes,
-    ) -> None:
+    def _route(self, msg: Message, out: TxnOutput) -> None:
+        """The slow path: any request the hot loop in :meth:`handle` does not route itself,
+        with the same added headers (``output.tail``: the batch's routed-at stamp included)."""
         value = msg.value()
         if not value:
             self._refuse(out, msg, "empty", "the message has no value")
@@ -339,7 +336,7 @@ class Router:
         key = routing_key or _bytes(request_id)
         chosen, bucket = plan.routes.routed(key, _text(forced) if forced else None)
         for output in plan.by_set[id(chosen)]:
-            headers = [*kept, *output.headers, (_ROUTED_AT, routed_at)]
+            headers = kept + output.tail
             try:
                 out.fast_produce(output.topic, value, key, headers=headers)
             except BufferError:

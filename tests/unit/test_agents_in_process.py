@@ -389,7 +389,7 @@ def test_the_fast_path_routes_any_message_as_route_does(
         limits = router.loop.output.limits
         fast, slow = FakeKafka(), FakeKafka()
         router.handle([msg], TxnOutput(fast.producer({}), limits))  # type: ignore[list-item, arg-type]
-        router._route(msg, TxnOutput(slow.producer({}), limits), b"0")  # type: ignore[arg-type]
+        router._route(msg, TxnOutput(slow.producer({}), limits))  # type: ignore[arg-type]
     assert _written(fast) == _written(slow)
 
 
