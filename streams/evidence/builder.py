@@ -32,8 +32,8 @@ import numpy.typing as npt
 
 from model_canary.streams.cohort import BUCKETS
 from model_canary.streams.enums import Arm, EvidenceKind
-from model_canary.streams.errors import EvidenceError
 from model_canary.streams.evidence.columns import (
+    bucket_array,
     histogram,
     pack_dense_units,
     pack_histogram,
@@ -275,10 +275,7 @@ class EvidenceBuilder:
 
 def _fold(acc: _Acc) -> npt.NDArray[np.int64]:
     """``acc.buckets`` counted into ``acc.routed`` (requests per bucket); returns it."""
-    b = np.asarray(acc.buckets, dtype=np.int64)
-    if b.size and (b.min() < 0 or b.max() >= BUCKETS):
-        raise EvidenceError(f"buckets must be within 0..{BUCKETS - 1}")
-    counts = np.bincount(b, minlength=BUCKETS)
+    counts = np.bincount(bucket_array(acc.buckets), minlength=BUCKETS)
     acc.routed = counts if acc.routed is None else acc.routed + counts
     acc.buckets = []
     return acc.routed
