@@ -22,7 +22,6 @@ joiner``, each a process of its own) fed requests at steady rates with a rollout
 from __future__ import annotations
 
 import collections
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from model_canary.agents.bench import BenchError
 from model_canary.agents.bench.load import INPUTS
 from model_canary.agents.bench.probe import OffsetProbe
+from model_canary.agents.bench.procs import read_cpu_s
 from model_canary.agents.bench.report import fmt, percentile, table
 from model_canary.agents.bench.scrape import free_port, scrape, total
 from model_canary.agents.bench.session import BenchSession, Contender, Progress
@@ -43,7 +43,6 @@ from model_canary.streams.settings import Settings
 
 MODEL = "bench"
 LABEL = "a"  # what the noop workers predict with labels on
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,14 +66,7 @@ class PipelineBenchOptions:
 
 def _cpu_s(pid: int | None) -> float:
     """User + system CPU seconds of ``pid`` so far (0 when it is gone)."""
-    if pid is None:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    return (read_cpu_s(pid) if pid is not None else None) or 0.0
 
 
 class _Load(threading.Thread):

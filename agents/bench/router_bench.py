@@ -172,6 +172,8 @@ def run_router_bench(
         "router_cpu_us_per_msg": r_cpu,
         "passthrough_cpu_us_per_msg": p_cpu,
         "cpu_ratio": p_cpu / r_cpu if p_cpu and r_cpu else None,
+        "router_thread_cpu_us_per_msg": _threads_median(drains["router"]),
+        "passthrough_thread_cpu_us_per_msg": _threads_median(drains["passthrough"]),
         "router_added_latency_p50_ms": median(rounds["added_p50"]),
         "router_added_latency_p99_ms": median(rounds["added_p99"]),
         "router_rss_mb": router.child.peak_mb(),
@@ -202,6 +204,14 @@ def run_router_bench(
 def _median_of(values: list[float | None]) -> float | None:
     known = [v for v in values if v is not None]
     return median(known) if known else None
+
+
+def _threads_median(drains: list[Drain]) -> dict[str, float]:
+    """CPU microseconds per message of each thread name, the median over rounds (a name
+    absent from a round counts 0 there)."""
+    each = [d.thread_cpu_us_per_msg for d in drains]
+    names = sorted({name for threads in each for name in threads})
+    return {name: round(median([t.get(name, 0.0) for t in each]), 3) for name in names}
 
 
 def _latency_rounds(
@@ -272,6 +282,10 @@ def _table(drains: dict[str, list[Drain]], f: dict[str, object]) -> str:
         v = f[key]
         return float(v) if isinstance(v, int | float) else None
 
+    def threads(name: str) -> dict[str, float]:
+        v = f[f"{name}_thread_cpu_us_per_msg"]
+        return v if isinstance(v, dict) else {}
+
     def spread(key: str) -> str:
         v = f[key]
         if not isinstance(v, list) or len(v) < 2:
@@ -286,6 +300,15 @@ def _table(drains: dict[str, list[Drain]], f: dict[str, object]) -> str:
             fmt(num("router_cpu_us_per_msg")),
             fmt(num("passthrough_cpu_us_per_msg")),
             fmt(num("cpu_ratio"), 3),
+        ),
+        *(
+            (
+                f"  {name} thread",
+                fmt(threads("router").get(name)),
+                fmt(threads("passthrough").get(name)),
+                "",
+            )
+            for name in sorted(set(threads("router")) | set(threads("passthrough")))
         ),
         (
             "latency p50 ms (median)",

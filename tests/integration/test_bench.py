@@ -106,6 +106,11 @@ def test_bench_router_smoke(
     for key in ("router_cpu_us_per_msg", "passthrough_cpu_us_per_msg"):
         value = figures[key]
         assert isinstance(value, int | float) and math.isfinite(value) and value >= 0, key
+    for key in ("router_thread_cpu_us_per_msg", "passthrough_thread_cpu_us_per_msg"):
+        threads = figures[key]
+        assert isinstance(threads, dict) and "main" in threads, key
+        assert any(name.startswith("rdk:") for name in threads), key
+        assert all(math.isfinite(v) and v >= 0 for v in threads.values()), key
     for key in ("router_added_latency_p50_ms", "router_added_latency_p99_ms"):
         value = figures[key]
         assert isinstance(value, int | float) and math.isfinite(value), key
