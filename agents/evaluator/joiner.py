@@ -253,7 +253,7 @@ class LabelJoiner:
 
     def _joined(self, j: Joined) -> None:
         w = j.waiting
-        wanted = self._wanted(w.model)
+        wanted = self._wanted(w.model, refresh=False)
         correct, outcomes = j.judge(wanted.outcomes if wanted.rollout_id == w.rollout_id else {})
         if correct is None and not outcomes:
             return  # feedback that says nothing about any metric of this rollout
@@ -261,11 +261,12 @@ class LabelJoiner:
         self.builder.add_label(cell, w.bucket, correct, outcomes)
         self.joined += 1
 
-    def _wanted(self, model: str) -> _Wanted:
+    def _wanted(self, model: str, *, refresh: bool = True) -> _Wanted:
         """What the model's rollout needs of feedback: whether feedback that came first is
         worth keeping (a rollout in progress whose plan compares ground truth or outcomes),
-        and its outcome metrics' conditions."""
-        if self.view.poll(0) or self._view_revision != self.view.revision:
+        and its outcome metrics' conditions. ``refresh``: read the rollout-state view's news
+        first (once per feedback record; a join reads what that found)."""
+        if (refresh and self.view.poll(0)) or self._view_revision != self.view.revision:
             self._view_revision = self.view.revision
             self._labels_wanted.clear()
         wanted = self._labels_wanted.get(model)

@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from model_canary.agents.cli.history_cmd import read_history
+from model_canary.agents.cli.control_cmd import describe_state
+from model_canary.agents.cli.history_cmd import describe, read_history
 from model_canary.agents.client.control import ControlClient
 from model_canary.agents.client.feedback import FeedbackClient
 from model_canary.agents.client.inference import CanaryClient
@@ -133,6 +134,15 @@ def test_thumbs_down_roll_back_the_canary_that_draws_more_of_them(
         ]
         assert e.alarmed and e.canary_bad / e.canary_n > 2 * e.baseline_bad / e.baseline_n
         assert state.weight_bp == 0
+        # canary history and canary status name the metric.
+        [rollback] = [
+            r
+            for r in read_history(settings, "chat")
+            if isinstance(r, Decision) and r.outcome is Outcome.ROLLBACK
+        ]
+        assert rollback.reason.startswith("thumbs_down: canary ")
+        assert "thumbs_down: canary " in describe(rollback) and "ALARM" in describe(rollback)
+        assert "outcome   thumbs_down: bad when label == 'down'" in describe_state(state)
         return
 
     # As many thumbs-down on both: every rating is counted, and the canary stays.

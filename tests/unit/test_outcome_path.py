@@ -254,3 +254,23 @@ def test_labelled_evidence_written_before_outcome_columns_still_reads() -> None:
     # And the new record carries them.
     ev = dataclasses.replace(old, outcomes=(OutcomeUnits(metric="x", counted=1, bad=1),))
     assert codec_for(Evidence).decode(codec_for(Evidence).encode(ev)) == ev
+
+
+def test_plan_check_forecasts_outcome_metrics_with_their_feedback_coverage() -> None:
+    from model_canary.streams.stats.planning import Traffic, check
+
+    doc = {**DOC, "steps": [1, 20, 50, 100], "step": {}}
+    plan = parse_plan(doc)
+
+    def minutes(coverage: float) -> float | None:
+        traffic = Traffic(600, {"thumbs_down": 0.05}, label_coverage=coverage)
+        [d] = [
+            d
+            for d in check(plan, traffic).detections
+            if d.metric == "thumbs_down" and d.ratio == 2.0
+        ]
+        return d.minutes
+
+    fewer, more = minutes(0.1), minutes(0.5)
+    # Less feedback, slower detection: the metric counts only requests with feedback.
+    assert more is not None and (fewer is None or fewer > more)
