@@ -6,11 +6,13 @@ back the canary that is further off; a canary drawing as many thumbs-down is not
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 from collections.abc import Callable
 
 import pytest
 
+from model_canary.agents.bench.scrape import free_port, scrape, total
 from model_canary.agents.cli.control_cmd import describe_state
 from model_canary.agents.cli.history_cmd import describe, read_history
 from model_canary.agents.client.control import ControlClient
@@ -38,9 +40,10 @@ def _start(control: ControlClient, model: str, metrics: dict[str, object]) -> No
         {"model": model, "baseline": "v1", "canary": "v2", "steps": [20, 100], "step": STEP}
         | {"metrics": metrics}
     )
-    control.send(
+    control.send(  # the router applies it once it runs: a loaded machine starts it slowly
         model,
         "start",
+        wait=90,
         baseline_version="v1",
         canary_version="v2",
         steps_bp=plan.steps_bp,
@@ -70,10 +73,19 @@ def _unlucky(request_id: str) -> bool:
     return int.from_bytes(digest[:4], "big") / 2**32 < BASE_DOWN
 
 
+def _users_order(results: list[InferenceResult]) -> list[InferenceResult]:
+    """The answers in the order users send their feedback: any order, whatever the arm (the
+    results topic is read partition by partition; feedback arriving arm by arm is a sample
+    ratio mismatch while it lasts, and holds the rollout)."""
+    shuffled = list(results)
+    random.Random(7).shuffle(shuffled)
+    return shuffled
+
+
 def _thumbs(settings: Settings, model: str, results: list[InferenceResult]) -> int:
     """A rating per answer: down for a curt "No." or an unlucky user, up otherwise."""
     feedback = FeedbackClient(settings)
-    for r in results:
+    for r in _users_order(results):
         down = r.prediction == "No." or _unlucky(r.request_id)
         feedback.send(r.request_id, model=model, label="down" if down else "up")
     feedback.flush()
@@ -119,7 +131,8 @@ def test_thumbs_down_roll_back_the_canary_that_draws_more_of_them(
         start_worker("v1", model="chat", adapter=f"openai:{base}?model=helpful")
         # curt: "No." to 30% of questions (a thumbs-down each); helpful: as the baseline.
         start_worker("v2", model="chat", adapter=f"openai:{base}?model={canary}")
-        spawn("evaluator", "--interval", "0.5")
+        port = free_port()
+        spawn("evaluator", "--interval", "0.5", "--metrics-port", str(port))
         control = ControlClient(settings)
         _start(
             control, "chat", {"thumbs_down": {"from": "feedback", "bad_when": "label == 'down'"}}
@@ -140,18 +153,30 @@ def test_thumbs_down_roll_back_the_canary_that_draws_more_of_them(
             for r in read_history(settings, "chat")
             if isinstance(r, Decision) and r.outcome is Outcome.ROLLBACK
         ]
-        assert rollback.reason.startswith("thumbs_down: canary ")
+        assert rollback.reason.startswith("harm: thumbs_down: canary ")
         assert "thumbs_down: canary " in describe(rollback) and "ALARM" in describe(rollback)
         assert "outcome   thumbs_down: bad when label == 'down'" in describe_state(state)
         return
 
-    # As many thumbs-down on both: every rating is counted, and the canary stays.
-    def counted(s: RolloutState) -> bool:
-        got = _evidence(settings, "chat", "thumbs_down")
-        return bool(got) and got[-1][1].canary_n + got[-1][1].baseline_n == sent
+    # As many thumbs-down on both: once every rating is counted and a decision was taken on
+    # all of them, the canary has not been rolled back.
+    def scraped(name: str, having: str = "") -> float:
+        return total(scrape(port) or {}, name, having=having)
 
-    state = _until(control, "chat", counted)
-    assert state.phase is Phase.PROGRESSING and state.weight_bp == 2000
+    deadline = time.monotonic() + 60
+    while scraped("canary_evaluated_requests", 'metric="thumbs_down"') < sent:
+        assert time.monotonic() < deadline, "the evaluator did not count every rating"
+        time.sleep(0.5)
+    assert scraped("canary_evaluated_requests", 'metric="thumbs_down"') == sent
+    counted_at = time.time()
+    while scraped("canary_evaluation_timestamp_seconds") < counted_at + 1:
+        assert time.monotonic() < deadline + 30, "no evaluation after every rating was counted"
+        time.sleep(0.5)
+    time.sleep(2.0)  # a rollback command would be applied by now
+    after = control.state("chat")
+    reasons = [r.reason for r in read_history(settings, "chat") if isinstance(r, Decision)]
+    assert after is not None and after.phase is Phase.PROGRESSING, reasons
+    assert after.weight_bp == 2000
     assert all(o is not Outcome.ROLLBACK for o, _ in _evidence(settings, "chat", "thumbs_down"))
 
 
@@ -171,7 +196,7 @@ def test_a_numeric_outcome_rolls_back_the_canary_further_off(
     truth = [float(i % 50) for i in range(400)]  # |x - (-x)| > 5 once x > 2.5
     results = _answers(settings, topics, "iris", [{"x": [[v]]} for v in truth])
     feedback = FeedbackClient(settings)
-    for r in results:
+    for r in _users_order(results):
         feedback.send(r.request_id, model="iris", value=truth[int(r.request_id[1:])])
     feedback.flush()
     feedback.close()
