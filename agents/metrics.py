@@ -56,6 +56,12 @@ TXN_COMMIT_SECONDS = Histogram(
 TXN_ABORTS = Counter(
     "canary_transaction_aborts_total", "Transactions aborted and replayed.", ["agent"]
 )
+PRODUCER_REPLACEMENTS = Counter(
+    "canary_producer_replacements_total",
+    "Transactional producers replaced after a fatal error (an abort refused, fenced after a "
+    "stall).",
+    ["agent"],
+)
 LAG = Gauge(
     "canary_consumer_lag_messages",
     "Messages not yet consumed, per topic and partition.",

@@ -129,6 +129,17 @@ class FakeKafka:
         self.refuse_queued: (
             Callable[[str, bytes | None, bytes | None], KafkaError | None] | None
         ) = None
+        #: Called on each ``abort_transaction``; a KafkaError it returns is the transaction
+        #: coordinator refusing the abort (INVALID_TXN_STATE when it is still completing the
+        #: previous commit, say): a fatal error, as librdkafka makes it. The producer is then
+        #: unusable; a new one with the same transactional id fences it and aborts what it
+        #: left open.
+        self.refuse_abort: Callable[[], KafkaError | None] | None = None
+        #: Per transactional id, the current producer epoch and the producer that holds it
+        #: (the last to call ``init_transactions``): a producer of an older epoch is fenced.
+        self.epochs: dict[str, int] = {}
+        self.owners: dict[str, FakeProducer] = {}
+        self.generation = 0  # bumped by rebalance()
 
     # -- the factory of clients (see clients.using) ------------------------------------------
     def producer(self, config: dict[str, Any]) -> FakeProducer:
@@ -139,6 +150,22 @@ class FakeKafka:
 
     def admin(self, config: dict[str, Any]) -> FakeAdmin:
         return FakeAdmin(self)
+
+    def rebalance(self) -> None:
+        """Make every group member's next ``consume`` or ``poll`` revoke its partitions (its
+        ``on_revoke`` callback runs) and take them back at the group's committed offsets (its
+        ``on_assign`` runs), as an eager rebalance does."""
+        with self.lock:
+            self.generation += 1
+
+    def time_out(self, transactional_id: str) -> None:
+        """The coordinator aborts the open transaction of ``transactional_id`` (it outlived its
+        transaction timeout) and bumps the epoch: the producer that held it is fenced."""
+        with self.lock:
+            owner = self.owners.get(transactional_id)
+            if owner is not None:
+                owner._abort_written()
+            self.epochs[transactional_id] = self.epochs.get(transactional_id, 0) + 1
 
     # -- topics ------------------------------------------------------------------------------
     def create(self, topic: str, partitions: int | None = None) -> None:
@@ -216,6 +243,28 @@ class FakeProducer:
         self._offsets: list[tuple[str, list[TopicPartition]]] = []
         self._reports: list[tuple[Callable[..., None], KafkaError | None, FakeMessage]] = []
         self._failed: KafkaError | None = None  # a queued write the broker refused
+        self._fatal: KafkaError | None = None  # every transactional call raises it
+        self._epoch = 0
+
+    def _note_fencing(self) -> None:
+        """A newer producer took this one's transactional id: it is fenced (fatal)."""
+        tid = str(self.config.get("transactional.id"))
+        if (
+            self._fatal is None
+            and self.transactional
+            and self.kafka.epochs.get(tid, 0) > self._epoch
+        ):
+            self._fatal = KafkaError(
+                KafkaError._FENCED,
+                "Local: This instance has been fenced by a newer instance",
+                fatal=True,
+            )
+
+    def _check_fatal(self) -> None:
+        """Raise the producer's fatal error, if any (fenced, or an earlier fatal refusal)."""
+        self._note_fencing()
+        if self._fatal is not None:
+            raise KafkaException(self._fatal)
 
     def produce(
         self,
@@ -228,6 +277,13 @@ class FakeProducer:
     ) -> None:
         if self.transactional and not self._in_txn:
             raise KafkaException(KafkaError(KafkaError._STATE, "not in a transaction"))
+        if self._fatal is not None:
+            raise KafkaException(KafkaError(KafkaError._FATAL, self._fatal.str(), fatal=True))
+        self._note_fencing()
+        if self._fatal is not None:
+            # The broker refuses a fenced producer's write (it is not stored); the fatal
+            # error surfaces at the next transactional call.
+            return
         if self._failed is not None:
             raise KafkaException(KafkaError(KafkaError._STATE, "Local: Erroneous state"))
         refused = self.kafka.refuse_queued(topic, value, key) if self.kafka.refuse_queued else None
@@ -259,9 +315,19 @@ class FakeProducer:
         return 0
 
     def init_transactions(self, timeout: float = 0.0) -> None:
+        """Take the transactional id: the previous producer with it is fenced and the
+        transaction it left open is aborted (as the coordinator does on InitProducerId)."""
+        tid = str(self.config["transactional.id"])
+        with self.kafka.lock:
+            previous = self.kafka.owners.get(tid)
+            if previous is not None and previous is not self:
+                previous._abort_written()
+            self._epoch = self.kafka.epochs[tid] = self.kafka.epochs.get(tid, 0) + 1
+            self.kafka.owners[tid] = self
         self._abort_open()
 
     def begin_transaction(self) -> None:
+        self._check_fatal()
         if self._in_txn:
             raise KafkaException(KafkaError(KafkaError._STATE, "transaction already open"))
         self._in_txn = True
@@ -269,10 +335,16 @@ class FakeProducer:
     def send_offsets_to_transaction(
         self, positions: Sequence[TopicPartition], group: Any, timeout: float = 0.0
     ) -> None:
+        self._check_fatal()
+        if self._failed is not None:
+            raise KafkaException(
+                KafkaError(self._failed.code(), self._failed.str(), txn_requires_abort=True)
+            )
         self._offsets.append((str(group), list(positions)))
 
     def commit_transaction(self, timeout: float = 0.0) -> None:
         self.poll()
+        self._check_fatal()
         if self._failed is not None:
             raise KafkaException(
                 KafkaError(self._failed.code(), self._failed.str(), txn_requires_abort=True)
@@ -286,15 +358,26 @@ class FakeProducer:
         self._reset()
 
     def abort_transaction(self, timeout: float = 0.0) -> None:
+        self._check_fatal()
+        refused = self.kafka.refuse_abort() if self.kafka.refuse_abort is not None else None
+        if refused is not None:
+            self._fatal = KafkaError(refused.code(), refused.str(), fatal=True)
+            raise KafkaException(self._fatal)
         self._abort_open()
 
     def _abort_open(self) -> None:
+        self._abort_written()
+        self._reset()
+
+    def _abort_written(self) -> None:
+        """The coordinator's side of an abort: the transaction's writes are aborted (the
+        producer itself may not know yet: fenced, it learns at its next call)."""
         with self.kafka.lock:
             for msg in self._written:
                 part = self.kafka.topics[msg.topic()][msg.partition()]
                 part.open.discard(msg.offset())
                 part.aborted.add(msg.offset())
-        self._reset()
+            self._written = []
 
     def _reset(self) -> None:
         self._failed = None
@@ -331,6 +414,8 @@ class FakeConsumer:
         self.eof = str(config.get("enable.partition.eof", "false")).lower() == "true"
         self._topics: list[str] = []
         self._on_assign: Callable[..., None] | None = None
+        self._on_revoke: Callable[..., None] | None = None
+        self._generation = kafka.generation
         self._positions: dict[tuple[str, int], int] = {}
         self._subscribed = False
         self.closed = False
@@ -347,6 +432,7 @@ class FakeConsumer:
     ) -> None:
         self._topics = list(topics)
         self._on_assign = on_assign
+        self._on_revoke = on_revoke
         self._subscribed = True
 
     def consumer_group_metadata(self) -> str:
@@ -373,9 +459,22 @@ class FakeConsumer:
                 for tp in partitions
             ]
 
+    def _rebalance(self) -> None:
+        """Served by consume (as librdkafka serves rebalances from poll): after
+        :meth:`FakeKafka.rebalance`, give the partitions up (``on_revoke``), then take them
+        again at the committed offsets."""
+        if not self._subscribed or self._generation == self.kafka.generation:
+            return
+        self._generation = self.kafka.generation
+        if self._positions and self._on_revoke is not None:
+            self._on_revoke(self, [TopicPartition(t, p) for t, p in self._positions])
+        self._positions = {}
+        self._join()
+
     def _join(self) -> None:
         if not self._subscribed or self._positions:
             return
+        self._generation = self.kafka.generation
         for topic in self._topics:
             self.kafka.create(topic)
         assignment = [
@@ -416,6 +515,7 @@ class FakeConsumer:
         ]
 
     def consume(self, num_messages: int = 1, timeout: float = 0.0) -> list[FakeMessage]:
+        self._rebalance()
         self._join()
         out: list[FakeMessage] = []
         with self.kafka.lock:
@@ -502,8 +602,9 @@ def run_until_idle(
     loop: ExactlyOnceLoop, kafka: FakeKafka, *, timeout: float = 10.0, idle_polls: int = 3
 ) -> None:
     """Run ``loop`` in this thread until its consumer has found nothing ``idle_polls`` times
-    in a row and everything it consumed is committed (a commit that aborts sends it round
-    again, as a running agent would go on); then it closes, as on SIGTERM."""
+    in a row and everything it consumed is committed, with nothing left to consume (a commit
+    that aborts rewinds it and sends it round again, as a running agent would go on); then it
+    closes, as on SIGTERM."""
     stop = threading.Event()
     deadline = time.monotonic() + timeout
     original = loop.on_idle
@@ -516,7 +617,7 @@ def run_until_idle(
         elif kafka.idle_polls >= idle_polls:
             if loop.in_transaction:
                 loop.commit()
-            if loop.settled:
+            if loop.settled and not any(loop.lag().values()):
                 stop.set()
             else:
                 kafka.idle_polls = 0

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from model_canary.agents.bench import BenchError
 from model_canary.agents.process import AgentProcess
 
 MB = 1024 * 1024
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def read_rss(pid: int) -> int | None:
@@ -28,6 +30,23 @@ def read_rss(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def read_cpu_s(pid: int) -> float | None:
+    """CPU time (user + system, every thread) ``pid`` has used, in seconds, or ``None`` once
+    it has exited: on a shared machine, CPU per message is steadier than wall-clock rates.
+
+    >>> import os
+    >>> (read_cpu_s(os.getpid()) or 0.0) > 0.0
+    True
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            # Fields after the command name (which may hold spaces) in parentheses.
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class RssSampler:

@@ -23,6 +23,14 @@ When code fails instead of the process, nothing is committed that was not handle
 * A write that fails after it was queued (the broker refuses one message) surfaces when the
   transaction commits: the loop aborts, handles the same inputs again with every write
   attributed to its input, finds which input's output failed, and refuses that input.
+* A commit made when the group takes the partitions away (a rebalance) fails the same way as
+  the loop's own: the transaction is aborted, no offset is committed, and the next owner
+  handles the range again (the failed write's input is then found and refused as above).
+* An abort refused with a fatal error (``INVALID_TXN_STATE``: the coordinator was still
+  completing the previous commit; or the producer fenced by the broker after this process
+  stalled past its transaction timeout) replaces the producer: a new one with the same
+  transactional id fences the old one and the coordinator aborts what it left open. Fenced
+  while it did not stall, another instance has its transactional id: the loop raises.
 * Failures that are not about one message (the broker away, a topic not writable) abort and
   retry with a backoff; after ``max_failures`` in a row without a commit, the loop raises.
 """
@@ -55,6 +63,7 @@ from model_canary.agents.kafka.admin import Admin
 from model_canary.agents.kafka.clients import fetch, new_consumer, new_producer, usable
 from model_canary.agents.kafka.errors import wrap
 from model_canary.agents.kafka.limits import PRODUCER_DEFAULT_MAX, OutputLimits
+from model_canary.agents.kafka.watchdog import Watchdog
 from model_canary.streams.errors import KafkaOperationError, OutputRefusedError
 from model_canary.streams.headers import RawHeaders
 from model_canary.streams.latency import CommitPolicy
@@ -155,7 +164,7 @@ class TxnHooks:
     * ``on_abort()``: the transaction was aborted: forget local state it would have written;
     * ``on_assign(partitions)`` / ``on_revoke(partitions)``: the group gave or took
       partitions (restore or drop per-partition state; a revocation's open transaction is
-      committed first).
+      committed first, or aborted when it cannot be).
     """
 
     before_commit: Callable[[TxnOutput], None] | None = None
@@ -187,6 +196,11 @@ class TxnOutput:
     @property
     def attributed(self) -> bool:
         return self._attributed
+
+    def use(self, producer: Producer) -> None:
+        """Write through ``producer`` from now on (the loop replaced a failed one)."""
+        self._producer = producer
+        self.attribute(self._attributed)
 
     def attribute(self, on: bool) -> None:
         """Attribute every write to its input (a delivery callback each: slower, so only while
@@ -258,7 +272,7 @@ class ExactlyOnceLoop:
         hooks: TxnHooks | None = None,
     ) -> None:
         self.settings = settings
-        self.config = config
+        self.config = self.configured(config)
         self.handler = handler
         self.on_idle = on_idle
         self.refuse = refuse
@@ -267,7 +281,7 @@ class ExactlyOnceLoop:
         self._producer: Producer | None = None
         self._out: TxnOutput | None = None
         self._in_txn = False
-        self._txn_started = 0.0
+        self._txn_started = time.monotonic()
         self._turn_started = time.monotonic()  # when the loop last came round
         self._pending = 0
         self.processed = 0
@@ -284,6 +298,17 @@ class ExactlyOnceLoop:
         #: Per input partition, the first offset the open transaction consumes (the position
         #: at the last commit or rewind, or the first message seen after an assignment).
         self._range_starts: dict[tuple[str, int], int] = {}
+        self._watchdog = Watchdog(STUCK_S, self._stuck)
+
+    @classmethod
+    def configured(cls, config: LoopConfig) -> LoopConfig:
+        """``config`` as this kind of loop runs it (the exactly-once loop: unchanged).
+
+        >>> c = LoopConfig("router", "canary.router", ("canary.requests",), "canary.router.h1")
+        >>> ExactlyOnceLoop.configured(c) == c
+        True
+        """
+        return config
 
     # -- set-up --------------------------------------------------------------------------
     def _open(self) -> tuple[Consumer, Producer]:
@@ -374,7 +399,7 @@ class ExactlyOnceLoop:
     def run(self, stop: threading.Event) -> None:
         """Process until ``stop`` is set; then commit the open transaction and close. If
         anything raises, the open transaction is aborted (never committed) before closing."""
-        consumer, producer = self._open()
+        consumer, _ = self._open()
         out = self.output
         c = self.config
         try:
@@ -390,7 +415,7 @@ class ExactlyOnceLoop:
                     if len(self._range_starts) < len(self.assigned):
                         self._note_starts(batch)
                     if not self._in_txn:
-                        self._begin(producer)
+                        self._begin()
                     metrics.BATCH_SIZE.labels(c.agent).observe(len(batch))
                     if self._handle(batch, out):
                         self._pending += len(batch)
@@ -444,7 +469,8 @@ class ExactlyOnceLoop:
                 )
         return tuple(sorted(out, key=lambda r: (r.topic, r.partition)))
 
-    def _begin(self, producer: Producer) -> None:
+    def _begin(self) -> None:
+        _, producer = self._open()
         producer.begin_transaction()
         self._in_txn = True
         self._txn_started = time.monotonic()
@@ -607,27 +633,20 @@ class ExactlyOnceLoop:
         timeout in send_offsets_to_transaction when the group coordinator's broker went away
         (confluentinc/librdkafka#5456, #5511); nothing but a new process gets out of that, and
         the open transaction is aborted by the broker or by the restarted instance."""
-        agent = self.config.agent
-
-        def stuck() -> None:
-            log.critical(
-                "%s: %s has not returned after %.0fs (a librdkafka hang after a broker left the "
-                "cluster): exiting so that a supervisor restarts this agent; the open "
-                "transaction is aborted, nothing is lost",
-                agent,
-                what,
-                STUCK_S,
-            )
-            logging.shutdown()
-            os._exit(3)
-
-        watchdog = threading.Timer(STUCK_S, stuck)
-        watchdog.daemon = True
-        watchdog.start()
-        try:
+        with self._watchdog.watching(what):
             call()
-        finally:
-            watchdog.cancel()
+
+    def _stuck(self, what: str) -> None:
+        log.critical(
+            "%s: %s has not returned after %.0fs (a librdkafka hang after a broker left the "
+            "cluster): exiting so that a supervisor restarts this agent; the open "
+            "transaction is aborted, nothing is lost",
+            self.config.agent,
+            what,
+            STUCK_S,
+        )
+        logging.shutdown()
+        os._exit(3)
 
     def _committed(self, positions: list[TopicPartition]) -> None:
         self._failures = 0
@@ -648,19 +667,21 @@ class ExactlyOnceLoop:
     def _commit_failed(
         self, exc: KafkaException, consumer: Consumer, producer: Producer, out: TxnOutput
     ) -> None:
-        err = exc.args[0] if exc.args else None
-        if not (isinstance(err, KafkaError) and err.txn_requires_abort()):
-            error = wrap("commit transaction", exc)
-            if isinstance(err, KafkaError) and err.code() == KafkaError._FENCED:
-                raise KafkaOperationError(
-                    "commit transaction", error.code, self._fenced(error.description)
-                ) from None
-            raise error from None
+        """The commit failed (on the loop's turn or on a revocation): abort and rewind, so the
+        range is handled again (by this loop, or by the next owner of its partitions), unless
+        the error says aborting cannot help (see :meth:`_abort_output`)."""
+        err = _kafka_error(exc)
+        if err is None or not (_in_error_state(exc) or err.fatal()):
+            # Not an error state (a retriable error past RETRY_S, say): nothing to undo here;
+            # the loop stops and aborts.
+            raise wrap("commit transaction", exc) from None
+        self._refuse_zombie("commit transaction", err)
         positions = self._positions()
         attributed = self._abort_attributing(err.str(), consumer, producer, out)
-        if not attributed and err.code() in _MESSAGE_ERRORS:
-            # A write of one message failed, but which? Handle the range again with every
-            # write attributed to its input.
+        if not attributed and (err.code() in _MESSAGE_ERRORS or err.code() == KafkaError._STATE):
+            # A write of one message failed (_STATE: the transaction failed under a write made
+            # before committing, the cause not said), but which? Handle the range again with
+            # every write attributed to its input.
             self._careful.update(positions)
             out.attribute(True)
 
@@ -692,26 +713,42 @@ class ExactlyOnceLoop:
             self.quarantine[_coords(source)] = (refusal_reason(e), e.str()[:1000])
         return bool(attributed)
 
-    def _fenced(self, description: str) -> str:
-        """Why the broker fenced this producer: it stalled past its transaction timeout (the
-        broker aborted the open transaction and bumped the producer's epoch), or another
-        instance took its transactional id."""
+    def _stalled_s(self) -> float:
+        """How long this loop's turn, or its last transaction (the one failing: the loop marks
+        it closed before handling the failure), has lasted."""
         now = time.monotonic()
-        stalled = max(now - self._turn_started, now - self._txn_started if self._in_txn else 0.0)
-        timeout_s = self.config.transaction_timeout_ms / 1000
-        if stalled > timeout_s:
-            return (
-                f"{description}: this {self.config.agent} did not run for {stalled:.0f}s "
-                f"(frozen: SIGSTOP, a paused VM or container, heavy swapping), longer than its "
-                f"transaction timeout of {timeout_s:g}s, so the broker aborted its open "
-                "transaction and fenced it. Nothing is lost: the aborted batch is processed "
-                "again by whichever instance owns its partitions now. Exiting; restart it (a "
-                "process supervisor does)"
+        return max(now - self._turn_started, now - self._txn_started)
+
+    def _refuse_zombie(self, what: str, err: KafkaError) -> None:
+        """Raise when ``err`` says another instance took this loop's transactional id: fenced
+        (``_FENCED``) although this loop did not stall past its transaction timeout. Replacing
+        the producer would fence that instance in turn; the loop exits, saying so.
+
+        Fenced after a stall longer than the transaction timeout, it was the broker that
+        aborted the open transaction and bumped the producer's epoch (a frozen process, a
+        long pause): that is recovered from like any refused abort (:meth:`_abort_output`)."""
+        if err.code() == KafkaError._FENCED and not self._stalled_past_timeout():
+            raise KafkaOperationError(
+                what,
+                err.name(),
+                f"{err.str()}: another instance uses transactional id "
+                f"{self.config.transactional_id!r}; give each instance its own --instance",
             )
-        return (
-            f"{description}: another instance uses transactional id "
-            f"{self.config.transactional_id!r}; give each instance its own --instance"
-        )
+
+    def _stalled_past_timeout(self) -> bool:
+        return self._stalled_s() > self.config.transaction_timeout_ms / 1000
+
+    def _why_refused(self, err: KafkaError) -> str:
+        """What a fatal error refusing an abort means, for the log."""
+        if err.code() == KafkaError._FENCED:
+            return (
+                f"this {self.config.agent} did not run for {self._stalled_s():.0f}s, or held "
+                "its transaction open that long (frozen: SIGSTOP, a paused VM or container, "
+                "heavy swapping), longer than its transaction timeout of "
+                f"{self.config.transaction_timeout_ms / 1000:g}s, so the broker aborted its "
+                f"open transaction and fenced it ({err.str()})"
+            )
+        return f"the abort was refused ({err.name()}: {err.str()})"
 
     def abort(self, why: str, *, retrying: bool = True) -> None:
         """Abort the open transaction (if any) and rewind to the committed offsets.
@@ -750,18 +787,38 @@ class ExactlyOnceLoop:
             time.sleep(min(5.0, 0.1 * 2 ** (self._failures - 1)))
 
     def _abort_output(self, producer: Producer) -> None:
-        """Undo what the open transaction wrote."""
-        # Let the transaction's writes reach the broker first: an abort sent while they are
-        # still being added to the transaction (a new one begun right after a commit, the
-        # coordinator still completing that commit) is refused as INVALID_TXN_STATE, a fatal
-        # error that makes the agent exit (seen with a handler failing on a batch's first
-        # writes). Writes that fail here are aborted anyway.
-        with contextlib.suppress(KafkaException):
-            self._watched("flush before abort", lambda: producer.flush(10))
+        """Undo what the open transaction wrote.
+
+        An abort refused with a fatal error leaves a producer that can do nothing more: the
+        coordinator refused it as INVALID_TXN_STATE (an abort sent while the transaction's
+        first writes were still being added to it, the coordinator still completing the
+        previous commit), or the broker fenced it after a stall. The loop replaces it: a new
+        producer with the same transactional id fences the old epoch and makes the coordinator
+        abort what it left open. Fenced by another instance, the loop exits instead
+        (:meth:`_refuse_zombie`)."""
         try:
             self._watched("abort", lambda: producer.abort_transaction(30))
         except KafkaException as exc:
-            raise wrap("abort transaction", exc) from None
+            err = _kafka_error(exc)
+            if err is None or not err.fatal():
+                raise wrap("abort transaction", exc) from None
+            self._refuse_zombie("abort transaction", err)
+            log.warning(
+                "%s: %s; replacing the producer (the transaction is aborted, nothing is lost: "
+                "its inputs are handled again)",
+                self.config.agent,
+                self._why_refused(err),
+            )
+            self._replace_producer()
+
+    def _replace_producer(self) -> None:
+        """A new transactional producer in place of the failed one (see
+        :meth:`_new_producer`: it fences the old one and its open transaction is aborted)."""
+        producer = self._new_producer()
+        metrics.PRODUCER_REPLACEMENTS.labels(self.config.agent).inc()
+        self._producer = producer
+        if self._out is not None:
+            self._out.use(producer)
 
     def _positions(self) -> dict[tuple[str, int], int]:
         if self._consumer is None:
@@ -823,6 +880,13 @@ class ExactlyOnceLoop:
                 # was raised already and must not be replaced by this one.
                 log.debug("%s: producer not flushed: %s", self.config.agent, exc)
             self._producer = None
+
+
+def _kafka_error(exc: BaseException) -> KafkaError | None:
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        error: KafkaError = exc.args[0]
+        return error
+    return None
 
 
 def _in_error_state(exc: BaseException) -> bool:

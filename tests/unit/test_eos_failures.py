@@ -1,0 +1,178 @@
+"""The exactly-once loop when a transaction cannot be committed or aborted, in process (on
+:class:`~model_canary.agents.testing.FakeKafka`): a commit made on a rebalance that finds the
+transaction failed, an abort the coordinator refuses, and a producer fenced by its own stall or
+by another instance."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+
+import pytest
+from confluent_kafka import KafkaError, Message
+
+from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnHooks, TxnOutput
+from model_canary.agents.testing import FakeKafka, new_producer, run_until_idle, using
+from model_canary.streams.errors import KafkaOperationError
+from model_canary.streams.latency import CommitPolicy
+from model_canary.streams.settings import Settings
+
+SETTINGS = Settings(bootstrap="fake:9092", topic_prefix="t", partitions=1)
+INPUTS = [f"m{i}".encode() for i in range(5)]
+BIG = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large")
+INVALID_TXN_STATE = KafkaError(
+    KafkaError.INVALID_TXN_STATE,
+    "Failed to end transaction: Broker: Producer attempted a transactional operation in an "
+    "invalid state",
+)
+
+
+@pytest.fixture
+def kafka() -> Iterator[FakeKafka]:
+    fake = FakeKafka()
+    with using(fake):
+        for value in INPUTS:
+            fake.send("in", value)
+        yield fake
+
+
+class Copier:
+    """Copies each input to ``out``; refuses into ``refused``; writes a summary of each
+    transaction into it before it commits (as the router's and workers' evidence)."""
+
+    def __init__(self, kafka: FakeKafka, big: bytes | None = None) -> None:
+        self.kafka = kafka
+        self.big = big  # the input whose copy is written a thousand times larger
+        self.refused: list[tuple[bytes | None, str]] = []
+        self.copied = 0
+        #: Exceptions the handler raises on an input, one per attempt, before copying it.
+        self.failing: dict[bytes, list[Exception]] = {}
+
+    def handle(self, batch: Sequence[Message], out: TxnOutput) -> None:
+        for msg in batch:
+            out.source = msg
+            value = msg.value() or b""
+            if self.failing.get(value):
+                raise self.failing[value].pop(0)
+            out.produce("out", value * 1000 if value == self.big else value)
+            self.copied += 1
+
+    def refuse(self, out: TxnOutput, msg: Message, reason: str, detail: str) -> None:
+        self.refused.append((msg.value(), reason))
+        out.produce("refused", msg.value())
+
+    def summary(self, out: TxnOutput) -> None:
+        out.produce("summary", str(self.copied).encode())
+        self.copied = 0
+
+    def loop(self, config: LoopConfig) -> ExactlyOnceLoop:
+        hooks = TxnHooks(before_commit=self.summary, on_abort=self._forget)
+        return ExactlyOnceLoop(SETTINGS, config, self.handle, refuse=self.refuse, hooks=hooks)
+
+    def _forget(self) -> None:
+        self.copied = 0
+
+
+def values(kafka: FakeKafka, topic: str) -> list[bytes]:
+    return [m.value() or b"" for m in kafka.read(topic)]
+
+
+@pytest.mark.parametrize("culprit", [b"m2", b"m4"])
+def test_a_commit_on_revocation_in_a_failed_transaction_leaves_the_range_to_the_next_owner(
+    kafka: FakeKafka, culprit: bytes
+) -> None:
+    # m2's copy is refused by the broker after it was queued (too large for the topic): the
+    # transaction is in an error state. Before the loop commits, the group rebalances; the
+    # commit made on revocation writes the summary first, which fails with _STATE ("Unable to
+    # produce message: Local: Erroneous state", the worker's exit in `canary chaos`
+    # produce-error). It must abort, commit no offset, and let the range be handled again.
+    kafka.refuse_queued = lambda topic, value, key: BIG if value == culprit * 1000 else None
+    copier = Copier(kafka, big=culprit)
+    rebalanced: list[int] = []
+
+    def rebalance_once(batch: Sequence[Message], out: TxnOutput) -> None:
+        copier.handle(batch, out)
+        if any(m.value() == culprit for m in batch) and not rebalanced:
+            rebalanced.append(loop.assignments)
+            kafka.rebalance()
+
+    # One input per batch, no commit before the rebalance (only run_until_idle's, once idle).
+    config = LoopConfig("h", "g", ("in",), "h-1", max_batch=1, commit=CommitPolicy.every(60_000))
+    loop = copier.loop(config)
+    loop.handler = rebalance_once
+    run_until_idle(loop, kafka)
+
+    assert rebalanced and loop.assignments > rebalanced[0], "no rebalance happened"
+    assert values(kafka, "out") == [v for v in INPUTS if v != culprit]
+    assert copier.refused == [(culprit, "too-large")]
+    assert values(kafka, "refused") == [culprit]
+    assert sum(int(v) for v in values(kafka, "summary")) == len(INPUTS) - 1
+    assert kafka.group_offsets["g", "in", 0] == len(INPUTS)
+
+
+def test_an_abort_the_coordinator_refuses_replaces_the_producer_and_the_loop_goes_on(
+    kafka: FakeKafka,
+) -> None:
+    # The handler fails on m3; the abort is refused as INVALID_TXN_STATE (fatal: the
+    # coordinator still completing the previous commit). A new producer with the same
+    # transactional id fences the old one and aborts what it left open; the consumer is
+    # rewound; m3 is refused and the rest copied once.
+    refusals = [INVALID_TXN_STATE]
+    kafka.refuse_abort = lambda: refusals.pop() if refusals else None
+    copier = Copier(kafka)
+    copier.failing[b"m3"] = [RuntimeError("bug on m3")]
+    loop = copier.loop(LoopConfig("h", "g", ("in",), "h-1"))
+    run_until_idle(loop, kafka)
+
+    assert not refusals, "the abort was not refused"
+    assert values(kafka, "out") == [v for v in INPUTS if v != b"m3"]
+    assert copier.refused == [(b"m3", "internal-error")]
+    assert kafka.epochs["h-1"] == 2  # the producer was replaced once
+    assert kafka.group_offsets["g", "in", 0] == len(INPUTS)
+
+
+def test_a_producer_fenced_after_the_agent_stalled_past_its_transaction_timeout_is_replaced(
+    kafka: FakeKafka,
+) -> None:
+    # The agent stalls (a long GC, swapping) in the middle of a transaction; the coordinator
+    # aborts it and bumps the epoch, so the commit fails with _FENCED. Nobody else has the
+    # transactional id: the loop replaces its producer and handles the range again.
+    copier = Copier(kafka)
+    stalls = [True]
+
+    def stall(batch: Sequence[Message], out: TxnOutput) -> None:
+        copier.handle(batch, out)
+        if stalls:
+            stalls.pop()
+            time.sleep(0.02)  # a stall longer than the 1 ms transaction timeout below
+            kafka.time_out("h-1")
+
+    loop = copier.loop(LoopConfig("h", "g", ("in",), "h-1", transaction_timeout_ms=1))
+    loop.handler = stall
+    run_until_idle(loop, kafka)
+
+    assert not stalls, "the handler did not stall"
+    assert values(kafka, "out") == INPUTS
+    assert kafka.epochs["h-1"] == 3  # init, the coordinator's bump, the replacement
+    assert kafka.group_offsets["g", "in", 0] == len(INPUTS)
+
+
+def test_a_producer_fenced_by_another_instance_still_exits_saying_so(kafka: FakeKafka) -> None:
+    # Another process started with the same transactional id (the same --instance): a real
+    # zombie. Replacing the producer would fence the other process in turn; the loop exits.
+    copier = Copier(kafka)
+    zombie: list[object] = []
+
+    def handle(batch: Sequence[Message], out: TxnOutput) -> None:
+        copier.handle(batch, out)
+        if not zombie:
+            other = new_producer(SETTINGS, "other", transactional_id="h-1")
+            other.init_transactions(1)
+            zombie.append(other)
+
+    loop = copier.loop(LoopConfig("h", "g", ("in",), "h-1"))
+    loop.handler = handle
+    with pytest.raises(KafkaOperationError, match="another instance uses transactional id"):
+        run_until_idle(loop, kafka)
+    assert values(kafka, "out") == []
+    assert ("g", "in", 0) not in kafka.group_offsets
