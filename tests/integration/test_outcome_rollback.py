@@ -175,7 +175,11 @@ def test_thumbs_down_roll_back_the_canary_that_draws_more_of_them(
     time.sleep(2.0)  # a rollback command would be applied by now
     after = control.state("chat")
     reasons = [r.reason for r in read_history(settings, "chat") if isinstance(r, Decision)]
-    assert after is not None and after.phase is Phase.PROGRESSING, reasons
+    # Holding is possible (and not a rollback): the evaluator may decide between the joiner's
+    # records of one transaction (one per arm), and a burst of feedback counted for one arm
+    # and not yet the other is a sample-ratio mismatch while it lasts (docs/outcomes.md).
+    assert after is not None and after.phase in (Phase.PROGRESSING, Phase.HOLDING), reasons
+    assert after.phase is Phase.PROGRESSING or after.reason.startswith("sample-ratio-mismatch")
     assert after.weight_bp == 2000
     assert all(o is not Outcome.ROLLBACK for o, _ in _evidence(settings, "chat", "thumbs_down"))
 
