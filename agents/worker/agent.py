@@ -67,6 +67,7 @@ from model_canary.streams.messages import (
     from_epoch_ms,
     utc_now,
 )
+from model_canary.streams.plan import labelled_metrics
 from model_canary.streams.settings import Settings
 from model_canary.streams.stats.layout import SHADOW_PAIR_BP
 from model_canary.streams.topics import TopicCatalogue
@@ -75,8 +76,6 @@ log = logging.getLogger(__name__)
 
 AGENT = "worker"
 REDRIVEN = "canary-redriven"
-#: Plan metrics compared on ground-truth labels: their rollouts need each answer's prediction.
-LABEL_METRICS = frozenset({"accuracy"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,7 +413,7 @@ class Worker:
         batch.thresholds.append(_thresholds(current))
         if ok and output.prediction is not None and current is not None:
             plan = plan_of(current)
-            if LABEL_METRICS & set(plan.metrics):
+            if labelled_metrics(plan):  # accuracy or outcome metrics: joined with feedback
                 pair = current.mode is Mode.SHADOW and routed.weight_bp == SHADOW_PAIR_BP
                 prediction = Prediction(
                     request_id=request.request_id,

@@ -23,7 +23,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -39,7 +39,7 @@ from model_canary.streams.evidence.columns import (
     pack_histogram,
     pack_units,
 )
-from model_canary.streams.messages import Evidence, OffsetRange
+from model_canary.streams.messages import Evidence, OffsetRange, OutcomeUnits
 
 
 class Thresholds(NamedTuple):
@@ -75,6 +75,10 @@ class _Acc:
     max_batch: int = 0
     refused: int = 0
     incorrect: list[bool] = field(default_factory=list)
+    #: labelled: whether each joined item has a class label (counts for accuracy)
+    labelled: list[bool] = field(default_factory=list)
+    #: labelled: per outcome metric, (item index, bad) for the items its feedback counts for
+    outcomes: dict[str, list[tuple[int, bool]]] = field(default_factory=dict)
     thresholds: Thresholds | None = None
     #: Per-batch second moments: sum m^2, then (sum e^2, sum e*m) for errors, over p95, p99.
     m2: int = 0
@@ -177,11 +181,24 @@ class EvidenceBuilder:
         self._acc(cell, None).refused += count
 
     # -- labelled --------------------------------------------------------------------------
-    def add_label(self, cell: Cell, bucket: int, correct: bool) -> None:
-        """A prediction of ``cell`` joined with its ground-truth label."""
+    def add_label(
+        self,
+        cell: Cell,
+        bucket: int,
+        correct: bool | None,
+        outcomes: Mapping[str, bool] | None = None,
+    ) -> None:
+        """A prediction of ``cell`` joined with its feedback: ``correct`` whether the
+        feedback's label matches the prediction (None: the feedback has no label, it does not
+        count for accuracy), ``outcomes`` per outcome metric whether it is bad (metrics it
+        says nothing about left out: :func:`~model_canary.streams.outcomes.metrics.judge`)."""
         acc = self._acc(cell, None)
+        i = len(acc.buckets)
         acc.buckets.append(bucket)
-        acc.incorrect.append(not correct)
+        acc.labelled.append(correct is not None)
+        acc.incorrect.append(correct is False)
+        for name, bad in (outcomes or {}).items():
+            acc.outcomes.setdefault(name, []).append((i, bad))
 
     # -- output ----------------------------------------------------------------------------
     def clear(self) -> None:
@@ -219,11 +236,26 @@ class EvidenceBuilder:
         buckets = np.asarray(acc.buckets, dtype=np.int64)
         if self.kind is EvidenceKind.LABELLED:
             incorrect = np.asarray(acc.incorrect, dtype=np.int64)
-            units = pack_units(
-                "labelled", buckets, labelled=np.ones(buckets.size, np.int64), incorrect=incorrect
+            labelled = np.asarray(acc.labelled, dtype=np.int64)
+            units = pack_units("labelled", buckets, labelled=labelled, incorrect=incorrect)
+            outcomes = []
+            for name, judged in sorted(acc.outcomes.items()):
+                at = np.array([i for i, _ in judged], dtype=np.int64)
+                bad = np.array([b for _, b in judged], dtype=np.int64)
+                rows = pack_units(
+                    "outcome", buckets[at], counted=np.ones(at.size, np.int64), bad=bad
+                )
+                outcomes.append(
+                    OutcomeUnits(metric=name, counted=int(at.size), bad=int(bad.sum()), units=rows)
+                )
+            return replace(
+                base,
+                requests=int(buckets.size),
+                labelled=int(labelled.sum()),
+                incorrect=int(incorrect.sum()),
+                units=units,
+                outcomes=tuple(outcomes),
             )
-            total, bad = int(buckets.size), int(incorrect.sum())
-            return replace(base, requests=total, labelled=total, incorrect=bad, units=units)
         return self._served(base, acc, buckets)
 
     def _served(self, base: Evidence, acc: _Acc, buckets: np.ndarray) -> Evidence:

@@ -47,6 +47,8 @@ UNIT_COLUMNS: Mapping[str, tuple[str, ...]] = {
     "served": ("n", "errors", "over_p95", "over_p99"),
     "labelled": ("labelled", "incorrect"),
     "routed": ("n",),
+    #: an outcome metric's rows in a labelled record (:class:`~..messages.OutcomeUnits`)
+    "outcome": ("counted", "bad"),
 }
 UNIT_DTYPES: Mapping[str, np.dtype] = {
     kind: np.dtype([("bucket", "<u2"), *((c, "<u4") for c in cols)])

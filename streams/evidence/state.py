@@ -231,7 +231,10 @@ class RolloutEvidence:
         if ev.kind is EvidenceKind.LABELLED:
             rows = unpack_units("labelled", ev.units)
             b, lab, bad = _col(rows, "bucket"), _col(rows, "labelled"), _col(rows, "incorrect")
-            return lambda: self.tally.add_labelled(second, weight, arm, b, lab, bad)
+            outcomes = _outcome_columns(ev, b)
+            return lambda: self.tally.add_labelled(
+                second, weight, arm, b, lab, bad, outcomes=outcomes
+            )
         rows = unpack_units("served", ev.units)
         hist = unpack_histogram(ev.latency_hist) if ev.latency_hist else None
         hist_bins = np.flatnonzero(hist) if hist is not None else np.zeros(0, dtype=np.int64)
@@ -374,6 +377,26 @@ def closed_upto(now_ms: int) -> int:
     (999, 1000)
     """
     return (now_ms - CLOSE_MS) // 1000 - 1
+
+
+def _outcome_columns(ev: Evidence, buckets: Ints) -> dict[str, tuple[Ints, Ints]]:
+    """A labelled record's outcome metrics as columns over its labelled rows' ``buckets``
+    (every joined item has a labelled row, with or without a class label)."""
+    out: dict[str, tuple[Ints, Ints]] = {}
+    for o in ev.outcomes:
+        if o.metric in out:
+            raise EvidenceError(f"outcome metric {o.metric!r} appears twice in one record")
+        rows = unpack_units("outcome", o.units)
+        ob = _col(rows, "bucket")
+        at = np.searchsorted(buckets, ob)
+        if np.any(at >= buckets.size) or np.any(buckets[np.minimum(at, buckets.size - 1)] != ob):
+            raise EvidenceError(f"outcome metric {o.metric!r} names a bucket no item joined in")
+        counted, bad = np.zeros_like(buckets), np.zeros_like(buckets)
+        counted[at], bad[at] = _col(rows, "counted"), _col(rows, "bad")
+        if int(counted.sum()) != o.counted or int(bad.sum()) != o.bad:
+            raise EvidenceError(f"outcome metric {o.metric!r}: rows and totals disagree")
+        out[o.metric] = (counted, bad)
+    return out
 
 
 def _col(rows: Any, name: str) -> Ints:

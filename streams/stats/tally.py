@@ -32,8 +32,8 @@ Every array has a leading **replica** axis: the evaluator keeps one rollout per 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -54,6 +54,7 @@ from model_canary.streams.stats.layout import (
     TIMED,
     N,
     arm_ranges,
+    outcome_fields,
 )
 from model_canary.streams.stats.thresholds import NBINS
 
@@ -61,7 +62,6 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 ArrayIn = npt.ArrayLike
 
-F = len(FIELDS)
 #: Per-bucket counters: 4 bytes each (2^31 items per bucket and weight is beyond any rollout).
 UNIT_DTYPE = np.int32
 TRASH = BUCKETS  #: padding rows point at this extra bucket, which no statistic reads
@@ -99,6 +99,10 @@ class Tally:
 
     Arrays are indexed by *slot*: one per weight (``slots[j] == (weight, "all")``), or in
     shadow mode one per (weight, arm) at the pair weight.
+
+    ``outcomes``: the plan's outcome metrics (:func:`~.layout.outcome_fields`); ``fields``
+    names the counters (:data:`~.layout.FIELDS`, then two per outcome metric) and ``F`` is
+    their number.
     """
 
     def __init__(
@@ -109,10 +113,18 @@ class Tally:
         warmup_s: float,
         weights: Sequence[int] = (),
         shadow_bp: int | None = None,
+        outcomes: Sequence[str] = (),
     ) -> None:
         if replicas < 1:
             raise ConfigError("a tally needs at least one replica")
         self.replicas = replicas
+        #: The plan's outcome metrics: each adds its two counters after :data:`~.layout.FIELDS`.
+        self.outcomes: tuple[str, ...] = tuple(dict.fromkeys(outcomes))
+        self.fields: tuple[str, ...] = FIELDS + tuple(
+            f for name in self.outcomes for f in outcome_fields(name)
+        )
+        self._index = {name: i for i, name in enumerate(self.fields)}
+        F = self.F = len(self.fields)
         self.control = control and shadow_bp is None
         self.shadow_bp = shadow_bp
         self.warmup_s = float(warmup_s)
@@ -170,6 +182,17 @@ class Tally:
 
     # -- layout ---------------------------------------------------------------------------
 
+    def index(self, field: str) -> int:
+        """The position of counter ``field`` (:class:`ConfigError` for one this tally lacks).
+
+        >>> Tally(1, control=False, warmup_s=0, outcomes=["down"]).index("down:bad")
+        8
+        """
+        found = self._index.get(field)
+        if found is None:
+            raise ConfigError(f"the tally counts no {field!r} (its fields: {self.fields})")
+        return found
+
     @property
     def weights(self) -> list[int]:
         """The weights of the slots (a weight appears twice in shadow mode)."""
@@ -187,7 +210,7 @@ class Tally:
         if key in self.slots:
             self._slot_of[(weight_bp, arm)] = self.slots.index(key)
             return self.slots.index(key)
-        r = self.replicas
+        r, F = self.replicas, self.F
         self.slots.append(key)
         self.units = np.concatenate(
             [self.units, np.zeros((r, BUCKETS + 1, 1, F), dtype=UNIT_DTYPE)], axis=2
@@ -294,7 +317,7 @@ class Tally:
             OVER_P95: over_p95 if latency else None,
             OVER_P99: over_p99 if latency else None,
         }
-        deltas = np.zeros((*b.shape, F), dtype=np.int64)
+        deltas = np.zeros((*b.shape, self.F), dtype=np.int64)
         for f, v in cols.items():
             if v is not None:
                 deltas[..., f] = _ints(v).reshape(b.shape)
@@ -323,17 +346,29 @@ class Tally:
         labelled: ArrayIn,
         incorrect: ArrayIn,
         *,
+        outcomes: Mapping[str, tuple[ArrayIn, ArrayIn]] | None = None,
         replicas: ArrayIn | None = None,
     ) -> None:
-        """Labels joined for requests routed in ``second``: per-bucket rows ``(R', K)``."""
+        """Feedback joined for requests routed in ``second``: per-bucket rows ``(R', K)`` of
+        labelled and incorrect items (accuracy) and, per outcome metric, of items whose
+        feedback counts for it and bad ones (``outcomes``: ``{name: (counted, bad)}``, the
+        same rows; metrics this tally does not count are left out)."""
         b = _ints(buckets)
-        deltas = np.zeros((*b.shape, F), dtype=np.int64)
+        deltas = np.zeros((*b.shape, self.F), dtype=np.int64)
         deltas[..., LABELLED] = _ints(labelled).reshape(b.shape)
         deltas[..., INCORRECT] = _ints(incorrect).reshape(b.shape)
+        pairs = [(LABELLED, INCORRECT)]
+        for name, (counted, bad) in (outcomes or {}).items():
+            if name not in self.outcomes:
+                continue
+            at_n, at_bad = (self._index[f] for f in outcome_fields(name))
+            deltas[..., at_n] = _ints(counted).reshape(b.shape)
+            deltas[..., at_bad] = _ints(bad).reshape(b.shape)
+            pairs.append((at_n, at_bad))
         if np.any(deltas < 0):
             raise ImpossibleEvidence("negative-count", "counts cannot be negative")
-        if np.any(deltas[..., INCORRECT] > deltas[..., LABELLED]):
-            raise ImpossibleEvidence("inconsistent-counts", "more incorrect than labelled items")
+        if any(np.any(deltas[..., bad] > deltas[..., n]) for n, bad in pairs):
+            raise ImpossibleEvidence("inconsistent-counts", "more bad than labelled items")
         self._add(second, weight_bp, arm, b, deltas, None, replicas)
 
     def _add(
@@ -473,6 +508,7 @@ class Tally:
         """Fold the released per-bucket deltas into ``units`` and the Gram sums (the design
         effect's inputs). Done by :meth:`release` every :data:`REFRESH_S` seconds: the design
         effect changes slowly, the counts the tests use are current at every second."""
+        F = self.F
         queue, self._queue = self._queue, []
         by_slot: dict[tuple[int, int], list[tuple[IntArray, IntArray, IntArray]]] = {}
         for j, arm, idx, buckets, deltas in queue:
@@ -495,6 +531,7 @@ class Tally:
     def _update_units(
         self, j: int, arm: int, reps: IntArray, buckets: IntArray, deltas: IntArray
     ) -> None:
+        F = self.F
         # Rows sorted by replica (np.unique sorts the keys): lay them out (R', K), padded.
         idx, start, count = np.unique(reps, return_index=True, return_counts=True)
         if idx.size == 0:
@@ -566,6 +603,9 @@ class TallyRows:
     queue_meta: IntArray  #: (Q, 3): slot, arm, rows
     queue_buckets: IntArray
     queue_deltas: IntArray
+    #: The outcome metrics counted after the built-in fields (rows written before outcome
+    #: metrics existed have none).
+    outcomes: list[str] = field(default_factory=list)
 
 
 def to_rows(t: Tally) -> TallyRows:
@@ -573,7 +613,7 @@ def to_rows(t: Tally) -> TallyRows:
     if t.replicas != 1:
         raise ConfigError("only a one-rollout tally is stored as rows")
     pend = [it for second in sorted(t._pending) for it in t._pending[second]]
-    nb = len(BATCH_FIELDS)
+    nb, F = len(BATCH_FIELDS), t.F
     return TallyRows(
         version=ROWS_VERSION,
         control=t.control,
@@ -608,6 +648,7 @@ def to_rows(t: Tally) -> TallyRows:
         queue_deltas=np.concatenate(
             [d[0] for *_, d in t._queue] or [np.zeros((0, F), np.int64)]
         ).reshape(-1, F),
+        outcomes=list(t.outcomes),
     )
 
 
@@ -620,7 +661,9 @@ def from_rows(rows: TallyRows) -> Tally:
         control=rows.control,
         warmup_s=rows.warmup_s,
         shadow_bp=None if rows.shadow_bp < 0 else rows.shadow_bp,
+        outcomes=rows.outcomes,
     )
+    F = t.F
     for w, a in rows.slots:
         t.slot(int(w), a)
     n = len(t.slots)

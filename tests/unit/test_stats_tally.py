@@ -166,7 +166,7 @@ def _direct_bucket_variance(
                 continue
             j = t.slots.index((w, "all"))
             u = t.units[:, :10_000, j].astype(float)
-            a = u[..., md.bad_index] - lam[:, s, None] * u[..., md.exposure_index]
+            a = u[..., t.index(md.bad)] - lam[:, s, None] * u[..., t.index(md.exposure)]
             g = np.zeros((t.replicas, 10_000))
             lo, hi = t.ranges(w)["canary"]
             g[:, lo:hi] = (1 - rho[:, s])[:, None]
