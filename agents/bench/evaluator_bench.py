@@ -32,10 +32,9 @@ from model_canary.agents.bench import BenchError
 from model_canary.agents.bench.evidence_load import SimulatedServing
 from model_canary.agents.bench.report import fmt, percentile, table
 from model_canary.agents.bench.scrape import free_port, scrape, total
-from model_canary.agents.bench.session import BenchSession, Contender, Progress
+from model_canary.agents.bench.session import BenchSession, Contender, Progress, bench_metrics
 from model_canary.agents.client.control import ControlClient
 from model_canary.streams.errors import ConfigError
-from model_canary.streams.plan import parse_plan
 from model_canary.streams.settings import Settings
 
 MODEL = "bench"
@@ -112,38 +111,10 @@ def run_evaluator_bench(
     ) as session:
         cat = session.catalogue
         prefix = session.settings.topic_prefix
-        # Rolling back only past an 11-fold harm: the backlog re-uses a few simulated
-        # transactions many times, so chance differences between the arms add up; no command
-        # may interrupt the measurement (no controller applies one here).
-        metrics_doc: dict[str, object] = {"errors": {"rollback_tolerance": 10}}
-        if o.labels:
-            metrics_doc["accuracy"] = {"min_label_coverage": 0.1, "rollback_tolerance": 10}
-        plan = parse_plan(
-            {
-                "model": MODEL,
-                "baseline": "v1",
-                "canary": "v2",
-                "steps": [50, 100],
-                "step": {"min_duration": "24h", "max_duration": "48h", "warmup": 0},
-                "metrics": metrics_doc,
-            }
-        )
-        progress(f"topics under {prefix}.*: creating, starting a rollout at 50%")
-        session.create_topics()
-        session.apply_commands(
-            [
-                (MODEL, "register", {"baseline_version": "v1"}),
-                (
-                    MODEL,
-                    "start",
-                    {
-                        "canary_version": "v2",
-                        "steps_bp": plan.steps_bp,
-                        "plan_json": plan.to_json(),
-                    },
-                ),
-            ]
-        )
+        # No command may interrupt the measurement (no controller applies one here); the
+        # backlog re-uses a few simulated transactions many times, so chance differences
+        # between the arms add up: the plan rolls back only past an 11-fold harm.
+        session.start_rollout(MODEL, 50, bench_metrics(labels=o.labels, latency=False))
         state = ControlClient(session.settings).state(MODEL)
         assert state is not None
         port, jport = free_port(), free_port()

@@ -32,13 +32,12 @@ from model_canary.agents.bench.load import INPUTS
 from model_canary.agents.bench.probe import OffsetProbe
 from model_canary.agents.bench.report import fmt, percentile, table
 from model_canary.agents.bench.scrape import free_port, scrape, total
-from model_canary.agents.bench.session import BenchSession, Contender, Progress
+from model_canary.agents.bench.session import BenchSession, Contender, Progress, bench_metrics
 from model_canary.agents.client.inference import CanaryClient
 from model_canary.agents.kafka.clients import LazyProducer
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.errors import ConfigError
 from model_canary.streams.messages import Feedback, utc_now
-from model_canary.streams.plan import parse_plan
 from model_canary.streams.settings import Settings
 
 MODEL = "bench"
@@ -157,38 +156,11 @@ def run_pipeline_bench(
     ) as session:
         cat = session.catalogue
         prefix = session.settings.topic_prefix
-        metrics_doc: dict[str, object] = {
-            "errors": {"rollback_tolerance": 10},
-            "latency_p95": {"rollback_tolerance": 10},
-            "latency_p99": {"rollback_tolerance": 10},
-        }
-        if o.labels:
-            metrics_doc["accuracy"] = {"rollback_tolerance": 10, "min_label_coverage": 0.1}
-        plan = parse_plan(
-            {
-                "model": MODEL,
-                "baseline": "v1",
-                "canary": "v2",
-                "steps": [o.weight_pct, 100],
-                "step": {"min_duration": "24h", "max_duration": "48h", "warmup": 0},
-                "metrics": metrics_doc,
-            }
-        )
-        progress(f"topics under {prefix}.*: creating, starting a rollout at {o.weight_pct:g}%")
-        session.create_topics(cat.version_specs(MODEL, "v1", "v2"))
-        session.apply_commands(
-            [
-                (MODEL, "register", {"baseline_version": "v1"}),
-                (
-                    MODEL,
-                    "start",
-                    {
-                        "canary_version": "v2",
-                        "steps_bp": plan.steps_bp,
-                        "plan_json": plan.to_json(),
-                    },
-                ),
-            ]
+        session.start_rollout(
+            MODEL,
+            o.weight_pct,
+            bench_metrics(labels=o.labels, latency=True),
+            cat.version_specs(MODEL, "v1", "v2"),
         )
         adapter = f"noop:predict={LABEL}" if o.labels else "noop:"
         ev_port = free_port()
