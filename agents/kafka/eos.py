@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import itertools
 import logging
 import os
 import signal
@@ -237,6 +238,80 @@ class TxnOutput:
                 if err is None:
                     raise
                 raise OutputRefusedError(refusal_reason(err), f"{topic}: {err.str()}") from None
+
+
+class Watchdog:
+    """Calls that must return within ``limit_s``, watched by one thread for the whole process
+    (started with the first call; a thread per call would cost more than a small
+    transaction's commit). ``on_stuck(what)`` runs, in that thread, for the first call found
+    running past the limit.
+
+    >>> stuck = []
+    >>> dog = Watchdog(45.0, stuck.append, thread=False)
+    >>> token = dog.start("worker: commit")
+    >>> dog.check(now=time.monotonic() + 44.0), dog.check(now=time.monotonic() + 46.0)
+    (None, 'worker: commit')
+    >>> dog.done(token); dog.check(now=time.monotonic() + 99.0) is None
+    True
+    """
+
+    def __init__(
+        self, limit_s: float, on_stuck: Callable[[str], None], *, thread: bool = True
+    ) -> None:
+        self.limit_s = limit_s
+        self.on_stuck = on_stuck
+        self._calls: dict[int, tuple[str, float]] = {}
+        self._tokens = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._want_thread = thread
+        self._lock = threading.Lock()
+
+    def start(self, what: str) -> int:
+        """Watch a call that begins now; returns the token to give :meth:`done`."""
+        if self._thread is None and self._want_thread:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="canary-watchdog", daemon=True
+                    )
+                    self._thread.start()
+        token = next(self._tokens)
+        self._calls[token] = (what, time.monotonic())
+        return token
+
+    def done(self, token: int) -> None:
+        self._calls.pop(token, None)
+
+    def check(self, now: float | None = None) -> str | None:
+        """The first call running longer than the limit at ``now`` (after calling
+        ``on_stuck`` with it), or None."""
+        now = time.monotonic() if now is None else now
+        for what, since in list(self._calls.values()):
+            if now - since >= self.limit_s:
+                self.on_stuck(what)
+                return what
+        return None
+
+    def _run(self) -> None:
+        tick = min(1.0, self.limit_s / 10)
+        while self.check() is None:
+            time.sleep(tick)
+
+
+def _exit_stuck(what: str) -> None:
+    log.critical(
+        "%s has not returned after %.0fs (a librdkafka hang after a broker left the cluster): "
+        "exiting so that a supervisor restarts this agent; the open transaction is aborted, "
+        "nothing is lost",
+        what,
+        STUCK_S,
+    )
+    logging.shutdown()
+    os._exit(3)
+
+
+#: The process's watchdog over transactional calls (see :meth:`ExactlyOnceLoop._watched`).
+WATCHDOG = Watchdog(STUCK_S, _exit_stuck)
 
 
 class ExactlyOnceLoop:
@@ -602,32 +677,17 @@ class ExactlyOnceLoop:
                 time.sleep(0.5)
 
     def _watched(self, what: str, call: Callable[[], object]) -> None:
-        """``call()``, a transactional call with a 30 s timeout, under a watchdog: if it has
-        not returned after :data:`STUCK_S`, the process exits. librdkafka can block past the
-        timeout in send_offsets_to_transaction when the group coordinator's broker went away
-        (confluentinc/librdkafka#5456, #5511); nothing but a new process gets out of that, and
-        the open transaction is aborted by the broker or by the restarted instance."""
-        agent = self.config.agent
-
-        def stuck() -> None:
-            log.critical(
-                "%s: %s has not returned after %.0fs (a librdkafka hang after a broker left the "
-                "cluster): exiting so that a supervisor restarts this agent; the open "
-                "transaction is aborted, nothing is lost",
-                agent,
-                what,
-                STUCK_S,
-            )
-            logging.shutdown()
-            os._exit(3)
-
-        watchdog = threading.Timer(STUCK_S, stuck)
-        watchdog.daemon = True
-        watchdog.start()
+        """``call()``, a transactional call with a 30 s timeout, under the process's
+        :data:`WATCHDOG`: if it has not returned after :data:`STUCK_S`, the process exits.
+        librdkafka can block past the timeout in send_offsets_to_transaction when the group
+        coordinator's broker went away (confluentinc/librdkafka#5456, #5511); nothing but a new
+        process gets out of that, and the open transaction is aborted by the broker or by the
+        restarted instance."""
+        token = WATCHDOG.start(f"{self.config.agent}: {what}")
         try:
             call()
         finally:
-            watchdog.cancel()
+            WATCHDOG.done(token)
 
     def _committed(self, positions: list[TopicPartition]) -> None:
         self._failures = 0
