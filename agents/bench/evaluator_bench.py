@@ -375,6 +375,9 @@ def run_evaluator_bench(
         serving.flush()
         if o.rss_labelled:
             figures.update(_rss_run(o, serving, evaluator, joiners, jports, progress))
+            answered += o.rss_labelled
+            # The restart below compares counts: everything served is counted first.
+            _wait_for(port, "canary_decided_requests", answered, evaluator, o.timeout)
 
         # 4. Restart: SIGKILL, start again; until its first evaluation counts everything.
         progress("restart: SIGKILL, then until the first evaluation with every count")
