@@ -155,7 +155,8 @@ def register(
         "evaluator_requests_per_s = requests the drained records stand for / drain time (from "
         "its first counted record to its last, read from its own /metrics). With --labels, "
         "its label joiner then drains --label-backlog predictions and their labels "
-        "(labels_per_s). Decision delay: --seconds of paced traffic; per worker transaction, "
+        "(labels_per_s; with --joiners N, N joiners then drain as many more). Decision "
+        "delay: --seconds of paced traffic; per worker transaction, "
         "the time from its commit to the first evaluation that counts it "
         "(canary_decided_requests, scraped every 50 ms). RSS: the evaluator's VmRSS when it "
         "counted its first record and at the end (with --labels also at each million labels). "
@@ -186,6 +187,23 @@ def register(
         default=300_000,
         metavar="N",
         help="labelled predictions in the joiner's backlog (default 300000)",
+    )
+    evaluator.add_argument(
+        "--joiners",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --labels: then drain a second backlog as large with N joiners at once "
+        "(on a multiple of N partitions; labels_per_s_N_joiners, joiners_speedup)",
+    )
+    evaluator.add_argument(
+        "--rss-labelled",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --labels: after the paced phase, N more labelled requests as fast as they "
+        "are written; the RSS of the evaluator and joiners at every million joined "
+        "(rss_by_labelled_mb, evaluator_rss_growth_from_1m, joiner_rss_growth_from_1m)",
     )
     evaluator.add_argument(
         "--interval", type=float, default=1.0, help="the evaluator's --interval (default 1)"
@@ -243,6 +261,12 @@ def register(
     )
     pipeline.add_argument(
         "--interval", type=float, default=1.0, help="the evaluator's --interval (default 1)"
+    )
+    pipeline.add_argument(
+        "--reference",
+        action="store_true",
+        help="then the top rate again with worker-v1 replaced by the passthrough (the least "
+        "an exactly-once consume-produce loop does): JSON key reference",
     )
     pipeline.add_argument(
         "--keep-topics", action="store_true", help="keep the benchmark's topics and groups"
@@ -410,6 +434,8 @@ def run_evaluator_bench(args: argparse.Namespace) -> int:
         backlog_seconds=args.backlog_seconds,
         labels=args.labels,
         label_backlog=args.label_backlog,
+        joiners=args.joiners,
+        rss_labelled=args.rss_labelled,
         interval=args.interval,
         keep_topics=args.keep_topics,
         timeout=args.timeout,
@@ -433,6 +459,7 @@ def run_pipeline_bench(args: argparse.Namespace) -> int:
         lag_limit_s=args.lag_limit,
         interval=args.interval,
         keep_topics=args.keep_topics,
+        reference=args.reference,
     )
     figures, text = run_pipeline_bench(settings_from_args(args), options, _progress(args))
     return _finish(args, figures, text)

@@ -29,7 +29,7 @@ from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.enums import Arm, Phase
 from model_canary.streams.errors import DecodeError
 from model_canary.streams.evaluation import due_thresholds, plan_of, step_snapshot
-from model_canary.streams.evidence.state import RolloutEvidence
+from model_canary.streams.evidence.state import FrozenState, RolloutEvidence
 from model_canary.streams.messages import Evidence, epoch_ms
 from model_canary.streams.stats import decide, policy, tally_for
 from model_canary.streams.stats.layout import ARMS, METRICS, N, metric_def
@@ -74,13 +74,18 @@ class Partition:
 
 @dataclass(frozen=True, slots=True)
 class CheckpointData:
-    """One partition's checkpoint, serialized on the loop, to write off it."""
+    """One partition's checkpoint, copied on the loop, to serialize and write off it."""
 
     partition: int
     position: int
-    snapshots: dict[str, bytes]
+    frozen: dict[str, FrozenState]
     dead: list[DeadLetterOut]
     models: set[str]
+
+    @property
+    def snapshots(self) -> dict[str, bytes]:
+        """The models' snapshots, serialized now (the costly part: call it off the loop)."""
+        return {model: state.to_bytes() for model, state in self.frozen.items()}
 
 
 class Evaluator:
@@ -273,8 +278,8 @@ class Evaluator:
             return None
         models, part.dirty = part.dirty, set()
         dead, part.dead = part.dead, []
-        snapshots = {m: self.states[m].to_bytes() for m in models if m in self.states}
-        return CheckpointData(partition, covered, snapshots, dead, models)
+        frozen = {m: self.states[m].freeze() for m in models if m in self.states}
+        return CheckpointData(partition, covered, frozen, dead, models)
 
     def checkpointed(self, data: CheckpointData) -> None:
         part = self.partitions.get(data.partition)
