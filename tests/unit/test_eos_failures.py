@@ -6,6 +6,7 @@ the record batch it shared with other inputs' writes."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Sequence
 
@@ -14,7 +15,8 @@ from confluent_kafka import KafkaError, KafkaException, Message
 
 from model_canary.agents.kafka import eos
 from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnHooks, TxnOutput
-from model_canary.agents.testing import FakeKafka, new_producer, run_until_idle, using
+from model_canary.agents.kafka.watchdog import Watchdog
+from model_canary.agents.testing import FakeKafka, FakeProducer, new_producer, run_until_idle, using
 from model_canary.streams.errors import KafkaOperationError
 from model_canary.streams.latency import CommitPolicy
 from model_canary.streams.settings import Settings
@@ -317,3 +319,28 @@ def test_the_fake_ends_only_a_begun_transaction_and_begins_one_locally(kafka: Fa
     with pytest.raises(KafkaException) as fenced:
         producer.commit_transaction(1)
     assert fenced.value.args[0].code() == KafkaError._FENCED
+
+
+def test_a_producer_whose_init_transactions_hangs_is_caught_by_the_watchdog(
+    kafka: FakeKafka, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # init_transactions (on opening, and on replacing a producer) is a transactional call
+    # that can block like the others: the watchdog must watch it.
+    fired: list[str] = []
+    reported = threading.Event()
+
+    def on_stuck(what: str) -> None:
+        fired.append(what)
+        reported.set()
+
+    def hangs(producer: FakeProducer, timeout: float = 0.0) -> None:
+        reported.wait(5)  # stands for librdkafka blocking: returns once reported (or not)
+
+    monkeypatch.setattr(FakeProducer, "init_transactions", hangs)
+    loop = Copier(kafka).loop(LoopConfig("h", "g", ("in",), "h-1"))
+    loop._watchdog = Watchdog(0.05, on_stuck, interval_s=0.01)
+    try:
+        assert loop.output is not None  # opens the clients
+    finally:
+        loop.close()
+    assert fired == ["init transactions"]
