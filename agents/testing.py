@@ -135,6 +135,11 @@ class FakeKafka:
         #: unusable; a new one with the same transactional id fences it and aborts what it
         #: left open.
         self.refuse_abort: Callable[[], KafkaError | None] | None = None
+        #: Called on each ``commit_transaction``; a KafkaError it returns is raised by it and
+        #: the transaction stays open (a retriable ``_TIMED_OUT``: the coordinator away).
+        self.refuse_commit: Callable[[], KafkaError | None] | None = None
+        #: Every producer made, oldest first.
+        self.producers: list[FakeProducer] = []
         #: Per transactional id, the current producer epoch and the producer that holds it
         #: (the last to call ``init_transactions``): a producer of an older epoch is fenced.
         self.epochs: dict[str, int] = {}
@@ -143,7 +148,9 @@ class FakeKafka:
 
     # -- the factory of clients (see clients.using) ------------------------------------------
     def producer(self, config: dict[str, Any]) -> FakeProducer:
-        return FakeProducer(self, config)
+        producer = FakeProducer(self, config)
+        self.producers.append(producer)
+        return producer
 
     def consumer(self, config: dict[str, Any]) -> FakeConsumer:
         return FakeConsumer(self, config)
@@ -245,6 +252,8 @@ class FakeProducer:
         self._failed: KafkaError | None = None  # a queued write the broker refused
         self._fatal: KafkaError | None = None  # every transactional call raises it
         self._epoch = 0
+        self._sent = 0  # how many of ``_written`` were sent (their reports served)
+        self.purged = False  # ``purge`` was called
 
     def _note_fencing(self) -> None:
         """A newer producer took this one's transactional id: it is fenced (fatal)."""
@@ -291,6 +300,7 @@ class FakeProducer:
         if refused is not None:
             if self.transactional:
                 self._failed = refused
+                self._fail_batch(topic, self.kafka.partition_for(topic, key), refused)
             if on_delivery is not None:
                 lost = FakeMessage(topic, -1, -1, key, value, _bytes_headers(headers), _now_ms())
                 self._reports.append((on_delivery, refused, lost))
@@ -301,7 +311,30 @@ class FakeProducer:
         if on_delivery is not None and not self.config.get("delivery.report.only.error"):
             self._reports.append((on_delivery, None, msg))
 
+    def _fail_batch(self, topic: str, partition: int, error: KafkaError) -> None:
+        """The broker refuses a whole record batch: every message of ``topic[partition]``
+        queued with the refused one (not sent yet) fails with its error, in its delivery
+        report too, as librdkafka fails every message of the batch (MSG_SIZE_TOO_LARGE)."""
+        batch = [
+            m
+            for m in self._written[self._sent :]
+            if m.topic() == topic and m.partition() == partition
+        ]
+        if not batch:
+            return
+        failed = {id(m) for m in batch}
+        with self.kafka.lock:
+            part = self.kafka.topics[topic][partition]
+            for msg in batch:
+                part.open.discard(msg.offset())
+                part.aborted.add(msg.offset())
+        self._written = [m for m in self._written if id(m) not in failed]
+        self._reports = [
+            (callback, error if id(msg) in failed else e, msg) for callback, e, msg in self._reports
+        ]
+
     def poll(self, timeout: float = 0.0) -> int:
+        self._sent = len(self._written)
         reports, self._reports = self._reports, []
         for callback, error, msg in reports:
             callback(error, msg)
@@ -310,6 +343,10 @@ class FakeProducer:
     def flush(self, timeout: float = 0.0) -> int:
         self.poll()
         return 0
+
+    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
+        """Drop what is queued (served reports are left to ``poll``/``flush``)."""
+        self.purged = True
 
     def __len__(self) -> int:
         return 0
@@ -327,7 +364,10 @@ class FakeProducer:
         self._abort_open()
 
     def begin_transaction(self) -> None:
-        self._check_fatal()
+        # Local in librdkafka: only a fatal error the producer already knows of is raised (a
+        # fencing is learnt at the next call that reaches the broker).
+        if self._fatal is not None:
+            raise KafkaException(self._fatal)
         if self._in_txn:
             raise KafkaException(KafkaError(KafkaError._STATE, "transaction already open"))
         self._in_txn = True
@@ -345,6 +385,10 @@ class FakeProducer:
     def commit_transaction(self, timeout: float = 0.0) -> None:
         self.poll()
         self._check_fatal()
+        self._require_txn("commit_transaction")
+        refused = self.kafka.refuse_commit() if self.kafka.refuse_commit is not None else None
+        if refused is not None:
+            raise KafkaException(refused)
         if self._failed is not None:
             raise KafkaException(
                 KafkaError(self._failed.code(), self._failed.str(), txn_requires_abort=True)
@@ -359,11 +403,19 @@ class FakeProducer:
 
     def abort_transaction(self, timeout: float = 0.0) -> None:
         self._check_fatal()
+        self._require_txn("abort_transaction")
         refused = self.kafka.refuse_abort() if self.kafka.refuse_abort is not None else None
         if refused is not None:
             self._fatal = KafkaError(refused.code(), refused.str(), fatal=True)
             raise KafkaException(self._fatal)
         self._abort_open()
+
+    def _require_txn(self, call: str) -> None:
+        """librdkafka refuses to end a transaction that was not begun (state Ready)."""
+        if self.transactional and not self._in_txn:
+            raise KafkaException(
+                KafkaError(KafkaError._STATE, f"Local: {call}: Operation not valid in state Ready")
+            )
 
     def _abort_open(self) -> None:
         self._abort_written()
@@ -380,6 +432,7 @@ class FakeProducer:
             self._written = []
 
     def _reset(self) -> None:
+        self._sent = 0
         self._failed = None
         self._in_txn = False
         self._written = []
@@ -418,6 +471,7 @@ class FakeConsumer:
         self._generation = kafka.generation
         self._positions: dict[tuple[str, int], int] = {}
         self._subscribed = False
+        self._revoking = False  # inside on_revoke
         self.closed = False
         #: Plain offset commits are lost (a process killed before its commit arrived).
         self.lose_commits = False
@@ -467,7 +521,11 @@ class FakeConsumer:
             return
         self._generation = self.kafka.generation
         if self._positions and self._on_revoke is not None:
-            self._on_revoke(self, [TopicPartition(t, p) for t, p in self._positions])
+            self._revoking = True
+            try:
+                self._on_revoke(self, [TopicPartition(t, p) for t, p in self._positions])
+            finally:
+                self._revoking = False
         self._positions = {}
         self._join()
 
@@ -489,9 +547,25 @@ class FakeConsumer:
     def assign(self, partitions: Sequence[TopicPartition]) -> None:
         self._positions = {}
         for tp in partitions:
-            self.seek(tp)
+            self._seek(tp)
 
     def seek(self, tp: TopicPartition) -> None:
+        """Set the position of an assigned partition (a seek acts on the fetcher of an
+        assigned partition; the fake refuses any other). One being revoked is refused too:
+        the revocation drops its position (the next assignment starts from the committed
+        offset), so a seek there does nothing but cost; the fake refuses it to show a loop
+        that does."""
+        if (tp.topic, tp.partition) not in self._positions or self._revoking:
+            raise KafkaException(
+                KafkaError(
+                    KafkaError._UNKNOWN_PARTITION,
+                    f"{tp.topic}[{tp.partition}] is not assigned"
+                    + (" (being revoked)" if self._revoking else ""),
+                )
+            )
+        self._seek(tp)
+
+    def _seek(self, tp: TopicPartition) -> None:
         self.kafka.create(tp.topic)
         part = self.kafka.topics[tp.topic][tp.partition]
         if tp.offset == OFFSET_END:

@@ -172,7 +172,7 @@ class AtLeastOnceLoop(ExactlyOnceLoop):
         positions: dict[tuple[str, int], int],
     ) -> None:
         """Some outputs were not written: find the input to refuse, then rewind."""
-        attributed = self._quarantine_refused(failures)
+        attributed = self._quarantine_refused(failures, positions)
         if not attributed and any(e.code() in _MESSAGE_ERRORS for _s, e in failures):
             # A write of one message failed, but which? Handle the range again with every
             # write attributed to its input.
@@ -211,7 +211,7 @@ class AtLeastOnceLoop(ExactlyOnceLoop):
             consumer.seek(TopicPartition(topic, partition, offset))
             self._range_starts[(topic, partition)] = offset
 
-    def _abort_output(self, producer: Producer) -> None:
+    def _abort_output(self, producer: Producer, *, replace: bool = True) -> None:
         """Writes cannot be undone: let what was queued go (its inputs are handled again, so
         their answers may come twice), then rewind."""
         producer.flush(FLUSH_TIMEOUT_S)

@@ -13,6 +13,7 @@ taking the interpreter lock from the loop.
 'commit'
 >>> dog.overdue(now=10**9) is None  # nothing is being watched
 True
+>>> dog.close()  # its thread ends
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ class Watchdog:
         self.deadline = 0.0  # of the call being watched (when ``what`` is set)
         self.what: str | None = None
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         self._fired = False
 
     @contextmanager
     def watching(self, what: str) -> Iterator[None]:
         """Watch the code inside the block."""
         if self._thread is None:
+            self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
             self._thread.start()
         self.deadline = time.monotonic() + self.limit_s
@@ -58,9 +61,15 @@ class Watchdog:
             return what
         return None
 
+    def close(self) -> None:
+        """End the thread (a later :meth:`watching` starts a new one)."""
+        thread, self._thread = self._thread, None
+        self._stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
     def _run(self) -> None:
-        while not self._fired:
-            time.sleep(self.interval_s)
+        while not self._fired and not self._stop.wait(self.interval_s):
             what = self.overdue(time.monotonic())
             if what is not None:
                 self._fired = True

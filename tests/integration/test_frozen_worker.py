@@ -13,7 +13,7 @@ meets on SIGCONT:
 Which comes first is not up to the test: both timeouts are 10 s, the session is counted from
 the last heartbeat (3 s apart) while the broker finds a timed-out transaction only on its
 next check (every 10 s), so no freeze makes either one certain. Before the loop replaced a
-fenced producer (832bd99), the fenced worker exited.
+fenced producer (50a8d95), the fenced worker exited.
 """
 
 from __future__ import annotations

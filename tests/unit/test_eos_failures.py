@@ -1,18 +1,22 @@
 """The exactly-once loop when a transaction cannot be committed or aborted, in process (on
 :class:`~model_canary.agents.testing.FakeKafka`): a commit made on a rebalance that finds the
-transaction failed, an abort the coordinator refuses, and a producer fenced by its own stall or
-by another instance."""
+transaction failed, a commit that fails without an error state, an abort the coordinator
+refuses, a producer fenced by its own stall or by another instance, and a write refused with
+the record batch it shared with other inputs' writes."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Sequence
 
 import pytest
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
+from model_canary.agents.kafka import eos
 from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnHooks, TxnOutput
-from model_canary.agents.testing import FakeKafka, new_producer, run_until_idle, using
+from model_canary.agents.kafka.watchdog import Watchdog
+from model_canary.agents.testing import FakeKafka, FakeProducer, new_producer, run_until_idle, using
 from model_canary.streams.errors import KafkaOperationError
 from model_canary.streams.latency import CommitPolicy
 from model_canary.streams.settings import Settings
@@ -25,6 +29,8 @@ INVALID_TXN_STATE = KafkaError(
     "Failed to end transaction: Broker: Producer attempted a transactional operation in an "
     "invalid state",
 )
+#: The coordinator not answering (retriable, not abortable: no error state).
+TIMED_OUT = KafkaError(KafkaError._TIMED_OUT, "Local: Timed out", retriable=True)
 
 
 @pytest.fixture
@@ -45,6 +51,7 @@ class Copier:
         self.big = big  # the input whose copy is written a thousand times larger
         self.refused: list[tuple[bytes | None, str]] = []
         self.copied = 0
+        self.aborts = 0  # how often on_abort ran
         #: Exceptions the handler raises on an input, one per attempt, before copying it.
         self.failing: dict[bytes, list[Exception]] = {}
 
@@ -71,6 +78,7 @@ class Copier:
 
     def _forget(self) -> None:
         self.copied = 0
+        self.aborts += 1
 
 
 def values(kafka: FakeKafka, topic: str) -> list[bytes]:
@@ -128,6 +136,8 @@ def test_an_abort_the_coordinator_refuses_replaces_the_producer_and_the_loop_goe
     assert values(kafka, "out") == [v for v in INPUTS if v != b"m3"]
     assert copier.refused == [(b"m3", "internal-error")]
     assert kafka.epochs["h-1"] == 2  # the producer was replaced once
+    # The replaced producer was purged (it can deliver nothing more), the new one was not.
+    assert [p.purged for p in kafka.producers] == [True, False]
     assert kafka.group_offsets["g", "in", 0] == len(INPUTS)
 
 
@@ -137,6 +147,9 @@ def test_a_producer_fenced_after_the_agent_stalled_past_its_transaction_timeout_
     # The agent stalls (a long GC, swapping) in the middle of a transaction; the coordinator
     # aborts it and bumps the epoch, so the commit fails with _FENCED. Nobody else has the
     # transactional id: the loop replaces its producer and handles the range again.
+    # The stall is in the first turn of the transaction; the commit that meets the fencing
+    # comes in a later turn (one input per turn, no commit before idle): the stall is found
+    # in the transaction's turns, not only in the turn that commits.
     copier = Copier(kafka)
     stalls = [True]
 
@@ -144,10 +157,19 @@ def test_a_producer_fenced_after_the_agent_stalled_past_its_transaction_timeout_
         copier.handle(batch, out)
         if stalls:
             stalls.pop()
-            time.sleep(0.02)  # a stall longer than the 1 ms transaction timeout below
+            time.sleep(0.3)  # a stall longer than the 200 ms transaction timeout below
             kafka.time_out("h-1")
 
-    loop = copier.loop(LoopConfig("h", "g", ("in",), "h-1", transaction_timeout_ms=1))
+    config = LoopConfig(
+        "h",
+        "g",
+        ("in",),
+        "h-1",
+        max_batch=1,
+        commit=CommitPolicy.every(60_000),
+        transaction_timeout_ms=200,
+    )
+    loop = copier.loop(config)
     loop.handler = stall
     run_until_idle(loop, kafka)
 
@@ -176,3 +198,149 @@ def test_a_producer_fenced_by_another_instance_still_exits_saying_so(kafka: Fake
         run_until_idle(loop, kafka)
     assert values(kafka, "out") == []
     assert ("g", "in", 0) not in kafka.group_offsets
+    assert copier.aborts == 1  # the agent forgot the transaction's state
+
+
+def test_a_zombie_is_not_taken_for_a_stall_because_the_commit_was_retried(
+    kafka: FakeKafka,
+) -> None:
+    # The commit is retried (the coordinator not answering) for longer than the transaction
+    # timeout; meanwhile another instance takes the transactional id. The retries are the
+    # loop running, not stalling: it must exit as fenced by another instance, not replace
+    # its producer (which would fence the other instance in turn).
+    copier = Copier(kafka)
+    timeouts = [TIMED_OUT, TIMED_OUT]
+
+    def refuse_commit() -> KafkaError | None:
+        if len(timeouts) == 1:
+            other = new_producer(SETTINGS, "other", transactional_id="h-1")
+            other.init_transactions(1)
+        return timeouts.pop() if timeouts else None
+
+    kafka.refuse_commit = refuse_commit
+    loop = copier.loop(LoopConfig("h", "g", ("in",), "h-1", transaction_timeout_ms=200))
+    with pytest.raises(KafkaOperationError, match="another instance uses transactional id"):
+        run_until_idle(loop, kafka)
+    assert not timeouts, "the commit was not retried"
+    assert kafka.epochs["h-1"] == 2  # the other instance's; this loop did not replace its own
+
+
+def test_a_commit_that_fails_without_an_error_state_is_aborted_before_the_loop_stops(
+    kafka: FakeKafka, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The commit times out past the retry deadline (no error state: the coordinator away).
+    # The loop stops on it; its transaction must not be left open (read_committed readers of
+    # its outputs would stall until the broker's transaction timeout).
+    monkeypatch.setattr(eos, "RETRY_S", 0.0)
+    kafka.refuse_commit = lambda: TIMED_OUT
+    copier = Copier(kafka)
+    loop = copier.loop(LoopConfig("h", "g", ("in",), "h-1"))
+    with pytest.raises(KafkaOperationError, match="_TIMED_OUT"):
+        run_until_idle(loop, kafka)
+    written = kafka.topics["out"][0]
+    assert written.messages, "nothing was written"
+    assert not written.open, "the transaction was left open"
+    assert copier.aborts == 1
+    assert ("g", "in", 0) not in kafka.group_offsets
+
+
+def test_a_loop_stopping_on_an_error_does_not_replace_a_producer_whose_abort_was_refused(
+    kafka: FakeKafka,
+) -> None:
+    # The loop stops (an error it does not handle); its abort is refused (fatal). A stopping
+    # loop has no use for a new producer: it says so and exits.
+    kafka.refuse_abort = lambda: INVALID_TXN_STATE
+    copier = Copier(kafka)
+    copier.failing[b"m1"] = [KeyboardInterrupt()]  # type: ignore[list-item]
+    loop = copier.loop(LoopConfig("h", "g", ("in",), "h-1"))
+    with pytest.raises(KeyboardInterrupt):
+        run_until_idle(loop, kafka)
+    assert kafka.epochs["h-1"] == 1
+    assert len(kafka.producers) == 1
+    assert copier.aborts == 1
+
+
+def test_a_revocation_whose_commit_fails_neither_seeks_nor_raises_inside_the_callback(
+    kafka: FakeKafka,
+) -> None:
+    # As in the first test, the commit made on revocation fails (a write refused after it
+    # was queued); with max_failures=1 that failure is the last the loop takes. It must not
+    # rewind (seek partitions being revoked) nor raise inside the callback: the revocation
+    # completes, the partitions are assigned again, then the loop raises.
+    kafka.refuse_queued = lambda topic, value, key: BIG if value == b"m2" * 1000 else None
+    copier = Copier(kafka, big=b"m2")
+
+    def rebalance_on_m2(batch: Sequence[Message], out: TxnOutput) -> None:
+        copier.handle(batch, out)
+        if any(m.value() == b"m2" for m in batch):
+            kafka.rebalance()
+
+    config = LoopConfig(
+        "h", "g", ("in",), "h-1", max_batch=1, commit=CommitPolicy.every(60_000), max_failures=1
+    )
+    loop = copier.loop(config)
+    loop.handler = rebalance_on_m2
+    with pytest.raises(KafkaOperationError, match="aborted in a row"):
+        run_until_idle(loop, kafka)
+    assert loop.assignments == 2  # the revocation completed and the group assigned again
+    assert ("g", "in", 0) not in kafka.group_offsets
+    assert values(kafka, "out") == []
+
+
+def test_a_too_large_write_fails_its_record_batch_and_only_its_input_is_refused(
+    kafka: FakeKafka,
+) -> None:
+    # m2's copy is too large for the broker; the copies of m0 and m1, queued before it for the
+    # same partition, share its record batch and fail with its error (as librdkafka reports
+    # every message of a refused batch). Only m2 may be refused: the inputs whose writes
+    # failed together are handled again one at a time.
+    kafka.refuse_queued = lambda topic, value, key: BIG if value == b"m2" * 1000 else None
+    copier = Copier(kafka, big=b"m2")
+    loop = copier.loop(LoopConfig("h", "g", ("in",), "h-1"))
+    run_until_idle(loop, kafka)
+
+    assert copier.refused == [(b"m2", "too-large")]
+    assert values(kafka, "out") == [v for v in INPUTS if v != b"m2"]
+    assert values(kafka, "refused") == [b"m2"]
+    assert kafka.group_offsets["g", "in", 0] == len(INPUTS)
+
+
+def test_the_fake_ends_only_a_begun_transaction_and_begins_one_locally(kafka: FakeKafka) -> None:
+    # As librdkafka: commit or abort with no transaction open is refused (_STATE); begin is
+    # local, so a producer the broker fenced learns it at its next call to the broker.
+    producer = new_producer(SETTINGS, "p", transactional_id="p-1")
+    producer.init_transactions(1)
+    for end in (producer.commit_transaction, producer.abort_transaction):
+        with pytest.raises(KafkaException) as refused:
+            end(1)
+        assert refused.value.args[0].code() == KafkaError._STATE
+    kafka.time_out("p-1")
+    producer.begin_transaction()
+    with pytest.raises(KafkaException) as fenced:
+        producer.commit_transaction(1)
+    assert fenced.value.args[0].code() == KafkaError._FENCED
+
+
+def test_a_producer_whose_init_transactions_hangs_is_caught_by_the_watchdog(
+    kafka: FakeKafka, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # init_transactions (on opening, and on replacing a producer) is a transactional call
+    # that can block like the others: the watchdog must watch it.
+    fired: list[str] = []
+    reported = threading.Event()
+
+    def on_stuck(what: str) -> None:
+        fired.append(what)
+        reported.set()
+
+    def hangs(producer: FakeProducer, timeout: float = 0.0) -> None:
+        reported.wait(5)  # stands for librdkafka blocking: returns once reported (or not)
+
+    monkeypatch.setattr(FakeProducer, "init_transactions", hangs)
+    loop = Copier(kafka).loop(LoopConfig("h", "g", ("in",), "h-1"))
+    loop._watchdog = Watchdog(0.05, on_stuck, interval_s=0.01)
+    try:
+        assert loop.output is not None  # opens the clients
+    finally:
+        loop.close()
+    assert fired == ["init transactions"]
