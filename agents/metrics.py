@@ -56,6 +56,12 @@ TXN_COMMIT_SECONDS = Histogram(
 TXN_ABORTS = Counter(
     "canary_transaction_aborts_total", "Transactions aborted and replayed.", ["agent"]
 )
+PRODUCER_REPLACEMENTS = Counter(
+    "canary_producer_replacements_total",
+    "Transactional producers replaced after a fatal error (an abort refused, fenced after a "
+    "stall).",
+    ["agent"],
+)
 LAG = Gauge(
     "canary_consumer_lag_messages",
     "Messages not yet consumed, per topic and partition.",
@@ -79,12 +85,14 @@ TEST_STATISTIC = Gauge(
 )
 EVALUATED = Gauge(
     "canary_evaluated_requests",
-    "Requests counted by the evaluator in the current rollout, per model, metric and arm.",
+    "Requests counted by the evaluator in the current rollout, per model, metric and arm (for "
+    "accuracy and outcome metrics: those whose label or feedback counts for the metric).",
     ["model", "metric", "arm"],
 )
 BAD_EVENTS = Gauge(
     "canary_bad_events",
-    "Bad events (errors, slow requests, wrong predictions) counted in the current rollout.",
+    "Bad events (errors, slow requests, wrong predictions, bad feedback of an outcome metric) "
+    "counted in the current rollout.",
     ["model", "metric", "arm"],
 )
 PHASE = Gauge(

@@ -129,16 +129,50 @@ class FakeKafka:
         self.refuse_queued: (
             Callable[[str, bytes | None, bytes | None], KafkaError | None] | None
         ) = None
+        #: Called on each ``abort_transaction``; a KafkaError it returns is the transaction
+        #: coordinator refusing the abort (INVALID_TXN_STATE when it is still completing the
+        #: previous commit, say): a fatal error, as librdkafka makes it. The producer is then
+        #: unusable; a new one with the same transactional id fences it and aborts what it
+        #: left open.
+        self.refuse_abort: Callable[[], KafkaError | None] | None = None
+        #: Called on each ``commit_transaction``; a KafkaError it returns is raised by it and
+        #: the transaction stays open (a retriable ``_TIMED_OUT``: the coordinator away).
+        self.refuse_commit: Callable[[], KafkaError | None] | None = None
+        #: Every producer made, oldest first.
+        self.producers: list[FakeProducer] = []
+        #: Per transactional id, the current producer epoch and the producer that holds it
+        #: (the last to call ``init_transactions``): a producer of an older epoch is fenced.
+        self.epochs: dict[str, int] = {}
+        self.owners: dict[str, FakeProducer] = {}
+        self.generation = 0  # bumped by rebalance()
 
     # -- the factory of clients (see clients.using) ------------------------------------------
     def producer(self, config: dict[str, Any]) -> FakeProducer:
-        return FakeProducer(self, config)
+        producer = FakeProducer(self, config)
+        self.producers.append(producer)
+        return producer
 
     def consumer(self, config: dict[str, Any]) -> FakeConsumer:
         return FakeConsumer(self, config)
 
     def admin(self, config: dict[str, Any]) -> FakeAdmin:
         return FakeAdmin(self)
+
+    def rebalance(self) -> None:
+        """Make every group member's next ``consume`` or ``poll`` revoke its partitions (its
+        ``on_revoke`` callback runs) and take them back at the group's committed offsets (its
+        ``on_assign`` runs), as an eager rebalance does."""
+        with self.lock:
+            self.generation += 1
+
+    def time_out(self, transactional_id: str) -> None:
+        """The coordinator aborts the open transaction of ``transactional_id`` (it outlived its
+        transaction timeout) and bumps the epoch: the producer that held it is fenced."""
+        with self.lock:
+            owner = self.owners.get(transactional_id)
+            if owner is not None:
+                owner._abort_written()
+            self.epochs[transactional_id] = self.epochs.get(transactional_id, 0) + 1
 
     # -- topics ------------------------------------------------------------------------------
     def create(self, topic: str, partitions: int | None = None) -> None:
@@ -216,6 +250,30 @@ class FakeProducer:
         self._offsets: list[tuple[str, list[TopicPartition]]] = []
         self._reports: list[tuple[Callable[..., None], KafkaError | None, FakeMessage]] = []
         self._failed: KafkaError | None = None  # a queued write the broker refused
+        self._fatal: KafkaError | None = None  # every transactional call raises it
+        self._epoch = 0
+        self._sent = 0  # how many of ``_written`` were sent (their reports served)
+        self.purged = False  # ``purge`` was called
+
+    def _note_fencing(self) -> None:
+        """A newer producer took this one's transactional id: it is fenced (fatal)."""
+        tid = str(self.config.get("transactional.id"))
+        if (
+            self._fatal is None
+            and self.transactional
+            and self.kafka.epochs.get(tid, 0) > self._epoch
+        ):
+            self._fatal = KafkaError(
+                KafkaError._FENCED,
+                "Local: This instance has been fenced by a newer instance",
+                fatal=True,
+            )
+
+    def _check_fatal(self) -> None:
+        """Raise the producer's fatal error, if any (fenced, or an earlier fatal refusal)."""
+        self._note_fencing()
+        if self._fatal is not None:
+            raise KafkaException(self._fatal)
 
     def produce(
         self,
@@ -228,6 +286,13 @@ class FakeProducer:
     ) -> None:
         if self.transactional and not self._in_txn:
             raise KafkaException(KafkaError(KafkaError._STATE, "not in a transaction"))
+        if self._fatal is not None:
+            raise KafkaException(KafkaError(KafkaError._FATAL, self._fatal.str(), fatal=True))
+        self._note_fencing()
+        if self._fatal is not None:
+            # The broker refuses a fenced producer's write (it is not stored); the fatal
+            # error surfaces at the next transactional call.
+            return
         if self._failed is not None:
             raise KafkaException(KafkaError(KafkaError._STATE, "Local: Erroneous state"))
         refused = self.kafka.refuse_queued(topic, value, key) if self.kafka.refuse_queued else None
@@ -235,6 +300,7 @@ class FakeProducer:
         if refused is not None:
             if self.transactional:
                 self._failed = refused
+                self._fail_batch(topic, self.kafka.partition_for(topic, key), refused)
             if on_delivery is not None:
                 lost = FakeMessage(topic, -1, -1, key, value, _bytes_headers(headers), _now_ms())
                 self._reports.append((on_delivery, refused, lost))
@@ -245,7 +311,30 @@ class FakeProducer:
         if on_delivery is not None and not self.config.get("delivery.report.only.error"):
             self._reports.append((on_delivery, None, msg))
 
+    def _fail_batch(self, topic: str, partition: int, error: KafkaError) -> None:
+        """The broker refuses a whole record batch: every message of ``topic[partition]``
+        queued with the refused one (not sent yet) fails with its error, in its delivery
+        report too, as librdkafka fails every message of the batch (MSG_SIZE_TOO_LARGE)."""
+        batch = [
+            m
+            for m in self._written[self._sent :]
+            if m.topic() == topic and m.partition() == partition
+        ]
+        if not batch:
+            return
+        failed = {id(m) for m in batch}
+        with self.kafka.lock:
+            part = self.kafka.topics[topic][partition]
+            for msg in batch:
+                part.open.discard(msg.offset())
+                part.aborted.add(msg.offset())
+        self._written = [m for m in self._written if id(m) not in failed]
+        self._reports = [
+            (callback, error if id(msg) in failed else e, msg) for callback, e, msg in self._reports
+        ]
+
     def poll(self, timeout: float = 0.0) -> int:
+        self._sent = len(self._written)
         reports, self._reports = self._reports, []
         for callback, error, msg in reports:
             callback(error, msg)
@@ -255,13 +344,30 @@ class FakeProducer:
         self.poll()
         return 0
 
+    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
+        """Drop what is queued (served reports are left to ``poll``/``flush``)."""
+        self.purged = True
+
     def __len__(self) -> int:
         return 0
 
     def init_transactions(self, timeout: float = 0.0) -> None:
+        """Take the transactional id: the previous producer with it is fenced and the
+        transaction it left open is aborted (as the coordinator does on InitProducerId)."""
+        tid = str(self.config["transactional.id"])
+        with self.kafka.lock:
+            previous = self.kafka.owners.get(tid)
+            if previous is not None and previous is not self:
+                previous._abort_written()
+            self._epoch = self.kafka.epochs[tid] = self.kafka.epochs.get(tid, 0) + 1
+            self.kafka.owners[tid] = self
         self._abort_open()
 
     def begin_transaction(self) -> None:
+        # Local in librdkafka: only a fatal error the producer already knows of is raised (a
+        # fencing is learnt at the next call that reaches the broker).
+        if self._fatal is not None:
+            raise KafkaException(self._fatal)
         if self._in_txn:
             raise KafkaException(KafkaError(KafkaError._STATE, "transaction already open"))
         self._in_txn = True
@@ -269,10 +375,20 @@ class FakeProducer:
     def send_offsets_to_transaction(
         self, positions: Sequence[TopicPartition], group: Any, timeout: float = 0.0
     ) -> None:
+        self._check_fatal()
+        if self._failed is not None:
+            raise KafkaException(
+                KafkaError(self._failed.code(), self._failed.str(), txn_requires_abort=True)
+            )
         self._offsets.append((str(group), list(positions)))
 
     def commit_transaction(self, timeout: float = 0.0) -> None:
         self.poll()
+        self._check_fatal()
+        self._require_txn("commit_transaction")
+        refused = self.kafka.refuse_commit() if self.kafka.refuse_commit is not None else None
+        if refused is not None:
+            raise KafkaException(refused)
         if self._failed is not None:
             raise KafkaException(
                 KafkaError(self._failed.code(), self._failed.str(), txn_requires_abort=True)
@@ -286,17 +402,37 @@ class FakeProducer:
         self._reset()
 
     def abort_transaction(self, timeout: float = 0.0) -> None:
+        self._check_fatal()
+        self._require_txn("abort_transaction")
+        refused = self.kafka.refuse_abort() if self.kafka.refuse_abort is not None else None
+        if refused is not None:
+            self._fatal = KafkaError(refused.code(), refused.str(), fatal=True)
+            raise KafkaException(self._fatal)
         self._abort_open()
 
+    def _require_txn(self, call: str) -> None:
+        """librdkafka refuses to end a transaction that was not begun (state Ready)."""
+        if self.transactional and not self._in_txn:
+            raise KafkaException(
+                KafkaError(KafkaError._STATE, f"Local: {call}: Operation not valid in state Ready")
+            )
+
     def _abort_open(self) -> None:
+        self._abort_written()
+        self._reset()
+
+    def _abort_written(self) -> None:
+        """The coordinator's side of an abort: the transaction's writes are aborted (the
+        producer itself may not know yet: fenced, it learns at its next call)."""
         with self.kafka.lock:
             for msg in self._written:
                 part = self.kafka.topics[msg.topic()][msg.partition()]
                 part.open.discard(msg.offset())
                 part.aborted.add(msg.offset())
-        self._reset()
+            self._written = []
 
     def _reset(self) -> None:
+        self._sent = 0
         self._failed = None
         self._in_txn = False
         self._written = []
@@ -331,8 +467,11 @@ class FakeConsumer:
         self.eof = str(config.get("enable.partition.eof", "false")).lower() == "true"
         self._topics: list[str] = []
         self._on_assign: Callable[..., None] | None = None
+        self._on_revoke: Callable[..., None] | None = None
+        self._generation = kafka.generation
         self._positions: dict[tuple[str, int], int] = {}
         self._subscribed = False
+        self._revoking = False  # inside on_revoke
         self.closed = False
         #: Plain offset commits are lost (a process killed before its commit arrived).
         self.lose_commits = False
@@ -347,6 +486,7 @@ class FakeConsumer:
     ) -> None:
         self._topics = list(topics)
         self._on_assign = on_assign
+        self._on_revoke = on_revoke
         self._subscribed = True
 
     def consumer_group_metadata(self) -> str:
@@ -373,9 +513,26 @@ class FakeConsumer:
                 for tp in partitions
             ]
 
+    def _rebalance(self) -> None:
+        """Served by consume (as librdkafka serves rebalances from poll): after
+        :meth:`FakeKafka.rebalance`, give the partitions up (``on_revoke``), then take them
+        again at the committed offsets."""
+        if not self._subscribed or self._generation == self.kafka.generation:
+            return
+        self._generation = self.kafka.generation
+        if self._positions and self._on_revoke is not None:
+            self._revoking = True
+            try:
+                self._on_revoke(self, [TopicPartition(t, p) for t, p in self._positions])
+            finally:
+                self._revoking = False
+        self._positions = {}
+        self._join()
+
     def _join(self) -> None:
         if not self._subscribed or self._positions:
             return
+        self._generation = self.kafka.generation
         for topic in self._topics:
             self.kafka.create(topic)
         assignment = [
@@ -390,9 +547,25 @@ class FakeConsumer:
     def assign(self, partitions: Sequence[TopicPartition]) -> None:
         self._positions = {}
         for tp in partitions:
-            self.seek(tp)
+            self._seek(tp)
 
     def seek(self, tp: TopicPartition) -> None:
+        """Set the position of an assigned partition (a seek acts on the fetcher of an
+        assigned partition; the fake refuses any other). One being revoked is refused too:
+        the revocation drops its position (the next assignment starts from the committed
+        offset), so a seek there does nothing but cost; the fake refuses it to show a loop
+        that does."""
+        if (tp.topic, tp.partition) not in self._positions or self._revoking:
+            raise KafkaException(
+                KafkaError(
+                    KafkaError._UNKNOWN_PARTITION,
+                    f"{tp.topic}[{tp.partition}] is not assigned"
+                    + (" (being revoked)" if self._revoking else ""),
+                )
+            )
+        self._seek(tp)
+
+    def _seek(self, tp: TopicPartition) -> None:
         self.kafka.create(tp.topic)
         part = self.kafka.topics[tp.topic][tp.partition]
         if tp.offset == OFFSET_END:
@@ -416,6 +589,7 @@ class FakeConsumer:
         ]
 
     def consume(self, num_messages: int = 1, timeout: float = 0.0) -> list[FakeMessage]:
+        self._rebalance()
         self._join()
         out: list[FakeMessage] = []
         with self.kafka.lock:
@@ -502,8 +676,9 @@ def run_until_idle(
     loop: ExactlyOnceLoop, kafka: FakeKafka, *, timeout: float = 10.0, idle_polls: int = 3
 ) -> None:
     """Run ``loop`` in this thread until its consumer has found nothing ``idle_polls`` times
-    in a row and everything it consumed is committed (a commit that aborts sends it round
-    again, as a running agent would go on); then it closes, as on SIGTERM."""
+    in a row and everything it consumed is committed, with nothing left to consume (a commit
+    that aborts rewinds it and sends it round again, as a running agent would go on); then it
+    closes, as on SIGTERM."""
     stop = threading.Event()
     deadline = time.monotonic() + timeout
     original = loop.on_idle
@@ -516,7 +691,7 @@ def run_until_idle(
         elif kafka.idle_polls >= idle_polls:
             if loop.in_transaction:
                 loop.commit()
-            if loop.settled:
+            if loop.settled and not any(loop.lag().values()):
                 stop.set()
             else:
                 kafka.idle_polls = 0

@@ -57,16 +57,23 @@ JSON = "application/json"
 def header_dict(
     headers: Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None,
 ) -> dict[str, str]:
-    """Headers as ``{name: text}``; the last value wins, undecodable values are replaced."""
-    out: dict[str, str] = {}
-    for name, value in as_list(headers):
-        if value is None:
-            out[name] = ""
-        elif isinstance(value, bytes):
-            out[name] = value.decode("utf-8", "replace")
-        else:
-            out[name] = value
-    return out
+    """Headers as ``{name: text}``; the last value wins, undecodable values are replaced.
+
+    >>> header_dict([("a", b"1"), ("b", None), ("a", "2"), ("c", b"\\xff")])
+    {'a': '2', 'b': '', 'c': '\\ufffd'}
+    """
+    if headers is None:
+        return {}
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    # One comprehension: every message's headers pass through here on the hot paths.
+    return {
+        name: ""
+        if value is None
+        else value.decode("utf-8", "replace")
+        if isinstance(value, bytes)
+        else value
+        for name, value in pairs
+    }
 
 
 def as_list(headers: object) -> RawHeaders:

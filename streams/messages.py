@@ -67,6 +67,7 @@ __all__ = [
     "Mode",
     "OffsetRange",
     "Outcome",
+    "OutcomeUnits",
     "Phase",
     "Prediction",
     "Preflight",
@@ -362,6 +363,24 @@ class OffsetRange(Record):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OutcomeUnits(Record):
+    """One outcome metric's counts in a labelled evidence cell: joined requests whose
+    feedback counts for it, the bad ones, and per cohort bucket ``units`` (packed rows, see
+    :mod:`model_canary.streams.evidence.columns`)."""
+
+    IDENTITY: ClassVar[tuple[str, ...]] = ("metric",)
+    metric: str
+    counted: int = 0
+    bad: int = 0
+    units: bytes = b""
+
+    def __post_init__(self) -> None:
+        Record.__post_init__(self)
+        if min(self.counted, self.bad) < 0:  # bad <= counted: checked where it is counted
+            raise RecordValidationError("OutcomeUnits counts must not be negative")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Decision(Record):
     """The evaluator's decision on a rollout step, with its evidence.
 
@@ -547,6 +566,8 @@ class Evidence(Record):
     labelled: int = 0
     incorrect: int = 0
     units: bytes = b""
+    #: Labelled evidence: per outcome metric of the plan, what the joined feedback says.
+    outcomes: tuple[OutcomeUnits, ...] = ()
 
     def __post_init__(self) -> None:
         Record.__post_init__(self)

@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from model_canary.streams.errors import ConfigError
+from model_canary.streams.outcomes.metrics import condition, is_outcome, outcome_spec
 from model_canary.streams.preflight.requirement import PreflightRequirement, parse_requirement
 from model_canary.streams.record_base import MAX_BP
 from model_canary.streams.topics import validate_name
@@ -68,8 +69,10 @@ class MetricPolicy:
       (every request the baseline version served);
     * ``alarm_ratios``: the harms (ratios past ``1 + rollback_tolerance``) the roll-back test is
       quickest to find; any larger or somewhat smaller harm is found too, only more slowly;
-    * ``min_label_coverage`` (accuracy only): the share of requests that must have a label
-      before the step may advance.
+    * ``min_label_coverage`` (accuracy and outcome metrics): the share of a step's requests
+      whose label (feedback that counts for the metric) must have arrived before it advances;
+    * ``bad_when`` (outcome metrics only): when a piece of feedback is bad, a condition of
+      :mod:`model_canary.streams.outcomes.expr` (``None`` for the built-in metrics).
     """
 
     tolerance: float
@@ -79,6 +82,7 @@ class MetricPolicy:
     margin: float = 0.0
     compare: str = "baseline"
     alarm_ratios: tuple[float, ...] = (1.6, 2.2, 3.2)
+    bad_when: str | None = None
 
 
 #: Wrong predictions are common (5-20% of answers), so the harms worth finding are a few
@@ -102,6 +106,9 @@ METRIC_DEFAULTS: Mapping[str, MetricPolicy] = MappingProxyType(
         ),
     }
 )
+#: The defaults of an outcome metric (``bad_when`` is its own): a bad-feedback rate may be up to
+#: 1.2x the baseline's plus 1 point to promote, and no share of requests need feedback.
+OUTCOME_DEFAULTS = MetricPolicy(0.2, margin=0.01, compare="baseline")
 DEFAULT_METRICS: Mapping[str, MetricPolicy] = MappingProxyType(
     {name: METRIC_DEFAULTS[name] for name in ("errors", "latency_p95", "latency_p99")}
 )
@@ -136,7 +143,7 @@ class RolloutPlan:
     def to_json(self) -> str:
         """The plan as compact JSON (carried in the start command and the rollout state)."""
         doc: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
-        doc["metrics"] = {k: asdict(v) for k, v in self.metrics.items()}
+        doc["metrics"] = {k: _metric_doc(v) for k, v in self.metrics.items()}
         # Written only when set: plans without a pre-flight keep their stored form.
         doc.pop("preflight")
         if self.preflight is not None:
@@ -160,6 +167,8 @@ class RolloutPlan:
                 v = dict(v)
                 # Stored before alarm_ratios existed: every metric had the class default.
                 v["alarm_ratios"] = tuple(v.get("alarm_ratios", MetricPolicy(0.2).alarm_ratios))
+                if v.get("bad_when") is not None:
+                    condition(v["bad_when"])  # a command's text: checked like a plan file's
                 metrics[name] = MetricPolicy(**v)
             doc["metrics"] = MappingProxyType(metrics)
             doc["preflight"] = parse_requirement(doc.get("preflight"))
@@ -175,6 +184,29 @@ class RolloutPlan:
             ConfigError,
         ) as exc:
             raise PlanError(f"not a stored plan: {type(exc).__name__}: {exc}") from None
+
+
+def _metric_doc(policy: MetricPolicy) -> dict[str, Any]:
+    doc = asdict(policy)
+    if doc["bad_when"] is None:  # built-in metrics keep their stored form
+        del doc["bad_when"]
+    return doc
+
+
+def labelled_metrics(plan: RolloutPlan) -> tuple[str, ...]:
+    """The plan's metrics judged on labelled requests: accuracy and the outcome metrics
+    (their rollouts need each answer's prediction, joined with its feedback).
+
+    >>> labelled_metrics(parse_plan({"model": "m", "canary": "v2", "metrics": {
+    ...     "errors": None, "accuracy": None, "down": {"bad_when": "label == 'down'"}}}))
+    ('accuracy', 'down')
+    """
+    return tuple(n for n, m in plan.metrics.items() if n == "accuracy" or m.bad_when is not None)
+
+
+def outcome_metrics(plan: RolloutPlan) -> dict[str, str]:
+    """The plan's outcome metrics: name -> ``bad_when`` (canonical text)."""
+    return {n: m.bad_when for n, m in plan.metrics.items() if m.bad_when is not None}
 
 
 def plan_of(model: str, canary: str | None, plan_json: str | None) -> RolloutPlan:
@@ -346,7 +378,10 @@ def _metrics(value: Any) -> Mapping[str, MetricPolicy]:
     if value is None:
         return DEFAULT_METRICS
     if not isinstance(value, dict) or not value:
-        raise PlanError(f"metrics: must be a mapping of {list(METRICS)} to their settings")
+        raise PlanError(
+            f"metrics: must be a mapping of {list(METRICS)} or outcome metrics "
+            "({from: feedback, bad_when: ...}) to their settings"
+        )
     out: dict[str, MetricPolicy] = {}
     known = {
         "tolerance",
@@ -357,15 +392,24 @@ def _metrics(value: Any) -> Mapping[str, MetricPolicy]:
         "alarm_ratios",
     }
     for name, spec in value.items():
-        if name not in METRICS:
-            raise PlanError(f"metrics.{name}: unknown metric; choose from {list(METRICS)}")
+        bad_when: str | None = None
+        if is_outcome(spec):
+            checked = outcome_spec(name, spec)  # OutcomeMetricError (a ConfigError) names it
+            bad_when, spec, d = checked.bad_when, dict(checked.settings), OUTCOME_DEFAULTS
+        elif name not in METRICS:
+            raise PlanError(
+                f"metrics.{name}: unknown metric; choose from {list(METRICS)}, or declare an "
+                f"outcome metric: {name}: {{from: feedback, bad_when: \"label == 'down'\"}}"
+            )
+        else:
+            d = METRIC_DEFAULTS[name]
         spec = spec or {}
         if not isinstance(spec, dict):
             raise PlanError(f"metrics.{name}: must be a mapping (tolerance, ...)")
         unknown = sorted(map(str, set(spec) - known))
-        if unknown or ("min_label_coverage" in spec and name != "accuracy"):
+        labelled = name == "accuracy" or bad_when is not None
+        if unknown or ("min_label_coverage" in spec and not labelled):
             raise PlanError(f"metrics.{name}: unknown field(s) {unknown or ['min_label_coverage']}")
-        d = METRIC_DEFAULTS[name]
         tolerance = _tolerance(spec, name, "tolerance", d.tolerance)
         rollback = _tolerance(spec, name, "rollback_tolerance", d.rollback_tolerance)
         margin = spec.get("margin", d.margin)
@@ -407,6 +451,7 @@ def _metrics(value: Any) -> Mapping[str, MetricPolicy]:
             float(margin),
             compare,
             tuple(float(r) for r in ratios),
+            bad_when=bad_when,
         )
     return MappingProxyType(out)
 

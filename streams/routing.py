@@ -81,6 +81,7 @@ class RoutePlan:
         "_memo",
         "_shadow",
         "_threshold",
+        "cached",
     )
 
     def __init__(self, state: RolloutState) -> None:
@@ -90,6 +91,9 @@ class RoutePlan:
         self._shadow = state.mode is Mode.SHADOW
         self._forced: dict[str, tuple[Route, ...]] = {}
         self._memo: dict[bytes, tuple[tuple[Route, ...], int]] = {}
+        #: ``cached(key)``: :meth:`routed` of a key routed before (without a forced arm), or
+        #: None; a dictionary lookup, for the router's hot loop.
+        self.cached = self._memo.get
         self._baseline: tuple[Route, ...]
         self._canary: tuple[Route, ...]
         self._control: tuple[Route, ...] = ()
@@ -156,6 +160,20 @@ class RoutePlan:
                 routes = self._baseline
             got = memo[key] = (routes, bucket)
         return got
+
+    def route_sets(self) -> tuple[tuple[Route, ...], ...]:
+        """Every tuple of routes :meth:`routed` can return, as the very objects it returns (a
+        caller may key a table on their identity: the router looks its outputs up so).
+
+        >>> from model_canary.streams.messages import Phase, RolloutState, utc_now
+        >>> now = utc_now()
+        >>> plan = RoutePlan(RolloutState(model="iris", rollout_id="r1", stable_version="v1",
+        ...     baseline_version="v1", canary_version="v2", phase=Phase.PROGRESSING,
+        ...     weight_bp=2000, step_started_at=now, updated_at=now))
+        >>> any(plan.routed(b"user-1")[0] is s for s in plan.route_sets())
+        True
+        """
+        return (self._baseline, self._canary, self._control, *self._forced.values())
 
     def all_routes(self) -> tuple[Route, ...]:
         """Every distinct route this plan can return."""

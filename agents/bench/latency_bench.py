@@ -6,6 +6,10 @@ Under a fresh prefix, model ``bench`` is registered (baseline ``v1``, no rollout
 each round and each mode (a latency profile, or at-least-once delivery), in an order that
 alternates between rounds:
 
+0. *bare hop*: before the agents start, a bare produce -> ``read_committed`` consume at the
+   same rate with the mode's client settings (:mod:`~model_canary.agents.bench.hop_floor`):
+   the least one of the request's three hops costs on this machine, the reference a latency
+   target is compared with;
 1. ``canary router --no-controller`` and ``canary worker --model bench --version v1
    --adapter ADAPTER`` start with the mode's settings and are warmed up (a request answered);
 2. *latency*: the Python client (:class:`~model_canary.agents.client.CanaryClient`) sends
@@ -29,9 +33,10 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import re
+import shutil
 import socket
+import subprocess
 import tempfile
 import time
 import urllib.request
@@ -43,8 +48,10 @@ from pathlib import Path
 from confluent_kafka import Message
 
 from model_canary.agents.bench import BenchError
+from model_canary.agents.bench.hop_floor import HopFloor, measure_hop_floor
 from model_canary.agents.bench.load import INPUTS
 from model_canary.agents.bench.measure import TopicTail, header_value
+from model_canary.agents.bench.procs import read_cpu_s
 from model_canary.agents.bench.report import fmt, median, percentile, table
 from model_canary.agents.bench.session import (
     BenchSession,
@@ -77,7 +84,15 @@ HOPS = (
     "result_fetch",
 )
 #: Figures reported with their spread over rounds.
-SPREAD = ("e2e_p50_ms", "e2e_p99_ms", "client_p50_ms", "client_p99_ms", "requests_per_s")
+SPREAD = (
+    "e2e_p50_ms",
+    "e2e_p99_ms",
+    "client_p50_ms",
+    "client_p99_ms",
+    "requests_per_s",
+    "bare_hop_p50_ms",
+    "bare_hop_p99_ms",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +149,10 @@ class _Run:
     #: seconds) from its own canary_transaction_commit_duration_seconds.
     cpu_s: dict[str, float] = field(default_factory=dict)
     commits: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: The bare hop measured before the agents started.
+    hop: HopFloor = field(default_factory=lambda: HopFloor(ms=[], lost=0))
+    #: The local broker's garbage-collection pauses over the latency phase (count, seconds).
+    broker_gc: tuple[int, float] | None = None
 
 
 def run_latency_bench(
@@ -162,7 +181,9 @@ def run_latency_bench(
             order = list(o.modes) if r % 2 == 0 else list(reversed(o.modes))
             for mode in order:
                 progress(f"round {r + 1}/{o.rounds}: {mode}")
-                runs[mode].append(_run_mode(session, mode, adapter, r, o, progress))
+                runs[mode].append(
+                    _run_mode(session, mode, adapter, r, o, progress, floor_topic.name)
+                )
     per_mode = {m: _mode_figures(rs, o) for m, rs in runs.items()}
     first = o.modes[0]
     figures: dict[str, object] = {
@@ -203,8 +224,12 @@ def _run_mode(
     round_: int,
     o: LatencyBenchOptions,
     progress: Progress,
+    floor_topic: str,
 ) -> _Run:
     settings = _mode_settings(session.settings, mode)
+    run = _Run(mode)
+    progress(f"  bare hop: {o.rate:g} messages/s for {o.seconds:g} s, no agent in between")
+    run.hop = measure_hop_floor(settings, floor_topic, rate=o.rate, seconds=o.seconds)
     cat = session.catalogue
     prefix = settings.topic_prefix
     version_topic = cat.version_requests(MODEL, VERSION)
@@ -241,7 +266,6 @@ def _run_mode(
         str(ports["worker"]),
         settings=settings,
     )
-    run = _Run(mode)
     client = CanaryClient(settings)
     try:
         router.child.start()
@@ -435,6 +459,9 @@ def _run_figures(run: _Run) -> dict[str, object]:
         "achieved_rate": len(times) / run.sent_seconds if run.sent_seconds else 0,
         "hops_p50_ms": {k: percentile([x[k] for x in hops], 50) for k in HOPS},
         "hops_p99_ms": {k: percentile([x[k] for x in hops], 99) for k in HOPS},
+        "bare_hop_p50_ms": percentile(run.hop.ms, 50),
+        "bare_hop_p99_ms": percentile(run.hop.ms, 99),
+        "bare_hop_lost": run.hop.lost,
         "requests": len(times) + len(run.drain_sent),
         "lost": lost,
         "client_repeats": run.client_repeats,
@@ -443,10 +470,19 @@ def _run_figures(run: _Run) -> dict[str, object]:
         count, seconds = run.commits.get(agent, (0.0, 0.0))
         figures[f"{agent}_commits_per_s"] = count / run.sent_seconds if run.sent_seconds else 0
         figures[f"{agent}_commit_ms"] = seconds / count * 1000 if count else math.nan
+    if run.broker_gc is not None:
+        count, seconds = run.broker_gc
+        figures["broker_gc_pauses"] = count
+        figures["broker_gc_pause_ms"] = seconds * 1000
+        figures["broker_gc_pause_ms_mean"] = seconds * 1000 / count if count else 0.0
     for name, cpu in run.cpu_s.items():
         figures[f"{name}_cpu_ms_per_request"] = cpu * 1000 / len(times) if times else math.nan
     figures["repeats" if run.mode == AT_LEAST_ONCE else "duplicated"] = extra
     return figures
+
+
+#: Figures summed over rounds.
+_COUNTS = ("requests", "lost", "bare_hop_lost", "duplicated", "repeats", "client_repeats")
 
 
 def _mode_figures(runs: Sequence[_Run], o: LatencyBenchOptions) -> dict[str, object]:
@@ -454,10 +490,10 @@ def _mode_figures(runs: Sequence[_Run], o: LatencyBenchOptions) -> dict[str, obj
     each = [_run_figures(r) for r in runs]
     out: dict[str, object] = {}
     for key, value in each[0].items():
-        values = [f[key] for f in each]
+        values = [f[key] for f in each if key in f]
         if isinstance(value, dict):
             out[key] = {k: median([float(v[k]) for v in values]) for k in value}  # type: ignore[index]
-        elif key in ("requests", "lost", "duplicated", "repeats", "client_repeats"):
+        elif key in _COUNTS:
             out[key] = sum(int(v) for v in values)  # type: ignore[call-overload]
         else:
             out[key] = median([float(v) for v in values])  # type: ignore[arg-type]
@@ -483,11 +519,13 @@ class _Usage:
         self.ports = ports
         self.cpu = self._cpu()
         self.commits = self._commits()
+        broker = self.pids.get("broker")
+        self.gc = jvm_pauses(broker) if broker else None
 
     def _cpu(self) -> dict[str, float]:
         out = {}
         for name, pid in self.pids.items():
-            cpu = cpu_seconds(pid) if pid else None
+            cpu = read_cpu_s(pid) if pid else None
             if cpu is not None:
                 out[name] = cpu
         return out
@@ -501,17 +539,39 @@ class _Usage:
         run.commits = {
             k: (n - self.commits[k][0], t - self.commits[k][1]) for k, (n, t) in commits.items()
         }
+        broker = self.pids.get("broker")
+        gc = jvm_pauses(broker) if broker else None
+        if gc is not None and self.gc is not None:
+            run.broker_gc = (gc[0] - self.gc[0], gc[1] - self.gc[1])
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User plus system CPU seconds ``pid`` has used (``/proc/PID/stat``), ``None`` if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+def jvm_pauses(pid: int) -> tuple[int, float] | None:
+    """The garbage collector's stop-the-world pauses of JVM ``pid`` so far: how many, and
+    their seconds (young, full and the pauses of concurrent cycles, from ``jstat -gc``);
+    ``None`` without a JDK's ``jstat`` or when it cannot read the process.
+
+    Every pause of the broker stops every request in flight through it: on a small machine
+    they are a large part of a latency's p99.
+    """
+    jstat = shutil.which("jstat")
+    if jstat is None:
         return None
-    # utime and stime are the 14th and 15th fields; the split dropped the first two.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    try:
+        done = subprocess.run(
+            [jstat, "-gc", str(pid)], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = done.stdout.split("\n")
+    if done.returncode != 0 or len(lines) < 2:
+        return None
+    row = dict(zip(lines[0].split(), lines[1].split(), strict=False))
+    try:
+        count = sum(int(float(row[k])) for k in ("YGC", "FGC", "CGC") if k in row)
+        seconds = sum(float(row[k]) for k in ("YGCT", "FGCT", "CGCT") if k in row)
+    except ValueError:
+        return None
+    return count, seconds
 
 
 _COMMITS = re.compile(
@@ -557,6 +617,8 @@ def _table(per_mode: dict[str, dict[str, object]], floor: Sequence[float]) -> st
         ("client_p50_ms", "client p50 ms"),
         ("client_p99_ms", "client p99 ms"),
         ("requests_per_s", "requests/s at once"),
+        ("bare_hop_p50_ms", "bare hop p50 ms (reference)"),
+        ("bare_hop_p99_ms", "bare hop p99 ms (reference)"),
     ):
         digits = 0 if key == "requests_per_s" else 1
         rows.append(
@@ -578,9 +640,11 @@ def _table(per_mode: dict[str, dict[str, object]], floor: Sequence[float]) -> st
         ("router_cpu_ms_per_request", "router CPU ms/request", 3),
         ("worker_cpu_ms_per_request", "worker CPU ms/request", 3),
         ("broker_cpu_ms_per_request", "broker CPU ms/request", 3),
+        ("broker_gc_pauses", "broker GC pauses (latency phase)", 0),
+        ("broker_gc_pause_ms_mean", "broker GC pause ms (mean)", 1),
     ):
         rows.append([title, *(num(per_mode[m], key, digits) for m in modes)])
-    for key in ("lost", "duplicated", "repeats"):
+    for key in ("lost", "bare_hop_lost", "duplicated", "repeats"):
         rows.append([key, *(num(per_mode[m], key, 0) for m in modes)])
     rows.append(
         [

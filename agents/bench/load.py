@@ -9,7 +9,7 @@ Request ids are ``{id_prefix}{i}``; keys cycle through ``key_space`` routing key
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from model_canary.agents.bench import BenchError
 from model_canary.agents.client.inference import CanaryClient
@@ -61,6 +61,22 @@ def produce_requests(
     return ids
 
 
+def paced(n: int, rate: float) -> Iterator[int]:
+    """``0 .. n-1``, the ``i``-th given ``i / rate`` seconds after the first (sleeping until
+    then; one already late is given at once, so a stall is caught up rather than skipped):
+    the steady rate of every latency measurement.
+
+    >>> list(paced(3, 1000.0))
+    [0, 1, 2]
+    """
+    began = time.monotonic()
+    for i in range(n):
+        wait = began + i / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        yield i
+
+
 def produce_paced(
     settings: Settings,
     model: str,
@@ -86,12 +102,9 @@ def produce_paced(
     ready()
     n = max(1, int(rate * seconds))
     ids = [f"{id_prefix}{i}" for i in range(n)]
-    began = time.monotonic()
     try:
-        for i, rid in enumerate(ids):
-            wait = began + i / rate - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
+        for i in paced(n, rate):
+            rid = ids[i]
             client.send(
                 INPUTS,
                 model=model,

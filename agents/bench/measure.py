@@ -27,7 +27,12 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from model_canary.agents.bench import BenchError
 from model_canary.agents.bench.load import SENT_NS
 from model_canary.agents.bench.probe import OffsetProbe
-from model_canary.agents.bench.procs import Child
+from model_canary.agents.bench.procs import (
+    Child,
+    read_cpu_s,
+    read_thread_cpu_s,
+    thread_cpu_delta,
+)
 from model_canary.agents.bench.session import Contender
 from model_canary.agents.kafka.clients import consume, new_consumer
 from model_canary.streams import headers as h
@@ -46,10 +51,31 @@ class Drain:
     rss_start_mb: float | None  # when its first output appeared
     rss_end_mb: float | None  # when its last commit was seen
     rss_peak_mb: float | None  # during the drain
+    #: CPU time the process used from its first output to its last commit (every thread:
+    #: librdkafka's too), or None when it could not be read.
+    cpu_s: float | None = None
+    #: The same per thread name (:func:`~model_canary.agents.bench.procs.thread_kind`), from
+    #: ``/proc/PID/task/*/stat``: the interpreter's main thread against librdkafka's threads.
+    thread_cpu_s: dict[str, float] | None = None
 
     @property
     def msgs_per_s(self) -> float:
         return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_us_per_msg(self) -> float | None:
+        """CPU microseconds per message drained: less sensitive than the rate to other
+        processes sharing the machine."""
+        if self.cpu_s is None or not self.messages:
+            return None
+        return self.cpu_s / self.messages * 1e6
+
+    @property
+    def thread_cpu_us_per_msg(self) -> dict[str, float]:
+        """CPU microseconds per message drained, per thread name (empty: not read)."""
+        if not self.thread_cpu_s or not self.messages:
+            return {}
+        return {k: v / self.messages * 1e6 for k, v in sorted(self.thread_cpu_s.items())}
 
 
 def measure_drain(
@@ -76,10 +102,15 @@ def measure_drain(
         _check(child, deadline, "its first output")
         time.sleep(poll_s)
     first = time.monotonic()
+    assert child.pid is not None
+    cpu_first = read_cpu_s(child.pid)
+    threads_first = read_thread_cpu_s(child.pid)
     while probe.committed_total(group, inputs) < target:
         _check(child, deadline, f"committing offset {target}")
         time.sleep(poll_s)
     last = time.monotonic()
+    cpu_last = read_cpu_s(child.pid)
+    threads_last = read_thread_cpu_s(child.pid)
     rss = child.rss
     assert rss is not None
     rss.sample_now()
@@ -91,6 +122,8 @@ def measure_drain(
         rss_start_mb=rss.at_mb(first),
         rss_end_mb=rss.last_mb(),
         rss_peak_mb=max(during) / 1024 / 1024 if during else None,
+        cpu_s=cpu_last - cpu_first if cpu_first is not None and cpu_last is not None else None,
+        thread_cpu_s=thread_cpu_delta(threads_first, threads_last) if threads_last else None,
     )
 
 

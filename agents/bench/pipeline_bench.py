@@ -22,7 +22,6 @@ joiner``, each a process of its own) fed requests at steady rates with a rollout
 from __future__ import annotations
 
 import collections
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -30,20 +29,19 @@ from dataclasses import dataclass
 from model_canary.agents.bench import BenchError
 from model_canary.agents.bench.load import INPUTS
 from model_canary.agents.bench.probe import OffsetProbe
+from model_canary.agents.bench.procs import read_cpu_s
 from model_canary.agents.bench.report import fmt, percentile, table
 from model_canary.agents.bench.scrape import free_port, scrape, total
-from model_canary.agents.bench.session import BenchSession, Contender, Progress
+from model_canary.agents.bench.session import BenchSession, Contender, Progress, bench_metrics
 from model_canary.agents.client.inference import CanaryClient
 from model_canary.agents.kafka.clients import LazyProducer
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.errors import ConfigError
 from model_canary.streams.messages import Feedback, utc_now
-from model_canary.streams.plan import parse_plan
 from model_canary.streams.settings import Settings
 
 MODEL = "bench"
 LABEL = "a"  # what the noop workers predict with labels on
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +55,8 @@ class PipelineBenchOptions:
     lag_limit_s: float = 5.0
     interval: float = 1.0
     keep_topics: bool = False
+    #: Then the top rate again with the baseline's worker replaced by the passthrough.
+    reference: bool = False
 
     def __post_init__(self) -> None:
         if self.rate <= 0 or self.seconds <= 0:
@@ -67,14 +67,7 @@ class PipelineBenchOptions:
 
 def _cpu_s(pid: int | None) -> float:
     """User + system CPU seconds of ``pid`` so far (0 when it is gone)."""
-    if pid is None:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    return (read_cpu_s(pid) if pid is not None else None) or 0.0
 
 
 class _Load(threading.Thread):
@@ -157,38 +150,11 @@ def run_pipeline_bench(
     ) as session:
         cat = session.catalogue
         prefix = session.settings.topic_prefix
-        metrics_doc: dict[str, object] = {
-            "errors": {"rollback_tolerance": 10},
-            "latency_p95": {"rollback_tolerance": 10},
-            "latency_p99": {"rollback_tolerance": 10},
-        }
-        if o.labels:
-            metrics_doc["accuracy"] = {"rollback_tolerance": 10, "min_label_coverage": 0.1}
-        plan = parse_plan(
-            {
-                "model": MODEL,
-                "baseline": "v1",
-                "canary": "v2",
-                "steps": [o.weight_pct, 100],
-                "step": {"min_duration": "24h", "max_duration": "48h", "warmup": 0},
-                "metrics": metrics_doc,
-            }
-        )
-        progress(f"topics under {prefix}.*: creating, starting a rollout at {o.weight_pct:g}%")
-        session.create_topics(cat.version_specs(MODEL, "v1", "v2"))
-        session.apply_commands(
-            [
-                (MODEL, "register", {"baseline_version": "v1"}),
-                (
-                    MODEL,
-                    "start",
-                    {
-                        "canary_version": "v2",
-                        "steps_bp": plan.steps_bp,
-                        "plan_json": plan.to_json(),
-                    },
-                ),
-            ]
+        session.start_rollout(
+            MODEL,
+            o.weight_pct,
+            bench_metrics(labels=o.labels, latency=True),
+            cat.version_specs(MODEL, "v1", "v2"),
         )
         adapter = f"noop:predict={LABEL}" if o.labels else "noop:"
         ev_port = free_port()
@@ -262,6 +228,9 @@ def run_pipeline_bench(
                         for name, r in runs[-1]["agents"].items()  # type: ignore[attr-defined]
                     )
                 )
+            reference = None
+            if o.reference:
+                reference = _reference_run(session, probe, agents, ev_port, o, progress)
         finally:
             probe.close()
     kept = [float(r["rate"]) for r in runs if r["all_kept_up"]]  # type: ignore[arg-type]
@@ -284,7 +253,48 @@ def run_pipeline_bench(
         "interval_s": o.interval,
         "runs": runs,
     }
+    if reference is not None:
+        figures["reference"] = reference
     return figures, _table(runs)
+
+
+def _reference_run(
+    session: BenchSession,
+    probe: OffsetProbe,
+    agents: dict[str, Contender],
+    ev_port: int,
+    o: PipelineBenchOptions,
+    progress: Progress,
+) -> dict[str, object]:
+    """The top rate again with the baseline's worker stopped and, in its place, the
+    passthrough (the least an exactly-once consume-produce loop does) copying the baseline's
+    requests to one topic: does even that keep up there, with everything else running? (The
+    evaluator then waits for the baseline's answers, so decisions stop counting.)"""
+    cat = session.catalogue
+    progress(f"reference: {o.rate:,.0f} requests/s, the passthrough in worker-v1's place")
+    copy = session.spec("passthrough-v1")
+    session.admin.ensure_topics([copy])
+    agents["worker-v1"].child.stop()
+    swapped = {
+        ("passthrough-v1" if n == "worker-v1" else n): a
+        for n, a in agents.items()
+        if n != "worker-v1"
+    }
+    swapped["passthrough-v1"] = session.passthrough(cat.version_requests(MODEL, "v1"), [copy.name])
+    swapped["passthrough-v1"].child.start()
+    time.sleep(10)  # joined its group
+    run = _run_rate(
+        session.settings, probe, swapped, ev_port, o.rate, o, "ref-", wait_decided=False
+    )
+    per = run["agents"]
+    assert isinstance(per, dict)
+    progress("  " + ", ".join(f"{name} lag {fmt(a['lag_end_s'], 1)} s" for name, a in per.items()))
+    return {
+        "rate": o.rate,
+        "lag_end_s": {n: a["lag_end_s"] for n, a in per.items()},
+        "cpu_s_per_1000_requests": {n: a["cpu_s_per_1000"] for n, a in per.items()},
+        "passthrough_kept_up": per["passthrough-v1"]["kept_up"],
+    }
 
 
 def _wait_ready(probe: OffsetProbe, agents: dict[str, Contender], ev_port: int) -> None:
@@ -307,6 +317,8 @@ def _run_rate(
     rate: float,
     o: PipelineBenchOptions,
     id_prefix: str,
+    *,
+    wait_decided: bool = True,
 ) -> dict[str, object]:
     cpu0 = {n: _cpu_s(a.child.proc.pid if a.child.proc else None) for n, a in agents.items()}
     ends0 = {n: probe.end_total(a.inputs) for n, a in agents.items()}
@@ -336,7 +348,7 @@ def _run_rate(
     elapsed = time.monotonic() - began
     requests = load.sent[-1][1] if load.sent else 0
     # Let the last requests through, then the delays of every second of requests.
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + (30 if wait_decided else 0)
     while time.monotonic() < deadline and (not decided or decided[-1][1] < requests):
         time.sleep(0.5)
         decided.append(

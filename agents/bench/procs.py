@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -16,6 +18,7 @@ from model_canary.agents.bench import BenchError
 from model_canary.agents.process import AgentProcess
 
 MB = 1024 * 1024
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def read_rss(pid: int) -> int | None:
@@ -28,6 +31,97 @@ def read_rss(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def read_cpu_s(pid: int) -> float | None:
+    """CPU time (user + system, every thread) ``pid`` has used, in seconds, or ``None`` once
+    it has exited: on a shared machine, CPU per message is steadier than wall-clock rates.
+
+    >>> import os
+    >>> (read_cpu_s(os.getpid()) or 0.0) > 0.0
+    True
+    """
+    return _stat_cpu_s(f"/proc/{pid}/stat")
+
+
+def _stat_cpu_s(path: str) -> float | None:
+    """utime + stime of a ``/proc/.../stat`` file, in seconds (``None``: unreadable)."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as stat:
+            # Fields after the command name (which may hold spaces) in parentheses; utime
+            # and stime are the 14th and 15th fields, the 12th and 13th after it.
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def read_thread_cpu_s(pid: int) -> dict[int, tuple[str, float]]:
+    """CPU time (user + system) each live thread of ``pid`` has used, in seconds, with its
+    name: ``{tid: (name, seconds)}`` from ``/proc/PID/task/TID/stat`` and ``.../comm``;
+    empty once the process has exited. The name is :func:`thread_kind`'s.
+
+    >>> import os
+    >>> mine = read_thread_cpu_s(os.getpid())
+    >>> mine[os.getpid()][0]
+    'main'
+    """
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except (OSError, ValueError):
+        return {}
+    main_comm = _comm(pid, pid)
+    out = {}
+    for tid in tids:
+        cpu = _stat_cpu_s(f"/proc/{pid}/task/{tid}/stat")
+        comm = _comm(pid, tid)
+        if cpu is not None and comm is not None:
+            out[tid] = (thread_kind(comm, main=tid == pid, main_comm=main_comm), cpu)
+    return out
+
+
+def thread_kind(comm: str, *, main: bool, main_comm: str | None) -> str:
+    """What a thread is, from its name (``comm``): ``main`` (the interpreter's main thread,
+    where a Python agent's loop runs), ``python`` (another Python thread: they keep the
+    process's name), or the name without its number (librdkafka's ``rdk:main``,
+    ``rdk:broker1`` and ``rdk:broker-1`` become ``rdk:main``, ``rdk:broker``; the consumer's
+    and the producer's threads share these names).
+
+    >>> thread_kind("rdk:broker-1", main=False, main_comm="canary")
+    'rdk:broker'
+    >>> thread_kind("canary", main=False, main_comm="canary")
+    'python'
+    """
+    if main:
+        return "main"
+    if comm == main_comm:
+        return "python"
+    return re.sub(r"-?\d+$", "", comm) or comm
+
+
+def _comm(pid: int, tid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/task/{tid}/comm", encoding="utf-8", errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def thread_cpu_delta(
+    first: dict[int, tuple[str, float]], last: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds used between two :func:`read_thread_cpu_s` readings, summed per thread
+    name: a thread started in between counts from zero; one that ended in between is left
+    out (its time since ``first`` is unknown).
+
+    >>> thread_cpu_delta({1: ("main", 1.0)}, {1: ("main", 1.5), 2: ("rdk:main", 0.25)})
+    {'main': 0.5, 'rdk:main': 0.25}
+    """
+    out: dict[str, float] = {}
+    for tid, (name, cpu) in last.items():
+        before = first.get(tid)
+        out[name] = out.get(name, 0.0) + cpu - (before[1] if before is not None else 0.0)
+    return out
 
 
 class RssSampler:

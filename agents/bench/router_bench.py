@@ -155,6 +155,8 @@ def run_router_bench(
     last = drains["router"][-1]
     r_rate = median([d.msgs_per_s for d in drains["router"]])
     p_rate = median([d.msgs_per_s for d in drains["passthrough"]])
+    r_cpu = _median_of([d.cpu_us_per_msg for d in drains["router"]])
+    p_cpu = _median_of([d.cpu_us_per_msg for d in drains["passthrough"]])
     rounds = _latency_rounds(router_lats, pt_lats)
     r50, r99 = median(rounds["router_p50"]), median(rounds["router_p99"])
     p50, p99 = median(rounds["passthrough_p50"]), median(rounds["passthrough_p99"])
@@ -163,6 +165,15 @@ def run_router_bench(
         "router_msgs_per_s": r_rate,
         "passthrough_msgs_per_s": p_rate,
         "ratio": r_rate / p_rate if p_rate else float("nan"),
+        "ratio_rounds": [
+            r.msgs_per_s / p.msgs_per_s if p.msgs_per_s else float("nan")
+            for r, p in zip(drains["router"], drains["passthrough"], strict=True)
+        ],
+        "router_cpu_us_per_msg": r_cpu,
+        "passthrough_cpu_us_per_msg": p_cpu,
+        "cpu_ratio": p_cpu / r_cpu if p_cpu and r_cpu else None,
+        "router_thread_cpu_us_per_msg": _threads_median(drains["router"]),
+        "passthrough_thread_cpu_us_per_msg": _threads_median(drains["passthrough"]),
         "router_added_latency_p50_ms": median(rounds["added_p50"]),
         "router_added_latency_p99_ms": median(rounds["added_p99"]),
         "router_rss_mb": router.child.peak_mb(),
@@ -188,6 +199,19 @@ def run_router_bench(
         "passthrough_duplicated": copied.duplicated,
     }
     return figures, _table(drains, figures)
+
+
+def _median_of(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return median(known) if known else None
+
+
+def _threads_median(drains: list[Drain]) -> dict[str, float]:
+    """CPU microseconds per message of each thread name, the median over rounds (a name
+    absent from a round counts 0 there)."""
+    each = [d.thread_cpu_us_per_msg for d in drains]
+    names = sorted({name for threads in each for name in threads})
+    return {name: round(median([t.get(name, 0.0) for t in each]), 3) for name in names}
 
 
 def _latency_rounds(
@@ -258,6 +282,10 @@ def _table(drains: dict[str, list[Drain]], f: dict[str, object]) -> str:
         v = f[key]
         return float(v) if isinstance(v, int | float) else None
 
+    def threads(name: str) -> dict[str, float]:
+        v = f[f"{name}_thread_cpu_us_per_msg"]
+        return v if isinstance(v, dict) else {}
+
     def spread(key: str) -> str:
         v = f[key]
         if not isinstance(v, list) or len(v) < 2:
@@ -267,6 +295,21 @@ def _table(drains: dict[str, list[Drain]], f: dict[str, object]) -> str:
     rows = [
         ("drain msgs/s (median)", rate("router"), rate("passthrough"), fmt(num("ratio"), 3)),
         ("drain seconds (median)", secs("router"), secs("passthrough"), ""),
+        (
+            "CPU us per message (median)",
+            fmt(num("router_cpu_us_per_msg")),
+            fmt(num("passthrough_cpu_us_per_msg")),
+            fmt(num("cpu_ratio"), 3),
+        ),
+        *(
+            (
+                f"  {name} thread",
+                fmt(threads("router").get(name)),
+                fmt(threads("passthrough").get(name)),
+                "",
+            )
+            for name in sorted(set(threads("router")) | set(threads("passthrough")))
+        ),
         (
             "latency p50 ms (median)",
             fmt(num("router_latency_p50_ms")) + spread("router_latency_p50_ms_rounds"),

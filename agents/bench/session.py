@@ -28,6 +28,7 @@ from model_canary.agents.kafka.admin import Admin
 from model_canary.agents.process import CLI_MODULE
 from model_canary.agents.router.controller import Controller
 from model_canary.streams.errors import ConfigError
+from model_canary.streams.plan import RolloutPlan, parse_plan
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue, TopicSpec
 
@@ -145,6 +146,48 @@ class BenchSession:
         if failure:
             raise BenchError(f"the controller failed: {failure[0]}")
 
+    def start_rollout(
+        self,
+        model: str,
+        weight_pct: float,
+        metrics: dict[str, object],
+        extra_topics: Sequence[TopicSpec] = (),
+    ) -> RolloutPlan:
+        """Create the session's topics (and ``extra_topics``), register ``model`` with
+        baseline ``v1`` and start its rollout to ``v2`` at ``weight_pct`` with a plan watching
+        ``metrics`` (see :func:`bench_metrics`) whose steps last a day, so that nothing
+        interrupts a benchmark; returns the plan."""
+        plan = parse_plan(
+            {
+                "model": model,
+                "baseline": "v1",
+                "canary": "v2",
+                "steps": [weight_pct, 100],
+                "step": {"min_duration": "24h", "max_duration": "48h", "warmup": 0},
+                "metrics": metrics,
+            }
+        )
+        self.progress(
+            f"topics under {self.settings.topic_prefix}.*: creating, "
+            f"starting a rollout at {weight_pct:g}%"
+        )
+        self.create_topics(extra_topics)
+        self.apply_commands(
+            [
+                (model, "register", {"baseline_version": "v1"}),
+                (
+                    model,
+                    "start",
+                    {
+                        "canary_version": "v2",
+                        "steps_bp": plan.steps_bp,
+                        "plan_json": plan.to_json(),
+                    },
+                ),
+            ]
+        )
+        return plan
+
     # -- clean-up ------------------------------------------------------------------------
     def close(self, failed: bool = False) -> None:
         """Stop the children; delete the topics (unless kept) and the children's logs
@@ -188,6 +231,24 @@ class BenchSession:
         _tb: TracebackType | None,
     ) -> None:
         self.close(failed=exc is not None)
+
+
+def bench_metrics(*, labels: bool, latency: bool) -> dict[str, object]:
+    """A benchmark plan's metrics: errors, latency (p95, p99) when ``latency``, accuracy when
+    ``labels``, each rolling back only past an 11-fold harm so that chance differences
+    between the arms never interrupt a measurement.
+
+    >>> sorted(bench_metrics(labels=True, latency=False))
+    ['accuracy', 'errors']
+    """
+    tolerance = {"rollback_tolerance": 10}
+    doc: dict[str, object] = {"errors": dict(tolerance)}
+    if latency:
+        doc["latency_p95"] = dict(tolerance)
+        doc["latency_p99"] = dict(tolerance)
+    if labels:
+        doc["accuracy"] = {**tolerance, "min_label_coverage": 0.1}
+    return doc
 
 
 def require_at_least_one(options: object, *names: str) -> None:

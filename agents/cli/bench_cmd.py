@@ -63,7 +63,14 @@ def register(
         "regression must stand out of). Both pay their transactions' commits, so what the "
         "router adds is router_added_latency_pXX_ms = router pXX - passthrough pXX, paired "
         "within each round (the raw figures are in the JSON too). JSON keys: "
-        "router_msgs_per_s, passthrough_msgs_per_s, ratio (router/passthrough), "
+        "router_msgs_per_s, passthrough_msgs_per_s, ratio (router/passthrough; "
+        "ratio_rounds: per round), router_cpu_us_per_msg and passthrough_cpu_us_per_msg "
+        "(CPU time of the whole process, every thread, over the drain, per message: steadier "
+        "than rates on a shared machine), cpu_ratio (passthrough/router CPU per message), "
+        "router_thread_cpu_us_per_msg and passthrough_thread_cpu_us_per_msg (the same per "
+        "thread, from /proc/PID/task/*/stat, by thread name from .../comm: main is the "
+        "interpreter's main thread, where the loop runs, python any other Python thread, "
+        "rdk:main and rdk:broker librdkafka's threads of the consumer and producer), "
         "router_added_latency_p50_ms, router_added_latency_p99_ms, router_rss_mb (peak), "
         "router_rss_start_mb (at its first routed message), router_rss_end_mb (after the "
         "latency phase), requests, lost, duplicated (over every request the router "
@@ -148,7 +155,8 @@ def register(
         "evaluator_requests_per_s = requests the drained records stand for / drain time (from "
         "its first counted record to its last, read from its own /metrics). With --labels, "
         "its label joiner then drains --label-backlog predictions and their labels "
-        "(labels_per_s). Decision delay: --seconds of paced traffic; per worker transaction, "
+        "(labels_per_s; with --joiners N, N joiners then drain as many more). Decision "
+        "delay: --seconds of paced traffic; per worker transaction, "
         "the time from its commit to the first evaluation that counts it "
         "(canary_decided_requests, scraped every 50 ms). RSS: the evaluator's VmRSS when it "
         "counted its first record and at the end (with --labels also at each million labels). "
@@ -179,6 +187,23 @@ def register(
         default=300_000,
         metavar="N",
         help="labelled predictions in the joiner's backlog (default 300000)",
+    )
+    evaluator.add_argument(
+        "--joiners",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --labels: then drain a second backlog as large with N joiners at once "
+        "(on a multiple of N partitions; labels_per_s_N_joiners, joiners_speedup)",
+    )
+    evaluator.add_argument(
+        "--rss-labelled",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --labels: after the paced phase, N more labelled requests as fast as they "
+        "are written; the RSS of the evaluator and joiners at every million joined "
+        "(rss_by_labelled_mb, evaluator_rss_growth_from_1m, joiner_rss_growth_from_1m)",
     )
     evaluator.add_argument(
         "--interval", type=float, default=1.0, help="the evaluator's --interval (default 1)"
@@ -238,6 +263,12 @@ def register(
         "--interval", type=float, default=1.0, help="the evaluator's --interval (default 1)"
     )
     pipeline.add_argument(
+        "--reference",
+        action="store_true",
+        help="then the top rate again with worker-v1 replaced by the passthrough (the least "
+        "an exactly-once consume-produce loop does): JSON key reference",
+    )
+    pipeline.add_argument(
         "--keep-topics", action="store_true", help="keep the benchmark's topics and groups"
     )
     pipeline.add_argument(
@@ -273,7 +304,15 @@ def _register_latency(
         "the last answer readable. Before the rounds, a minimal confluent-kafka loop (begin, "
         "produce one message, send offsets, commit, read it read_committed) measures the "
         "transaction floor each exactly-once hop pays (txn_floor_p50_ms, txn_floor_p99_ms). "
-        "JSON keys (medians over rounds; *_rounds: the value of each round): e2e_p50_ms, "
+        "Before each mode's agents start, a bare hop at the same rate with the mode's client "
+        "settings (a producer writing, a read_committed tail reading, nothing in between) is "
+        "the least one of a request's three hops costs on this machine (bare_hop_p50_ms, "
+        "bare_hop_p99_ms; a message the tail never sees counts as taking until it gave up, "
+        "and bare_hop_lost counts them). With the local broker and a JDK's jstat, its "
+        "garbage-collection pauses over the latency phase (broker_gc_pauses, broker_gc_pause_ms, "
+        "broker_gc_pause_ms_mean): each stops every request in flight. "
+        "JSON keys (medians over rounds; *_rounds: the value of each "
+        "round): e2e_p50_ms, "
         "e2e_p99_ms, client_p50_ms, client_p99_ms, requests_per_s, achieved_rate, hops_p50_ms, "
         "hops_p99_ms, requests, lost, duplicated (exactly-once) or repeats (at-least-once), "
         "client_repeats (answers the client received twice and dropped); for the first --mode "
@@ -395,6 +434,8 @@ def run_evaluator_bench(args: argparse.Namespace) -> int:
         backlog_seconds=args.backlog_seconds,
         labels=args.labels,
         label_backlog=args.label_backlog,
+        joiners=args.joiners,
+        rss_labelled=args.rss_labelled,
         interval=args.interval,
         keep_topics=args.keep_topics,
         timeout=args.timeout,
@@ -418,6 +459,7 @@ def run_pipeline_bench(args: argparse.Namespace) -> int:
         lag_limit_s=args.lag_limit,
         interval=args.interval,
         keep_topics=args.keep_topics,
+        reference=args.reference,
     )
     figures, text = run_pipeline_bench(settings_from_args(args), options, _progress(args))
     return _finish(args, figures, text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -12,13 +13,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from model_canary.agents.cli.common import settings_from_args
-from model_canary.agents.cli.history_cmd import read_history
+from model_canary.agents.cli.history_cmd import evidence_line, read_history
 from model_canary.agents.client.control import ControlClient, ControlOutcome
 from model_canary.agents.kafka.state_view import StateView
 from model_canary.streams.defaults import DEFAULT_STEPS_BP, steps_percent
 from model_canary.streams.errors import ConfigError
 from model_canary.streams.messages import Decision, Mode, Phase, RolloutState
-from model_canary.streams.plan import RolloutPlan, load_plan, parse_plan, plan_of
+from model_canary.streams.plan import RolloutPlan, load_plan, outcome_metrics, parse_plan, plan_of
 from model_canary.streams.settings import Settings
 from model_canary.streams.signing_keys import KeyRing
 from model_canary.streams.stats.verdicts import current_decision
@@ -304,6 +305,10 @@ def _show(state: RolloutState, as_json: bool, decision: Decision | None = None) 
                 "outcome": decision.outcome.value,
                 "reason": decision.reason,
                 "decided_at": decision.decided_at.isoformat(),
+                "evidence": [
+                    {f.name: getattr(e, f.name) for f in dataclasses.fields(e)}
+                    for e in decision.evidence
+                ],
             }
         print(json.dumps(doc), flush=True)
     else:
@@ -313,6 +318,7 @@ def _show(state: RolloutState, as_json: bool, decision: Decision | None = None) 
                 f"\nverdict   {decision.outcome.value} {decision.reason} "
                 f"(decided {decision.decided_at.isoformat(timespec='seconds')})"
             )
+            text += "".join(f"\n          {evidence_line(e)}" for e in decision.evidence)
         print(text + "\n", flush=True)
 
 
@@ -332,6 +338,11 @@ def state_json(state: RolloutState) -> dict[str, Any]:
         "updated_at": state.updated_at.isoformat(),
         "reason": state.reason,
         "preflight_id": _preflight_of(state),
+        "outcome_metrics": (
+            outcome_metrics(plan_of(state.model, state.canary_version, state.plan_json))
+            if state.canary_version and state.plan_json
+            else {}
+        ),
     }
 
 
@@ -363,6 +374,10 @@ def describe_state(state: RolloutState) -> str:
         preflight = _preflight_of(state)
         if preflight:
             lines.append(f"preflight {preflight} (passed before the rollout started)")
+        if state.plan_json:
+            plan = plan_of(state.model, state.canary_version, state.plan_json)
+            for name, bad_when in outcome_metrics(plan).items():
+                lines.append(f"outcome   {name}: bad when {bad_when}")
     if state.reason:
         lines.append(f"last move {state.reason}")
     lines.append(f"updated   {state.updated_at.isoformat()} (revision {state.revision})")

@@ -18,7 +18,7 @@ from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import decode_any
 from model_canary.streams.codec.json_records import decode_record
 from model_canary.streams.errors import DecodeError
-from model_canary.streams.messages import ControlEvent, Decision, Record, epoch_ms
+from model_canary.streams.messages import ControlEvent, Decision, MetricEvidence, Record, epoch_ms
 from model_canary.streams.settings import Settings
 from model_canary.streams.signing import Verifier
 from model_canary.streams.signing_keys import KeyRing
@@ -131,10 +131,14 @@ def describe(record: Record, check: str | None = None) -> str:
         f"{record.decided_at.isoformat(timespec='seconds')}  decision   {record.outcome.value} "
         f"at step {record.step_index} ({record.weight_bp / 100:g}%): {record.reason}{signed}"
     ]
-    for e in record.evidence:
-        lines.append(
-            f"{'':22}{e.metric}: canary {e.canary_bad}/{e.canary_n} bad, baseline "
-            f"{e.baseline_bad}/{e.baseline_n} bad, statistic {e.statistic:.3g} "
-            f"(threshold {e.threshold:.3g}){' ALARM' if e.alarmed else ''}"
-        )
+    lines += [f"{'':22}{evidence_line(e)}" for e in record.evidence]
     return "\n".join(lines)
+
+
+def evidence_line(e: MetricEvidence) -> str:
+    """One metric's evidence in a decision (built-in or outcome metric), as a line."""
+    return (
+        f"{e.metric}: canary {e.canary_bad}/{e.canary_n} bad, baseline "
+        f"{e.baseline_bad}/{e.baseline_n} bad, statistic {e.statistic:.3g} "
+        f"(threshold {e.threshold:.3g}){' ALARM' if e.alarmed else ''}"
+    )

@@ -46,6 +46,13 @@ def register(
     chk.add_argument("--error-rate", type=float, help="share of requests that fail")
     chk.add_argument("--accuracy", type=float, help="share of correct predictions")
     chk.add_argument(
+        "--outcome-rate",
+        action="append",
+        default=[],
+        metavar="NAME=SHARE",
+        help="an outcome metric's share of bad feedback (repeatable; default 0.01)",
+    )
+    chk.add_argument(
         "--label-coverage",
         type=float,
         help="share of labelled requests (default: measured, else 0.5)",
@@ -94,6 +101,14 @@ def run_check(args: argparse.Namespace) -> int:
         rates["errors"] = args.error_rate
     if args.accuracy is not None:
         rates["accuracy"] = 1.0 - args.accuracy
+    for given in args.outcome_rate:
+        name, _, share = given.partition("=")
+        try:
+            rates[name] = float(share)
+        except ValueError:
+            raise ConfigError(f"--outcome-rate: NAME=SHARE, got {given!r}") from None
+        if name not in plan.metrics or not 0 < rates[name] < 1:
+            raise ConfigError(f"--outcome-rate {given}: a metric of the plan, a share in (0, 1)")
     traffic = Traffic(traffic.rate_per_min, rates, traffic.label_coverage, traffic.design_effect)
     result = check(plan, traffic)
     if args.json:

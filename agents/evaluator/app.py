@@ -281,14 +281,7 @@ class Runtime:
             return
         began = time.monotonic()
         try:
-            await self._off_loop(
-                self._store_thread,
-                self.store.write,
-                partition,
-                data.position,
-                data.snapshots,
-                data.dead,
-            )
+            await self._off_loop(self._store_thread, self._write, data)
         except Exception as exc:
             log.error("checkpoint of evidence partition %d failed: %s", partition, exc)
             self.brain.checkpoint_failed(data)
@@ -298,6 +291,11 @@ class Runtime:
         if commit:
             await self._commit(tp, data)
         self._report_lag(tp, partition)
+
+    def _write(self, data: CheckpointData) -> None:
+        """Serialize the checkpoint's snapshots and write them (in the store's thread: a large
+        tally takes a while to compress, and the loop goes on applying evidence meanwhile)."""
+        self.store.write(data.partition, data.position, data.snapshots, data.dead)
 
     async def _commit(self, tp: TP, data: CheckpointData) -> None:
         # faust commits nothing for this topic (acks=False): the group's offset is the

@@ -29,19 +29,10 @@ from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.enums import Arm, Phase
 from model_canary.streams.errors import DecodeError
 from model_canary.streams.evaluation import due_thresholds, plan_of, step_snapshot
-from model_canary.streams.evidence.state import RolloutEvidence
+from model_canary.streams.evidence.state import FrozenState, RolloutEvidence
 from model_canary.streams.messages import Evidence, epoch_ms
 from model_canary.streams.stats import decide, policy, tally_for
-from model_canary.streams.stats.layout import (
-    ARMS,
-    ERRORS,
-    INCORRECT,
-    LABELLED,
-    OVER_P95,
-    OVER_P99,
-    TIMED,
-    N,
-)
+from model_canary.streams.stats.layout import ARMS, METRICS, N, metric_def
 from model_canary.streams.stats.verdicts import should_publish
 from model_canary.streams.topics import TopicCatalogue
 
@@ -83,13 +74,18 @@ class Partition:
 
 @dataclass(frozen=True, slots=True)
 class CheckpointData:
-    """One partition's checkpoint, serialized on the loop, to write off it."""
+    """One partition's checkpoint, copied on the loop, to serialize and write off it."""
 
     partition: int
     position: int
-    snapshots: dict[str, bytes]
+    frozen: dict[str, FrozenState]
     dead: list[DeadLetterOut]
     models: set[str]
+
+    @property
+    def snapshots(self) -> dict[str, bytes]:
+        """The models' snapshots, serialized now (the costly part: call it off the loop)."""
+        return {model: state.to_bytes() for model, state in self.frozen.items()}
 
 
 class Evaluator:
@@ -282,8 +278,8 @@ class Evaluator:
             return None
         models, part.dirty = part.dirty, set()
         dead, part.dead = part.dead, []
-        snapshots = {m: self.states[m].to_bytes() for m in models if m in self.states}
-        return CheckpointData(partition, covered, snapshots, dead, models)
+        frozen = {m: self.states[m].freeze() for m in models if m in self.states}
+        return CheckpointData(partition, covered, frozen, dead, models)
 
     def checkpointed(self, data: CheckpointData) -> None:
         part = self.partitions.get(data.partition)
@@ -306,18 +302,14 @@ def _export_decided(model: str, evidence: RolloutEvidence, at: float) -> None:
     metrics.EVALUATED_AT.labels(model).set(at)
 
 
-#: Exported per metric: (items compared, bad items) among the tally's fields.
-_EXPORTED = {
-    "errors": (N, ERRORS),
-    "latency_p95": (TIMED, OVER_P95),
-    "latency_p99": (TIMED, OVER_P99),
-    "accuracy": (LABELLED, INCORRECT),
-}
-
-
 def _export(model: str, evidence: RolloutEvidence) -> None:
-    totals = evidence.tally.totals[0]
-    for a, arm in enumerate(ARMS):
-        for name, (n, bad) in _EXPORTED.items():
+    """Per metric (the built-in ones and the rollout's outcome metrics) and arm: items
+    compared and bad items (``canary_evaluated_requests``, ``canary_bad_events``)."""
+    tally = evidence.tally
+    totals = tally.totals[0]
+    for name in (*METRICS, *tally.outcomes):
+        mdef = metric_def(name)
+        n, bad = tally.index(mdef.exposure), tally.index(mdef.bad)
+        for a, arm in enumerate(ARMS):
             metrics.EVALUATED.labels(model, name, arm).set(int(totals[:, a, n].sum()))
             metrics.BAD_EVENTS.labels(model, name, arm).set(int(totals[:, a, bad].sum()))

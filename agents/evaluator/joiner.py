@@ -45,6 +45,7 @@ from model_canary.streams.errors import DecodeError, InvalidRecordError, KafkaOp
 from model_canary.streams.evaluation import plan_of
 from model_canary.streams.evidence.builder import Cell, EvidenceBuilder
 from model_canary.streams.evidence.join import (
+    Joined,
     LabelJoin,
     Waiting,
     dump_chunks,
@@ -52,6 +53,9 @@ from model_canary.streams.evidence.join import (
     load_ops,
 )
 from model_canary.streams.messages import MAX_BP, Arm, Evidence, Feedback, Prediction, utc_now
+from model_canary.streams.outcomes.expr import Condition, Outcome
+from model_canary.streams.outcomes.metrics import condition
+from model_canary.streams.plan import labelled_metrics, outcome_metrics
 from model_canary.streams.rollout.machine import ACTIVE_PHASES
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
@@ -64,6 +68,15 @@ MIN_SNAPSHOT_BYTES = 1_000_000
 SNAPSHOT_OPS = 5_000  # operations per snapshot chunk
 _ARMS = frozenset(a.value for a in Arm)
 _AVRO_TYPES = ("", codec_for(Feedback).content_type)
+
+
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    """What a model's rollout in progress needs of feedback (see ``LabelJoiner._wanted``)."""
+
+    rollout_id: str
+    labels: bool
+    outcomes: dict[str, Condition]
 
 
 @dataclass
@@ -117,7 +130,7 @@ class LabelJoiner:
         self._prediction = codec_for(Prediction)
         self._feedback = codec_for(Feedback)
         self._evidence = codec_for(Evidence)
-        self._labels_wanted: dict[str, bool] = {}
+        self._labels_wanted: dict[str, _Wanted] = {}
         self._view_revision = -1
         self._expired_at = 0.0
         self.joined = 0  # labels joined since start (for benchmarks)
@@ -202,7 +215,7 @@ class LabelJoiner:
             f["second"] + f["label_window_s"],
         )
         for j in join.add_prediction(f["request_id"], waiting, now_s):
-            self._joined(j.waiting, j.correct)
+            self._joined(j)
 
     def _on_feedback(
         self, msg: Message, join: LabelJoin, now_s: int, out: TxnOutput, *, rekey: bool
@@ -215,10 +228,12 @@ class LabelJoiner:
             fb = decode_record(
                 Feedback, msg.value(), content_type, defaults={"observed_at": utc_now()}
             )
-            rid, model, label = fb.request_id, fb.model, fb.label
+            rid, model = fb.request_id, fb.model
+            said = Outcome(fb.label, fb.value, dict(fb.attributes))
         else:
             f = feedback_fields(self._feedback, msg.value() or b"")
-            rid, model, label = f["request_id"], f["model"], f["label"]
+            rid, model = f["request_id"], f["model"]
+            said = Outcome(f["label"], f.get("value"), f.get("attributes") or {})
         key = rid.encode()
         if rekey and msg.key() != key:
             out.produce(
@@ -229,31 +244,42 @@ class LabelJoiner:
             )
             metrics.FEEDBACK_REKEYED.inc()
             return True
-        if not label:
-            return False  # a value or attributes only: no class label to judge accuracy by
-        for j in join.add_label(rid, label, now_s, keep=self._wanted(model)):
-            self._joined(j.waiting, j.correct)
+        wanted = self._wanted(model)
+        if not said.label and not wanted.outcomes:
+            return False  # a value or attributes only, and no outcome metric to read them
+        for j in join.add_label(rid, said, now_s, keep=wanted.labels):
+            self._joined(j)
         return False
 
-    def _joined(self, w: Waiting, correct: bool) -> None:
+    def _joined(self, j: Joined) -> None:
+        w = j.waiting
+        wanted = self._wanted(w.model, refresh=False)
+        correct, outcomes = j.judge(wanted.outcomes if wanted.rollout_id == w.rollout_id else {})
+        if correct is None and not outcomes:
+            return  # feedback that says nothing about any metric of this rollout
         cell = Cell(w.model, w.rollout_id, w.version, w.arm, w.served, w.weight_bp, w.second)
-        self.builder.add_label(cell, w.bucket, correct)
+        self.builder.add_label(cell, w.bucket, correct, outcomes)
         self.joined += 1
 
-    def _wanted(self, model: str) -> bool:
-        """Whether a label that came first is worth keeping: the model has a rollout in
-        progress whose plan compares ground truth."""
-        if self.view.poll(0) or self._view_revision != self.view.revision:
+    def _wanted(self, model: str, *, refresh: bool = True) -> _Wanted:
+        """What the model's rollout needs of feedback: whether feedback that came first is
+        worth keeping (a rollout in progress whose plan compares ground truth or outcomes),
+        and its outcome metrics' conditions. ``refresh``: read the rollout-state view's news
+        first (once per feedback record; a join reads what that found)."""
+        if (refresh and self.view.poll(0)) or self._view_revision != self.view.revision:
             self._view_revision = self.view.revision
             self._labels_wanted.clear()
         wanted = self._labels_wanted.get(model)
         if wanted is None:
             state = self.view.get(model)
-            wanted = (
-                state is not None
-                and state.phase in ACTIVE_PHASES
-                and "accuracy" in plan_of(state).metrics
-            )
+            wanted = _Wanted("", False, {})
+            if state is not None and state.phase in ACTIVE_PHASES:
+                plan = plan_of(state)
+                wanted = _Wanted(
+                    state.rollout_id,
+                    bool(labelled_metrics(plan)),
+                    {name: condition(text) for name, text in outcome_metrics(plan).items()},
+                )
             self._labels_wanted[model] = wanted
         return wanted
 

@@ -33,6 +33,7 @@ where the evidence ended.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -75,23 +76,26 @@ class AtLeastOnceLoop(ExactlyOnceLoop):
     >>> # AtLeastOnceLoop(settings, config, handler, refuse=refuse).run(stop_event)
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        config: LoopConfig,
-        handler: BatchHandler,
-        on_idle: Callable[[], None] | None = None,
-        *,
-        refuse: RefuseHandler | None = None,
-        hooks: TxnHooks | None = None,
-    ) -> None:
-        # Offsets on the time bound only: answers are readable without a commit.
-        config = replace(config, commit=CommitPolicy.every(config.commit.max_ms))
-        super().__init__(settings, config, handler, on_idle, refuse=refuse, hooks=hooks)
-        #: The offsets this loop committed last (a rewind goes back to them: the broker's may
-        #: lag behind while an asynchronous commit is on its way).
-        self._acked: dict[tuple[str, int], int] = {}
-        self._synchronous = False  # commit offsets synchronously (on a revocation)
+    #: Commit offsets synchronously (set around a revocation).
+    _synchronous = False
+
+    @classmethod
+    def configured(cls, config: LoopConfig) -> LoopConfig:
+        """``config`` with offsets committed on the commit policy's time bound only: answers
+        are readable without a commit.
+
+        >>> c = LoopConfig("router", "canary.router", ("canary.requests",), "canary.router.h1")
+        >>> AtLeastOnceLoop.configured(c).commit == CommitPolicy.every(c.commit.max_ms)
+        True
+        """
+        return replace(config, commit=CommitPolicy.every(config.commit.max_ms))
+
+    @functools.cached_property
+    def _acked(self) -> dict[tuple[str, int], int]:
+        """The offsets this loop committed last (a rewind goes back to them: the broker's may
+        lag behind while an asynchronous commit is on its way). Made on first use, so that
+        the loop has one constructor, :class:`ExactlyOnceLoop`'s."""
+        return {}
 
     def _new_producer(self) -> Producer:
         """An idempotent producer without transactions; failed writes are reported to
@@ -107,7 +111,7 @@ class AtLeastOnceLoop(ExactlyOnceLoop):
         if error is not None and self._out is not None:
             self._out.failures.append((None, error))
 
-    def _begin(self, producer: Producer) -> None:
+    def _begin(self) -> None:
         self._in_txn = True
         self._txn_started = time.monotonic()
         self._pending = 0
@@ -168,7 +172,7 @@ class AtLeastOnceLoop(ExactlyOnceLoop):
         positions: dict[tuple[str, int], int],
     ) -> None:
         """Some outputs were not written: find the input to refuse, then rewind."""
-        attributed = self._quarantine_refused(failures)
+        attributed = self._quarantine_refused(failures, positions)
         if not attributed and any(e.code() in _MESSAGE_ERRORS for _s, e in failures):
             # A write of one message failed, but which? Handle the range again with every
             # write attributed to its input.
@@ -207,7 +211,7 @@ class AtLeastOnceLoop(ExactlyOnceLoop):
             consumer.seek(TopicPartition(topic, partition, offset))
             self._range_starts[(topic, partition)] = offset
 
-    def _abort_output(self, producer: Producer) -> None:
+    def _abort_output(self, producer: Producer, *, replace: bool = True) -> None:
         """Writes cannot be undone: let what was queued go (its inputs are handled again, so
         their answers may come twice), then rewind."""
         producer.flush(FLUSH_TIMEOUT_S)

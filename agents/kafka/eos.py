@@ -13,8 +13,10 @@ is not there: a request waits for its own commit, not for the next ones.
 
 When code fails instead of the process, nothing is committed that was not handled:
 
-* An open transaction is **aborted, never committed**, when the loop stops on an error; the
-  consumer is rewound to the committed offsets, so the next owner handles the whole batch.
+* An open transaction is **aborted, never committed**, when the loop stops on an error, a
+  commit that failed without an error state included (a timeout past the retry deadline, the
+  coordinator away): no offset is committed, so the next owner (or the restarted agent) starts
+  from the committed offsets and handles the whole batch.
 * A handler that raises for one input (a bug, or a write Kafka refuses for that message) aborts
   the transaction; the input it was handling (``TxnOutput.source``) is *quarantined*, the batch
   is handled again, and the quarantined input is given to the agent's ``refuse`` callback (an
@@ -22,7 +24,23 @@ When code fails instead of the process, nothing is committed that was not handle
   input cannot become a poison pill that stops the agent on every restart.
 * A write that fails after it was queued (the broker refuses one message) surfaces when the
   transaction commits: the loop aborts, handles the same inputs again with every write
-  attributed to its input, finds which input's output failed, and refuses that input.
+  attributed to its input, finds which input's output failed, and refuses that input. The
+  broker refuses a whole record batch (every message of it gets the error), so when the
+  failure is pinned on several inputs they are handled again one at a time, each input's
+  writes sent on their own, and only the input whose own write fails is refused.
+* A commit made when the group takes the partitions away (a rebalance) fails the same way as
+  the loop's own: the transaction is aborted, no offset is committed, and the next owner
+  handles the range again from the committed offsets (it finds the failed write as above).
+  Inside librdkafka's rebalance callback the loop only aborts: no rewind (the next assignment
+  starts from the committed offsets), no backoff, and what it must raise (too many aborts, a
+  zombie) or a producer it must replace waits until the callback has returned.
+* An abort refused with a fatal error (``INVALID_TXN_STATE``: the coordinator was still
+  completing the previous commit; or the producer fenced by the broker after this process
+  stalled past its transaction timeout) replaces the producer: a new one with the same
+  transactional id fences the old one and the coordinator aborts what it left open; the old
+  one is purged. Fenced while it did not stall (the time spent retrying a commit is not a
+  stall), another instance has its transactional id: the loop raises. A loop that is stopping
+  does not replace its producer.
 * Failures that are not about one message (the broker away, a topic not writable) abort and
   retry with a backoff; after ``max_failures`` in a row without a commit, the loop raises.
 """
@@ -55,6 +73,7 @@ from model_canary.agents.kafka.admin import Admin
 from model_canary.agents.kafka.clients import fetch, new_consumer, new_producer, usable
 from model_canary.agents.kafka.errors import wrap
 from model_canary.agents.kafka.limits import PRODUCER_DEFAULT_MAX, OutputLimits
+from model_canary.agents.kafka.watchdog import Watchdog
 from model_canary.streams.errors import KafkaOperationError, OutputRefusedError
 from model_canary.streams.headers import RawHeaders
 from model_canary.streams.latency import CommitPolicy
@@ -113,12 +132,24 @@ def refusal_reason(error: KafkaError) -> str:
     return error.name().strip("_").lower().replace("_", "-")
 
 
-def message_error(exc: BaseException) -> KafkaError | None:
-    """The Kafka error in ``exc`` when it is about one message (see :data:`_MESSAGE_ERRORS`)."""
+def kafka_error(exc: BaseException) -> KafkaError | None:
+    """The :class:`KafkaError` a :class:`KafkaException` carries (None for anything else).
+
+    >>> kafka_error(KafkaException(KafkaError(KafkaError._STATE))).name()
+    '_STATE'
+    >>> kafka_error(ValueError("no")) is None
+    True
+    """
     if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
         err: KafkaError = exc.args[0]
-        return err if err.code() in _MESSAGE_ERRORS else None
+        return err
     return None
+
+
+def message_error(exc: BaseException) -> KafkaError | None:
+    """The Kafka error in ``exc`` when it is about one message (see :data:`_MESSAGE_ERRORS`)."""
+    err = kafka_error(exc)
+    return err if err is not None and err.code() in _MESSAGE_ERRORS else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +186,7 @@ class TxnHooks:
     * ``on_abort()``: the transaction was aborted: forget local state it would have written;
     * ``on_assign(partitions)`` / ``on_revoke(partitions)``: the group gave or took
       partitions (restore or drop per-partition state; a revocation's open transaction is
-      committed first).
+      committed first, or aborted when it cannot be).
     """
 
     before_commit: Callable[[TxnOutput], None] | None = None
@@ -188,6 +219,11 @@ class TxnOutput:
     def attributed(self) -> bool:
         return self._attributed
 
+    def use(self, producer: Producer) -> None:
+        """Write through ``producer`` from now on (the loop replaced a failed one)."""
+        self._producer = producer
+        self.attribute(self._attributed)
+
     def attribute(self, on: bool) -> None:
         """Attribute every write to its input (a delivery callback each: slower, so only while
         a failed write is being tracked down)."""
@@ -207,6 +243,11 @@ class TxnOutput:
     def _delivered(self, source: Message | None, error: KafkaError | None, _msg: object) -> None:
         if error is not None:
             self.failures.append((source, error))
+
+    def send(self) -> None:
+        """Send what is queued and serve its delivery reports (a write refused is then in
+        :attr:`failures`, in attributed mode)."""
+        self._producer.flush(30)
 
     def produce(
         self,
@@ -258,7 +299,7 @@ class ExactlyOnceLoop:
         hooks: TxnHooks | None = None,
     ) -> None:
         self.settings = settings
-        self.config = config
+        self.config = self.configured(config)
         self.handler = handler
         self.on_idle = on_idle
         self.refuse = refuse
@@ -267,8 +308,12 @@ class ExactlyOnceLoop:
         self._producer: Producer | None = None
         self._out: TxnOutput | None = None
         self._in_txn = False
-        self._txn_started = 0.0
+        self._txn_started = time.monotonic()
         self._turn_started = time.monotonic()  # when the loop last came round
+        #: Time spent on calls that failed and were retried, in this turn and in the open
+        #: transaction (the loop running, not stalling: see _stalled_s).
+        self._retried_s = 0.0
+        self._txn_retried_s = 0.0
         self._pending = 0
         self.processed = 0
         self.assigned: list[TopicPartition] = []
@@ -284,6 +329,22 @@ class ExactlyOnceLoop:
         #: Per input partition, the first offset the open transaction consumes (the position
         #: at the last commit or rewind, or the first message seen after an assignment).
         self._range_starts: dict[tuple[str, int], int] = {}
+        self._watchdog = Watchdog(STUCK_S, self._stuck)
+        self._revoking = False  # inside the revocation callback
+        #: What a revocation's failed commit left to do once the callback returned: an error
+        #: to raise, a producer to replace.
+        self._deferred: Exception | None = None
+        self._replace_deferred = False
+
+    @classmethod
+    def configured(cls, config: LoopConfig) -> LoopConfig:
+        """``config`` as this kind of loop runs it (the exactly-once loop: unchanged).
+
+        >>> c = LoopConfig("router", "canary.router", ("canary.requests",), "canary.router.h1")
+        >>> ExactlyOnceLoop.configured(c) == c
+        True
+        """
+        return config
 
     # -- set-up --------------------------------------------------------------------------
     def _open(self) -> tuple[Consumer, Producer]:
@@ -328,7 +389,7 @@ class ExactlyOnceLoop:
             self.settings, f"canary-{c.agent}", transactional_id=c.transactional_id, **extra
         )
         try:
-            producer.init_transactions(30)
+            self._watched("init transactions", lambda: producer.init_transactions(30))
         except KafkaException as exc:
             raise wrap(f"init transactions ({c.transactional_id})", exc) from None
         return producer
@@ -360,9 +421,18 @@ class ExactlyOnceLoop:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Commit what was handled while we still own the partitions, so the next owner
-        # starts exactly after it.
+        # starts exactly after it. This runs inside librdkafka's rebalance callback: a failed
+        # commit is aborted without rewinding or backing off (the next assignment starts from
+        # the committed offsets), and what the loop must raise is raised once the callback
+        # has returned (:meth:`_after_rebalance`).
         if self._in_txn:
-            self.commit()
+            self._revoking = True
+            try:
+                self.commit()
+            except Exception as exc:
+                self._deferred = exc
+            finally:
+                self._revoking = False
         self.assigned = []
         self._careful.clear()
         self._range_starts.clear()
@@ -374,23 +444,26 @@ class ExactlyOnceLoop:
     def run(self, stop: threading.Event) -> None:
         """Process until ``stop`` is set; then commit the open transaction and close. If
         anything raises, the open transaction is aborted (never committed) before closing."""
-        consumer, producer = self._open()
+        consumer, _ = self._open()
         out = self.output
         c = self.config
+        self._turn_started = time.monotonic()
         try:
             while not stop.is_set():
                 now = self._turn_started = time.monotonic()
+                self._retried_s = 0.0
                 if self._in_txn:
                     wait = c.commit.wait_s((now - self._txn_started) * 1000)
                 else:
                     wait = c.poll_timeout_s
                 msgs = fetch(consumer, c.max_batch, wait)
+                self._after_rebalance()
                 batch = [m for m in msgs if usable(m)]
                 if batch:
                     if len(self._range_starts) < len(self.assigned):
                         self._note_starts(batch)
                     if not self._in_txn:
-                        self._begin(producer)
+                        self._begin()
                     metrics.BATCH_SIZE.labels(c.agent).observe(len(batch))
                     if self._handle(batch, out):
                         self._pending += len(batch)
@@ -418,6 +491,16 @@ class ExactlyOnceLoop:
         finally:
             self.close()
 
+    def _after_rebalance(self) -> None:
+        """What a revocation left to do outside librdkafka's callback: raise its error (too
+        many aborts in a row, a zombie), replace a producer whose abort was refused."""
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:
+            raise deferred
+        if self._replace_deferred:
+            self._replace_deferred = False
+            self._replace_producer()
+
     def _note_starts(self, batch: Sequence[Message]) -> None:
         starts = self._range_starts
         for msg in batch:
@@ -444,10 +527,12 @@ class ExactlyOnceLoop:
                 )
         return tuple(sorted(out, key=lambda r: (r.topic, r.partition)))
 
-    def _begin(self, producer: Producer) -> None:
+    def _begin(self) -> None:
+        _, producer = self._open()
         producer.begin_transaction()
         self._in_txn = True
         self._txn_started = time.monotonic()
+        self._txn_retried_s = 0.0
         self._pending = 0
 
     def _handle(self, batch: Sequence[Message], out: TxnOutput) -> bool:
@@ -491,6 +576,8 @@ class ExactlyOnceLoop:
                 run.append(msg)
                 if one_by_one:
                     flush_run()
+                    # Its writes in a record batch of their own: a refusal names it alone.
+                    out.send()
         flush_run()
 
     def _handler_failed(self, exc: Exception, source: Message | None) -> None:
@@ -507,7 +594,7 @@ class ExactlyOnceLoop:
         if self._in_txn:
             self._in_txn = False
             self._pending = 0
-            if self._abort_attributing(detail, consumer, producer, self.output):
+            if self._abort_attributing(detail, consumer, producer, self.output, positions):
                 # A write refused after it was queued put the transaction in an error state,
                 # so the handler's next write failed: the refused write's input is the one
                 # to refuse (now quarantined), not the input the handler was on.
@@ -585,13 +672,14 @@ class ExactlyOnceLoop:
         librdkafka asks; an abortable or fatal error, or one past the deadline, is raised."""
         deadline = time.monotonic() + RETRY_S
         while True:
+            attempt = time.monotonic()
             try:
                 self._watched(what, call)
                 return
             except KafkaException as exc:
-                err = exc.args[0] if exc.args else None
+                err = kafka_error(exc)
                 if not (
-                    isinstance(err, KafkaError)
+                    err is not None
                     and err.retriable()
                     and not err.txn_requires_abort()
                     and not err.fatal()
@@ -600,6 +688,9 @@ class ExactlyOnceLoop:
                     raise
                 log.warning("%s: %s failed, retrying: %s", self.config.agent, what, err.str())
                 time.sleep(0.5)
+                retried = time.monotonic() - attempt
+                self._retried_s += retried
+                self._txn_retried_s += retried
 
     def _watched(self, what: str, call: Callable[[], object]) -> None:
         """``call()``, a transactional call with a 30 s timeout, under a watchdog: if it has
@@ -607,27 +698,20 @@ class ExactlyOnceLoop:
         timeout in send_offsets_to_transaction when the group coordinator's broker went away
         (confluentinc/librdkafka#5456, #5511); nothing but a new process gets out of that, and
         the open transaction is aborted by the broker or by the restarted instance."""
-        agent = self.config.agent
-
-        def stuck() -> None:
-            log.critical(
-                "%s: %s has not returned after %.0fs (a librdkafka hang after a broker left the "
-                "cluster): exiting so that a supervisor restarts this agent; the open "
-                "transaction is aborted, nothing is lost",
-                agent,
-                what,
-                STUCK_S,
-            )
-            logging.shutdown()
-            os._exit(3)
-
-        watchdog = threading.Timer(STUCK_S, stuck)
-        watchdog.daemon = True
-        watchdog.start()
-        try:
+        with self._watchdog.watching(what):
             call()
-        finally:
-            watchdog.cancel()
+
+    def _stuck(self, what: str) -> None:
+        log.critical(
+            "%s: %s has not returned after %.0fs (a librdkafka hang after a broker left the "
+            "cluster): exiting so that a supervisor restarts this agent; the open "
+            "transaction is aborted, nothing is lost",
+            self.config.agent,
+            what,
+            STUCK_S,
+        )
+        logging.shutdown()
+        os._exit(3)
 
     def _committed(self, positions: list[TopicPartition]) -> None:
         self._failures = 0
@@ -648,24 +732,46 @@ class ExactlyOnceLoop:
     def _commit_failed(
         self, exc: KafkaException, consumer: Consumer, producer: Producer, out: TxnOutput
     ) -> None:
-        err = exc.args[0] if exc.args else None
-        if not (isinstance(err, KafkaError) and err.txn_requires_abort()):
-            error = wrap("commit transaction", exc)
-            if isinstance(err, KafkaError) and err.code() == KafkaError._FENCED:
-                raise KafkaOperationError(
-                    "commit transaction", error.code, self._fenced(error.description)
-                ) from None
-            raise error from None
+        """The commit failed (on the loop's turn or on a revocation): abort and rewind, so the
+        range is handled again (by this loop, or by the next owner of its partitions), unless
+        the error says aborting cannot help (see :meth:`_abort_output`)."""
+        err = kafka_error(exc)
+        if err is None or not (_in_error_state(exc) or err.fatal()):
+            # Not an error state (a retriable error past RETRY_S, the coordinator away): the
+            # loop stops on it. The transaction is marked closed already, so the loop's own
+            # abort would do nothing: abort it here, before raising, or it stays open (and
+            # read_committed readers stall) until the broker's transaction timeout.
+            try:
+                self._abort_and_rewind(
+                    f"the commit failed: {exc}", consumer, producer, retrying=False
+                )
+            except Exception as abort_exc:
+                log.warning("%s: could not abort: %s", self.config.agent, abort_exc)
+            raise wrap("commit transaction", exc) from None
+        try:
+            self._refuse_zombie("commit transaction", err)
+        except KafkaOperationError:
+            # Fenced by another instance: nothing can be aborted, but the agent's state of
+            # this transaction is forgotten all the same.
+            if self.hooks.on_abort is not None:
+                self.hooks.on_abort()
+            raise
         positions = self._positions()
-        attributed = self._abort_attributing(err.str(), consumer, producer, out)
-        if not attributed and err.code() in _MESSAGE_ERRORS:
-            # A write of one message failed, but which? Handle the range again with every
-            # write attributed to its input.
+        attributed = self._abort_attributing(err.str(), consumer, producer, out, positions)
+        if not attributed and (err.code() in _MESSAGE_ERRORS or err.code() == KafkaError._STATE):
+            # A write of one message failed (_STATE: the transaction failed under a write made
+            # before committing, the cause not said), but which? Handle the range again with
+            # every write attributed to its input.
             self._careful.update(positions)
             out.attribute(True)
 
     def _abort_attributing(
-        self, why: str, consumer: Consumer, producer: Producer, out: TxnOutput
+        self,
+        why: str,
+        consumer: Consumer,
+        producer: Producer,
+        out: TxnOutput,
+        positions: dict[tuple[str, int], int],
     ) -> bool:
         """Abort and rewind; then quarantine every input whose write Kafka refused after
         queueing (attributed mode only). True when at least one was."""
@@ -677,41 +783,82 @@ class ExactlyOnceLoop:
             with contextlib.suppress(KafkaException):
                 producer.poll(0)
             failures, out.failures = out.failures, []
-        return self._quarantine_refused(failures)
+        return self._quarantine_refused(failures, positions)
 
-    def _quarantine_refused(self, failures: list[tuple[Message | None, KafkaError]]) -> bool:
+    def _quarantine_refused(
+        self,
+        failures: list[tuple[Message | None, KafkaError]],
+        positions: dict[tuple[str, int], int] | None = None,
+    ) -> bool:
         """Quarantine every input among ``failures`` whose write Kafka refused (attributed
-        writes only). True when at least one was."""
+        writes only). True when at least one was, or when the failure was pinned on several
+        inputs: the broker refuses a whole record batch (librdkafka fails every message of
+        it with the one message's error), so the inputs that shared it are handled again one
+        at a time, each input's writes sent on their own, up to ``positions`` (default: the
+        consumer's), and only the input whose own writes fail is refused."""
         attributed = [
             (source, e)
             for source, e in failures
             if source is not None and e.code() in _MESSAGE_ERRORS
         ]
+        sources = {_coords(source) for source, _e in attributed}
+        if len(sources) > 1 and not self._one_by_one:
+            log.warning(
+                "%s: writes of %d inputs refused together (%s); handling them again one at a time",
+                self.config.agent,
+                len(sources),
+                attributed[0][1].str(),
+            )
+            self._careful.update(self._positions() if positions is None else positions)
+            self._one_by_one = True
+            return True
         for source, e in attributed:
             log.warning("%s: %s refused: %s", self.config.agent, _at(source), e.str())
             self.quarantine[_coords(source)] = (refusal_reason(e), e.str()[:1000])
         return bool(attributed)
 
-    def _fenced(self, description: str) -> str:
-        """Why the broker fenced this producer: it stalled past its transaction timeout (the
-        broker aborted the open transaction and bumped the producer's epoch), or another
-        instance took its transactional id."""
+    def _stalled_s(self) -> float:
+        """How long this loop's turn, or its last transaction (the one failing: the loop marks
+        it closed before handling the failure), has lasted, without the time spent on calls
+        that failed and were retried (a commit retried while the coordinator moves is the
+        loop running, not stalling; counting it would take a real zombie's fencing for a
+        stall)."""
         now = time.monotonic()
-        stalled = max(now - self._turn_started, now - self._txn_started if self._in_txn else 0.0)
-        timeout_s = self.config.transaction_timeout_ms / 1000
-        if stalled > timeout_s:
-            return (
-                f"{description}: this {self.config.agent} did not run for {stalled:.0f}s "
-                f"(frozen: SIGSTOP, a paused VM or container, heavy swapping), longer than its "
-                f"transaction timeout of {timeout_s:g}s, so the broker aborted its open "
-                "transaction and fenced it. Nothing is lost: the aborted batch is processed "
-                "again by whichever instance owns its partitions now. Exiting; restart it (a "
-                "process supervisor does)"
-            )
-        return (
-            f"{description}: another instance uses transactional id "
-            f"{self.config.transactional_id!r}; give each instance its own --instance"
+        return max(
+            now - self._turn_started - self._retried_s,
+            now - self._txn_started - self._txn_retried_s,
         )
+
+    def _refuse_zombie(self, what: str, err: KafkaError) -> None:
+        """Raise when ``err`` says another instance took this loop's transactional id: fenced
+        (``_FENCED``) although this loop did not stall past its transaction timeout. Replacing
+        the producer would fence that instance in turn; the loop exits, saying so.
+
+        Fenced after a stall longer than the transaction timeout, it was the broker that
+        aborted the open transaction and bumped the producer's epoch (a frozen process, a
+        long pause): that is recovered from like any refused abort (:meth:`_abort_output`)."""
+        if err.code() == KafkaError._FENCED and not self._stalled_past_timeout():
+            raise KafkaOperationError(
+                what,
+                err.name(),
+                f"{err.str()}: another instance uses transactional id "
+                f"{self.config.transactional_id!r}; give each instance its own --instance",
+            )
+
+    def _stalled_past_timeout(self) -> bool:
+        return self._stalled_s() > self.config.transaction_timeout_ms / 1000
+
+    def _why_refused(self, err: KafkaError) -> str:
+        """What a fatal error refusing an abort means, for the log."""
+        if err.code() == KafkaError._FENCED:
+            return (
+                f"this {self.config.agent} did not run for {self._stalled_s():.0f}s, or held "
+                "its transaction open that long (frozen: SIGSTOP, a paused VM or container, "
+                "heavy swapping), longer than its transaction timeout of "
+                f"{self.config.transaction_timeout_ms / 1000:g}s, so the broker aborted its "
+                f"open transaction and fenced it ({err.str()})"
+            )
+        return f"the abort was refused ({err.name()}: {err.str()})"
 
     def abort(self, why: str, *, retrying: bool = True) -> None:
         """Abort the open transaction (if any) and rewind to the committed offsets.
@@ -732,36 +879,80 @@ class ExactlyOnceLoop:
         log.warning("%s: aborting transaction: %s", self.config.agent, why)
         metrics.TXN_ABORTS.labels(self.config.agent).inc()
         try:
-            self._abort_output(producer)
+            self._abort_output(producer, replace=retrying)
         finally:
             if self.hooks.on_abort is not None:
                 self.hooks.on_abort()
         if not retrying:
             return
         self._failures += 1
-        self._rewind(consumer)
         if self._failures >= self.config.max_failures:
             raise KafkaOperationError(
                 "commit transaction",
                 "TOO_MANY_ABORTS",
                 f"{self._failures} transactions aborted in a row, the last because: {why}",
             )
+        if self._revoking:
+            # The partitions are being taken away: their next assignment (here or elsewhere)
+            # starts from the committed offsets; no seek, no wait inside the callback.
+            return
+        self._rewind(consumer)
         if self._failures > 1:
             time.sleep(min(5.0, 0.1 * 2 ** (self._failures - 1)))
 
-    def _abort_output(self, producer: Producer) -> None:
-        """Undo what the open transaction wrote."""
-        # Let the transaction's writes reach the broker first: an abort sent while they are
-        # still being added to the transaction (a new one begun right after a commit, the
-        # coordinator still completing that commit) is refused as INVALID_TXN_STATE, a fatal
-        # error that makes the agent exit (seen with a handler failing on a batch's first
-        # writes). Writes that fail here are aborted anyway.
-        with contextlib.suppress(KafkaException):
-            self._watched("flush before abort", lambda: producer.flush(10))
+    def _abort_output(self, producer: Producer, *, replace: bool = True) -> None:
+        """Undo what the open transaction wrote.
+
+        An abort refused with a fatal error leaves a producer that can do nothing more: the
+        coordinator refused it as INVALID_TXN_STATE (an abort sent while the transaction's
+        first writes were still being added to it, the coordinator still completing the
+        previous commit), or the broker fenced it after a stall. The loop replaces it: a new
+        producer with the same transactional id fences the old epoch and makes the coordinator
+        abort what it left open. Fenced by another instance, the loop exits instead
+        (:meth:`_refuse_zombie`). ``replace`` False (the loop is stopping): the refusal is
+        logged, the producer left as it is (the broker aborts the transaction when it times
+        out, or the restarted instance when it starts)."""
         try:
             self._watched("abort", lambda: producer.abort_transaction(30))
         except KafkaException as exc:
-            raise wrap("abort transaction", exc) from None
+            err = kafka_error(exc)
+            if err is None or not err.fatal():
+                raise wrap("abort transaction", exc) from None
+            self._refuse_zombie("abort transaction", err)
+            if not replace:
+                log.warning(
+                    "%s: %s; stopping without replacing the producer (its transaction is "
+                    "aborted by the broker when it times out, or by the next instance)",
+                    self.config.agent,
+                    self._why_refused(err),
+                )
+                return
+            log.warning(
+                "%s: %s; replacing the producer (the transaction is aborted, nothing is lost: "
+                "its inputs are handled again)",
+                self.config.agent,
+                self._why_refused(err),
+            )
+            if self._revoking:
+                self._replace_deferred = True  # not inside librdkafka's callback
+            else:
+                self._replace_producer()
+
+    def _replace_producer(self) -> None:
+        """A new transactional producer in place of the failed one (see
+        :meth:`_new_producer`: it fences the old one and its open transaction is aborted)."""
+        old = self._producer
+        producer = self._new_producer()
+        metrics.PRODUCER_REPLACEMENTS.labels(self.config.agent).inc()
+        self._producer = producer
+        if self._out is not None:
+            self._out.use(producer)
+        if old is not None:
+            # The old one can deliver nothing more: drop what it queued and serve its
+            # delivery reports (the failures of an aborted transaction), without waiting.
+            with contextlib.suppress(KafkaException, BufferError):
+                old.purge(blocking=False)
+                old.flush(0)
 
     def _positions(self) -> dict[tuple[str, int], int]:
         if self._consumer is None:
@@ -812,6 +1003,7 @@ class ExactlyOnceLoop:
             metrics.LAG.labels(self.config.agent, topic, str(partition)).set(n)
 
     def close(self) -> None:
+        self._watchdog.close()
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
@@ -828,10 +1020,8 @@ class ExactlyOnceLoop:
 def _in_error_state(exc: BaseException) -> bool:
     """Whether ``exc`` says the producer's transaction is in an error state (a write failed
     earlier, asynchronously), rather than naming the failure itself."""
-    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-        err: KafkaError = exc.args[0]
-        return err.code() == KafkaError._STATE or err.txn_requires_abort()
-    return False
+    err = kafka_error(exc)
+    return err is not None and (err.code() == KafkaError._STATE or err.txn_requires_abort())
 
 
 def _coords(msg: Message) -> Coords:

@@ -17,6 +17,8 @@ True
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import replace
 from html import escape
 from pathlib import Path
 
@@ -24,6 +26,9 @@ from model_canary.agents.demo.report import page, table, version_charts
 from model_canary.agents.demo.summary import Sample, version_views
 from model_canary.streams.errors import ConfigError
 from model_canary.streams.messages import EPOCH, MetricEvidence, Preflight
+from model_canary.streams.outcomes.expr import Condition
+from model_canary.streams.outcomes.metrics import condition
+from model_canary.streams.plan import outcome_metrics
 from model_canary.streams.preflight.judge import Answer, Observed, PreflightVerdict
 
 
@@ -44,6 +49,25 @@ def _sample(a: Answer, arm: str, t: float, correct: bool | None) -> Sample:
     return Sample(
         t, a.request_id, a.version, arm, False, a.error, a.latency_ms, a.prediction, correct
     )
+
+
+def outcome_charts(
+    verdict: PreflightVerdict, seen: Observed
+) -> list[tuple[str, Callable[[Sample], bool | None]]]:
+    """Per outcome metric of the plan: its chart's title, and whether a sample (an arm's
+    answer) is bad by the request's recorded feedback (None: the feedback says nothing)."""
+    out: list[tuple[str, Callable[[Sample], bool | None]]] = []
+    for name, text in outcome_metrics(verdict.plan).items():
+        rule = condition(text)
+
+        def bad(s: Sample, rule: Condition = rule) -> bool | None:
+            said = seen.feedback.get(s.request_id)
+            if said is None or s.error:
+                return None
+            return rule(replace(said, prediction=s.prediction))
+
+        out.append((f"{name}: share of bad feedback per version (bad when {text})", bad))
+    return out
 
 
 def render(job: Preflight, verdict: PreflightVerdict, seen: Observed) -> str:
@@ -111,7 +135,7 @@ def render(job: Preflight, verdict: PreflightVerdict, seen: Observed) -> str:
                 ("version", "answers", "errors", "p50", "p99", "labelled", "accuracy"), per_version
             ),
             "<h2>Over the replay</h2>",
-            *version_charts(rows, end, roles),
+            *version_charts(rows, end, roles, extra=outcome_charts(verdict, seen)),
             "<h2>Plan</h2>",
             f"<pre>{escape(json.dumps(json.loads(verdict.plan.to_json()), indent=2))}</pre>",
         ],

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, cast
 
 from confluent_kafka import Message
 
@@ -52,11 +52,11 @@ _ROUTED_AT = h.ROUTED_AT_MS
 
 
 class _Output:
-    """Where one route's requests go: topic, encoded route headers, metric labels, the count
-    routed since the metrics were last updated, and (for a rollout's arms) the cohort buckets
-    of the batch's requests, for the routed evidence."""
+    """Where one route's requests go: topic, encoded route headers, metric labels, and the
+    cohort buckets of the batch's requests routed there (a rollout's arms: for the routed
+    evidence; every route: their number is the routed count)."""
 
-    __slots__ = ("buckets", "cell", "count", "headers", "labels", "topic")
+    __slots__ = ("buckets", "cell", "headers", "labels", "tail", "topic")
 
     def __init__(
         self,
@@ -68,14 +68,23 @@ class _Output:
         self.topic = topic
         self.headers = headers
         self.labels = labels
-        self.count = 0
         self.cell = cell  # None: no evidence (no rollout in progress)
         self.buckets: list[int] = []
+        #: The headers the router adds, with the batch's routed-at stamp (set per batch).
+        self.tail: h.RawHeaders = headers
 
 
-# A route plan, per route its output, and the largest request value its output topics take
-# (headers aside).
-_Plan = tuple[RoutePlan, dict[Route, _Output], int]
+class _Plan(NamedTuple):
+    """A model's route plan compiled for routing: per route its output, per tuple of routes
+    the plan returns (by identity) their outputs, and the largest request value its output
+    topics take (headers aside)."""
+
+    routes: RoutePlan
+    outputs: dict[Route, _Output]
+    by_set: dict[int, tuple[_Output, ...]]
+    largest: int
+
+
 #: Room left for a routed request's headers when its size is checked against a topic's limit.
 HEADER_ROOM = 16 * 1024
 
@@ -132,6 +141,7 @@ class Router:
         self.evidence = EvidenceBuilder("routed", source=self.loop.config.transactional_id)
         self._evidence_codec = codec_for(Evidence)
         self._last_state_poll = 0.0
+        self._routed_at: tuple[str, bytes] = (_ROUTED_AT, b"0")  # the current batch's stamp
         # Compiled per model (keyed by the raw model header), dropped when any state changes.
         self._plans: dict[str | bytes, _Plan] = {}
 
@@ -149,7 +159,6 @@ class Router:
         if now - self._last_state_poll >= self.options.state_poll_interval_s:
             self._last_state_poll = now
             if self.view.poll(0):
-                self._flush_counts()
                 self._plans.clear()
                 self._publish_weights()
 
@@ -162,12 +171,14 @@ class Router:
         # State changes are applied between batches only, so one batch routes consistently.
         self._refresh_state()
         routed_at = str(int(time.time() * 1000)).encode()
-        routed_at_header = (_ROUTED_AT, routed_at)
+        self._stamp((_ROUTED_AT, routed_at))
         # The common case inline, with everything it touches in locals: a request of a model
         # already routed in this state, with its metadata headers, not JSON, no router
         # headers. Everything else (and any doubt) takes the full path, _route.
         # Anything that raises here (a bug, a write Kafka refuses) aborts the transaction; the
         # loop then refuses the input it was on (out.source) and handles the batch again.
+        # Per request: one route lookup (memoised per key), one list of headers, one produce
+        # and one bucket appended; the evidence and the metrics are summed per batch.
         plans = self._plans
         limit = self.settings.max_request_bytes
         produce = out.fast_produce
@@ -182,35 +193,40 @@ class Router:
                 content_type = meta.get(_CONTENT_TYPE)
                 if (
                     plan is not None
-                    and len(value) <= plan[2]
+                    and len(value) <= plan.largest
                     and meta.get(_REQUEST_ID)
                     and plain(meta)
                     and not (content_type and content_type[:_JSON_LEN] == _JSON)
                 ):
-                    routes, outputs, _ = plan
                     # Consumed header values are bytes (the stubs allow str for produce).
                     key: bytes = msg.key() or meta[_REQUEST_ID]  # type: ignore[assignment]
-                    chosen, bucket = routes.routed(key)
-                    for route in chosen:
-                        output = outputs[route]
-                        headers = [*raw, *output.headers, routed_at_header]
+                    chosen, bucket = plan.routes.cached(key) or plan.routes.routed(key)
+                    for output in plan.by_set[id(chosen)]:
+                        # Consumed headers are a list (the stubs allow a dict for produce).
+                        headers = raw + output.tail  # type: ignore[operator]
                         try:
                             produce(output.topic, value, key, headers=headers)
                         except BufferError:
                             out.produce(output.topic, value, key=key, headers=headers)
-                        output.count += 1
-                        if bucket >= 0:
-                            output.buckets.append(bucket)
+                        output.buckets.append(bucket)
                     continue
-            self._route(msg, out, routed_at)
+            self._route(msg, out)
         self._collect_evidence(int(routed_at) // 1000)
-        self._flush_counts()
+
+    def _stamp(self, routed_at: tuple[str, bytes]) -> None:
+        """Every output's added headers, with this batch's routed-at stamp."""
+        self._routed_at = routed_at
+        for plan in self._plans.values():
+            for output in plan.outputs.values():
+                output.tail = [*output.headers, routed_at]
 
     def _collect_evidence(self, second: int) -> None:
-        """The batch's routed requests into the transaction's evidence, per route."""
-        for _plan, outputs, _ in self._plans.values():
-            for output in outputs.values():
+        """The batch's routed requests into the transaction's evidence and the routed
+        counts, per route."""
+        for plan in self._plans.values():
+            for output in plan.outputs.values():
                 if output.buckets:
+                    metrics.ROUTED.labels(*output.labels).inc(len(output.buckets))
                     if output.cell is not None:
                         self.evidence.add_routed(
                             output.cell._replace(second=second), output.buckets
@@ -230,24 +246,13 @@ class Router:
     def _drop_evidence(self) -> None:
         # The aborted transaction's routing is done again: so is its evidence.
         self.evidence.clear()
-        for _plan, outputs, _ in self._plans.values():
-            for output in outputs.values():
+        for plan in self._plans.values():
+            for output in plan.outputs.values():
                 output.buckets = []
 
-    def _flush_counts(self) -> None:
-        # Counted per batch: a Prometheus update per message costs more than the routing.
-        for _plan, outputs, _ in self._plans.values():
-            for output in outputs.values():
-                if output.count:
-                    metrics.ROUTED.labels(*output.labels).inc(output.count)
-                    output.count = 0
-
-    def _route(
-        self,
-        msg: Message,
-        out: TxnOutput,
-        routed_at: bytes,
-    ) -> None:
+    def _route(self, msg: Message, out: TxnOutput) -> None:
+        """The slow path: any request the hot loop in :meth:`handle` does not route itself,
+        with the same added headers (``output.tail``: the batch's routed-at stamp included)."""
         value = msg.value()
         if not value:
             self._refuse(out, msg, "empty", "the message has no value")
@@ -319,28 +324,24 @@ class Router:
                 )
                 return
             self._plans[model] = plan
-        routes, outputs, largest = plan
-        if len(value) > largest:
+        if len(value) > plan.largest:
             self._refuse(
                 out,
                 msg,
                 "too-large",
                 f"a request of {len(value)} bytes exceeds what its version topics take "
-                f"({largest + HEADER_ROOM} bytes with headers)",
+                f"({plan.largest + HEADER_ROOM} bytes with headers)",
             )
             return
         key = routing_key or _bytes(request_id)
-        chosen, bucket = routes.routed(key, _text(forced) if forced else None)
-        for route in chosen:
-            output = outputs[route]
-            headers = [*kept, *output.headers, (_ROUTED_AT, routed_at)]
+        chosen, bucket = plan.routes.routed(key, _text(forced) if forced else None)
+        for output in plan.by_set[id(chosen)]:
+            headers = kept + output.tail
             try:
                 out.fast_produce(output.topic, value, key, headers=headers)
             except BufferError:
                 out.produce(output.topic, value, key=key, headers=headers)
-            output.count += 1
-            if bucket >= 0:
-                output.buckets.append(bucket)
+            output.buckets.append(bucket)
 
     def _compile(self, model: str) -> _Plan | None:
         """The model's route plan with each route's topic, encoded headers and metric labels."""
@@ -365,10 +366,13 @@ class Router:
             if route.arm is not Arm.STABLE:
                 arm = route.arm.value
                 cell = Cell(model, route.rollout_id, "", arm, route.served, route.weight_bp, 0)
-            outputs[route] = _Output(topic, headers, (model, route.version, route.arm.value), cell)
+            output = _Output(topic, headers, (model, route.version, route.arm.value), cell)
+            output.tail = [*headers, self._routed_at]
+            outputs[route] = output
+        by_set = {id(s): tuple(outputs[r] for r in s) for s in plan.route_sets()}
         limits = self.loop.output.limits
         largest = min(limits.limit(o.topic) for o in outputs.values()) - HEADER_ROOM
-        return plan, outputs, largest
+        return _Plan(plan, outputs, by_set, largest)
 
     def _refuse(self, out: TxnOutput, msg: Message, reason: str, detail: str) -> None:
         """Answer a request the router cannot route with an error result and dead-letter it

@@ -67,6 +67,7 @@ from model_canary.streams.messages import (
     from_epoch_ms,
     utc_now,
 )
+from model_canary.streams.plan import labelled_metrics
 from model_canary.streams.settings import Settings
 from model_canary.streams.stats.layout import SHADOW_PAIR_BP
 from model_canary.streams.topics import TopicCatalogue
@@ -75,8 +76,6 @@ log = logging.getLogger(__name__)
 
 AGENT = "worker"
 REDRIVEN = "canary-redriven"
-#: Plan metrics compared on ground-truth labels: their rollouts need each answer's prediction.
-LABEL_METRICS = frozenset({"accuracy"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +89,7 @@ class WorkerOptions:
     metric_events: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every request, and never changed
 class _Routed:
     """What the router wrote in the headers of one request."""
 
@@ -193,7 +192,7 @@ class Worker:
         # Anything that raises here aborts the transaction; the loop then refuses the input it
         # was on (out.source) and handles the batch again.
         self.view.poll(0)
-        todo: list[tuple[Message, InferenceRequest, _Routed]] = []
+        todo: list[tuple[Message, InferenceRequest, _Routed, str | None]] = []
         for msg in batch:
             out.source = msg
             item = self._prepare(msg, out)
@@ -201,21 +200,22 @@ class Worker:
                 todo.append(item)
         if not todo:
             return
-        inputs = [ModelInput(r.request_id, r.inputs, r.content_type) for _, r, _ in todo]
+        inputs = [ModelInput(r.request_id, r.inputs, r.content_type) for _, r, _, _ in todo]
         began = time.perf_counter()
         outputs = self.runner.predict(inputs, self.options.timeout_s)
         batch_ms = (time.perf_counter() - began) * 1000
         errors = live = 0
         batch_id = f"{self._run}.{next(self._batches)}"
         seconds = self._seconds
-        items = _Batch()
-        for (msg, request, routed), output in zip(todo, outputs, strict=True):
+        items = _Batch(self._current())
+        now = utc_now()  # the batch's answers are written together
+        for (msg, request, routed, content_type), output in zip(todo, outputs, strict=True):
             out.source = msg
             latency_ms = batch_ms + output.extra_latency_ms
             if routed.preflight is not None:
                 self._publish_replayed(out, msg, request, routed, output, latency_ms, batch_id)
                 continue
-            ok = self._publish(out, msg, request, routed, output, latency_ms)
+            ok = self._publish(out, msg, request, routed, output, latency_ms, content_type, now)
             live += 1
             errors += not ok
             seconds.observe(latency_ms / 1000)
@@ -239,7 +239,9 @@ class Worker:
 
     def _prepare(
         self, msg: Message, out: TxnOutput
-    ) -> tuple[Message, InferenceRequest, _Routed] | None:
+    ) -> tuple[Message, InferenceRequest, _Routed, str | None] | None:
+        """The request in ``msg``, how it was routed and its content type; None when it was
+        refused or re-driven (or is a rolled-back canary's shadow copy)."""
         raw = h.as_list(msg.headers())
         meta = h.header_dict(raw)
         try:
@@ -257,10 +259,11 @@ class Worker:
             return None  # a shadow copy of a rolled-back canary is simply not run
         value = msg.value() or b""
         key = msg.key()
+        content_type = meta.get(h.CONTENT_TYPE)
         try:
             request = decode_request(
                 value,
-                meta.get(h.CONTENT_TYPE),
+                content_type,
                 max_bytes=self.settings.max_request_bytes,
                 model=meta.get(h.MODEL) or None,
                 request_id=meta.get(h.REQUEST_ID) or None,
@@ -274,7 +277,11 @@ class Worker:
                 out, msg, "invalid-record", f"request for model {request.model!r} on {self.topic}"
             )
             return None
-        return msg, request, routed
+        return msg, request, routed, content_type
+
+    def _current(self) -> RolloutState | None:
+        """The model's rollout state as the view shows it now."""
+        return self.view.get(self.options.model)
 
     def _rolled_back(self, rollout_id: str | None) -> bool:
         state = self.view.get(self.options.model)
@@ -306,44 +313,25 @@ class Worker:
         routed: _Routed,
         output: ModelOutput,
         latency_ms: float,
+        content_type: str | None,
+        now: datetime,
     ) -> bool:
-        """Write the request's result and metric event; False when it counts as an error (the
-        model failed, or its output could not be written and was refused)."""
-        o = self.options
-        now = utc_now()
+        """Write the request's result (and its metric event, when they are on); False when it
+        counts as an error (the model failed, or its output could not be written and was
+        refused)."""
         result = self._result(request, routed, output, latency_ms, served=routed.served, at=now)
-        # A re-driven request was assigned to the canary: its baseline answer is served but
-        # says nothing about the canary-vs-baseline comparison, so no metric event is counted
-        # for it as a random baseline draw.
-        metric = MetricEvent(
-            request_id=request.request_id,
-            model=o.model,
-            version=o.version,
-            arm=routed.arm,
-            served=routed.served,
-            rollout_id=None if routed.redriven else routed.rollout_id,
-            weight_bp=routed.weight_bp,
-            latency_ms=latency_ms,
-            error=not output.ok,
-            error_type=output.error_type,
-            prediction=output.prediction,
-            routing_key=request.routing_key,
-            routed_at=from_epoch_ms(routed.routed_at_ms) if routed.routed_at_ms else now,
-            completed_at=now,
-        )
         key = request.request_id.encode()
         # Answered in the request's own form (JSON for JSON), with headers saying whose answer
         # it is; a shadow's result goes to its own topic, never read as an answer.
-        content_type = h.header_dict(h.as_list(msg.headers())).get(h.CONTENT_TYPE)
         encoded, headers = encode_result(result, as_json=is_json(content_type))
         topic = self.catalogue.results if routed.served else self.catalogue.shadow_results
-        error = not output.ok
+        refused: str | None = None
         try:
             # Marked at-least-once when this worker or the router delivers so (it may repeat).
             marks = self._delivery_headers
             if routed.at_least_once and marks is None:
                 marks = h.delivery_headers(exactly_once=False)
-            out.produce(topic, encoded, key=key, headers=headers + (marks or []))
+            out.produce(topic, encoded, key=key, headers=headers + marks if marks else headers)
         except OutputRefusedError as exc:
             # The model's answer cannot be written (too large for the results topic, say):
             # answer with an error instead, keep a bounded copy of the output, count an error.
@@ -359,12 +347,44 @@ class Worker:
                 payload_kind="output",
                 at_least_once=routed.at_least_once,
             )
-            metric = replace(metric, error=True, error_type=exc.reason, prediction=None)
-            error = True
-        if o.metric_events:
-            metric_value = self._metric_codec.encode(metric)
-            out.produce(self.catalogue.metrics, metric_value, key=o.model.encode())
-        return not error
+            refused = exc.reason
+        if self.options.metric_events:
+            self._publish_metric_event(out, request, routed, output, latency_ms, now, refused)
+        return output.ok and refused is None
+
+    def _publish_metric_event(
+        self,
+        out: TxnOutput,
+        request: InferenceRequest,
+        routed: _Routed,
+        output: ModelOutput,
+        latency_ms: float,
+        now: datetime,
+        refused: str | None,
+    ) -> None:
+        """The opt-in metric event of one answer (``refused``: the reason its output was
+        refused, when it was)."""
+        o = self.options
+        # A re-driven request was assigned to the canary: its baseline answer is served but
+        # says nothing about the canary-vs-baseline comparison, so no metric event is counted
+        # for it as a random baseline draw.
+        metric = MetricEvent(
+            request_id=request.request_id,
+            model=o.model,
+            version=o.version,
+            arm=routed.arm,
+            served=routed.served,
+            rollout_id=None if routed.redriven else routed.rollout_id,
+            weight_bp=routed.weight_bp,
+            latency_ms=latency_ms,
+            error=not output.ok or refused is not None,
+            error_type=refused if refused is not None else output.error_type,
+            prediction=output.prediction if refused is None else None,
+            routing_key=request.routing_key,
+            routed_at=from_epoch_ms(routed.routed_at_ms) if routed.routed_at_ms else now,
+            completed_at=now,
+        )
+        out.produce(self.catalogue.metrics, self._metric_codec.encode(metric), key=o.model.encode())
 
     # -- evidence --------------------------------------------------------------------------
     def _cell(self, routed: _Routed, routed_second: int) -> Cell | None:
@@ -403,18 +423,17 @@ class Worker:
         cell = self._cell(routed, second)
         if cell is None:
             return
-        state = self.view.get(self.options.model)
-        current = state if state is not None and state.rollout_id == cell.rollout_id else None
+        current = batch.state if batch.state and batch.state.rollout_id == cell.rollout_id else None
         key = msg.key() or request.request_id.encode()
         bucket = cohort_bucket(key, cell.rollout_id)
         batch.cells.append(cell)
         batch.buckets.append(bucket)
         batch.errors.append(not ok)
         batch.latencies.append(latency_ms)
-        batch.thresholds.append(_thresholds(current))
+        batch.thresholds.append(batch.state_thresholds if current is not None else None)
         if ok and output.prediction is not None and current is not None:
-            plan = plan_of(current)
-            if LABEL_METRICS & set(plan.metrics):
+            plan = batch.plan
+            if plan is not None:
                 pair = current.mode is Mode.SHADOW and routed.weight_bp == SHADOW_PAIR_BP
                 prediction = Prediction(
                     request_id=request.request_id,
@@ -567,11 +586,28 @@ class Worker:
 
 
 class _Batch:
-    """One micro-batch's items in a rollout, for the served evidence."""
+    """One micro-batch's items in a rollout, for the served evidence; ``state``: the model's
+    rollout state while the batch is handled (it changes only between batches)."""
 
-    __slots__ = ("buckets", "cells", "errors", "latencies", "thresholds")
+    __slots__ = (
+        "buckets",
+        "cells",
+        "errors",
+        "latencies",
+        "plan",
+        "state",
+        "state_thresholds",
+        "thresholds",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, state: RolloutState | None) -> None:
+        self.state = state
+        #: The state's latency thresholds, for items of its rollout.
+        self.state_thresholds = _thresholds(state)
+        #: The state's plan when it compares ground truth (its answers' predictions are
+        #: published for the label joiner), else None.
+        plan = plan_of(state) if state is not None else None
+        self.plan = plan if plan is not None and labelled_metrics(plan) else None
         self.cells: list[Cell] = []
         self.buckets: list[int] = []
         self.errors: list[bool] = []

@@ -23,15 +23,23 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
+from model_canary.streams.cohort import BUCKETS
 from model_canary.streams.enums import Arm, EvidenceKind
-from model_canary.streams.evidence.columns import histogram, pack_histogram, pack_units
-from model_canary.streams.messages import Evidence, OffsetRange
+from model_canary.streams.evidence.columns import (
+    bucket_array,
+    histogram,
+    pack_dense_units,
+    pack_histogram,
+    pack_units,
+)
+from model_canary.streams.messages import Evidence, OffsetRange, OutcomeUnits
 
 
 class Thresholds(NamedTuple):
@@ -67,21 +75,41 @@ class _Acc:
     max_batch: int = 0
     refused: int = 0
     incorrect: list[bool] = field(default_factory=list)
+    #: labelled: whether each joined item has a class label (counts for accuracy)
+    labelled: list[bool] = field(default_factory=list)
+    #: labelled: per outcome metric, (item index, bad) for the items its feedback counts for
+    outcomes: dict[str, list[tuple[int, bool]]] = field(default_factory=dict)
     thresholds: Thresholds | None = None
     #: Per-batch second moments: sum m^2, then (sum e^2, sum e*m) for errors, over p95, p99.
     m2: int = 0
     moments: list[int] = field(default_factory=lambda: [0] * 6)
+    #: Routed requests per bucket folded from ``buckets`` (see :data:`FOLD_ROUTED`).
+    routed: npt.NDArray[np.int64] | None = None
+
+
+#: Routed buckets kept as a list until this many, then counted per bucket (``np.bincount``
+#: into a dense array): the router adds every request of a transaction (thousands under load),
+#: and sorting them all at commit time cost more than the routing.
+FOLD_ROUTED = 4096
 
 
 class EvidenceBuilder:
     """Aggregates one transaction's cells of one evidence ``kind`` (see the module docstring)."""
 
-    __slots__ = ("_cells", "kind", "latency_unit", "source")
+    __slots__ = ("_cells", "fold_routed", "kind", "latency_unit", "source")
 
-    def __init__(self, kind: str, *, source: str, latency_unit: str = "batch") -> None:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        source: str,
+        latency_unit: str = "batch",
+        fold_routed: int = FOLD_ROUTED,
+    ) -> None:
         self.kind = EvidenceKind(kind)
         self.source = source
         self.latency_unit = latency_unit
+        self.fold_routed = fold_routed
         # Keyed by cell and thresholds revision: a state change inside a transaction starts
         # new cells rather than mixing items compared with different thresholds.
         self._cells: dict[tuple[Cell, int], _Acc] = {}
@@ -98,9 +126,13 @@ class EvidenceBuilder:
 
     # -- routed ----------------------------------------------------------------------------
     def add_routed(self, cell: Cell, buckets: Sequence[int]) -> None:
-        """Requests routed to ``cell`` (one bucket per request)."""
+        """Requests routed to ``cell`` (one bucket per request). The record is the same
+        however the requests were added (one call or many, folded into counts or not)."""
         if buckets:
-            self._acc(cell, None).buckets.extend(buckets)
+            acc = self._acc(cell, None)
+            acc.buckets.extend(buckets)
+            if len(acc.buckets) >= self.fold_routed:
+                _fold(acc)
 
     # -- served ----------------------------------------------------------------------------
     def add_batch(
@@ -149,11 +181,24 @@ class EvidenceBuilder:
         self._acc(cell, None).refused += count
 
     # -- labelled --------------------------------------------------------------------------
-    def add_label(self, cell: Cell, bucket: int, correct: bool) -> None:
-        """A prediction of ``cell`` joined with its ground-truth label."""
+    def add_label(
+        self,
+        cell: Cell,
+        bucket: int,
+        correct: bool | None,
+        outcomes: Mapping[str, bool] | None = None,
+    ) -> None:
+        """A prediction of ``cell`` joined with its feedback: ``correct`` whether the
+        feedback's label matches the prediction (None: the feedback has no label, it does not
+        count for accuracy), ``outcomes`` per outcome metric whether it is bad (metrics it
+        says nothing about left out: :func:`~model_canary.streams.outcomes.metrics.judge`)."""
         acc = self._acc(cell, None)
+        i = len(acc.buckets)
         acc.buckets.append(bucket)
-        acc.incorrect.append(not correct)
+        acc.labelled.append(correct is not None)
+        acc.incorrect.append(correct is False)
+        for name, bad in (outcomes or {}).items():
+            acc.outcomes.setdefault(name, []).append((i, bad))
 
     # -- output ----------------------------------------------------------------------------
     def clear(self) -> None:
@@ -178,18 +223,39 @@ class EvidenceBuilder:
             source=self.source,
             offsets=offsets,
         )
-        buckets = np.asarray(acc.buckets, dtype=np.int64)
         if self.kind is EvidenceKind.ROUTED:
-            n = np.ones(buckets.size, dtype=np.int64)
-            units = pack_units("routed", buckets, n=n)
-            return replace(base, requests=int(buckets.size), units=units)
+            if acc.routed is None:
+                # Few requests: summed per bucket at once.
+                buckets = np.asarray(acc.buckets, dtype=np.int64)
+                n = np.ones(buckets.size, dtype=np.int64)
+                units = pack_units("routed", buckets, n=n)
+                return replace(base, requests=int(buckets.size), units=units)
+            counts = _fold(acc)
+            units = pack_dense_units("routed", {"n": counts})
+            return replace(base, requests=int(counts.sum()), units=units)
+        buckets = np.asarray(acc.buckets, dtype=np.int64)
         if self.kind is EvidenceKind.LABELLED:
             incorrect = np.asarray(acc.incorrect, dtype=np.int64)
-            units = pack_units(
-                "labelled", buckets, labelled=np.ones(buckets.size, np.int64), incorrect=incorrect
+            labelled = np.asarray(acc.labelled, dtype=np.int64)
+            units = pack_units("labelled", buckets, labelled=labelled, incorrect=incorrect)
+            outcomes = []
+            for name, judged in sorted(acc.outcomes.items()):
+                at = np.array([i for i, _ in judged], dtype=np.int64)
+                bad = np.array([b for _, b in judged], dtype=np.int64)
+                rows = pack_units(
+                    "outcome", buckets[at], counted=np.ones(at.size, np.int64), bad=bad
+                )
+                outcomes.append(
+                    OutcomeUnits(metric=name, counted=int(at.size), bad=int(bad.sum()), units=rows)
+                )
+            return replace(
+                base,
+                requests=int(buckets.size),
+                labelled=int(labelled.sum()),
+                incorrect=int(incorrect.sum()),
+                units=units,
+                outcomes=tuple(outcomes),
             )
-            total, bad = int(buckets.size), int(incorrect.sum())
-            return replace(base, requests=total, labelled=total, incorrect=bad, units=units)
         return self._served(base, acc, buckets)
 
     def _served(self, base: Evidence, acc: _Acc, buckets: np.ndarray) -> Evidence:
@@ -237,3 +303,11 @@ class EvidenceBuilder:
             batch_em_over_p99=acc.moments[5],
             units=units,
         )
+
+
+def _fold(acc: _Acc) -> npt.NDArray[np.int64]:
+    """``acc.buckets`` counted into ``acc.routed`` (requests per bucket); returns it."""
+    counts = np.bincount(bucket_array(acc.buckets), minlength=BUCKETS)
+    acc.routed = counts if acc.routed is None else acc.routed + counts
+    acc.buckets = []
+    return acc.routed

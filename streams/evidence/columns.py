@@ -47,6 +47,8 @@ UNIT_COLUMNS: Mapping[str, tuple[str, ...]] = {
     "served": ("n", "errors", "over_p95", "over_p99"),
     "labelled": ("labelled", "incorrect"),
     "routed": ("n",),
+    #: an outcome metric's rows in a labelled record (:class:`~..messages.OutcomeUnits`)
+    "outcome": ("counted", "bad"),
 }
 UNIT_DTYPES: Mapping[str, np.dtype] = {
     kind: np.dtype([("bucket", "<u2"), *((c, "<u4") for c in cols)])
@@ -123,6 +125,23 @@ def unpack_histogram(data: bytes) -> Ints:
     return dense
 
 
+def bucket_array(buckets: Iterable[int] | Ints) -> Ints:
+    """``buckets`` as an int64 array, each checked to be a cohort bucket (``0..BUCKETS-1``).
+
+    >>> bucket_array([0, 3]).tolist()
+    [0, 3]
+    >>> bucket_array([BUCKETS])
+    Traceback (most recent call last):
+    ...
+    model_canary.streams.errors.EvidenceError: buckets must be within 0..9999
+    """
+    b = np.asarray(list(buckets) if not isinstance(buckets, np.ndarray) else buckets)
+    b = b.astype(np.int64, copy=False)
+    if b.size and (b.min() < 0 or b.max() >= BUCKETS):
+        raise EvidenceError(f"buckets must be within 0..{BUCKETS - 1}")
+    return b
+
+
 def pack_units(kind: str, buckets: Iterable[int] | Ints, **columns: Iterable[int] | Ints) -> bytes:
     """Per-item (or per-row) values summed per bucket and packed, one row per bucket touched.
 
@@ -130,13 +149,10 @@ def pack_units(kind: str, buckets: Iterable[int] | Ints, **columns: Iterable[int
     column not given is zero.
     """
     dtype = _dtype(kind)
-    b = np.asarray(list(buckets) if not isinstance(buckets, np.ndarray) else buckets)
-    b = b.astype(np.int64, copy=False)
     unknown = set(columns) - set(UNIT_COLUMNS[kind])
     if unknown:
         raise EvidenceError(f"{kind} unit rows have no column(s) {sorted(unknown)}")
-    if b.size and (b.min() < 0 or b.max() >= BUCKETS):
-        raise EvidenceError(f"buckets must be within 0..{BUCKETS - 1}")
+    b = bucket_array(buckets)
     touched = np.unique(b)
     out = np.zeros(touched.size, dtype=dtype)
     out["bucket"] = touched

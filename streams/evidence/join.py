@@ -7,6 +7,11 @@ bounded: a prediction is kept until its label arrives or its rollout's label win
 (``expires_s``); a label that came before its prediction is kept for
 :data:`EARLY_LABEL_S`.
 
+Labels are any feedback (:class:`~model_canary.streams.outcomes.expr.Outcome`: a class
+label, a numeric value, attributes; a bare text is a class label): a joined prediction is
+judged for accuracy when the feedback has a label, and by each of the plan's outcome metrics
+(:meth:`Joined.judge`).
+
 A shadow pair has two predictions (the served baseline answer and the mirrored canary
 one, ``answers == 2``): the label joins both, whichever order they come in.
 
@@ -21,6 +26,11 @@ joiner rebuilds the same state from a snapshot and the changes since
 []
 >>> [(j.waiting.arm, j.correct) for j in join.add_label("r1", "setosa", now_s=1002)]
 [('canary', True)]
+>>> join.add_prediction("r2", w._replace(prediction="4.5"), now_s=1001)
+[]
+>>> [j] = join.add_label("r2", Outcome(value=3.0), now_s=1002)  # no label: not for accuracy
+>>> j.correct, j.judge({"off": condition("abs(value - prediction) > 1")})
+(None, (None, {'off': True}))
 >>> len(join), join.add_label("r1", "setosa", now_s=1003)  # forgotten; a repeat joins nothing
 (0, [])
 """
@@ -29,11 +39,14 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from model_canary.streams.errors import EvidenceError
+from model_canary.streams.outcomes.expr import Condition, Outcome
+from model_canary.streams.outcomes.metrics import condition as condition
+from model_canary.streams.outcomes.metrics import judge
 
 #: How long a label that arrived before its prediction waits for it (seconds).
 EARLY_LABEL_S = 300
@@ -60,23 +73,60 @@ class Waiting(NamedTuple):
 
 
 class EarlyLabel(NamedTuple):
-    """A label kept for predictions still to come: the arms it joined already."""
+    """Feedback kept for predictions still to come: the arms it joined already."""
 
-    label: str
+    label: Outcome
     expires_s: int
     joined: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Joined:
-    """A prediction joined with its label."""
+    """A prediction joined with its feedback."""
 
     waiting: Waiting
-    label: str
+    label: Outcome
 
     @property
-    def correct(self) -> bool:
-        return self.waiting.prediction == self.label
+    def correct(self) -> bool | None:
+        """Whether the feedback's class label is the prediction (None: it has no label)."""
+        return self.waiting.prediction == self.label.label if self.label.label else None
+
+    def judge(self, conditions: Mapping[str, Condition]) -> tuple[bool | None, dict[str, bool]]:
+        """``(correct, {outcome metric: bad})``: accuracy's judgement and each outcome
+        metric's (those the feedback says nothing about left out), the prediction read as
+        the model's answer."""
+        if not conditions:
+            return self.correct, {}
+        seen = replace(self.label, prediction=self.waiting.prediction)
+        return self.correct, judge(conditions, seen)
+
+
+def _feedback(label: str | Outcome) -> Outcome:
+    return label if isinstance(label, Outcome) else Outcome(label=label)
+
+
+def _label_op(rid: str, early: EarlyLabel) -> list[Any]:
+    """A changelog operation keeping ``early``; the value and attributes follow the fields
+    of the first version, so operations written before them still read."""
+    fb = early.label
+    op: list[Any] = ["l", rid, fb.label, early.expires_s, list(early.joined)]
+    if fb.value is not None or fb.attributes:
+        op += [fb.value, dict(fb.attributes)]
+    return op
+
+
+def _early(op: list[Any]) -> EarlyLabel:
+    value = op[5] if len(op) > 5 else None
+    attributes = op[6] if len(op) > 6 else {}
+    if not (
+        isinstance(op[2], str)
+        and (value is None or isinstance(value, int | float))
+        and isinstance(attributes, dict)
+    ):
+        raise EvidenceError(f"label-join operation with a bad label: {op[:3]}")
+    fb = Outcome(op[2], None if value is None else float(value), attributes)
+    return EarlyLabel(fb, int(op[3]), tuple(op[4]))
 
 
 class LabelJoin:
@@ -128,9 +178,13 @@ class LabelJoin:
             self._changes.append(["p", rid, *waiting])
         return []
 
-    def add_label(self, rid: str, label: str, now_s: int, *, keep: bool = True) -> list[Joined]:
-        """Join ``label`` with the request's waiting predictions; when none (or not all of a
-        shadow pair's) have arrived and ``keep``, keep the label for them."""
+    def add_label(
+        self, rid: str, label: str | Outcome, now_s: int, *, keep: bool = True
+    ) -> list[Joined]:
+        """Join ``label`` (feedback; a text is a class label) with the request's waiting
+        predictions; when none (or not all of a shadow pair's) have arrived and ``keep``,
+        keep it for them."""
+        label = _feedback(label)
         waiting = self.predictions.get(rid)
         if waiting is None:
             if keep and rid not in self.labels:
@@ -169,7 +223,7 @@ class LabelJoin:
         self.labels[rid] = early
         self._due_by_minute.setdefault(early.expires_s // 60, set()).add(rid)
         if self.recording:
-            self._changes.append(["l", rid, early.label, early.expires_s, list(early.joined)])
+            self._changes.append(_label_op(rid, early))
 
     def _unschedule(self, rid: str) -> None:
         minutes = {w.expires_s // 60 for w in self.predictions.get(rid, ())}
@@ -207,7 +261,7 @@ class LabelJoin:
                     self.predictions.setdefault(rid, []).append(w)
                     self._due_by_minute.setdefault(w.expires_s // 60, set()).add(rid)
                 elif kind == "l":
-                    self._set_label(rid, EarlyLabel(op[2], int(op[3]), tuple(op[4])))
+                    self._set_label(rid, _early(op))
                 elif kind == "x":
                     self._forget(rid, record=False)
                 else:
@@ -221,7 +275,7 @@ class LabelJoin:
             for w in waiting:
                 yield ["p", rid, *w]
         for rid, early in self.labels.items():
-            yield ["l", rid, early.label, early.expires_s, list(early.joined)]
+            yield _label_op(rid, early)
 
 
 def dump_ops(ops: list[list[Any]]) -> bytes:

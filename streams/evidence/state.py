@@ -109,6 +109,20 @@ class Applied:
     cells: set[str] = field(default_factory=set)
 
 
+class FrozenState:
+    """A :class:`RolloutEvidence` copied by :meth:`RolloutEvidence.freeze`, not serialized
+    yet."""
+
+    __slots__ = ("_doc",)
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self._doc = doc
+
+    def to_bytes(self) -> bytes:
+        """The snapshot :meth:`RolloutEvidence.from_bytes` reads."""
+        return snapshot.dump(self._doc)
+
+
 @dataclass(frozen=True, slots=True)
 class Lag:
     """An arm whose answers are missing for closed seconds: the oldest such second, how many
@@ -231,7 +245,10 @@ class RolloutEvidence:
         if ev.kind is EvidenceKind.LABELLED:
             rows = unpack_units("labelled", ev.units)
             b, lab, bad = _col(rows, "bucket"), _col(rows, "labelled"), _col(rows, "incorrect")
-            return lambda: self.tally.add_labelled(second, weight, arm, b, lab, bad)
+            outcomes = _outcome_columns(ev, b)
+            return lambda: self.tally.add_labelled(
+                second, weight, arm, b, lab, bad, outcomes=outcomes
+            )
         rows = unpack_units("served", ev.units)
         hist = unpack_histogram(ev.latency_hist) if ev.latency_hist else None
         hist_bins = np.flatnonzero(hist) if hist is not None else np.zeros(0, dtype=np.int64)
@@ -314,12 +331,41 @@ class RolloutEvidence:
     # -- snapshots -------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """The whole state, compressed (see :meth:`from_bytes`)."""
-        return snapshot.dump(
-            {
-                "version": self.version,
-                "state": StateFields(**{n: getattr(self, n) for n in _STATE_FIELDS}),
-                "tally": self.tally.to_rows(),
-            }
+        return self.freeze().to_bytes()
+
+    def freeze(self) -> FrozenState:
+        """A copy of the whole state that later changes do not reach, to serialize
+        (:meth:`FrozenState.to_bytes`, the costly part) away from the thread that applies
+        evidence: copying takes milliseconds, compressing a large tally much longer.
+
+        >>> from model_canary.streams.stats.tally import Tally
+        >>> state = RolloutEvidence.new("iris", "ro1", Tally(1, control=False, warmup_s=0))
+        >>> frozen = state.freeze()
+        >>> state.routers["router-1"] = 1000
+        >>> RolloutEvidence.from_bytes(frozen.to_bytes()).routers
+        {}
+        """
+        fields = StateFields(
+            model=self.model,
+            rollout_id=self.rollout_id,
+            version=self.version,
+            applied={
+                k: Applied(first=a.first, last=a.last, cells=set(a.cells))
+                for k, a in self.applied.items()
+            },
+            seconds=self.seconds,  # built afresh
+            watermark=self.watermark,
+            counted={arm: dict(c) for arm, c in self.counted.items()},
+            evidence_offsets={p: list(r) for p, r in self.evidence_offsets.items()},
+            records=self.records,
+            duplicates=self.duplicates,
+            first_second=self.first_second,
+            last_second=self.last_second,
+            routers=dict(self.routers),
+        )
+        # TallyRows are copies (to_rows copies every array).
+        return FrozenState(
+            {"version": self.version, "state": fields, "tally": self.tally.to_rows()}
         )
 
     @classmethod
@@ -374,6 +420,26 @@ def closed_upto(now_ms: int) -> int:
     (999, 1000)
     """
     return (now_ms - CLOSE_MS) // 1000 - 1
+
+
+def _outcome_columns(ev: Evidence, buckets: Ints) -> dict[str, tuple[Ints, Ints]]:
+    """A labelled record's outcome metrics as columns over its labelled rows' ``buckets``
+    (every joined item has a labelled row, with or without a class label)."""
+    out: dict[str, tuple[Ints, Ints]] = {}
+    for o in ev.outcomes:
+        if o.metric in out:
+            raise EvidenceError(f"outcome metric {o.metric!r} appears twice in one record")
+        rows = unpack_units("outcome", o.units)
+        ob = _col(rows, "bucket")
+        at = np.searchsorted(buckets, ob)
+        if np.any(at >= buckets.size) or np.any(buckets[np.minimum(at, buckets.size - 1)] != ob):
+            raise EvidenceError(f"outcome metric {o.metric!r} names a bucket no item joined in")
+        counted, bad = np.zeros_like(buckets), np.zeros_like(buckets)
+        counted[at], bad[at] = _col(rows, "counted"), _col(rows, "bad")
+        if int(counted.sum()) != o.counted or int(bad.sum()) != o.bad:
+            raise EvidenceError(f"outcome metric {o.metric!r}: rows and totals disagree")
+        out[o.metric] = (counted, bad)
+    return out
 
 
 def _col(rows: Any, name: str) -> Ints:

@@ -251,6 +251,10 @@ def _num(value: Value) -> float | _Missing:
     return MISSING
 
 
+#: Builds the node of a binary operator: ``(operator, left, right, parser, token)``.
+_Binary = Callable[[str, "_Node", "_Node", "_Parser", "_Token"], "_Node"]
+
+
 class _Parser:
     def __init__(self, source: str) -> None:
         self.source = source
@@ -276,9 +280,6 @@ class _Parser:
             return tok
         return None
 
-    def keyword(self, word: str) -> _Token | None:
-        return self.take("name", word)
-
     def need(self, text: str, what: str) -> _Token:
         tok = self.take("op", text)
         if tok is None:
@@ -297,17 +298,22 @@ class _Parser:
             self.expected("an operator ('and', 'or', a comparison, ...) or the end")
         return node
 
-    def or_(self) -> _Node:
-        node = self.and_()
-        while (tok := self.keyword("or")) is not None:
-            node = _logic("or", node, self.and_(), self, tok)
+    def chain(
+        self, kind: str, ops: tuple[str, ...], operand: Callable[[], _Node], build: _Binary
+    ) -> _Node:
+        """Left-associative binary operators ``ops`` (tokens of ``kind``) between operands:
+        every level of ``or``, ``and``, ``+ -`` and ``* /`` is parsed by this one loop."""
+        node = operand()
+        while (tok := self.tok).kind == kind and tok.text in ops:
+            self.i += 1
+            node = build(tok.text, node, operand(), self, tok)
         return node
 
+    def or_(self) -> _Node:
+        return self.chain("name", ("or",), self.and_, _logic)
+
     def and_(self) -> _Node:
-        node = self.not_()
-        while (tok := self.keyword("and")) is not None:
-            node = _logic("and", node, self.not_(), self, tok)
-        return node
+        return self.chain("name", ("and",), self.not_, _logic)
 
     def not_(self) -> _Node:
         tok = self.tok
@@ -352,16 +358,10 @@ class _Parser:
         return node
 
     def sum(self) -> _Node:
-        node = self.product()
-        while (tok := self.take("op", "+") or self.take("op", "-")) is not None:
-            node = _arith(tok.text, node, self.product(), self, tok)
-        return node
+        return self.chain("op", ("+", "-"), self.product, _arith)
 
     def product(self) -> _Node:
-        node = self.unary()
-        while (tok := self.take("op", "*") or self.take("op", "/")) is not None:
-            node = _arith(tok.text, node, self.unary(), self, tok)
-        return node
+        return self.chain("op", ("*", "/"), self.unary, _arith)
 
     def unary(self) -> _Node:
         tok = self.take("op", "-")

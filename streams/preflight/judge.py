@@ -29,7 +29,8 @@ fewer answered pairs than required, or labels arriving unevenly between the arms
 A replayed request an arm did not answer within the collection's time counts as that arm's
 error (a hang is harm). With the baseline's *recorded* answers instead of a replay, latency is
 not compared (recorded under other load) and the verdict says so. When the replayed requests
-have recorded labels, accuracy is judged even if the plan does not name it.
+have recorded labels, accuracy is judged even if the plan does not name it; the plan's outcome
+metrics are judged on whatever feedback was recorded, as the label joiner judges it.
 
 >>> a = [Answer(f"r{i}", "v2", False, 5.0, "1", i) for i in range(300)]
 >>> b = [Answer(f"r{i}", "v1", False, 5.0, "1", i) for i in range(300)]
@@ -62,7 +63,14 @@ from model_canary.streams.messages import (
     from_epoch_ms,
 )
 from model_canary.streams.outcomes.expr import Outcome as Feedback
-from model_canary.streams.plan import MetricPolicy, RolloutPlan, parse_plan
+from model_canary.streams.outcomes.metrics import condition
+from model_canary.streams.plan import (
+    MetricPolicy,
+    RolloutPlan,
+    labelled_metrics,
+    outcome_metrics,
+    parse_plan,
+)
 from model_canary.streams.stats import Verdict, decide, policy, tally_for
 from model_canary.streams.stats.layout import SHADOW_PAIR_BP
 from model_canary.streams.stats.thresholds import MIN_THRESHOLD_ITEMS, QUANTILES
@@ -181,7 +189,7 @@ def judge(
             compared += 1
             agree += cand.prediction == base.prediction
     run.served(answers, separate=recorded_baseline)
-    labelled = run.labelled(answers, seen.feedback) if "accuracy" in plan.metrics else 0
+    labelled = run.labelled(answers, seen.feedback) if labelled_metrics(plan) else 0
     verdict = run.verdict()
     agreement = agree / compared if compared else None
     notes = []
@@ -306,20 +314,21 @@ class _Run:
     def labelled(
         self, answers: list[tuple[Arm, Answer, int]], feedback: Mapping[str, Feedback]
     ) -> int:
-        """Each arm's prediction joined with the request's recorded label (as the label
-        joiner does: a shadow pair's label joins both predictions); returns the requests
-        labelled."""
+        """Each arm's prediction joined with the request's recorded feedback (as the label
+        joiner does: a shadow pair's feedback joins both predictions), judged for accuracy
+        and by the plan's outcome metrics; returns the requests it counted for."""
         join = LabelJoin()
         builder = EvidenceBuilder("labelled", source="preflight-labels")
         with_prediction: dict[str, list[tuple[Arm, Answer, int]]] = {}
         for arm, a, second in answers:
             if not a.error and a.prediction is not None:  # as live: errors predict nothing
                 with_prediction.setdefault(a.request_id, []).append((arm, a, second))
+        conditions = {n: condition(t) for n, t in outcome_metrics(self.plan).items()}
         labelled = 0
         for rid, preds in with_prediction.items():
-            label = feedback.get(rid, Feedback()).label
-            if not label:
-                continue
+            said = feedback.get(rid, Feedback())
+            if not said.label and not (conditions and said != Feedback()):
+                continue  # nothing for accuracy, and no outcome metric to read the rest
             for arm, a, second in preds:
                 c = self._cell(arm, a.version, second)
                 waiting = Waiting(
@@ -327,14 +336,19 @@ class _Run:
                     self._bucket[rid], len(preds), a.prediction or "", _END_MS // 1000,
                 )  # fmt: skip
                 join.add_prediction(rid, waiting, now_s=second)
-            joined = join.add_label(rid, label, now_s=preds[0][2])
+            joined = join.add_label(rid, said, now_s=preds[0][2])
+            counted = False
             for j in joined:
+                correct, outcomes = j.judge(conditions)
+                if correct is None and not outcomes:
+                    continue  # this feedback says nothing about any metric
                 w = j.waiting
                 cell = Cell(
                     w.model, w.rollout_id, w.version, w.arm, w.served, w.weight_bp, w.second
                 )
-                builder.add_label(cell, w.bucket, j.correct)
-            labelled += bool(joined)
+                builder.add_label(cell, w.bucket, correct, outcomes)
+                counted = True
+            labelled += counted
         self._apply(builder, "labels")
         return labelled
 

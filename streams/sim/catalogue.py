@@ -23,6 +23,8 @@ BATCHED = {
     "cold_factor": 20,
 }
 LABELS = {"accuracy": 0.9, "label_coverage": 0.5}
+#: Users rate half the answers; 5% of ratings are a thumbs-down.
+RATED = {"thumbs_down": 0.05, "feedback_coverage": 0.5}
 
 DOCS: tuple[dict[str, Any], ...] = (
     {"name": "aa", "title": "A/A, independent requests (identical canary: time to promote)"},
@@ -68,6 +70,11 @@ DOCS: tuple[dict[str, Any], ...] = (
         "serving": {**LABELS, "label_delay_s": 600},
     },
     {
+        "name": "aa-rated",
+        "title": "A/A with thumbs-down feedback (an outcome metric): 5% of rated answers",
+        "serving": RATED,
+    },
+    {
         "name": "aa-no-errors",
         "title": "A/A, a model that never errors",
         "serving": {"error_rate": 0.0},
@@ -104,6 +111,13 @@ DOCS: tuple[dict[str, Any], ...] = (
         "harmful": True,
         "serving": LABELS,
         "canary": {"accuracy": 0.87},
+    },
+    {
+        "name": "thumbs-down",
+        "title": "outcome metric: thumbs-down 5% -> 8% of rated answers (users rate half)",
+        "harmful": True,
+        "serving": RATED,
+        "canary": {"thumbs_down": 0.08},
     },
     {
         "name": "harm-at-50",

@@ -37,7 +37,7 @@ from model_canary.streams.messages import ControlCommand, RolloutState, from_epo
 from model_canary.streams.plan import RolloutPlan, parse_plan
 from model_canary.streams.rollout.machine import apply_command
 from model_canary.streams.sim.oracle import Oracle
-from model_canary.streams.sim.scenario import Scenario
+from model_canary.streams.sim.scenario import RATED_BAD_WHEN, RATED_METRIC, Scenario
 from model_canary.streams.sim.traffic import Population, serve
 from model_canary.streams.stats.decide import CODES, OUTCOMES, decide_many
 from model_canary.streams.stats.layout import ARMS, MAX_BP
@@ -58,11 +58,16 @@ PROPAGATION_S = 1
 
 def scenario_plan(scenario: Scenario) -> RolloutPlan:
     """The plan a scenario runs under: the default plan with the scenario's changes (and the
-    accuracy metric when the scenario has labels and names no metrics)."""
+    accuracy metric when the scenario has labels and names no metrics; the outcome metric
+    ``thumbs_down``, bad when ``label == 'down'``, when its users rate answers)."""
     doc: dict[str, Any] = {"model": "sim", "baseline": "v1", "canary": "v2", **scenario.plan}
-    if scenario.labelled and "metrics" not in doc:
+    if (scenario.labelled or scenario.rated) and "metrics" not in doc:
         doc["metrics"] = {"errors": None, "latency_p95": None, "latency_p99": None}
-        doc["metrics"]["accuracy"] = None
+        if scenario.labelled:
+            doc["metrics"]["accuracy"] = None
+    if scenario.rated:
+        doc["metrics"] = dict(doc["metrics"])
+        doc["metrics"].setdefault(RATED_METRIC, {"bad_when": RATED_BAD_WHEN})
     return parse_plan(doc)
 
 
@@ -231,7 +236,7 @@ class _Bench:
                 else:
                     assert cells.labels is not None
                     lab = cells.labels[at, a]
-                    if not lab[..., 0].any():
+                    if not (lab[..., 0].any() or lab[..., 2].any()):
                         continue
                     self.tally.add_labelled(
                         second,
@@ -240,6 +245,7 @@ class _Bench:
                         buckets=rows,
                         labelled=lab[..., 0],
                         incorrect=lab[..., 1],
+                        outcomes={RATED_METRIC: (lab[..., 2], lab[..., 3])},
                         replicas=idx[at],
                     )
 

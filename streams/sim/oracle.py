@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from model_canary.streams.plan import RolloutPlan
-from model_canary.streams.sim.scenario import Scenario, Serving
+from model_canary.streams.sim.scenario import RATED_METRIC, Scenario, Serving
 from model_canary.streams.sim.traffic import Z90, normal_sf
 from model_canary.streams.stats.decide import StepPolicy, StepSnapshot
 from model_canary.streams.stats.layout import ARMS
@@ -71,6 +71,13 @@ class Oracle:
             if c.accuracy is None or b.accuracy is None or b.accuracy >= 1:
                 return np.full(reps, math.nan)
             return np.full(reps, math.log((1 - c.accuracy) / (1 - b.accuracy)))
+        if metric == RATED_METRIC:
+            if c.thumbs_down is None or b.thumbs_down is None or not b.thumbs_down > 0:
+                return np.full(reps, math.nan)
+            ratio = c.thumbs_down / b.thumbs_down
+            return np.full(reps, math.log(ratio) if ratio > 0 else -math.inf)
+        if metric not in QUANTILE_INDEX:  # an outcome metric the scenario does not simulate
+            return np.full(reps, math.nan)
         q = QUANTILE_INDEX[metric]
         out = np.empty(reps)
         for i, thr in enumerate(thresholds[:, q]):

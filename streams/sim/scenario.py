@@ -26,7 +26,10 @@ is optional (defaults in brackets)::
       cold_factor: 1              # [1] the first batch of a new worker group is this slower
       accuracy: null              # [null: no labels] share of correct predictions
       label_coverage: 0.5         # [0.5] share of requests whose label arrives
-      label_delay_s: 0            # [0] seconds until a label arrives
+      label_delay_s: 0            # [0] seconds until a label (or feedback) arrives
+      thumbs_down: null           # [null: no feedback] share of rated answers rated down,
+                                  #     judged by the plan's outcome metric thumbs_down
+      feedback_coverage: 0.5      # [0.5] share of requests whose user rates the answer
       lag_s: 0                    # [0] this arm's results arrive this late
     baseline: {lag_s: 60}         # overrides for the baseline and control arms
     canary:                       # overrides for the canary, plus its regression:
@@ -74,6 +77,10 @@ class Serving:
     cold_factor: float = 1.0
     accuracy: float | None = None
     label_coverage: float = 0.5
+    #: Users' feedback: the share of rated answers rated thumbs-down (None: no feedback), and
+    #: the share of requests rated.
+    thumbs_down: float | None = None
+    feedback_coverage: float = 0.5
     label_delay_s: int = 0
     lag_s: int = 0
     latency_scale: float = 1.0
@@ -127,6 +134,11 @@ class Scenario:
     def labelled(self) -> bool:
         return self.serving.accuracy is not None
 
+    @property
+    def rated(self) -> bool:
+        """Users rate answers (thumbs up or down): the outcome metric :data:`RATED_METRIC`."""
+        return self.serving.thumbs_down is not None
+
     def to_doc(self) -> dict[str, Any]:
         """The scenario as a file would spell it."""
         doc: dict[str, Any] = {"name": self.name, "title": self.title, "harmful": self.harmful}
@@ -156,8 +168,19 @@ class Scenario:
 
 #: Canary fields that are part of a regression (dropped below ``from_weight``).
 _REGRESSION = frozenset(
-    {"error_rate", "batch_failure", "latency_scale", "tail_scale", "drift_per_min", "accuracy"}
+    {
+        "error_rate",
+        "batch_failure",
+        "latency_scale",
+        "tail_scale",
+        "drift_per_min",
+        "accuracy",
+        "thumbs_down",
+    }
 )
+#: The outcome metric a scenario with ``thumbs_down`` feedback is judged by (its plan gets it).
+RATED_METRIC = "thumbs_down"
+RATED_BAD_WHEN = "label == 'down'"
 _SERVING = {f.name: f for f in fields(Serving)}
 
 
@@ -250,11 +273,14 @@ def _check(key: str, value: Any, where: str) -> Any:
         if value not in ("item", "batch"):
             raise ScenarioError(f"{where}: 'item' or 'batch', got {value!r}")
         return value
-    if key == "accuracy" and value is None:
+    if key in ("accuracy", "thumbs_down") and value is None:
         return None
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise ScenarioError(f"{where}: must be a number, got {value!r}")
-    shares = {"error_rate", "batch_failure", "accuracy", "label_coverage"}
+    shares = {
+        "error_rate", "batch_failure", "accuracy", "label_coverage", "thumbs_down",
+        "feedback_coverage",
+    }  # fmt: skip
     if key in shares and not 0 <= value <= 1:
         raise ScenarioError(f"{where}: a share in [0, 1], got {value!r}")
     if key in ("max_batch", "label_delay_s", "lag_s"):

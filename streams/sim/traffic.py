@@ -53,7 +53,8 @@ class Cells:
     buckets: IntArray  #: (R', 3, K) bucket rows (TRASH padding)
     counts: IntArray  #: (R', 3, K, 5): n, errors, timed, over_p95, over_p99
     batch: FloatArray  #: (R', 3, 8) batch moments
-    labels: IntArray | None  #: (R', 3, K, 2): labelled, incorrect (rows as ``buckets``)
+    #: (R', 3, K, 4): labelled, incorrect, rated, rated down (rows as ``buckets``)
+    labels: IntArray | None
     hist_bins: IntArray  #: (R', K2) latency bins of baseline/control successful items
     hist_counts: IntArray  #: (R', K2) 1 per item (0 for padding)
     hist_arm: IntArray  #: (R', K2) arm of each
@@ -82,7 +83,7 @@ def _params(scenario: Scenario, weights: IntArray, minute: float) -> dict[str, F
     names = (
         "error_rate", "batch_failure", "latency_ms", "latency_sigma", "max_batch",
         "batch_window_ms", "batch_cost", "cold_factor", "label_coverage", "latency_scale",
-        "tail_scale", "drift_per_min", "accuracy",
+        "tail_scale", "drift_per_min", "accuracy", "thumbs_down", "feedback_coverage",
     )  # fmt: skip
     out = {n: np.zeros((weights.size, len(ARMS))) for n in names}
     unit = np.zeros((weights.size, len(ARMS)), dtype=bool)
@@ -225,10 +226,16 @@ def serve(
     moments = moments.reshape(reps, len(ARMS), kmax + 1, 8).sum(axis=2)
 
     labels = None
-    if scenario.labelled:
-        lab = valid & (rng.random((reps, kmax)) < per_item("label_coverage"))
-        inc = lab & (rng.random((reps, kmax)) >= per_item("accuracy"))
-        lcols = np.stack([lab, inc], axis=-1).astype(np.int64)
+    if scenario.labelled or scenario.rated:
+        # Per item: labelled, incorrect (accuracy); rated, rated down (the outcome metric).
+        lab = inc = rated = down = np.zeros((reps, kmax), dtype=bool)
+        if scenario.labelled:
+            lab = valid & (rng.random((reps, kmax)) < per_item("label_coverage"))
+            inc = lab & (rng.random((reps, kmax)) >= per_item("accuracy"))
+        if scenario.rated:
+            rated = valid & (rng.random((reps, kmax)) < per_item("feedback_coverage"))
+            down = rated & (rng.random((reps, kmax)) < per_item("thumbs_down"))
+        lcols = np.stack([lab, inc, rated, down], axis=-1).astype(np.int64)
         _, labels, _ = _rows(arm, buckets, valid, lcols, reps, key_shape)
 
     # Latency histogram of the baseline and control arms, until the thresholds are fixed.

@@ -52,18 +52,15 @@ from model_canary.streams.stats.layout import (
     BASELINE,
     CANARY,
     CONTROL,
-    FIELDS,
-    LABELS,
     MAX_BP,
-    METRICS,
     MetricDef,
+    metric_def,
 )
 from model_canary.streams.stats.tally import Tally
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
-F = len(FIELDS)
 
 #: Comparators: the control arm alone, or every arm serving the baseline version.
 COMPARATORS = ("control", "baseline")
@@ -171,11 +168,14 @@ def compare(
     replicas: npt.ArrayLike | None = None,
 ) -> Comparison:
     """The metric's :class:`Comparison` from ``tally`` (``metric`` in :data:`~.layout.METRICS`,
-    or ``"labels"`` for the labelled sample-ratio check); ``starts``: the sub-tests' first
-    weights; ``replicas``: a subset of the tally's replicas (default all)."""
+    one of the tally's outcome metrics, or ``"labels"`` / ``"labels:NAME"`` for the labelled
+    sample-ratio check of accuracy / of outcome metric NAME: :func:`~.layout.metric_def`);
+    ``starts``: the sub-tests' first weights; ``replicas``: a subset of the tally's replicas
+    (default all)."""
     if comparator not in COMPARATORS:
         raise ConfigError(f"comparator must be one of {COMPARATORS}, got {comparator!r}")
-    mdef = LABELS if metric == "labels" else METRICS[metric]
+    mdef = metric_def(metric)
+    fields = (tally.index(mdef.exposure), tally.index(mdef.bad))
     idx = (
         np.arange(tally.replicas)
         if replicas is None
@@ -188,15 +188,15 @@ def compare(
         for j in [tally.slot(w)]
     ]
     others = [CONTROL] if comparator == "control" and tally.control else [CONTROL, BASELINE]
-    counts = _counts(tally.totals[idx], pairs, mdef, others)
+    counts = _counts(tally.totals[idx], pairs, fields, others)
     subtests = subtest_masks(weights, starts)
     # The bucket part changes only when the tally refreshes its per-bucket sums (which
     # empties this cache): computed once per refresh, metric, comparator, sub-tests, replicas.
     key = (metric, comparator, tuple(starts), idx.tobytes())
     cached = tally.cache.get(key)
     if cached is None:
-        refreshed = _counts(tally.refreshed_totals[idx], pairs, mdef, others)
-        cached = _bucket_variance(tally, idx, pairs, mdef, others, refreshed, subtests)
+        refreshed = _counts(tally.refreshed_totals[idx], pairs, fields, others)
+        cached = _bucket_variance(tally, idx, pairs, fields, others, refreshed, subtests)
         tally.cache[key] = cached
     bucket, bucket_items = cached
     batch_excess, items = _batch_variance(tally, idx, pairs, mdef, others, counts, subtests)
@@ -209,10 +209,11 @@ Counts = tuple[IntArray, IntArray, IntArray, IntArray]
 
 
 def _counts(
-    tot: IntArray, pairs: list[tuple[int, int]], mdef: MetricDef, others: list[int]
+    tot: IntArray, pairs: list[tuple[int, int]], fields: tuple[int, int], others: list[int]
 ) -> Counts:
-    """(canary bad, canary exposure, comparator bad, comparator exposure), each (R, W)."""
-    bad, exp = mdef.bad_index, mdef.exposure_index
+    """(canary bad, canary exposure, comparator bad, comparator exposure), each (R, W);
+    ``fields``: the positions of the exposure and bad counters."""
+    exp, bad = fields
     jc = [p[0] for p in pairs]
     jb = [p[1] for p in pairs]
     c, n_c = tot[:, jc, CANARY, bad], tot[:, jc, CANARY, exp]
@@ -245,7 +246,7 @@ def _bucket_variance(
     tally: Tally,
     idx: IntArray,
     pairs: list[tuple[int, int]],
-    mdef: MetricDef,
+    fields: tuple[int, int],
     others: list[int],
     counts: Counts,
     subtests: BoolArray,
@@ -261,8 +262,7 @@ def _bucket_variance(
     # in the comparator's slot -rho (bad - lam n). The Gram is indexed by (slot, the
     # bucket's arm there, field), so one coefficient vector per sub-test covers every bucket.
     slots = sorted({j for pair in pairs for j in pair})
-    narms = len(ARMS)
-    fields = (mdef.exposure_index, mdef.bad_index)
+    narms, F = len(ARMS), tally.F
     index = np.array(
         [(j * narms + a) * F + f for j in slots for a in range(narms) for f in fields]
     )  # (slots * arms * 2,)

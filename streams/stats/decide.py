@@ -6,15 +6,16 @@ For each replica, in this order:
 * **ROLLBACK** ``harm`` when the metrics' roll-back e-processes, averaged over the ``M``
   metrics, reach ``1 / alpha`` (an average of test martingales is one: a canary no worse
   than its comparator on every metric is rolled back with probability at most ``alpha``). A
-  metric whose evidence is invalidated (accuracy under a labelled sample-ratio mismatch)
-  takes no part;
+  metric whose evidence is invalidated (a labelled metric - accuracy or an outcome metric -
+  under a labelled sample-ratio mismatch) takes no part;
 * **FINALIZE** at 100% once the step ran its minimum duration;
-* **HOLD** ``sample-ratio-mismatch`` when labels arrive in other proportions than requests
-  were served (the accuracy comparison is suspect: look, do not roll back);
+* **HOLD** ``sample-ratio-mismatch`` when labels (for an outcome metric: the feedback that
+  counts for it) arrive in other proportions than requests were served (that metric's
+  comparison is suspect: look, do not roll back on it);
 * **ADVANCE** once the step ran its minimum duration *of complete evidence* (seconds whose
   results have arrived in every arm: an arm that lags delays the step by its lag, and a HOLD
   says ``waiting-for-results`` while that is what it waits for), the canary served its minimum items
-  (after the warm-up), labels cover enough items where accuracy is watched, and - from the
+  (after the warm-up), labels cover enough items for every labelled metric, and - from the
   last step before 100% - every metric is *shown acceptable*: its promotion e-value reaches
   ``M / alpha``, i.e. the canary's rate is below ``(1 + tolerance)`` times its comparator's
   plus ``margin``. So a canary worse than that on some metric is promoted with probability
@@ -26,6 +27,7 @@ For each replica, in this order:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -95,7 +97,9 @@ class StepPolicy:
     steps_bp: tuple[int, ...]
     min_duration_s: float
     min_canary_requests: int
-    min_label_coverage: float
+    #: Per labelled metric (accuracy, outcome metrics): the share of a step's items whose
+    #: label must have arrived before it advances (its keys are the labelled metrics).
+    min_label_coverage: Mapping[str, float]
     max_duration_s: float
     srm_alpha: float
     #: A HOLD names the lagging arm when its results are complete only up to more than this
@@ -144,10 +148,10 @@ class StepSnapshot:
     #: Canary items served at this step's weight after the warm-up, complete in every arm.
     canary_requests: IntArray
     comparisons: Mapping[str, Comparison]
-    #: The labelled sample-ratio check (None when no metric uses labels).
-    labels: Comparison | None = None
-    #: Share of this step's items whose label arrived (None when no labels are expected).
-    label_coverage: FloatArray | None = None
+    #: Per labelled metric: its sample-ratio check (labels counted per served item).
+    labels: Mapping[str, Comparison] = dataclasses.field(default_factory=dict)
+    #: Per labelled metric: the share of this step's items whose label arrived.
+    label_coverage: Mapping[str, FloatArray] = dataclasses.field(default_factory=dict)
     #: Seconds between now and the newest second complete in every arm.
     behind_s: FloatArray
     #: The arm whose results lag most (text, for the reason), per replica.
@@ -166,9 +170,9 @@ class Decisions:
     threshold: float  #: ln(M / alpha): a metric's test is conclusive past it
     rollback: dict[str, FloatArray]  #: per metric: log roll-back e-value (R,)
     promotion: dict[str, FloatArray]  #: per metric: log promotion e-value (R,) (final steps)
-    srm_log_e: FloatArray | None
+    srm_log_e: dict[str, FloatArray]  #: per labelled metric: its sample-ratio check (R,)
     srm_threshold: float
-    invalid: BoolArray  #: accuracy evidence invalidated by a sample-ratio mismatch
+    invalid: dict[str, BoolArray]  #: per labelled metric: invalidated by a mismatch (R,)
     alarm_log_e: FloatArray  #: log of the metrics' average roll-back e-value (R,)
 
     def outcomes(self) -> list[Outcome]:
@@ -183,20 +187,23 @@ def decide_many(s: StepSnapshot, p: StepPolicy) -> Decisions:
     threshold = math.log(m / p.alpha)
     sub_prior = p.sub_log_prior()
 
-    srm_log_e: FloatArray | None = None
-    invalid = np.zeros(reps, dtype=bool)
-    if s.labels is not None:
-        srm_w = np.full(SRM_GRID.size, -math.log(SRM_GRID.size))
-        srm_log_e = rollback_log_e(s.labels, 0.0, SRM_GRID, srm_w, sub_prior)
-        invalid = srm_log_e >= -math.log(p.srm_alpha)
+    srm_log_e: dict[str, FloatArray] = {}
+    invalid: dict[str, BoolArray] = {}
+    srm_w = np.full(SRM_GRID.size, -math.log(SRM_GRID.size))
+    for name, check in s.labels.items():
+        srm_log_e[name] = rollback_log_e(check, 0.0, SRM_GRID, srm_w, sub_prior)
+        invalid[name] = srm_log_e[name] >= -math.log(p.srm_alpha)
+    mismatch = np.zeros(reps, dtype=bool)
+    for bad in invalid.values():
+        mismatch |= bad
 
     rollback: dict[str, FloatArray] = {}
     for name in names:
         rule, comp = p.metrics[name], s.comparisons[name]
         deltas, grid_w = rule.grid()
         log_e = rollback_log_e(comp, math.log1p(rule.rollback_tolerance), deltas, grid_w, sub_prior)
-        if name == "accuracy":
-            log_e = np.where(invalid, -np.inf, log_e)
+        if name in invalid:
+            log_e = np.where(invalid[name], -np.inf, log_e)
         rollback[name] = log_e
     if rollback:
         stacked = np.stack(list(rollback.values()), axis=-1)
@@ -228,8 +235,8 @@ def decide_many(s: StepSnapshot, p: StepPolicy) -> Decisions:
     pending[:, WAITING] = long_enough & (s.evidence_s < p.min_duration_s)
     pending[:, TOO_SHORT] = ~long_enough
     pending[:, TOO_FEW] = s.canary_requests < p.min_canary_requests
-    if s.label_coverage is not None:
-        pending[:, LABELS_MISSING] = s.label_coverage < p.min_label_coverage
+    for name, share in s.label_coverage.items():
+        pending[:, LABELS_MISSING] |= share < p.min_label_coverage.get(name, 0.0)
     pending[:, NOT_YET] = s.final & ~acceptable
     if s.thresholds_fixed is not None and any(m in LATENCY_METRICS for m in names):
         pending[:, THRESHOLDS] = ~s.thresholds_fixed
@@ -241,7 +248,7 @@ def decide_many(s: StepSnapshot, p: StepPolicy) -> Decisions:
     code[:] = np.where(anything, first_pending, OK)
     overran = anything & (s.elapsed_s >= p.max_duration_s)
     code[overran] = MAX_DURATION
-    srm_hold = invalid & ~full
+    srm_hold = mismatch & ~full
     outcome[srm_hold], code[srm_hold] = HOLD, SRM
     finalize = full & long_enough
     outcome[full], code[full] = HOLD, TOO_SHORT

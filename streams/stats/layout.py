@@ -12,6 +12,14 @@ its bucket), so per-bucket sums are the units of analysis.
 ((10000, 10000), (100, 100))
 >>> [METRICS[m].bad for m in ("errors", "latency_p99", "accuracy")]
 ['errors', 'over_p99', 'incorrect']
+
+An outcome metric (a plan's ``bad_when`` over feedback) adds two counters per bucket,
+``NAME:counted`` (requests whose feedback counts for it) and ``NAME:bad``, and is a rate like
+accuracy: bad per counted, with its own sample-ratio check (counted per served item).
+
+>>> d = metric_def("thumbs_down")
+>>> d.bad, d.exposure, metric_def("labels:thumbs_down").bad
+('thumbs_down:bad', 'thumbs_down:counted', 'thumbs_down:counted')
 """
 
 from __future__ import annotations
@@ -69,14 +77,6 @@ class MetricDef:
     exposure: str
     batch: tuple[int, int, int] | None
 
-    @property
-    def bad_index(self) -> int:
-        return FIELDS.index(self.bad)
-
-    @property
-    def exposure_index(self) -> int:
-        return FIELDS.index(self.exposure)
-
 
 METRICS: dict[str, MetricDef] = {
     "errors": MetricDef("errors", "n", (0, 1, 2)),
@@ -86,6 +86,33 @@ METRICS: dict[str, MetricDef] = {
 }
 #: The labelled sample-ratio check, as a "rate": labelled items per served item.
 LABELS = MetricDef("labelled", "n", None)
+
+
+def outcome_fields(name: str) -> tuple[str, str]:
+    """The per-bucket counters of outcome metric ``name``: feedback counted, and bad."""
+    return f"{name}:counted", f"{name}:bad"
+
+
+def metric_def(name: str) -> MetricDef:
+    """The rate of metric ``name``: a built-in one, ``labels`` (accuracy's sample-ratio
+    check), ``labels:NAME`` (outcome metric NAME's) or an outcome metric."""
+    if name in METRICS:
+        return METRICS[name]
+    if name == "labels":
+        return LABELS
+    if name.startswith("labels:"):
+        return MetricDef(outcome_fields(name[len("labels:") :])[0], "n", None)
+    counted, bad = outcome_fields(name)
+    return MetricDef(bad, counted, None)
+
+
+def coverage_def(name: str) -> str:
+    """The name :func:`metric_def` knows for labelled metric ``name``'s sample-ratio check.
+
+    >>> coverage_def("accuracy"), coverage_def("judge")
+    ('labels', 'labels:judge')
+    """
+    return "labels" if name == "accuracy" else f"labels:{name}"
 
 
 def control_share(weight_bp: int, control: bool) -> int:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from model_canary.streams.plan import RolloutPlan
+from model_canary.streams.plan import RolloutPlan, labelled_metrics
 from model_canary.streams.stats.decide import StepPolicy
 from model_canary.streams.stats.layout import MAX_BP, control_share
 from model_canary.streams.stats.sequential import promotion_grid
@@ -44,8 +44,10 @@ LATENCY_BASE = {name: 1.0 - q for name, q in QUANTILES.items()}
 @dataclass(frozen=True, slots=True)
 class Traffic:
     """A model's traffic: requests per minute, each metric's bad-event rate (errors: the error
-    rate; accuracy: the share of wrong predictions), label coverage and the design effect
-    (1 for independent requests; more when users' requests are alike)."""
+    rate; accuracy: the share of wrong predictions; an outcome metric: the share of bad
+    feedback among the feedback counted), label coverage (the share of requests with a label,
+    or with feedback for an outcome metric) and the design effect (1 for independent
+    requests; more when users' requests are alike)."""
 
     rate_per_min: float
     base_rates: dict[str, float] = field(default_factory=dict)
@@ -271,7 +273,7 @@ def _per_canary_llr(
     if c_share <= 0 or b_share <= 0:
         return np.zeros(deltas.size)
     rho = c_share / (c_share + b_share)
-    p = traffic.base(name) * (traffic.label_coverage if name == "accuracy" else 1.0)
+    p = traffic.base(name) * (traffic.label_coverage if name in labelled_metrics(plan) else 1.0)
     null = math.log1p(rule.metrics[name].rollback_tolerance)
     n0 = math.log(rho * math.exp(null) + 1 - rho)
     n1 = np.log(rho * np.exp(null + deltas) + 1 - rho)
@@ -361,7 +363,7 @@ def _promote_seconds(
     reach its threshold (None: not within the step's maximum duration)."""
     m = rule.metrics[name]
     c_share, b_share = _shares(rule, plan, name, w)
-    cover = traffic.label_coverage if name == "accuracy" else 1.0
+    cover = traffic.label_coverage if name in labelled_metrics(plan) else 1.0
     p = traffic.base(name)
     scale = 1.0 + m.tolerance
     boundary = scale * p + m.margin

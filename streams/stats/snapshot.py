@@ -23,10 +23,12 @@ from model_canary.streams.plan import (
     POOLED_PRIOR,
     SRM_ALPHA,
     RolloutPlan,
+    labelled_metrics,
+    outcome_metrics,
 )
 from model_canary.streams.stats.compare import compare
 from model_canary.streams.stats.decide import MetricRule, StepPolicy, StepSnapshot
-from model_canary.streams.stats.layout import ARMS, CANARY, LABELLED, MAX_BP, N
+from model_canary.streams.stats.layout import ARMS, CANARY, MAX_BP, N, coverage_def, metric_def
 from model_canary.streams.stats.tally import Tally
 
 IntArray = npt.NDArray[np.int64]
@@ -35,7 +37,6 @@ FloatArray = npt.NDArray[np.float64]
 
 def policy(plan: RolloutPlan) -> StepPolicy:
     """The decision rule's parameters for ``plan``."""
-    accuracy = plan.metrics.get("accuracy")
     return StepPolicy(
         alpha=plan.alpha,
         metrics={
@@ -51,7 +52,9 @@ def policy(plan: RolloutPlan) -> StepPolicy:
         steps_bp=plan.steps_bp if plan.mode == "canary" else (5000, MAX_BP),
         min_duration_s=plan.min_step_seconds,
         min_canary_requests=plan.min_canary_requests,
-        min_label_coverage=accuracy.min_label_coverage if accuracy else 0.0,
+        min_label_coverage={
+            name: plan.metrics[name].min_label_coverage for name in labelled_metrics(plan)
+        },
         max_duration_s=plan.max_step_seconds,
         srm_alpha=SRM_ALPHA,
         lag_slack_s=LAG_SLACK_SECONDS,
@@ -69,6 +72,7 @@ def tally_for(plan: RolloutPlan, replicas: int = 1) -> Tally:
         warmup_s=plan.warmup_seconds,
         weights=() if shadow else [w for w in plan.steps_bp if 0 < w < MAX_BP],
         shadow_bp=plan.shadow_sample_bp if shadow else None,
+        outcomes=tuple(outcome_metrics(plan)),
     )
 
 
@@ -112,14 +116,17 @@ def take_snapshot(
     comparisons = {
         name: compare(tally, name, r.comparator, starts, idx) for name, r in rule.metrics.items()
     }
-    labels = (
-        compare(tally, "labels", "baseline", starts, idx) if "accuracy" in rule.metrics else None
-    )
+    # Per labelled metric: its sample-ratio check, and the share of this step's items whose
+    # label (feedback that counts for it) has arrived.
+    labelled = tuple(rule.min_label_coverage)
+    labels = {
+        name: compare(tally, coverage_def(name), "baseline", starts, idx) for name in labelled
+    }
+    exposure = [tally.index(metric_def(name).exposure) for name in labelled]
     weight = progress.weight_bp
     canary = np.zeros(idx.size, dtype=np.int64)
-    coverage = np.zeros(idx.size)
     served = np.zeros(idx.size)
-    labelled = np.zeros(idx.size)
+    counted = np.zeros((idx.size, len(labelled)))
     for w in np.unique(weight):
         at = weight == w
         for j, (sw, _) in enumerate(tally.slots):
@@ -128,8 +135,8 @@ def take_snapshot(
             tot = tally.totals[idx[at], j]  # (R', arms, F)
             canary[at] += tot[:, CANARY, N]
             served[at] += tot[:, :, N].sum(axis=1)
-            labelled[at] += tot[:, :, LABELLED].sum(axis=1)
-    coverage = np.where(served > 0, labelled / np.maximum(served, 1.0), 0.0)
+            counted[at] += tot[:, :, exposure].sum(axis=1)
+    share = np.where(served[:, None] > 0, counted / np.maximum(served, 1.0)[:, None], 0.0)
     behind = now_s - (tally.watermark[idx] + 1).astype(np.float64)
     lagging: tuple[str, ...] = ()
     if complete_upto is not None:
@@ -142,7 +149,7 @@ def take_snapshot(
         canary_requests=canary,
         comparisons=comparisons,
         labels=labels,
-        label_coverage=coverage if "accuracy" in rule.metrics else None,
+        label_coverage={name: share[:, i] for i, name in enumerate(labelled)},
         behind_s=np.maximum(0.0, behind),
         lagging=lagging,
         thresholds_fixed=(

@@ -32,8 +32,8 @@ Every array has a leading **replica** axis: the evaluator keeps one rollout per 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -54,6 +54,7 @@ from model_canary.streams.stats.layout import (
     TIMED,
     N,
     arm_ranges,
+    outcome_fields,
 )
 from model_canary.streams.stats.thresholds import NBINS
 
@@ -61,7 +62,6 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 ArrayIn = npt.ArrayLike
 
-F = len(FIELDS)
 #: Per-bucket counters: 4 bytes each (2^31 items per bucket and weight is beyond any rollout).
 UNIT_DTYPE = np.int32
 TRASH = BUCKETS  #: padding rows point at this extra bucket, which no statistic reads
@@ -99,6 +99,10 @@ class Tally:
 
     Arrays are indexed by *slot*: one per weight (``slots[j] == (weight, "all")``), or in
     shadow mode one per (weight, arm) at the pair weight.
+
+    ``outcomes``: the plan's outcome metrics (:func:`~.layout.outcome_fields`); ``fields``
+    names the counters (:data:`~.layout.FIELDS`, then two per outcome metric) and ``F`` is
+    their number.
     """
 
     def __init__(
@@ -109,10 +113,18 @@ class Tally:
         warmup_s: float,
         weights: Sequence[int] = (),
         shadow_bp: int | None = None,
+        outcomes: Sequence[str] = (),
     ) -> None:
         if replicas < 1:
             raise ConfigError("a tally needs at least one replica")
         self.replicas = replicas
+        #: The plan's outcome metrics: each adds its two counters after :data:`~.layout.FIELDS`.
+        self.outcomes: tuple[str, ...] = tuple(dict.fromkeys(outcomes))
+        self.fields: tuple[str, ...] = FIELDS + tuple(
+            f for name in self.outcomes for f in outcome_fields(name)
+        )
+        self._index = {name: i for i, name in enumerate(self.fields)}
+        F = self.F = len(self.fields)
         self.control = control and shadow_bp is None
         self.shadow_bp = shadow_bp
         self.warmup_s = float(warmup_s)
@@ -134,6 +146,10 @@ class Tally:
         self._pending: dict[int, list[_Pending]] = {}
         #: released per-bucket deltas not yet in ``units``/``gram`` (see :meth:`refresh`)
         self._queue: list[tuple[int, int, IntArray, IntArray, IntArray]] = []
+        #: (replica, bucket) rows in ``_queue``, and how many make it merge them (see
+        #: :meth:`_compact`)
+        self._queued_rows = 0
+        self._compact_at = 2 * replicas * (BUCKETS + 1)
         #: ``totals`` as of the last refresh: what ``units`` and ``gram`` hold
         self.refreshed_totals: IntArray = np.zeros((replicas, 0, len(ARMS), F), dtype=np.int64)
         #: bumped by every refresh that changed ``units``/``gram``
@@ -170,6 +186,17 @@ class Tally:
 
     # -- layout ---------------------------------------------------------------------------
 
+    def index(self, field: str) -> int:
+        """The position of counter ``field`` (:class:`ConfigError` for one this tally lacks).
+
+        >>> Tally(1, control=False, warmup_s=0, outcomes=["down"]).index("down:bad")
+        8
+        """
+        found = self._index.get(field)
+        if found is None:
+            raise ConfigError(f"the tally counts no {field!r} (its fields: {self.fields})")
+        return found
+
     @property
     def weights(self) -> list[int]:
         """The weights of the slots (a weight appears twice in shadow mode)."""
@@ -187,7 +214,7 @@ class Tally:
         if key in self.slots:
             self._slot_of[(weight_bp, arm)] = self.slots.index(key)
             return self.slots.index(key)
-        r = self.replicas
+        r, F = self.replicas, self.F
         self.slots.append(key)
         self.units = np.concatenate(
             [self.units, np.zeros((r, BUCKETS + 1, 1, F), dtype=UNIT_DTYPE)], axis=2
@@ -294,7 +321,7 @@ class Tally:
             OVER_P95: over_p95 if latency else None,
             OVER_P99: over_p99 if latency else None,
         }
-        deltas = np.zeros((*b.shape, F), dtype=np.int64)
+        deltas = np.zeros((*b.shape, self.F), dtype=np.int64)
         for f, v in cols.items():
             if v is not None:
                 deltas[..., f] = _ints(v).reshape(b.shape)
@@ -323,17 +350,29 @@ class Tally:
         labelled: ArrayIn,
         incorrect: ArrayIn,
         *,
+        outcomes: Mapping[str, tuple[ArrayIn, ArrayIn]] | None = None,
         replicas: ArrayIn | None = None,
     ) -> None:
-        """Labels joined for requests routed in ``second``: per-bucket rows ``(R', K)``."""
+        """Feedback joined for requests routed in ``second``: per-bucket rows ``(R', K)`` of
+        labelled and incorrect items (accuracy) and, per outcome metric, of items whose
+        feedback counts for it and bad ones (``outcomes``: ``{name: (counted, bad)}``, the
+        same rows; metrics this tally does not count are left out)."""
         b = _ints(buckets)
-        deltas = np.zeros((*b.shape, F), dtype=np.int64)
+        deltas = np.zeros((*b.shape, self.F), dtype=np.int64)
         deltas[..., LABELLED] = _ints(labelled).reshape(b.shape)
         deltas[..., INCORRECT] = _ints(incorrect).reshape(b.shape)
+        pairs = [(LABELLED, INCORRECT)]
+        for name, (counted, bad) in (outcomes or {}).items():
+            if name not in self.outcomes:
+                continue
+            at_n, at_bad = (self._index[f] for f in outcome_fields(name))
+            deltas[..., at_n] = _ints(counted).reshape(b.shape)
+            deltas[..., at_bad] = _ints(bad).reshape(b.shape)
+            pairs.append((at_n, at_bad))
         if np.any(deltas < 0):
             raise ImpossibleEvidence("negative-count", "counts cannot be negative")
-        if np.any(deltas[..., INCORRECT] > deltas[..., LABELLED]):
-            raise ImpossibleEvidence("inconsistent-counts", "more incorrect than labelled items")
+        if any(np.any(deltas[..., bad] > deltas[..., n]) for n, bad in pairs):
+            raise ImpossibleEvidence("inconsistent-counts", "more bad than labelled items")
         self._add(second, weight_bp, arm, b, deltas, None, replicas)
 
     def _add(
@@ -468,15 +507,32 @@ class Tally:
         keep = deltas.any(axis=(1, 2))
         if np.any(keep):
             self._queue.append((j, arm, idx[keep], buckets[keep], deltas[keep]))
+            self._queued_rows += int(buckets[keep].size)
+            if self._queued_rows > self._compact_at:
+                self._compact()
 
-    def refresh(self) -> None:
-        """Fold the released per-bucket deltas into ``units`` and the Gram sums (the design
-        effect's inputs). Done by :meth:`release` every :data:`REFRESH_S` seconds: the design
-        effect changes slowly, the counts the tests use are current at every second."""
-        queue, self._queue = self._queue, []
+    def _compact(self) -> None:
+        """Merge the queued deltas per (slot, arm, replica, bucket), as :meth:`refresh` would
+        before folding them: the queue then holds at most one row per bucket and slot, however
+        much traffic the refresh interval saw (a snapshot carries the queue, and 30 s of
+        traffic at 10,000 requests/s left unmerged are 300,000 rows)."""
+        queue: list[tuple[int, int, IntArray, IntArray, IntArray]] = []
+        for (j, arm), (reps, buckets, summed) in self._merged():
+            idx, grid_b, grid_d = _grid(reps, buckets, summed)
+            if idx.size:
+                queue.append((j, arm, idx, grid_b, grid_d))
+        self._queue = queue
+        self._queued_rows = sum(int(b.size) for _, _, _, b, _ in queue)
+        self._compact_at = max(self._compact_at, 2 * self._queued_rows)
+
+    def _merged(self) -> list[tuple[tuple[int, int], tuple[IntArray, IntArray, IntArray]]]:
+        """The queue's deltas summed per (slot, arm), ordered by (slot, arm): each as
+        (replicas, buckets, summed deltas), sorted by replica then bucket."""
+        F = self.F
         by_slot: dict[tuple[int, int], list[tuple[IntArray, IntArray, IntArray]]] = {}
-        for j, arm, idx, buckets, deltas in queue:
+        for j, arm, idx, buckets, deltas in self._queue:
             by_slot.setdefault((j, arm), []).append((idx, buckets, deltas))
+        out = []
         for (j, arm), parts in sorted(by_slot.items()):
             reps = np.concatenate([np.repeat(i, b.shape[1]) for i, b, _ in parts])
             bks = np.concatenate([b.ravel() for _, b, _ in parts])
@@ -486,27 +542,31 @@ class Tally:
             uniq, inverse = np.unique(key, return_inverse=True)
             summed = np.zeros((uniq.size, F), dtype=np.int64)
             np.add.at(summed, inverse, ds[real])
-            self._update_units(j, arm, uniq // (BUCKETS + 1), uniq % (BUCKETS + 1), summed)
+            out.append(((j, arm), (uniq // (BUCKETS + 1), uniq % (BUCKETS + 1), summed)))
+        return out
+
+    def refresh(self) -> None:
+        """Fold the released per-bucket deltas into ``units`` and the Gram sums (the design
+        effect's inputs). Done by :meth:`release` every :data:`REFRESH_S` seconds: the design
+        effect changes slowly, the counts the tests use are current at every second."""
+        merged = self._merged()
+        refreshed = bool(self._queue)
+        self._queue = []
+        self._queued_rows = 0
+        for (j, arm), (reps, buckets, summed) in merged:
+            self._update_units(j, arm, reps, buckets, summed)
         self.refreshed_totals = self.totals.copy()
         self.cache.clear()
-        if queue:
+        if refreshed:
             self.version += 1
 
     def _update_units(
         self, j: int, arm: int, reps: IntArray, buckets: IntArray, deltas: IntArray
     ) -> None:
-        # Rows sorted by replica (np.unique sorts the keys): lay them out (R', K), padded.
-        idx, start, count = np.unique(reps, return_index=True, return_counts=True)
+        F = self.F
+        idx, buckets, deltas = _grid(reps, buckets, deltas)
         if idx.size == 0:
             return
-        width = int(count.max())
-        pos = np.arange(reps.size) - np.repeat(start, count)
-        row = np.repeat(np.arange(idx.size), count)
-        grid_b = np.full((idx.size, width), TRASH, dtype=np.int64)
-        grid_b[row, pos] = buckets
-        grid_d = np.zeros((idx.size, width, F), dtype=np.int64)
-        grid_d[row, pos] = deltas
-        buckets, deltas = grid_b, grid_d
         # Gram update: x_new x_new^T - x_old x_old^T = x_old d^T + d x_old^T + d d^T, where d
         # is nonzero only in the block of (slot j, this arm).
         flat = self.units.reshape(self.replicas * (BUCKETS + 1), -1)
@@ -569,6 +629,9 @@ class TallyRows:
     queue_meta: IntArray  #: (Q, 3): slot, arm, rows
     queue_buckets: IntArray
     queue_deltas: IntArray
+    #: The outcome metrics counted after the built-in fields (rows written before outcome
+    #: metrics existed have none).
+    outcomes: list[str] = field(default_factory=list)
 
 
 def to_rows(t: Tally) -> TallyRows:
@@ -576,7 +639,7 @@ def to_rows(t: Tally) -> TallyRows:
     if t.replicas != 1:
         raise ConfigError("only a one-rollout tally is stored as rows")
     pend = [it for second in sorted(t._pending) for it in t._pending[second]]
-    nb = len(BATCH_FIELDS)
+    nb, F = len(BATCH_FIELDS), t.F
     return TallyRows(
         version=ROWS_VERSION,
         control=t.control,
@@ -611,6 +674,7 @@ def to_rows(t: Tally) -> TallyRows:
         queue_deltas=np.concatenate(
             [d[0] for *_, d in t._queue] or [np.zeros((0, F), np.int64)]
         ).reshape(-1, F),
+        outcomes=list(t.outcomes),
     )
 
 
@@ -623,7 +687,9 @@ def from_rows(rows: TallyRows) -> Tally:
         control=rows.control,
         warmup_s=rows.warmup_s,
         shadow_bp=None if rows.shadow_bp < 0 else rows.shadow_bp,
+        outcomes=rows.outcomes,
     )
+    F = t.F
     for w, a in rows.slots:
         t.slot(int(w), a)
     n = len(t.slots)
@@ -660,7 +726,27 @@ def from_rows(rows: TallyRows) -> Tally:
         b = np.asarray(rows.queue_buckets)[part][None, :]
         d = np.asarray(rows.queue_deltas)[part][None, :, :]
         t._queue.append((int(j), int(arm), one, b, d))
+        t._queued_rows += int(b.size)
     return t
+
+
+def _grid(
+    reps: IntArray, buckets: IntArray, deltas: IntArray
+) -> tuple[IntArray, IntArray, IntArray]:
+    """Rows sorted by replica laid out per replica: (replicas present, their buckets (R', K)
+    padded with :data:`TRASH`, their deltas (R', K, F) padded with zeros)."""
+    F = deltas.shape[-1]
+    idx, start, count = np.unique(reps, return_index=True, return_counts=True)
+    if idx.size == 0:
+        return idx, np.zeros((0, 0), np.int64), np.zeros((0, 0, F), np.int64)
+    width = int(count.max())
+    pos = np.arange(reps.size) - np.repeat(start, count)
+    row = np.repeat(np.arange(idx.size), count)
+    grid_b = np.full((idx.size, width), TRASH, dtype=np.int64)
+    grid_b[row, pos] = buckets
+    grid_d = np.zeros((idx.size, width, F), dtype=np.int64)
+    grid_d[row, pos] = deltas
+    return idx, grid_b, grid_d
 
 
 def _subset(item: _Pending, keep: npt.NDArray[np.bool_]) -> _Pending:

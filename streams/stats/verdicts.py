@@ -141,14 +141,19 @@ def _reason(
     if int(d.outcome[r]) == 0:
         return "no harm detected, step requirements met"
     if code == SRM:
-        assert s.labels is not None
-        c = s.labels
-        lab_c, n_c = int(c.canary_bad[r].sum()), int(c.canary_n[r].sum())
-        lab_b, n_b = int(c.other_bad[r].sum()), int(c.other_n[r].sum())
-        return (
-            f"labels arrive for {_rate(lab_c, n_c)} of canary requests but "
-            f"{_rate(lab_b, n_b)} of baseline ones: accuracy is not compared"
-        )
+        texts = []
+        for name, invalid in d.invalid.items():
+            if not invalid[r]:
+                continue
+            c = s.labels[name]
+            lab_c, n_c = int(c.canary_bad[r].sum()), int(c.canary_n[r].sum())
+            lab_b, n_b = int(c.other_bad[r].sum()), int(c.other_n[r].sum())
+            what = "labels arrive" if name == "accuracy" else f"feedback for {name} arrives"
+            texts.append(
+                f"{what} for {_rate(lab_c, n_c)} of canary requests but "
+                f"{_rate(lab_b, n_b)} of baseline ones: {name} is not compared"
+            )
+        return "; ".join(texts)
     texts = []
     if s.behind_s[r] > p.lag_slack_s:
         arm = s.lagging[r] if s.lagging else "an arm"
@@ -161,10 +166,11 @@ def _reason(
         )
     if s.canary_requests[r] < p.min_canary_requests:
         texts.append(f"{s.canary_requests[r]} canary requests of {p.min_canary_requests}")
-    if s.label_coverage is not None and s.label_coverage[r] < p.min_label_coverage:
-        texts.append(
-            f"labels for {s.label_coverage[r]:.0%} of requests, need {p.min_label_coverage:.0%}"
-        )
+    for name, share in s.label_coverage.items():
+        need = p.min_label_coverage.get(name, 0.0)
+        if share[r] < need:
+            what = "labels" if name == "accuracy" else f"{name} feedback"
+            texts.append(f"{what} for {share[r]:.0%} of requests, need {need:.0%}")
     if bool(s.final[r]):
         for name, log_e in d.promotion.items():
             if log_e[r] < d.threshold:

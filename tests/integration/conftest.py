@@ -20,10 +20,13 @@ import pytest
 from confluent_kafka import Consumer, Message, Producer
 
 from model_canary.agents.broker import LocalBroker
+from model_canary.agents.client.control import ControlClient
 from model_canary.agents.kafka.admin import Admin
 from model_canary.agents.kafka.config import consumer_config, producer_config
 from model_canary.agents.process import AgentProcess, canary_command
 from model_canary.streams import headers as h
+from model_canary.streams.messages import RolloutState
+from model_canary.streams.plan import parse_plan
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 
@@ -195,6 +198,44 @@ def start_worker(spawn: Callable[..., Agent]) -> Callable[..., Agent]:
             f"w-{model}-{version}",
             *extra,
         )
+
+    return start
+
+
+@pytest.fixture
+def start_rollout(settings: Settings, spawn: Callable[..., Agent]) -> Callable[..., RolloutState]:
+    """Factory: start a router (its controller applies the commands) and a rollout of
+    ``model`` from ``v1`` to ``v2`` at 50% whose steps last an hour, watching ``metrics``
+    (``control``: the plan's equal-share control arm, when given); returns its state.
+
+    >>> # state = start_rollout("iris", {"errors": {}}, control=False)
+    """
+
+    def start(model: str, metrics: dict[str, Any], *, control: bool | None = None) -> RolloutState:
+        spawn("router", "--instance", "r1")
+        doc: dict[str, Any] = {
+            "model": model,
+            "baseline": "v1",
+            "canary": "v2",
+            "steps": [50, 100],
+            "step": {"min_duration": "1h", "warmup": 0},
+            "metrics": metrics,
+        }
+        if control is not None:
+            doc["control"] = control
+        plan = parse_plan(doc)
+        client = ControlClient(settings)
+        client.send(
+            model,
+            "start",
+            baseline_version="v1",
+            canary_version="v2",
+            steps_bp=plan.steps_bp,
+            plan_json=plan.to_json(),
+        )
+        state = client.state(model)
+        assert state is not None
+        return state
 
     return start
 

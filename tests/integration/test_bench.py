@@ -25,6 +25,9 @@ ROUTER_KEYS = {
     "router_rss_mb",
     "router_rss_start_mb",
     "router_rss_end_mb",
+    "router_cpu_us_per_msg",
+    "passthrough_cpu_us_per_msg",
+    "cpu_ratio",
     "requests",
     "lost",
     "duplicated",
@@ -40,10 +43,16 @@ WORKER_KEYS = {
 }
 
 
-def _run(
-    capsys: pytest.CaptureFixture[str], settings: Settings, prefix: str, *args: str
+def _bench(
+    capsys: pytest.CaptureFixture[str],
+    settings: Settings,
+    unique: str,
+    keys: set[str],
+    *args: str,
 ) -> dict[str, object]:
-    """Run ``canary bench ARGS`` in-process; returns the JSON of stdout's last line."""
+    """Run ``canary bench ARGS`` in-process under a prefix of its own; returns the JSON of
+    stdout's last line once it has every one of ``keys`` and the run's topics are deleted."""
+    prefix = f"b{unique}"
     common = argparse.ArgumentParser(add_help=False)
     add_connection_options(common)
     parser = argparse.ArgumentParser(prog="canary")
@@ -54,6 +63,9 @@ def _run(
     assert parsed.handler(parsed) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     figures: dict[str, object] = json.loads(lines[-1])
+    assert figures.keys() >= keys, keys - figures.keys()
+    left = [n for n in Admin(settings).list_topics() if n.startswith(prefix + "-")]
+    assert left == [], f"benchmark topics not deleted: {left}"
     return figures
 
 
@@ -63,19 +75,14 @@ def _positive(figures: dict[str, object], *keys: str) -> None:
         assert isinstance(value, int | float) and math.isfinite(value) and value > 0, (key, value)
 
 
-def _no_topics_left(settings: Settings, prefix: str) -> None:
-    left = [n for n in Admin(settings).list_topics() if n.startswith(prefix + "-")]
-    assert left == [], f"benchmark topics not deleted: {left}"
-
-
 def test_bench_router_smoke(
     capsys: pytest.CaptureFixture[str], broker_settings: Settings, unique: str
 ) -> None:
-    prefix = f"b{unique}"
-    figures = _run(
+    figures = _bench(
         capsys,
         broker_settings,
-        prefix,
+        unique,
+        ROUTER_KEYS,
         "router",
         "--requests",
         "3000",
@@ -86,7 +93,6 @@ def test_bench_router_smoke(
         "--rounds",
         "1",
     )
-    assert figures.keys() >= ROUTER_KEYS
     _positive(
         figures,
         "router_msgs_per_s",
@@ -96,6 +102,15 @@ def test_bench_router_smoke(
         "router_rss_start_mb",
         "router_rss_end_mb",
     )
+    # CPU time is counted in ticks of 10 ms: a drain of 3,000 requests may take none.
+    for key in ("router_cpu_us_per_msg", "passthrough_cpu_us_per_msg"):
+        value = figures[key]
+        assert isinstance(value, int | float) and math.isfinite(value) and value >= 0, key
+    for key in ("router_thread_cpu_us_per_msg", "passthrough_thread_cpu_us_per_msg"):
+        threads = figures[key]
+        assert isinstance(threads, dict) and "main" in threads, key
+        assert any(name.startswith("rdk:") for name in threads), key
+        assert all(math.isfinite(v) and v >= 0 for v in threads.values()), key
     for key in ("router_added_latency_p50_ms", "router_added_latency_p99_ms"):
         value = figures[key]
         assert isinstance(value, int | float) and math.isfinite(value), key
@@ -104,21 +119,19 @@ def test_bench_router_smoke(
     assert figures["dead_letters"] == 0
     assert figures["latency_samples"] == 200
     assert figures["router_rss_mb"] >= figures["router_rss_start_mb"]  # type: ignore[operator]
-    _no_topics_left(broker_settings, prefix)
 
 
 def test_bench_worker_smoke(
     capsys: pytest.CaptureFixture[str], broker_settings: Settings, unique: str
 ) -> None:
-    prefix = f"b{unique}"
-    figures = _run(capsys, broker_settings, prefix, "worker", "--requests", "3000", "--json-only")
-    assert figures.keys() >= WORKER_KEYS
+    figures = _bench(
+        capsys, broker_settings, unique, WORKER_KEYS, "worker", "--requests", "3000", "--json-only"
+    )
     _positive(figures, "worker_msgs_per_s", "passthrough_msgs_per_s", "ratio", "worker_rss_mb")
     assert figures["requests"] == 3000
     assert figures["lost"] == 0 and figures["duplicated"] == 0
     assert figures["passthrough_lost"] == 0 and figures["passthrough_duplicated"] == 0
     assert figures["evidence_exact"] is True, "the served evidence counts every request once"
-    _no_topics_left(broker_settings, prefix)
 
 
 EVALUATOR_KEYS = {
@@ -133,11 +146,11 @@ EVALUATOR_KEYS = {
 def test_bench_evaluator_smoke(
     capsys: pytest.CaptureFixture[str], broker_settings: Settings, unique: str
 ) -> None:
-    prefix = f"b{unique}"
-    figures = _run(
+    figures = _bench(
         capsys,
         broker_settings,
-        prefix,
+        unique,
+        EVALUATOR_KEYS,
         "evaluator",
         "--rate",
         "2000",
@@ -147,13 +160,11 @@ def test_bench_evaluator_smoke(
         "20",
         "--json-only",
     )
-    assert figures.keys() >= EVALUATOR_KEYS
     assert figures["backlog_requests"] == 40_000
     for key in EVALUATOR_KEYS:
         value = figures[key]
         assert isinstance(value, int | float) and math.isfinite(value) and value > 0, key
     assert figures["delay_samples"] == 30, "every paced transaction was counted by a decision"
-    _no_topics_left(broker_settings, prefix)
 
 
 LATENCY_KEYS = {
@@ -165,6 +176,9 @@ LATENCY_KEYS = {
     "hops_p50_ms",
     "hops_p99_ms",
     "txn_floor_p50_ms",
+    "bare_hop_p50_ms",
+    "bare_hop_p99_ms",
+    "bare_hop_lost",
     "requests",
     "lost",
 }
@@ -173,21 +187,23 @@ LATENCY_KEYS = {
 def test_bench_latency_smoke(
     capsys: pytest.CaptureFixture[str], broker_settings: Settings, unique: str
 ) -> None:
-    prefix = f"b{unique}"
-    figures = _run(
+    figures = _bench(
         capsys,
         broker_settings,
-        prefix,
+        unique,
+        LATENCY_KEYS | {"modes", "duplicated"},
         "latency",
         *("--rate", "100", "--seconds", "2", "--rounds", "1", "--drain", "500"),
         *("--mode", "balanced", "--mode", "at-least-once", "--json-only"),
     )
-    assert figures.keys() >= LATENCY_KEYS | {"modes", "duplicated"}
     modes = figures["modes"]
     assert isinstance(modes, dict) and set(modes) == {"balanced", "at-least-once"}
     for mode, each in modes.items():
         assert each.keys() >= LATENCY_KEYS - {"txn_floor_p50_ms"}, mode
-        _positive(each, "e2e_p50_ms", "e2e_p99_ms", "client_p50_ms", "requests_per_s")
+        _positive(
+            each, "e2e_p50_ms", "e2e_p99_ms", "client_p50_ms", "requests_per_s", "bare_hop_p99_ms"
+        )
+        assert each["bare_hop_p99_ms"] >= each["bare_hop_p50_ms"]
         assert each["e2e_p99_ms"] >= each["e2e_p50_ms"]
         assert set(each["hops_p50_ms"]) == {
             "router_queue",
@@ -198,7 +214,7 @@ def test_bench_latency_smoke(
             "result_fetch",
         }
         assert each["requests"] == 200 + 500 and each["lost"] == 0, mode
+        assert each["bare_hop_lost"] == 0, mode
         assert each["client_repeats"] == 0
     assert modes["balanced"]["duplicated"] == 0
     assert modes["at-least-once"]["repeats"] == 0  # nothing failed, so nothing repeated
-    _no_topics_left(broker_settings, prefix)

@@ -9,12 +9,10 @@ from collections.abc import Callable
 import pytest
 
 from model_canary.agents.bench.scrape import free_port, scrape, total
-from model_canary.agents.client.control import ControlClient
 from model_canary.agents.kafka.clients import new_producer
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.evidence.builder import Cell, EvidenceBuilder
-from model_canary.streams.messages import Evidence, OffsetRange
-from model_canary.streams.plan import parse_plan
+from model_canary.streams.messages import Evidence, OffsetRange, RolloutState
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 from tests.integration.conftest import Agent
@@ -22,33 +20,6 @@ from tests.integration.conftest import Agent
 pytestmark = pytest.mark.integration
 #: A baseline bucket at 50% (the canary's are those below 5000).
 BUCKET = 9001
-
-
-def _rollout(settings: Settings, spawn: Callable[..., Agent]) -> tuple[str, ControlClient]:
-    spawn("router", "--instance", "r1")  # its controller applies the commands
-    plan = parse_plan(
-        {
-            "model": "iris",
-            "baseline": "v1",
-            "canary": "v2",
-            "steps": [50, 100],
-            "step": {"min_duration": "1h", "warmup": 0},
-            "metrics": {"errors": {}},
-            "control": False,
-        }
-    )
-    control = ControlClient(settings)
-    control.send(
-        "iris",
-        "start",
-        baseline_version="v1",
-        canary_version="v2",
-        steps_bp=plan.steps_bp,
-        plan_json=plan.to_json(),
-    )
-    state = control.state("iris")
-    assert state is not None
-    return state.rollout_id, control
 
 
 class _Producer:
@@ -104,9 +75,12 @@ def _wait_counted(port: int, n: float, timeout: float = 60.0) -> float:
 
 
 def test_evidence_of_an_aborted_transaction_never_counts(
-    settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
+    settings: Settings,
+    topics: TopicCatalogue,
+    spawn: Callable[..., Agent],
+    start_rollout: Callable[..., RolloutState],
 ) -> None:
-    rollout_id, _control = _rollout(settings, spawn)
+    rollout_id = start_rollout("iris", {"errors": {}}, control=False).rollout_id
     port = free_port()
     spawn("evaluator", "--metrics-port", str(port), "--no-joiner")
     writer = _Producer(settings, rollout_id)

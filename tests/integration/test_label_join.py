@@ -11,12 +11,10 @@ import pytest
 
 from model_canary.agents.bench.evidence_load import SimulatedServing
 from model_canary.agents.bench.scrape import free_port, scrape, total
-from model_canary.agents.client.control import ControlClient
 from model_canary.agents.kafka.admin import Admin
 from model_canary.agents.kafka.clients import new_producer
 from model_canary.streams.codec.avro import codec_for
-from model_canary.streams.messages import Feedback, utc_now
-from model_canary.streams.plan import parse_plan
+from model_canary.streams.messages import Feedback, RolloutState, utc_now
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 from tests.integration.conftest import Agent, read_topic
@@ -24,30 +22,10 @@ from tests.integration.conftest import Agent, read_topic
 pytestmark = pytest.mark.integration
 
 
-def _serving(settings: Settings, spawn: Callable[..., Agent]) -> SimulatedServing:
-    spawn("router", "--instance", "r1")  # its controller applies the commands
-    plan = parse_plan(
-        {
-            "model": "bench",
-            "baseline": "v1",
-            "canary": "v2",
-            "steps": [50, 100],
-            "step": {"min_duration": "1h", "warmup": 0},
-            # Never rolled back during the test (the simulated canary is as good).
-            "metrics": {"accuracy": {"rollback_tolerance": 10, "min_label_coverage": 0.1}},
-        }
-    )
-    control = ControlClient(settings)
-    control.send(
-        "bench",
-        "start",
-        baseline_version="v1",
-        canary_version="v2",
-        steps_bp=plan.steps_bp,
-        plan_json=plan.to_json(),
-    )
-    state = control.state("bench")
-    assert state is not None
+def _serving(settings: Settings, start_rollout: Callable[..., RolloutState]) -> SimulatedServing:
+    # Never rolled back during the test (the simulated canary is as good).
+    metrics = {"accuracy": {"rollback_tolerance": 10, "min_label_coverage": 0.1}}
+    state = start_rollout("bench", metrics)
     return SimulatedServing(settings, state, predictions=True, label_delay_s=0.0)
 
 
@@ -108,9 +86,12 @@ def _send_labels(serving: SimulatedServing, settings: Settings, keyed_by_model_e
 
 
 def test_labels_join_once_across_two_instances_however_they_are_keyed(
-    settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
+    settings: Settings,
+    topics: TopicCatalogue,
+    spawn: Callable[..., Agent],
+    start_rollout: Callable[..., RolloutState],
 ) -> None:
-    serving = _serving(settings, spawn)
+    serving = _serving(settings, start_rollout)
     ports = [free_port(), free_port()]
     joiners = [free_port(), free_port()]
     for i, (port, jport) in enumerate(zip(ports, joiners, strict=True)):
@@ -137,9 +118,12 @@ def test_labels_join_once_across_two_instances_however_they_are_keyed(
 
 
 def test_pending_predictions_survive_a_sigkill(
-    settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
+    settings: Settings,
+    topics: TopicCatalogue,
+    spawn: Callable[..., Agent],
+    start_rollout: Callable[..., RolloutState],
 ) -> None:
-    serving = _serving(settings, spawn)
+    serving = _serving(settings, start_rollout)
     jport = free_port()
     first = spawn("joiner", "--metrics-port", str(jport), "--instance", "j1")
     for _ in range(2):

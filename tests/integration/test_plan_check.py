@@ -54,7 +54,7 @@ def test_plan_check_reads_the_models_evidence(
     assert traffic.base("errors") == pytest.approx(23 / (19 * 60))
 
     args = argparse.Namespace(
-        model="iris", plan=None, rate=None, error_rate=None, accuracy=None,
+        model="iris", plan=None, rate=None, error_rate=None, accuracy=None, outcome_rate=[],
         label_coverage=None, design_effect=1.0, window=600.0, json=True,
         bootstrap=settings.bootstrap, topic_prefix=settings.topic_prefix,
     )  # fmt: skip

@@ -271,6 +271,8 @@ _COUNTS = frozenset(
         "max_batch",
         "labelled",
         "incorrect",
+        "counted",
+        "bad",
     }
     | {"batches_over_p95", "batches_over_p99", "batch_m2"}
     | {f"batch_{m}_{k}" for m in ("e2", "em") for k in ("errors", "over_p95", "over_p99")}

@@ -26,6 +26,7 @@ from model_canary.streams.messages import (
     Arm,
     ControlEvent,
     InferenceRequest,
+    MetricEvent,
     Mode,
     Phase,
     RolloutState,
@@ -274,6 +275,39 @@ def test_an_exactly_once_worker_marks_answers_and_refusals_of_requests_routed_at
     assert marked == {"ok1", "bad1"}  # bad2 was routed exactly once: its refusal is not marked
 
 
+def test_a_worker_writes_metric_events_only_when_asked_one_per_answer(kafka: FakeKafka) -> None:
+    topic = CAT.version_requests("iris", "v1")
+    for rid in ("m1", "m2"):
+        kafka.send(topic, **avro_request(rid))  # type: ignore[arg-type]
+    kafka.send(topic, **routed(b'{"text": "mirror"}', "s1", json_=True, shadow=True))  # type: ignore[arg-type]
+    kafka.create(CAT.rollout_state)
+    kafka.create(CAT.metrics)
+    quiet = Worker(SETTINGS, WorkerOptions("iris", "v1", instance="w1"), EchoAdapter())
+    quiet.view.catch_up(timeout=1)
+    run_until_idle(quiet.loop, kafka)
+    assert kafka.read(CAT.metrics) == []
+    results = {header(m, h.REQUEST_ID): m for m in kafka.read(CAT.results)}
+    shadows = {header(m, h.REQUEST_ID): m for m in kafka.read(CAT.shadow_results)}
+    assert set(results) == {"m1", "m2"} and set(shadows) == {"s1"}
+
+    for rid in ("m3", "m4"):
+        kafka.send(topic, **avro_request(rid))  # type: ignore[arg-type]
+    options = WorkerOptions("iris", "v1", instance="w1", metric_events=True)
+    loud = Worker(SETTINGS, options, EchoAdapter())
+    loud.view.catch_up(timeout=1)
+    run_until_idle(loud.loop, kafka)
+    events = [codec_for(MetricEvent).decode(m.value() or b"") for m in kafka.read(CAT.metrics)]
+    assert [e.request_id for e in events] == ["m3", "m4"]
+    answers = {
+        r.request_id: r
+        for r in (decode_result(m.value(), m.headers()) for m in kafka.read(CAT.results))
+    }
+    for e in events:
+        answer = answers[e.request_id]
+        assert (e.model, e.version, e.error, e.error_type) == ("iris", "v1", False, None)
+        assert (e.latency_ms, e.completed_at) == (answer.latency_ms, answer.created_at)
+
+
 # -- the controller ----------------------------------------------------------------------------
 
 
@@ -389,7 +423,7 @@ def test_the_fast_path_routes_any_message_as_route_does(
         limits = router.loop.output.limits
         fast, slow = FakeKafka(), FakeKafka()
         router.handle([msg], TxnOutput(fast.producer({}), limits))  # type: ignore[list-item, arg-type]
-        router._route(msg, TxnOutput(slow.producer({}), limits), b"0")  # type: ignore[arg-type]
+        router._route(msg, TxnOutput(slow.producer({}), limits))  # type: ignore[arg-type]
     assert _written(fast) == _written(slow)
 
 

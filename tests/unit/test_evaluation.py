@@ -167,7 +167,7 @@ def test_labels_coverage_and_the_final_step() -> None:
     f.settle(t0)
     snap = step_snapshot(f.evidence, state(), RULE, NOW)
     assert snap.canary_requests.tolist() == [10] and snap.weight_bp.tolist() == [100]
-    assert snap.label_coverage is not None and snap.label_coverage.tolist() == [0.2]
+    assert snap.label_coverage["accuracy"].tolist() == [0.2]
     assert counts(snap.comparisons["accuracy"]) == {100: (1, 1, 1, 0)}
     assert 299 <= snap.elapsed_s[0] <= 301
     assert not snap.final[0]
@@ -197,7 +197,7 @@ def test_the_plan_of_a_rollout() -> None:
     assert plan_of(state()).warmup_seconds == 10
     assert plan_of(state(plan_json=None)).steps_bp == (100, 2000, 5000, 10000)
     assert RULE.min_duration_s == 60 and RULE.min_canary_requests == 5
-    assert RULE.min_label_coverage == 0.2
+    assert RULE.min_label_coverage == {"accuracy": 0.2}
     assert RULE.metrics["errors"].rollback_tolerance == 0.1
 
 

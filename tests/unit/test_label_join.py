@@ -17,6 +17,8 @@ from model_canary.streams.evidence.join import (
     load_chunks,
     load_ops,
 )
+from model_canary.streams.outcomes.expr import Outcome
+from model_canary.streams.outcomes.metrics import condition
 
 WINDOW = 3600
 
@@ -64,7 +66,7 @@ def test_any_arrival_order_joins_every_prediction_once(seed: int, n: int) -> Non
     rng.shuffle(events)
     join = LabelJoin()
     mirror = LabelJoin()
-    joined: dict[tuple[str, str], bool] = {}
+    joined: dict[tuple[str, str], bool | None] = {}
     for i, (kind, rid, what) in enumerate(events):
         if kind == "p":
             assert isinstance(what, Waiting)
@@ -120,3 +122,23 @@ def test_a_snapshot_and_the_changes_since_rebuild_the_state() -> None:
     restored.apply_changes(load_ops(dump_ops(join.take_changes())))
     assert state_of(restored) == state_of(join)
     assert "r3" not in restored.labels and "r3" not in restored.predictions
+
+
+def test_feedback_with_a_value_and_attributes_survives_the_changelog() -> None:
+    join = LabelJoin()
+    said = Outcome("", 7.5, {"complaint": "yes"})
+    join.add_label("early", said, now_s=1000)  # feedback before its prediction: kept
+    restored = LabelJoin()
+    restored.apply_changes(load_ops(dump_ops(join.take_changes())))
+    assert restored.labels["early"].label == said
+    [j] = restored.add_prediction("early", waiting("canary", prediction="2.5"), now_s=1001)
+    rules = {"off": condition("abs(value - prediction) > 5"), "down": condition("label == 'x'")}
+    assert j.judge(rules) == (None, {"off": False})  # no label: not accuracy, not "down"
+
+
+def test_label_operations_written_before_feedback_had_values_still_read() -> None:
+    restored = LabelJoin()
+    restored.apply_changes([["l", "r1", "setosa", 2000, []]])  # the first version's form
+    assert restored.labels["r1"].label == Outcome(label="setosa")
+    [j] = restored.add_prediction("r1", waiting("canary", prediction="setosa"), now_s=1000)
+    assert j.correct is True

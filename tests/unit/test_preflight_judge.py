@@ -106,3 +106,36 @@ def test_unanswered_requests_count_as_errors_of_their_arm() -> None:
     v = judge(seen, PLAN, min_requests=1000)
     assert v.status is PreflightStatus.FAILED and v.unanswered == 300
     assert "300 replayed requests unanswered by an arm (counted as errors)" in v.reason
+
+
+def test_recorded_numeric_feedback_judges_an_outcome_metric_and_charts_it() -> None:
+    from model_canary.agents.preflight.report import outcome_charts, render, samples
+    from model_canary.streams.messages import EPOCH, Preflight
+
+    plan = parse_plan(
+        {
+            "model": "iris",
+            "baseline": "v1",
+            "canary": "v2",
+            "metrics": {"errors": {}, "off": {"bad_when": "abs(value - prediction) > 0.5"}},
+        }
+    )
+    # The true value is 1 for every request; a prediction "0" is off by 1.
+    feedback = {f"r{i}": Outcome(value=1.0) for i in range(3000)}
+    worse = Observed.of(
+        candidate=answers("v2", 3000, seed=5, wrong_rate=0.2),
+        baseline=answers("v1", 3000, seed=6, wrong_rate=0.05),
+        feedback=feedback,
+    )
+    v = judge(worse, plan, min_requests=1000)
+    assert v.status is PreflightStatus.FAILED and v.reason.startswith("would be rolled back: off:")
+    assert v.labelled == 3000 and "accuracy" not in v.plan.metrics  # no labels: no accuracy
+    [(title, bad)] = outcome_charts(v, worse)
+    assert title.startswith("off: share of bad feedback per version")
+    judged = {s.prediction: bad(s) for s in samples(worse)}
+    assert judged == {"0": True, "1": False}
+    job = Preflight(
+        preflight_id="pf-1", model="iris", baseline_version="v1", candidate_version="v2",
+        status=PreflightStatus.FAILED, window_start=EPOCH, started_at=EPOCH, updated_at=EPOCH,
+    )  # fmt: skip
+    assert "off: share of bad feedback per version" in render(job, v, worse)

@@ -104,3 +104,22 @@ def test_a_plan_without_a_control_arm_splits_in_two() -> None:
     # At 50% the control arm is everything that is not the canary.
     half = state(weight_bp=5000)
     assert {routes_for(half, k)[0].arm for k in KEYS} == {Arm.CANARY, Arm.CONTROL}
+
+
+def test_the_cached_lookup_agrees_with_routing_and_returns_the_plans_own_tuples(
+    monkeypatch: Any,
+) -> None:
+    # The router's hot loop takes plan.cached(key) when it has it, else plan.routed(key), and
+    # finds its outputs by the identity of the tuple of routes (plan.route_sets()).
+    import model_canary.streams.routing as routing
+
+    monkeypatch.setattr(routing, "MEMO_KEYS", 100)
+    for s in (state(), state(mode=Mode.SHADOW, shadow_sample_bp=3000), state(phase=Phase.STABLE)):
+        plan = routing.RoutePlan(s)
+        sets = [id(t) for t in plan.route_sets()]
+        for k in [*KEYS[:300], *KEYS[:300]]:
+            hit = plan.cached(k)
+            got = plan.routed(k)
+            assert hit is None or (hit == got and hit[0] is got[0])
+            assert got == routing.RoutePlan(s).routed(k)
+            assert id(got[0]) in sets

@@ -6,7 +6,8 @@ rows, arms' answers arrive after their lag, and the watermark is asked once a se
 evaluator applies evidence records one by one through
 :class:`~model_canary.streams.evidence.state.RolloutEvidence`, which runs the same
 completeness and tally code over one rollout. Fed the same traffic, both must give the same
-watermarks, tallies, snapshots and decisions, second by second.
+watermarks, tallies, snapshots and decisions, second by second, feedback included (an outcome
+metric's labelled evidence, arriving late, some of it after its second was released).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from model_canary.streams.evidence.builder import Cell, EvidenceBuilder, Thresho
 from model_canary.streams.evidence.columns import unpack_units
 from model_canary.streams.evidence.state import CLOSE_MS, RolloutEvidence
 from model_canary.streams.messages import Evidence, OffsetRange
+from model_canary.streams.outcomes.expr import Outcome
+from model_canary.streams.outcomes.metrics import condition, judge
 from model_canary.streams.plan import parse_plan
 from model_canary.streams.stats import decide_many, policy, take_snapshot, tally_for
 from model_canary.streams.stats.layout import ARMS, BATCH_FIELDS
@@ -39,8 +42,14 @@ PLAN = parse_plan(
         "canary": "v2",
         "steps": [50, 100],
         "step": {"min_duration": "5s", "min_canary_requests": 20, "warmup": "2s"},
+        "metrics": {
+            "errors": {},
+            "latency_p95": {},
+            "thumbs_down": {"bad_when": "label == 'down'", "min_label_coverage": 0.2},
+        },
     }
 )
+DOWN = condition("label == 'down'")
 
 
 @dataclass
@@ -54,6 +63,8 @@ class Second:
     errors: dict[str, list[bool]]
     routed: list[Evidence]
     served: dict[str, list[Evidence | None]]
+    #: per arm, the label joiner's record of the users' ratings of its answers (None: none)
+    labelled: dict[str, Evidence | None]
 
 
 def traffic(seed: int, replicas: int, seconds: int) -> list[list[Second]]:
@@ -66,10 +77,11 @@ def traffic(seed: int, replicas: int, seconds: int) -> list[list[Second]]:
     for r in range(replicas):
         router = EvidenceBuilder("routed", source=f"router-{r}")
         workers = {a: EvidenceBuilder("served", source=f"w-{a}-{r}") for a in arms}
+        joiner = EvidenceBuilder("labelled", source=f"joiner-{r}")
         offset = 0
         rows = []
         for s in range(seconds):
-            sec = Second({}, {}, [], {})
+            sec = Second({}, {}, [], {}, {})
             for arm in arms:
                 lo, hi = ranges[arm]
                 sec.buckets[arm] = [rng.randrange(lo, hi) for _ in range(rng.randint(0, 12))]
@@ -104,6 +116,14 @@ def traffic(seed: int, replicas: int, seconds: int) -> list[list[Second]]:
                         (OffsetRange(topic=f"req.{arm}", partition=rest, first=s, last=s),)
                     )
                     sec.served[arm].append(ev)
+                # Users rate some answers; the canary's draw more thumbs-down.
+                down = 0.3 if arm == "canary" else 0.15
+                for b in sec.buckets[arm]:
+                    if rng.random() < 0.5:
+                        said = Outcome(label="down" if rng.random() < down else "up")
+                        joiner.add_label(cell, b, None, judge({"thumbs_down": DOWN}, said))
+                built = joiner.build((OffsetRange(topic="fb", partition=0, first=s, last=s),))
+                sec.labelled[arm] = built[0] if built else None
             rows.append(sec)
         out.append(rows)
     return out
@@ -140,15 +160,38 @@ def _rows(records: list[Evidence | None]) -> dict[str, npt.NDArray[Any]]:
     return out
 
 
+def _label_rows(records: list[Evidence | None]) -> dict[str, npt.NDArray[Any]]:
+    """Labelled records of many replicas as the simulator's rows ``(R, K)``: buckets (padded
+    with the trash bucket), labelled, incorrect, and the outcome metric's counted and bad."""
+    units = [unpack_units("labelled", ev.units) if ev else None for ev in records]
+    k = max([1, *(u.size for u in units if u is not None)])
+    cols = ("labelled", "incorrect", "counted", "bad")
+    out = {c: np.zeros((len(records), k), dtype=np.int64) for c in cols}
+    out["buckets"] = np.full((len(records), k), TRASH, dtype=np.int64)
+    for i, (ev, u) in enumerate(zip(records, units, strict=True)):
+        if ev is None or u is None:
+            continue
+        out["buckets"][i, : u.size] = u["bucket"]
+        out["labelled"][i, : u.size] = u["labelled"]
+        out["incorrect"][i, : u.size] = u["incorrect"]
+        for o in ev.outcomes:
+            rows = unpack_units("outcome", o.units)
+            at = np.searchsorted(u["bucket"], rows["bucket"])
+            out["counted"][i, at] = rows["counted"]
+            out["bad"][i, at] = rows["bad"]
+    return out
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     seed=st.integers(0, 10_000),
     replicas=st.integers(1, 3),
     lags=st.tuples(st.integers(0, 4), st.integers(0, 4), st.integers(0, 4)),
     rest_later=st.integers(0, 3),
+    label_lag=st.integers(0, 6),
 )
 def test_the_simulators_path_and_records_applied_one_by_one_agree(
-    seed: int, replicas: int, lags: tuple[int, int, int], rest_later: int
+    seed: int, replicas: int, lags: tuple[int, int, int], rest_later: int, label_lag: int
 ) -> None:
     seconds = 14
     data = traffic(seed, replicas, seconds)
@@ -160,7 +203,7 @@ def test_the_simulators_path_and_records_applied_one_by_one_agree(
     everyone = np.arange(replicas)
     # The evaluator's path: one state per replica, records applied one by one.
     states = [RolloutEvidence.new("m", "ro", tally_for(PLAN)) for _ in range(replicas)]
-    for t in range(seconds + max(lags) + rest_later + 2):
+    for t in range(seconds + max(lags) + rest_later + label_lag + 2):
         now = T0 + t
         if t < seconds:
             routed = np.zeros(replicas, dtype=np.int64)
@@ -189,6 +232,20 @@ def test_the_simulators_path_and_records_applied_one_by_one_agree(
             for r, answered in enumerate(records):
                 if answered is not None:
                     assert states[r].apply(answered)
+        # The ratings of second t - label_lag arrive (as the simulator: one row per bucket).
+        rated = t - label_lag
+        for arm in ARMS if 0 <= rated < seconds else ():
+            ratings = [data[r][rated].labelled.get(arm) for r in range(replicas)]
+            if all(ev is None for ev in ratings):
+                continue
+            rows = _label_rows(ratings)
+            tally.add_labelled(
+                T0 + rated, WEIGHT, arm, rows["buckets"], rows["labelled"], rows["incorrect"],
+                outcomes={"thumbs_down": (rows["counted"], rows["bad"])}, replicas=everyone,
+            )  # fmt: skip
+            for r, rating in enumerate(ratings):
+                if rating is not None:
+                    assert states[r].apply(rating)
         # Second t is over: the router has moved past it (the clock closes it in the state).
         marks = complete.watermark(now + 1)
         tally.release(marks)
@@ -219,4 +276,7 @@ def test_the_simulators_path_and_records_applied_one_by_one_agree(
                 int(theirs.code[0]),
             )
             assert int(snap.canary_requests[r]) == int(alone.canary_requests[0])
+            assert float(snap.label_coverage["thumbs_down"][r]) == float(
+                alone.label_coverage["thumbs_down"][0]
+            )
             np.testing.assert_array_equal(tally.totals[r], state.tally.totals[0])

@@ -48,14 +48,20 @@ def snap(
                 "accuracy", "baseline", accuracy or {2000: (3000, 12_000, 300, 1200)}, starts
             ),
         },
-        "labels": from_counts(
-            "labels", "baseline", labels or {2000: (6000, 24_000, 3000, 12_000)}, starts
-        ),
-        "label_coverage": np.array([0.5]),
+        "labels": {
+            "accuracy": from_counts(
+                "labels", "baseline", labels or {2000: (6000, 24_000, 3000, 12_000)}, starts
+            )
+        },
+        "label_coverage": {"accuracy": np.array([0.5])},
         "behind_s": np.array([5.0]),
         "lagging": ("baseline",),
     }
-    base.update({k: np.array([v]) if not isinstance(v, tuple | dict) else v for k, v in kw.items()})
+    for k, v in kw.items():
+        if k == "label_coverage":
+            base[k] = {"accuracy": np.array([v])}
+        else:
+            base[k] = np.array([v]) if not isinstance(v, tuple | dict) else v
     return StepSnapshot(**base)
 
 
@@ -168,9 +174,9 @@ def test_many_replicas_are_decided_as_each_alone() -> None:
     fields: dict[str, Any] = {
         f: (
             {m: _stack(getattr(a, f)[m], getattr(b, f)[m]) for m in getattr(a, f)}
-            if f == "comparisons"
-            else _stack(getattr(a, f), getattr(b, f))
-            if f == "labels"
+            if f in ("comparisons", "labels")
+            else {m: np.concatenate([getattr(a, f)[m], getattr(b, f)[m]]) for m in getattr(a, f)}
+            if f == "label_coverage"
             else getattr(a, f) + getattr(b, f)
             if f == "lagging"
             else None
@@ -210,8 +216,8 @@ def _latency_snap(
     return replace(
         snap(),
         comparisons=comparisons,
-        labels=None,
-        label_coverage=None,
+        labels={},
+        label_coverage={},
         thresholds_fixed=np.array([fixed]),
     )
 

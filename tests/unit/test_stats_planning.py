@@ -63,7 +63,7 @@ def test_traffic_from_evidence() -> None:
 
 def test_the_command_with_flags_needs_no_broker(capsys: pytest.CaptureFixture[str]) -> None:
     args = argparse.Namespace(
-        model="iris", plan=None, rate=1000.0, error_rate=0.01, accuracy=None,
+        model="iris", plan=None, rate=1000.0, error_rate=0.01, accuracy=None, outcome_rate=[],
         label_coverage=0.5, design_effect=1.0, window=600.0, json=True,
     )  # fmt: skip
     assert plan_cmd.run_check(args) == 0
