@@ -11,6 +11,14 @@ agents' are (:mod:`~model_canary.agents.kafka.config`: ``read_committed``, idemp
 so the only difference from an agent is the agent's own work. Settings come from ``CANARY_*``
 variables. Stops gracefully on SIGTERM/SIGINT.
 
+Shaped like the router's output (``canary bench router``'s second reference): ``--header
+NAME=VALUE`` adds headers after each copy's own, ``--stamp-header NAME`` adds one carrying the
+batch's time in milliseconds (as the router's routed-at stamp), and ``--split-bp BP`` with two
+outputs writes each message once, to the second output when its key's bucket
+(``crc32(key) % 10000``) is below ``BP``, else to the first (a rollout's split at that weight),
+instead of copying it to every output. Then the only difference from the router is the
+routing.
+
     python -m model_canary.agents.bench.passthrough --input canary.requests --output canary.copy \\
         --group canary.passthrough --transactional-id canary.passthrough.1
 """
@@ -21,6 +29,7 @@ import argparse
 import signal
 import threading
 import time
+import zlib
 from collections.abc import Sequence
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
@@ -46,9 +55,17 @@ class Passthrough:
         transactional_id: str,
         *,
         max_batch: int = 1000,
+        headers: Sequence[tuple[str, bytes]] = (),
+        stamp_header: str | None = None,
+        split_bp: int | None = None,
     ) -> None:
+        if split_bp is not None and len(outputs) != 2:
+            raise BenchError("--split-bp takes exactly two outputs")
         self.outputs = list(outputs)
         self.max_batch = max_batch
+        self.headers = list(headers)
+        self.stamp_header = stamp_header
+        self.split_bp = split_bp
         self.policy = settings.commit_policy
         self.in_txn = False
         self.producer = Producer(
@@ -89,6 +106,9 @@ class Passthrough:
         consumer, producer, outputs = self.consumer, self.producer, self.outputs
         policy = self.policy
         started = 0.0
+        split_bp = self.split_bp
+        shaped = bool(self.headers) or self.stamp_header is not None or split_bp is not None
+        tail: list[tuple[str, bytes]] = list(self.headers)
         try:
             while not stop.is_set():
                 now = time.monotonic()
@@ -97,6 +117,9 @@ class Passthrough:
                 if msgs and not self.in_txn:
                     producer.begin_transaction()
                     self.in_txn, started = True, time.monotonic()
+                if msgs and self.stamp_header is not None:
+                    stamp = (self.stamp_header, str(int(time.time() * 1000)).encode())
+                    tail = [*self.headers, stamp]
                 for msg in msgs:
                     err = msg.error()
                     if err is not None:
@@ -104,7 +127,14 @@ class Passthrough:
                             raise BenchError(err.str())
                         continue
                     value, key, headers = msg.value(), msg.key(), msg.headers()
-                    for topic in outputs:
+                    targets: Sequence[str] = outputs
+                    if shaped:
+                        # Consumed headers are a list (the stubs allow a dict for produce).
+                        headers = (headers or []) + tail  # type: ignore[operator]
+                        if split_bp is not None:
+                            low = zlib.crc32(key or b"") % 10_000 < split_bp
+                            targets = (outputs[1],) if low else (outputs[0],)
+                    for topic in targets:
                         while True:
                             try:
                                 producer.produce(topic, value, key=key, headers=headers)
@@ -135,7 +165,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--group", required=True, help="consumer group id")
     parser.add_argument("--transactional-id", required=True, help="producer transactional id")
     parser.add_argument("--max-batch", type=int, default=1000, help="messages per consume()")
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a header added to every copy, after its own (repeatable)",
+    )
+    parser.add_argument(
+        "--stamp-header", metavar="NAME", help="a header carrying the batch's time in ms"
+    )
+    parser.add_argument(
+        "--split-bp",
+        type=int,
+        metavar="BP",
+        help="with two --output: write each message once, to the second when crc32(key) "
+        "%% 10000 < BP, else to the first",
+    )
     args = parser.parse_args(argv)
+    headers = []
+    for spec in args.header:
+        name, sep, value = spec.partition("=")
+        if not sep or not name:
+            parser.error(f"--header {spec!r}: expected NAME=VALUE")
+        headers.append((name, value.encode()))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _s, _f: stop.set())
     signal.signal(signal.SIGINT, lambda _s, _f: stop.set())
@@ -146,6 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.group,
         args.transactional_id,
         max_batch=args.max_batch,
+        headers=headers,
+        stamp_header=args.stamp_header,
+        split_bp=args.split_bp,
     ).run(stop)
     return 0
 

@@ -12,12 +12,19 @@ same requests.
    spread a regression must stand out of).
 5. Check every request was routed exactly once (``read_committed``), delete the topics.
 
+With ``shaped_reference``, a third contender drains in every round: the passthrough writing
+what the router writes (each request once, split over two topics at the rollout's weight, with
+the router's five added headers: arm, version, rollout id, weight, routed-at), so
+``shaped_vs_passthrough`` is what the router's output costs without any routing, and
+``shaped_ratio`` (router / shaped) what the routing itself costs.
+
 >>> # figures, text = run_router_bench(Settings.from_env(), RouterBenchOptions(requests=3000))
 >>> # figures["ratio"]
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from model_canary.agents.bench import BenchError
@@ -39,6 +46,7 @@ from model_canary.agents.bench.session import (
     Progress,
     require_at_least_one,
 )
+from model_canary.streams import headers as h
 from model_canary.streams.errors import ConfigError
 from model_canary.streams.settings import Settings
 
@@ -56,6 +64,8 @@ class RouterBenchOptions:
     max_batch: int = 1000
     keep_topics: bool = False
     timeout: float = 600.0
+    #: Also drain through the passthrough shaped like the router's output (see the module).
+    shaped_reference: bool = False
 
     def __post_init__(self) -> None:
         require_at_least_one(self, "requests", "rounds", "max_batch")
@@ -99,6 +109,18 @@ def run_router_bench(
             str(o.max_batch),
         )
         passthrough = session.passthrough(cat.requests, [copy.name])
+        contenders = [passthrough]
+        shaped: Contender | None = None
+        shaped_topics = [session.spec("shaped-v1"), session.spec("shaped-v2")]
+        if o.shaped_reference:
+            session.create_topics(shaped_topics)
+            shaped = session.passthrough(
+                cat.requests,
+                [t.name for t in shaped_topics],
+                name="passthrough-shaped",
+                extra=_shape_args(round(o.weight_pct * 100)),
+            )
+            contenders.append(shaped)
         probe = OffsetProbe(session.settings)
         sent: list[str] = []
 
@@ -113,7 +135,7 @@ def run_router_bench(
         try:
             drains = drain_rounds(
                 probe,
-                [passthrough, router],
+                [*contenders, router],
                 o.rounds,
                 produce,
                 progress=progress,
@@ -148,6 +170,14 @@ def run_router_bench(
                 [copy.name],
                 [*sent, *router_lat_ids, *pt_lat_ids],
                 request_id_header,
+            )
+            # The shaped reference drains only (no latency phase): every drained request.
+            shaped_copied = (
+                check_delivery(
+                    session.settings, [t.name for t in shaped_topics], sent, request_id_header
+                )
+                if shaped is not None
+                else None
             )
         finally:
             probe.close()
@@ -198,7 +228,41 @@ def run_router_bench(
         "passthrough_lost": copied.lost,
         "passthrough_duplicated": copied.duplicated,
     }
+    if shaped is not None and shaped_copied is not None:
+        s_rate = median([d.msgs_per_s for d in drains[shaped.child.name]])
+        s_cpu = _median_of([d.cpu_us_per_msg for d in drains[shaped.child.name]])
+        figures |= {
+            "shaped_msgs_per_s": s_rate,
+            "shaped_ratio": r_rate / s_rate if s_rate else float("nan"),
+            "shaped_vs_passthrough": s_rate / p_rate if p_rate else float("nan"),
+            "shaped_ratio_rounds": [
+                r.msgs_per_s / s.msgs_per_s if s.msgs_per_s else float("nan")
+                for r, s in zip(drains["router"], drains[shaped.child.name], strict=True)
+            ],
+            "shaped_cpu_us_per_msg": s_cpu,
+            "shaped_cpu_ratio": s_cpu / r_cpu if s_cpu and r_cpu else None,
+            "shaped_thread_cpu_us_per_msg": _threads_median(drains[shaped.child.name]),
+            "shaped_lost": shaped_copied.lost,
+            "shaped_duplicated": shaped_copied.duplicated,
+        }
     return figures, _table(drains, figures)
+
+
+def _shape_args(weight_bp: int) -> list[str]:
+    """The passthrough's arguments that make it write what the router writes at
+    ``weight_bp``: the router's added headers (values of the same sizes) and the split.
+
+    >>> _shape_args(2000)[-2:]
+    ['--split-bp', '2000']
+    """
+    added = [
+        (h.ARM, "baseline"),
+        (h.VERSION, BASELINE),
+        (h.ROLLOUT_ID, uuid.uuid4().hex),
+        (h.WEIGHT_BP, str(weight_bp)),
+    ]
+    args = [a for name, value in added for a in ("--header", f"{name}={value}")]
+    return [*args, "--stamp-header", h.ROUTED_AT_MS, "--split-bp", str(weight_bp)]
 
 
 def _median_of(values: list[float | None]) -> float | None:
@@ -337,4 +401,29 @@ def _table(drains: dict[str, list[Drain]], f: dict[str, object]) -> str:
             "",
         ),
     ]
+    if "shaped_msgs_per_s" in f:
+        rows += [
+            (
+                "shaped reference: drain msgs/s",
+                fmt(num("shaped_msgs_per_s"), 0),
+                fmt(num("shaped_vs_passthrough"), 3) + " x passthrough",
+                fmt(num("shaped_ratio"), 3) + " router/shaped",
+            ),
+            (
+                "shaped reference: CPU us/message",
+                fmt(num("shaped_cpu_us_per_msg")),
+                "",
+                fmt(num("shaped_cpu_ratio"), 3),
+            ),
+            *(
+                (f"  {name} thread", fmt(value), "", "")
+                for name, value in sorted(threads("shaped").items())
+            ),
+            (
+                "shaped reference: lost / duplicated",
+                f"{f['shaped_lost']} / {f['shaped_duplicated']}",
+                "",
+                "",
+            ),
+        ]
     return table(rows, ("", "router", "passthrough", "ratio or difference"))

@@ -94,9 +94,17 @@ class BenchSession:
         child = self.child(name, ["-m", CLI_MODULE, *args], settings)
         return Contender(child, group, tuple(inputs), tuple(outputs))
 
-    def passthrough(self, input_topic: str, outputs: Sequence[str]) -> Contender:
-        """The reference loop (:mod:`model_canary.agents.bench.passthrough`) as a contender."""
-        group = f"{self.settings.topic_prefix}.passthrough"
+    def passthrough(
+        self,
+        input_topic: str,
+        outputs: Sequence[str],
+        *,
+        name: str = "passthrough",
+        extra: Sequence[str] = (),
+    ) -> Contender:
+        """The reference loop (:mod:`model_canary.agents.bench.passthrough`) as a contender
+        (``extra``: more of its arguments, such as the router's output shape)."""
+        group = f"{self.settings.topic_prefix}.{name}"
         self.groups.append(group)
         args = [
             "-m",
@@ -108,7 +116,8 @@ class BenchSession:
         ]
         args += ["--transactional-id", f"{group}.bench"]
         args += [a for topic in outputs for a in ("--output", topic)]
-        child = self.child("passthrough", args)
+        args += extra
+        child = self.child(name, args)
         return Contender(child, group, (input_topic,), tuple(outputs))
 
     # -- topics and rollouts -------------------------------------------------------------

@@ -110,6 +110,15 @@ def register(
         default=1000,
         help="the router's --max-batch (default 1000, as 'canary router')",
     )
+    router.add_argument(
+        "--shaped-reference",
+        action="store_true",
+        help="also drain, each round, through the passthrough writing what the router writes "
+        "(the router's added headers, each request once, split over two topics at the weight): "
+        "shaped_msgs_per_s, shaped_vs_passthrough (what the router's output costs), "
+        "shaped_ratio (router/shaped: what the routing costs), shaped_cpu_us_per_msg, "
+        "shaped_thread_cpu_us_per_msg, shaped_lost, shaped_duplicated",
+    )
     _shared(router, rounds=3)
     router.set_defaults(handler=run_router_bench)
 
@@ -417,6 +426,7 @@ def run_router_bench(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         keep_topics=args.keep_topics,
         timeout=args.timeout,
+        shaped_reference=args.shaped_reference,
     )
     figures, text = run_router_bench(settings_from_args(args), options, _progress(args))
     return _finish(args, figures, text)

@@ -92,6 +92,7 @@ def test_bench_router_smoke(
         "1",
         "--rounds",
         "1",
+        "--shaped-reference",
     )
     _positive(
         figures,
@@ -101,7 +102,14 @@ def test_bench_router_smoke(
         "router_rss_mb",
         "router_rss_start_mb",
         "router_rss_end_mb",
+        "shaped_msgs_per_s",
+        "shaped_ratio",
+        "shaped_vs_passthrough",
     )
+    # The shaped reference wrote every drained request once, split over its two topics.
+    assert figures["shaped_lost"] == 0 and figures["shaped_duplicated"] == 0
+    shaped_threads = figures["shaped_thread_cpu_us_per_msg"]
+    assert isinstance(shaped_threads, dict) and "main" in shaped_threads
     # CPU time is counted in ticks of 10 ms: a drain of 3,000 requests may take none.
     for key in ("router_cpu_us_per_msg", "passthrough_cpu_us_per_msg"):
         value = figures[key]
