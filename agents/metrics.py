@@ -53,6 +53,13 @@ TXN_COMMIT_SECONDS = Histogram(
     ["agent"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+TXN_OFFSETS_SECONDS = Histogram(
+    "canary_transaction_offsets_duration_seconds",
+    "Time to add the consumed offsets to a Kafka transaction (send_offsets_to_transaction: "
+    "the coordinator's AddOffsetsToTxn, then the group's TxnOffsetCommit), part of its commit.",
+    ["agent"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
 TXN_ABORTS = Counter(
     "canary_transaction_aborts_total", "Transactions aborted and replayed.", ["agent"]
 )

@@ -146,9 +146,13 @@ class _Run:
     sent_seconds: float = 0.0
     client_repeats: int = 0
     #: Over the latency phase: CPU seconds per process, and per agent its commits (count,
-    #: seconds) from its own canary_transaction_commit_duration_seconds.
+    #: seconds) from its own canary_transaction_commit_duration_seconds, and the part of them
+    #: spent adding the offsets (canary_transaction_offsets_duration_seconds).
     cpu_s: dict[str, float] = field(default_factory=dict)
     commits: dict[str, tuple[float, float]] = field(default_factory=dict)
+    offsets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: The latency phase's length (seconds), sending and waiting for the last answers.
+    phase_s: float = 0.0
     #: The bare hop measured before the agents started.
     hop: HopFloor = field(default_factory=lambda: HopFloor(ms=[], lost=0))
     #: The local broker's garbage-collection pauses over the latency phase (count, seconds).
@@ -470,6 +474,11 @@ def _run_figures(run: _Run) -> dict[str, object]:
         count, seconds = run.commits.get(agent, (0.0, 0.0))
         figures[f"{agent}_commits_per_s"] = count / run.sent_seconds if run.sent_seconds else 0
         figures[f"{agent}_commit_ms"] = seconds / count * 1000 if count else math.nan
+        n_offsets, offsets_s = run.offsets.get(agent, (0.0, 0.0))
+        figures[f"{agent}_offsets_ms"] = offsets_s / n_offsets * 1000 if n_offsets else math.nan
+        # The share of the phase the agent's loop spent committing: near 1, it commits back
+        # to back and a request waits for the commit in progress, then for its own.
+        figures[f"{agent}_commit_share"] = seconds / run.phase_s if run.phase_s else math.nan
     if run.broker_gc is not None:
         count, seconds = run.broker_gc
         figures["broker_gc_pauses"] = count
@@ -517,8 +526,9 @@ class _Usage:
         if settings.uses_local_broker:
             self.pids["broker"] = LocalBroker(settings).pid()
         self.ports = ports
+        self.began = time.monotonic()
         self.cpu = self._cpu()
-        self.commits = self._commits()
+        self.commits, self.offsets = self._commits()
         broker = self.pids.get("broker")
         self.gc = jvm_pauses(broker) if broker else None
 
@@ -530,14 +540,22 @@ class _Usage:
                 out[name] = cpu
         return out
 
-    def _commits(self) -> dict[str, tuple[float, float]]:
-        return {agent: commit_counters(port, agent) for agent, port in self.ports.items()}
+    def _commits(self) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float]]]:
+        both = {agent: commit_counters(port, agent) for agent, port in self.ports.items()}
+        return (
+            {agent: c["commit"] for agent, c in both.items()},
+            {agent: c["offsets"] for agent, c in both.items()},
+        )
 
     def since(self, run: _Run) -> None:
-        cpu, commits = self._cpu(), self._commits()
+        run.phase_s = time.monotonic() - self.began
+        cpu, (commits, offsets) = self._cpu(), self._commits()
         run.cpu_s = {k: v - self.cpu[k] for k, v in cpu.items() if k in self.cpu}
         run.commits = {
             k: (n - self.commits[k][0], t - self.commits[k][1]) for k, (n, t) in commits.items()
+        }
+        run.offsets = {
+            k: (n - self.offsets[k][0], t - self.offsets[k][1]) for k, (n, t) in offsets.items()
         }
         broker = self.pids.get("broker")
         gc = jvm_pauses(broker) if broker else None
@@ -575,20 +593,30 @@ def jvm_pauses(pid: int) -> tuple[int, float] | None:
 
 
 _COMMITS = re.compile(
-    r'^canary_transaction_commit_duration_seconds_(count|sum)\{agent="(\w+)"\} (\S+)$',
+    r"^canary_transaction_(commit|offsets)_duration_seconds_(count|sum)"
+    r'\{agent="(\w+)"\} (\S+)$',
     re.MULTILINE,
 )
 
 
-def commit_counters(port: int, agent: str) -> tuple[float, float]:
-    """``agent``'s commits so far and the seconds they took, from its ``/metrics``."""
+def commit_counters(port: int, agent: str) -> dict[str, tuple[float, float]]:
+    """``agent``'s commits so far and the seconds they took (``commit``), and the part of
+    them spent adding the offsets (``offsets``), from its ``/metrics``.
+
+    >>> # commit_counters(9100, "router")  ->  {"commit": (812.0, 9.3), "offsets": (812.0, 4.1)}
+    """
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
             text = page.read().decode()
     except OSError as exc:
         raise BenchError(f"cannot read the {agent}'s metrics on port {port}: {exc}") from None
-    found = {kind: float(v) for kind, name, v in _COMMITS.findall(text) if name == agent}
-    return found.get("count", 0.0), found.get("sum", 0.0)
+    found = {
+        (what, kind): float(v) for what, kind, name, v in _COMMITS.findall(text) if name == agent
+    }
+    return {
+        what: (found.get((what, "count"), 0.0), found.get((what, "sum"), 0.0))
+        for what in ("commit", "offsets")
+    }
 
 
 def _free_port() -> int:
@@ -636,7 +664,11 @@ def _table(per_mode: dict[str, dict[str, object]], floor: Sequence[float]) -> st
         ("router_commits_per_s", "router commits/s", 0),
         ("worker_commits_per_s", "worker commits/s", 0),
         ("router_commit_ms", "router commit ms (mean)", 1),
+        ("router_offsets_ms", "  of which adding offsets", 1),
+        ("router_commit_share", "router time share committing", 2),
         ("worker_commit_ms", "worker commit ms (mean)", 1),
+        ("worker_offsets_ms", "  of which adding offsets", 1),
+        ("worker_commit_share", "worker time share committing", 2),
         ("router_cpu_ms_per_request", "router CPU ms/request", 3),
         ("worker_cpu_ms_per_request", "worker CPU ms/request", 3),
         ("broker_cpu_ms_per_request", "broker CPU ms/request", 3),

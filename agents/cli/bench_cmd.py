@@ -324,7 +324,11 @@ def _register_latency(
         "round): e2e_p50_ms, "
         "e2e_p99_ms, client_p50_ms, client_p99_ms, requests_per_s, achieved_rate, hops_p50_ms, "
         "hops_p99_ms, requests, lost, duplicated (exactly-once) or repeats (at-least-once), "
-        "client_repeats (answers the client received twice and dropped); for the first --mode "
+        "client_repeats (answers the client received twice and dropped), router_commits_per_s, "
+        "router_commit_ms (mean), router_offsets_ms (the part of a commit spent adding the "
+        "offsets), router_commit_share (the share of the latency phase the router spent "
+        "committing: near 1, it commits back to back), the same for the worker; for the "
+        "first --mode "
         "at the top level, and per mode under 'modes' when there are several. Prints figures, "
         "asserts nothing. The last line printed is JSON.",
     )

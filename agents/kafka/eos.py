@@ -647,11 +647,15 @@ class ExactlyOnceLoop:
                 self.hooks.before_commit(out)
             positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
             if positions:
+                offsets_began = time.monotonic()
                 self._retrying(
                     "add offsets to the transaction",
                     lambda: producer.send_offsets_to_transaction(
                         positions, consumer.consumer_group_metadata(), 30
                     ),
+                )
+                metrics.TXN_OFFSETS_SECONDS.labels(self.config.agent).observe(
+                    time.monotonic() - offsets_began
                 )
             self._retrying("commit", lambda: producer.commit_transaction(30))
         except KafkaException as exc:

@@ -225,4 +225,13 @@ def test_bench_latency_smoke(
         assert each["bare_hop_lost"] == 0, mode
         assert each["client_repeats"] == 0
     assert modes["balanced"]["duplicated"] == 0
+    # Where an exactly-once agent's time goes: its commits, the part spent adding offsets, and
+    # the share of the phase it spent committing.
+    for agent in ("router", "worker"):
+        _positive(
+            modes["balanced"],
+            f"{agent}_commit_ms",
+            f"{agent}_offsets_ms",
+            f"{agent}_commit_share",
+        )
     assert modes["at-least-once"]["repeats"] == 0  # nothing failed, so nothing repeated
