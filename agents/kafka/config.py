@@ -21,6 +21,9 @@ from model_canary.streams.settings import Settings
 
 #: How soon a transactional producer retries a request the coordinator refused as concurrent.
 TXN_RETRY_BACKOFF_MS = 1
+#: The longest a transactional producer waits before retrying a request: librdkafka doubles
+#: the wait at each retry of the same request (1, 2, 4, ... ms), up to 1 s by default.
+TXN_RETRY_BACKOFF_MAX_MS = 20
 
 
 def base_config(settings: Settings, client_id: str) -> dict[str, Any]:
@@ -61,6 +64,11 @@ def producer_config(
         # (a few ms); the client retries after retry.backoff.ms, 100 ms by default, which
         # would make every back-to-back transaction last 100 ms (KAFKA-5477).
         config["retry.backoff.ms"] = TXN_RETRY_BACKOFF_MS
+        # The coordinator keeps refusing (AddOffsetsToTxn, EndTxn) for as long as the previous
+        # transaction's markers take; with the wait doubling up to 1 s, a refusal lasting T ms
+        # is retried up to ~2T ms after it began (a broker pause of 60 ms costs the commit up
+        # to 128). Capped, a retry comes at most this long after the refusals end.
+        config["retry.backoff.max.ms"] = TXN_RETRY_BACKOFF_MAX_MS
     config.update(base_config(settings, client_id))
     if transactional_id:
         config["transactional.id"] = transactional_id

@@ -107,3 +107,25 @@ def test_clients_follow_the_profile() -> None:
     # The user's own librdkafka settings still win.
     s = Settings(latency=LatencyMode.LOW, extra_config={"linger.ms": "20"})
     assert producer_config(s, "p")["linger.ms"] == "20"
+
+
+def test_transactional_retries_back_off_briefly() -> None:
+    """A transactional producer's retries (the coordinator refusing AddOffsetsToTxn or EndTxn
+    while the previous transaction's markers are written) wait at most
+    TXN_RETRY_BACKOFF_MAX_MS, not librdkafka's doubling up to 1 s; other producers keep
+    librdkafka's defaults, and the user's own setting wins."""
+    from model_canary.agents.kafka.config import (
+        TXN_RETRY_BACKOFF_MAX_MS,
+        TXN_RETRY_BACKOFF_MS,
+        producer_config,
+    )
+
+    s = Settings()
+    txn = producer_config(s, "p", transactional_id="t")
+    assert txn["retry.backoff.ms"] == TXN_RETRY_BACKOFF_MS
+    assert txn["retry.backoff.max.ms"] == TXN_RETRY_BACKOFF_MAX_MS
+    assert TXN_RETRY_BACKOFF_MS <= TXN_RETRY_BACKOFF_MAX_MS < 1000
+    plain = producer_config(s, "p")
+    assert "retry.backoff.max.ms" not in plain and "retry.backoff.ms" not in plain
+    mine = Settings(extra_config={"retry.backoff.max.ms": "1000"})
+    assert producer_config(mine, "p", transactional_id="t")["retry.backoff.max.ms"] == "1000"
