@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from confluent_kafka.admin._config import ConfigResource
 
+from model_canary.agents.client.tail import open_tail
 from model_canary.agents.kafka.admin import Admin
+from model_canary.streams.errors import KafkaOperationError
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 
@@ -43,3 +45,13 @@ def test_delete_topics_returns_once_no_listing_shows_them(
     # A fresh client, as a user's next command would be: none of them is listed any more.
     assert set(names).isdisjoint(Admin(settings).list_topics())
     admin.delete_topics(names)  # already gone: nothing to do, no error
+
+
+def test_a_tail_opens_a_topic_created_a_moment_ago_and_names_a_missing_one(
+    admin: Admin, catalogue: TopicCatalogue, settings: Settings
+) -> None:
+    specs = catalogue.core_specs()
+    admin.ensure_topics(specs)
+    open_tail(settings, catalogue.results, "t-fresh").close()
+    with pytest.raises(KafkaOperationError, match="no such topic"):
+        open_tail(settings, f"{catalogue.results}-never-created", "t-missing")
