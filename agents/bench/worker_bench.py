@@ -119,11 +119,15 @@ def run_worker_bench(
     w_rate = median([d.msgs_per_s for d in drains["worker"]])
     p_rate = median([d.msgs_per_s for d in drains["passthrough"]])
     last = drains["worker"][-1]
+    w_cpu, p_cpu = (_cpu_us_per_msg(drains[name]) for name in ("worker", "passthrough"))
     figures: dict[str, object] = {
         "worker_msgs_per_s": w_rate,
         "passthrough_msgs_per_s": p_rate,
         "ratio": w_rate / p_rate if p_rate else float("nan"),
         "worker_rss_mb": worker.child.peak_mb(),
+        "worker_cpu_us_per_msg": w_cpu,
+        "passthrough_cpu_us_per_msg": p_cpu,
+        "cpu_ratio": w_cpu / p_cpu if w_cpu and p_cpu else None,
         "requests": o.requests,
         "lost": results.lost,
         "duplicated": results.duplicated,
@@ -138,6 +142,13 @@ def run_worker_bench(
         "passthrough_duplicated": sum(c.duplicated for c in copied),
     }
     return figures, _table(drains, figures)
+
+
+def _cpu_us_per_msg(drains: Sequence[Drain]) -> float | None:
+    """The median over rounds of a contender's CPU microseconds per message drained (None:
+    its CPU time could not be read)."""
+    known = [cpu for d in drains if (cpu := d.cpu_us_per_msg) is not None]
+    return round(median(known), 2) if known else None
 
 
 def _evidenced(settings: Settings, topic: str) -> int:
@@ -173,6 +184,12 @@ def _table(drains: dict[str, list[Drain]], f: dict[str, object]) -> str:
             col("worker", "msgs_per_s", 0),
             col("passthrough", "msgs_per_s", 0),
             num("ratio", 3),
+        ),
+        (
+            "CPU us/msg (median)",
+            num("worker_cpu_us_per_msg"),
+            num("passthrough_cpu_us_per_msg"),
+            num("cpu_ratio", 2),
         ),
         (
             "drain seconds (median)",

@@ -130,9 +130,12 @@ def register(
         "'bench' version v1's topic; measure 'canary worker --adapter noop:' (one result per "
         "request, the served evidence per transaction) against the passthrough copying each "
         "request to one topic. " + _MEASURE + " JSON keys: worker_msgs_per_s, "
-        "passthrough_msgs_per_s, ratio (worker/passthrough), worker_rss_mb (peak), requests, "
-        "lost (requests without a result), duplicated, evidence_exact (the evidence counts "
-        "every request once), and more.",
+        "passthrough_msgs_per_s, ratio (worker/passthrough), worker_cpu_us_per_msg and "
+        "passthrough_cpu_us_per_msg (CPU time of the whole process from its first output to "
+        "its last commit, per message: steadier than rates on a shared machine), cpu_ratio "
+        "(worker/passthrough), worker_rss_mb (peak), requests, lost (requests without a "
+        "result), duplicated, evidence_exact (the evidence counts every request once), and "
+        "more.",
     )
     worker.add_argument(
         "--requests",

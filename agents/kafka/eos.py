@@ -337,6 +337,8 @@ class ExactlyOnceLoop:
         #: to raise, a producer to replace.
         self._deferred: Exception | None = None
         self._replace_deferred = False
+        #: While the before-commit hook runs: the positions the commit sends (read once).
+        self._commit_positions: list[TopicPartition] | None = None
 
     @classmethod
     def configured(cls, config: LoopConfig) -> LoopConfig:
@@ -521,7 +523,10 @@ class ExactlyOnceLoop:
         if self._consumer is None:
             return ()
         out = []
-        for tp in self._consumer.position(self._consumer.assignment()):
+        positions = self._commit_positions
+        if positions is None:
+            positions = self._consumer.position(self._consumer.assignment())
+        for tp in positions:
             start = self._range_starts.get((tp.topic, tp.partition))
             if start is not None and tp.offset > start:
                 out.append(
@@ -646,10 +651,15 @@ class ExactlyOnceLoop:
         out = self.output
         began = time.monotonic()
         try:
+            # Read once: the hook's consumed_ranges() and the offsets committed are the same.
+            positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
             if self.hooks.before_commit is not None:
                 out.source = None
-                self.hooks.before_commit(out)
-            positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
+                self._commit_positions = positions
+                try:
+                    self.hooks.before_commit(out)
+                finally:
+                    self._commit_positions = None
             if positions:
                 offsets_began = time.monotonic()
                 self._retrying(

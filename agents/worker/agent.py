@@ -75,6 +75,9 @@ from model_canary.streams.topics import TopicCatalogue
 log = logging.getLogger(__name__)
 
 AGENT = "worker"
+#: Epoch milliseconds of 10000-01-01: every time below it is a datetime (checked per request
+#: only beyond it).
+_YEAR_10000_MS = 253_402_300_800_000
 REDRIVEN = "canary-redriven"
 
 
@@ -115,7 +118,7 @@ class _Routed:
         # outside the per-message handling: the worker would stop, and stop again on restart.
         if not 0 <= weight_bp <= MAX_BP:
             raise InvalidRecordError(f"header {h.WEIGHT_BP} {weight_bp} is outside 0..{MAX_BP}")
-        if routed_at_ms is not None:
+        if routed_at_ms is not None and not 0 < routed_at_ms < _YEAR_10000_MS:
             try:
                 from_epoch_ms(routed_at_ms)
             except OverflowError:

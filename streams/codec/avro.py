@@ -30,6 +30,7 @@ from fastavro.schema import SchemaParseException, to_parsing_canonical_form
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 
 from model_canary.schemas import load_schema, schema_dir
+from model_canary.streams.codec.avro_compiled import Unwritable, compile_writer
 from model_canary.streams.codec.convert import from_avro, plan, to_avro
 from model_canary.streams.errors import (
     ConfigError,
@@ -193,6 +194,8 @@ class AvroCodec(Generic[T]):
         )
         self._header = MAGIC + self.fingerprint
         plan(record_type)
+        #: The compiled writer (None: this schema is written with fastavro).
+        self._write = compile_writer(self.schema, record_type)
 
     def encode(self, record: T) -> bytes:
         """``record`` as a single-object message (:class:`RecordTypeError`, a ``TypeError``, for
@@ -201,6 +204,13 @@ class AvroCodec(Generic[T]):
             raise RecordTypeError(
                 f"expected {self.record_type.__name__}, got {type(record).__name__}"
             )
+        if self._write is not None:
+            buf = bytearray(self._header)
+            try:
+                self._write(buf, record)
+                return bytes(buf)
+            except Unwritable:
+                pass  # a value fastavro writes (or refuses) in its own way
         out = io.BytesIO()
         out.write(self._header)
         schemaless_writer(out, self.schema, to_avro(record), disable_tuple_notation=True)

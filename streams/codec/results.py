@@ -14,6 +14,7 @@ True
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from model_canary.streams import headers as h
@@ -23,17 +24,38 @@ from model_canary.streams.messages import InferenceResult
 
 
 def result_headers(result: InferenceResult, content_type: str) -> h.RawHeaders:
-    """``content-type``, request id, model, version, arm, served and routing key."""
-    items = [
-        (h.CONTENT_TYPE, content_type),
-        (h.REQUEST_ID, result.request_id),
-        (h.MODEL, result.model),
-        (h.VERSION, result.version),
-        (h.ARM, result.arm.value),
-        (h.SERVED, "true" if result.served else "false"),
-        (h.ROUTING_KEY, result.routing_key),
-    ]
-    return h.as_list(h.encode_headers(items))
+    """``content-type``, request id, model, version, arm, served and routing key.
+
+    >>> from model_canary.streams.messages import EPOCH
+    >>> r = InferenceResult(request_id="r1", model="m", version="v1", arm="stable",
+    ...                     outputs=b"", latency_ms=0.0, created_at=EPOCH)
+    >>> len(result_headers(r, h.JSON)), h.ROUTING_KEY in dict(result_headers(r, h.JSON))
+    (6, False)
+    """
+    # A worker writes one result per request: the headers its answers share are encoded once.
+    head, who = _shared_headers(
+        content_type, result.model, result.version, result.arm.value, result.served
+    )
+    items: h.RawHeaders = [head, (h.REQUEST_ID, result.request_id.encode()), *who]
+    if result.routing_key is not None:
+        items.append((h.ROUTING_KEY, result.routing_key.encode()))
+    return items
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared_headers(
+    content_type: str, model: str, version: str, arm: str, served: bool
+) -> tuple[tuple[str, bytes], tuple[tuple[str, bytes], ...]]:
+    """The content-type header, and the model, version, arm and served headers, encoded."""
+    who = h.encode_headers(
+        [
+            (h.MODEL, model),
+            (h.VERSION, version),
+            (h.ARM, arm),
+            (h.SERVED, "true" if served else "false"),
+        ]
+    )
+    return (h.CONTENT_TYPE, content_type.encode()), tuple(who)
 
 
 def encode_result(result: InferenceResult, *, as_json: bool) -> tuple[bytes, h.RawHeaders]:

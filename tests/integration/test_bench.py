@@ -37,6 +37,9 @@ WORKER_KEYS = {
     "passthrough_msgs_per_s",
     "ratio",
     "worker_rss_mb",
+    "worker_cpu_us_per_msg",
+    "passthrough_cpu_us_per_msg",
+    "cpu_ratio",
     "requests",
     "lost",
     "duplicated",
@@ -136,6 +139,7 @@ def test_bench_worker_smoke(
         capsys, broker_settings, unique, WORKER_KEYS, "worker", "--requests", "3000", "--json-only"
     )
     _positive(figures, "worker_msgs_per_s", "passthrough_msgs_per_s", "ratio", "worker_rss_mb")
+    _positive(figures, "worker_cpu_us_per_msg", "passthrough_cpu_us_per_msg", "cpu_ratio")
     assert figures["requests"] == 3000
     assert figures["lost"] == 0 and figures["duplicated"] == 0
     assert figures["passthrough_lost"] == 0 and figures["passthrough_duplicated"] == 0

@@ -127,6 +127,8 @@ def test_time_helpers() -> None:
         "model_canary.streams.codec.convert",
         "model_canary.streams.codec.avro",
         "model_canary.streams.codec.requests",
+        "model_canary.streams.codec.results",
+        "model_canary.streams.codec.avro_compiled",
     ],
 )
 def test_doctests(module: str) -> None:
