@@ -94,8 +94,11 @@ class BenchSession:
         child = self.child(name, ["-m", CLI_MODULE, *args], settings)
         return Contender(child, group, tuple(inputs), tuple(outputs))
 
-    def passthrough(self, input_topic: str, outputs: Sequence[str]) -> Contender:
-        """The reference loop (:mod:`model_canary.agents.bench.passthrough`) as a contender."""
+    def passthrough(
+        self, input_topic: str, outputs: Sequence[str], *, instance: str = "bench"
+    ) -> Contender:
+        """The reference loop (:mod:`model_canary.agents.bench.passthrough`) as a contender
+        (``instance``: several of one group need transactional ids of their own)."""
         group = f"{self.settings.topic_prefix}.passthrough"
         self.groups.append(group)
         args = [
@@ -106,9 +109,11 @@ class BenchSession:
             "--group",
             group,
         ]
-        args += ["--transactional-id", f"{group}.bench"]
+        args += ["--transactional-id", f"{group}.{instance}"]
         args += [a for topic in outputs for a in ("--output", topic)]
-        child = self.child("passthrough", args)
+        child = self.child(
+            "passthrough" if instance == "bench" else f"passthrough-{instance}", args
+        )
         return Contender(child, group, (input_topic,), tuple(outputs))
 
     # -- topics and rollouts -------------------------------------------------------------
