@@ -226,7 +226,10 @@ class LabelJoiner:
         self, msg: Message, join: LabelJoin, now_s: int, out: TxnOutput, *, rekey: bool
     ) -> bool:
         """Join a label; True when it was re-keyed instead (joined later, from there)."""
-        content_type = h.header_dict(h.as_list(msg.headers())).get(h.CONTENT_TYPE)
+        raw_headers = msg.headers()  # (most labels carry none: no dict built for them)
+        content_type = (
+            h.header_dict(h.as_list(raw_headers)).get(h.CONTENT_TYPE) if raw_headers else None
+        )
         if content_type is not None and (
             is_json(content_type) or media_type(content_type)[0] not in _AVRO_TYPES
         ):  # a JSON label (docs/json.md), or a content type decode_record refuses
