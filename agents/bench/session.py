@@ -27,7 +27,7 @@ from model_canary.agents.client.control import ControlClient
 from model_canary.agents.kafka.admin import Admin
 from model_canary.agents.process import CLI_MODULE
 from model_canary.agents.router.controller import Controller
-from model_canary.streams.errors import ConfigError
+from model_canary.streams.errors import ConfigError, KafkaOperationError
 from model_canary.streams.plan import RolloutPlan, parse_plan
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue, TopicSpec
@@ -211,9 +211,7 @@ class BenchSession:
         faust_prefix = self.settings.topic_prefix + "-evaluator-"
         try:
             names = [n for n in self.admin.list_topics() if n.startswith((prefix, faust_prefix))]
-            if names:
-                for future in self.admin.client.delete_topics(names, operation_timeout=30).values():
-                    future.result(60)
+            self.admin.delete_topics(names)
             # Best effort: groups with static members stay non-empty until their session
             # times out, and are then removed by the broker's offset retention.
             if self.groups:
@@ -222,8 +220,9 @@ class BenchSession:
                 ).values():
                     with contextlib.suppress(KafkaException):
                         future.result(15)
-        except KafkaException as exc:
+        except (KafkaException, KafkaOperationError) as exc:
             self.progress(f"could not delete the benchmark topics: {exc}")
+            return
         self.progress(f"deleted topics {prefix}*")
 
     def __enter__(self) -> BenchSession:

@@ -29,7 +29,11 @@ def open_tail(
     The end offsets are looked up now, so anything produced after this returns is seen.
     """
     consumer = new_reader(settings, client_id)
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
+    # A topic created a moment ago may not be in this broker's metadata yet: a missing topic
+    # is looked up again for a few seconds before it is reported.
+    missing_deadline = start + min(timeout, MISSING_GRACE_S)
     while True:
         try:
             names = [topic] if isinstance(topic, str) else list(topic)
@@ -37,6 +41,12 @@ def open_tail(
                 tp for t in names for tp in _assignment(consumer, t, from_beginning, only)
             ]
             break
+        except _Missing:
+            if time.monotonic() < missing_deadline:
+                time.sleep(0.2)
+                continue
+            consumer.close()
+            raise
         except (KafkaException, _NotReady) as exc:
             # A topic created a moment ago may not have a leader yet ("not leader for
             # partition" is not flagged retriable, but it passes within a second).
@@ -50,6 +60,14 @@ def open_tail(
             raise
     consumer.assign(assignment)
     return consumer
+
+
+MISSING_GRACE_S = 3.0
+"""How long a topic absent from the metadata is looked up again before it is reported."""
+
+
+class _Missing(KafkaOperationError):
+    """The topic is not in the metadata (not created, or created a moment ago)."""
 
 
 class _NotReady(KafkaOperationError):
@@ -66,7 +84,7 @@ def _assignment(
     md = consumer.list_topics(topic, timeout=10)
     meta = md.topics.get(topic)
     if meta is None or not meta.partitions:
-        raise wrap(f"open {topic}", RuntimeError("no such topic: run 'canary topics create'"))
+        raise _Missing(f"open {topic}", "RuntimeError", "no such topic: run 'canary topics create'")
     if meta.error is not None:
         raise _NotReady(f"open {topic}", meta.error.name(), meta.error.str())
     partitions = sorted(meta.partitions) if only is None else only(len(meta.partitions))

@@ -87,6 +87,41 @@ class Admin:
                 return
             time.sleep(0.1)
 
+    def delete_topics(self, names: Iterable[str], timeout: float = 60.0) -> None:
+        """Delete ``names`` and wait until the cluster's metadata no longer lists them.
+
+        The controller acknowledges a deletion before every broker's metadata has caught
+        up, so a listing made just after the acknowledgement may still show the topics;
+        this returns only once it does not (or raises after ``timeout`` seconds). A topic
+        that is already gone counts as deleted.
+        """
+        import time
+
+        wanted = sorted(set(names))
+        if not wanted:
+            return
+        deadline = time.monotonic() + timeout
+        futures = self.client.delete_topics(wanted, operation_timeout=timeout)
+        for name, future in futures.items():
+            try:
+                future.result(timeout=max(1.0, deadline - time.monotonic()))
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    continue
+                raise wrap(f"delete topic {name}", exc) from None
+        left = set(wanted)
+        while left:
+            left &= set(self.list_topics(timeout=max(1.0, deadline - time.monotonic())))
+            if not left:
+                return
+            if time.monotonic() >= deadline:
+                raise wrap(
+                    "delete topics",
+                    TimeoutError(f"still listed after {timeout:.0f} s: {sorted(left)}"),
+                )
+            time.sleep(0.1)
+
     def list_topics(self, timeout: float = 10.0) -> dict[str, int]:
         """``{topic: partition count}`` for every topic the cluster reports."""
         try:

@@ -88,6 +88,8 @@ LAG_INTERVAL_S = 5.0
 RETRY_S = 60.0
 #: A transactional call (30 s timeout) still blocked after this long is a hang: the agent exits.
 STUCK_S = 45.0
+#: The longest a loop waits for input in one call, so that a stop request is seen in time.
+STOP_CHECK_S = 1.0
 
 BatchHandler = Callable[[Sequence[Message], "TxnOutput"], None]
 #: ``refuse(out, msg, reason, detail)``: answer an input the agent cannot handle (an error
@@ -453,7 +455,9 @@ class ExactlyOnceLoop:
                 now = self._turn_started = time.monotonic()
                 self._retried_s = 0.0
                 if self._in_txn:
-                    wait = c.commit.wait_s((now - self._txn_started) * 1000)
+                    # Waits for more input at most STOP_CHECK_S at a time, so that ``stop``
+                    # is seen even when the policy holds the transaction open for long.
+                    wait = min(c.commit.wait_s((now - self._txn_started) * 1000), STOP_CHECK_S)
                 else:
                     wait = c.poll_timeout_s
                 msgs = fetch(consumer, c.max_batch, wait)

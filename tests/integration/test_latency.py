@@ -65,9 +65,13 @@ def run_loop(settings: Settings, unique: str) -> Iterator[Callable[[str, str, Co
         running.append((stop, thread))
 
     yield start
-    for stop, thread in running:
+    for stop, _thread in running:
         stop.set()
+    for _stop, thread in running:
         thread.join(30)
+        # A loop whose policy holds its transaction open still stops when asked (it blocked
+        # in its wait for input until the next message arrived, on 3e41a43).
+        assert not thread.is_alive(), "the loop did not stop"
 
 
 def test_a_transaction_commits_as_soon_as_its_input_is_drained(

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 from confluent_kafka.admin._config import ConfigResource
 
+from model_canary.agents.client.tail import open_tail
 from model_canary.agents.kafka.admin import Admin
+from model_canary.streams.errors import KafkaOperationError
+from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 
 pytestmark = pytest.mark.integration
@@ -30,3 +33,25 @@ def test_ensure_topics_is_idempotent_and_compacts_rollout_state(
     resource = ConfigResource(ConfigResource.Type.TOPIC, catalogue.requests)
     configs = admin.client.describe_configs([resource])[resource].result(timeout=10)
     assert configs["cleanup.policy"].value == "delete"
+
+
+def test_delete_topics_returns_once_no_listing_shows_them(
+    admin: Admin, catalogue: TopicCatalogue, settings: Settings
+) -> None:
+    specs = catalogue.core_specs()
+    names = [s.name for s in specs]
+    admin.ensure_topics(specs)
+    admin.delete_topics([*names, f"{names[0]}-never-created"])
+    # A fresh client, as a user's next command would be: none of them is listed any more.
+    assert set(names).isdisjoint(Admin(settings).list_topics())
+    admin.delete_topics(names)  # already gone: nothing to do, no error
+
+
+def test_a_tail_opens_a_topic_created_a_moment_ago_and_names_a_missing_one(
+    admin: Admin, catalogue: TopicCatalogue, settings: Settings
+) -> None:
+    specs = catalogue.core_specs()
+    admin.ensure_topics(specs)
+    open_tail(settings, catalogue.results, "t-fresh").close()
+    with pytest.raises(KafkaOperationError, match="no such topic"):
+        open_tail(settings, f"{catalogue.results}-never-created", "t-missing")
