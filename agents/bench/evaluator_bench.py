@@ -12,15 +12,16 @@ by :class:`~model_canary.agents.bench.evidence_load.SimulatedServing` in this pr
    joiner drains them (``labels_per_s``, the median over the rounds; ``labels_per_s_rounds``
    each round's; ``joiner_cpu_us_per_label``). With ``joiners`` N > 1 (the session's
    partitions then a multiple of N), each round also has N joiners (one group) drain another
-   backlog as large (``labels_per_s_N_joiners``, ``joiners_speedup``: median over median;
-   joiners are timed by their own count, from the moment each of them has joined a label,
-   after the group's rebalance, to the last label),
-   and the reference, the bare exactly-once pass-through loop, drain a topic of as many
-   records on as many partitions, one instance then N (``reference_speedup``); the order
+   backlog as large (``labels_per_s_N_joiners``, ``joiners_speedup``: median over median),
+   and the reference, the bare exactly-once pass-through loop, drain a topic of ten records
+   per label on as many partitions, one instance then N (``reference_speedup``); the order
    alternates between rounds. ``speedup_vs_reference`` = ``joiners_speedup`` /
    ``reference_speedup``: how far the joiners scale of what the machine lets any such loop
-   scale. A reference drain is timed from its first output to the group's offsets committed
-   at the end of its input; ``load_avg_1m_start``/``_end`` say how busy the machine was.
+   scale. Every drain is timed from the moment its group has settled with its instances
+   alone (static members of a stopped instance keep their partitions until their session
+   times out; a started one joins through a rebalance) to its end: the joiners' by their
+   count of labels joined, the reference's by its committed offsets; what was done before
+   is left out. ``load_avg_1m_start``/``_end`` say how busy the machine was.
 4. Decision delay: traffic at ``rate`` for ``seconds`` (with labels 2 s after each answer
    when ``labels``); for each worker transaction, the time from its commit to the first
    evaluation counting it (``canary_decided_requests``, scraped every 50 ms).
@@ -48,7 +49,6 @@ from dataclasses import dataclass
 
 from model_canary.agents.bench import BenchError
 from model_canary.agents.bench.evidence_load import SimulatedServing
-from model_canary.agents.bench.measure import measure_group_drain
 from model_canary.agents.bench.probe import OffsetProbe
 from model_canary.agents.bench.procs import read_cpu_s
 from model_canary.agents.bench.report import fmt, percentile, table
@@ -353,19 +353,41 @@ def _fill(settings: Settings, topic: str, n: int) -> None:
         producer.close()
 
 
+def _settled(session: BenchSession, group: str, members: set[str]) -> bool:
+    """Whether ``group`` is stable with exactly ``members`` (static instance ids) owning its
+    partitions: an instance stopped a moment ago keeps its partitions until its session
+    times out (static membership), and one started joins through a rebalance."""
+    described = session.admin.client.describe_consumer_groups([group])[group].result(10)
+    owners = {
+        m.group_instance_id or m.member_id
+        for m in described.members
+        if m.assignment.topic_partitions
+    }
+    return bool(described.state.name == "STABLE" and owners == members)
+
+
 def _joiner_drain(
-    joiners: Sequence[Contender], ports: Sequence[int], labels: int, timeout: float
+    session: BenchSession,
+    joiners: Sequence[Contender],
+    ports: Sequence[int],
+    labels: int,
+    timeout: float,
 ) -> tuple[int, float, float | None, float]:
-    """Start the (stopped) ``joiners`` and time them joining ``labels``, from the moment every
-    one of them has joined a label (so after the group's rebalance: the first to start takes
-    every partition until the others join) to the last: ``(labels joined meanwhile, seconds,
-    CPU seconds they used meanwhile (every thread), that moment)``. (Their consumer group's
-    committed offsets are no end mark: the last transaction's marker stays behind them until
-    the next transaction.)"""
+    """Start the (stopped) ``joiners`` and time them joining ``labels``, from the moment the
+    group is settled with them alone (:func:`_settled`) and each has joined a label, to the
+    last: ``(labels joined meanwhile, seconds, CPU seconds they used meanwhile (every thread),
+    that moment)``. (Their consumer group's committed offsets are no end mark: the last
+    transaction's marker stays behind them until the next transaction.)"""
+    prefix = session.settings.topic_prefix
+    group = f"{prefix}.joiner"
+    members = {f"{prefix}.joiner.bench"} | {
+        f"{prefix}.joiner.bench-{i + 1}" for i in range(1, len(joiners))
+    }
     for c in joiners:
         c.child.start()
     deadline = time.monotonic() + timeout
     first: float | None = None
+    settled = False
     base = 0.0
     cpu0: list[float | None] = []
     while True:
@@ -373,9 +395,15 @@ def _joiner_drain(
             c.child.check_alive()
         if time.monotonic() > deadline:
             raise BenchError(f"{LABELS_JOINED} did not reach {labels:,} within {timeout:g}s")
+        settled = settled or _settled(session, group, members)
         each = [total(scrape(port) or {}, LABELS_JOINED) for port in ports]
         now, value = time.monotonic(), sum(each)
-        if first is None and all(v > 0 for v in each):
+        if value >= labels and first is None:
+            raise BenchError(
+                f"{labels:,} labels joined before the joiners' group settled: "
+                "give a larger --label-backlog"
+            )
+        if first is None and settled and all(v > 0 for v in each):
             first, base = now, value
             cpu0 = [_cpu(c) for c in joiners]
         if value >= labels and first is not None:
@@ -392,6 +420,45 @@ def _cpu(c: Contender) -> float | None:
     return read_cpu_s(c.child.pid) if c.child.pid is not None else None
 
 
+#: Records in a reference drain per label in a joiners' drain: the bare pass-through drains
+#: many times faster than a joiner, and its rate is read once its group has settled.
+REFERENCE_RECORDS = 10
+
+
+def _reference_drain(
+    session: BenchSession,
+    probe: OffsetProbe,
+    instances: Sequence[Contender],
+    topic: str,
+    timeout: float,
+) -> float:
+    """Start the (stopped) pass-through ``instances`` and time them draining ``topic``: records
+    per second from the moment their group is settled with them alone (:func:`_settled`) to
+    its offsets committed at the end of ``topic`` (records committed before that moment are
+    left out)."""
+    group = instances[0].group
+    members = {f"{group}.{c.child.name.removeprefix('passthrough-')}" for c in instances}
+    target = probe.end_total([topic])
+    for c in instances:
+        c.child.start()
+    deadline = time.monotonic() + timeout
+    first: float | None = None
+    base = 0
+    while True:
+        for c in instances:
+            c.child.check_alive()
+        if time.monotonic() > deadline:
+            raise BenchError(f"the reference did not drain {topic} within {timeout:g}s")
+        if first is None and _settled(session, group, members):
+            first, base = time.monotonic(), probe.committed_total(group, [topic])
+        done = probe.committed_total(group, [topic])
+        if done >= target:
+            if first is None or done == base:
+                raise BenchError("the reference drained before its group settled")
+            return (target - base) / (time.monotonic() - first)
+        time.sleep(0.01)
+
+
 def _label_rounds(
     o: EvaluatorBenchOptions,
     session: BenchSession,
@@ -404,10 +471,10 @@ def _label_rounds(
     and, with ``o.joiners`` N > 1, N joiners (one group) drain another as large, the order
     alternating between rounds. With N > 1, each round also drains the reference, the bare
     exactly-once pass-through loop, one instance then N of one group (same alternation), on a
-    topic of as many records as the joiners read (a prediction and a label per label), on as
-    many partitions. Drains are timed as :func:`measure_group_drain` times them (first output
-    to the group's offsets committed at the end; the joiners' by their own count). Returns
-    the figures (medians over the
+    topic of :data:`REFERENCE_RECORDS` records per label, on as many partitions. Every drain
+    is timed from the moment its group has settled with its instances alone (the joiners'
+    by their own count, the reference's by its group's committed offsets). Returns the
+    figures (medians over the
     rounds, and each round's), every joiner (left running) and their metrics ports."""
     cat = session.catalogue
     prefix = session.settings.topic_prefix
@@ -453,7 +520,9 @@ def _label_rounds(
             progress(f"round {r + 1}/{o.joiner_rounds}: {o.label_backlog:,} labels, {n} joiner(s)")
             labels = _label_backlog(serving, o.label_backlog)
             written += labels
-            joined, seconds, cpu_s, first = _joiner_drain(sets[n], jports[:n], labels, o.timeout)
+            joined, seconds, cpu_s, first = _joiner_drain(
+                session, sets[n], jports[:n], labels, o.timeout
+            )
             rates[n].append(joined / seconds if seconds > 0 else 0.0)
             if cpu_s is not None and joined:
                 cpu_us[n].append(cpu_s / joined * 1e6)
@@ -464,13 +533,10 @@ def _label_rounds(
         for n in order if refs else []:
             for c in refs[o.joiners]:
                 c.child.stop()
-            _fill(session.settings, ref_in, 2 * labels)
-            drain = measure_group_drain(
-                probe, [c.child for c in refs[n]], f"{prefix}.passthrough", [ref_in], [ref_out],
-                timeout=o.timeout,
-            )  # fmt: skip
-            ref_rates[n].append(drain.msgs_per_s)
-            progress(f"  reference, {n} instance(s): {drain.msgs_per_s:,.0f} records/s")
+            _fill(session.settings, ref_in, REFERENCE_RECORDS * labels)
+            rate = _reference_drain(session, probe, refs[n], ref_in, o.timeout)
+            ref_rates[n].append(rate)
+            progress(f"  reference, {n} instance(s): {rate:,.0f} records/s")
     for c in refs.get(o.joiners, []):
         c.child.stop()
     for c in joiners:

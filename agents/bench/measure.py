@@ -89,73 +89,41 @@ def measure_drain(
     poll_s: float = 0.01,
 ) -> Drain:
     """Start the (stopped) ``child`` and time it draining ``inputs`` to their current end."""
-    return measure_group_drain(
-        probe, [child], group, inputs, outputs, timeout=timeout, poll_s=poll_s
-    )
-
-
-def measure_group_drain(
-    probe: OffsetProbe,
-    children: Sequence[Child],
-    group: str,
-    inputs: Sequence[str],
-    outputs: Sequence[str],
-    *,
-    timeout: float = 600.0,
-    poll_s: float = 0.01,
-) -> Drain:
-    """Start the (stopped) ``children``, instances of one consumer group, together and time
-    them draining ``inputs`` to their current end (as :func:`measure_drain` times one): from
-    the first output of any to the group's committed offsets reaching the end. CPU time is
-    summed over the children, the RSS figures are the first child's."""
-    names = "+".join(c.name for c in children)
-    if any(c.alive for c in children):
-        raise BenchError(f"{names} must be stopped before a drain is measured")
+    if child.alive:
+        raise BenchError(f"{child.name} must be stopped before a drain is measured")
     target = probe.end_total(inputs)
     before = probe.committed_total(group, inputs)
     if target <= before:
-        raise BenchError(f"nothing for {names} to drain ({before}/{target} committed)")
+        raise BenchError(f"nothing for {child.name} to drain ({before}/{target} committed)")
     written = probe.end_total(outputs)
     deadline = time.monotonic() + timeout
-    for child in children:
-        child.start()
+    child.start()
     while probe.end_total(outputs) <= written:
-        for child in children:
-            _check(child, deadline, "its first output")
+        _check(child, deadline, "its first output")
         time.sleep(poll_s)
     first = time.monotonic()
-    pids = [c.pid for c in children if c.pid is not None]
-    cpu_first = [read_cpu_s(pid) for pid in pids]
-    threads_first = [read_thread_cpu_s(pid) for pid in pids]
+    assert child.pid is not None
+    cpu_first = read_cpu_s(child.pid)
+    threads_first = read_thread_cpu_s(child.pid)
     while probe.committed_total(group, inputs) < target:
-        for child in children:
-            _check(child, deadline, f"committing offset {target}")
+        _check(child, deadline, f"committing offset {target}")
         time.sleep(poll_s)
     last = time.monotonic()
-    cpu_last = [read_cpu_s(pid) for pid in pids]
-    threads_last = [read_thread_cpu_s(pid) for pid in pids]
-    cpu: float | None = 0.0
-    threads: dict[str, float] | None = {}
-    for c0, c1, t0, t1 in zip(cpu_first, cpu_last, threads_first, threads_last, strict=True):
-        cpu = cpu + c1 - c0 if cpu is not None and c0 is not None and c1 is not None else None
-        if threads is not None and t1:
-            for kind, value in thread_cpu_delta(t0, t1).items():
-                threads[kind] = threads.get(kind, 0.0) + value
-        else:
-            threads = None
-    rss = children[0].rss
+    cpu_last = read_cpu_s(child.pid)
+    threads_last = read_thread_cpu_s(child.pid)
+    rss = child.rss
     assert rss is not None
     rss.sample_now()
     during = [b for t, b in rss.samples if first <= t <= last] or [b for _t, b in rss.samples]
     return Drain(
-        name=names,
+        name=child.name,
         messages=target - before,
         seconds=last - first,
         rss_start_mb=rss.at_mb(first),
         rss_end_mb=rss.last_mb(),
         rss_peak_mb=max(during) / 1024 / 1024 if during else None,
-        cpu_s=cpu,
-        thread_cpu_s=threads,
+        cpu_s=cpu_last - cpu_first if cpu_first is not None and cpu_last is not None else None,
+        thread_cpu_s=thread_cpu_delta(threads_first, threads_last) if threads_last else None,
     )
 
 
