@@ -568,11 +568,20 @@ class Evidence(Record):
     units: bytes = b""
     #: Labelled evidence: per outcome metric of the plan, what the joined feedback says.
     outcomes: tuple[OutcomeUnits, ...] = ()
+    #: This record is ``part`` of the ``parts`` records its transaction wrote for the same
+    #: model and rollout (1-based; 0 of 0 in records written before records were numbered):
+    #: the evaluator applies them together (:mod:`model_canary.streams.evidence.gather`).
+    part: int = 0
+    parts: int = 0
 
     def __post_init__(self) -> None:
         Record.__post_init__(self)
         if min(getattr(self, name) for name in _EVIDENCE_COUNTS) < 0:
             raise RecordValidationError("Evidence counts must not be negative")
+        if not (0 <= self.part <= self.parts and (self.part == 0) == (self.parts == 0)):
+            raise RecordValidationError(
+                f"Evidence.part must be 1..parts (or 0 of 0), not {self.part} of {self.parts}"
+            )
         if self.latency_unit not in ("item", "batch"):
             raise RecordValidationError(
                 f"Evidence.latency_unit must be item or batch, not {self.latency_unit!r}"

@@ -7,12 +7,21 @@ by :class:`~model_canary.agents.bench.evidence_load.SimulatedServing` in this pr
 2. Throughput: ``backlog_seconds`` of traffic at ``rate`` is written before the evaluator
    starts; it then drains it. ``evaluator_requests_per_s`` = requests those records stand for
    / (time its ``canary_evidence_records_total`` reached them - time it counted the first).
-3. With ``labels``: the evaluator is stopped, ``label_backlog`` predictions (in the workers'
-   transactions) and their labels are written, and the evaluator's label joiner drains them:
-   ``labels_per_s`` from its ``canary_labels_joined_total``. With ``joiners`` N > 1 (the
-   session's partitions then a multiple of N), the joiner is stopped, as many predictions and
-   labels again are written, and N joiners (one group) drain them together:
-   ``labels_per_s_N_joiners`` and ``joiners_speedup`` (over the one joiner's rate).
+3. With ``labels``, ``joiner_rounds`` rounds: with the joiners stopped, ``label_backlog``
+   predictions (in the workers' transactions) and their labels are written and one label
+   joiner drains them (``labels_per_s``, the median over the rounds; ``labels_per_s_rounds``
+   each round's; ``joiner_cpu_us_per_label``). With ``joiners`` N > 1 (the session's
+   partitions then a multiple of N), each round also has N joiners (one group) drain another
+   backlog as large (``labels_per_s_N_joiners``, ``joiners_speedup``: median over median),
+   and the reference, the bare exactly-once pass-through loop, drain a topic of ten records
+   per label on as many partitions, one instance then N (``reference_speedup``); the order
+   alternates between rounds. ``speedup_vs_reference`` = ``joiners_speedup`` /
+   ``reference_speedup``: how far the joiners scale of what the machine lets any such loop
+   scale. Every drain is timed from the moment its group has settled with its instances
+   alone (static members of a stopped instance keep their partitions until their session
+   times out; a started one joins through a rebalance) to its end: the joiners' by their
+   count of labels joined, the reference's by its committed offsets; what was done before
+   is left out. ``load_avg_1m_start``/``_end`` say how busy the machine was.
 4. Decision delay: traffic at ``rate`` for ``seconds`` (with labels 2 s after each answer
    when ``labels``); for each worker transaction, the time from its commit to the first
    evaluation counting it (``canary_decided_requests``, scraped every 50 ms).
@@ -31,6 +40,8 @@ by :class:`~model_canary.agents.bench.evidence_load.SimulatedServing` in this pr
 
 from __future__ import annotations
 
+import os
+import statistics
 import threading
 import time
 from collections.abc import Sequence
@@ -38,10 +49,13 @@ from dataclasses import dataclass
 
 from model_canary.agents.bench import BenchError
 from model_canary.agents.bench.evidence_load import SimulatedServing
+from model_canary.agents.bench.probe import OffsetProbe
+from model_canary.agents.bench.procs import read_cpu_s
 from model_canary.agents.bench.report import fmt, percentile, table
 from model_canary.agents.bench.scrape import free_port, scrape, total
 from model_canary.agents.bench.session import BenchSession, Contender, Progress, bench_metrics
 from model_canary.agents.client.control import ControlClient
+from model_canary.agents.kafka.clients import LazyProducer, produce
 from model_canary.streams.errors import ConfigError
 from model_canary.streams.settings import Settings
 
@@ -58,6 +72,8 @@ class EvaluatorBenchOptions:
     label_backlog: int = 300_000
     #: With labels: also drain a second backlog with this many joiners at once.
     joiners: int = 1
+    #: With labels: rounds of label drains (one joiner, then N; alternating), medians.
+    joiner_rounds: int = 1
     #: With labels: labelled requests to serve after the paced phase, the RSS of the
     #: evaluator and the joiner(s) taken at every million.
     rss_labelled: int = 0
@@ -70,8 +86,10 @@ class EvaluatorBenchOptions:
             raise ConfigError("--rate, --seconds and --backlog-seconds must be positive")
         if self.interval <= 0:
             raise ConfigError("--interval must be positive")
-        if self.joiners < 1 or self.rss_labelled < 0:
-            raise ConfigError("--joiners must be at least 1 and --rss-labelled at least 0")
+        if self.joiners < 1 or self.rss_labelled < 0 or self.joiner_rounds < 1:
+            raise ConfigError(
+                "--joiners and --joiner-rounds must be at least 1, --rss-labelled at least 0"
+            )
         if (self.joiners > 1 or self.rss_labelled) and not self.labels:
             raise ConfigError("--joiners and --rss-labelled need --labels")
 
@@ -109,33 +127,6 @@ def _scrape_sum(ports: Sequence[int]) -> dict[str, float] | None:
         for name, value in got.items():
             out[name] = out.get(name, 0.0) + value
     return out
-
-
-def _wait_for_sum(
-    ports: Sequence[int],
-    name: str,
-    target: float,
-    children: Sequence[Contender],
-    timeout: float,
-    base: float,
-) -> tuple[float, float]:
-    """(time the sum of the metric over ``ports`` first rose above ``base``, time it reached
-    ``target``)."""
-    first = None
-    deadline = time.monotonic() + timeout
-    while True:
-        for c in children:
-            c.child.check_alive()
-        if time.monotonic() > deadline:
-            raise BenchError(f"{name} did not reach {target:g} within {timeout:g}s")
-        got = _scrape_sum(ports)
-        now = time.monotonic()
-        value = total(got, name) if got else 0.0
-        if value > base and first is None:
-            first = now
-        if value >= target:
-            return first or now, now
-        time.sleep(0.02)
 
 
 def _wait_for(
@@ -236,71 +227,12 @@ def run_evaluator_bench(
 
         answered = float(backlog.requests)  # every answer written so far
 
-        # 2. Labels: the joiner drains a backlog of predictions and their labels.
-        joined0 = 0.0
+        # 2. Labels: joiners drain backlogs of predictions and their labels.
         if o.labels:
-            progress(f"writing {o.label_backlog:,} predictions and their labels")
-            ticks = max(1, o.label_backlog // 1000)
-            started = time.time()
-            for i in range(ticks):
-                serving.tick(1000, started + i * 0.1)
-            answered += ticks * 1000
-            serving.labels_due(float("inf"))
-            serving.flush()
-            joiner.child.start()
-            first_l, last_l = _wait_for(
-                jport, "canary_labels_joined_total", ticks * 1000, joiner, o.timeout
-            )
-            joined0 = ticks * 1000
-            figures["labels_per_s"] = (
-                ticks * 1000 / (last_l - first_l) if last_l > first_l else None
-            )
-            jrss = joiner.child.rss
-            assert jrss is not None
-            figures["joiner_rss_start_mb"] = jrss.at_mb(first_l)
-            progress(f"  {fmt(figures['labels_per_s'], 0)} labels/s")  # type: ignore[arg-type]
-            if o.joiners > 1:
-                # The same again, drained by several joiners at once (one group).
-                joiner.child.stop()
-                progress(
-                    f"writing {ticks * 1000:,} more; {o.joiners} joiners on "
-                    f"{session.settings.partitions} partitions"
-                )
-                started = time.time()
-                for i in range(ticks):
-                    serving.tick(1000, started + i * 0.1)
-                answered += ticks * 1000
-                serving.labels_due(float("inf"))
-                serving.flush()
-                for i in range(1, o.joiners):
-                    jports.append(free_port())
-                    joiners.append(
-                        session.agent(
-                            f"joiner-{i + 1}",
-                            f"{prefix}.joiner",
-                            [cat.predictions, cat.feedback],
-                            [cat.evidence],
-                            "joiner",
-                            "--metrics-port",
-                            str(jports[-1]),
-                            "--instance",
-                            f"bench-{i + 1}",
-                        )
-                    )
-                for j in joiners:
-                    j.child.start()
-                # (The first joiner's counter starts again at 0: it was restarted.)
-                first_n, last_n = _wait_for_sum(
-                    jports, "canary_labels_joined_total", joined0, joiners, o.timeout, 0.0
-                )
-                per_s = ticks * 1000 / (last_n - first_n) if last_n > first_n else None
-                figures[f"labels_per_s_{o.joiners}_joiners"] = per_s
-                one = figures["labels_per_s"]
-                figures["joiners_speedup"] = (
-                    per_s / one if per_s is not None and isinstance(one, float) else None
-                )
-                figures["joiner_partitions"] = session.settings.partitions
-                progress(f"  {fmt(per_s, 0)} labels/s with {o.joiners} joiners")
+            labels, joiners, jports = _label_rounds(o, session, serving, joiner, jport, progress)
+            figures.update(labels)
+            answered += float(labels["labelled_backlogs"])  # type: ignore[arg-type]
+        joined0 = total(_scrape_sum(jports) or {}, LABELS_JOINED) if o.labels else 0.0
 
         # 3. Decision delay at a steady rate, once everything before is decided.
         _wait_for(port, "canary_decided_requests", answered, evaluator, o.timeout)
@@ -391,6 +323,252 @@ def run_evaluator_bench(
             total(scrape(port) or {}, "canary_decided_requests") == decided_before
         )
     return figures, _table(figures)
+
+
+LABELS_JOINED = "canary_labels_joined_total"
+
+
+def _label_backlog(serving: SimulatedServing, labels: int) -> int:
+    """``labels`` predictions (in the workers' transactions) and their labels, written and
+    flushed; returns how many (whole thousands, at least one)."""
+    ticks = max(1, labels // 1000)
+    started = time.time()
+    for i in range(ticks):
+        serving.tick(1000, started + i * 0.1)
+    serving.labels_due(float("inf"))
+    serving.flush()
+    return ticks * 1000
+
+
+def _fill(settings: Settings, topic: str, n: int) -> None:
+    """``n`` plain records (keyed as labels are, about a label's size) for the reference."""
+    producer = LazyProducer(settings, "canary-bench-reference", **{"linger.ms": 20})
+    try:
+        for i in range(n):
+            produce(producer.producer, topic, b"r" * 80, f"ref-{i}".encode())
+            if i % 10_000 == 0:
+                producer.producer.poll(0)
+        producer.flush(60)
+    finally:
+        producer.close()
+
+
+def _settled(session: BenchSession, group: str, members: set[str]) -> bool:
+    """Whether ``group`` is stable with exactly ``members`` (static instance ids) owning its
+    partitions: an instance stopped a moment ago keeps its partitions until its session
+    times out (static membership), and one started joins through a rebalance."""
+    described = session.admin.client.describe_consumer_groups([group])[group].result(10)
+    owners = {
+        m.group_instance_id or m.member_id
+        for m in described.members
+        if m.assignment.topic_partitions
+    }
+    return bool(described.state.name == "STABLE" and owners == members)
+
+
+def _joiner_drain(
+    session: BenchSession,
+    joiners: Sequence[Contender],
+    ports: Sequence[int],
+    labels: int,
+    timeout: float,
+) -> tuple[int, float, float | None, float]:
+    """Start the (stopped) ``joiners`` and time them joining ``labels``, from the moment the
+    group is settled with them alone (:func:`_settled`) and each has joined a label, to the
+    last: ``(labels joined meanwhile, seconds, CPU seconds they used meanwhile (every thread),
+    that moment)``. (Their consumer group's committed offsets are no end mark: the last
+    transaction's marker stays behind them until the next transaction.)"""
+    prefix = session.settings.topic_prefix
+    group = f"{prefix}.joiner"
+    members = {f"{prefix}.joiner.bench"} | {
+        f"{prefix}.joiner.bench-{i + 1}" for i in range(1, len(joiners))
+    }
+    for c in joiners:
+        c.child.start()
+    deadline = time.monotonic() + timeout
+    first: float | None = None
+    settled = False
+    base = 0.0
+    cpu0: list[float | None] = []
+    while True:
+        for c in joiners:
+            c.child.check_alive()
+        if time.monotonic() > deadline:
+            raise BenchError(f"{LABELS_JOINED} did not reach {labels:,} within {timeout:g}s")
+        settled = settled or _settled(session, group, members)
+        each = [total(scrape(port) or {}, LABELS_JOINED) for port in ports]
+        now, value = time.monotonic(), sum(each)
+        if value >= labels and first is None:
+            raise BenchError(
+                f"{labels:,} labels joined before the joiners' group settled: "
+                "give a larger --label-backlog"
+            )
+        if first is None and settled and all(v > 0 for v in each):
+            first, base = now, value
+            cpu0 = [_cpu(c) for c in joiners]
+        if value >= labels and first is not None:
+            cpu1 = [_cpu(c) for c in joiners]
+            used = [
+                b - a for a, b in zip(cpu0, cpu1, strict=True) if a is not None and b is not None
+            ]
+            cpu = sum(used) if len(used) == len(joiners) else None
+            return int(value - base), now - first, cpu, first
+        time.sleep(0.02)
+
+
+def _cpu(c: Contender) -> float | None:
+    return read_cpu_s(c.child.pid) if c.child.pid is not None else None
+
+
+#: Records in a reference drain per label in a joiners' drain: the bare pass-through drains
+#: many times faster than a joiner, and its rate is read once its group has settled.
+REFERENCE_RECORDS = 10
+
+
+def _reference_drain(
+    session: BenchSession,
+    probe: OffsetProbe,
+    instances: Sequence[Contender],
+    topic: str,
+    timeout: float,
+) -> float:
+    """Start the (stopped) pass-through ``instances`` and time them draining ``topic``: records
+    per second from the moment their group is settled with them alone (:func:`_settled`) to
+    its offsets committed at the end of ``topic`` (records committed before that moment are
+    left out)."""
+    group = instances[0].group
+    members = {f"{group}.{c.child.name.removeprefix('passthrough-')}" for c in instances}
+    target = probe.end_total([topic])
+    for c in instances:
+        c.child.start()
+    deadline = time.monotonic() + timeout
+    first: float | None = None
+    base = 0
+    while True:
+        for c in instances:
+            c.child.check_alive()
+        if time.monotonic() > deadline:
+            raise BenchError(f"the reference did not drain {topic} within {timeout:g}s")
+        if first is None and _settled(session, group, members):
+            first, base = time.monotonic(), probe.committed_total(group, [topic])
+        done = probe.committed_total(group, [topic])
+        if done >= target:
+            if first is None or done == base:
+                raise BenchError("the reference drained before its group settled")
+            return (target - base) / (time.monotonic() - first)
+        time.sleep(0.01)
+
+
+def _label_rounds(
+    o: EvaluatorBenchOptions,
+    session: BenchSession,
+    serving: SimulatedServing,
+    joiner: Contender,
+    jport: int,
+    progress: Progress,
+) -> tuple[dict[str, object], list[Contender], list[int]]:
+    """``o.joiner_rounds`` rounds: one joiner drains a backlog of ``o.label_backlog`` labels
+    and, with ``o.joiners`` N > 1, N joiners (one group) drain another as large, the order
+    alternating between rounds. With N > 1, each round also drains the reference, the bare
+    exactly-once pass-through loop, one instance then N of one group (same alternation), on a
+    topic of :data:`REFERENCE_RECORDS` records per label, on as many partitions. Every drain
+    is timed from the moment its group has settled with its instances alone (the joiners'
+    by their own count, the reference's by its group's committed offsets). Returns the
+    figures (medians over the
+    rounds, and each round's), every joiner (left running) and their metrics ports."""
+    cat = session.catalogue
+    prefix = session.settings.topic_prefix
+    probe = OffsetProbe(session.settings)
+    inputs = [cat.predictions, cat.feedback]
+    joiners, jports = [joiner], [jport]
+    for i in range(1, o.joiners):
+        jports.append(free_port())
+        joiners.append(
+            session.agent(
+                f"joiner-{i + 1}",
+                f"{prefix}.joiner",
+                inputs,
+                [cat.evidence],
+                "joiner",
+                "--metrics-port",
+                str(jports[-1]),
+                "--instance",
+                f"bench-{i + 1}",
+            )
+        )
+    sets = {1: joiners[:1], o.joiners: joiners}
+    refs: dict[int, list[Contender]] = {}
+    specs = [session.spec("reference-in"), session.spec("reference-out")]
+    ref_in, ref_out = (spec.name for spec in specs)
+    if o.joiners > 1:
+        session.admin.ensure_topics(specs)
+        passthroughs = [
+            session.passthrough(ref_in, [ref_out], instance=f"ref-{i + 1}")
+            for i in range(o.joiners)
+        ]
+        refs = {1: passthroughs[:1], o.joiners: passthroughs}
+    rates: dict[int, list[float]] = {n: [] for n in sets}
+    cpu_us: dict[int, list[float]] = {n: [] for n in sets}
+    ref_rates: dict[int, list[float]] = {n: [] for n in refs}
+    written = 0
+    out: dict[str, object] = {"load_avg_1m_start": os.getloadavg()[0]}
+    for r in range(o.joiner_rounds):
+        order = sorted(sets) if r % 2 == 0 else sorted(sets, reverse=True)
+        for n in order:
+            for c in joiners:
+                c.child.stop()
+            progress(f"round {r + 1}/{o.joiner_rounds}: {o.label_backlog:,} labels, {n} joiner(s)")
+            labels = _label_backlog(serving, o.label_backlog)
+            written += labels
+            joined, seconds, cpu_s, first = _joiner_drain(
+                session, sets[n], jports[:n], labels, o.timeout
+            )
+            rates[n].append(joined / seconds if seconds > 0 else 0.0)
+            if cpu_s is not None and joined:
+                cpu_us[n].append(cpu_s / joined * 1e6)
+            rss = joiner.child.rss
+            if n == 1 and "joiner_rss_start_mb" not in out and rss is not None:
+                out["joiner_rss_start_mb"] = rss.at_mb(first)
+            progress(f"  {rates[n][-1]:,.0f} labels/s")
+        for n in order if refs else []:
+            for c in refs[o.joiners]:
+                c.child.stop()
+            _fill(session.settings, ref_in, REFERENCE_RECORDS * labels)
+            rate = _reference_drain(session, probe, refs[n], ref_in, o.timeout)
+            ref_rates[n].append(rate)
+            progress(f"  reference, {n} instance(s): {rate:,.0f} records/s")
+    for c in refs.get(o.joiners, []):
+        c.child.stop()
+    for c in joiners:
+        if not c.child.alive:
+            c.child.start()
+    out["load_avg_1m_end"] = os.getloadavg()[0]
+    out["labelled_backlogs"] = written
+    out["labels_per_s"] = statistics.median(rates[1])
+    out["labels_per_s_rounds"] = rates[1]
+    out["joiner_cpu_us_per_label"] = statistics.median(cpu_us[1]) if cpu_us[1] else None
+    if o.joiners > 1:
+        n = o.joiners
+        many = statistics.median(rates[n])
+        out[f"labels_per_s_{n}_joiners"] = many
+        out[f"labels_per_s_{n}_joiners_rounds"] = rates[n]
+        out[f"joiner_cpu_us_per_label_{n}_joiners"] = (
+            statistics.median(cpu_us[n]) if cpu_us[n] else None
+        )
+        out["joiners_speedup"] = many / out["labels_per_s"] if rates[1][0] else None  # type: ignore[operator]
+        one_ref, many_ref = statistics.median(ref_rates[1]), statistics.median(ref_rates[n])
+        out["reference_msgs_per_s"] = one_ref
+        out[f"reference_msgs_per_s_{n}_instances"] = many_ref
+        out["reference_rounds"] = {"1": ref_rates[1], str(n): ref_rates[n]}
+        out["reference_speedup"] = many_ref / one_ref if one_ref else None
+        speedup, ref_speedup = out["joiners_speedup"], out["reference_speedup"]
+        out["speedup_vs_reference"] = (
+            speedup / ref_speedup
+            if isinstance(speedup, float) and isinstance(ref_speedup, float)
+            else None
+        )
+        out["joiner_partitions"] = session.settings.partitions
+    return out, joiners, jports
 
 
 def _rss_run(

@@ -101,9 +101,11 @@ class BenchSession:
         *,
         name: str = "passthrough",
         extra: Sequence[str] = (),
+        instance: str = "bench",
     ) -> Contender:
         """The reference loop (:mod:`model_canary.agents.bench.passthrough`) as a contender
-        (``extra``: more of its arguments, such as the router's output shape)."""
+        (``extra``: more of its arguments, such as the router's output shape; ``instance``:
+        several of one group need transactional ids of their own)."""
         group = f"{self.settings.topic_prefix}.{name}"
         self.groups.append(group)
         args = [
@@ -114,10 +116,10 @@ class BenchSession:
             "--group",
             group,
         ]
-        args += ["--transactional-id", f"{group}.bench"]
+        args += ["--transactional-id", f"{group}.{instance}"]
         args += [a for topic in outputs for a in ("--output", topic)]
         args += extra
-        child = self.child(name, args)
+        child = self.child(name if instance == "bench" else f"{name}-{instance}", args)
         return Contender(child, group, (input_topic,), tuple(outputs))
 
     # -- topics and rollouts -------------------------------------------------------------

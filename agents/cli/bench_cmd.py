@@ -209,6 +209,16 @@ def register(
         "(on a multiple of N partitions; labels_per_s_N_joiners, joiners_speedup)",
     )
     evaluator.add_argument(
+        "--joiner-rounds",
+        type=int,
+        default=1,
+        metavar="R",
+        help="with --labels: R rounds of label drains, one joiner then N (alternating order; "
+        "with N > 1 also the bare pass-through reference, 1 then N instances): medians "
+        "(labels_per_s, labels_per_s_N_joiners, reference_speedup, speedup_vs_reference) "
+        "and each round's figures (default 1)",
+    )
+    evaluator.add_argument(
         "--rss-labelled",
         type=int,
         default=0,
@@ -452,6 +462,7 @@ def run_evaluator_bench(args: argparse.Namespace) -> int:
         labels=args.labels,
         label_backlog=args.label_backlog,
         joiners=args.joiners,
+        joiner_rounds=args.joiner_rounds,
         rss_labelled=args.rss_labelled,
         interval=args.interval,
         keep_topics=args.keep_topics,

@@ -29,6 +29,7 @@ from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.enums import Arm, Phase
 from model_canary.streams.errors import DecodeError
 from model_canary.streams.evaluation import due_thresholds, plan_of, step_snapshot
+from model_canary.streams.evidence.gather import Gathering, Item
 from model_canary.streams.evidence.state import FrozenState, RolloutEvidence
 from model_canary.streams.messages import Evidence, epoch_ms
 from model_canary.streams.stats import decide, policy, tally_for
@@ -70,6 +71,8 @@ class Partition:
     dirty: set[str] = field(default_factory=set)
     dead: list[DeadLetterOut] = field(default_factory=list)
     checkpointed_at: float = 0.0
+    #: Transactions whose records have not all arrived (applied together once they have).
+    gathering: Gathering = field(default_factory=Gathering)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,18 +175,47 @@ class Evaluator:
             self._pending.pop(ev.model, None)
             self._last_said.pop(ev.model, None)
         part.processed = offset
-        try:
-            applied = state.apply(ev, partition=partition, offset=offset)
-        except ValueError as exc:
-            self._dead(part, value, key, headers, source, "invalid-record", str(exc))
-            return None
-        metrics.EVIDENCE.labels(ev.kind.value, "applied" if applied else "duplicate").inc()
-        if not applied:
-            return None
-        part.dirty.add(ev.model)
-        before = state.watermark
-        released = bool(now_ms) and state.settle(now_ms) > before
-        return Applied(ev.model, released)
+        # A transaction's records are applied together, once all have arrived.
+        items = part.gathering.offer(ev, offset=offset, now_ms=_monotonic_ms())
+        raw = (offset, value, key, headers)
+        return self._apply(part, partition, items, now_ms, raw)
+
+    def _apply(
+        self,
+        part: Partition,
+        partition: int,
+        items: list[Item],
+        now_ms: int,
+        raw: tuple[int, bytes | None, bytes | None, object] | None = None,
+    ) -> Applied | None:
+        """Count ``items`` (records and their offsets) in their rollouts' states; returns
+        :class:`Applied` for the last model that counted one (``raw``: the offset, value, key
+        and headers of the record just read, for a dead letter)."""
+        counted: dict[str, RolloutEvidence] = {}
+        for ev, offset in items:
+            state = self.states.get(ev.model)
+            if state is None or state.rollout_id != ev.rollout_id:
+                continue  # the rollout changed while the record was held: late evidence
+            try:
+                applied = state.apply(ev, partition=partition, offset=offset)
+            except ValueError as exc:
+                if raw is not None and raw[0] == offset:
+                    _at, value, key, headers = raw
+                else:  # a record held earlier: its content, encoded again
+                    value, key, headers = self._codec.encode(ev), ev.model.encode(), None
+                source = (self.catalogue.evidence, partition, offset)
+                self._dead(part, value, key, headers, source, "invalid-record", str(exc))
+                continue
+            metrics.EVIDENCE.labels(ev.kind.value, "applied" if applied else "duplicate").inc()
+            if applied:
+                part.dirty.add(ev.model)
+                counted[ev.model] = state
+        result, released = None, False
+        for model, state in counted.items():
+            before = state.watermark
+            released = (bool(now_ms) and state.settle(now_ms) > before) or released
+            result = Applied(model, released)
+        return result
 
     def skip(self, source: tuple[str, int, int]) -> None:
         """A record of a rollout that never showed up in the view: an older rollout's late
@@ -212,6 +244,10 @@ class Evaluator:
         :meth:`published` for each once it is out)."""
         out: list[tuple[str, int, Emitted]] = []
         now_ms = epoch_ms(now)
+        for partition, part in self.partitions.items():
+            if len(part.gathering):
+                late = part.gathering.overdue(_monotonic_ms())
+                self._apply(part, partition, late, now_ms)
         for model, evidence in list(self.states.items()):
             state = self.view.get(model)
             if state is None or state.rollout_id != evidence.rollout_id:
@@ -269,11 +305,15 @@ class Evaluator:
         """The partition's checkpoint if anything changed since the last one (None if not):
         snapshots of the changed models, the dead letters, and the offset they cover (the one
         after the last handled: never further, however far the consumer has fetched, since a
-        record fetched is not yet a record counted)."""
+        record fetched is not yet a record counted; nor past a record held for the rest of its
+        transaction)."""
         part = self.partitions.get(partition)
         if part is None:
             return None
         covered = part.processed + 1
+        held = part.gathering.oldest()
+        if held is not None:  # read again after a restart, with the rest of its transaction
+            covered = min(covered, held)
         if not part.dirty and not part.dead and covered <= part.covered:
             return None
         models, part.dirty = part.dirty, set()
@@ -293,6 +333,10 @@ class Evaluator:
         if part is not None:
             part.dirty |= data.models
             part.dead[:0] = data.dead
+
+
+def _monotonic_ms() -> int:
+    return int(time.monotonic() * 1000)
 
 
 def _export_decided(model: str, evidence: RolloutEvidence, at: float) -> None:

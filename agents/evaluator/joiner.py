@@ -179,6 +179,11 @@ class LabelJoiner:
         now_s = int(time.time())
         cat = self.catalogue
         predictions, feedback = cat.predictions, cat.feedback
+        # The rollout-state view's news, once per batch (not per record: a poll costs as much
+        # as joining a label).
+        if self.view.poll(0) or self._view_revision != self.view.revision:
+            self._view_revision = self.view.revision
+            self._labels_wanted.clear()
         for msg in batch:
             out.source = msg
             topic = msg.topic()
@@ -221,7 +226,10 @@ class LabelJoiner:
         self, msg: Message, join: LabelJoin, now_s: int, out: TxnOutput, *, rekey: bool
     ) -> bool:
         """Join a label; True when it was re-keyed instead (joined later, from there)."""
-        content_type = h.header_dict(h.as_list(msg.headers())).get(h.CONTENT_TYPE)
+        raw_headers = msg.headers()  # (most labels carry none: no dict built for them)
+        content_type = (
+            h.header_dict(h.as_list(raw_headers)).get(h.CONTENT_TYPE) if raw_headers else None
+        )
         if content_type is not None and (
             is_json(content_type) or media_type(content_type)[0] not in _AVRO_TYPES
         ):  # a JSON label (docs/json.md), or a content type decode_record refuses
@@ -253,7 +261,7 @@ class LabelJoiner:
 
     def _joined(self, j: Joined) -> None:
         w = j.waiting
-        wanted = self._wanted(w.model, refresh=False)
+        wanted = self._wanted(w.model)
         correct, outcomes = j.judge(wanted.outcomes if wanted.rollout_id == w.rollout_id else {})
         if correct is None and not outcomes:
             return  # feedback that says nothing about any metric of this rollout
@@ -261,14 +269,10 @@ class LabelJoiner:
         self.builder.add_label(cell, w.bucket, correct, outcomes)
         self.joined += 1
 
-    def _wanted(self, model: str, *, refresh: bool = True) -> _Wanted:
+    def _wanted(self, model: str) -> _Wanted:
         """What the model's rollout needs of feedback: whether feedback that came first is
         worth keeping (a rollout in progress whose plan compares ground truth or outcomes),
-        and its outcome metrics' conditions. ``refresh``: read the rollout-state view's news
-        first (once per feedback record; a join reads what that found)."""
-        if (refresh and self.view.poll(0)) or self._view_revision != self.view.revision:
-            self._view_revision = self.view.revision
-            self._labels_wanted.clear()
+        and its outcome metrics' conditions (as the view stood when the batch began)."""
         wanted = self._labels_wanted.get(model)
         if wanted is None:
             state = self.view.get(model)

@@ -87,6 +87,8 @@ class _Acc:
     routed: npt.NDArray[np.int64] | None = None
 
 
+_STABLE = Arm.STABLE.value
+
 #: Routed buckets kept as a list until this many, then counted per bucket (``np.bincount``
 #: into a dense array): the router adds every request of a transaction (thousands under load),
 #: and sorting them all at commit time cost more than the routing.
@@ -205,12 +207,38 @@ class EvidenceBuilder:
         self._cells.clear()
 
     def build(self, offsets: tuple[OffsetRange, ...]) -> list[Evidence]:
-        """One record per cell of the transaction, each citing ``offsets``; starts over."""
-        out = [self._record(cell, acc, offsets) for (cell, _), acc in self._cells.items()]
+        """One record per cell of the transaction, each citing ``offsets``; starts over.
+
+        The records of one model and rollout are numbered ``part`` 1..``parts`` (the stable
+        arm's, which the evaluator does not count, are left unnumbered), so the evaluator can
+        apply the transaction's records together:
+
+        >>> b = EvidenceBuilder("labelled", source="joiner-1")
+        >>> for arm in ("canary", "baseline", "stable"):
+        ...     b.add_label(Cell("iris", "ro1", "v", arm, True, 100, 1000), 7, True)
+        >>> [(ev.arm.value, ev.part, ev.parts) for ev in b.build(())]
+        [('canary', 1, 2), ('baseline', 2, 2), ('stable', 0, 0)]
+        """
+        parts: dict[tuple[str, str], int] = {}
+        for cell, _ in self._cells:
+            if cell.arm != _STABLE:
+                key = (cell.model, cell.rollout_id)
+                parts[key] = parts.get(key, 0) + 1
+        numbered: dict[tuple[str, str], int] = {}
+        out = []
+        for (cell, _), acc in self._cells.items():
+            part = 0
+            if cell.arm != _STABLE:
+                key = (cell.model, cell.rollout_id)
+                part = numbered[key] = numbered.get(key, 0) + 1
+            of = parts[(cell.model, cell.rollout_id)] if part else 0
+            out.append(self._record(cell, acc, offsets, part, of))
         self._cells.clear()
         return out
 
-    def _record(self, cell: Cell, acc: _Acc, offsets: tuple[OffsetRange, ...]) -> Evidence:
+    def _record(
+        self, cell: Cell, acc: _Acc, offsets: tuple[OffsetRange, ...], part: int, parts: int
+    ) -> Evidence:
         base = Evidence(
             kind=self.kind,
             model=cell.model,
@@ -222,6 +250,8 @@ class EvidenceBuilder:
             second=cell.second,
             source=self.source,
             offsets=offsets,
+            part=part,
+            parts=parts,
         )
         if self.kind is EvidenceKind.ROUTED:
             if acc.routed is None:

@@ -344,6 +344,16 @@ def record_strategy(cls: type[Any], schema: dict[str, Any] | None = None) -> st.
         else:
             fields[f["name"]] = _value(f["type"], hints[f["name"]], f["name"])
     assert set(fields) == {f.name for f in dataclasses.fields(cls)}
+    if cls is Evidence:  # part of parts: 0 of 0 (not numbered), or 1..n of n
+        del fields["part"], fields["parts"]
+        numbered = st.integers(0, 5).flatmap(
+            lambda n: st.tuples(st.integers(min(1, n), n), st.just(n))
+        )
+        return st.builds(
+            lambda kw, pn: cls(**kw, part=pn[0], parts=pn[1]),
+            st.fixed_dictionaries(fields),
+            numbered,
+        )
     return st.builds(cls, **fields)
 
 

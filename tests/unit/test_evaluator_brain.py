@@ -143,3 +143,40 @@ def test_a_verdict_is_published_once_a_minute_and_thresholds_fixed_first() -> No
     assert ev.decide(NOW) == [], "the same HOLD is not published again at once"
     again = ev.decide(NOW + timedelta(seconds=REPEAT_S))
     assert len(again) == 1, "but again a minute later, with its newest evidence"
+
+
+def test_no_decision_sees_half_of_a_joiner_transaction() -> None:
+    """A joiner transaction writes one labelled record per arm. Applied one at a time, a
+    decision between the two saw labels for the canary only: a sample-ratio HOLD."""
+    codec = codec_for(Evidence)
+    ev = brain(state({"accuracy": {}}))
+    at = 0
+    for arm in ("canary", "baseline"):
+        for value in records(2000, first=at, arm=arm):
+            ev.on_evidence(value, ("t.evidence", 0, at))
+            at += 1
+    for published in ev.decide(NOW):  # the evaluator decides every second
+        ev.published(*published)
+    joined = EvidenceBuilder("labelled", source="joiner-1")
+    for arm, bucket in (("canary", 1), ("baseline", 9001)):
+        for _ in range(1500):
+            joined.add_label(Cell("iris", "ro1", "v", arm, True, 5000, T0), bucket, True)
+    canary, baseline = joined.build((OffsetRange(topic="fb", partition=0, first=0, last=2999),))
+    held = ev.on_evidence(codec.encode(canary), ("t.evidence", 0, at))
+    # (A verdict is published when it changes: a sample-ratio HOLD would be.)
+    reasons = [e.decision.reason for _m, _r, e in ev.decide(NOW) if e.decision is not None]
+    assert not any("sample-ratio" in r for r in reasons), reasons
+    assert held is None and ev.states["iris"].totals()["canary"]["labelled"] == 0
+    cp = ev.checkpoint(0)
+    assert cp is not None and cp.position == at, "a restart reads the held record again"
+    applied = ev.on_evidence(codec.encode(baseline), ("t.evidence", 0, at + 1))
+    assert isinstance(applied, Applied)
+    totals = ev.states["iris"].totals()
+    assert (totals["canary"]["labelled"], totals["baseline"]["labelled"]) == (1500, 1500)
+    # Restarted from the checkpoint taken while the record was held: counted once.
+    again = brain(state({"accuracy": {}}))
+    again.install(0, Checkpoint(cp.position, cp.snapshots))
+    again.on_evidence(codec.encode(canary), ("t.evidence", 0, at))
+    again.on_evidence(codec.encode(baseline), ("t.evidence", 0, at + 1))
+    totals = again.states["iris"].totals()
+    assert (totals["canary"]["labelled"], totals["baseline"]["labelled"]) == (1500, 1500)
