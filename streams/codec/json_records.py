@@ -8,7 +8,9 @@ A record's JSON form is an object with one key per field, named as in the Avro s
 * a payload (``inputs``, ``outputs``) whose content type is JSON is embedded as JSON (read
   back in canonical form: sorted keys, no spaces), other UTF-8 text as a string, anything else
   as base64 under ``<field>_base64``;
-* arrays of steps are JSON arrays, maps are objects, nested records are objects.
+* arrays of steps are JSON arrays, maps are objects, nested records are objects;
+* a number JSON cannot hold (infinity, NaN) is the text ``"Infinity"``, ``"-Infinity"`` or
+  ``"NaN"`` (JavaScript's spelling), and read back as that number.
 
 Decoding checks every field's type and then the record's own rules; a field that is absent
 takes its default, or the value the caller passes in ``defaults`` (the time, a generated id),
@@ -198,9 +200,15 @@ def _converter(hint: Any, name: str) -> Convert:
     raise RecordTypeError(f"no JSON form for field {name!r} of type {hint!r}")  # pragma: no cover
 
 
+_NON_FINITE_TEXT = {"inf": "Infinity", "-inf": "-Infinity", "nan": "NaN"}
+_NON_FINITE = {text: float(spelled) for spelled, text in _NON_FINITE_TEXT.items()}
+
+
 def _typed(value: Any, kind: type, name: str) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str) and value in _NON_FINITE:
+        return _NON_FINITE[value]
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise InvalidRecordError(
             f"field {name!r} must be a {_json_kind(kind)}, got {type(value).__name__}"
@@ -310,6 +318,6 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):  # no JSON form
-        return None
+    if isinstance(value, float) and not math.isfinite(value):  # no JSON number for it
+        return _NON_FINITE_TEXT[str(value)]
     return value
