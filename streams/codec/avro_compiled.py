@@ -36,6 +36,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from model_canary.streams.errors import CanaryError
+
 #: ``write(buffer, value)``: append the Avro binary encoding of ``value`` to ``buffer``.
 Write = Callable[[bytearray, Any], None]
 
@@ -46,8 +48,10 @@ _pack_double = struct.Struct("<d").pack
 _pack_float = struct.Struct("<f").pack
 
 
-class Unwritable(Exception):
-    """A value the compiled writer does not write itself (the codec hands it to fastavro)."""
+class Unwritable(CanaryError):
+    """A value the compiled writer does not write itself (the codec hands it to fastavro).
+
+    Never leaves the codec: it is caught there, and fastavro writes or refuses the value."""
 
 
 def _varint(buf: bytearray, n: int) -> None:
@@ -142,8 +146,8 @@ def compile_writer(schema: Any, record_type: type | None = None) -> Write | None
         return None
 
 
-class _NotCovered(Exception):
-    pass
+class _NotCovered(CanaryError):
+    """A schema the compiler does not cover (caught in compile_writer: fastavro writes it)."""
 
 
 def _compile(schema: Any, record_type: type | None) -> Write:
