@@ -52,12 +52,7 @@ from model_canary.streams.codec.results import encode_result
 from model_canary.streams.cohort import bucket as cohort_bucket
 from model_canary.streams.errors import DecodeError, InvalidRecordError, OutputRefusedError
 from model_canary.streams.evaluation import plan_of
-from model_canary.streams.evidence.builder import (
-    Cell,
-    EvidenceBuilder,
-    Thresholds,
-    batch_waits_ms,
-)
+from model_canary.streams.evidence.builder import Cell, EvidenceBuilder, Thresholds
 from model_canary.streams.messages import (
     MAX_BP,
     Arm,
@@ -179,10 +174,7 @@ class Worker:
         self.refusals = Refusals(
             self.catalogue, AGENT, delivery_headers=h.delivery_headers(settings.exactly_once)
         )
-        # Latency evidence per item: the batch's time plus the item's wait for its batch.
-        self.evidence = EvidenceBuilder(
-            "served", source=self.loop.config.transactional_id, latency_unit="item"
-        )
+        self.evidence = EvidenceBuilder("served", source=self.loop.config.transactional_id)
         self._evidence_codec = codec_for(Evidence)
         self._prediction_codec = codec_for(Prediction)
 
@@ -217,10 +209,7 @@ class Worker:
         seconds = self._seconds
         items = _Batch(self._current())
         now = utc_now()  # the batch's answers are written together
-        waits = batch_waits_ms([m.timestamp()[1] for m, _, _, _ in todo])
-        for (msg, request, routed, content_type), output, wait_ms in zip(
-            todo, outputs, waits, strict=True
-        ):
+        for (msg, request, routed, content_type), output in zip(todo, outputs, strict=True):
             out.source = msg
             latency_ms = batch_ms + output.extra_latency_ms
             if routed.preflight is not None:
@@ -230,7 +219,7 @@ class Worker:
             live += 1
             errors += not ok
             seconds.observe(latency_ms / 1000)
-            self._evidence_item(items, out, msg, request, routed, output, ok, latency_ms + wait_ms)
+            self._evidence_item(items, out, msg, request, routed, output, ok, latency_ms)
         out.source = None
         if items.cells:
             self.evidence.add_batch(

@@ -42,25 +42,6 @@ from model_canary.streams.evidence.columns import (
 from model_canary.streams.messages import Evidence, OffsetRange, OutcomeUnits
 
 
-def batch_waits_ms(stamps_ms: Sequence[int]) -> list[float]:
-    """Each item's wait for its micro-batch: how much earlier than the batch's newest item it
-    was routed (``stamps_ms``: the items' timestamps, set by the routers; a missing one, below
-    0, waits 0). A worker answers a batch's items together, so the model's time is the same
-    for all of them, but an item that came early waited for the later ones to arrive first:
-    its latency is that wait plus the batch's time. Only routers' timestamps are subtracted,
-    never the worker's clock: a worker host's clock offset cannot shift its arm's latencies,
-    and an offset between routers adds the same noise to every arm (each router splits its
-    traffic by the same cohort hash).
-
-    >>> batch_waits_ms([1_000, 1_004, 1_010, -1])
-    [10.0, 6.0, 0.0, 0.0]
-    >>> batch_waits_ms([])
-    []
-    """
-    newest = max(stamps_ms, default=0)
-    return [float(newest - t) if t >= 0 else 0.0 for t in stamps_ms]
-
-
 class Thresholds(NamedTuple):
     """Latency thresholds (ms) of a rollout, from its state at ``revision``."""
 

@@ -25,7 +25,6 @@ from model_canary.streams.messages import (
     EPOCH,
     Arm,
     ControlEvent,
-    Evidence,
     InferenceRequest,
     MetricEvent,
     Mode,
@@ -307,46 +306,6 @@ def test_a_worker_writes_metric_events_only_when_asked_one_per_answer(kafka: Fak
         answer = answers[e.request_id]
         assert (e.model, e.version, e.error, e.error_type) == ("iris", "v1", False, None)
         assert (e.latency_ms, e.completed_at) == (answer.latency_ms, answer.created_at)
-
-
-def test_a_batched_item_s_latency_evidence_counts_its_wait_for_the_batch(
-    kafka: FakeKafka,
-) -> None:
-    # Three canary requests routed 600 and 300 ms before the newest, answered in one batch:
-    # the model's time is the same for all three, but the early ones waited for the batch.
-    # Before this counted, every item carried the batch's time alone (none over 100 ms).
-    codec = codec_for(RolloutState)
-    kafka.create(CAT.rollout_state)
-    rollout = state(
-        canary_version="v2",
-        phase=Phase.PROGRESSING,
-        weight_bp=5000,
-        revision=3,
-        latency_thresholds_ms={"p95": 100.0, "p99": 450.0},
-    )
-    kafka.send(CAT.rollout_state, codec.encode(rollout), key=b"iris")
-    topic = CAT.version_requests("iris", "v2")
-    for rid in ("b1", "b2", "b3"):
-        message = routed(b'{"text": "hi"}', rid, json_=True)
-        message["headers"] = [
-            (k, b"canary" if k == h.ARM else b"5000" if k == h.WEIGHT_BP else v)
-            for k, v in message["headers"]  # type: ignore[attr-defined]
-        ]
-        kafka.send(topic, **message)  # type: ignore[arg-type]
-    stored = kafka.everything(topic)
-    newest = max(m.timestamp()[1] for m in stored)
-    for m, early in zip(stored, (600, 300, 0), strict=True):
-        m._timestamp_ms = newest - early
-    worker = Worker(SETTINGS, WorkerOptions("iris", "v2", instance="w1"), EchoAdapter())
-    worker.view.catch_up(timeout=1)
-    run_until_idle(worker.loop, kafka)
-    (record,) = [codec_for(Evidence).decode(m.value() or b"") for m in kafka.read(CAT.evidence)]
-    assert (record.requests, record.batches, record.thresholds_revision) == (3, 1, 3)
-    # One batch of m = 3 items, e = 2 over the p95 threshold (waits 600 and 300 ms), e = 1
-    # over the p99 one (600 ms).
-    assert (record.batch_e2_over_p95, record.batch_em_over_p95) == (4, 6)
-    assert (record.batch_e2_over_p99, record.batch_em_over_p99) == (1, 3)
-    assert record.latency_unit == "item"
 
 
 # -- the controller ----------------------------------------------------------------------------
