@@ -52,6 +52,8 @@ from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 
 ENDED = ("Succeeded", "RolledBack")
+#: Where a rollout waits for an operator (an A/A run ends there: it will not move by itself).
+HOLDING = "Holding"
 MODEL = "iris"
 #: The pre-flight scenario's bad candidate (the label-bug model) and how many replayed
 #: requests each pre-flight needs for a verdict.
@@ -197,6 +199,8 @@ class _Demo:
             view.update(self._status())
             if self.observer.phase in ENDED:
                 return
+            if name == "aa" and self.observer.phase == HOLDING:
+                return  # a step ran past its maximum: the run's outcome is known
             if name == "shadow" and time.monotonic() - started > shadow_s:
                 return
             if name == "preflight" and any(d.outcome == "ADVANCE" for d in self.observer.decisions):

@@ -39,12 +39,12 @@ from model_canary.streams.rollout.machine import apply_command
 from model_canary.streams.sim.oracle import Oracle
 from model_canary.streams.sim.scenario import RATED_BAD_WHEN, RATED_METRIC, Scenario
 from model_canary.streams.sim.traffic import Population, serve
-from model_canary.streams.stats.decide import CODES, OUTCOMES, decide_many
+from model_canary.streams.stats.decide import CODES, HOLD, OUTCOMES, decide_many
 from model_canary.streams.stats.layout import ARMS, MAX_BP
 from model_canary.streams.stats.snapshot import Progress, policy, take_snapshot, tally_for
 from model_canary.streams.stats.thresholds import first_step_done, thresholds_from_hist
 from model_canary.streams.stats.thresholds import ready as thresholds_ready
-from model_canary.streams.stats.verdicts import action_for
+from model_canary.streams.stats.verdicts import HOLDING_CODES, action_for
 from model_canary.streams.stats.watermark import Completeness
 
 IntArray = npt.NDArray[np.int64]
@@ -54,6 +54,8 @@ FloatArray = npt.NDArray[np.float64]
 DECISION_INTERVAL_S = 1
 #: Seconds from a command (or a threshold decision) to the router/workers acting on it.
 PROPAGATION_S = 1
+#: Indices of the HOLD codes that ask for a command (the rollout goes to Holding).
+_HOLDING = np.array([CODES.index(c) for c in sorted(HOLDING_CODES)], dtype=np.int64)
 
 
 def scenario_plan(scenario: Scenario) -> RolloutPlan:
@@ -111,6 +113,11 @@ class _Bench:
         self.cold[:, 1] = self.control
         self.canary_served = np.zeros(replicas)
         self.states = [self._start(i) for i in range(replicas)]
+        # The states' weight, step and step start as arrays, updated with each new state.
+        self.weight_bp = np.array([s.weight_bp for s in self.states], dtype=np.int64)
+        self.step_index = np.array([s.step_index for s in self.states], dtype=np.int64)
+        self.step_started_s = np.array([_seconds(s.step_started_at) for s in self.states])
+        self.code = np.full(replicas, -1, dtype=np.int64)  #: the last verdict's code index
         self.oracle = Oracle.of(scenario, self.plan, self.rule)
         nan = np.full(replicas, -1.0)
         self.out = RunResult(
@@ -163,12 +170,13 @@ class _Bench:
             self._fix_thresholds(t)
             if t % DECISION_INTERVAL_S == 0:
                 self._decide(t, live)
+        self.out.last_code = [CODES[c] if c >= 0 else "" for c in self.code.tolist()]
         for i in np.flatnonzero(self.deciding):
             self.out.last_code[i] = self.out.last_code[i] or "horizon"
         return self.out
 
     def _weights(self, idx: IntArray) -> IntArray:
-        return np.array([self.states[i].weight_bp for i in idx], dtype=np.int64)
+        return self.weight_bp[idx]
 
     def _serve(self, t: int, live: IntArray) -> None:
         weights = self._weights(live)
@@ -255,8 +263,8 @@ class _Bench:
             return
         items = self.tally.hist[waiting].sum(axis=1)
         first_done = first_step_done(
-            [self.states[i].step_index for i in waiting],
-            [t + 1 - _seconds(self.states[i].step_started_at) for i in waiting],
+            self.step_index[waiting].tolist(),
+            (t + 1 - self.step_started_s[waiting]).tolist(),
             self.plan.min_step_seconds,
         )
         ready = thresholds_ready(items, first_done)
@@ -266,11 +274,10 @@ class _Bench:
             self.thresholds_from[fix] = t + 1 + PROPAGATION_S
 
     def _decide(self, t: int, live: IntArray) -> None:
-        states = [self.states[i] for i in live]
         progress = Progress(
-            weight_bp=np.array([s.weight_bp for s in states], dtype=np.int64),
-            step_index=np.array([s.step_index for s in states], dtype=np.int64),
-            step_started_s=np.array([_seconds(s.step_started_at) for s in states]),
+            weight_bp=self.weight_bp[live],
+            step_index=self.step_index[live],
+            step_started_s=self.step_started_s[live],
             steps_bp=self.plan.steps_bp,
         )
         now = t + 1
@@ -289,10 +296,13 @@ class _Bench:
             self.out.oracle_canary[live[crossed]] = self.canary_served[live[crossed]]
             done = live[crossed & self.watching[live]]
             self.watching[done] = False
-        for j in np.flatnonzero(self.deciding[live]):
+        deciding = self.deciding[live]
+        self.code[live[deciding]] = d.code[deciding]
+        # A HOLD whose code asks for no command moves nothing (action_for is None for it).
+        quiet = (d.outcome == HOLD) & ~np.isin(d.code, _HOLDING)
+        for j in np.flatnonzero(deciding & ~quiet):
             i = int(live[j])
             outcome, code = OUTCOMES[int(d.outcome[j])], CODES[int(d.code[j])]
-            self.out.last_code[i] = code
             state = self.states[i]
             action = action_for(outcome, code, Mode.CANARY, state.phase)
             if action is None:
@@ -320,6 +330,9 @@ class _Bench:
             except CommandRejectedError:  # pragma: no cover - the evaluator's commands are valid
                 continue
             self.states[i] = new
+            self.weight_bp[i] = new.weight_bp
+            self.step_index[i] = new.step_index
+            self.step_started_s[i] = _seconds(new.step_started_at)
             if new.phase is Phase.SUCCEEDED:
                 self.out.finalized_s[i] = now
                 self.deciding[i] = False

@@ -16,7 +16,7 @@ latency (the slowest item's); a whole batch may fail; the first batch of a new w
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -62,10 +62,13 @@ class Cells:
 
 @dataclass
 class Population:
-    """Per-replica constants: each rollout's salt for the bucket hash, the user CDF."""
+    """Per-replica constants: each rollout's salt for the bucket hash, the user CDF (and the
+    scenario's serving parameters per weight, which depend on nothing else)."""
 
     salts: npt.NDArray[np.uint64]
     cdf: FloatArray | None  #: users' cumulative traffic shares (None: one key per request)
+    #: Each canary weight's serving parameters per arm (filled as weights are seen).
+    serving: dict[int, FloatArray] = field(default_factory=dict)
 
     @classmethod
     def new(cls, scenario: Scenario, replicas: int, rng: np.random.Generator) -> Population:
@@ -78,27 +81,43 @@ class Population:
         return cls(salts, cdf)
 
 
-def _params(scenario: Scenario, weights: IntArray, minute: float) -> dict[str, FloatArray]:
-    """Per replica and arm ``(R', 3)`` serving parameters."""
-    names = (
-        "error_rate", "batch_failure", "latency_ms", "latency_sigma", "max_batch",
-        "batch_window_ms", "batch_cost", "cold_factor", "label_coverage", "latency_scale",
-        "tail_scale", "drift_per_min", "accuracy", "thumbs_down", "feedback_coverage",
-    )  # fmt: skip
-    out = {n: np.zeros((weights.size, len(ARMS))) for n in names}
-    unit = np.zeros((weights.size, len(ARMS)), dtype=bool)
-    for w in np.unique(weights):
-        at = weights == w
-        for a, arm in enumerate(ARMS):
-            s: Serving = scenario.arm(arm, int(w))
-            for n in names:
-                value = getattr(s, n)
-                out[n][at, a] = 1.0 if value is None else float(value)
-            unit[at, a] = s.latency_unit == "batch"
-    out["batch_unit"] = unit.astype(np.float64)
-    factor = _error_factor(scenario, minute)
-    out["error_rate"] = np.minimum(1.0, out["error_rate"] * factor)
-    return out
+#: Serving parameters per arm, the columns of :func:`_params`' table.
+PARAMS = (
+    "error_rate", "batch_failure", "latency_ms", "latency_sigma", "max_batch",
+    "batch_window_ms", "batch_cost", "cold_factor", "label_coverage", "latency_scale",
+    "tail_scale", "drift_per_min", "accuracy", "thumbs_down", "feedback_coverage", "batch_unit",
+)  # fmt: skip
+COLUMN = {n: i for i, n in enumerate(PARAMS)}
+
+
+def _arm_rows(scenario: Scenario, weight_bp: int) -> FloatArray:
+    """``(3, P)`` serving parameters of each arm at ``weight_bp`` (columns :data:`PARAMS`)."""
+    rows = np.zeros((len(ARMS), len(PARAMS)))
+    for a, arm in enumerate(ARMS):
+        s: Serving = scenario.arm(arm, weight_bp)
+        for i, n in enumerate(PARAMS[:-1]):
+            value = getattr(s, n)
+            rows[a, i] = 1.0 if value is None else float(value)
+        rows[a, -1] = float(s.latency_unit == "batch")
+    return rows
+
+
+def _params(
+    scenario: Scenario, weights: IntArray, minute: float, cache: dict[int, FloatArray]
+) -> FloatArray:
+    """Per replica and arm ``(R', 3, P)`` serving parameters (columns :data:`PARAMS`);
+    ``cache``: each weight's rows, computed once per run (they depend on the weight only)."""
+    uniq, inverse = np.unique(weights, return_inverse=True)
+    rows = []
+    for w in uniq.tolist():
+        row = cache.get(w)
+        if row is None:
+            row = cache[w] = _arm_rows(scenario, w)
+        rows.append(row)
+    table = np.stack(rows)[inverse.reshape(-1)]
+    e = COLUMN["error_rate"]
+    table[..., e] = np.minimum(1.0, table[..., e] * _error_factor(scenario, minute))
+    return table
 
 
 def _error_factor(scenario: Scenario, minute: float) -> float:
@@ -152,26 +171,24 @@ def serve(
         user_z = ndtri((u + 0.5) / 2.0**53) if t.user_spread > 0 else np.zeros((reps, kmax))
     arm = arms_of_buckets(buckets, weights[:, None], control)
     arm = np.where(valid, arm, -1)
-    p = _params(scenario, weights, minute)
-    names = list(p)
-    table = np.stack([p[n] for n in names], axis=-1)  # (R', 3, P)
+    table = _params(scenario, weights, minute, pop.serving)  # (R', 3, P)
     items = table[np.arange(reps)[:, None], np.maximum(arm, 0)]  # (R', K, P)
-    column = {n: i for i, n in enumerate(names)}
 
     def per_item(name: str) -> FloatArray:
-        return np.asarray(items[..., column[name]])
+        return np.asarray(items[..., COLUMN[name]])
 
     # Micro-batches per (replica, arm): sizes grow with the arm's load this second.
     onehot = arm[:, :, None] == np.arange(len(ARMS))[None, None, :]  # (R', K, 3)
     k_arm = onehot.sum(axis=1)  # (R', 3)
     position = np.take_along_axis(np.cumsum(onehot, axis=1) - 1, np.maximum(arm, 0)[..., None], 2)
     position = position[..., 0]
-    if np.all(p["max_batch"] <= 1):
+    max_batch = table[..., COLUMN["max_batch"]]
+    if np.all(max_batch <= 1):
         batch = np.maximum(position, 0)  # no batching: every item is its own batch
     else:
-        mean_extra = k_arm * p["batch_window_ms"] / 1000.0
+        mean_extra = k_arm * table[..., COLUMN["batch_window_ms"]] / 1000.0
         sizes = 1 + rng.poisson(np.broadcast_to(mean_extra[..., None], (reps, len(ARMS), kmax)))
-        sizes = np.minimum(sizes, p["max_batch"][..., None].astype(np.int64))
+        sizes = np.minimum(sizes, max_batch[..., None].astype(np.int64))
         ends = np.cumsum(sizes, axis=2)  # (R', 3, K)
         index = np.maximum(arm, 0)[..., None].repeat(kmax, 2)
         my_ends = np.take_along_axis(ends, index, axis=1)
