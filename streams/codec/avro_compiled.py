@@ -282,22 +282,12 @@ def _inline(schema: Any, pad: str) -> list[str] | None:
         ]
     if isinstance(schema, dict) and set(schema) == {"type"}:
         schema = schema["type"]
-    if schema == "string":
+    if schema in ("string", "bytes"):
+        kind, encode = ("str", [f"{pad}x = x.encode()"]) if schema == "string" else ("BYTES", [])
         return [
-            f"{pad}if not isinstance(x, str):",
+            f"{pad}if not isinstance(x, {kind}):",
             f"{pad}    raise Unwritable(x)",
-            f"{pad}x = x.encode()",
-            f"{pad}n = len(x)",
-            f"{pad}if n < 64:",
-            f"{pad}    buf.append(n << 1)",
-            f"{pad}else:",
-            f"{pad}    varint(buf, n)",
-            f"{pad}buf += x",
-        ]
-    if schema == "bytes":
-        return [
-            f"{pad}if not isinstance(x, BYTES):",
-            f"{pad}    raise Unwritable(x)",
+            *encode,
             f"{pad}n = len(x)",
             f"{pad}if n < 64:",
             f"{pad}    buf.append(n << 1)",
