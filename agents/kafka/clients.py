@@ -16,6 +16,8 @@
   other errors are logged (rate limited) and skipped, a fatal error raises.
 * :func:`fetch` takes a batch without waiting for it to fill: what is there at once, else the
   first message to arrive within the wait (every loop that answers requests reads this way).
+  A group member passes a :class:`Held` so that a rebalance served between the two calls
+  that make a batch cannot hand it a message its partition's next owner reads again.
 
 >>> lazy = LazyProducer(Settings(bootstrap="kafka:9092"), "canary-doc")  # no connection yet
 >>> lazy.connected
@@ -26,11 +28,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, cast
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from model_canary.agents.kafka.config import (
@@ -209,7 +218,61 @@ def consume(consumer: Consumer, num_messages: int, timeout: float) -> list[Messa
     return [m for m in batch if usable(m)]
 
 
-def fetch(consumer: Consumer, max_batch: int, wait_s: float) -> list[Message]:
+class Held:
+    """The message :func:`fetch` has polled but not returned yet, while a second call takes
+    what came with it. That call may serve a rebalance (librdkafka runs the rebalance
+    callbacks inside consumer calls), and the consumer's position already counts the held
+    message although no one has handled it. So, while a message is held:
+
+    * an offset commit made in the callback must not count it: :meth:`cap` the positions;
+    * a revocation that takes its partition (:meth:`revoke`) makes :func:`fetch` drop it: the
+      partition's next owner (this consumer again, or another) reads it again from the
+      committed offset, which is at or before it. Kept, it would be handled twice.
+
+    librdkafka drops such messages itself within one call (a rebalance's version barrier);
+    this covers the gap between two calls.
+
+    >>> held = Held()
+    >>> held.cap([TopicPartition("requests", 0, 42)])[0].offset  # nothing held: unchanged
+    42
+    """
+
+    def __init__(self) -> None:
+        self.message: Message | None = None
+        self.revoked = False
+
+    def _coords(self) -> tuple[str, int, int] | None:
+        msg = self.message
+        if msg is None or msg.error() is not None:
+            return None  # an event (end of partition, an error) moved no position
+        offset = msg.offset()
+        if offset is None or offset < 0:
+            return None
+        return msg.topic() or "", msg.partition() or 0, offset
+
+    def revoke(self, partitions: Sequence[TopicPartition]) -> None:
+        """The group took ``partitions`` away: drop the held message if it is in one."""
+        coords = self._coords()
+        if coords is not None and any((tp.topic, tp.partition) == coords[:2] for tp in partitions):
+            self.revoked = True
+
+    def cap(self, positions: list[TopicPartition]) -> list[TopicPartition]:
+        """``positions`` with the held message's partition no further than the message."""
+        coords = self._coords()
+        if coords is None:
+            return positions
+        topic, partition, offset = coords
+        return [
+            TopicPartition(tp.topic, tp.partition, offset)
+            if (tp.topic, tp.partition) == (topic, partition) and tp.offset > offset
+            else tp
+            for tp in positions
+        ]
+
+
+def fetch(
+    consumer: Consumer, max_batch: int, wait_s: float, held: Held | None = None
+) -> list[Message]:
     """Up to ``max_batch`` messages (errors and end-of-partition events included: see
     :func:`usable`): at once whatever the consumer has fetched already;
     when it has none, wait up to ``wait_s`` for the first to arrive, then take it with
@@ -219,6 +282,9 @@ def fetch(consumer: Consumer, max_batch: int, wait_s: float) -> list[Message]:
     messages come (the timeout bounds each wait for the next message, not the call): under a
     steady load below ``N`` per ``T`` every batch would wait ``T``. ``poll`` returns with the
     first message.
+
+    ``held`` (a group member's): the first message is held while the second call runs, and
+    dropped when a rebalance served by that call revoked its partition (see :class:`Held`).
     """
     msgs = consumer.consume(num_messages=max_batch, timeout=0)
     if msgs or wait_s <= 0:
@@ -228,4 +294,11 @@ def fetch(consumer: Consumer, max_batch: int, wait_s: float) -> list[Message]:
         return []
     if max_batch == 1:
         return [first]
-    return [first, *consumer.consume(num_messages=max_batch - 1, timeout=0)]
+    if held is None:
+        return [first, *consumer.consume(num_messages=max_batch - 1, timeout=0)]
+    held.message, held.revoked = first, False
+    try:
+        rest = consumer.consume(num_messages=max_batch - 1, timeout=0)
+    finally:
+        revoked, held.message, held.revoked = held.revoked, None, False
+    return rest if revoked else [first, *rest]

@@ -34,6 +34,11 @@ When code fails instead of the process, nothing is committed that was not handle
   Inside librdkafka's rebalance callback the loop only aborts: no rewind (the next assignment
   starts from the committed offsets), no backoff, and what it must raise (too many aborts, a
   zombie) or a producer it must replace waits until the callback has returned.
+* A rebalance served between the two consumer calls that make a batch (librdkafka runs the
+  rebalance callbacks inside them) finds the first message polled but not handled: the commit
+  made on the revocation stops before it, and the batch drops it when its partition was
+  revoked (its next owner reads it again from the committed offset). Kept, it was handled
+  twice (:class:`~model_canary.agents.kafka.clients.Held`).
 * An abort refused with a fatal error (``INVALID_TXN_STATE``: the coordinator was still
   completing the previous commit; or the producer fenced by the broker after this process
   stalled past its transaction timeout) replaces the producer: a new one with the same
@@ -70,7 +75,7 @@ from confluent_kafka import (
 
 from model_canary.agents import metrics
 from model_canary.agents.kafka.admin import Admin
-from model_canary.agents.kafka.clients import fetch, new_consumer, new_producer, usable
+from model_canary.agents.kafka.clients import Held, fetch, new_consumer, new_producer, usable
 from model_canary.agents.kafka.errors import wrap
 from model_canary.agents.kafka.limits import PRODUCER_DEFAULT_MAX, OutputLimits
 from model_canary.agents.kafka.watchdog import Watchdog
@@ -339,6 +344,8 @@ class ExactlyOnceLoop:
         self._replace_deferred = False
         #: While the before-commit hook runs: the positions the commit sends (read once).
         self._commit_positions: list[TopicPartition] | None = None
+        #: The message a fetch holds while a rebalance may be served (see clients.Held).
+        self._held = Held()
 
     @classmethod
     def configured(cls, config: LoopConfig) -> LoopConfig:
@@ -429,6 +436,7 @@ class ExactlyOnceLoop:
         # commit is aborted without rewinding or backing off (the next assignment starts from
         # the committed offsets), and what the loop must raise is raised once the callback
         # has returned (:meth:`_after_rebalance`).
+        self._held.revoke(partitions)
         if self._in_txn:
             self._revoking = True
             try:
@@ -462,7 +470,7 @@ class ExactlyOnceLoop:
                     wait = min(c.commit.wait_s((now - self._txn_started) * 1000), STOP_CHECK_S)
                 else:
                     wait = c.poll_timeout_s
-                msgs = fetch(consumer, c.max_batch, wait)
+                msgs = fetch(consumer, c.max_batch, wait, self._held)
                 self._after_rebalance()
                 batch = [m for m in msgs if usable(m)]
                 if batch:
@@ -525,7 +533,7 @@ class ExactlyOnceLoop:
         out = []
         positions = self._commit_positions
         if positions is None:
-            positions = self._consumer.position(self._consumer.assignment())
+            positions = self._consumed(self._consumer)
         for tp in positions:
             start = self._range_starts.get((tp.topic, tp.partition))
             if start is not None and tp.offset > start:
@@ -652,7 +660,7 @@ class ExactlyOnceLoop:
         began = time.monotonic()
         try:
             # Read once: the hook's consumed_ranges() and the offsets committed are the same.
-            positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
+            positions = self._consumed(consumer)
             if self.hooks.before_commit is not None:
                 out.source = None
                 self._commit_positions = positions
@@ -972,14 +980,17 @@ class ExactlyOnceLoop:
                 old.purge(blocking=False)
                 old.flush(0)
 
+    def _consumed(self, consumer: Consumer) -> list[TopicPartition]:
+        """Where the handled inputs end, per assigned partition: the consumer's positions,
+        but not past a message a fetch holds unhandled (a commit made in a rebalance callback
+        the fetch served: see :class:`~model_canary.agents.kafka.clients.Held`)."""
+        positions = consumer.position(consumer.assignment())
+        return self._held.cap([tp for tp in positions if tp.offset >= 0])
+
     def _positions(self) -> dict[tuple[str, int], int]:
         if self._consumer is None:
             return {}
-        return {
-            (tp.topic, tp.partition): tp.offset
-            for tp in self._consumer.position(self._consumer.assignment())
-            if tp.offset >= 0
-        }
+        return {(tp.topic, tp.partition): tp.offset for tp in self._consumed(self._consumer)}
 
     def _rewind(self, consumer: Consumer) -> None:
         assignment = consumer.assignment()

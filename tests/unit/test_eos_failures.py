@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Message
@@ -16,7 +17,15 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from model_canary.agents.kafka import eos
 from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnHooks, TxnOutput
 from model_canary.agents.kafka.watchdog import Watchdog
-from model_canary.agents.testing import FakeKafka, FakeProducer, new_producer, run_until_idle, using
+from model_canary.agents.testing import (
+    FakeConsumer,
+    FakeKafka,
+    FakeMessage,
+    FakeProducer,
+    new_producer,
+    run_until_idle,
+    using,
+)
 from model_canary.streams.errors import KafkaOperationError
 from model_canary.streams.latency import CommitPolicy
 from model_canary.streams.settings import Settings
@@ -116,6 +125,51 @@ def test_a_commit_on_revocation_in_a_failed_transaction_leaves_the_range_to_the_
     assert values(kafka, "refused") == [culprit]
     assert sum(int(v) for v in values(kafka, "summary")) == len(INPUTS) - 1
     assert kafka.group_offsets["g", "in", 0] == len(INPUTS)
+
+
+class RebalancedAfterPoll(FakeConsumer):
+    """A consumer whose group rebalances right after ``poll`` returned the first message to
+    arrive (``late``, sent just then): the fetch's second call serves the revocation while
+    that message is polled but not handled yet (the CI failure of session 18: a worker
+    resumed after a freeze polled a request, then its session's expiry revoked its
+    partitions; the request was answered twice)."""
+
+    late: list[bytes]
+
+    def poll(self, timeout: float = 0.0) -> FakeMessage | None:
+        if not self.late:
+            return super().poll(timeout)
+        self.kafka.send("in", self.late.pop())
+        msg = super().poll(timeout)
+        self.kafka.rebalance()
+        return msg
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [CommitPolicy(min_ms=0, max_ms=50), CommitPolicy.every(60_000)],
+    ids=["nothing-open", "open-transaction"],
+)
+def test_a_message_polled_just_before_a_rebalance_is_handled_exactly_once(
+    kafka: FakeKafka, policy: CommitPolicy
+) -> None:
+    # nothing-open: the inputs were committed before the loop polled; the revocation commits
+    # nothing, the partition comes back at the committed offset, before the late message.
+    # open-transaction: the revocation commits m0..m4; the offset it commits must stop
+    # before the late message, which no one has handled.
+    def consumer(config: dict[str, Any]) -> FakeConsumer:
+        made = RebalancedAfterPoll(kafka, config)
+        made.late = [b"late"]
+        return made
+
+    kafka.consumer = consumer  # type: ignore[method-assign]
+    copier = Copier(kafka)
+    loop = copier.loop(LoopConfig("h", "g", ("in",), "h-1", commit=policy))
+    run_until_idle(loop, kafka)
+
+    assert loop.assignments == 2, "no rebalance happened"
+    assert values(kafka, "out") == [*INPUTS, b"late"]
+    assert kafka.group_offsets["g", "in", 0] == len(INPUTS) + 1
 
 
 def test_an_abort_the_coordinator_refuses_replaces_the_producer_and_the_loop_goes_on(
