@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in __all__
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
 from confluent_kafka.cimpl import NewTopic
 
 from model_canary.agents.kafka.clients import new_admin
@@ -65,8 +72,6 @@ class Admin:
 
     def wait_for_leaders(self, topics: Iterable[str], timeout: float = 30.0) -> None:
         """Wait until every partition of ``topics`` has a leader (new topics take a moment)."""
-        import time
-
         wanted = set(topics)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -95,8 +100,6 @@ class Admin:
         this returns only once it does not (or raises after ``timeout`` seconds). A topic
         that is already gone counts as deleted.
         """
-        import time
-
         wanted = sorted(set(names))
         if not wanted:
             return
@@ -140,11 +143,6 @@ class Admin:
 
     def topic_config(self, topic: str, timeout: float = 10.0) -> dict[str, str]:
         """The topic's effective configuration (``{name: value}``, defaults included)."""
-        from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in __all__
-            ConfigResource,
-            ResourceType,
-        )
-
         resource = ConfigResource(ResourceType.TOPIC, topic)
         try:
             future = self.client.describe_configs([resource], request_timeout=timeout)[resource]
@@ -158,13 +156,6 @@ class Admin:
     ) -> None:
         """Set some of a topic's configuration (incrementally: other settings are kept); a
         ``None`` value puts that setting back to its default."""
-        from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in __all__
-            AlterConfigOpType,
-            ConfigEntry,
-            ConfigResource,
-            ResourceType,
-        )
-
         entries = [
             ConfigEntry(
                 name,
