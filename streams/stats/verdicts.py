@@ -36,7 +36,7 @@ from model_canary.streams.stats.decide import (
     decide_many,
 )
 from model_canary.streams.stats.sequential import promotion_log_e, rollback_log_e
-from model_canary.streams.stats.thresholds import MIN_THRESHOLD_ITEMS, THRESHOLD_ITEMS
+from model_canary.streams.stats.thresholds import MIN_THRESHOLD_ITEMS, QUANTILES, THRESHOLD_ITEMS
 
 #: HOLD codes that put the rollout in the Holding phase (the others are ordinary waiting).
 HOLDING_CODES = frozenset({"sample-ratio-mismatch", "max-duration-exceeded"})
@@ -128,7 +128,7 @@ def _reason(
     if code == HARM:
         harmed = [e for e in evidence if e.alarmed] or sorted(evidence, key=lambda e: -e.statistic)
         parts = [
-            f"{e.metric}: canary {_rate(e.canary_bad, e.canary_n)} vs "
+            f"{e.metric}: canary {_counted(e.metric)}{_rate(e.canary_bad, e.canary_n)} vs "
             f"{s.comparisons[e.metric].comparator} {_rate(e.baseline_bad, e.baseline_n)}, "
             f"ratio shown above {_fmt(e.lower)}"
             for e in harmed[:2]
@@ -252,6 +252,21 @@ def _replica(c: Comparison, sl: npt.NDArray[np.int64]) -> Comparison:
         c.subtests,
         c.phi[sl],
     )
+
+
+def _counted(metric: str) -> str:
+    """What a metric's rate counts, where its name does not say it: the rates are of *bad*
+    events (a wrong label, an answer slower than the baseline's percentile), so "accuracy:
+    canary 97.83%" would read as the accuracy.
+
+    >>> _counted("accuracy"), _counted("latency_p99"), _counted("errors")
+    ('wrong on ', 'slower than the p99 threshold on ', '')
+    """
+    if metric == "accuracy":
+        return "wrong on "
+    if metric in QUANTILES:
+        return f"slower than the {metric.removeprefix('latency_')} threshold on "
+    return ""
 
 
 def _rate(bad: int, n: int) -> str:

@@ -80,6 +80,17 @@ def test_rollback_on_harm_even_before_the_minimum_duration() -> None:
     assert {e.metric: e.alarmed for e in v.evidence} == {"errors": True, "accuracy": False}
 
 
+def test_a_harm_reason_says_what_an_accuracy_rate_counts() -> None:
+    # 40% wrong on the canary vs 10% on the baseline: "accuracy: canary 40.00%" would read
+    # as the canary's accuracy (the preflight demo printed "canary 97.83% vs baseline 21.74%"
+    # for a candidate far worse than its baseline).
+    v = decide(snap(accuracy={2000: (3000, 12_000, 1200, 1200)}), RULE)
+    assert (v.outcome, v.code) == (Outcome.ROLLBACK, "harm")
+    assert v.reason.startswith(
+        "accuracy: canary wrong on 40.00% (1200/3000) vs baseline 10.00% (1200/12000)"
+    )
+
+
 @pytest.mark.parametrize(
     ("changes", "code", "words"),
     [
