@@ -446,7 +446,11 @@ class ExactlyOnceLoop:
             finally:
                 self._revoking = False
         self.assigned = []
+        # The range being handled again carefully goes with the partitions (their next owner
+        # starts from the committed offsets), and so does the decision to handle it one input
+        # at a time: kept, the next failure pinned on several inputs would refuse them all.
         self._careful.clear()
+        self._one_by_one = False
         self._range_starts.clear()
         log.info("%s revoked %s", self.config.agent, _describe(partitions))
         if self.hooks.on_revoke is not None:

@@ -398,3 +398,37 @@ def test_a_producer_whose_init_transactions_hangs_is_caught_by_the_watchdog(
     finally:
         loop.close()
     assert fired == ["init transactions"]
+
+
+def test_a_rebalance_while_inputs_are_handled_again_one_at_a_time_refuses_only_the_culprit(
+    kafka: FakeKafka,
+) -> None:
+    # As above, the writes of m0..m2 fail together (m2's copy too large for the broker), and
+    # the loop decides to handle them again one at a time; but the group rebalances first.
+    # The partition comes back at the committed offset and the range is handled again: its
+    # writes fail together again, and still only m2 may be refused (the rebalance dropped the
+    # range being handled one at a time; the decision to do so must go with it).
+    kafka.refuse_queued = lambda topic, value, key: BIG if value == b"m2" * 1000 else None
+    copier = Copier(kafka, big=b"m2")
+
+    def rebalance_on_the_second_abort() -> None:
+        copier.aborts += 1
+        copier.copied = 0
+        if copier.aborts == 2:  # the writes were attributed: several inputs share the failure
+            kafka.rebalance()
+
+    hooks = TxnHooks(before_commit=copier.summary, on_abort=rebalance_on_the_second_abort)
+    loop = ExactlyOnceLoop(
+        SETTINGS,
+        LoopConfig("h", "g", ("in",), "h-1"),
+        copier.handle,
+        refuse=copier.refuse,
+        hooks=hooks,
+    )
+    run_until_idle(loop, kafka)
+
+    assert loop.assignments == 2, "no rebalance happened"
+    assert copier.refused == [(b"m2", "too-large")]
+    assert values(kafka, "out") == [v for v in INPUTS if v != b"m2"]
+    assert values(kafka, "refused") == [b"m2"]
+    assert kafka.group_offsets["g", "in", 0] == len(INPUTS)
