@@ -145,6 +145,8 @@ class FakeKafka:
         self.epochs: dict[str, int] = {}
         self.owners: dict[str, FakeProducer] = {}
         self.generation = 0  # bumped by rebalance()
+        #: The partitions the last rebalance moved (None: every one); see rebalance().
+        self.moving: frozenset[tuple[str, int]] | None = None
 
     # -- the factory of clients (see clients.using) ------------------------------------------
     def producer(self, config: dict[str, Any]) -> FakeProducer:
@@ -158,11 +160,19 @@ class FakeKafka:
     def admin(self, config: dict[str, Any]) -> FakeAdmin:
         return FakeAdmin(self)
 
-    def rebalance(self) -> None:
+    def rebalance(self, moving: Iterable[tuple[str, int]] | None = None) -> None:
         """Make every group member's next ``consume`` or ``poll`` revoke its partitions (its
         ``on_revoke`` callback runs) and take them back at the group's committed offsets (its
-        ``on_assign`` runs), as an eager rebalance does."""
+        ``on_assign`` runs), as an eager rebalance does.
+
+        ``moving`` (topic, partition) pairs: the partitions the new assignment gives another
+        member. A member with the cooperative protocol (``partition.assignment.strategy``
+        ``cooperative-sticky``, KIP-429) gives up only those, and keeps consuming the others
+        from its positions: ``on_revoke`` gets the ones it loses, and ``on_assign`` only the
+        ones it is given (here the same ones back at their committed offsets, as when they
+        move away and come back). An eager member gives up everything whatever moves."""
         with self.lock:
+            self.moving = None if moving is None else frozenset(moving)
             self.generation += 1
 
     def time_out(self, transactional_id: str) -> None:
@@ -472,6 +482,9 @@ class FakeConsumer:
         self._positions: dict[tuple[str, int], int] = {}
         self._subscribed = False
         self._revoking = False  # inside on_revoke
+        strategy = str(config.get("partition.assignment.strategy", ""))
+        #: The cooperative protocol: a rebalance revokes only the partitions that move.
+        self.cooperative = strategy.startswith("cooperative")
         self.closed = False
         #: Plain offset commits are lost (a process killed before its commit arrived).
         self.lose_commits = False
@@ -520,6 +533,10 @@ class FakeConsumer:
         if not self._subscribed or self._generation == self.kafka.generation:
             return
         self._generation = self.kafka.generation
+        moving = self.kafka.moving
+        if self.cooperative and moving is not None:
+            self._move(moving)
+            return
         if self._positions and self._on_revoke is not None:
             self._revoking = True
             try:
@@ -528,6 +545,25 @@ class FakeConsumer:
                 self._revoking = False
         self._positions = {}
         self._join()
+
+    def _move(self, moving: frozenset[tuple[str, int]]) -> None:
+        """A cooperative rebalance: revoke the partitions that move (the others keep their
+        positions), then take them back at the committed offsets."""
+        lost = [TopicPartition(t, p) for t, p in self._positions if (t, p) in moving]
+        if not lost:
+            return
+        if self._on_revoke is not None:
+            self._revoking = True
+            try:
+                self._on_revoke(self, lost)
+            finally:
+                self._revoking = False
+        for tp in lost:
+            del self._positions[tp.topic, tp.partition]
+        for tp in self.committed(lost):
+            self._positions[tp.topic, tp.partition] = max(tp.offset, 0)
+        if self._on_assign is not None:
+            self._on_assign(self, [TopicPartition(tp.topic, tp.partition) for tp in lost])
 
     def _join(self) -> None:
         if not self._subscribed or self._positions:

@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from model_canary.agents.kafka import eos
+from model_canary.agents.kafka.alo import AtLeastOnceLoop
 from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnHooks, TxnOutput
 from model_canary.agents.kafka.watchdog import Watchdog
 from model_canary.agents.testing import (
@@ -432,3 +433,66 @@ def test_a_rebalance_while_inputs_are_handled_again_one_at_a_time_refuses_only_t
     assert values(kafka, "out") == [v for v in INPUTS if v != b"m2"]
     assert values(kafka, "refused") == [b"m2"]
     assert kafka.group_offsets["g", "in", 0] == len(INPUTS)
+
+
+@pytest.mark.parametrize("kind", [ExactlyOnceLoop, AtLeastOnceLoop])
+def test_a_cooperative_revocation_whose_commit_fails_loses_no_input_of_the_partitions_kept(
+    kind: type[ExactlyOnceLoop],
+) -> None:
+    # With the cooperative protocol a rebalance takes only the partitions that move: here
+    # in[1], while the open transaction holds d0 and d1 of in[0] (kept). d1's copy is refused
+    # by the broker after it was queued, so the commit made on the revocation fails and the
+    # transaction is aborted. The loop must then read in[0] again from its committed offset:
+    # it keeps that partition, so no new assignment does it (an eager rebalance would), and
+    # going on from its position would skip d0 and d1 (committed with the next transaction).
+    # The at-least-once loop cannot undo d0's copy: it may come twice, but must come.
+    kafka = FakeKafka(partitions=2)
+    with using(kafka):
+        for i in range(4):
+            kafka.send("in", f"d{i}".encode(), key=b"d")  # in[0]
+            kafka.send("in", f"a{i}".encode(), key=b"a")  # in[1]
+        kafka.refuse_queued = lambda topic, value, key: BIG if value == b"d1" * 1000 else None
+        copier = Copier(kafka, big=b"d1")
+        citing: list[tuple[int, int, int]] = []  # the open transaction's consumed ranges
+        cited: list[tuple[int, int, int]] = []  # those of the transactions committed
+        moved: list[int] = []
+
+        def move_in1_on_d1(batch: Sequence[Message], out: TxnOutput) -> None:
+            copier.handle(batch, out)
+            if any(m.value() == b"d1" for m in batch) and not moved:
+                moved.append(loop.assignments)
+                kafka.rebalance(moving=[("in", 1)])
+
+        def summary(out: TxnOutput) -> None:
+            citing[:] = [(r.partition, r.first, r.last) for r in loop.consumed_ranges()]
+            copier.summary(out)
+
+        def committed() -> None:
+            cited.extend(citing)
+
+        config = LoopConfig(
+            "h",
+            "g",
+            ("in",),
+            "h-1",
+            max_batch=1,
+            commit=CommitPolicy.every(60_000),
+            assignment_strategy="cooperative-sticky",
+        )
+        hooks = TxnHooks(before_commit=summary, after_commit=committed, on_abort=copier._forget)
+        loop = kind(SETTINGS, config, move_in1_on_d1, refuse=copier.refuse, hooks=hooks)
+        run_until_idle(loop, kafka)
+
+    assert moved and loop.assignments == moved[0] + 1, "in[1] did not move"
+    copies = values(kafka, "out")
+    if kind is AtLeastOnceLoop:
+        copies = sorted(set(copies))
+    assert sorted(copies) == [b"a0", b"a1", b"a2", b"a3", b"d0", b"d2", b"d3"]
+    assert copier.refused == [(b"d1", "too-large")]
+    assert kafka.group_offsets["g", "in", 0] == 4
+    assert kafka.group_offsets["g", "in", 1] == 4
+    assert sorted((tp.topic, tp.partition) for tp in loop.assigned) == [("in", 0), ("in", 1)]
+    # The committed transactions' evidence cites every input of both partitions once.
+    for partition in (0, 1):
+        offsets = [o for p, first, last in cited if p == partition for o in range(first, last + 1)]
+        assert offsets == [0, 1, 2, 3], (partition, cited)
