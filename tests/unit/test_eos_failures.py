@@ -496,3 +496,45 @@ def test_a_cooperative_revocation_whose_commit_fails_loses_no_input_of_the_parti
     for partition in (0, 1):
         offsets = [o for p, first, last in cited if p == partition for o in range(first, last + 1)]
         assert offsets == [0, 1, 2, 3], (partition, cited)
+
+
+def test_after_a_cooperative_rebalance_the_evidence_cites_the_ranges_of_every_partition() -> None:
+    # in[1] moves away and comes back while in[0] is kept (the revocation's commit succeeds):
+    # every committed transaction's consumed ranges (what the router's and workers' evidence
+    # cites, and the evaluator counts each input once by) must still cover both partitions.
+    kafka = FakeKafka(partitions=2)
+    with using(kafka):
+        for i in range(4):
+            kafka.send("in", f"d{i}".encode(), key=b"d")  # in[0]
+            kafka.send("in", f"a{i}".encode(), key=b"a")  # in[1]
+        copier = Copier(kafka)
+        citing: list[tuple[int, int, int]] = []
+        cited: list[tuple[int, int, int]] = []
+
+        def move_in1_on_d1(batch: Sequence[Message], out: TxnOutput) -> None:
+            copier.handle(batch, out)
+            if any(m.value() == b"d1" for m in batch):
+                kafka.rebalance(moving=[("in", 1)])
+
+        def summary(out: TxnOutput) -> None:
+            citing[:] = [(r.partition, r.first, r.last) for r in loop.consumed_ranges()]
+            copier.summary(out)
+
+        config = LoopConfig(
+            "h",
+            "g",
+            ("in",),
+            "h-1",
+            max_batch=1,
+            commit=CommitPolicy.every(60_000),
+            assignment_strategy="cooperative-sticky",
+        )
+        hooks = TxnHooks(before_commit=summary, after_commit=lambda: cited.extend(citing))
+        loop = ExactlyOnceLoop(SETTINGS, config, move_in1_on_d1, hooks=hooks)
+        run_until_idle(loop, kafka)
+
+    assert loop.assignments == 2, "in[1] did not move"
+    assert len(values(kafka, "out")) == 8
+    for partition in (0, 1):
+        offsets = [o for p, first, last in cited if p == partition for o in range(first, last + 1)]
+        assert offsets == [0, 1, 2, 3], (partition, cited)
