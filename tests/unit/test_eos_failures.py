@@ -538,3 +538,59 @@ def test_after_a_cooperative_rebalance_the_evidence_cites_the_ranges_of_every_pa
     for partition in (0, 1):
         offsets = [o for p, first, last in cited if p == partition for o in range(first, last + 1)]
         assert offsets == [0, 1, 2, 3], (partition, cited)
+
+
+def test_an_at_least_once_rewind_goes_to_what_it_committed_of_the_partitions_it_keeps() -> None:
+    # The at-least-once loop commits offsets asynchronously and rewinds, after a failure, to
+    # what it committed last (the broker's offsets may lag behind: a commit on its way, or
+    # one that failed). Here every commit fails to reach the broker. in[1] moves away and
+    # back (cooperative protocol) while the loop keeps in[0]; then d2 fails. The rewind of
+    # in[0] must go back to where the loop committed (after d1), not to the broker's offsets
+    # (nothing): d0 and d1 would be answered again and their evidence cited twice.
+    kafka = FakeKafka(partitions=2)
+
+    def losing(config: dict[str, Any]) -> FakeConsumer:
+        made = FakeConsumer(kafka, config)
+        made.lose_commits = True
+        return made
+
+    kafka.consumer = losing  # type: ignore[method-assign]
+    with using(kafka):
+        for i in range(4):
+            kafka.send("in", f"d{i}".encode(), key=b"d")  # in[0]
+            kafka.send("in", f"a{i}".encode(), key=b"a")  # in[1]
+        copier = Copier(kafka)
+        copier.failing[b"d2"] = [RuntimeError("a bug")]
+        citing: list[tuple[int, int, int]] = []
+        cited: list[tuple[int, int, int]] = []
+
+        moved: list[int] = []
+
+        def move_in1_on_d1(batch: Sequence[Message], out: TxnOutput) -> None:
+            copier.handle(batch, out)
+            if any(m.value() == b"d1" for m in batch) and not moved:
+                moved.append(loop.assignments)
+                kafka.rebalance(moving=[("in", 1)])
+
+        def summary(out: TxnOutput) -> None:
+            citing[:] = [(r.partition, r.first, r.last) for r in loop.consumed_ranges()]
+            copier.summary(out)
+
+        config = LoopConfig(
+            "h",
+            "g",
+            ("in",),
+            "h-1",
+            max_batch=1,
+            max_in_txn=1,  # a commit after every input
+            assignment_strategy="cooperative-sticky",
+        )
+        hooks = TxnHooks(before_commit=summary, after_commit=lambda: cited.extend(citing))
+        loop = AtLeastOnceLoop(SETTINGS, config, move_in1_on_d1, refuse=copier.refuse, hooks=hooks)
+        run_until_idle(loop, kafka)
+
+    assert moved and loop.assignments == moved[0] + 1, "in[1] did not move"
+    assert copier.refused == [(b"d2", "internal-error")]
+    assert sorted(values(kafka, "out")) == [b"a0", b"a1", b"a2", b"a3", b"d0", b"d1", b"d3"]
+    offsets = [o for p, first, last in cited if p == 0 for o in range(first, last + 1)]
+    assert offsets == [0, 1, 2, 3], cited
