@@ -147,6 +147,12 @@ class FakeKafka:
         self.generation = 0  # bumped by rebalance()
         #: The partitions the last rebalance moved (None: every one); see rebalance().
         self.moving: frozenset[tuple[str, int]] | None = None
+        #: Kafka's ``commit_transaction`` returns once the coordinator has decided, before the
+        #: transaction's markers are written to its partitions: until they are, read_committed
+        #: readers stop before its writes. True: commits leave their markers unwritten until
+        #: :meth:`write_markers` (False: written at once).
+        self.hold_markers = False
+        self._unmarked: list[tuple[str, int, int]] = []
 
     # -- the factory of clients (see clients.using) ------------------------------------------
     def producer(self, config: dict[str, Any]) -> FakeProducer:
@@ -174,6 +180,14 @@ class FakeKafka:
         with self.lock:
             self.moving = None if moving is None else frozenset(moving)
             self.generation += 1
+
+    def write_markers(self) -> None:
+        """Write the markers of the transactions committed while ``hold_markers``: their
+        writes become visible to read_committed readers."""
+        with self.lock:
+            for topic, partition, offset in self._unmarked:
+                self.topics[topic][partition].open.discard(offset)
+            self._unmarked = []
 
     def time_out(self, transactional_id: str) -> None:
         """The coordinator aborts the open transaction of ``transactional_id`` (it outlived its
@@ -405,7 +419,10 @@ class FakeProducer:
             )
         with self.kafka.lock:
             for msg in self._written:
-                self.kafka.topics[msg.topic()][msg.partition()].open.discard(msg.offset())
+                if self.kafka.hold_markers:
+                    self.kafka._unmarked.append((msg.topic(), msg.partition(), msg.offset()))
+                else:
+                    self.kafka.topics[msg.topic()][msg.partition()].open.discard(msg.offset())
             for group, positions in self._offsets:
                 for tp in positions:
                     self.kafka.group_offsets[group, tp.topic, tp.partition] = tp.offset
@@ -480,6 +497,7 @@ class FakeConsumer:
         self._on_revoke: Callable[..., None] | None = None
         self._generation = kafka.generation
         self._positions: dict[tuple[str, int], int] = {}
+        self._eof_at: dict[tuple[str, int], int] = {}  # where an end event was given
         self._subscribed = False
         self._revoking = False  # inside on_revoke
         strategy = str(config.get("partition.assignment.strategy", ""))
@@ -638,8 +656,20 @@ class FakeConsumer:
                     if msg.offset() not in part.aborted:
                         out.append(msg)
                 self._positions[topic, p] = position
+                if (
+                    self.eof
+                    and position == stable
+                    and len(out) < num_messages
+                    and self._eof_at.get((topic, p)) != position
+                ):
+                    # librdkafka's end-of-partition event: at the last stable offset for
+                    # read_committed, once per end reached.
+                    self._eof_at[topic, p] = position
+                    error = KafkaError(KafkaError._PARTITION_EOF, "Broker: No more messages")
+                    out.append(FakeMessage(topic, p, position, None, None, None, 0, error))
             if self._subscribed:
-                self.kafka.idle_polls = 0 if out else self.kafka.idle_polls + 1
+                data = any(m.error() is None for m in out)
+                self.kafka.idle_polls = 0 if data else self.kafka.idle_polls + 1
         if not out and timeout:
             time.sleep(min(timeout, 0.001))
         return out
@@ -649,8 +679,9 @@ class FakeConsumer:
         return msgs[0] if msgs else None
 
     def get_watermark_offsets(self, tp: TopicPartition, **_: Any) -> tuple[int, int]:
+        """The low and the high watermark (open transactions' writes included, as Kafka's)."""
         self.kafka.create(tp.topic)
-        return 0, self.kafka.topics[tp.topic][tp.partition].stable()
+        return 0, len(self.kafka.topics[tp.topic][tp.partition].messages)
 
     def list_topics(self, topic: str | None = None, timeout: float = 0.0) -> _Metadata:
         return _metadata(self.kafka, topic)
