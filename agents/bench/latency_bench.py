@@ -48,7 +48,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Message
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Message
 
 from model_canary.agents.bench import BenchError
 from model_canary.agents.bench.hop_floor import HopFloor, measure_hop_floor
@@ -86,6 +86,17 @@ HOPS = (
     "model",
     "worker_commit",
     "result_fetch",
+)
+#: A request's time split where Kafka has it: the broker's append time of the request, of its
+#: routed copy and of its answer (the benchmark's topics keep LogAppendTime) separates the
+#: agents' own waits from Kafka's (see :func:`_segments`).
+SEGMENTS = (
+    "to_broker",
+    "router_wait",
+    "router_write",
+    "worker_wait",
+    "worker_write",
+    "read",
 )
 #: The targets of issue #15 for ``e2e_p99_ms`` (ms): exactly-once modes, at-least-once.
 E2E_P99_TARGET_MS = {"exactly-once": 100.0, AT_LEAST_ONCE: 20.0}
@@ -140,6 +151,10 @@ class _Times:
     model_ms: float | None = None  # the result's latency_ms
     client_ns: int | None = None  # the client's future completed
     answers: int = 0
+    #: The broker's append times (ms) of the request, its routed copy and its answer.
+    request_append_ms: int | None = None
+    routed_append_ms: int | None = None
+    answer_append_ms: int | None = None
 
 
 @dataclass
@@ -183,6 +198,8 @@ def run_latency_bench(
         chain = [session.spec(f"chain-{i}") for i in range(3)]
         progress(f"topics under {prefix}.*: creating, registering model {MODEL} ({VERSION})")
         session.create_topics([*cat.version_specs(MODEL, VERSION), floor_topic, *chain])
+        for topic in (cat.requests, cat.version_requests(MODEL, VERSION), cat.results):
+            session.admin.alter_topic_config(topic, {"message.timestamp.type": "LogAppendTime"})
         session.apply_commands([(MODEL, "register", {"baseline_version": VERSION})])
         adapter = _adapter(o.adapter, session.log_dir)
         progress(f"transaction floor: {o.floor_samples} minimal transactions")
@@ -372,6 +389,12 @@ def _latency(
         if t is not None and t.routed_ns is None:
             t.routed_ns = now
             t.routed_at_ms = int(header_value(msg, h.ROUTED_AT_MS) or 0) or None
+            t.routed_append_ms = _appended_ms(msg)
+
+    def requested(msg: Message, _now: int) -> None:
+        t = times.get(header_value(msg, h.REQUEST_ID) or "")
+        if t is not None and t.request_append_ms is None:
+            t.request_append_ms = _appended_ms(msg)
 
     def answered(msg: Message, now: int) -> None:
         t = times.get((msg.key() or b"").decode("utf-8", "replace"))
@@ -380,6 +403,7 @@ def _latency(
         t.answers += 1
         if t.answer_ns is None:
             t.answer_ns = now
+            t.answer_append_ms = _appended_ms(msg)
             result = _decode(codec, msg)
             if result is not None:
                 t.created_ms = result.created_at.timestamp() * 1000
@@ -391,6 +415,7 @@ def _latency(
     progress(f"  {o.rate:g} requests/s for {o.seconds:g} s")
     routed_tail = TopicTail(session.settings, [cat.version_requests(MODEL, VERSION)], routed)
     answer_tail = TopicTail(session.settings, [cat.results], answered)
+    request_tail = TopicTail(session.settings, [cat.requests], requested)
     n = max(1, int(o.rate * o.seconds))
     try:
         began = time.monotonic()
@@ -400,7 +425,7 @@ def _latency(
                 time.sleep(wait)
             rid = client.new_request_id()
             t = _Times(sent_ns=0)
-            with answer_tail.lock, routed_tail.lock:
+            with answer_tail.lock, routed_tail.lock, request_tail.lock:
                 times[rid] = t
             t.sent_ns = time.time_ns()
             future = client.infer_nowait(
@@ -412,6 +437,7 @@ def _latency(
     finally:
         routed_tail.stop()
         answer_tail.stop()
+        request_tail.stop()
 
 
 def _throughput(
@@ -494,6 +520,60 @@ def _hops(t: _Times) -> dict[str, float] | None:
     }
 
 
+def _appended_ms(msg: Message) -> int | None:
+    kind, ms = msg.timestamp()
+    return ms if kind == TIMESTAMP_LOG_APPEND_TIME else None
+
+
+def _segments(t: _Times) -> dict[str, float] | None:
+    """One request's time split at the broker's append times (ms; the broker's clock is this
+    machine's, to the millisecond), or ``None`` when something was not seen:
+
+    * to_broker: sent -> the request appended (the client's producer, the broker);
+    * router_wait: appended -> the router handled it (its fetch, its loop's wait);
+    * router_write: routed -> the routed copy appended (the router's producer, the broker);
+    * worker_wait: routed copy appended -> the worker began it (its fetch, its loop's wait);
+    * worker_write: the result written (created_at) -> appended;
+    * read: the answer appended -> readable (read_committed: its transaction committed).
+
+    With exactly-once delivery a copy is appended before its transaction commits, so the
+    wait for the commit is in the next segment (worker_wait, read); with at-least-once the
+    waits are the agents' own (router_wait, worker_wait) or Kafka's (the others).
+    """
+    if None in (
+        t.request_append_ms,
+        t.routed_append_ms,
+        t.answer_append_ms,
+        t.answer_ns,
+    ) or None in (t.routed_at_ms, t.created_ms, t.model_ms):
+        return None
+    assert t.request_append_ms and t.routed_append_ms and t.answer_append_ms and t.answer_ns
+    assert t.routed_at_ms and t.created_ms is not None and t.model_ms is not None
+    return {
+        "to_broker": t.request_append_ms - t.sent_ns / 1e6,
+        "router_wait": t.routed_at_ms - t.request_append_ms,
+        "router_write": t.routed_append_ms - t.routed_at_ms,
+        "worker_wait": t.created_ms - t.model_ms - t.routed_append_ms,
+        "worker_write": t.answer_append_ms - t.created_ms,
+        "read": t.answer_ns / 1e6 - t.answer_append_ms,
+    }
+
+
+def _slowest_segments(times: Sequence[_Times]) -> dict[str, float]:
+    """Where the slowest requests' time went: each segment's mean over the requests whose e2e
+    is at or above the e2e p99."""
+    pairs = [
+        ((t.answer_ns - t.sent_ns) / 1e6, seg)
+        for t in times
+        if t.answer_ns and (seg := _segments(t)) is not None
+    ]
+    if not pairs:
+        return {k: math.nan for k in SEGMENTS}
+    p99 = percentile([e for e, _ in pairs], 99)
+    slow = [seg for e, seg in pairs if e >= p99]
+    return {k: sum(seg[k] for seg in slow) / len(slow) for k in SEGMENTS}
+
+
 def _run_figures(run: _Run) -> dict[str, object]:
     times = list(run.times.values())
     # In sending order, for the block bootstrap of the p99's interval.
@@ -501,6 +581,7 @@ def _run_figures(run: _Run) -> dict[str, object]:
     e2e = [(t.answer_ns - t.sent_ns) / 1e6 for t in times if t.answer_ns]
     client = [(t.client_ns - t.sent_ns) / 1e6 for t in times if t.client_ns]
     hops = [x for x in (_hops(t) for t in times) if x is not None]
+    segments = [x for x in (_segments(t) for t in times) if x is not None]
     extra = sum(max(0, t.answers - 1) for t in times) + max(
         0, run.drain_answers - len(run.drain_answered)
     )
@@ -516,6 +597,9 @@ def _run_figures(run: _Run) -> dict[str, object]:
         "achieved_rate": len(times) / run.sent_seconds if run.sent_seconds else 0,
         "hops_p50_ms": {k: percentile([x[k] for x in hops], 50) for k in HOPS},
         "hops_p99_ms": {k: percentile([x[k] for x in hops], 99) for k in HOPS},
+        "segments_p50_ms": {k: percentile([x[k] for x in segments], 50) for k in SEGMENTS},
+        "segments_p99_ms": {k: percentile([x[k] for x in segments], 99) for k in SEGMENTS},
+        "slowest_segments_ms": _slowest_segments(times),
         "bare_hop_p50_ms": percentile(run.hop.ms, 50),
         "bare_hop_p99_ms": percentile(run.hop.ms, 99),
         "bare_hop_lost": run.hop.lost,
@@ -780,6 +864,15 @@ def _table(per_mode: dict[str, dict[str, object]], floor: Sequence[float]) -> st
             assert isinstance(p50, dict) and isinstance(p99, dict)
             cells.append(f"{fmt(p50[hop])} / {fmt(p99[hop])}")
         rows.append([f"  {hop} p50/p99 ms", *cells])
+    for seg in SEGMENTS:
+        cells = []
+        for m in modes:
+            p50 = per_mode[m]["segments_p50_ms"]
+            p99 = per_mode[m]["segments_p99_ms"]
+            slow = per_mode[m]["slowest_segments_ms"]
+            assert isinstance(p50, dict) and isinstance(p99, dict) and isinstance(slow, dict)
+            cells.append(f"{fmt(p50[seg])} / {fmt(p99[seg])} / {fmt(slow[seg])}")
+        rows.append([f"  {seg} p50/p99/slowest 1% ms", *cells])
     for key, title, digits in (
         ("router_commits_per_s", "router commits/s", 0),
         ("worker_commits_per_s", "worker commits/s", 0),

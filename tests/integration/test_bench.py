@@ -238,6 +238,18 @@ def test_bench_latency_smoke(
             assert 0 < low <= high, (mode, key)
         assert each["e2e_p99_target_ms"] == (20.0 if mode == "at-least-once" else 100.0)
         assert each["e2e_p99_target_vs_bare_chain"] in {"below", "within", "above"}
+        # The split at the broker's append times (the benchmark's topics keep LogAppendTime):
+        # every request seen everywhere has it.
+        for key in ("segments_p50_ms", "segments_p99_ms", "slowest_segments_ms"):
+            assert set(each[key]) == {
+                "to_broker",
+                "router_wait",
+                "router_write",
+                "worker_wait",
+                "worker_write",
+                "read",
+            }, key
+            assert all(math.isfinite(v) for v in each[key].values()), (mode, key)
     assert modes["balanced"]["duplicated"] == 0
     # Where an exactly-once agent's time goes: its commits, the part spent adding offsets, and
     # the share of the phase it spent committing.
