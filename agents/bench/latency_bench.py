@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 import shutil
 import socket
@@ -626,6 +627,9 @@ def _run_figures(run: _Run) -> dict[str, object]:
         figures["broker_gc_pause_ms_mean"] = seconds * 1000 / count if count else 0.0
     for name, cpu in run.cpu_s.items():
         figures[f"{name}_cpu_ms_per_request"] = cpu * 1000 / len(times) if times else math.nan
+    # How many CPUs the processes measured kept busy over the phase, together: near the
+    # machine's count, requests queue for a CPU somewhere on their path.
+    figures["cpus_busy"] = sum(run.cpu_s.values()) / run.phase_s if run.phase_s else math.nan
     figures["repeats" if run.mode == AT_LEAST_ONCE else "duplicated"] = extra
     return figures
 
@@ -704,7 +708,8 @@ class _Usage:
         worker: Contender,
         ports: dict[str, int],
     ) -> None:
-        self.pids = {"router": router.child.pid, "worker": worker.child.pid}
+        # The benchmark's own process (the client, its reader, the tails) shares the CPUs.
+        self.pids = {"router": router.child.pid, "worker": worker.child.pid, "bench": os.getpid()}
         if settings.uses_local_broker:
             self.pids["broker"] = LocalBroker(settings).pid()
         self.ports = ports
@@ -885,6 +890,8 @@ def _table(per_mode: dict[str, dict[str, object]], floor: Sequence[float]) -> st
         ("router_cpu_ms_per_request", "router CPU ms/request", 3),
         ("worker_cpu_ms_per_request", "worker CPU ms/request", 3),
         ("broker_cpu_ms_per_request", "broker CPU ms/request", 3),
+        ("bench_cpu_ms_per_request", "benchmark CPU ms/request", 3),
+        ("cpus_busy", "CPUs busy (these processes)", 2),
         ("broker_gc_pauses", "broker GC pauses (latency phase)", 0),
         ("broker_gc_pause_ms_mean", "broker GC pause ms (mean)", 1),
     ):
