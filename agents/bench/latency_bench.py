@@ -68,7 +68,12 @@ from model_canary.agents.broker import LocalBroker
 from model_canary.agents.client.inference import CanaryClient
 from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import AvroCodec, codec_for
-from model_canary.streams.errors import ConfigError, DecodeError, RequestTimeoutError
+from model_canary.streams.errors import (
+    CanaryError,
+    ConfigError,
+    DecodeError,
+    RequestTimeoutError,
+)
 from model_canary.streams.latency import Delivery, LatencyMode
 from model_canary.streams.messages import InferenceResult
 from model_canary.streams.percentiles import percentile_interval
@@ -200,7 +205,11 @@ def run_latency_bench(
         progress(f"topics under {prefix}.*: creating, registering model {MODEL} ({VERSION})")
         session.create_topics([*cat.version_specs(MODEL, VERSION), floor_topic, *chain])
         for topic in (cat.requests, cat.version_requests(MODEL, VERSION), cat.results):
-            session.admin.alter_topic_config(topic, {"message.timestamp.type": "LogAppendTime"})
+            try:
+                session.admin.alter_topic_config(topic, {"message.timestamp.type": "LogAppendTime"})
+            except CanaryError as exc:
+                # Not allowed to (a cluster's ACLs): the segments are not measured (NaN).
+                progress(f"{topic} keeps its producers' timestamps ({exc}): no segments")
         session.apply_commands([(MODEL, "register", {"baseline_version": VERSION})])
         adapter = _adapter(o.adapter, session.log_dir)
         progress(f"transaction floor: {o.floor_samples} minimal transactions")
