@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import math
 import random
 
@@ -44,3 +45,10 @@ def test_short_and_empty_series() -> None:
     assert percentile_interval([5.0, 5.0, 5.0], 99) == (5.0, 5.0)
     low, high = percentile_interval([], 99)
     assert math.isnan(low) and math.isnan(high)
+
+
+def test_doctests() -> None:
+    from model_canary.streams import percentiles
+
+    result = doctest.testmod(percentiles)
+    assert result.failed == 0 and result.attempted > 0
