@@ -65,8 +65,9 @@ class Drain:
     @property
     def cpu_us_per_msg(self) -> float | None:
         """CPU microseconds per message drained: less sensitive than the rate to other
-        processes sharing the machine."""
-        if self.cpu_s is None or not self.messages:
+        processes sharing the machine. None when not read, or when no clock tick (10 ms) was
+        counted: a drain that short measures nothing (0 would read as free)."""
+        if not self.cpu_s or not self.messages:
             return None
         return self.cpu_s / self.messages * 1e6
 

@@ -113,10 +113,11 @@ def test_bench_router_smoke(
     assert figures["shaped_lost"] == 0 and figures["shaped_duplicated"] == 0
     shaped_threads = figures["shaped_thread_cpu_us_per_msg"]
     assert isinstance(shaped_threads, dict) and "main" in shaped_threads
-    # CPU time is counted in ticks of 10 ms: a drain of 3,000 requests may take none.
+    # CPU time is counted in ticks of 10 ms: a drain of 3,000 requests may take none, and
+    # is then reported as not measured (None), never as free.
     for key in ("router_cpu_us_per_msg", "passthrough_cpu_us_per_msg"):
         value = figures[key]
-        assert isinstance(value, int | float) and math.isfinite(value) and value >= 0, key
+        assert value is None or (isinstance(value, int | float) and value > 0), (key, value)
     for key in ("router_thread_cpu_us_per_msg", "passthrough_thread_cpu_us_per_msg"):
         threads = figures[key]
         assert isinstance(threads, dict) and "main" in threads, key
@@ -136,11 +137,16 @@ def test_bench_worker_smoke(
     capsys: pytest.CaptureFixture[str], broker_settings: Settings, unique: str
 ) -> None:
     figures = _bench(
-        capsys, broker_settings, unique, WORKER_KEYS, "worker", "--requests", "3000", "--json-only"
+        capsys, broker_settings, unique, WORKER_KEYS, "worker", "--requests", "10000", "--json-only"
     )
     _positive(figures, "worker_msgs_per_s", "passthrough_msgs_per_s", "ratio", "worker_rss_mb")
-    _positive(figures, "worker_cpu_us_per_msg", "passthrough_cpu_us_per_msg", "cpu_ratio")
-    assert figures["requests"] == 3000
+    _positive(figures, "worker_cpu_us_per_msg")
+    # The passthrough drains 10,000 requests in a few clock ticks of CPU (10 ms each): one
+    # that took none is reported as not measured (None), never as free.
+    for key in ("passthrough_cpu_us_per_msg", "cpu_ratio"):
+        value = figures[key]
+        assert value is None or (isinstance(value, int | float) and value > 0), (key, value)
+    assert figures["requests"] == 10000
     assert figures["lost"] == 0 and figures["duplicated"] == 0
     assert figures["passthrough_lost"] == 0 and figures["passthrough_duplicated"] == 0
     assert figures["evidence_exact"] is True, "the served evidence counts every request once"
