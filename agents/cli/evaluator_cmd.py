@@ -123,8 +123,14 @@ def run(args: argparse.Namespace) -> int:
     )
     level = "debug" if args.verbose else "warn"
     logging.getLogger("faust").setLevel(logging.WARNING)
+    worker = Worker(app, loglevel=level)
+    # faust's start-up spinner turns at every log record, so at level warn and above faust
+    # sets the root logger to DEBUG: every library's debug record (aiokafka logs each fetch)
+    # was then built and dropped, a tenth of the evaluator's CPU under load. No spinner: the
+    # root logger keeps ``level`` and the same lines are printed.
+    worker.spinner = None
     try:
-        Worker(app, loglevel=level).execute_from_commandline()
+        worker.execute_from_commandline()
     finally:
         stop_joiner()
     return 1 if failed.is_set() else 0
