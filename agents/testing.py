@@ -145,6 +145,14 @@ class FakeKafka:
         self.epochs: dict[str, int] = {}
         self.owners: dict[str, FakeProducer] = {}
         self.generation = 0  # bumped by rebalance()
+        #: The partitions the last rebalance moved (None: every one); see rebalance().
+        self.moving: frozenset[tuple[str, int]] | None = None
+        #: Kafka's ``commit_transaction`` returns once the coordinator has decided, before the
+        #: transaction's markers are written to its partitions: until they are, read_committed
+        #: readers stop before its writes. True: commits leave their markers unwritten until
+        #: :meth:`write_markers` (False: written at once).
+        self.hold_markers = False
+        self._unmarked: list[tuple[str, int, int]] = []
 
     # -- the factory of clients (see clients.using) ------------------------------------------
     def producer(self, config: dict[str, Any]) -> FakeProducer:
@@ -158,12 +166,28 @@ class FakeKafka:
     def admin(self, config: dict[str, Any]) -> FakeAdmin:
         return FakeAdmin(self)
 
-    def rebalance(self) -> None:
+    def rebalance(self, moving: Iterable[tuple[str, int]] | None = None) -> None:
         """Make every group member's next ``consume`` or ``poll`` revoke its partitions (its
         ``on_revoke`` callback runs) and take them back at the group's committed offsets (its
-        ``on_assign`` runs), as an eager rebalance does."""
+        ``on_assign`` runs), as an eager rebalance does.
+
+        ``moving`` (topic, partition) pairs: the partitions the new assignment gives another
+        member. A member with the cooperative protocol (``partition.assignment.strategy``
+        ``cooperative-sticky``, KIP-429) gives up only those, and keeps consuming the others
+        from its positions: ``on_revoke`` gets the ones it loses, and ``on_assign`` only the
+        ones it is given (here the same ones back at their committed offsets, as when they
+        move away and come back). An eager member gives up everything whatever moves."""
         with self.lock:
+            self.moving = None if moving is None else frozenset(moving)
             self.generation += 1
+
+    def write_markers(self) -> None:
+        """Write the markers of the transactions committed while ``hold_markers``: their
+        writes become visible to read_committed readers."""
+        with self.lock:
+            for topic, partition, offset in self._unmarked:
+                self.topics[topic][partition].open.discard(offset)
+            self._unmarked = []
 
     def time_out(self, transactional_id: str) -> None:
         """The coordinator aborts the open transaction of ``transactional_id`` (it outlived its
@@ -395,7 +419,10 @@ class FakeProducer:
             )
         with self.kafka.lock:
             for msg in self._written:
-                self.kafka.topics[msg.topic()][msg.partition()].open.discard(msg.offset())
+                if self.kafka.hold_markers:
+                    self.kafka._unmarked.append((msg.topic(), msg.partition(), msg.offset()))
+                else:
+                    self.kafka.topics[msg.topic()][msg.partition()].open.discard(msg.offset())
             for group, positions in self._offsets:
                 for tp in positions:
                     self.kafka.group_offsets[group, tp.topic, tp.partition] = tp.offset
@@ -470,8 +497,12 @@ class FakeConsumer:
         self._on_revoke: Callable[..., None] | None = None
         self._generation = kafka.generation
         self._positions: dict[tuple[str, int], int] = {}
+        self._eof_at: dict[tuple[str, int], int] = {}  # where an end event was given
         self._subscribed = False
         self._revoking = False  # inside on_revoke
+        strategy = str(config.get("partition.assignment.strategy", ""))
+        #: The cooperative protocol: a rebalance revokes only the partitions that move.
+        self.cooperative = strategy.startswith("cooperative")
         self.closed = False
         #: Plain offset commits are lost (a process killed before its commit arrived).
         self.lose_commits = False
@@ -520,6 +551,10 @@ class FakeConsumer:
         if not self._subscribed or self._generation == self.kafka.generation:
             return
         self._generation = self.kafka.generation
+        moving = self.kafka.moving
+        if self.cooperative and moving is not None:
+            self._move(moving)
+            return
         if self._positions and self._on_revoke is not None:
             self._revoking = True
             try:
@@ -528,6 +563,25 @@ class FakeConsumer:
                 self._revoking = False
         self._positions = {}
         self._join()
+
+    def _move(self, moving: frozenset[tuple[str, int]]) -> None:
+        """A cooperative rebalance: revoke the partitions that move (the others keep their
+        positions), then take them back at the committed offsets."""
+        lost = [TopicPartition(t, p) for t, p in self._positions if (t, p) in moving]
+        if not lost:
+            return
+        if self._on_revoke is not None:
+            self._revoking = True
+            try:
+                self._on_revoke(self, lost)
+            finally:
+                self._revoking = False
+        for tp in lost:
+            del self._positions[tp.topic, tp.partition]
+        for tp in self.committed(lost):
+            self._positions[tp.topic, tp.partition] = max(tp.offset, 0)
+        if self._on_assign is not None:
+            self._on_assign(self, [TopicPartition(tp.topic, tp.partition) for tp in lost])
 
     def _join(self) -> None:
         if not self._subscribed or self._positions:
@@ -602,8 +656,20 @@ class FakeConsumer:
                     if msg.offset() not in part.aborted:
                         out.append(msg)
                 self._positions[topic, p] = position
+                if (
+                    self.eof
+                    and position == stable
+                    and len(out) < num_messages
+                    and self._eof_at.get((topic, p)) != position
+                ):
+                    # librdkafka's end-of-partition event: at the last stable offset for
+                    # read_committed, once per end reached.
+                    self._eof_at[topic, p] = position
+                    error = KafkaError(KafkaError._PARTITION_EOF, "Broker: No more messages")
+                    out.append(FakeMessage(topic, p, position, None, None, None, 0, error))
             if self._subscribed:
-                self.kafka.idle_polls = 0 if out else self.kafka.idle_polls + 1
+                data = any(m.error() is None for m in out)
+                self.kafka.idle_polls = 0 if data else self.kafka.idle_polls + 1
         if not out and timeout:
             time.sleep(min(timeout, 0.001))
         return out
@@ -613,8 +679,9 @@ class FakeConsumer:
         return msgs[0] if msgs else None
 
     def get_watermark_offsets(self, tp: TopicPartition, **_: Any) -> tuple[int, int]:
+        """The low and the high watermark (open transactions' writes included, as Kafka's)."""
         self.kafka.create(tp.topic)
-        return 0, self.kafka.topics[tp.topic][tp.partition].stable()
+        return 0, len(self.kafka.topics[tp.topic][tp.partition].messages)
 
     def list_topics(self, topic: str | None = None, timeout: float = 0.0) -> _Metadata:
         return _metadata(self.kafka, topic)

@@ -6,10 +6,13 @@ Under a fresh prefix, model ``bench`` is registered (baseline ``v1``, no rollout
 each round and each mode (a latency profile, or at-least-once delivery), in an order that
 alternates between rounds:
 
-0. *bare hop*: before the agents start, a bare produce -> ``read_committed`` consume at the
-   same rate with the mode's client settings (:mod:`~model_canary.agents.bench.hop_floor`):
-   the least one of the request's three hops costs on this machine, the reference a latency
-   target is compared with;
+0. *bare hop* and *bare chain*: before the agents start, a bare produce -> ``read_committed``
+   consume at the same rate with the mode's client settings
+   (:mod:`~model_canary.agents.bench.hop_floor`): the least one of the request's three hops
+   costs on this machine; then the same through two plain relays in series
+   (:mod:`~model_canary.agents.bench.relay`, processes of their own: consume, produce, no
+   transactions), the request's path with nothing but Kafka at each hop: the same-run
+   reference a latency target is compared with (with a 95% interval for its p99);
 1. ``canary router --no-controller`` and ``canary worker --model bench --version v1
    --adapter ADAPTER`` start with the mode's settings and are warmed up (a request answered);
 2. *latency*: the Python client (:class:`~model_canary.agents.client.CanaryClient`) sends
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 import shutil
 import socket
@@ -45,7 +49,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Message
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Message
 
 from model_canary.agents.bench import BenchError
 from model_canary.agents.bench.hop_floor import HopFloor, measure_hop_floor
@@ -64,9 +68,15 @@ from model_canary.agents.broker import LocalBroker
 from model_canary.agents.client.inference import CanaryClient
 from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import AvroCodec, codec_for
-from model_canary.streams.errors import ConfigError, DecodeError, RequestTimeoutError
+from model_canary.streams.errors import (
+    CanaryError,
+    ConfigError,
+    DecodeError,
+    RequestTimeoutError,
+)
 from model_canary.streams.latency import Delivery, LatencyMode
 from model_canary.streams.messages import InferenceResult
+from model_canary.streams.percentiles import percentile_interval
 from model_canary.streams.settings import Settings
 
 MODEL, VERSION = "bench", "v1"
@@ -83,6 +93,19 @@ HOPS = (
     "worker_commit",
     "result_fetch",
 )
+#: A request's time split where Kafka has it: the broker's append time of the request, of its
+#: routed copy and of its answer (the benchmark's topics keep LogAppendTime) separates the
+#: agents' own waits from Kafka's (see :func:`_segments`).
+SEGMENTS = (
+    "to_broker",
+    "router_wait",
+    "router_write",
+    "worker_wait",
+    "worker_write",
+    "read",
+)
+#: The targets of issue #15 for ``e2e_p99_ms`` (ms): exactly-once modes, at-least-once.
+E2E_P99_TARGET_MS = {"exactly-once": 100.0, AT_LEAST_ONCE: 20.0}
 #: Figures reported with their spread over rounds.
 SPREAD = (
     "e2e_p50_ms",
@@ -92,6 +115,8 @@ SPREAD = (
     "requests_per_s",
     "bare_hop_p50_ms",
     "bare_hop_p99_ms",
+    "bare_chain_p50_ms",
+    "bare_chain_p99_ms",
 )
 
 
@@ -132,6 +157,10 @@ class _Times:
     model_ms: float | None = None  # the result's latency_ms
     client_ns: int | None = None  # the client's future completed
     answers: int = 0
+    #: The broker's append times (ms) of the request, its routed copy and its answer.
+    request_append_ms: int | None = None
+    routed_append_ms: int | None = None
+    answer_append_ms: int | None = None
 
 
 @dataclass
@@ -155,6 +184,8 @@ class _Run:
     phase_s: float = 0.0
     #: The bare hop measured before the agents started.
     hop: HopFloor = field(default_factory=lambda: HopFloor(ms=[], lost=0))
+    #: The bare chain (two plain relays in series) measured before the agents started.
+    chain: HopFloor = field(default_factory=lambda: HopFloor(ms=[], lost=0))
     #: The local broker's garbage-collection pauses over the latency phase (count, seconds).
     broker_gc: tuple[int, float] | None = None
 
@@ -170,8 +201,15 @@ def run_latency_bench(
         cat = session.catalogue
         prefix = session.settings.topic_prefix
         floor_topic = session.spec("floor")
+        chain = [session.spec(f"chain-{i}") for i in range(3)]
         progress(f"topics under {prefix}.*: creating, registering model {MODEL} ({VERSION})")
-        session.create_topics([*cat.version_specs(MODEL, VERSION), floor_topic])
+        session.create_topics([*cat.version_specs(MODEL, VERSION), floor_topic, *chain])
+        for topic in (cat.requests, cat.version_requests(MODEL, VERSION), cat.results):
+            try:
+                session.admin.alter_topic_config(topic, {"message.timestamp.type": "LogAppendTime"})
+            except CanaryError as exc:
+                # Not allowed to (a cluster's ACLs): the segments are not measured (NaN).
+                progress(f"{topic} keeps its producers' timestamps ({exc}): no segments")
         session.apply_commands([(MODEL, "register", {"baseline_version": VERSION})])
         adapter = _adapter(o.adapter, session.log_dir)
         progress(f"transaction floor: {o.floor_samples} minimal transactions")
@@ -186,7 +224,16 @@ def run_latency_bench(
             for mode in order:
                 progress(f"round {r + 1}/{o.rounds}: {mode}")
                 runs[mode].append(
-                    _run_mode(session, mode, adapter, r, o, progress, floor_topic.name)
+                    _run_mode(
+                        session,
+                        mode,
+                        adapter,
+                        r,
+                        o,
+                        progress,
+                        floor_topic.name,
+                        [t.name for t in chain],
+                    )
                 )
     per_mode = {m: _mode_figures(rs, o) for m, rs in runs.items()}
     first = o.modes[0]
@@ -229,11 +276,14 @@ def _run_mode(
     o: LatencyBenchOptions,
     progress: Progress,
     floor_topic: str,
+    chain_topics: Sequence[str],
 ) -> _Run:
     settings = _mode_settings(session.settings, mode)
     run = _Run(mode)
     progress(f"  bare hop: {o.rate:g} messages/s for {o.seconds:g} s, no agent in between")
     run.hop = measure_hop_floor(settings, floor_topic, rate=o.rate, seconds=o.seconds)
+    progress(f"  bare chain: {o.rate:g} messages/s for {o.seconds:g} s through two plain relays")
+    run.chain = _bare_chain(session, settings, chain_topics, o)
     cat = session.catalogue
     prefix = settings.topic_prefix
     version_topic = cat.version_requests(MODEL, VERSION)
@@ -287,6 +337,34 @@ def _run_mode(
     return run
 
 
+def _bare_chain(
+    session: BenchSession, settings: Settings, topics: Sequence[str], o: LatencyBenchOptions
+) -> HopFloor:
+    """The bare hop through two plain relays in series (``topics[0]`` -> ``topics[1]`` ->
+    ``topics[2]``), each a process of its own with ``settings``; the same groups every round
+    (each relay goes on where the last round's stopped)."""
+    prefix = session.settings.topic_prefix
+    relays = []
+    for i in (1, 2):
+        group = f"{prefix}.relay-{i}"
+        if group not in session.groups:
+            session.groups.append(group)
+        args = ["--input", topics[i - 1], "--output", topics[i], "--group", group]
+        name = f"relay-{i}-{len(session.children)}"
+        relays.append(
+            session.child(name, ["-m", "model_canary.agents.bench.relay", *args], settings)
+        )
+    try:
+        for child in relays:
+            child.start()
+        return measure_hop_floor(
+            settings, topics[0], rate=o.rate, seconds=o.seconds, read_topic=topics[2]
+        )
+    finally:
+        for child in relays:
+            child.stop()
+
+
 def _warm_up(client: CanaryClient, agents: Sequence[Contender], timeout: float) -> None:
     """Until a request is answered (both agents up, in their groups, caught up)."""
     deadline = time.monotonic() + timeout
@@ -321,6 +399,12 @@ def _latency(
         if t is not None and t.routed_ns is None:
             t.routed_ns = now
             t.routed_at_ms = int(header_value(msg, h.ROUTED_AT_MS) or 0) or None
+            t.routed_append_ms = _appended_ms(msg)
+
+    def requested(msg: Message, _now: int) -> None:
+        t = times.get(header_value(msg, h.REQUEST_ID) or "")
+        if t is not None and t.request_append_ms is None:
+            t.request_append_ms = _appended_ms(msg)
 
     def answered(msg: Message, now: int) -> None:
         t = times.get((msg.key() or b"").decode("utf-8", "replace"))
@@ -329,6 +413,7 @@ def _latency(
         t.answers += 1
         if t.answer_ns is None:
             t.answer_ns = now
+            t.answer_append_ms = _appended_ms(msg)
             result = _decode(codec, msg)
             if result is not None:
                 t.created_ms = result.created_at.timestamp() * 1000
@@ -340,6 +425,7 @@ def _latency(
     progress(f"  {o.rate:g} requests/s for {o.seconds:g} s")
     routed_tail = TopicTail(session.settings, [cat.version_requests(MODEL, VERSION)], routed)
     answer_tail = TopicTail(session.settings, [cat.results], answered)
+    request_tail = TopicTail(session.settings, [cat.requests], requested)
     n = max(1, int(o.rate * o.seconds))
     try:
         began = time.monotonic()
@@ -349,7 +435,7 @@ def _latency(
                 time.sleep(wait)
             rid = client.new_request_id()
             t = _Times(sent_ns=0)
-            with answer_tail.lock, routed_tail.lock:
+            with answer_tail.lock, routed_tail.lock, request_tail.lock:
                 times[rid] = t
             t.sent_ns = time.time_ns()
             future = client.infer_nowait(
@@ -361,6 +447,7 @@ def _latency(
     finally:
         routed_tail.stop()
         answer_tail.stop()
+        request_tail.stop()
 
 
 def _throughput(
@@ -443,11 +530,68 @@ def _hops(t: _Times) -> dict[str, float] | None:
     }
 
 
+def _appended_ms(msg: Message) -> int | None:
+    kind, ms = msg.timestamp()
+    return ms if kind == TIMESTAMP_LOG_APPEND_TIME else None
+
+
+def _segments(t: _Times) -> dict[str, float] | None:
+    """One request's time split at the broker's append times (ms; the broker's clock is this
+    machine's, to the millisecond), or ``None`` when something was not seen:
+
+    * to_broker: sent -> the request appended (the client's producer, the broker);
+    * router_wait: appended -> the router handled it (its fetch, its loop's wait);
+    * router_write: routed -> the routed copy appended (the router's producer, the broker);
+    * worker_wait: routed copy appended -> the worker began it (its fetch, its loop's wait);
+    * worker_write: the result written (created_at) -> appended;
+    * read: the answer appended -> readable (read_committed: its transaction committed).
+
+    With exactly-once delivery a copy is appended before its transaction commits, so the
+    wait for the commit is in the next segment (worker_wait, read); with at-least-once the
+    waits are the agents' own (router_wait, worker_wait) or Kafka's (the others).
+    """
+    if None in (
+        t.request_append_ms,
+        t.routed_append_ms,
+        t.answer_append_ms,
+        t.answer_ns,
+    ) or None in (t.routed_at_ms, t.created_ms, t.model_ms):
+        return None
+    assert t.request_append_ms and t.routed_append_ms and t.answer_append_ms and t.answer_ns
+    assert t.routed_at_ms and t.created_ms is not None and t.model_ms is not None
+    return {
+        "to_broker": t.request_append_ms - t.sent_ns / 1e6,
+        "router_wait": t.routed_at_ms - t.request_append_ms,
+        "router_write": t.routed_append_ms - t.routed_at_ms,
+        "worker_wait": t.created_ms - t.model_ms - t.routed_append_ms,
+        "worker_write": t.answer_append_ms - t.created_ms,
+        "read": t.answer_ns / 1e6 - t.answer_append_ms,
+    }
+
+
+def _slowest_segments(times: Sequence[_Times]) -> dict[str, float]:
+    """Where the slowest requests' time went: each segment's mean over the requests whose e2e
+    is at or above the e2e p99."""
+    pairs = [
+        ((t.answer_ns - t.sent_ns) / 1e6, seg)
+        for t in times
+        if t.answer_ns and (seg := _segments(t)) is not None
+    ]
+    if not pairs:
+        return {k: math.nan for k in SEGMENTS}
+    p99 = percentile([e for e, _ in pairs], 99)
+    slow = [seg for e, seg in pairs if e >= p99]
+    return {k: sum(seg[k] for seg in slow) / len(slow) for k in SEGMENTS}
+
+
 def _run_figures(run: _Run) -> dict[str, object]:
     times = list(run.times.values())
+    # In sending order, for the block bootstrap of the p99's interval.
+    times.sort(key=lambda t: t.sent_ns)
     e2e = [(t.answer_ns - t.sent_ns) / 1e6 for t in times if t.answer_ns]
     client = [(t.client_ns - t.sent_ns) / 1e6 for t in times if t.client_ns]
     hops = [x for x in (_hops(t) for t in times) if x is not None]
+    segments = [x for x in (_segments(t) for t in times) if x is not None]
     extra = sum(max(0, t.answers - 1) for t in times) + max(
         0, run.drain_answers - len(run.drain_answered)
     )
@@ -463,9 +607,15 @@ def _run_figures(run: _Run) -> dict[str, object]:
         "achieved_rate": len(times) / run.sent_seconds if run.sent_seconds else 0,
         "hops_p50_ms": {k: percentile([x[k] for x in hops], 50) for k in HOPS},
         "hops_p99_ms": {k: percentile([x[k] for x in hops], 99) for k in HOPS},
+        "segments_p50_ms": {k: percentile([x[k] for x in segments], 50) for k in SEGMENTS},
+        "segments_p99_ms": {k: percentile([x[k] for x in segments], 99) for k in SEGMENTS},
+        "slowest_segments_ms": _slowest_segments(times),
         "bare_hop_p50_ms": percentile(run.hop.ms, 50),
         "bare_hop_p99_ms": percentile(run.hop.ms, 99),
         "bare_hop_lost": run.hop.lost,
+        "bare_chain_p50_ms": percentile(run.chain.ms, 50),
+        "bare_chain_p99_ms": percentile(run.chain.ms, 99),
+        "bare_chain_lost": run.chain.lost,
         "requests": len(times) + len(run.drain_sent),
         "lost": lost,
         "client_repeats": run.client_repeats,
@@ -486,12 +636,23 @@ def _run_figures(run: _Run) -> dict[str, object]:
         figures["broker_gc_pause_ms_mean"] = seconds * 1000 / count if count else 0.0
     for name, cpu in run.cpu_s.items():
         figures[f"{name}_cpu_ms_per_request"] = cpu * 1000 / len(times) if times else math.nan
+    # How many CPUs the processes measured kept busy over the phase, together: near the
+    # machine's count, requests queue for a CPU somewhere on their path.
+    figures["cpus_busy"] = sum(run.cpu_s.values()) / run.phase_s if run.phase_s else math.nan
     figures["repeats" if run.mode == AT_LEAST_ONCE else "duplicated"] = extra
     return figures
 
 
 #: Figures summed over rounds.
-_COUNTS = ("requests", "lost", "bare_hop_lost", "duplicated", "repeats", "client_repeats")
+_COUNTS = (
+    "requests",
+    "lost",
+    "bare_hop_lost",
+    "bare_chain_lost",
+    "duplicated",
+    "repeats",
+    "client_repeats",
+)
 
 
 def _mode_figures(runs: Sequence[_Run], o: LatencyBenchOptions) -> dict[str, object]:
@@ -508,7 +669,41 @@ def _mode_figures(runs: Sequence[_Run], o: LatencyBenchOptions) -> dict[str, obj
             out[key] = median([float(v) for v in values])  # type: ignore[arg-type]
             if key in SPREAD:
                 out[f"{key}_rounds"] = [float(v) for v in values]  # type: ignore[arg-type]
+    out.update(_against_target(runs))
     return out
+
+
+def _against_target(runs: Sequence[_Run]) -> dict[str, object]:
+    """95% intervals of the e2e p99 and of the bare chain's p99 (the samples of every round,
+    each in sending order, by the moving-block bootstrap:
+    :func:`~model_canary.streams.percentiles.percentile_interval`), the mode's target, and
+    where the target lies against the bare chain's interval: ``below`` it (plain Kafka
+    relays on this machine, in this run, did not reach the target: the agents cannot be
+    expected to), ``within`` (undecided) or ``above`` (the relays did; what the agents add
+    is what misses it)."""
+    e2e = [
+        (t.answer_ns - t.sent_ns) / 1e6
+        for r in runs
+        for t in sorted(r.times.values(), key=lambda t: t.sent_ns)
+        if t.answer_ns
+    ]
+    chain = [ms for r in runs for ms in r.chain.ms]
+    chain_ci = percentile_interval(chain, 99)
+    target = E2E_P99_TARGET_MS[AT_LEAST_ONCE if runs[0].mode == AT_LEAST_ONCE else "exactly-once"]
+    if math.isnan(chain_ci[0]):
+        where = "-"
+    elif target < chain_ci[0]:
+        where = "below"
+    elif target > chain_ci[1]:
+        where = "above"
+    else:
+        where = "within"
+    return {
+        "e2e_p99_ms_ci95": list(percentile_interval(e2e, 99)),
+        "bare_chain_p99_ms_ci95": list(chain_ci),
+        "e2e_p99_target_ms": target,
+        "e2e_p99_target_vs_bare_chain": where,
+    }
 
 
 class _Usage:
@@ -522,7 +717,8 @@ class _Usage:
         worker: Contender,
         ports: dict[str, int],
     ) -> None:
-        self.pids = {"router": router.child.pid, "worker": worker.child.pid}
+        # The benchmark's own process (the client, its reader, the tails) shares the CPUs.
+        self.pids = {"router": router.child.pid, "worker": worker.child.pid, "bench": os.getpid()}
         if settings.uses_local_broker:
             self.pids["broker"] = LocalBroker(settings).pid()
         self.ports = ports
@@ -647,11 +843,33 @@ def _table(per_mode: dict[str, dict[str, object]], floor: Sequence[float]) -> st
         ("requests_per_s", "requests/s at once"),
         ("bare_hop_p50_ms", "bare hop p50 ms (reference)"),
         ("bare_hop_p99_ms", "bare hop p99 ms (reference)"),
+        ("bare_chain_p50_ms", "bare chain p50 ms (reference)"),
+        ("bare_chain_p99_ms", "bare chain p99 ms (reference)"),
     ):
         digits = 0 if key == "requests_per_s" else 1
         rows.append(
             [title, *(num(per_mode[m], key, digits) + spread(per_mode[m], key) for m in modes)]
         )
+    for key, title in (
+        ("e2e_p99_ms_ci95", "e2e p99 ms, 95% interval"),
+        ("bare_chain_p99_ms_ci95", "bare chain p99 ms, 95% interval"),
+    ):
+        cells = []
+        for m in modes:
+            ci = per_mode[m].get(key)
+            assert isinstance(ci, list)
+            cells.append(f"{fmt(ci[0])}-{fmt(ci[1])}")
+        rows.append([title, *cells])
+    rows.append(
+        [
+            "e2e p99 target ms: vs bare chain",
+            *(
+                f"{num(per_mode[m], 'e2e_p99_target_ms', 0)}: "
+                f"{per_mode[m].get('e2e_p99_target_vs_bare_chain')}"
+                for m in modes
+            ),
+        ]
+    )
     for hop in HOPS:
         cells = []
         for m in modes:
@@ -660,6 +878,15 @@ def _table(per_mode: dict[str, dict[str, object]], floor: Sequence[float]) -> st
             assert isinstance(p50, dict) and isinstance(p99, dict)
             cells.append(f"{fmt(p50[hop])} / {fmt(p99[hop])}")
         rows.append([f"  {hop} p50/p99 ms", *cells])
+    for seg in SEGMENTS:
+        cells = []
+        for m in modes:
+            p50 = per_mode[m]["segments_p50_ms"]
+            p99 = per_mode[m]["segments_p99_ms"]
+            slow = per_mode[m]["slowest_segments_ms"]
+            assert isinstance(p50, dict) and isinstance(p99, dict) and isinstance(slow, dict)
+            cells.append(f"{fmt(p50[seg])} / {fmt(p99[seg])} / {fmt(slow[seg])}")
+        rows.append([f"  {seg} p50/p99/slowest 1% ms", *cells])
     for key, title, digits in (
         ("router_commits_per_s", "router commits/s", 0),
         ("worker_commits_per_s", "worker commits/s", 0),
@@ -672,11 +899,13 @@ def _table(per_mode: dict[str, dict[str, object]], floor: Sequence[float]) -> st
         ("router_cpu_ms_per_request", "router CPU ms/request", 3),
         ("worker_cpu_ms_per_request", "worker CPU ms/request", 3),
         ("broker_cpu_ms_per_request", "broker CPU ms/request", 3),
+        ("bench_cpu_ms_per_request", "benchmark CPU ms/request", 3),
+        ("cpus_busy", "CPUs busy (these processes)", 2),
         ("broker_gc_pauses", "broker GC pauses (latency phase)", 0),
         ("broker_gc_pause_ms_mean", "broker GC pause ms (mean)", 1),
     ):
         rows.append([title, *(num(per_mode[m], key, digits) for m in modes)])
-    for key in ("lost", "bare_hop_lost", "duplicated", "repeats"):
+    for key in ("lost", "bare_hop_lost", "bare_chain_lost", "duplicated", "repeats"):
         rows.append([key, *(num(per_mode[m], key, 0) for m in modes)])
     rows.append(
         [

@@ -48,11 +48,20 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 
 
 def json_line(figures: Mapping[str, object]) -> str:
-    """One line of JSON; floats rounded to 3 decimals, NaN written as null."""
+    """One line of JSON; floats rounded to 3 decimals, NaN written as null, in nested
+    figures (per mode, per hop, intervals) too.
+
+    >>> json_line({"p99": 1.23456, "ci": [float("nan"), 2.0], "modes": {"a": {"x": 0.5}}})
+    '{"p99": 1.235, "ci": [null, 2.0], "modes": {"a": {"x": 0.5}}}'
+    """
 
     def clean(v: object) -> object:
         if isinstance(v, float):
             return None if math.isnan(v) else round(v, 3)
+        if isinstance(v, Mapping):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
         return v
 
     return json.dumps({k: clean(v) for k, v in figures.items()}, separators=(", ", ": "))

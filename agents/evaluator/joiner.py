@@ -344,24 +344,37 @@ def restore(
     settings: Settings, topic: str, partitions: list[int]
 ) -> dict[int, tuple[LabelJoin, _Log]]:
     """Partitions' join states from their changelog (read side by side): the latest complete
-    snapshot, then the deltas of its generation in order."""
+    snapshot, then the deltas of its generation in order.
+
+    Each partition is read up to its high watermark as it is now, not to the first end of
+    partition: a read_committed reader's end is the last stable offset, and a transaction's
+    commit returns before its markers are written. A restore right after a commit (an abort
+    of the next transaction, a new owner after a revocation) would otherwise miss that
+    commit's changes, and the next delta would take its key (lost when compacted)."""
     consumer = new_reader(settings, "canary-joiner-restore", **{"enable.partition.eof": True})
     latest: dict[int, dict[bytes, tuple[bytes | None, dict[str, str]]]] = {
         p: {} for p in partitions
     }
     try:
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+            for p in partitions
+        }
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         deadline = time.monotonic() + 120
-        left = set(partitions)
+        left = {p for p in partitions if ends[p] > 0}
         while left and time.monotonic() < deadline:
             for msg in consumer.consume(num_messages=1000, timeout=0.2):
                 err = msg.error()
                 if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        left.discard(msg.partition() or 0)
+                    p = msg.partition() or 0
+                    if err.code() == KafkaError._PARTITION_EOF and (msg.offset() or 0) >= ends[p]:
+                        left.discard(p)
                     continue
                 headers = h.header_dict(h.as_list(msg.headers()))
                 latest[msg.partition() or 0][msg.key() or b""] = (msg.value(), headers)
+            positions = consumer.position([TopicPartition(topic, p) for p in left])
+            left -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
         if left:
             raise KafkaOperationError(
                 "restore", "TIMED_OUT", f"{topic}{sorted(left)} not read within 120 s"

@@ -182,7 +182,11 @@ class AtLeastOnceLoop(ExactlyOnceLoop):
         self.abort(why)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._acked.clear()
+        # A partition given starts at the group's committed offset, whoever committed it; the
+        # partitions kept (the cooperative protocol: only some move) keep what this loop
+        # committed of them.
+        for tp in partitions:
+            self._acked.pop((tp.topic, tp.partition), None)
         super()._on_assign(consumer, partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -202,7 +206,8 @@ class AtLeastOnceLoop(ExactlyOnceLoop):
             super()._on_revoke(consumer, partitions)
         finally:
             self._synchronous = False
-            self._acked.clear()
+            for tp in partitions:
+                self._acked.pop((tp.topic, tp.partition), None)
 
     def _rewind(self, consumer: Consumer) -> None:
         """Back to the offsets this loop committed (the broker's where it committed none)."""

@@ -33,7 +33,11 @@ When code fails instead of the process, nothing is committed that was not handle
   handles the range again from the committed offsets (it finds the failed write as above).
   Inside librdkafka's rebalance callback the loop only aborts: no rewind (the next assignment
   starts from the committed offsets), no backoff, and what it must raise (too many aborts, a
-  zombie) or a producer it must replace waits until the callback has returned.
+  zombie) or a producer it must replace waits until the callback has returned. With the
+  cooperative protocol (``partition.assignment.strategy`` ``cooperative-sticky``) a rebalance
+  takes only the partitions that move: the aborted transaction had consumed those the loop
+  keeps too, and no new assignment rewinds them, so the loop does once the callback has
+  returned (what that fetch returned is read again).
 * A rebalance served between the two consumer calls that make a batch (librdkafka runs the
   rebalance callbacks inside them) finds the first message polled but not handled: the commit
   made on the revocation stops before it, and the batch drops it when its partition was
@@ -342,6 +346,9 @@ class ExactlyOnceLoop:
         #: to raise, a producer to replace.
         self._deferred: Exception | None = None
         self._replace_deferred = False
+        #: A revocation's failed commit aborted a transaction that also consumed partitions
+        #: this loop keeps (the cooperative protocol): they are rewound once it has returned.
+        self._rewind_deferred = False
         #: While the before-commit hook runs: the positions the commit sends (read once).
         self._commit_positions: list[TopicPartition] | None = None
         #: The message a fetch holds while a rebalance may be served (see clients.Held).
@@ -423,9 +430,14 @@ class ExactlyOnceLoop:
         return self._out
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assigned = list(partitions)
+        # Eager protocol: every partition (all were revoked before). Cooperative: only the
+        # partitions added; those kept go on where they are.
+        given = {(tp.topic, tp.partition) for tp in partitions}
+        kept = [tp for tp in self.assigned if (tp.topic, tp.partition) not in given]
+        self.assigned = [*kept, *partitions]
         self.assignments += 1
-        self._range_starts.clear()
+        for tp in given:
+            self._range_starts.pop(tp, None)
         log.info("%s assigned %s", self.config.agent, _describe(partitions))
         if self.hooks.on_assign is not None:
             self.hooks.on_assign(list(partitions))
@@ -445,9 +457,20 @@ class ExactlyOnceLoop:
                 self._deferred = exc
             finally:
                 self._revoking = False
-        self.assigned = []
-        self._careful.clear()
-        self._range_starts.clear()
+        # Eager protocol: every partition. Cooperative: only those that move; the others are
+        # kept, and so is what the loop knows of them.
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self.assigned = [tp for tp in self.assigned if (tp.topic, tp.partition) not in revoked]
+        if not self.assigned:
+            self._rewind_deferred = False  # no partition left to rewind
+        # The range being handled again carefully goes with the partitions (their next owner
+        # starts from the committed offsets), and so does the decision to handle it one input
+        # at a time: kept, the next failure pinned on several inputs would refuse them all.
+        for tp in revoked:
+            self._careful.pop(tp, None)
+            self._range_starts.pop(tp, None)
+        if not self._careful:
+            self._one_by_one = False
         log.info("%s revoked %s", self.config.agent, _describe(partitions))
         if self.hooks.on_revoke is not None:
             self.hooks.on_revoke(list(partitions))
@@ -471,7 +494,8 @@ class ExactlyOnceLoop:
                 else:
                     wait = c.poll_timeout_s
                 msgs = fetch(consumer, c.max_batch, wait, self._held)
-                self._after_rebalance()
+                if self._after_rebalance():
+                    msgs = []  # read again from the committed offsets
                 batch = [m for m in msgs if usable(m)]
                 if batch:
                     if len(self._range_starts) < len(self.assigned):
@@ -505,15 +529,23 @@ class ExactlyOnceLoop:
         finally:
             self.close()
 
-    def _after_rebalance(self) -> None:
+    def _after_rebalance(self) -> bool:
         """What a revocation left to do outside librdkafka's callback: raise its error (too
-        many aborts in a row, a zombie), replace a producer whose abort was refused."""
+        many aborts in a row, a zombie), replace a producer whose abort was refused, rewind
+        the partitions kept after an abort (True: what the fetch returned is dropped, it is
+        read again)."""
         deferred, self._deferred = self._deferred, None
         if deferred is not None:
             raise deferred
         if self._replace_deferred:
             self._replace_deferred = False
             self._replace_producer()
+        if self._rewind_deferred:
+            self._rewind_deferred = False
+            if self._consumer is not None:
+                self._rewind(self._consumer)
+                return True
+        return False
 
     def _note_starts(self, batch: Sequence[Message]) -> None:
         starts = self._range_starts
@@ -920,7 +952,10 @@ class ExactlyOnceLoop:
             )
         if self._revoking:
             # The partitions are being taken away: their next assignment (here or elsewhere)
-            # starts from the committed offsets; no seek, no wait inside the callback.
+            # starts from the committed offsets; no seek, no wait inside the callback. Those
+            # the loop keeps (the cooperative protocol: only some move) are rewound once the
+            # callback has returned.
+            self._rewind_deferred = True
             return
         self._rewind(consumer)
         if self._failures > 1:

@@ -10,6 +10,7 @@ the broker.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -141,6 +142,10 @@ def consume_n(consumer: Consumer, n: int, timeout: float = 20.0) -> list[Message
     return out
 
 
+#: How long an agent may take to start and join its group (a loaded machine: tens of seconds).
+START_S = 120.0
+
+
 class Agent(AgentProcess):
     """A model-canary agent running as its own process (so tests can SIGKILL it), started at
     once, in the repository's folder (``python:tests.integration.models:...`` adapters)."""
@@ -149,6 +154,26 @@ class Agent(AgentProcess):
         super().__init__(args[0], canary_command(*args), env, log_path, cwd=ROOT)
         self.args = args
         self.start()
+
+    def wait_for_log(self, text: str, timeout: float = START_S) -> None:
+        """Wait until the current run's log shows ``text``; fails at once if the agent exits."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log(since_start=True):
+            assert self.alive, f"{self.args[0]} exited:\n{self.log_tail()}"
+            assert time.monotonic() < deadline, f"{self.args[0]} did not log {text!r}:\n" + (
+                self.log_tail()
+            )
+            time.sleep(0.1)
+
+    def ready(self, timeout: float = START_S) -> Agent:
+        """Wait until the agent's group has given it its input: a router's controller its
+        control topic (a command sent from then on is answered within the command's own wait,
+        however long the process took to start), else the agent's own loop."""
+        loop = self.args[0]
+        if loop == "router" and "--no-controller" not in self.args:
+            loop = "controller"
+        self.wait_for_log(f"{loop} assigned", timeout)
+        return self
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait: a graceful stop commits the open transaction."""
@@ -212,7 +237,7 @@ def start_rollout(settings: Settings, spawn: Callable[..., Agent]) -> Callable[.
     """
 
     def start(model: str, metrics: dict[str, Any], *, control: bool | None = None) -> RolloutState:
-        spawn("router", "--instance", "r1")
+        router = spawn("router", "--instance", "r1")
         doc: dict[str, Any] = {
             "model": model,
             "baseline": "v1",
@@ -225,6 +250,7 @@ def start_rollout(settings: Settings, spawn: Callable[..., Agent]) -> Callable[.
             doc["control"] = control
         plan = parse_plan(doc)
         client = ControlClient(settings)
+        router.ready()
         client.send(
             model,
             "start",

@@ -79,9 +79,10 @@ def test_traffic_through_the_agents_balances(
     start_worker: Callable[..., Agent],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    spawn("router", "--instance", "r1")
+    router = spawn("router", "--instance", "r1")
     start_worker("v1")
     start_worker("v2")
+    router.ready()
     control = ControlClient(settings)
     control.send("iris", "start", baseline_version="v1", canary_version="v2", wait=60)
     control.send("iris", "set_weight", weight_bp=5000)

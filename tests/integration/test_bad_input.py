@@ -45,6 +45,7 @@ def test_each_malformed_request_is_dead_lettered_with_its_reason_while_routing_g
 ) -> None:
     router = spawn("router", "--instance", "r1", extra_env={"CANARY_MAX_REQUEST_BYTES": "4096"})
     start_worker()
+    router.ready()
     ControlClient(settings).send("iris", "register", baseline_version="v1")
     producer = make_producer()
     good_inputs: dict[str, list[object]] = {"inputs": []}
@@ -149,7 +150,7 @@ def test_invalid_commands_are_rejected_with_an_event_and_change_nothing(
     spawn: Callable[..., Agent],
     make_producer: Callable[..., Producer],
 ) -> None:
-    spawn("router", "--instance", "r1")
+    spawn("router", "--instance", "r1").ready()
     control = ControlClient(settings)
     control.send("iris", "start", baseline_version="v1", canary_version="v2")
     assert control.send("iris", "set_weight", weight_bp=300).applied

@@ -228,6 +228,28 @@ def test_bench_latency_smoke(
         assert each["requests"] == 200 + 500 and each["lost"] == 0, mode
         assert each["bare_hop_lost"] == 0, mode
         assert each["client_repeats"] == 0
+        # The same-run reference for the target: two plain relays in series, with 95%
+        # intervals for its p99 and the e2e p99, and where the target lies against it.
+        _positive(each, "bare_chain_p50_ms", "bare_chain_p99_ms")
+        assert each["bare_chain_p99_ms"] >= each["bare_chain_p50_ms"]
+        assert each["bare_chain_lost"] == 0, mode
+        for key in ("e2e_p99_ms_ci95", "bare_chain_p99_ms_ci95"):
+            low, high = each[key]
+            assert 0 < low <= high, (mode, key)
+        assert each["e2e_p99_target_ms"] == (20.0 if mode == "at-least-once" else 100.0)
+        assert each["e2e_p99_target_vs_bare_chain"] in {"below", "within", "above"}
+        # The split at the broker's append times (the benchmark's topics keep LogAppendTime):
+        # every request seen everywhere has it.
+        for key in ("segments_p50_ms", "segments_p99_ms", "slowest_segments_ms"):
+            assert set(each[key]) == {
+                "to_broker",
+                "router_wait",
+                "router_write",
+                "worker_wait",
+                "worker_write",
+                "read",
+            }, key
+            assert all(math.isfinite(v) for v in each[key].values()), (mode, key)
     assert modes["balanced"]["duplicated"] == 0
     # Where an exactly-once agent's time goes: its commits, the part spent adding offsets, and
     # the share of the phase it spent committing.

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 def test_plan_status_watch_rollback_and_history(
     settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent], tmp_path: Path
 ) -> None:
-    spawn("router", "--instance", "r1")
+    router = spawn("router", "--instance", "r1")
     conn = ["--bootstrap", settings.bootstrap_servers, "--topic-prefix", settings.topic_prefix]
 
     def canary(*args: str) -> subprocess.CompletedProcess[str]:
@@ -38,6 +38,7 @@ def test_plan_status_watch_rollback_and_history(
         "step: {min_duration: 1m, min_canary_requests: 100}\n"
         "metrics: {errors: {tolerance: 0.1}}\n"
     )
+    router.ready()
     started = canary("rollout", "start", "--plan", str(plan))
     assert started.returncode == 0, started.stderr
     assert "applied" in started.stdout and "5%" in started.stdout

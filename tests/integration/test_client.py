@@ -33,8 +33,9 @@ def serving(
     spawn: Callable[..., Agent],
     start_worker: Callable[..., Agent],
 ) -> None:
-    spawn("router", "--instance", "r1")
+    router = spawn("router", "--instance", "r1")
     start_worker(adapter="python:tests.integration.models:fails_on_negative")
+    router.ready()
     ControlClient(settings).send("iris", "register", baseline_version="v1")
 
 

@@ -47,7 +47,7 @@ def test_an_oversized_request_is_refused_and_its_batch_is_not_lost(
     # Users may raise the requests topic's limit; the version and dead-letter topics keep theirs.
     make_topic(catalogue.requests, partitions=1, **{"max.message.bytes": TEN_MB})
     admin.ensure_topics(catalogue.core_specs())
-    spawn("router", "--instance", "r1")
+    spawn("router", "--instance", "r1").ready()
     ControlClient(settings).send("iris", "register", baseline_version="v1")
     start_worker("v1")
 
@@ -91,7 +91,7 @@ def test_an_oversized_model_output_is_refused_and_its_batch_is_not_lost(
     spawn: Callable[..., Agent],
     start_worker: Callable[..., Agent],
 ) -> None:
-    spawn("router", "--instance", "r1")
+    spawn("router", "--instance", "r1").ready()
     ControlClient(settings).send("iris", "register", baseline_version="v1")
     start_worker("v1", adapter="python:tests.integration.models:huge_on_negative")
 
@@ -126,7 +126,7 @@ def test_a_write_the_broker_refuses_after_queueing_is_tracked_to_its_request(
 ) -> None:
     # The router learned v1's limit (1 MB) when it first routed; an operator then lowers it:
     # the broker refuses the next large request only when the transaction commits.
-    spawn("router", "--instance", "r1")
+    spawn("router", "--instance", "r1").ready()
     ControlClient(settings).send("iris", "register", baseline_version="v1")
     start_worker("v1")
     client = CanaryClient(settings)

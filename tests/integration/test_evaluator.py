@@ -66,10 +66,11 @@ def test_a_canary_with_5pct_errors_is_rolled_back_during_the_1pct_step(
     spawn: Callable[..., Agent],
     start_worker: Callable[..., Agent],
 ) -> None:
-    spawn("router", "--instance", "r1")
+    router = spawn("router", "--instance", "r1")
     start_worker("v1")
     start_worker("v2", "--inject-error-rate", "0.05", "--seed", "7")
     spawn("evaluator", "--interval", "0.5")
+    router.ready()
     control = ControlClient(settings)
     _start(
         control,
@@ -106,11 +107,12 @@ def test_an_identical_canary_advances_through_every_step_and_is_finalized(
     spawn: Callable[..., Agent],
     start_worker: Callable[..., Agent],
 ) -> None:
-    spawn("router", "--instance", "r1")
+    router = spawn("router", "--instance", "r1")
     # Both arms fail 5% of requests: enough bad events for the upper bounds to close.
     start_worker("v1", "--inject-error-rate", "0.05", "--seed", "1")
     start_worker("v2", "--inject-error-rate", "0.05", "--seed", "2")
     spawn("evaluator", "--interval", "0.5")
+    router.ready()
     control = ControlClient(settings)
     _start(
         control,
@@ -173,10 +175,11 @@ def test_a_restarted_evaluator_resumes_with_the_same_counts(
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
-    spawn("router", "--instance", "r1")
+    router = spawn("router", "--instance", "r1")
     start_worker("v1")
     start_worker("v2")
     first = spawn("evaluator", "--metrics-port", str(ports[0]))
+    router.ready()
     control = ControlClient(settings)
     _start(
         control,
@@ -216,11 +219,12 @@ def test_a_less_accurate_canary_is_rolled_back_on_ground_truth_labels(
     from model_canary.streams.codec.avro import codec_for
     from model_canary.streams.messages import Feedback, InferenceResult, utc_now
 
-    spawn("router", "--instance", "r1")
+    router = spawn("router", "--instance", "r1")
     start_worker("v1", adapter="python:tests.integration.models:echo")
     # The canary answers with the negated input: wrong on every labelled request.
     start_worker("v2", adapter="python:tests.integration.models:negate")
     spawn("evaluator", "--interval", "0.5")
+    router.ready()
     control = ControlClient(settings)
     _start(
         control,
@@ -269,10 +273,11 @@ def test_a_harmful_shadow_is_stopped_without_serving_anything_from_it(
     spawn: Callable[..., Agent],
     start_worker: Callable[..., Agent],
 ) -> None:
-    spawn("router", "--instance", "r1")
+    router = spawn("router", "--instance", "r1")
     start_worker("v1")
     start_worker("v2", "--inject-error-rate", "0.05", "--seed", "3")
     spawn("evaluator", "--interval", "0.5")
+    router.ready()
     control = ControlClient(settings)
     _start(
         control,

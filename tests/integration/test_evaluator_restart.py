@@ -73,7 +73,7 @@ def test_an_evaluator_restarted_mid_step_keeps_exactly_its_counts(
     start_worker: Callable[..., Agent],
 ) -> None:
     ports = [_free_port(), _free_port()]
-    spawn("router", "--instance", "r1")
+    router = spawn("router", "--instance", "r1")
     start_worker("v1")
     start_worker("v2")
     first = spawn("evaluator", "--metrics-port", str(ports[0]))
@@ -87,6 +87,7 @@ def test_an_evaluator_restarted_mid_step_keeps_exactly_its_counts(
             "metrics": {"errors": {}},
         }
     )
+    router.ready()
     ControlClient(settings).send(
         "iris",
         "start",

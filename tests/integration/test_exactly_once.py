@@ -72,6 +72,7 @@ def test_router_killed_mid_stream_routes_every_request_exactly_once(
     # every few milliseconds; a router routes about 100k requests/s, so the whole backlog
     # takes it half a second or more).
     first = spawn("router", "--instance", "r1")
+    first.ready()
     control = ControlClient(settings)
     control.send("iris", "start", baseline_version="v1", canary_version="v2")
     control.send("iris", "set_weight", weight_bp=5000)
@@ -105,7 +106,7 @@ def test_worker_killed_mid_stream_answers_every_request_exactly_once(
     start_worker: Callable[..., Agent],
 ) -> None:
     n = 20_000
-    spawn("router", "--instance", "r1")
+    spawn("router", "--instance", "r1").ready()
     ControlClient(settings).send("iris", "register", baseline_version="v1")
     send_requests(settings, "iris", [f"user-{i}" for i in range(n)])
     first = start_worker("v1", "--metric-events")
@@ -135,6 +136,7 @@ def test_evidence_is_written_exactly_once_when_the_router_and_a_worker_are_kille
     # no router runs, a fresh router killed early in that backlog; then the workers start on
     # the routed backlog and one is killed early in it.
     first = spawn("router", "--instance", "r1")
+    first.ready()
     control = ControlClient(settings)
     control.send("iris", "start", baseline_version="v1", canary_version="v2")
     control.send("iris", "set_weight", weight_bp=5000)

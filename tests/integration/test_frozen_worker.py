@@ -98,7 +98,7 @@ def test_a_worker_frozen_past_its_transaction_timeout_recovers_and_loses_nothing
     spawn: Callable[..., Agent],
     start_worker: Callable[..., Agent],
 ) -> None:
-    spawn("router", "--instance", "r1")
+    spawn("router", "--instance", "r1").ready()
     ControlClient(settings).send("iris", "register", baseline_version="v1", wait=60)
     # Long transactions (5 s, half the transaction timeout): whenever the freeze comes, the
     # worker has written into a transaction it has not committed yet.

@@ -123,6 +123,7 @@ def test_hostile_messages_to_every_consumed_topic(
     began = time.monotonic()
     env = {"CANARY_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES)}
     router = spawn("router", "--instance", "r1", extra_env=env)
+    router.ready()
     control = ControlClient(settings)
     control.send("iris", "start", baseline_version="v1", canary_version="v2")
     workers = [start_worker("v1"), start_worker("v2")]

@@ -82,10 +82,11 @@ def serving(
     spawn: Callable[..., Agent],
     start_worker: Callable[..., Agent],
 ) -> None:
-    spawn("router", "--instance", "r1")
+    router = spawn("router", "--instance", "r1")
     start_worker("v1", adapter=SAME)
     start_worker("v2", adapter=SAME)
     spawn("evaluator")
+    router.ready()
     control = ControlClient(settings)
     control.send("iris", "register", baseline_version="v1")
     control.send("iris", "start", canary_version="v2", steps_bp=(100, 5000, 10000))
@@ -150,7 +151,7 @@ def test_an_unsigned_json_command_is_refused_with_an_event_when_commands_are_sig
     settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent], tmp_path: Path
 ) -> None:
     key = "ops:0123456789abcdef0123456789abcdef"
-    spawn("router", "--instance", "r-signed", extra_env={"CANARY_CONTROL_KEY": key})
+    spawn("router", "--instance", "r-signed", extra_env={"CANARY_CONTROL_KEY": key}).ready()
     signer = ControlClient(settings.with_overrides(control_keys=KeyRing.parse(key)))
     signer.send("iris", "register", baseline_version="v1")  # a signed command is applied
     command = sh_blocks()[7]

@@ -56,16 +56,6 @@ def _first(agent: Agent, text: str) -> float | None:
     return None
 
 
-def _wait_for_log(agent: Agent, text: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in agent.log():
-            return
-        assert agent.alive, f"{agent.args[0]} exited:\n{agent.log()[-3000:]}"
-        time.sleep(0.2)
-    raise AssertionError(f"{agent.args[0]} did not log {text!r}:\n{agent.log()[-3000:]}")
-
-
 def _first_decision(settings: Settings, timeout: float) -> Decision:
     control = TopicCatalogue(settings.topic_prefix).control
     consumer = open_tail(settings, control, "late-decisions", from_beginning=True)
@@ -121,7 +111,7 @@ def test_agents_wait_for_a_late_broker_quietly_and_then_serve(tmp_path: Path) ->
     broker = LocalBroker(Settings.from_env({}, broker_port=port, state_dir=tmp_path / "broker"))
     try:
         for agent in agents:
-            _wait_for_log(agent, "waiting for Kafka at", 60)
+            agent.wait_for_log("waiting for Kafka at", 60)
         # 20 s from when the last of them was up and waiting (Python starts slowly on a busy
         # machine).
         time.sleep(BROKER_LATE_S)
@@ -131,8 +121,8 @@ def test_agents_wait_for_a_late_broker_quietly_and_then_serve(tmp_path: Path) ->
         up = time.time()
 
         router, worker, _evaluator = agents
-        _wait_for_log(router, "router assigned", SERVE_MARGIN_S + 30)
-        _wait_for_log(worker, "worker assigned", SERVE_MARGIN_S + 30)
+        router.wait_for_log("router assigned", SERVE_MARGIN_S + 30)
+        worker.wait_for_log("worker assigned", SERVE_MARGIN_S + 30)
         control = ControlClient(settings)
         control.send("iris", "start", baseline_version="v1", canary_version="v2",
                      steps_bp=(100, 10_000), wait=60)  # fmt: skip

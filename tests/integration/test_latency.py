@@ -177,7 +177,7 @@ def test_at_least_once_repeats_are_dropped_by_the_client_and_counted_by_the_audi
     spawn: Callable[..., Agent],
 ) -> None:
     alo = {"CANARY_DELIVERY": "at-least-once"}
-    spawn("router", "--instance", "r1", extra_env=alo)
+    spawn("router", "--instance", "r1", extra_env=alo).ready()
     ControlClient(settings).send("iris", "register", baseline_version="v1")
     # A worker that writes its answers but never commits its offsets (within this test).
     first = _worker(spawn, {**alo, "CANARY_COMMIT_INTERVAL_MS": str(NEVER_MS)})
@@ -220,7 +220,7 @@ def test_at_least_once_still_refuses_the_input_whose_handling_fails(
     # of its batch: without a transaction to abort, what was written before stays (repeats),
     # the failing request is answered with an error and dead-lettered once, nothing is lost.
     alo = {"CANARY_DELIVERY": "at-least-once"}
-    spawn("router", "--instance", "r1", extra_env=alo)
+    spawn("router", "--instance", "r1", extra_env=alo).ready()
     ControlClient(settings).send("iris", "register", baseline_version="v1")
     spawn(
         "worker",
@@ -251,7 +251,7 @@ def test_an_at_least_once_worker_stopped_gracefully_commits_what_it_answered(
     settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
 ) -> None:
     alo = {"CANARY_DELIVERY": "at-least-once"}
-    spawn("router", "--instance", "r1", extra_env=alo)
+    spawn("router", "--instance", "r1", extra_env=alo).ready()
     ControlClient(settings).send("iris", "register", baseline_version="v1")
     first = _worker(spawn, alo)
     with CanaryClient(settings) as client:
@@ -273,7 +273,7 @@ def test_at_least_once_evidence_counts_every_request_when_a_worker_is_killed(
     # incomplete, which would hold the evaluator's watermark for ever).
     alo = {"CANARY_DELIVERY": "at-least-once"}
     n = 6_000
-    spawn("router", "--instance", "r1", extra_env=alo)
+    spawn("router", "--instance", "r1", extra_env=alo).ready()
     control = ControlClient(settings)
     control.send("iris", "start", baseline_version="v1", canary_version="v2")
     control.send("iris", "set_weight", weight_bp=5000)

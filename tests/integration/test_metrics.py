@@ -46,8 +46,9 @@ def test_router_and_worker_metrics(
     start_worker: Callable[..., Agent],
 ) -> None:
     router_port, worker_port = _free_port(), _free_port()
-    spawn("router", "--instance", "r1", "--metrics-port", str(router_port))
+    router_agent = spawn("router", "--instance", "r1", "--metrics-port", str(router_port))
     start_worker("v1", "--metrics-port", str(worker_port))
+    router_agent.ready()
     control = ControlClient(settings)
     control.send("iris", "start", baseline_version="v1", canary_version="v2")
     control.send("iris", "set_weight", weight_bp=2000)

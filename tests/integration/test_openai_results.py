@@ -25,7 +25,7 @@ def test_results_carry_the_answer_text_and_token_counts(
 ) -> None:
     with serving() as server:
         base = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        spawn("router", "--instance", "r1")
+        spawn("router", "--instance", "r1").ready()
         ControlClient(settings).send("chat", "register", baseline_version="v1")
         start_worker("v1", model="chat", adapter=f"openai:{base}?model=helpful")
         with CanaryClient(settings) as client:

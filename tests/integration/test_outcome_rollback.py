@@ -127,11 +127,12 @@ def test_thumbs_down_roll_back_the_canary_that_draws_more_of_them(
 ) -> None:
     with serving() as server:
         base = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        spawn("router", "--instance", "r1")
+        router = spawn("router", "--instance", "r1")
         start_worker("v1", model="chat", adapter=f"openai:{base}?model=helpful")
         # curt: "No." to 30% of questions (a thumbs-down each); helpful: as the baseline.
         start_worker("v2", model="chat", adapter=f"openai:{base}?model={canary}")
         port = free_port()
+        router.ready()
         spawn("evaluator", "--interval", "0.5", "--metrics-port", str(port))
         control = ControlClient(settings)
         _start(
@@ -190,11 +191,12 @@ def test_a_numeric_outcome_rolls_back_the_canary_further_off(
     spawn: Callable[..., Agent],
     start_worker: Callable[..., Agent],
 ) -> None:
-    spawn("router", "--instance", "r1")
+    router = spawn("router", "--instance", "r1")
     # The baseline predicts the input, the canary its negation; the true value is the input.
     start_worker("v1", adapter="python:tests.integration.models:echo")
     start_worker("v2", adapter="python:tests.integration.models:negate")
     spawn("evaluator", "--interval", "0.5")
+    router.ready()
     control = ControlClient(settings)
     _start(control, "iris", {"abs_error": {"bad_when": "abs(value - prediction) > 5"}})
     truth = [float(i % 50) for i in range(400)]  # |x - (-x)| > 5 once x > 2.5

@@ -42,7 +42,7 @@ def test_preflight_stops_a_failing_candidate_and_passes_an_identical_one(
     start_worker: Callable[..., Agent],
     tmp_path: Path,
 ) -> None:
-    spawn("router", "--instance", "r1")
+    spawn("router", "--instance", "r1").ready()
     ControlClient(settings).send("iris", "register", baseline_version="v1")
     start_worker("v1", *LATENCY, "--seed", "1")
     start_worker("v2", *LATENCY, "--seed", "2")  # the same model: an identical candidate

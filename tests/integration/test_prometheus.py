@@ -141,10 +141,11 @@ def test_prometheus_scrapes_the_agents_and_evaluates_the_alerts(
     prometheus: Callable[[dict[str, Any]], PrometheusApi],
 ) -> None:
     router_port, worker_port = _free_port(), _free_port()
-    spawn("router", "--instance", "r1", "--metrics-port", str(router_port))
+    router = spawn("router", "--instance", "r1", "--metrics-port", str(router_port))
     start_worker("v1", "--metrics-port", str(worker_port))
     api = prometheus(local_config({"canary-router": router_port, "canary-worker": worker_port}))
 
+    router.ready()
     ControlClient(settings).send("iris", "register", baseline_version="v1")
     send_requests(settings, "iris", [f"u{i}" for i in range(REQUESTS)])
     assert len(read_topic(settings, topics.results, REQUESTS, settle=0)) == REQUESTS

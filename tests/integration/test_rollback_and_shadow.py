@@ -35,8 +35,9 @@ def test_rollback_answers_the_canary_backlog_from_the_baseline_exactly_once(
     spawn: Callable[..., Agent],
     start_worker: Callable[..., Agent],
 ) -> None:
-    spawn("router", "--instance", "r1")
+    router = spawn("router", "--instance", "r1")
     start_worker(adapter=ECHO, version="v1")
+    router.ready()
     control = ControlClient(settings)
     control.send("iris", "start", baseline_version="v1", canary_version="v2")
     control.send("iris", "set_weight", weight_bp=5000)
@@ -70,9 +71,10 @@ def test_shadow_serves_every_request_from_the_baseline_and_mirrors_it(
     spawn: Callable[..., Agent],
     start_worker: Callable[..., Agent],
 ) -> None:
-    spawn("router", "--instance", "r1")
+    router = spawn("router", "--instance", "r1")
     start_worker(adapter=ECHO, version="v1")
     start_worker(adapter=ECHO, version="v2")
+    router.ready()
     control = ControlClient(settings)
     control.send("iris", "start", baseline_version="v1", canary_version="v2", mode="shadow")
     with CanaryClient(settings) as client:

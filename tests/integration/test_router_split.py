@@ -26,7 +26,7 @@ PER_STEP = 20_000  # each of the 5,000 keys sends 4 requests
 def test_split_is_within_binomial_tolerance_sticky_and_monotone(
     settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
 ) -> None:
-    spawn("router", "--instance", "r1")
+    spawn("router", "--instance", "r1").ready()
     control = ControlClient(settings)
     control.send("iris", "register", baseline_version="v1")
     control.send("iris", "start", canary_version="v2")
@@ -70,7 +70,7 @@ def _wait_total(settings: Settings, topics: tuple[str, ...], total: int) -> list
 def test_header_match_forces_an_arm(
     settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
 ) -> None:
-    spawn("router", "--instance", "r1")
+    spawn("router", "--instance", "r1").ready()
     control = ControlClient(settings)
     control.send("iris", "start", baseline_version="v1", canary_version="v2")  # weight 1%
     send_requests(settings, "iris", [f"k{i}" for i in range(200)], headers={h.ARM: "canary"})

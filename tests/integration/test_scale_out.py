@@ -22,7 +22,10 @@ def test_two_routers_share_work_and_survive_the_loss_of_one(
     settings: Settings, topics: TopicCatalogue, spawn: Callable[..., Agent]
 ) -> None:
     first = spawn("router", "--instance", "r1")
-    spawn("router", "--instance", "r2")
+    second = spawn("router", "--instance", "r2")
+    # Both in the group: the control partition moves no more before the commands.
+    first.ready()
+    second.ready()
     control = ControlClient(settings)
     control.send("iris", "start", baseline_version="v1", canary_version="v2")
     control.send("iris", "set_weight", weight_bp=5000)

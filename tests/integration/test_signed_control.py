@@ -86,6 +86,7 @@ def test_only_signed_fresh_unseen_commands_move_traffic(
 
     ops_ring = KeyRing.parse(f"ops:{ops_secret}")
     ops_key = ops_ring.keys[0]
+    router.ready()
     ops = ControlClient(settings.with_overrides(control_keys=ops_ring))
     assert ops.send("iris", "register", baseline_version="v1").command.key_id == "ops"
     ops.send("iris", "start", baseline_version="v1", canary_version="v2", steps_bp=(100, 10_000))

@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from model_canary.agents.kafka import eos
+from model_canary.agents.kafka.alo import AtLeastOnceLoop
 from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnHooks, TxnOutput
 from model_canary.agents.kafka.watchdog import Watchdog
 from model_canary.agents.testing import (
@@ -398,3 +399,198 @@ def test_a_producer_whose_init_transactions_hangs_is_caught_by_the_watchdog(
     finally:
         loop.close()
     assert fired == ["init transactions"]
+
+
+def test_a_rebalance_while_inputs_are_handled_again_one_at_a_time_refuses_only_the_culprit(
+    kafka: FakeKafka,
+) -> None:
+    # As above, the writes of m0..m2 fail together (m2's copy too large for the broker), and
+    # the loop decides to handle them again one at a time; but the group rebalances first.
+    # The partition comes back at the committed offset and the range is handled again: its
+    # writes fail together again, and still only m2 may be refused (the rebalance dropped the
+    # range being handled one at a time; the decision to do so must go with it).
+    kafka.refuse_queued = lambda topic, value, key: BIG if value == b"m2" * 1000 else None
+    copier = Copier(kafka, big=b"m2")
+
+    def rebalance_on_the_second_abort() -> None:
+        copier.aborts += 1
+        copier.copied = 0
+        if copier.aborts == 2:  # the writes were attributed: several inputs share the failure
+            kafka.rebalance()
+
+    hooks = TxnHooks(before_commit=copier.summary, on_abort=rebalance_on_the_second_abort)
+    loop = ExactlyOnceLoop(
+        SETTINGS,
+        LoopConfig("h", "g", ("in",), "h-1"),
+        copier.handle,
+        refuse=copier.refuse,
+        hooks=hooks,
+    )
+    run_until_idle(loop, kafka)
+
+    assert loop.assignments == 2, "no rebalance happened"
+    assert copier.refused == [(b"m2", "too-large")]
+    assert values(kafka, "out") == [v for v in INPUTS if v != b"m2"]
+    assert values(kafka, "refused") == [b"m2"]
+    assert kafka.group_offsets["g", "in", 0] == len(INPUTS)
+
+
+@pytest.mark.parametrize("kind", [ExactlyOnceLoop, AtLeastOnceLoop])
+def test_a_cooperative_revocation_whose_commit_fails_loses_no_input_of_the_partitions_kept(
+    kind: type[ExactlyOnceLoop],
+) -> None:
+    # With the cooperative protocol a rebalance takes only the partitions that move: here
+    # in[1], while the open transaction holds d0 and d1 of in[0] (kept). d1's copy is refused
+    # by the broker after it was queued, so the commit made on the revocation fails and the
+    # transaction is aborted. The loop must then read in[0] again from its committed offset:
+    # it keeps that partition, so no new assignment does it (an eager rebalance would), and
+    # going on from its position would skip d0 and d1 (committed with the next transaction).
+    # The at-least-once loop cannot undo d0's copy: it may come twice, but must come.
+    kafka = FakeKafka(partitions=2)
+    with using(kafka):
+        for i in range(4):
+            kafka.send("in", f"d{i}".encode(), key=b"d")  # in[0]
+            kafka.send("in", f"a{i}".encode(), key=b"a")  # in[1]
+        kafka.refuse_queued = lambda topic, value, key: BIG if value == b"d1" * 1000 else None
+        copier = Copier(kafka, big=b"d1")
+        citing: list[tuple[int, int, int]] = []  # the open transaction's consumed ranges
+        cited: list[tuple[int, int, int]] = []  # those of the transactions committed
+        moved: list[int] = []
+
+        def move_in1_on_d1(batch: Sequence[Message], out: TxnOutput) -> None:
+            copier.handle(batch, out)
+            if any(m.value() == b"d1" for m in batch) and not moved:
+                moved.append(loop.assignments)
+                kafka.rebalance(moving=[("in", 1)])
+
+        def summary(out: TxnOutput) -> None:
+            citing[:] = [(r.partition, r.first, r.last) for r in loop.consumed_ranges()]
+            copier.summary(out)
+
+        def committed() -> None:
+            cited.extend(citing)
+
+        config = LoopConfig(
+            "h",
+            "g",
+            ("in",),
+            "h-1",
+            max_batch=1,
+            commit=CommitPolicy.every(60_000),
+            assignment_strategy="cooperative-sticky",
+        )
+        hooks = TxnHooks(before_commit=summary, after_commit=committed, on_abort=copier._forget)
+        loop = kind(SETTINGS, config, move_in1_on_d1, refuse=copier.refuse, hooks=hooks)
+        run_until_idle(loop, kafka)
+
+    assert moved and loop.assignments == moved[0] + 1, "in[1] did not move"
+    copies = values(kafka, "out")
+    if kind is AtLeastOnceLoop:
+        copies = sorted(set(copies))
+    assert sorted(copies) == [b"a0", b"a1", b"a2", b"a3", b"d0", b"d2", b"d3"]
+    assert copier.refused == [(b"d1", "too-large")]
+    assert kafka.group_offsets["g", "in", 0] == 4
+    assert kafka.group_offsets["g", "in", 1] == 4
+    assert sorted((tp.topic, tp.partition) for tp in loop.assigned) == [("in", 0), ("in", 1)]
+    # The committed transactions' evidence cites every input of both partitions once.
+    for partition in (0, 1):
+        offsets = [o for p, first, last in cited if p == partition for o in range(first, last + 1)]
+        assert offsets == [0, 1, 2, 3], (partition, cited)
+
+
+def test_after_a_cooperative_rebalance_the_evidence_cites_the_ranges_of_every_partition() -> None:
+    # in[1] moves away and comes back while in[0] is kept (the revocation's commit succeeds):
+    # every committed transaction's consumed ranges (what the router's and workers' evidence
+    # cites, and the evaluator counts each input once by) must still cover both partitions.
+    kafka = FakeKafka(partitions=2)
+    with using(kafka):
+        for i in range(4):
+            kafka.send("in", f"d{i}".encode(), key=b"d")  # in[0]
+            kafka.send("in", f"a{i}".encode(), key=b"a")  # in[1]
+        copier = Copier(kafka)
+        citing: list[tuple[int, int, int]] = []
+        cited: list[tuple[int, int, int]] = []
+
+        def move_in1_on_d1(batch: Sequence[Message], out: TxnOutput) -> None:
+            copier.handle(batch, out)
+            if any(m.value() == b"d1" for m in batch):
+                kafka.rebalance(moving=[("in", 1)])
+
+        def summary(out: TxnOutput) -> None:
+            citing[:] = [(r.partition, r.first, r.last) for r in loop.consumed_ranges()]
+            copier.summary(out)
+
+        config = LoopConfig(
+            "h",
+            "g",
+            ("in",),
+            "h-1",
+            max_batch=1,
+            commit=CommitPolicy.every(60_000),
+            assignment_strategy="cooperative-sticky",
+        )
+        hooks = TxnHooks(before_commit=summary, after_commit=lambda: cited.extend(citing))
+        loop = ExactlyOnceLoop(SETTINGS, config, move_in1_on_d1, hooks=hooks)
+        run_until_idle(loop, kafka)
+
+    assert loop.assignments == 2, "in[1] did not move"
+    assert len(values(kafka, "out")) == 8
+    for partition in (0, 1):
+        offsets = [o for p, first, last in cited if p == partition for o in range(first, last + 1)]
+        assert offsets == [0, 1, 2, 3], (partition, cited)
+
+
+def test_an_at_least_once_rewind_goes_to_what_it_committed_of_the_partitions_it_keeps() -> None:
+    # The at-least-once loop commits offsets asynchronously and rewinds, after a failure, to
+    # what it committed last (the broker's offsets may lag behind: a commit on its way, or
+    # one that failed). Here every commit fails to reach the broker. in[1] moves away and
+    # back (cooperative protocol) while the loop keeps in[0]; then d2 fails. The rewind of
+    # in[0] must go back to where the loop committed (after d1), not to the broker's offsets
+    # (nothing): d0 and d1 would be answered again and their evidence cited twice.
+    kafka = FakeKafka(partitions=2)
+
+    def losing(config: dict[str, Any]) -> FakeConsumer:
+        made = FakeConsumer(kafka, config)
+        made.lose_commits = True
+        return made
+
+    kafka.consumer = losing  # type: ignore[method-assign]
+    with using(kafka):
+        for i in range(4):
+            kafka.send("in", f"d{i}".encode(), key=b"d")  # in[0]
+            kafka.send("in", f"a{i}".encode(), key=b"a")  # in[1]
+        copier = Copier(kafka)
+        copier.failing[b"d2"] = [RuntimeError("a bug")]
+        citing: list[tuple[int, int, int]] = []
+        cited: list[tuple[int, int, int]] = []
+
+        moved: list[int] = []
+
+        def move_in1_on_d1(batch: Sequence[Message], out: TxnOutput) -> None:
+            copier.handle(batch, out)
+            if any(m.value() == b"d1" for m in batch) and not moved:
+                moved.append(loop.assignments)
+                kafka.rebalance(moving=[("in", 1)])
+
+        def summary(out: TxnOutput) -> None:
+            citing[:] = [(r.partition, r.first, r.last) for r in loop.consumed_ranges()]
+            copier.summary(out)
+
+        config = LoopConfig(
+            "h",
+            "g",
+            ("in",),
+            "h-1",
+            max_batch=1,
+            max_in_txn=1,  # a commit after every input
+            assignment_strategy="cooperative-sticky",
+        )
+        hooks = TxnHooks(before_commit=summary, after_commit=lambda: cited.extend(citing))
+        loop = AtLeastOnceLoop(SETTINGS, config, move_in1_on_d1, refuse=copier.refuse, hooks=hooks)
+        run_until_idle(loop, kafka)
+
+    assert moved and loop.assignments == moved[0] + 1, "in[1] did not move"
+    assert copier.refused == [(b"d2", "internal-error")]
+    assert sorted(values(kafka, "out")) == [b"a0", b"a1", b"a2", b"a3", b"d0", b"d1", b"d3"]
+    offsets = [o for p, first, last in cited if p == 0 for o in range(first, last + 1)]
+    assert offsets == [0, 1, 2, 3], cited
