@@ -12,9 +12,13 @@ joiner``, each a process of its own) fed requests at steady rates with a rollout
    requests the evaluator's latest evaluation counted (``canary_decided_requests``) and how old
    that evaluation is.
 3. Per rate and agent: the lag at the end and its largest value in the run's second half, CPU
-   seconds per 1,000 requests (``/proc/PID/stat``), the evaluator's share of the pipeline's
-   CPU; the decision delay (a request's send to the first evaluation counting it, per second
-   of requests); an agent *keeps up* when its lag at the end is below ``lag_limit_s``.
+   seconds per 1,000 requests and per second of the run (``/proc/PID/stat``), the evaluator's
+   share of the pipeline's CPU and the evidence records it read per second; the decision delay
+   (a request's send to the first evaluation counting it, per second of requests); an agent
+   *keeps up* when its lag at the end is below ``lag_limit_s``.
+4. Idle: once every agent has caught up after the ladder, ``idle_seconds`` with no requests
+   and the rollout still in progress (the evaluator decides on the clock): each agent's CPU
+   seconds per second. An agent's cost that does not grow with the requests shows here.
 
 >>> # figures, text = run_pipeline_bench(Settings.from_env(), PipelineBenchOptions(rate=2000))
 """
@@ -42,6 +46,8 @@ from model_canary.streams.settings import Settings
 
 MODEL = "bench"
 LABEL = "a"  # what the noop workers predict with labels on
+#: The most lag (records) of an agent taken to have caught up before the idle measurement.
+IDLE_LAG = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,8 @@ class PipelineBenchOptions:
     weight_pct: float = 20.0
     lag_limit_s: float = 5.0
     interval: float = 1.0
+    #: Seconds without requests after the ladder, each agent's CPU measured (0: none).
+    idle_seconds: float = 10.0
     keep_topics: bool = False
     #: Then the top rate again with the baseline's worker replaced by the passthrough.
     reference: bool = False
@@ -61,6 +69,8 @@ class PipelineBenchOptions:
     def __post_init__(self) -> None:
         if self.rate <= 0 or self.seconds <= 0:
             raise ConfigError("--rate and --seconds must be positive")
+        if self.idle_seconds < 0:
+            raise ConfigError("--idle-seconds must be at least 0")
         if not 0 < self.weight_pct < 100:
             raise ConfigError("--weight-pct must be within 0..100 (exclusive)")
 
@@ -228,6 +238,10 @@ def run_pipeline_bench(
                         for name, r in runs[-1]["agents"].items()  # type: ignore[attr-defined]
                     )
                 )
+            idle = None
+            if o.idle_seconds > 0:
+                progress(f"idle: {o.idle_seconds:g} s without requests, once every agent caught up")
+                idle = _idle_run(probe, agents, o.idle_seconds)
             reference = None
             if o.reference:
                 reference = _reference_run(session, probe, agents, ev_port, o, progress)
@@ -247,11 +261,15 @@ def run_pipeline_bench(
             for n, a in top["agents"].items()  # type: ignore[attr-defined]
         },
         "evaluator_cpu_share": top["evaluator_cpu_share"],
+        "evaluator_cpu_s_per_s": top["agents"]["evaluator"]["cpu_s_per_s"],  # type: ignore[index]
+        "evaluator_idle_cpu_s_per_s": idle["cpu_s_per_s"]["evaluator"] if idle else None,  # type: ignore[index]
+        "evidence_records_per_s": top["evidence_records_per_s"],
         "decision_delay_p50_ms": top["decision_delay_p50_ms"],
         "decision_delay_p99_ms": top["decision_delay_p99_ms"],
         "evaluation_age_max_s": top["evaluation_age_max_s"],
         "interval_s": o.interval,
         "runs": runs,
+        "idle": idle,
     }
     if reference is not None:
         figures["reference"] = reference
@@ -297,6 +315,37 @@ def _reference_run(
     }
 
 
+def _idle_run(
+    probe: OffsetProbe, agents: dict[str, Contender], seconds: float
+) -> dict[str, object]:
+    """Each agent's CPU seconds per second over ``seconds`` without requests, once every
+    agent has caught up (or after 60 s of waiting for it: ``caught_up`` says which). Caught
+    up: a lag of at most :data:`IDLE_LAG` records (a transaction's commit marker takes an
+    offset that no committed offset moves past until more input comes)."""
+    deadline = time.monotonic() + 60
+    caught_up = False
+    while time.monotonic() < deadline:
+        for a in agents.values():
+            a.child.check_alive()
+        caught_up = all(
+            probe.end_total(a.inputs) - probe.committed_total(a.group, a.inputs) <= IDLE_LAG
+            for a in agents.values()
+        )
+        if caught_up:
+            break
+        time.sleep(0.5)
+    time.sleep(2)  # the last checkpoint and decisions of the traffic
+    cpu0 = {n: _cpu_s(a.child.proc.pid if a.child.proc else None) for n, a in agents.items()}
+    began = time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - began
+    cpu = {
+        n: (_cpu_s(a.child.proc.pid if a.child.proc else None) - cpu0[n]) / elapsed
+        for n, a in agents.items()
+    }
+    return {"seconds": elapsed, "caught_up": caught_up, "cpu_s_per_s": cpu}
+
+
 def _wait_ready(probe: OffsetProbe, agents: dict[str, Contender], ev_port: int) -> None:
     """Until every agent runs and the evaluator serves its metrics."""
     deadline = time.monotonic() + 120
@@ -322,7 +371,9 @@ def _run_rate(
 ) -> dict[str, object]:
     cpu0 = {n: _cpu_s(a.child.proc.pid if a.child.proc else None) for n, a in agents.items()}
     ends0 = {n: probe.end_total(a.inputs) for n, a in agents.items()}
-    decided0 = total(scrape(ev_port) or {}, "canary_decided_requests")
+    first = scrape(ev_port) or {}
+    decided0 = total(first, "canary_decided_requests")
+    records0 = total(first, "canary_evidence_records_total")
     load = _Load(settings, rate, o.seconds, o, id_prefix)
     began = time.monotonic()
     load.start()
@@ -357,6 +408,8 @@ def _run_rate(
     cpu = {
         n: _cpu_s(a.child.proc.pid if a.child.proc else None) - cpu0[n] for n, a in agents.items()
     }
+    wall = time.monotonic() - began
+    records = total(scrape(ev_port) or {}, "canary_evidence_records_total") - records0
     delays = _delays(load.sent, decided)
     per_agent: dict[str, dict[str, object]] = {}
     for name, series in lags.items():
@@ -366,6 +419,7 @@ def _run_rate(
             "lag_end_s": lag_end,
             "lag_max_second_half_s": max(second_half) if second_half else None,
             "cpu_s_per_1000": cpu[name] / (requests / 1000) if requests else None,
+            "cpu_s_per_s": cpu[name] / wall,
             "kept_up": lag_end <= o.lag_limit_s,
         }
     pipeline_cpu = sum(cpu.values())
@@ -377,6 +431,7 @@ def _run_rate(
         "agents": per_agent,
         "all_kept_up": all(a["kept_up"] for a in per_agent.values()),
         "evaluator_cpu_share": cpu["evaluator"] / pipeline_cpu if pipeline_cpu else None,
+        "evidence_records_per_s": records / wall,
         "decision_delay_p50_ms": percentile(delays, 50),
         "decision_delay_p99_ms": percentile(delays, 99),
         "evaluation_age_max_s": max(ages) if ages else None,

@@ -257,9 +257,13 @@ def register(
         "(canary_decided_requests) and its age. An agent keeps up when its lag at the end of "
         "a rate is at most --lag-limit seconds. JSON keys: max_rate_all_kept_up, lag_end_s "
         "and cpu_s_per_1000_requests per agent (/proc/PID/stat), evaluator_cpu_share (of the "
-        "pipeline's CPU), decision_delay_p50_ms and decision_delay_p99_ms (a second of "
+        "pipeline's CPU), evaluator_cpu_s_per_s (CPU seconds per second of the run), "
+        "evidence_records_per_s (evidence records the evaluator read per second), "
+        "decision_delay_p50_ms and decision_delay_p99_ms (a second of "
         "requests sent -> the first evaluation counting them), evaluation_age_max_s, all for "
-        "the top rate, and runs (every rate).",
+        "the top rate, and runs (every rate; per agent also cpu_s_per_s). Then, once every "
+        "agent has caught up, --idle-seconds without requests, the rollout still in progress: "
+        "idle (each agent's CPU seconds per second) and evaluator_idle_cpu_s_per_s.",
     )
     pipeline.add_argument(
         "--rate", type=float, default=5_000.0, help="the top rate, requests/s (5000)"
@@ -283,6 +287,14 @@ def register(
     )
     pipeline.add_argument(
         "--interval", type=float, default=1.0, help="the evaluator's --interval (default 1)"
+    )
+    pipeline.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds without requests after the rates, each agent's CPU measured "
+        "(default 10; 0: none)",
     )
     pipeline.add_argument(
         "--reference",
@@ -504,6 +516,7 @@ def run_pipeline_bench(args: argparse.Namespace) -> int:
         weight_pct=args.weight_pct,
         lag_limit_s=args.lag_limit,
         interval=args.interval,
+        idle_seconds=args.idle_seconds,
         keep_topics=args.keep_topics,
         reference=args.reference,
     )

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import threading
+from typing import Any
 
 from model_canary.agents import metrics
 from model_canary.agents.cli.common import settings_from_args
@@ -85,8 +86,6 @@ def run(args: argparse.Namespace) -> int:
         TopicCatalogue(settings.topic_prefix, settings.partitions).core_specs()
     )
     metrics.serve(args.metrics_port or settings.metrics_port)
-    from faust import Worker
-
     from model_canary.agents.evaluator.app import EvaluatorOptions, build_app
 
     failed = threading.Event()
@@ -121,13 +120,27 @@ def run(args: argparse.Namespace) -> int:
         on_start=start_joiner,
         on_shutdown=stop_joiner,
     )
-    level = "debug" if args.verbose else "warn"
     logging.getLogger("faust").setLevel(logging.WARNING)
     try:
-        Worker(app, loglevel=level).execute_from_commandline()
+        faust_worker(app, verbose=args.verbose).execute_from_commandline()
     finally:
         stop_joiner()
     return 1 if failed.is_set() else 0
+
+
+def faust_worker(app: Any, *, verbose: bool) -> Any:
+    """The faust worker that runs ``app``, logging at debug level if ``verbose``, else warn.
+
+    Without its start-up spinner: the spinner turns at every log record, so at level warn
+    and above faust sets the root logger to DEBUG, and every library's debug record (aiokafka
+    logs each fetch) was built and then dropped by the handler, a few percent of the
+    evaluator's CPU under load. Without it the root logger keeps the level and the same lines
+    are printed."""
+    from faust import Worker
+
+    worker = Worker(app, loglevel="debug" if verbose else "warn")
+    worker.spinner = None
+    return worker
 
 
 def _watch(joiner: AgentProcess, failed: threading.Event) -> None:
