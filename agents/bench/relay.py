@@ -5,9 +5,10 @@ request's path (client -> router -> worker -> reader) with nothing but Kafka at 
 ``canary bench latency``'s same-run reference for a latency target
 (:mod:`~model_canary.agents.bench.hop_floor`).
 
-Its clients have the product's settings (:mod:`~model_canary.agents.kafka.config`: the
-latency profile's ``linger.ms`` and ``fetch.wait.max.ms``, idempotence, ``acks=all``,
-``read_committed``), so the relay differs from an agent only by what the agent does. Each
+Its clients are the product's (:mod:`~model_canary.agents.kafka.clients`, with the settings of
+:mod:`~model_canary.agents.kafka.config`: the latency profile's ``linger.ms`` and
+``fetch.wait.max.ms``, idempotence, ``acks=all``, ``read_committed``), so the relay differs
+from an agent only by what the agent does. Each
 read returns with the first message there is (``poll``), then takes what else was fetched.
 Settings come from ``CANARY_*`` variables. Stops on SIGTERM/SIGINT.
 
@@ -22,10 +23,11 @@ import signal
 import threading
 from collections.abc import Sequence
 
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import KafkaError
 
 from model_canary.agents.bench import BenchError
-from model_canary.agents.kafka.config import consumer_config, producer_config
+from model_canary.agents.kafka.clients import new_consumer, new_producer, produce
+from model_canary.streams import headers as h
 from model_canary.streams.settings import Settings
 
 
@@ -36,10 +38,8 @@ def relay(
 
     >>> # relay(Settings.from_env(), "in", "out", "g", threading.Event())
     """
-    producer = Producer(producer_config(settings, "canary-bench-relay"))
-    consumer = Consumer(
-        consumer_config(settings, "canary-bench-relay", group, **{"enable.auto.commit": True})
-    )
+    producer = new_producer(settings, "canary-bench-relay")
+    consumer = new_consumer(settings, "canary-bench-relay", group, **{"enable.auto.commit": True})
     consumer.subscribe([input_topic])
     try:
         while not stop.is_set():
@@ -53,12 +53,7 @@ def relay(
                     if err.code() != KafkaError._PARTITION_EOF:
                         raise BenchError(err.str())
                     continue
-                while True:
-                    try:
-                        producer.produce(output, msg.value(), msg.key(), headers=msg.headers())
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+                produce(producer, output, msg.value(), msg.key(), headers=h.as_list(msg.headers()))
             producer.poll(0)
     finally:
         producer.flush(10)
