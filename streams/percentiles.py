@@ -23,6 +23,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import stats
 
 #: Samples per bootstrap draw of a block (0.5 s at 1,000 samples/s).
 BLOCK = 500
@@ -65,3 +66,43 @@ def percentile_interval(
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
     return (float(low), float(high))
+
+
+def mean_interval(values: Sequence[float], *, level: float = 0.95) -> tuple[float, float]:
+    """A ``level`` interval for the mean of a few independent measurements (a benchmark's
+    rounds): Student's t, ``(nan, nan)`` with fewer than two finite values.
+
+    >>> lo, hi = mean_interval([0.80, 0.82, 0.78])
+    >>> round(lo, 3), round(hi, 3)
+    (0.75, 0.85)
+    >>> mean_interval([0.8])
+    (nan, nan)
+    """
+    data = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    n = len(data)
+    if n < 2:
+        return (math.nan, math.nan)
+    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * float(data.std(ddof=1)) / math.sqrt(n)
+    mean = float(data.mean())
+    return (mean - half, mean + half)
+
+
+def target_vs_interval(target: float, interval: Sequence[float]) -> str:
+    """Where a target lies against a reference's interval: "below" it, "within" it, "above"
+    it, or "-" when the interval is unknown. Against an oracle that does strictly less than
+    the product, a latency target "below" the oracle's interval, or a throughput ratio target
+    "above" it, is out of reach.
+
+    >>> target_vs_interval(20.0, [22.8, 226.6]), target_vs_interval(0.9, (0.75, 0.85))
+    ('below', 'above')
+    >>> target_vs_interval(100.0, [52.5, 298.7]), target_vs_interval(1.0, (math.nan, math.nan))
+    ('within', '-')
+    """
+    low, high = interval
+    if math.isnan(low) or math.isnan(high):
+        return "-"
+    if target < low:
+        return "below"
+    if target > high:
+        return "above"
+    return "within"

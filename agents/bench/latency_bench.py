@@ -76,7 +76,7 @@ from model_canary.streams.errors import (
 )
 from model_canary.streams.latency import Delivery, LatencyMode
 from model_canary.streams.messages import InferenceResult
-from model_canary.streams.percentiles import percentile_interval
+from model_canary.streams.percentiles import percentile_interval, target_vs_interval
 from model_canary.streams.settings import Settings
 
 MODEL, VERSION = "bench", "v1"
@@ -690,19 +690,11 @@ def _against_target(runs: Sequence[_Run]) -> dict[str, object]:
     chain = [ms for r in runs for ms in r.chain.ms]
     chain_ci = percentile_interval(chain, 99)
     target = E2E_P99_TARGET_MS[AT_LEAST_ONCE if runs[0].mode == AT_LEAST_ONCE else "exactly-once"]
-    if math.isnan(chain_ci[0]):
-        where = "-"
-    elif target < chain_ci[0]:
-        where = "below"
-    elif target > chain_ci[1]:
-        where = "above"
-    else:
-        where = "within"
     return {
         "e2e_p99_ms_ci95": list(percentile_interval(e2e, 99)),
         "bare_chain_p99_ms_ci95": list(chain_ci),
         "e2e_p99_target_ms": target,
-        "e2e_p99_target_vs_bare_chain": where,
+        "e2e_p99_target_vs_bare_chain": target_vs_interval(target, chain_ci),
     }
 
 

@@ -18,6 +18,13 @@ the router's five added headers: arm, version, rollout id, weight, routed-at), s
 ``shaped_vs_passthrough`` is what the router's output costs without any routing, and
 ``shaped_ratio`` (router / shaped) what the routing itself costs.
 
+With ``split_reference``, another contender drains in every round: the passthrough splitting
+each request over two topics at the rollout's weight with the request's own headers only. A
+router must write each request to its version's topic, so whatever the split costs, every
+router pays: ``split_vs_passthrough`` (each round's ratio, and a 95% interval over the rounds)
+bounds the router's ratio, and ``ratio_target_vs_split`` says where the 0.9x target lies
+against that interval ("above" when even the bare split cannot reach it).
+
 >>> # figures, text = run_router_bench(Settings.from_env(), RouterBenchOptions(requests=3000))
 >>> # figures["ratio"]
 """
@@ -48,6 +55,7 @@ from model_canary.agents.bench.session import (
 )
 from model_canary.streams import headers as h
 from model_canary.streams.errors import ConfigError
+from model_canary.streams.percentiles import mean_interval, target_vs_interval
 from model_canary.streams.settings import Settings
 
 MODEL = "bench"
@@ -66,6 +74,8 @@ class RouterBenchOptions:
     timeout: float = 600.0
     #: Also drain through the passthrough shaped like the router's output (see the module).
     shaped_reference: bool = False
+    #: Also drain through the passthrough that only splits over two topics (see the module).
+    split_reference: bool = False
 
     def __post_init__(self) -> None:
         require_at_least_one(self, "requests", "rounds", "max_batch")
@@ -110,17 +120,22 @@ def run_router_bench(
         )
         passthrough = session.passthrough(cat.requests, [copy.name])
         contenders = [passthrough]
-        shaped: Contender | None = None
-        shaped_topics = [session.spec("shaped-v1"), session.spec("shaped-v2")]
-        if o.shaped_reference:
-            session.create_topics(shaped_topics)
-            shaped = session.passthrough(
-                cat.requests,
-                [t.name for t in shaped_topics],
-                name="passthrough-shaped",
-                extra=_shape_args(round(o.weight_pct * 100)),
-            )
-            contenders.append(shaped)
+        weight_bp = round(o.weight_pct * 100)
+        references: dict[str, Contender] = {}
+        for name, wanted, extra in (
+            ("shaped", o.shaped_reference, _shape_args(weight_bp)),
+            ("split", o.split_reference, ["--split-bp", str(weight_bp)]),
+        ):
+            if wanted:
+                specs = [session.spec(f"{name}-v1"), session.spec(f"{name}-v2")]
+                session.create_topics(specs)
+                references[name] = session.passthrough(
+                    cat.requests,
+                    [t.name for t in specs],
+                    name=f"passthrough-{name}",
+                    extra=extra,
+                )
+        contenders += references.values()
         probe = OffsetProbe(session.settings)
         sent: list[str] = []
 
@@ -171,14 +186,11 @@ def run_router_bench(
                 [*sent, *router_lat_ids, *pt_lat_ids],
                 request_id_header,
             )
-            # The shaped reference drains only (no latency phase): every drained request.
-            shaped_copied = (
-                check_delivery(
-                    session.settings, [t.name for t in shaped_topics], sent, request_id_header
-                )
-                if shaped is not None
-                else None
-            )
+            # The references drain only (no latency phase): every drained request.
+            copies = {
+                name: check_delivery(session.settings, c.outputs, sent, request_id_header)
+                for name, c in references.items()
+            }
         finally:
             probe.close()
 
@@ -195,10 +207,7 @@ def run_router_bench(
         "router_msgs_per_s": r_rate,
         "passthrough_msgs_per_s": p_rate,
         "ratio": r_rate / p_rate if p_rate else float("nan"),
-        "ratio_rounds": [
-            r.msgs_per_s / p.msgs_per_s if p.msgs_per_s else float("nan")
-            for r, p in zip(drains["router"], drains["passthrough"], strict=True)
-        ],
+        "ratio_rounds": _ratios(drains["router"], drains["passthrough"]),
         "router_cpu_us_per_msg": r_cpu,
         "passthrough_cpu_us_per_msg": p_cpu,
         "cpu_ratio": p_cpu / r_cpu if p_cpu and r_cpu else None,
@@ -228,24 +237,42 @@ def run_router_bench(
         "passthrough_lost": copied.lost,
         "passthrough_duplicated": copied.duplicated,
     }
-    if shaped is not None and shaped_copied is not None:
-        s_rate = median([d.msgs_per_s for d in drains[shaped.child.name]])
-        s_cpu = _median_of([d.cpu_us_per_msg for d in drains[shaped.child.name]])
+    intervals: dict[str, tuple[float, float]] = {}
+    for name, ref in references.items():
+        ref_drains = drains[ref.child.name]
+        s_rate = median([d.msgs_per_s for d in ref_drains])
+        s_cpu = _median_of([d.cpu_us_per_msg for d in ref_drains])
+        vs_rounds = _ratios(ref_drains, drains["passthrough"])
+        intervals[name] = mean_interval(vs_rounds)
         figures |= {
-            "shaped_msgs_per_s": s_rate,
-            "shaped_ratio": r_rate / s_rate if s_rate else float("nan"),
-            "shaped_vs_passthrough": s_rate / p_rate if p_rate else float("nan"),
-            "shaped_ratio_rounds": [
-                r.msgs_per_s / s.msgs_per_s if s.msgs_per_s else float("nan")
-                for r, s in zip(drains["router"], drains[shaped.child.name], strict=True)
-            ],
-            "shaped_cpu_us_per_msg": s_cpu,
-            "shaped_cpu_ratio": s_cpu / r_cpu if s_cpu and r_cpu else None,
-            "shaped_thread_cpu_us_per_msg": _threads_median(drains[shaped.child.name]),
-            "shaped_lost": shaped_copied.lost,
-            "shaped_duplicated": shaped_copied.duplicated,
+            f"{name}_msgs_per_s": s_rate,
+            f"{name}_ratio": r_rate / s_rate if s_rate else float("nan"),
+            f"{name}_vs_passthrough": s_rate / p_rate if p_rate else float("nan"),
+            f"{name}_vs_passthrough_rounds": vs_rounds,
+            f"{name}_vs_passthrough_ci95": list(intervals[name]),
+            f"{name}_ratio_rounds": _ratios(drains["router"], ref_drains),
+            f"{name}_cpu_us_per_msg": s_cpu,
+            f"{name}_cpu_ratio": s_cpu / r_cpu if s_cpu and r_cpu else None,
+            f"{name}_thread_cpu_us_per_msg": _threads_median(ref_drains),
+            f"{name}_lost": copies[name].lost,
+            f"{name}_duplicated": copies[name].duplicated,
         }
+    if "split" in references:
+        figures["ratio_target_vs_split"] = target_vs_interval(RATIO_TARGET, intervals["split"])
     return figures, _table(drains, figures)
+
+
+#: The issue's target for the router's drain rate against the passthrough's.
+RATIO_TARGET = 0.9
+
+
+def _ratios(tops: list[Drain], bottoms: list[Drain]) -> list[float]:
+    """Each round's drain-rate ratio (the rounds alternate, so each pair shares the machine's
+    state of that round)."""
+    return [
+        t.msgs_per_s / b.msgs_per_s if b.msgs_per_s else float("nan")
+        for t, b in zip(tops, bottoms, strict=True)
+    ]
 
 
 def _shape_args(weight_bp: int) -> list[str]:
@@ -401,29 +428,42 @@ def _table(drains: dict[str, list[Drain]], f: dict[str, object]) -> str:
             "",
         ),
     ]
-    if "shaped_msgs_per_s" in f:
+    for name in ("shaped", "split"):
+        if f"{name}_msgs_per_s" not in f:
+            continue
+        ci = f[f"{name}_vs_passthrough_ci95"]
+        interval = f" [{fmt(ci[0], 3)}, {fmt(ci[1], 3)}]" if isinstance(ci, list | tuple) else ""
         rows += [
             (
-                "shaped reference: drain msgs/s",
-                fmt(num("shaped_msgs_per_s"), 0),
-                fmt(num("shaped_vs_passthrough"), 3) + " x passthrough",
-                fmt(num("shaped_ratio"), 3) + " router/shaped",
+                f"{name} reference: drain msgs/s",
+                fmt(num(f"{name}_msgs_per_s"), 0),
+                fmt(num(f"{name}_vs_passthrough"), 3) + interval + " x passthrough",
+                fmt(num(f"{name}_ratio"), 3) + f" router/{name}",
             ),
             (
-                "shaped reference: CPU us/message",
-                fmt(num("shaped_cpu_us_per_msg")),
+                f"{name} reference: CPU us/message",
+                fmt(num(f"{name}_cpu_us_per_msg")),
                 "",
-                fmt(num("shaped_cpu_ratio"), 3),
+                fmt(num(f"{name}_cpu_ratio"), 3),
             ),
             *(
-                (f"  {name} thread", fmt(value), "", "")
-                for name, value in sorted(threads("shaped").items())
+                (f"  {thread} thread", fmt(value), "", "")
+                for thread, value in sorted(threads(name).items())
             ),
             (
-                "shaped reference: lost / duplicated",
-                f"{f['shaped_lost']} / {f['shaped_duplicated']}",
+                f"{name} reference: lost / duplicated",
+                f"{f[f'{name}_lost']} / {f[f'{name}_duplicated']}",
                 "",
                 "",
             ),
         ]
+    if "ratio_target_vs_split" in f:
+        rows.append(
+            (
+                f"target {RATIO_TARGET}x vs the split's interval",
+                "",
+                "",
+                str(f["ratio_target_vs_split"]),
+            )
+        )
     return table(rows, ("", "router", "passthrough", "ratio or difference"))

@@ -120,6 +120,16 @@ def register(
         "shaped_ratio (router/shaped: what the routing costs), shaped_cpu_us_per_msg, "
         "shaped_thread_cpu_us_per_msg, shaped_lost, shaped_duplicated",
     )
+    router.add_argument(
+        "--split-reference",
+        action="store_true",
+        help="also drain, each round, through the passthrough that only splits each request "
+        "over two topics at the weight (the request's own headers): every router writes at "
+        "least that, so split_vs_passthrough bounds the router's ratio. Adds the split_* "
+        "figures of --shaped-reference, both references' *_vs_passthrough_rounds and "
+        "*_vs_passthrough_ci95 (a 95%% t interval over the rounds), and ratio_target_vs_split "
+        "('above' when the 0.9x target is above even the split's interval)",
+    )
     _shared(router, rounds=3)
     router.set_defaults(handler=run_router_bench)
 
@@ -476,6 +486,7 @@ def run_router_bench(args: argparse.Namespace) -> int:
         keep_topics=args.keep_topics,
         timeout=args.timeout,
         shaped_reference=args.shaped_reference,
+        split_reference=args.split_reference,
     )
     figures, text = run_router_bench(settings_from_args(args), options, _progress(args))
     return _finish(args, figures, text)

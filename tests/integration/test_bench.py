@@ -97,6 +97,7 @@ def test_bench_router_smoke(
         "--rounds",
         "1",
         "--shaped-reference",
+        "--split-reference",
     )
     _positive(
         figures,
@@ -112,6 +113,10 @@ def test_bench_router_smoke(
     )
     # The shaped reference wrote every drained request once, split over its two topics.
     assert figures["shaped_lost"] == 0 and figures["shaped_duplicated"] == 0
+    # So did the split reference; one round gives no interval, hence no verdict on the target.
+    assert figures["split_lost"] == 0 and figures["split_duplicated"] == 0
+    assert figures["split_vs_passthrough_rounds"] == [figures["split_vs_passthrough"]]
+    assert figures["ratio_target_vs_split"] == "-"
     shaped_threads = figures["shaped_thread_cpu_us_per_msg"]
     assert isinstance(shaped_threads, dict) and "main" in shaped_threads
     # CPU time is counted in ticks of 10 ms: a drain of 3,000 requests may take none, and
