@@ -274,13 +274,14 @@ def test_bench_latency_smoke(
     for key in ("e2e_p50_target_vs_bare_eos_chain", "e2e_p99_target_vs_bare_eos_chain"):
         assert eos[key] in {"below", "within", "above"}, key
     assert not any(k.startswith("bare_eos_chain") for k in modes["at-least-once"])
-    # Where an exactly-once agent's time goes: its commits, the part spent adding offsets, and
-    # the share of the phase it spent committing.
+    # Where an exactly-once agent's time goes: its commits, the parts spent adding offsets and
+    # flushing, and the share of the phase it spent committing.
     for agent in ("router", "worker"):
         _positive(
             modes["balanced"],
             f"{agent}_commit_ms",
             f"{agent}_offsets_ms",
+            f"{agent}_flush_ms",
             f"{agent}_commit_share",
         )
     assert modes["at-least-once"]["repeats"] == 0  # nothing failed, so nothing repeated
