@@ -60,6 +60,13 @@ TXN_OFFSETS_SECONDS = Histogram(
     ["agent"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+TXN_FLUSH_SECONDS = Histogram(
+    "canary_transaction_flush_duration_seconds",
+    "Time for what a Kafka transaction produced to be acknowledged (the producer's flush, "
+    "after its offsets are added and before the coordinator's EndTxn), part of its commit.",
+    ["agent"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
 TXN_ABORTS = Counter(
     "canary_transaction_aborts_total", "Transactions aborted and replayed.", ["agent"]
 )

@@ -12,7 +12,11 @@ alternates between rounds:
    costs on this machine; then the same through two plain relays in series
    (:mod:`~model_canary.agents.bench.relay`, processes of their own: consume, produce, no
    transactions), the request's path with nothing but Kafka at each hop: the same-run
-   reference a latency target is compared with (with a 95% interval for its p99);
+   reference a latency target is compared with (with a 95% interval for its p99); and, in
+   exactly-once modes, *bare EOS chain*: the same through two minimal *transactional* relays
+   (the relay's ``--transactional-id`` mode: consume, produce, send the offsets to the
+   transaction, commit; one transaction per batch read), exactly-once's floor on this
+   broker: the reference the e2e p50 and p99 targets are compared with;
 1. ``canary router --no-controller`` and ``canary worker --model bench --version v1
    --adapter ADAPTER`` start with the mode's settings and are warmed up (a request answered);
 2. *latency*: the Python client (:class:`~model_canary.agents.client.CanaryClient`) sends
@@ -56,6 +60,7 @@ from model_canary.agents.bench.hop_floor import HopFloor, measure_hop_floor
 from model_canary.agents.bench.load import INPUTS
 from model_canary.agents.bench.measure import TopicTail, header_value
 from model_canary.agents.bench.procs import read_cpu_s
+from model_canary.agents.bench.relay import phases_of
 from model_canary.agents.bench.report import fmt, median, percentile, table
 from model_canary.agents.bench.session import (
     BenchSession,
@@ -106,6 +111,8 @@ SEGMENTS = (
 )
 #: The targets of issue #15 for ``e2e_p99_ms`` (ms): exactly-once modes, at-least-once.
 E2E_P99_TARGET_MS = {"exactly-once": 100.0, AT_LEAST_ONCE: 20.0}
+#: The target of issue #15 for ``e2e_p50_ms`` (ms) in exactly-once modes.
+E2E_P50_TARGET_MS = 30.0
 #: Figures reported with their spread over rounds.
 SPREAD = (
     "e2e_p50_ms",
@@ -117,6 +124,19 @@ SPREAD = (
     "bare_hop_p99_ms",
     "bare_chain_p50_ms",
     "bare_chain_p99_ms",
+    "bare_eos_chain_p50_ms",
+    "bare_eos_chain_p99_ms",
+)
+#: The transactional relays' figures, the mean of the two relays (:class:`~model_canary.agents.
+#: bench.relay.Phases`): ``bare_eos_chain_{key}``.
+EOS_RELAY_FIGURES = (
+    "commit_ms_mean",
+    "commit_ms_p50",
+    "offsets_ms",
+    "flush_ms",
+    "end_ms",
+    "commit_share",
+    "messages_per_txn",
 )
 
 
@@ -176,16 +196,22 @@ class _Run:
     client_repeats: int = 0
     #: Over the latency phase: CPU seconds per process, and per agent its commits (count,
     #: seconds) from its own canary_transaction_commit_duration_seconds, and the part of them
-    #: spent adding the offsets (canary_transaction_offsets_duration_seconds).
+    #: spent adding the offsets (canary_transaction_offsets_duration_seconds) and waiting for
+    #: what was produced (canary_transaction_flush_duration_seconds).
     cpu_s: dict[str, float] = field(default_factory=dict)
     commits: dict[str, tuple[float, float]] = field(default_factory=dict)
     offsets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    flush: dict[str, tuple[float, float]] = field(default_factory=dict)
     #: The latency phase's length (seconds), sending and waiting for the last answers.
     phase_s: float = 0.0
     #: The bare hop measured before the agents started.
     hop: HopFloor = field(default_factory=lambda: HopFloor(ms=[], lost=0))
     #: The bare chain (two plain relays in series) measured before the agents started.
     chain: HopFloor = field(default_factory=lambda: HopFloor(ms=[], lost=0))
+    #: The same through two transactional relays (exactly-once modes only), and what each
+    #: relay's transactions took (:meth:`~model_canary.agents.bench.relay.Phases.summary`).
+    eos_chain: HopFloor | None = None
+    eos_phases: list[dict[str, float]] = field(default_factory=list)
     #: The local broker's garbage-collection pauses over the latency phase (count, seconds).
     broker_gc: tuple[int, float] | None = None
 
@@ -202,8 +228,9 @@ def run_latency_bench(
         prefix = session.settings.topic_prefix
         floor_topic = session.spec("floor")
         chain = [session.spec(f"chain-{i}") for i in range(3)]
+        eos_chain = [session.spec(f"eos-chain-{i}") for i in range(3)]
         progress(f"topics under {prefix}.*: creating, registering model {MODEL} ({VERSION})")
-        session.create_topics([*cat.version_specs(MODEL, VERSION), floor_topic, *chain])
+        session.create_topics([*cat.version_specs(MODEL, VERSION), floor_topic, *chain, *eos_chain])
         for topic in (cat.requests, cat.version_requests(MODEL, VERSION), cat.results):
             try:
                 session.admin.alter_topic_config(topic, {"message.timestamp.type": "LogAppendTime"})
@@ -233,6 +260,7 @@ def run_latency_bench(
                         progress,
                         floor_topic.name,
                         [t.name for t in chain],
+                        [t.name for t in eos_chain],
                     )
                 )
     per_mode = {m: _mode_figures(rs, o) for m, rs in runs.items()}
@@ -277,13 +305,22 @@ def _run_mode(
     progress: Progress,
     floor_topic: str,
     chain_topics: Sequence[str],
+    eos_chain_topics: Sequence[str],
 ) -> _Run:
     settings = _mode_settings(session.settings, mode)
     run = _Run(mode)
     progress(f"  bare hop: {o.rate:g} messages/s for {o.seconds:g} s, no agent in between")
     run.hop = measure_hop_floor(settings, floor_topic, rate=o.rate, seconds=o.seconds)
     progress(f"  bare chain: {o.rate:g} messages/s for {o.seconds:g} s through two plain relays")
-    run.chain = _bare_chain(session, settings, chain_topics, o)
+    run.chain, _ = _bare_chain(session, settings, chain_topics, o)
+    if mode != AT_LEAST_ONCE:
+        progress(
+            f"  bare EOS chain: {o.rate:g} messages/s for {o.seconds:g} s through two "
+            "transactional relays"
+        )
+        run.eos_chain, run.eos_phases = _bare_chain(
+            session, settings, eos_chain_topics, o, transactional=True
+        )
     cat = session.catalogue
     prefix = settings.topic_prefix
     version_topic = cat.version_requests(MODEL, VERSION)
@@ -338,31 +375,49 @@ def _run_mode(
 
 
 def _bare_chain(
-    session: BenchSession, settings: Settings, topics: Sequence[str], o: LatencyBenchOptions
-) -> HopFloor:
-    """The bare hop through two plain relays in series (``topics[0]`` -> ``topics[1]`` ->
+    session: BenchSession,
+    settings: Settings,
+    topics: Sequence[str],
+    o: LatencyBenchOptions,
+    *,
+    transactional: bool = False,
+) -> tuple[HopFloor, list[dict[str, float]]]:
+    """The bare hop through two relays in series (``topics[0]`` -> ``topics[1]`` ->
     ``topics[2]``), each a process of its own with ``settings``; the same groups every round
-    (each relay goes on where the last round's stopped)."""
+    (each relay goes on where the last round's stopped). ``transactional``: the relays run in
+    transactions (:func:`~model_canary.agents.bench.relay.relay_transactional`); with what
+    each printed of its transactions' phases."""
     prefix = session.settings.topic_prefix
+    kind = "eos-relay" if transactional else "relay"
     relays = []
     for i in (1, 2):
-        group = f"{prefix}.relay-{i}"
+        group = f"{prefix}.{kind}-{i}"
         if group not in session.groups:
             session.groups.append(group)
         args = ["--input", topics[i - 1], "--output", topics[i], "--group", group]
-        name = f"relay-{i}-{len(session.children)}"
+        if transactional:
+            args += ["--transactional-id", f"{group}.bench"]
+        name = f"{kind}-{i}-{len(session.children)}"
         relays.append(
             session.child(name, ["-m", "model_canary.agents.bench.relay", *args], settings)
         )
     try:
         for child in relays:
             child.start()
-        return measure_hop_floor(
+        floor = measure_hop_floor(
             settings, topics[0], rate=o.rate, seconds=o.seconds, read_topic=topics[2]
         )
     finally:
         for child in relays:
             child.stop()
+    phases = []
+    if transactional:
+        for child in relays:
+            found = phases_of(child.log(since_start=True))
+            if found is None:
+                raise BenchError(f"{child.name} printed no phases:\n{child.log_tail()}")
+            phases.append(found)
+    return floor, phases
 
 
 def _warm_up(client: CanaryClient, agents: Sequence[Contender], timeout: float) -> None:
@@ -616,6 +671,7 @@ def _run_figures(run: _Run) -> dict[str, object]:
         "bare_chain_p50_ms": percentile(run.chain.ms, 50),
         "bare_chain_p99_ms": percentile(run.chain.ms, 99),
         "bare_chain_lost": run.chain.lost,
+        **_eos_chain_figures(run),
         "requests": len(times) + len(run.drain_sent),
         "lost": lost,
         "client_repeats": run.client_repeats,
@@ -626,6 +682,8 @@ def _run_figures(run: _Run) -> dict[str, object]:
         figures[f"{agent}_commit_ms"] = seconds / count * 1000 if count else math.nan
         n_offsets, offsets_s = run.offsets.get(agent, (0.0, 0.0))
         figures[f"{agent}_offsets_ms"] = offsets_s / n_offsets * 1000 if n_offsets else math.nan
+        n_flush, flush_s = run.flush.get(agent, (0.0, 0.0))
+        figures[f"{agent}_flush_ms"] = flush_s / n_flush * 1000 if n_flush else math.nan
         # The share of the phase the agent's loop spent committing: near 1, it commits back
         # to back and a request waits for the commit in progress, then for its own.
         figures[f"{agent}_commit_share"] = seconds / run.phase_s if run.phase_s else math.nan
@@ -649,10 +707,27 @@ _COUNTS = (
     "lost",
     "bare_hop_lost",
     "bare_chain_lost",
+    "bare_eos_chain_lost",
     "duplicated",
     "repeats",
     "client_repeats",
 )
+
+
+def _eos_chain_figures(run: _Run) -> dict[str, object]:
+    """The bare EOS chain's percentiles and its relays' transactions (the mean of the two
+    relays); nothing in at-least-once mode."""
+    if run.eos_chain is None:
+        return {}
+    out: dict[str, object] = {
+        "bare_eos_chain_p50_ms": percentile(run.eos_chain.ms, 50),
+        "bare_eos_chain_p99_ms": percentile(run.eos_chain.ms, 99),
+        "bare_eos_chain_lost": run.eos_chain.lost,
+    }
+    for key in EOS_RELAY_FIGURES:
+        values = [p[key] for p in run.eos_phases if key in p]
+        out[f"bare_eos_chain_{key}"] = sum(values) / len(values) if values else math.nan
+    return out
 
 
 def _mode_figures(runs: Sequence[_Run], o: LatencyBenchOptions) -> dict[str, object]:
@@ -690,12 +765,27 @@ def _against_target(runs: Sequence[_Run]) -> dict[str, object]:
     chain = [ms for r in runs for ms in r.chain.ms]
     chain_ci = percentile_interval(chain, 99)
     target = E2E_P99_TARGET_MS[AT_LEAST_ONCE if runs[0].mode == AT_LEAST_ONCE else "exactly-once"]
-    return {
+    out: dict[str, object] = {
         "e2e_p99_ms_ci95": list(percentile_interval(e2e, 99)),
         "bare_chain_p99_ms_ci95": list(chain_ci),
         "e2e_p99_target_ms": target,
         "e2e_p99_target_vs_bare_chain": target_vs_interval(target, chain_ci),
     }
+    eos = [ms for r in runs if r.eos_chain is not None for ms in r.eos_chain.ms]
+    if eos:
+        # Exactly-once's floor: two minimal transactional relays. A target below its
+        # interval is out of reach of any exactly-once path on this broker, in this run.
+        eos_p50_ci = percentile_interval(eos, 50)
+        eos_p99_ci = percentile_interval(eos, 99)
+        out |= {
+            "e2e_p50_ms_ci95": list(percentile_interval(e2e, 50)),
+            "bare_eos_chain_p50_ms_ci95": list(eos_p50_ci),
+            "bare_eos_chain_p99_ms_ci95": list(eos_p99_ci),
+            "e2e_p50_target_ms": E2E_P50_TARGET_MS,
+            "e2e_p50_target_vs_bare_eos_chain": target_vs_interval(E2E_P50_TARGET_MS, eos_p50_ci),
+            "e2e_p99_target_vs_bare_eos_chain": target_vs_interval(target, eos_p99_ci),
+        }
+    return out
 
 
 class _Usage:
@@ -716,7 +806,7 @@ class _Usage:
         self.ports = ports
         self.began = time.monotonic()
         self.cpu = self._cpu()
-        self.commits, self.offsets = self._commits()
+        self.counters = self._commits()
         broker = self.pids.get("broker")
         self.gc = jvm_pauses(broker) if broker else None
 
@@ -728,23 +818,23 @@ class _Usage:
                 out[name] = cpu
         return out
 
-    def _commits(self) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float]]]:
-        both = {agent: commit_counters(port, agent) for agent, port in self.ports.items()}
-        return (
-            {agent: c["commit"] for agent, c in both.items()},
-            {agent: c["offsets"] for agent, c in both.items()},
-        )
+    def _commits(self) -> dict[str, dict[str, tuple[float, float]]]:
+        """Per agent, :func:`commit_counters`."""
+        return {agent: commit_counters(port, agent) for agent, port in self.ports.items()}
 
     def since(self, run: _Run) -> None:
         run.phase_s = time.monotonic() - self.began
-        cpu, (commits, offsets) = self._cpu(), self._commits()
+        cpu, counters = self._cpu(), self._commits()
         run.cpu_s = {k: v - self.cpu[k] for k, v in cpu.items() if k in self.cpu}
-        run.commits = {
-            k: (n - self.commits[k][0], t - self.commits[k][1]) for k, (n, t) in commits.items()
-        }
-        run.offsets = {
-            k: (n - self.offsets[k][0], t - self.offsets[k][1]) for k, (n, t) in offsets.items()
-        }
+
+        def delta(what: str) -> dict[str, tuple[float, float]]:
+            out = {}
+            for agent, now in counters.items():
+                (n, t), (n0, t0) = now[what], self.counters[agent][what]
+                out[agent] = (n - n0, t - t0)
+            return out
+
+        run.commits, run.offsets, run.flush = delta("commit"), delta("offsets"), delta("flush")
         broker = self.pids.get("broker")
         gc = jvm_pauses(broker) if broker else None
         if gc is not None and self.gc is not None:
@@ -781,7 +871,7 @@ def jvm_pauses(pid: int) -> tuple[int, float] | None:
 
 
 _COMMITS = re.compile(
-    r"^canary_transaction_(commit|offsets)_duration_seconds_(count|sum)"
+    r"^canary_transaction_(commit|offsets|flush)_duration_seconds_(count|sum)"
     r'\{agent="(\w+)"\} (\S+)$',
     re.MULTILINE,
 )
@@ -789,7 +879,8 @@ _COMMITS = re.compile(
 
 def commit_counters(port: int, agent: str) -> dict[str, tuple[float, float]]:
     """``agent``'s commits so far and the seconds they took (``commit``), and the part of
-    them spent adding the offsets (``offsets``), from its ``/metrics``.
+    them spent adding the offsets (``offsets``) and waiting for what was produced (``flush``),
+    from its ``/metrics``.
 
     >>> # commit_counters(9100, "router")  ->  {"commit": (812.0, 9.3), "offsets": (812.0, 4.1)}
     """
@@ -803,7 +894,7 @@ def commit_counters(port: int, agent: str) -> dict[str, tuple[float, float]]:
     }
     return {
         what: (found.get((what, "count"), 0.0), found.get((what, "sum"), 0.0))
-        for what in ("commit", "offsets")
+        for what in ("commit", "offsets", "flush")
     }
 
 
@@ -837,6 +928,8 @@ def _table(per_mode: dict[str, dict[str, object]], floor: Sequence[float]) -> st
         ("bare_hop_p99_ms", "bare hop p99 ms (reference)"),
         ("bare_chain_p50_ms", "bare chain p50 ms (reference)"),
         ("bare_chain_p99_ms", "bare chain p99 ms (reference)"),
+        ("bare_eos_chain_p50_ms", "bare EOS chain p50 ms (reference)"),
+        ("bare_eos_chain_p99_ms", "bare EOS chain p99 ms (reference)"),
     ):
         digits = 0 if key == "requests_per_s" else 1
         rows.append(
@@ -845,12 +938,14 @@ def _table(per_mode: dict[str, dict[str, object]], floor: Sequence[float]) -> st
     for key, title in (
         ("e2e_p99_ms_ci95", "e2e p99 ms, 95% interval"),
         ("bare_chain_p99_ms_ci95", "bare chain p99 ms, 95% interval"),
+        ("e2e_p50_ms_ci95", "e2e p50 ms, 95% interval"),
+        ("bare_eos_chain_p50_ms_ci95", "bare EOS chain p50 ms, 95% interval"),
+        ("bare_eos_chain_p99_ms_ci95", "bare EOS chain p99 ms, 95% interval"),
     ):
         cells = []
         for m in modes:
             ci = per_mode[m].get(key)
-            assert isinstance(ci, list)
-            cells.append(f"{fmt(ci[0])}-{fmt(ci[1])}")
+            cells.append(f"{fmt(ci[0])}-{fmt(ci[1])}" if isinstance(ci, list) else "-")
         rows.append([title, *cells])
     rows.append(
         [
@@ -862,6 +957,17 @@ def _table(per_mode: dict[str, dict[str, object]], floor: Sequence[float]) -> st
             ),
         ]
     )
+    for pct, key in (("p50", "e2e_p50_target_ms"), ("p99", "e2e_p99_target_ms")):
+        rows.append(
+            [
+                f"e2e {pct} target ms: vs bare EOS chain",
+                *(
+                    f"{num(per_mode[m], key, 0)}: "
+                    f"{per_mode[m].get(f'e2e_{pct}_target_vs_bare_eos_chain', '-')}"
+                    for m in modes
+                ),
+            ]
+        )
     for hop in HOPS:
         cells = []
         for m in modes:
@@ -884,10 +990,18 @@ def _table(per_mode: dict[str, dict[str, object]], floor: Sequence[float]) -> st
         ("worker_commits_per_s", "worker commits/s", 0),
         ("router_commit_ms", "router commit ms (mean)", 1),
         ("router_offsets_ms", "  of which adding offsets", 1),
+        ("router_flush_ms", "  of which flushing", 1),
         ("router_commit_share", "router time share committing", 2),
         ("worker_commit_ms", "worker commit ms (mean)", 1),
         ("worker_offsets_ms", "  of which adding offsets", 1),
+        ("worker_flush_ms", "  of which flushing", 1),
         ("worker_commit_share", "worker time share committing", 2),
+        ("bare_eos_chain_commit_ms_mean", "bare EOS relay commit ms (mean)", 1),
+        ("bare_eos_chain_offsets_ms", "  of which adding offsets", 1),
+        ("bare_eos_chain_flush_ms", "  of which flushing", 1),
+        ("bare_eos_chain_end_ms", "  of which ending (EndTxn)", 1),
+        ("bare_eos_chain_commit_share", "bare EOS relay time share committing", 2),
+        ("bare_eos_chain_messages_per_txn", "bare EOS relay messages per transaction", 1),
         ("router_cpu_ms_per_request", "router CPU ms/request", 3),
         ("worker_cpu_ms_per_request", "worker CPU ms/request", 3),
         ("broker_cpu_ms_per_request", "broker CPU ms/request", 3),
@@ -897,7 +1011,14 @@ def _table(per_mode: dict[str, dict[str, object]], floor: Sequence[float]) -> st
         ("broker_gc_pause_ms_mean", "broker GC pause ms (mean)", 1),
     ):
         rows.append([title, *(num(per_mode[m], key, digits) for m in modes)])
-    for key in ("lost", "bare_hop_lost", "bare_chain_lost", "duplicated", "repeats"):
+    for key in (
+        "lost",
+        "bare_hop_lost",
+        "bare_chain_lost",
+        "bare_eos_chain_lost",
+        "duplicated",
+        "repeats",
+    ):
         rows.append([key, *(num(per_mode[m], key, 0) for m in modes)])
     rows.append(
         [

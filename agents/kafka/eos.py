@@ -711,6 +711,13 @@ class ExactlyOnceLoop:
                 metrics.TXN_OFFSETS_SECONDS.labels(self.config.agent).observe(
                     time.monotonic() - offsets_began
                 )
+            # commit_transaction would flush first; flushing here times the wait for what
+            # the transaction produced apart from the coordinator's EndTxn.
+            flush_began = time.monotonic()
+            self._watched("flush", lambda: producer.flush(30))
+            metrics.TXN_FLUSH_SECONDS.labels(self.config.agent).observe(
+                time.monotonic() - flush_began
+            )
             self._retrying("commit", lambda: producer.commit_transaction(30))
         except KafkaException as exc:
             self._in_txn = False

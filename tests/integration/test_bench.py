@@ -256,13 +256,37 @@ def test_bench_latency_smoke(
             assert set(each[key]) == set(SEGMENTS), key
             assert all(math.isfinite(v) for v in each[key].values()), (mode, key)
     assert modes["balanced"]["duplicated"] == 0
-    # Where an exactly-once agent's time goes: its commits, the part spent adding offsets, and
-    # the share of the phase it spent committing.
+    # Exactly-once's floor in the same run: two minimal transactional relays in series, with
+    # intervals for its p50 and p99 and where the targets lie against them (exactly-once
+    # modes only).
+    eos = modes["balanced"]
+    _positive(
+        eos,
+        "bare_eos_chain_p50_ms",
+        "bare_eos_chain_p99_ms",
+        "bare_eos_chain_commit_ms_mean",
+        "bare_eos_chain_offsets_ms",
+        "bare_eos_chain_flush_ms",
+        "bare_eos_chain_end_ms",
+        "bare_eos_chain_messages_per_txn",
+    )
+    assert eos["bare_eos_chain_p99_ms"] >= eos["bare_eos_chain_p50_ms"]
+    assert eos["bare_eos_chain_lost"] == 0
+    for key in ("e2e_p50_ms_ci95", "bare_eos_chain_p50_ms_ci95", "bare_eos_chain_p99_ms_ci95"):
+        low, high = eos[key]
+        assert 0 < low <= high, key
+    assert eos["e2e_p50_target_ms"] == 30.0
+    for key in ("e2e_p50_target_vs_bare_eos_chain", "e2e_p99_target_vs_bare_eos_chain"):
+        assert eos[key] in {"below", "within", "above"}, key
+    assert not any(k.startswith("bare_eos_chain") for k in modes["at-least-once"])
+    # Where an exactly-once agent's time goes: its commits, the parts spent adding offsets and
+    # flushing, and the share of the phase it spent committing.
     for agent in ("router", "worker"):
         _positive(
             modes["balanced"],
             f"{agent}_commit_ms",
             f"{agent}_offsets_ms",
+            f"{agent}_flush_ms",
             f"{agent}_commit_share",
         )
     assert modes["at-least-once"]["repeats"] == 0  # nothing failed, so nothing repeated

@@ -64,6 +64,7 @@ def test_router_and_worker_metrics(
             'canary_control_commands_total{action="set_weight",outcome="applied"} 1.0',
             'canary_transaction_commit_duration_seconds_count{agent="router"}',
             'canary_transaction_offsets_duration_seconds_count{agent="router"}',
+            'canary_transaction_flush_duration_seconds_count{agent="router"}',
             'canary_consumer_lag_messages{agent="router"',
             'canary_batch_size_bucket{agent="router"',
         ],
