@@ -96,7 +96,7 @@ class WorkerOptions:
 @dataclass(frozen=True, slots=True)
 class _Routed:
     """What the router wrote in the headers of one request (shared by the requests of a
-    micro-batch routed alike: see Worker._prepare)."""
+    micro-batch routed alike: see _Routes)."""
 
     arm: Arm
     rollout_id: str | None
@@ -299,7 +299,7 @@ class Worker:
             return None  # a shadow copy of a rolled-back canary is simply not run
         value = msg.value() or b""
         key = msg.key()
-        content_type = _text(get(h.CONTENT_TYPE))  # None (absent or empty): Avro
+        content_type = _text(get(h.CONTENT_TYPE))  # None or "": Avro
         try:
             request = decode_request(
                 value,
@@ -670,7 +670,8 @@ def _thresholds(state: RolloutState | None) -> Thresholds | None:
 
 
 def _text(raw: str | bytes | None) -> str | None:
-    """A header value as text (as h.header_dict has it); None when absent."""
+    """A header value as text (as h.header_dict has it); None when absent or without a value
+    (every header read here means the same either way)."""
     return None if raw is None else h.header_text(raw)
 
 
