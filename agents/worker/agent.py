@@ -27,7 +27,7 @@ import math
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -48,7 +48,7 @@ from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.codec.json_records import is_json
 from model_canary.streams.codec.requests import decode_request
-from model_canary.streams.codec.results import encode_result
+from model_canary.streams.codec.results import encode_answer
 from model_canary.streams.cohort import bucket as cohort_bucket
 from model_canary.streams.errors import DecodeError, InvalidRecordError, OutputRefusedError
 from model_canary.streams.evaluation import plan_of
@@ -58,7 +58,6 @@ from model_canary.streams.messages import (
     Arm,
     Evidence,
     InferenceRequest,
-    InferenceResult,
     MetricEvent,
     Mode,
     Phase,
@@ -79,6 +78,8 @@ AGENT = "worker"
 #: only beyond it).
 _YEAR_10000_MS = 253_402_300_800_000
 REDRIVEN = "canary-redriven"
+#: The headers a request's routing is read from (see _Routed.from_headers).
+_ROUTING = (h.ARM, h.ROLLOUT_ID, h.WEIGHT_BP, h.ROUTED_AT_MS, h.SHADOW, REDRIVEN, h.DELIVERY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +93,10 @@ class WorkerOptions:
     metric_events: bool = False
 
 
-@dataclass(slots=True)  # not frozen: built for every request, and never changed
+@dataclass(frozen=True, slots=True)
 class _Routed:
-    """What the router wrote in the headers of one request."""
+    """What the router wrote in the headers of one request (shared by the requests of a
+    micro-batch routed alike: see _Routes)."""
 
     arm: Arm
     rollout_id: str | None
@@ -107,13 +109,17 @@ class _Routed:
     preflight: str | None = None
 
     @classmethod
-    def from_headers(cls, meta: dict[str, str], *, preflight: bool = False) -> _Routed:
+    def from_headers(
+        cls, meta: Mapping[str, str | bytes | None], *, preflight: bool = False
+    ) -> _Routed:
+        """Read from a message's headers by name (values as Kafka gives them, or as text)."""
+        get = meta.get
         try:
-            arm = Arm(meta.get(h.ARM, Arm.STABLE.value))
+            arm = Arm(h.header_text(get(h.ARM, Arm.STABLE.value)))
         except ValueError:
             arm = Arm.STABLE
-        weight_bp = _int(meta.get(h.WEIGHT_BP), 0)
-        routed_at_ms = _int(meta.get(h.ROUTED_AT_MS), 0) or None
+        weight_bp = _int(_text(get(h.WEIGHT_BP)), 0)
+        routed_at_ms = _int(_text(get(h.ROUTED_AT_MS)), 0) or None
         # Values the router never writes would only fail later, when the result is built,
         # outside the per-message handling: the worker would stop, and stop again on restart.
         if not 0 <= weight_bp <= MAX_BP:
@@ -127,14 +133,41 @@ class _Routed:
                 ) from None
         return cls(
             arm=arm,
-            rollout_id=meta.get(h.ROLLOUT_ID) or None,
+            rollout_id=_text(get(h.ROLLOUT_ID)) or None,
             weight_bp=weight_bp,
-            served=meta.get(h.SHADOW) != "1",
+            served=_text(get(h.SHADOW)) != "1",
             routed_at_ms=routed_at_ms,
-            redriven=meta.get(REDRIVEN) == "1",
-            at_least_once=meta.get(h.DELIVERY) == h.AT_LEAST_ONCE.decode(),
-            preflight=(meta.get(h.PREFLIGHT) or "unknown") if preflight else None,
+            redriven=_text(get(REDRIVEN)) == "1",
+            at_least_once=_text(get(h.DELIVERY)) == h.AT_LEAST_ONCE.decode(),
+            preflight=(_text(get(h.PREFLIGHT)) or "unknown") if preflight else None,
         )
+
+
+class _Routes:
+    """The routings read so far in one micro-batch, by the values of the headers they are
+    read from: its requests mostly share them (a rollout, an arm, a weight, a few routed
+    milliseconds), so each is read once, not once per request.
+
+    >>> routes = _Routes()
+    >>> a = routes.of({h.ARM: b"canary", h.WEIGHT_BP: b"500", h.REQUEST_ID: b"r1"})
+    >>> b = routes.of({h.ARM: b"canary", h.WEIGHT_BP: b"500", h.REQUEST_ID: b"r2"})
+    >>> a is b, a == _Routed.from_headers({h.ARM: "canary", h.WEIGHT_BP: "500"})
+    (True, True)
+    """
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[object, ...], _Routed] = {}
+
+    def of(self, meta: Mapping[str, str | bytes | None], *, preflight: bool = False) -> _Routed:
+        """:meth:`_Routed.from_headers` of ``meta`` (raising as it does)."""
+        get = meta.get
+        seen = (preflight, get(h.PREFLIGHT) if preflight else None, *map(get, _ROUTING))
+        routed = self._seen.get(seen)
+        if routed is None:
+            routed = self._seen[seen] = _Routed.from_headers(meta, preflight=preflight)
+        return routed
 
 
 class Worker:
@@ -196,9 +229,10 @@ class Worker:
         # was on (out.source) and handles the batch again.
         self.view.poll(0)
         todo: list[tuple[Message, InferenceRequest, _Routed, str | None]] = []
+        routes = _Routes()
         for msg in batch:
             out.source = msg
-            item = self._prepare(msg, out)
+            item = self._prepare(msg, out, routes)
             if item is not None:
                 todo.append(item)
         if not todo:
@@ -241,14 +275,17 @@ class Worker:
             metrics.INFERENCES.labels(o.model, o.version, "error").inc(errors)
 
     def _prepare(
-        self, msg: Message, out: TxnOutput
+        self, msg: Message, out: TxnOutput, routes: _Routes
     ) -> tuple[Message, InferenceRequest, _Routed, str | None] | None:
         """The request in ``msg``, how it was routed and its content type; None when it was
-        refused or re-driven (or is a rolled-back canary's shadow copy)."""
-        raw = h.as_list(msg.headers())
-        meta = h.header_dict(raw)
+        refused or re-driven (or is a rolled-back canary's shadow copy). ``routes``: the
+        micro-batch's routings."""
+        # The headers as Kafka gives them (the last of a name wins, as in h.header_dict);
+        # only the few read are decoded.
+        meta: dict[str, str | bytes | None] = dict(msg.headers() or ())
+        get = meta.get
         try:
-            routed = _Routed.from_headers(meta, preflight=msg.topic() == self.preflight_topic)
+            routed = routes.of(meta, preflight=msg.topic() == self.preflight_topic)
         except DecodeError as exc:
             self._refuse(out, msg, exc.reason, str(exc))
             return None
@@ -258,18 +295,18 @@ class Worker:
             and self._rolled_back(routed.rollout_id)
         ):
             if routed.served:
-                self._redrive(out, msg, raw)
+                self._redrive(out, msg, h.as_list(msg.headers()))
             return None  # a shadow copy of a rolled-back canary is simply not run
         value = msg.value() or b""
         key = msg.key()
-        content_type = meta.get(h.CONTENT_TYPE)
+        content_type = _text(get(h.CONTENT_TYPE))  # None or "": Avro
         try:
             request = decode_request(
                 value,
                 content_type,
                 max_bytes=self.settings.max_request_bytes,
-                model=meta.get(h.MODEL) or None,
-                request_id=meta.get(h.REQUEST_ID) or None,
+                model=_text(get(h.MODEL)) or None,
+                request_id=_text(get(h.REQUEST_ID)) or None,
                 routing_key=key.decode("utf-8", "replace") if key else None,
             )
         except DecodeError as exc:
@@ -322,11 +359,13 @@ class Worker:
         """Write the request's result (and its metric event, when they are on); False when it
         counts as an error (the model failed, or its output could not be written and was
         refused)."""
-        result = self._result(request, routed, output, latency_ms, served=routed.served, at=now)
         key = request.request_id.encode()
         # Answered in the request's own form (JSON for JSON), with headers saying whose answer
         # it is; a shadow's result goes to its own topic, never read as an answer.
-        encoded, headers = encode_result(result, as_json=is_json(content_type))
+        encoded, headers = self._answer(
+            request, routed, output, latency_ms, served=routed.served, at=now,
+            as_json=is_json(content_type),
+        )  # fmt: skip
         topic = self.catalogue.results if routed.served else self.catalogue.shadow_results
         refused: str | None = None
         try:
@@ -468,7 +507,7 @@ class Worker:
     def _drop_evidence(self) -> None:
         self.evidence.clear()
 
-    def _result(
+    def _answer(
         self,
         request: InferenceRequest,
         routed: _Routed,
@@ -477,10 +516,12 @@ class Worker:
         *,
         served: bool,
         at: datetime,
-    ) -> InferenceResult:
-        """The answer to ``request``: the model's output (or its error) and how it was routed."""
+        as_json: bool,
+    ) -> tuple[bytes, h.RawHeaders]:
+        """The answer to ``request``, encoded (value and headers): the model's output (or its
+        error) and how it was routed."""
         o = self.options
-        return InferenceResult(
+        return encode_answer(
             request_id=request.request_id,
             model=o.model,
             version=o.version,
@@ -497,6 +538,7 @@ class Worker:
             created_at=at,
             prediction=output.prediction if output.ok else None,
             measures=output.measures,
+            as_json=as_json,
         )
 
     def _publish_replayed(
@@ -512,8 +554,9 @@ class Worker:
         """Answer a pre-flight's replayed request on the pre-flight results topic, with the
         pre-flight's header and the micro-batch's id; an answer too large to write becomes an
         error answer there."""
-        result = self._result(request, routed, output, latency_ms, served=False, at=utc_now())
-        value, headers = encode_result(result, as_json=False)
+        value, headers = self._answer(
+            request, routed, output, latency_ms, served=False, at=utc_now(), as_json=False
+        )
         marks = [
             (h.PREFLIGHT, (routed.preflight or "").encode()),
             (h.PREFLIGHT_BATCH, batch_id.encode()),
@@ -624,6 +667,12 @@ def _thresholds(state: RolloutState | None) -> Thresholds | None:
         return None
     t = state.latency_thresholds_ms
     return Thresholds(state.revision, float(t.get("p95", math.inf)), float(t.get("p99", math.inf)))
+
+
+def _text(raw: str | bytes | None) -> str | None:
+    """A header value as text (as h.header_dict has it); None when absent or without a value
+    (every header read here means the same either way)."""
+    return None if raw is None else h.header_text(raw)
 
 
 def _int(raw: str | None, default: int) -> int:

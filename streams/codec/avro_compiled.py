@@ -30,6 +30,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import keyword
 import struct
 import typing
 from collections.abc import Callable, Mapping
@@ -40,6 +41,9 @@ from model_canary.streams.errors import CanaryError
 
 #: ``write(buffer, value)``: append the Avro binary encoding of ``value`` to ``buffer``.
 Write = Callable[[bytearray, Any], None]
+#: ``write_values(buffer, *values)``: append the Avro binary encoding of a record whose field
+#: values, in schema order, are ``values``.
+WriteValues = Callable[..., None]
 
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
@@ -146,6 +150,29 @@ def compile_writer(schema: Any, record_type: type | None = None) -> Write | None
         return None
 
 
+def compile_writers(schema: dict[str, Any], record_type: type) -> tuple[Write, WriteValues] | None:
+    """A record schema's writer (as :func:`compile_writer`) and the function it calls with the
+    record's field values, in schema order: ``write_values(buffer, *values)`` writes the bytes
+    the record with those values is written as, for a caller that has the values and no record
+    (a worker's answer); None when the schema is not covered.
+
+    >>> from model_canary.streams.messages import EPOCH, Feedback
+    >>> from model_canary.streams.codec.avro import codec_for
+    >>> write, write_values = compile_writers(codec_for(Feedback).schema, Feedback)
+    >>> fb = Feedback(request_id="r1", model="iris", label="setosa", observed_at=EPOCH)
+    >>> a, b = bytearray(), bytearray()
+    >>> write(a, fb); write_values(b, "r1", "iris", "setosa", EPOCH, None, None, {})
+    >>> a == b
+    True
+    """
+    if schema.get("type") != "record":
+        return None
+    try:
+        return _record_writers(schema, record_type)
+    except _NotCovered:
+        return None
+
+
 class _NotCovered(CanaryError):
     """A schema the compiler does not cover (caught in compile_writer: fastavro writes it)."""
 
@@ -226,15 +253,23 @@ def _array(write_item: Write) -> Write:
 
 
 def _record(schema: dict[str, Any], record_type: type | None) -> Write:
+    return _record_writers(schema, record_type)[0]
+
+
+def _record_writers(schema: dict[str, Any], record_type: type | None) -> tuple[Write, WriteValues]:
+    """The record's writer and its values writer (see :func:`compile_writers`)."""
     if record_type is None or not dataclasses.is_dataclass(record_type):
         raise _NotCovered(schema.get("name"))
     hints = typing.get_type_hints(record_type)
     names = [f["name"] for f in schema["fields"]]
     if set(names) != {f.name for f in dataclasses.fields(record_type)}:
         raise _NotCovered(schema.get("name"))  # fastavro would use defaults or drop fields
-    # One function of straight-line code per record type (as dataclasses builds __init__):
-    # strings, numbers, booleans and their nullable forms inline, anything else through its
-    # compiled writer.
+    if not all(name.isidentifier() and not keyword.iskeyword(name) for name in names):
+        raise _NotCovered(schema.get("name"))
+    # One function of straight-line code per record type (as dataclasses builds __init__),
+    # taking the field values in schema order: strings, numbers, booleans and their nullable
+    # forms inline, anything else through its compiled writer. The record's writer passes it
+    # the record's fields.
     env: dict[str, Any] = {
         "cls": record_type,
         "Unwritable": Unwritable,
@@ -247,20 +282,26 @@ def _record(schema: dict[str, Any], record_type: type | None) -> Write:
         "INT_MAX": _INT_MAX,
         "BYTES": (bytes, bytearray),
     }
-    lines = ["def write(buf, v):", "    if type(v) is not cls:", "        raise Unwritable(v)"]
+    params = ", ".join(f"f_{name}" for name in names)
+    lines = [f"def write_values(buf, {params}):"]
     for i, field in enumerate(schema["fields"]):
         name = field["name"]
-        if not name.isidentifier():
-            raise _NotCovered(name)
-        lines.append(f"    x = v.{name}")
+        lines.append(f"    x = f_{name}")
         inline = _inline(field["type"], "    ")
         if inline is None:
             env[f"op{i}"] = _compile(field["type"], _item_type(hints[name]))
             inline = [f"    op{i}(buf, x)"]
         lines.extend(inline)
+    lines += [
+        "def write(buf, v):",
+        "    if type(v) is not cls:",
+        "        raise Unwritable(v)",
+        f"    write_values(buf, {', '.join(f'v.{name}' for name in names)})",
+    ]
     exec("\n".join(lines), env)  # built from the schema's field names only
     write: Write = env["write"]
-    return write
+    write_values: WriteValues = env["write_values"]
+    return write, write_values
 
 
 def _inline(schema: Any, pad: str) -> list[str] | None:
