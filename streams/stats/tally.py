@@ -130,6 +130,7 @@ class Tally:
         self.warmup_s = float(warmup_s)
         self.slots: list[tuple[int, str]] = []
         self._slot_of: dict[tuple[int, str], int] = {}
+        self._range_of: dict[tuple[int, str], tuple[int, int]] = {}
         #: (R, buckets + 1, slots, F): a bucket's counters at every slot are contiguous
         self.units: npt.NDArray[np.int32] = np.zeros(
             (replicas, BUCKETS + 1, 0, F), dtype=UNIT_DTYPE
@@ -244,6 +245,13 @@ class Tally:
         """Both arms answer the same requests at this weight (a shadow pair)."""
         return self.shadow_bp is not None and weight_bp == SHADOW_PAIR_BP
 
+    def _arm_range(self, weight_bp: int, arm: str) -> tuple[int, int]:
+        """``ranges(weight_bp)[arm]``, remembered (the ranges of a weight never change)."""
+        found = self._range_of.get((weight_bp, arm))
+        if found is None:
+            found = self._range_of[(weight_bp, arm)] = self.ranges(weight_bp)[arm]
+        return found
+
     def ranges(self, weight_bp: int) -> dict[str, tuple[int, int]]:
         """``{arm: (first, end)}`` buckets of each arm at ``weight_bp``."""
         if self.shadow_bp is None:
@@ -325,15 +333,8 @@ class Tally:
         for f, v in cols.items():
             if v is not None:
                 deltas[..., f] = _ints(v).reshape(b.shape)
-        d = deltas
-        if np.any(d < 0):
-            raise ImpossibleEvidence("negative-count", "counts cannot be negative")
-        if np.any(d[..., ERRORS] > d[..., N]) or np.any(d[..., TIMED] > d[..., N] - d[..., ERRORS]):
-            raise ImpossibleEvidence("inconsistent-counts", "more errors or timed items than items")
-        if np.any(d[..., OVER_P99] > d[..., OVER_P95]) or np.any(d[..., OVER_P95] > d[..., TIMED]):
-            raise ImpossibleEvidence(
-                "inconsistent-counts", "exceedances must satisfy over_p99 <= over_p95 <= timed"
-            )
+        if not _served_possible(deltas):
+            _refuse_served(deltas)
         moments = None
         if batch is not None:
             moments = _moments(batch, b.shape[0], latency)
@@ -392,36 +393,24 @@ class Tally:
             raise ImpossibleEvidence(
                 "bad-shape", f"rows must be (replicas, K); got {buckets.shape} for {idx.size}"
             )
-        if np.any(deltas < 0):
-            raise ImpossibleEvidence("negative-count", "counts cannot be negative")
-        lo, hi = self.ranges(weight_bp)[arm]
-        real = buckets != TRASH
-        if np.any(real & ((buckets < lo) | (buckets >= hi))):
-            raise ImpossibleEvidence(
-                "bucket-outside-arm",
-                f"a {arm} row names a bucket outside {lo}..{hi - 1} at weight {weight_bp}",
-            )
-        if np.any(~real & (deltas.sum(axis=-1) > 0)):
-            raise ImpossibleEvidence("bucket-outside-arm", "counts on a padding row")
-        ordered = np.sort(np.where(real, buckets, -1 - np.arange(buckets.shape[1])), axis=1)
-        if np.any(ordered[:, 1:] == ordered[:, :-1]):
-            raise ImpossibleEvidence("repeated-bucket", "a bucket appears twice in one record")
+        # (add_served and add_labelled refused negative counts already.)
+        lo, hi = self._arm_range(weight_bp, arm)
+        if not _rows_fit(buckets, lo, hi):
+            _refuse_rows(buckets, deltas, lo, hi, arm, weight_bp)
         j = self.slot(weight_bp, arm)
         # Warm-up starts at a second with requests in it (a row of zeros is no traffic).
         busy = idx[deltas.reshape(len(idx), -1).any(axis=1)]
         self.first_second[busy, j] = np.minimum(self.first_second[busy, j], second)
         item = _Pending(second, j, ARMS.index(arm), idx, buckets, deltas, moments)
-        self._pending.setdefault(second, []).append(item)
-        if np.any(second <= self.watermark[idx]):
+        late = second <= self.watermark[idx]
+        if not late.any():
+            self._pending.setdefault(second, []).append(item)
+        elif late.all():
             # A late record of an already released second (labels, mostly): count it now.
-            self._fold([_subset(item, second <= self.watermark[idx])])
-            keep = second > self.watermark[idx]
-            if np.any(keep):
-                self._pending[second][-1] = _subset(item, keep)
-            else:
-                self._pending[second].pop()
-                if not self._pending[second]:
-                    del self._pending[second]
+            self._fold([item])
+        else:
+            self._fold([_subset(item, late)])
+            self._pending.setdefault(second, []).append(_subset(item, ~late))
 
     def add_latency_hist(
         self,
@@ -497,9 +486,13 @@ class Tally:
         warm = first.second < self.first_second[idx, j] + self.warmup_s
         if np.all(warm):
             return
-        buckets = np.concatenate([it.buckets for it in items], axis=1)
-        deltas = np.concatenate([it.deltas for it in items], axis=1)
-        deltas[warm] = 0
+        if len(items) == 1:
+            buckets, deltas = first.buckets, first.deltas
+        else:
+            buckets = np.concatenate([it.buckets for it in items], axis=1)
+            deltas = np.concatenate([it.deltas for it in items], axis=1)
+        if warm.any():
+            deltas = np.where(warm[:, None, None], 0, deltas)  # a copy: the items stay as they are
         for it in items:
             self.totals[idx, j, arm] += np.where(warm[:, None], 0, it.deltas.sum(axis=1))
             if it.batch is not None:
@@ -538,10 +531,9 @@ class Tally:
             bks = np.concatenate([b.ravel() for _, b, _ in parts])
             ds = np.concatenate([d.reshape(-1, F) for _, _, d in parts])
             real = bks != TRASH
-            key = reps[real] * (BUCKETS + 1) + bks[real]
-            uniq, inverse = np.unique(key, return_inverse=True)
-            summed = np.zeros((uniq.size, F), dtype=np.int64)
-            np.add.at(summed, inverse, ds[real])
+            if not real.all():
+                reps, bks, ds = reps[real], bks[real], ds[real]
+            uniq, summed = _sum_by_key(reps * (BUCKETS + 1) + bks, ds)
             out.append(((j, arm), (uniq // (BUCKETS + 1), uniq % (BUCKETS + 1), summed)))
         return out
 
@@ -747,6 +739,87 @@ def _grid(
     grid_d = np.zeros((idx.size, width, F), dtype=np.int64)
     grid_d[row, pos] = deltas
     return idx, grid_b, grid_d
+
+
+def _served_possible(d: IntArray) -> bool:
+    """Whether served deltas ``d`` (only the :data:`~.layout.FIELDS` of served evidence set)
+    pass every check of :func:`_refuse_served`, in one pass:
+    ``0 <= over_p99 <= over_p95 <= timed <= n - errors`` with ``n, errors >= 0`` (``n >= 0``
+    first, so ``n - errors`` cannot wrap)."""
+    n, e, t = d[..., N], d[..., ERRORS], d[..., TIMED]
+    p95, p99 = d[..., OVER_P95], d[..., OVER_P99]
+    ok = (n >= 0) & (e >= 0) & (p99 >= 0)
+    ok &= p99 <= p95
+    ok &= p95 <= t
+    ok &= t <= n - e
+    return bool(ok.all())
+
+
+def _refuse_served(d: IntArray) -> None:
+    """Raise :class:`ImpossibleEvidence` with the reason served deltas ``d`` are impossible
+    (the checks in order; :func:`_served_possible` is the same test in one pass)."""
+    if np.any(d < 0):
+        raise ImpossibleEvidence("negative-count", "counts cannot be negative")
+    if np.any(d[..., ERRORS] > d[..., N]) or np.any(d[..., TIMED] > d[..., N] - d[..., ERRORS]):
+        raise ImpossibleEvidence("inconsistent-counts", "more errors or timed items than items")
+    if np.any(d[..., OVER_P99] > d[..., OVER_P95]) or np.any(d[..., OVER_P95] > d[..., TIMED]):
+        raise ImpossibleEvidence(
+            "inconsistent-counts", "exceedances must satisfy over_p99 <= over_p95 <= timed"
+        )
+
+
+def _rows_fit(buckets: IntArray, lo: int, hi: int) -> bool:
+    """Rows ``(R', K)`` of strictly increasing buckets within ``lo..hi - 1`` (as evidence
+    records carry them): no padding, no repeated bucket, none outside the arm, so
+    :func:`_refuse_rows` has nothing to refuse. False does not mean refused (padding, or rows
+    out of order): :func:`_refuse_rows` then decides."""
+    if buckets.shape[1] == 0:
+        return False
+    return bool(
+        (buckets[:, 0] >= lo).all()
+        and (buckets[:, -1] < hi).all()
+        and (buckets[:, 1:] > buckets[:, :-1]).all()
+    )
+
+
+def _refuse_rows(
+    buckets: IntArray, deltas: IntArray, lo: int, hi: int, arm: str, weight_bp: int
+) -> None:
+    """Raise :class:`ImpossibleEvidence` for a bucket outside ``lo..hi - 1``, counts on a
+    padding row, or a bucket repeated in a row."""
+    real = buckets != TRASH
+    if np.any(real & ((buckets < lo) | (buckets >= hi))):
+        raise ImpossibleEvidence(
+            "bucket-outside-arm",
+            f"a {arm} row names a bucket outside {lo}..{hi - 1} at weight {weight_bp}",
+        )
+    if np.any(~real & (deltas.sum(axis=-1) > 0)):
+        raise ImpossibleEvidence("bucket-outside-arm", "counts on a padding row")
+    ordered = np.sort(np.where(real, buckets, -1 - np.arange(buckets.shape[1])), axis=1)
+    if np.any(ordered[:, 1:] == ordered[:, :-1]):
+        raise ImpossibleEvidence("repeated-bucket", "a bucket appears twice in one record")
+
+
+def _sum_by_key(keys: IntArray, rows: IntArray) -> tuple[IntArray, IntArray]:
+    """The distinct ``keys`` in increasing order, and the ``rows`` ``(len(keys), F)`` summed
+    per key (exact: integer sums, in any order).
+
+    >>> u, s = _sum_by_key(np.array([7, 3, 7]), np.array([[1, 0], [2, 0], [4, 0]]))
+    >>> u.tolist(), s.tolist()
+    ([3, 7], [[2, 0], [5, 0]])
+    """
+    order = np.argsort(keys)
+    ordered = keys[order]
+    starts_at = np.empty(ordered.size, dtype=bool)
+    starts_at[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts_at[1:])
+    starts = np.flatnonzero(starts_at)
+    summed = np.zeros((starts.size, rows.shape[1]), dtype=np.int64)
+    if starts.size:
+        # Only the columns with anything in them (served rows leave the label columns empty).
+        for f in np.flatnonzero(rows.any(axis=0)):
+            summed[:, f] = np.add.reduceat(rows[order, f], starts)
+    return ordered[starts], summed
 
 
 def _subset(item: _Pending, keep: npt.NDArray[np.bool_]) -> _Pending:

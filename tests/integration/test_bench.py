@@ -160,6 +160,7 @@ def test_bench_worker_smoke(
 
 EVALUATOR_KEYS = {
     "evaluator_requests_per_s",
+    "evaluator_cpu_ms_per_record",
     "decision_delay_p50_ms",
     "decision_delay_p99_ms",
     "evaluator_rss_start_mb",
