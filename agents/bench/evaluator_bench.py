@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from model_canary.agents.bench import BenchError
 from model_canary.agents.bench.evidence_load import SimulatedServing
 from model_canary.agents.bench.probe import OffsetProbe
-from model_canary.agents.bench.procs import read_cpu_s
+from model_canary.agents.bench.procs import RssSampler, read_cpu_s
 from model_canary.agents.bench.report import fmt, percentile, table
 from model_canary.agents.bench.rss_marks import RSS_EVERY, rss_summary
 from model_canary.agents.bench.scrape import free_port, scrape, total
@@ -601,13 +601,20 @@ def _rss_run(
     base = _joined_settled(jports, joiners, o.timeout)
     progress(f"labelled: {o.rss_labelled:,} requests, RSS at every {o.rss_every:,} joined")
 
+    since = [time.monotonic()]
+
     def sample(got: dict[str, float] | None) -> dict[str, object]:
         ev = evaluator.child.rss
-        return {
+        taken: dict[str, object] = {
             "evaluator": _mb(ev.sample_now() if ev else None),
             "joiners": [_mb(j.child.rss.sample_now() if j.child.rss else None) for j in joiners],
             "pending": total(got, LABELS_PENDING) if got is not None else None,
+            # The evaluator's lowest and highest RSS (sampled every 100 ms) since the last
+            # mark: a transient peak shows in the highest, memory kept in the lowest too.
+            "evaluator_low_high": _low_high(ev, since[0]),
         }
+        since[0] = time.monotonic()
+        return taken
 
     by_labelled: dict[str, dict[str, object]] = {"0": sample(_scrape_sum(jports))}
     mark = o.rss_every
@@ -667,6 +674,12 @@ def _joined_settled(jports: Sequence[int], joiners: Sequence[Contender], timeout
         if now > deadline:
             raise BenchError(f"the joiners' {LABELS_JOINED} did not settle within {timeout:g}s")
         time.sleep(0.2)
+
+
+def _low_high(rss: RssSampler | None, since: float) -> list[float] | None:
+    """The lowest and highest of ``rss``'s samples taken since ``since`` (MB)."""
+    got = [b for t, b in rss.samples if t >= since] if rss is not None else []
+    return [min(got) / MB, max(got) / MB] if got else None
 
 
 def _mb(value: int | None) -> float | None:

@@ -192,8 +192,10 @@ def test_bench_evaluator_smoke(
     marks = figures["rss_by_labelled_mb"]
     assert isinstance(marks, dict) and list(marks) == ["0", "1000", "2000", "3000"]
     for mark, taken in marks.items():
-        assert set(taken) == {"evaluator", "joiners", "pending"}, mark
+        assert set(taken) == {"evaluator", "joiners", "pending", "evaluator_low_high"}, mark
         assert taken["pending"] >= 0, mark
+        low, high = taken["evaluator_low_high"]
+        assert 0 < low <= high, mark
         assert taken["evaluator"] > 0 and len(taken["joiners"]) == 1, mark
         assert all(mb > 0 for mb in taken["joiners"]), mark
     assert figures["rss_every"] == 1000
