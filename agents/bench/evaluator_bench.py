@@ -27,10 +27,15 @@ by :class:`~model_canary.agents.bench.evidence_load.SimulatedServing` in this pr
    evaluation counting it (``canary_decided_requests``, scraped every 50 ms).
 5. RSS of the evaluator process when it counted its first record and at the end (with
    labels, of the joiner at every million labelled requests).
-   With ``rss_labelled`` N: after the paced phase, N more labelled requests served as fast
-   as this process writes them (each labelled at once); the RSS of the evaluator and of
-   each joiner at the start and whenever the joiners have joined another million
-   (``rss_by_labelled_mb``, and the growth from the first million to the last).
+   With ``rss_labelled`` N: after the paced phase (its labels still due sent and joined
+   first), N more labelled requests served as fast as this process writes them (each
+   labelled at once); the RSS of the evaluator and of each joiner at the start and
+   whenever the joiners have joined another ``rss_every`` (a million by default):
+   ``rss_by_labelled_mb``, the growth from the first mark to the last
+   (``evaluator_rss_growth_from_1m``, ``joiner_rss_growth_from_1m``: the joiner that grew
+   most), each process's MB per million labelled requests fitted through the marks
+   (``rss_mb_per_million_labelled``) and ``rss_flat_met``: every growth within
+   ``rss_flat_target`` (10%; :mod:`~model_canary.agents.bench.rss_marks`).
 6. Restart: the evaluator is killed (SIGKILL) and started again; ``restart_s`` is the time
    from the new process's start to its first evaluation counting everything the killed one
    had counted (``restart_counts_equal``: exactly that).
@@ -50,8 +55,9 @@ from dataclasses import dataclass
 from model_canary.agents.bench import BenchError
 from model_canary.agents.bench.evidence_load import SimulatedServing
 from model_canary.agents.bench.probe import OffsetProbe
-from model_canary.agents.bench.procs import read_cpu_s
+from model_canary.agents.bench.procs import RssSampler, read_cpu_s
 from model_canary.agents.bench.report import fmt, percentile, table
+from model_canary.agents.bench.rss_marks import RSS_EVERY, rss_summary
 from model_canary.agents.bench.scrape import free_port, scrape, total
 from model_canary.agents.bench.session import BenchSession, Contender, Progress, bench_metrics
 from model_canary.agents.client.control import ControlClient
@@ -75,8 +81,9 @@ class EvaluatorBenchOptions:
     #: With labels: rounds of label drains (one joiner, then N; alternating), medians.
     joiner_rounds: int = 1
     #: With labels: labelled requests to serve after the paced phase, the RSS of the
-    #: evaluator and the joiner(s) taken at every million.
+    #: evaluator and the joiner(s) taken at every ``rss_every`` joined.
     rss_labelled: int = 0
+    rss_every: int = RSS_EVERY
     interval: float = 1.0
     keep_topics: bool = False
     timeout: float = 600.0
@@ -90,6 +97,8 @@ class EvaluatorBenchOptions:
             raise ConfigError(
                 "--joiners and --joiner-rounds must be at least 1, --rss-labelled at least 0"
             )
+        if self.rss_every < 1:
+            raise ConfigError("--rss-every must be at least 1")
         if (self.joiners > 1 or self.rss_labelled) and not self.labels:
             raise ConfigError("--joiners and --rss-labelled need --labels")
 
@@ -613,55 +622,98 @@ def _rss_run(
     jports: Sequence[int],
     progress: Progress,
 ) -> dict[str, object]:
-    """``o.rss_labelled`` more labelled requests, served (10,000 per tick) as fast as this
-    process writes them, each labelled right away; the RSS of the evaluator and of each
-    joiner when the joiners have joined each further million (and at the start)."""
-    name = "canary_labels_joined_total"
-    base = total(_scrape_sum(jports) or {}, name)
-    progress(f"labelled: {o.rss_labelled:,} requests, RSS at every million joined")
+    """``o.rss_labelled`` more labelled requests, served (10,000 per tick) as fast as the
+    joiners keep up (at most :data:`RSS_AHEAD` served and not yet joined: what a joiner
+    holds then is its traffic's, not a backlog's), each labelled right away; the RSS of
+    the evaluator and of each joiner, and the joiners' pending entries
+    (``canary_label_join_pending``), at the start and whenever the joiners have joined a
+    further ``o.rss_every``. The paced phase's labels still due are sent first and counted
+    before the start, so every mark counts only this phase's labels."""
+    name = LABELS_JOINED
+    serving.labels_due(float("inf"))
+    serving.flush()
+    base = _joined_settled(jports, joiners, o.timeout)
+    progress(f"labelled: {o.rss_labelled:,} requests, RSS at every {o.rss_every:,} joined")
 
-    def sample() -> dict[str, object]:
+    since = [time.monotonic()]
+
+    def sample(got: dict[str, float] | None) -> dict[str, object]:
         ev = evaluator.child.rss
-        return {
+        taken: dict[str, object] = {
             "evaluator": _mb(ev.sample_now() if ev else None),
             "joiners": [_mb(j.child.rss.sample_now() if j.child.rss else None) for j in joiners],
+            "pending": total(got, LABELS_PENDING) if got is not None else None,
+            # The evaluator's lowest and highest RSS (sampled every 100 ms) since the last
+            # mark: a transient peak shows in the highest, memory kept in the lowest too.
+            "evaluator_low_high": _low_high(ev, since[0]),
         }
+        since[0] = time.monotonic()
+        return taken
 
-    by_labelled: dict[str, dict[str, object]] = {"0": sample()}
-    mark = 1_000_000
+    by_labelled: dict[str, dict[str, object]] = {"0": sample(_scrape_sum(jports))}
+    mark = o.rss_every
     sent = 0
-    chunk = 10_000
+    joined = 0.0
+    chunk = min(10_000, o.rss_every)
     deadline = time.monotonic() + max(o.timeout, o.rss_labelled / 1000)
     while True:
         for c in (evaluator, *joiners):
             c.child.check_alive()
-        if sent < o.rss_labelled:
+        if sent < o.rss_labelled and sent - joined < RSS_AHEAD:
             n = min(chunk, o.rss_labelled - sent)
             serving.tick(n, time.time())
             serving.labels_due(float("inf"))
             sent += n
         else:
-            time.sleep(0.2)
-        joined = total(_scrape_sum(jports) or {}, name) - base
+            serving.flush()
+            time.sleep(0.05)
+        got = _scrape_sum(jports)
+        joined = total(got or {}, name) - base
         while mark <= o.rss_labelled and joined >= mark:
-            by_labelled[str(mark)] = sample()
+            by_labelled[str(mark)] = sample(got)
             progress(f"  {mark:,} joined: {by_labelled[str(mark)]}")
-            mark += 1_000_000
+            mark += o.rss_every
         if joined >= o.rss_labelled:
             break
         if time.monotonic() > deadline:
             raise BenchError(f"{joined:,.0f} of {o.rss_labelled:,} labels joined in time")
     serving.flush()
-    out: dict[str, object] = {"rss_by_labelled_mb": by_labelled}
-    first, last = by_labelled.get("1000000"), by_labelled[max(by_labelled, key=int)]
-    if first is not None and first is not last:
-        e0, e1 = first["evaluator"], last["evaluator"]
-        if isinstance(e0, float) and isinstance(e1, float):
-            out["evaluator_rss_growth_from_1m"] = e1 / e0
-        j0, j1 = first["joiners"], last["joiners"]
-        if isinstance(j0, list) and isinstance(j1, list) and all(j0) and all(j1):
-            out["joiner_rss_growth_from_1m"] = max(b / a for a, b in zip(j0, j1, strict=True))
+    out: dict[str, object] = {"rss_by_labelled_mb": by_labelled, "rss_every": o.rss_every}
+    out.update(rss_summary(by_labelled, o.rss_every))
     return out
+
+
+#: Labelled requests the RSS phase serves ahead of the joiners at most (five ticks).
+RSS_AHEAD = 50_000
+LABELS_PENDING = "canary_label_join_pending"
+#: The joiners' count is taken as settled once it stayed the same this long (s).
+SETTLED_S = 3.0
+
+
+def _joined_settled(jports: Sequence[int], joiners: Sequence[Contender], timeout: float) -> float:
+    """The joiners' count of labels joined once it stopped moving for :data:`SETTLED_S`
+    (every label sent so far joined)."""
+    deadline = time.monotonic() + timeout
+    last, since = -1.0, time.monotonic()
+    while True:
+        for c in joiners:
+            c.child.check_alive()
+        got = _scrape_sum(jports)
+        now = time.monotonic()
+        value = total(got, LABELS_JOINED) if got is not None else -1.0
+        if value != last or got is None:
+            last, since = value, now
+        elif now - since >= SETTLED_S:
+            return value
+        if now > deadline:
+            raise BenchError(f"the joiners' {LABELS_JOINED} did not settle within {timeout:g}s")
+        time.sleep(0.2)
+
+
+def _low_high(rss: RssSampler | None, since: float) -> list[float] | None:
+    """The lowest and highest of ``rss``'s samples taken since ``since`` (MB)."""
+    got = [b for t, b in rss.samples if t >= since] if rss is not None else []
+    return [min(got) / MB, max(got) / MB] if got else None
 
 
 def _mb(value: int | None) -> float | None:

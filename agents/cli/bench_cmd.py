@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 
 from model_canary.agents.bench.report import json_line
+from model_canary.agents.bench.rss_marks import RSS_EVERY
 from model_canary.agents.cli.common import settings_from_args
 
 _MEASURE = (
@@ -185,7 +186,9 @@ def register(
         "delay: --seconds of paced traffic; per worker transaction, "
         "the time from its commit to the first evaluation that counts it "
         "(canary_decided_requests, scraped every 50 ms). RSS: the evaluator's VmRSS when it "
-        "counted its first record and at the end (with --labels also at each million labels). "
+        "counted its first record and at the end (with --labels also the joiner's at each "
+        "million labels of the paced phase; with --rss-labelled, the evaluator's and every "
+        "joiner's at every --rss-every labelled requests, and whether they stay flat). "
         "JSON keys: evaluator_requests_per_s, decision_delay_p50_ms, decision_delay_p99_ms, "
         "evaluator_rss_start_mb, evaluator_rss_end_mb, labels_per_s (with --labels), and more.",
     )
@@ -237,9 +240,19 @@ def register(
         type=int,
         default=0,
         metavar="N",
-        help="with --labels: after the paced phase, N more labelled requests as fast as they "
-        "are written; the RSS of the evaluator and joiners at every million joined "
-        "(rss_by_labelled_mb, evaluator_rss_growth_from_1m, joiner_rss_growth_from_1m)",
+        help="with --labels: after the paced phase, N more labelled requests as fast as the "
+        "joiners keep up; the RSS of the evaluator and joiners at every --rss-every joined "
+        "(rss_by_labelled_mb, evaluator_rss_growth_from_1m and joiner_rss_growth_from_1m from "
+        "the first mark to the last, rss_mb_per_million_labelled, rss_flat_met: every growth "
+        "within 10%%)",
+    )
+    evaluator.add_argument(
+        "--rss-every",
+        type=int,
+        default=RSS_EVERY,
+        metavar="N",
+        help="with --rss-labelled: labelled requests joined between two RSS marks "
+        f"(default {RSS_EVERY})",
     )
     evaluator.add_argument(
         "--interval", type=float, default=1.0, help="the evaluator's --interval (default 1)"
@@ -521,6 +534,7 @@ def run_evaluator_bench(args: argparse.Namespace) -> int:
         joiners=args.joiners,
         joiner_rounds=args.joiner_rounds,
         rss_labelled=args.rss_labelled,
+        rss_every=args.rss_every,
         interval=args.interval,
         keep_topics=args.keep_topics,
         timeout=args.timeout,

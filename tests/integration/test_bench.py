@@ -171,25 +171,38 @@ EVALUATOR_KEYS = {
 def test_bench_evaluator_smoke(
     capsys: pytest.CaptureFixture[str], broker_settings: Settings, unique: str
 ) -> None:
+    """With labels and ``--rss-labelled`` at small marks: the RSS of the evaluator and the
+    joiner at the start and at each mark, and the flatness summary (its figures are not
+    judged here)."""
     figures = _bench(
         capsys,
         broker_settings,
         unique,
-        EVALUATOR_KEYS,
+        EVALUATOR_KEYS | {"rss_by_labelled_mb", "rss_flat_met", "rss_mb_per_million_labelled"},
         "evaluator",
-        "--rate",
-        "2000",
-        "--seconds",
-        "3",
-        "--backlog-seconds",
-        "20",
-        "--json-only",
+        *("--rate", "2000", "--seconds", "3", "--backlog-seconds", "10"),
+        *("--labels", "--label-backlog", "20000"),
+        *("--rss-labelled", "3000", "--rss-every", "1000", "--json-only"),
     )
-    assert figures["backlog_requests"] == 40_000
+    assert figures["backlog_requests"] == 20_000
     for key in EVALUATOR_KEYS:
         value = figures[key]
         assert isinstance(value, int | float) and math.isfinite(value) and value > 0, key
     assert figures["delay_samples"] == 30, "every paced transaction was counted by a decision"
+    _positive(figures, "labels_per_s")
+    marks = figures["rss_by_labelled_mb"]
+    assert isinstance(marks, dict) and list(marks) == ["0", "1000", "2000", "3000"]
+    for mark, taken in marks.items():
+        assert set(taken) == {"evaluator", "joiners", "pending", "evaluator_low_high"}, mark
+        assert taken["pending"] >= 0, mark
+        low, high = taken["evaluator_low_high"]
+        assert 0 < low <= high, mark
+        assert taken["evaluator"] > 0 and len(taken["joiners"]) == 1, mark
+        assert all(mb > 0 for mb in taken["joiners"]), mark
+    assert figures["rss_every"] == 1000
+    _positive(figures, "evaluator_rss_growth_from_1m", "joiner_rss_growth_from_1m")
+    assert isinstance(figures["rss_flat_met"], bool)
+    assert figures["restart_counts_equal"] is True
 
 
 LATENCY_KEYS = {
