@@ -1011,15 +1011,9 @@ def _table(per_mode: dict[str, dict[str, object]], floor: Sequence[float]) -> st
         ("broker_gc_pause_ms_mean", "broker GC pause ms (mean)", 1),
     ):
         rows.append([title, *(num(per_mode[m], key, digits) for m in modes)])
-    for key in (
-        "lost",
-        "bare_hop_lost",
-        "bare_chain_lost",
-        "bare_eos_chain_lost",
-        "duplicated",
-        "repeats",
-    ):
-        rows.append([key, *(num(per_mode[m], key, 0) for m in modes)])
+    for key in _COUNTS:
+        if key not in ("requests", "client_repeats"):
+            rows.append([key, *(num(per_mode[m], key, 0) for m in modes)])
     rows.append(
         [
             "transaction floor p50/p99 ms",
