@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from model_canary.streams import headers as h
 from model_canary.streams.codec.requests import decode_request
@@ -43,14 +43,61 @@ from model_canary.streams.errors import ConfigError, DecodeError
 _JSON = h.JSON.encode()
 
 
+class RequestRef(NamedTuple):
+    """Who a request is, as the router names it: its id (``None`` if it has none the router
+    can find) and its model (``""`` if neither a header nor the body names one)."""
+
+    request_id: str | None
+    model: str
+
+
+def request_ref_of(
+    value: bytes | None, headers: Sequence[tuple[str, str | bytes | None]] | None, max_bytes: int
+) -> RequestRef:
+    """The id the router routes a request under and the model it names.
+
+    As in the router: the ``canary-request-id`` and ``canary-model`` headers when both are
+    there and the body is not JSON; otherwise what the decoded body says (a bare JSON body
+    takes the headers'). When the body cannot be decoded, the model is the header's.
+
+    >>> request_ref_of(b"x", [("canary-model", b"iris"), ("canary-request-id", b"r1")], 100)
+    RequestRef(request_id='r1', model='iris')
+    >>> request_ref_of(b'{"request_id": "r2", "model": "iris", "inputs": {}}',
+    ...                [("content-type", b"application/json")], 100)
+    RequestRef(request_id='r2', model='iris')
+    >>> request_ref_of(b"garbage", [("canary-model", b"iris")], 100)
+    RequestRef(request_id=None, model='iris')
+    """
+    meta = h.header_dict(headers)
+    content_type = meta.get(h.CONTENT_TYPE)
+    request_id = meta.get(h.REQUEST_ID)
+    model = meta.get(h.MODEL, "")
+    is_json = (content_type or "").encode()[: len(_JSON)] == _JSON
+    if model and request_id and not is_json:
+        return RequestRef(request_id, model)
+    if not value:
+        return RequestRef(None, model)
+    try:
+        request = decode_request(
+            value,
+            content_type or None,
+            max_bytes=max_bytes,
+            model=model or None,
+            request_id=request_id or None,
+        )
+    except DecodeError:
+        return RequestRef(None, model)
+    except Exception:  # an input the decoder did not foresee: still no id, never a crash
+        return RequestRef(None, model)
+    return RequestRef(request.request_id, request.model)
+
+
 def request_id_of(
     value: bytes | None, headers: Sequence[tuple[str, str | bytes | None]] | None, max_bytes: int
 ) -> str | None:
-    """The id the router routes a request under, or ``None`` if the router cannot find one.
-
-    As in the router: the ``canary-request-id`` header when the model and request id headers
-    are there and the body is not JSON; otherwise the id in the decoded body (a bare JSON body
-    takes the header's). A request with none is routed under its :func:`position_id`.
+    """The id the router routes a request under, or ``None`` if the router cannot find one
+    (:func:`request_ref_of`'s id). A request with none is routed under its
+    :func:`position_id`.
 
     >>> request_id_of(b"x", [("canary-model", b"iris"), ("canary-request-id", b"r1")], 100)
     'r1'
@@ -63,26 +110,7 @@ def request_id_of(
     ...               [("content-type", b"application/json")], 100) is None
     True
     """
-    meta = h.header_dict(headers)
-    content_type = meta.get(h.CONTENT_TYPE)
-    request_id = meta.get(h.REQUEST_ID)
-    is_json = (content_type or "").encode()[: len(_JSON)] == _JSON
-    if meta.get(h.MODEL) and request_id and not is_json:
-        return request_id
-    if not value:
-        return None
-    try:
-        return decode_request(
-            value,
-            content_type or None,
-            max_bytes=max_bytes,
-            model=meta.get(h.MODEL) or None,
-            request_id=request_id or None,
-        ).request_id
-    except DecodeError:
-        return None
-    except Exception:  # an input the decoder did not foresee: still no id, never a crash
-        return None
+    return request_ref_of(value, headers, max_bytes).request_id
 
 
 def position_id(topic: str, partition: int, offset: int) -> str:

@@ -19,7 +19,7 @@ from confluent_kafka import Message
 from model_canary.agents.kafka.dead_letters import dead_letter
 from model_canary.agents.kafka.eos import TxnOutput
 from model_canary.streams import headers as h
-from model_canary.streams.accounting import position_id, request_id_of
+from model_canary.streams.accounting import position_id, request_ref_of
 from model_canary.streams.codec.json_records import is_json
 from model_canary.streams.codec.results import encode_result
 from model_canary.streams.messages import Arm, InferenceResult, utc_now
@@ -72,14 +72,12 @@ def answer_to_unrouted(msg: Message, max_bytes: int) -> AnswerTo:
     (:func:`~model_canary.streams.accounting.position_id`, as the audit and the router name a
     request without one)."""
     raw = h.as_list(msg.headers())
-    rid = request_id_of(msg.value(), raw, max_bytes) or position_id(
-        msg.topic() or "", msg.partition() or 0, msg.offset() or 0
-    )
-    meta = h.header_dict(raw)
+    ref = request_ref_of(msg.value(), raw, max_bytes)
+    rid = ref.request_id or position_id(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
     key = msg.key()
     return AnswerTo(
         rid,
-        model=meta.get(h.MODEL, ""),
+        model=ref.model,
         routing_key=key.decode("utf-8", "replace") if key else None,
     )
 

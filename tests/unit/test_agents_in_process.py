@@ -202,6 +202,23 @@ def test_the_router_routes_avro_and_bare_json_requests_and_answers_a_refusal(
     assert header(dead, h.DLQ_REASON) == "unknown-model"
 
 
+def test_a_refused_json_request_is_answered_under_the_model_and_id_of_its_body(
+    kafka: FakeKafka,
+) -> None:
+    """A user filtering answers by model finds the refusal of a request that named its model
+    only in its JSON body (no ``canary-model`` header)."""
+    kafka.send(
+        CAT.requests,
+        b'{"request_id": "r9", "model": "nope", "inputs": {"text": "x"}}',
+        headers=[(h.CONTENT_TYPE, b"application/json")],
+    )
+    serve_router(kafka, state())
+    (answer,) = kafka.read(CAT.results)
+    result = decode_result(answer.value(), answer.headers())
+    assert (result.request_id, result.model, result.error_type) == ("r9", "nope", "unknown-model")
+    assert header(answer, h.MODEL) == "nope"
+
+
 # -- a worker ----------------------------------------------------------------------------------
 
 
