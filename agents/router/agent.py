@@ -144,6 +144,8 @@ class Router:
         self._routed_at: tuple[str, bytes] = (_ROUTED_AT, b"0")  # the current batch's stamp
         # Compiled per model (keyed by the raw model header), dropped when any state changes.
         self._plans: dict[str | bytes, _Plan] = {}
+        # Per model, the (rollout id, revision) of the state last logged as routed by.
+        self._routing: dict[str, tuple[str, int]] = {}
 
     def run(self, stop: threading.Event) -> None:
         tune_gc()
@@ -163,8 +165,26 @@ class Router:
                 self._publish_weights()
 
     def _publish_weights(self) -> None:
-        for model, state in self.view.states.items():
+        """Set each model's weight gauge and log each state the router starts routing by (an
+        operator, or a test, sees from then on that this instance routes the model so)."""
+        states = self.view.states
+        for model, state in states.items():
             metrics.WEIGHT.labels(model).set(state.weight_bp / 10_000)
+            seen = (state.rollout_id, state.revision)
+            if self._routing.get(model) != seen:
+                self._routing[model] = seen
+                log.info(
+                    "routing %s by rollout state revision %d: %s, baseline %s, canary %s at %s%%",
+                    model,
+                    state.revision,
+                    state.phase.value,
+                    state.baseline_version,
+                    state.canary_version or "-",
+                    f"{state.weight_bp / 100:g}",
+                )
+        for model in [m for m in self._routing if m not in states]:
+            del self._routing[model]
+            log.info("routing %s no more: its rollout state was deleted", model)
 
     # -- per batch -----------------------------------------------------------------------
     def handle(self, batch: Sequence[Message], out: TxnOutput) -> None:

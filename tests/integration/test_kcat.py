@@ -89,7 +89,10 @@ def serving(
     router.ready()
     control = ControlClient(settings)
     control.send("iris", "register", baseline_version="v1")
-    control.send("iris", "start", canary_version="v2", steps_bp=(100, 5000, 10000))
+    state = control.send("iris", "start", canary_version="v2", steps_bp=(100, 5000, 10000))
+    # The router reads rollout states on its own: wait until it routes by this one, or the
+    # docs' first request may reach it first and be refused as unknown-model.
+    router.wait_for_log(f"routing iris by rollout state revision {state.event.revision}:")
 
 
 def test_json_requests_labels_and_commands_with_kcat(
