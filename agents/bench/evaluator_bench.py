@@ -242,12 +242,18 @@ def run_evaluator_bench(
             marks=marks,
         )
         drain_s = last - first
+        if drain_s <= 0:
+            raise BenchError(
+                f"the evaluator drained the {backlog.records:,}-record backlog between two "
+                f"progress checks ({POLL_S * 1000:g} ms apart), so its rate cannot be measured: "
+                "give a larger --backlog-seconds or --rate"
+            )
         rss = evaluator.child.rss
         assert rss is not None
         rss_start = rss.at_mb(first)
         figures: dict[str, object] = {
-            "evaluator_requests_per_s": backlog.requests / drain_s if drain_s > 0 else None,
-            "evaluator_records_per_s": backlog.records / drain_s if drain_s > 0 else None,
+            "evaluator_requests_per_s": backlog.requests / drain_s,
+            "evaluator_records_per_s": backlog.records / drain_s,
             "backlog_requests": backlog.requests,
             "backlog_records": backlog.records,
             "drain_s": drain_s,
