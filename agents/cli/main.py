@@ -56,6 +56,8 @@ NEEDS_KAFKA = frozenset(
         "load",
         "audit",
         "preflight",
+        "feedback",
+        "bench",
     }
 )
 
@@ -108,7 +110,9 @@ def _wait_for_kafka(args: argparse.Namespace) -> None:
     from model_canary.agents.kafka.reachable import wait_for_kafka
 
     settings = settings_from_args(args)
-    timeout = getattr(args, "timeout", None) or settings.connect_timeout_s
+    # A bench's --timeout bounds its phases, not the wait for Kafka.
+    own = None if args.command == "bench" else getattr(args, "timeout", None)
+    timeout = own or settings.connect_timeout_s
     wait_for_kafka(settings, timeout=timeout, say=lambda _line: None)
 
 

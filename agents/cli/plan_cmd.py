@@ -11,6 +11,7 @@ from confluent_kafka import TopicPartition
 
 from model_canary.agents.cli.common import settings_from_args
 from model_canary.agents.kafka.clients import new_reader
+from model_canary.agents.kafka.reachable import wait_for_kafka
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.errors import ConfigError, DecodeError
 from model_canary.streams.messages import Evidence
@@ -88,7 +89,10 @@ def run_check(args: argparse.Namespace) -> int:
             design_effect=args.design_effect,
         )
     else:
-        sample = recent_evidence(settings_from_args(args), args.model, args.window)
+        settings = settings_from_args(args)
+        # No broker: the same clear error as every other command that reads Kafka.
+        wait_for_kafka(settings, timeout=settings.connect_timeout_s, say=lambda _line: None)
+        sample = recent_evidence(settings, args.model, args.window)
         measured = sample.traffic(label_coverage=coverage, design_effect=args.design_effect)
         if measured is None:
             raise ConfigError(
