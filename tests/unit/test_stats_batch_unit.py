@@ -1,10 +1,11 @@
-"""The batch-unit latency test: when workers time answers per micro-batch, a slow batch makes
-all its answers slow at once, so the latency test counts batches, not answers.
+"""The batch-unit latency counts: when workers time answers per micro-batch, a slow batch makes
+all its answers slow at once, so the latency *promotion* test counts batches, not answers (the
+roll-back test keeps counting answers: ``test_stats_promotion_unit.py``).
 
 Evidence carries, per served cell (schema version 2), the batches with an answer compared on
 latency and those with one over each threshold; the tally keeps them per (weight, arm) with
-the timed answers they cover, and :func:`~model_canary.streams.stats.compare.compare` uses
-them when they cover every timed answer of both sides.
+the timed answers they cover, and :func:`~model_canary.streams.stats.compare.compare` with
+``unit="batch"`` uses them when they cover every timed answer of both sides.
 """
 
 from __future__ import annotations
