@@ -49,18 +49,37 @@ def clumped_second(
     batch-unit counts (else only the 8 batch moments, as before schema version 2)."""
     sizes = np.where(rng.random(40) < 0.1, 30, rng.integers(1, 4, 40))
     slow = rng.random(40) < rate
+    serve_batches(t, rng, second, arm, sizes.tolist(), slow.tolist(), units=units)
+
+
+def serve_batches(
+    t: Tally,
+    rng: np.random.Generator,
+    second: int,
+    arm: str,
+    sizes: list[int],
+    slow: list[bool],
+    *,
+    units: bool = True,
+) -> None:
+    """One second of one arm at weight :data:`W`: micro-batches of ``sizes`` answers timed per
+    batch (a ``slow`` batch's answers are all over both thresholds), answers in random buckets
+    of the arm; ``units``: the cell carries the batch-unit counts (schema version 2), else only
+    the 8 batch moments (an older worker)."""
+    sz = np.asarray(sizes, dtype=np.int64)
+    sl = np.asarray(slow, dtype=bool)
     lo, hi = RANGES[arm]
-    items = np.repeat(np.arange(40), sizes)
+    items = np.repeat(np.arange(sz.size), sz)
     buckets = rng.integers(lo, hi, items.size)
-    over = slow[items].astype(np.int64)
+    over = sl[items].astype(np.int64)
     uniq, inverse = np.unique(buckets, return_inverse=True)
     n = np.bincount(inverse, minlength=uniq.size)
     o = np.bincount(inverse, weights=over, minlength=uniq.size).astype(np.int64)
-    m, e = sizes.astype(float), np.where(slow, sizes, 0).astype(float)
+    m, e = sz.astype(float), np.where(sl, sz, 0).astype(float)
     moments = [(m**2).sum(), 0, 0, (m**2).sum(), (e**2).sum(), (e * m).sum(), (e**2).sum()]
     moments.append((e * m).sum())
     if units:
-        moments += [40, slow.sum(), slow.sum(), 0]
+        moments += [sz.size, sl.sum(), sl.sum(), 0]
     t.add_served(
         second, W, arm, buckets=[uniq], n=[n], errors=[0 * n], over_p95=[o], over_p99=[o],
         batch=np.array([moments]), timed=True,

@@ -23,45 +23,12 @@ from model_canary.streams.stats.decide import ADVANCE, HOLD, NOT_YET, ROLLBACK, 
 from model_canary.streams.stats.snapshot import Progress, policy, take_snapshot
 from model_canary.streams.stats.tally import Tally
 from model_canary.streams.stats.verdicts import verdict
+from tests.unit.test_stats_batch_unit import serve_batches
 
 T0 = 1_700_000_000
 W = 5000  #: the default plan's last weight before 100%
 STEPS = (100, 2000, 5000, 10000)
-RANGES = {"canary": (0, 5000), "control": (5000, 10000)}
 RULE = policy(parse_plan({"model": "m", "canary": "v", "step": {"min_duration": "10s"}}))
-
-
-def serve_second(
-    t: Tally,
-    rng: np.random.Generator,
-    second: int,
-    arm: str,
-    sizes: list[int],
-    slow: list[bool],
-    *,
-    units: bool = True,
-) -> None:
-    """One second of one arm: micro-batches of ``sizes`` answers timed per batch (a slow
-    batch's answers are all over both thresholds); ``units``: the cell carries the batch-unit
-    counts (schema version 2), else only the 8 batch moments (an older worker)."""
-    sz = np.asarray(sizes, dtype=np.int64)
-    sl = np.asarray(slow, dtype=bool)
-    lo, hi = RANGES[arm]
-    items = np.repeat(np.arange(sz.size), sz)
-    buckets = rng.integers(lo, hi, items.size)
-    over = sl[items].astype(np.int64)
-    uniq, inverse = np.unique(buckets, return_inverse=True)
-    n = np.bincount(inverse, minlength=uniq.size)
-    o = np.bincount(inverse, weights=over, minlength=uniq.size).astype(np.int64)
-    m, e = sz.astype(float), np.where(sl, sz, 0).astype(float)
-    moments = [(m**2).sum(), 0, 0, (m**2).sum(), (e**2).sum(), (e * m).sum(), (e**2).sum()]
-    moments.append((e * m).sum())
-    if units:
-        moments += [sz.size, sl.sum(), sl.sum(), 0]
-    t.add_served(
-        second, W, arm, buckets=[uniq], n=[n], errors=[0 * n], over_p95=[o], over_p99=[o],
-        batch=np.array([moments]), timed=True,
-    )  # fmt: skip
 
 
 def clumped(rng: np.random.Generator, rate: float) -> tuple[list[int], list[bool]]:
@@ -97,7 +64,7 @@ def test_an_identical_canary_with_clumped_slow_answers_is_promoted() -> None:
     rng = np.random.default_rng(3)
     for s in range(600):
         for arm in ("canary", "control"):
-            serve_second(t, rng, T0 + s, arm, *clumped(rng, 0.02))
+            serve_batches(t, rng, T0 + s, arm, *clumped(rng, 0.02))
     progress, now = final_step(t, 600)
     snap = take_snapshot(t, progress, RULE, now)
     assert snap.comparisons["latency_p99"].unit == ("item",)
@@ -123,12 +90,12 @@ def test_batch_counts_never_roll_back_a_canary_whose_answers_are_no_slower() -> 
     for s in range(300):
         k = int(rng.poisson(4))
         # Canary: k slow single-answer batches among 36 fast batches of 5 (plus filler).
-        serve_second(t, rng, T0 + s, "canary", [1] * k + [5] * 36, [True] * k + [False] * 36)
+        serve_batches(t, rng, T0 + s, "canary", [1] * k + [5] * 36, [True] * k + [False] * 36)
         # Control: the same k slow answers as k // 4 (+1) batches of 4, then fast batches.
         whole, rest = divmod(k, 4)
         sizes = [4] * whole + ([rest] if rest else []) + [5] * 36
         slow = [True] * (whole + (1 if rest else 0)) + [False] * 36
-        serve_second(t, rng, T0 + s, "control", sizes, slow)
+        serve_batches(t, rng, T0 + s, "control", sizes, slow)
     progress, now = final_step(t, 300)
     snap = take_snapshot(t, progress, RULE, now)
     per_batch = snap.promotions["latency_p99"]
@@ -155,7 +122,7 @@ def test_only_the_last_step_before_full_traffic_counts_batches() -> None:
     rng = np.random.default_rng(4)
     for s in range(60):
         for arm in ("canary", "control"):
-            serve_second(t, rng, T0 + s, arm, *clumped(rng, 0.02))
+            serve_batches(t, rng, T0 + s, arm, *clumped(rng, 0.02))
     t.release(np.array([T0 + 59]))
     progress = Progress(
         weight_bp=np.array([W]),
@@ -197,7 +164,7 @@ def test_roll_back_is_per_answer_and_non_batched_decisions_are_unchanged(
         stalled = s in stalls
         for arm, rate, units in (("canary", rate_c, units_c), ("control", rate_b, units_b)):
             sizes, slow = clumped(rng, 1.0 if stalled and arm == "canary" else rate)
-            serve_second(t, rng, T0 + s, arm, sizes, slow, units=units)
+            serve_batches(t, rng, T0 + s, arm, sizes, slow, units=units)
     progress, now = final_step(t, seconds)
     snap = take_snapshot(t, progress, RULE, now)
     new = decide_many(snap, RULE)
