@@ -268,18 +268,7 @@ def _second_ratio(
     of one second as one cluster, from the tally's ``cell_*`` moments) over its variance
     summed over single batches (1 where there is none)."""
     _, _, x2, xb = fields
-    rho, lam, usable = _shares(counts)
-    mom = tally.batch[idx]
-
-    def q(arms: list[int], at: list[int]) -> FloatArray:
-        part = mom[:, at][:, :, arms].sum(axis=2)
-        return np.asarray(part[..., x2] - 2 * lam * part[..., xb] + lam**2 * part[..., CELL_B2])
-
-    g_c = np.where(usable, 1.0 - rho, 0.0)
-    g_b = np.where(usable, -rho, 0.0)
-    seconds = g_c**2 * q([CANARY], [p[0] for p in pairs]) + g_b**2 * q(
-        others, [p[1] for p in pairs]
-    )
+    seconds = _cluster_sum(tally, idx, pairs, others, counts, (x2, xb, CELL_B2))
     sub = subtests.astype(np.float64).T
     v_sec, v_one = seconds @ sub, _item_variance(counts) @ sub
     return np.asarray(np.where(v_one > 0, v_sec / np.maximum(v_one, 1e-300), 1.0))
@@ -409,8 +398,25 @@ def _batch_variance(
     if mdef.batch is None or not pairs:
         zero = items @ subtests.astype(np.float64).T
         return np.zeros_like(zero), zero
-    rho, lam, usable = _shares(counts)
     m2, e2, em = mdef.batch
+    batch = _cluster_sum(tally, idx, pairs, others, counts, (e2, em, m2))
+    sub = subtests.astype(np.float64).T
+    return (batch - items) @ sub, items @ sub
+
+
+def _cluster_sum(
+    tally: Tally,
+    idx: IntArray,
+    pairs: list[tuple[int, int]],
+    others: list[int],
+    counts: Counts,
+    moments: tuple[int, int, int],
+) -> FloatArray:
+    """(R, W) the score's variance summed over clusters (micro-batches, or an arm's batches of
+    one routed second), from each cell's moments in ``tally.batch`` at ``moments``: the sums
+    of e^2, e m and m^2 over its clusters (e a cluster's bad units, m its units)."""
+    e2, em, m2 = moments
+    rho, lam, usable = _shares(counts)
     mom = tally.batch[idx]  # (R, slots, arms, moments)
 
     def q(arms: list[int], at: list[int]) -> FloatArray:
@@ -419,6 +425,6 @@ def _batch_variance(
 
     g_c = np.where(usable, 1.0 - rho, 0.0)
     g_b = np.where(usable, -rho, 0.0)
-    batch = g_c**2 * q([CANARY], [p[0] for p in pairs]) + g_b**2 * q(others, [p[1] for p in pairs])
-    sub = subtests.astype(np.float64).T
-    return (batch - items) @ sub, items @ sub
+    return np.asarray(
+        g_c**2 * q([CANARY], [p[0] for p in pairs]) + g_b**2 * q(others, [p[1] for p in pairs])
+    )
