@@ -504,6 +504,7 @@ _EVIDENCE_COUNTS = (
     "max_batch",
     "batches_over_p95",
     "batches_over_p99",
+    "batches_timed",
     "batch_m2",
     "batch_e2_errors",
     "batch_em_errors",
@@ -529,11 +530,16 @@ class Evidence(Record):
     ...               arm="canary", weight_bp=100, second=1_700_000_000, source="w1",
     ...               requests=40, errors=1)
     >>> ev.kind is EvidenceKind.SERVED, ev.thresholds_revision, ev.schema_version
-    (True, -1, 1)
+    (True, -1, 2)
+
+    ``schema_version`` 2 (records before it read as 1): ``batches_timed`` counts the batches
+    with an answer of the cell compared on latency, ``batches_over_p95``/``_p99`` those with
+    such an answer over the threshold (the batch-unit latency evidence); in version 1 they
+    compared the batch's own time, and the evaluator does not use them as batch units.
     """
 
     IDENTITY: ClassVar[tuple[str, ...]] = ("model", "rollout_id", "source")
-    schema_version: int = 1
+    schema_version: int = 2
     kind: EvidenceKind
     model: str
     rollout_id: str
@@ -573,6 +579,7 @@ class Evidence(Record):
     #: the evaluator applies them together (:mod:`model_canary.streams.evidence.gather`).
     part: int = 0
     parts: int = 0
+    batches_timed: int = 0
 
     def __post_init__(self) -> None:
         Record.__post_init__(self)

@@ -83,6 +83,9 @@ class _Acc:
     #: Per-batch second moments: sum m^2, then (sum e^2, sum e*m) for errors, over p95, p99.
     m2: int = 0
     moments: list[int] = field(default_factory=lambda: [0] * 6)
+    #: Batch-unit latency counts: batches with a timed item (thresholds known, no error),
+    #: with one over p95, with one over p99.
+    batch_units: list[int] = field(default_factory=lambda: [0] * 3)
     #: Routed requests per bucket folded from ``buckets`` (see :data:`FOLD_ROUTED`).
     routed: npt.NDArray[np.int64] | None = None
 
@@ -162,14 +165,15 @@ class EvidenceBuilder:
             acc.latencies.append(latency)
             per = touched.get(id(acc))
             if per is None:
-                per = touched[id(acc)] = [acc, 0, 0, 0, 0]
+                per = touched[id(acc)] = [acc, 0, 0, 0, 0, 0]
             per[1] += 1
             if errors[i]:
                 per[2] += 1
             elif t is not None:
                 per[3] += latency > t.p95
                 per[4] += latency > t.p99
-        for acc, m, *bad in touched.values():
+                per[5] += 1
+        for acc, m, *bad, timed in touched.values():
             acc.batch_latencies.append(batch_latency_ms)
             acc.batch_items += n
             acc.max_batch = max(acc.max_batch, n)
@@ -177,6 +181,11 @@ class EvidenceBuilder:
             for j, e in enumerate(bad):
                 acc.moments[2 * j] += e * e
                 acc.moments[2 * j + 1] += e * m
+            if timed:
+                # The batch as a unit: timed in this cell, over a threshold if an answer is.
+                acc.batch_units[0] += 1
+                acc.batch_units[1] += bad[1] > 0
+                acc.batch_units[2] += bad[2] > 0
 
     def add_refused(self, cell: Cell, count: int = 1) -> None:
         """Requests of ``cell`` the worker did not run (dead-lettered)."""
@@ -294,12 +303,9 @@ class EvidenceBuilder:
         ok = ~errors
         t = acc.thresholds
         over95 = over99 = np.zeros(buckets.size, dtype=np.int64)
-        batches_over = (0, 0)
         if t is not None:
             over95 = (ok & (latencies > t.p95)).astype(np.int64)
             over99 = (ok & (latencies > t.p99)).astype(np.int64)
-            blat = np.asarray(acc.batch_latencies, dtype=np.float64)
-            batches_over = (int((blat > t.p95).sum()), int((blat > t.p99).sum()))
         units = pack_units(
             "served",
             buckets,
@@ -322,8 +328,9 @@ class EvidenceBuilder:
                 pack_histogram(histogram(acc.batch_latencies)) if acc.batch_latencies else b""
             ),
             thresholds_revision=t.revision if t is not None else -1,
-            batches_over_p95=batches_over[0],
-            batches_over_p99=batches_over[1],
+            batches_timed=acc.batch_units[0],
+            batches_over_p95=acc.batch_units[1],
+            batches_over_p99=acc.batch_units[2],
             batch_m2=acc.m2,
             batch_e2_errors=acc.moments[0],
             batch_em_errors=acc.moments[1],

@@ -212,13 +212,17 @@ def _rows(data: bytes, dtype: np.dtype, what: str) -> npt.NDArray[np.void]:
 @dataclass
 class BatchSums:
     """A served cell's micro-batch figures: batches with an item in it, their total and
-    largest size, batches over the latency thresholds, and the second moments (m = a batch's
-    items in the cell, e = its bad items in the cell)."""
+    largest size, the batch-unit latency counts (batches with a timed item of the cell, and
+    with one over the p95 / p99 threshold: all 0 when the cell carried none), and the second
+    moments (m = a batch's items in the cell, e = its bad items in the cell).
 
-    version: int = 1
+    Version 2 added ``batches_timed`` and made ``batches_over_*`` the batch-unit counts."""
+
+    version: int = 2
     batches: int = 0
     batch_items: int = 0
     max_batch: int = 0
+    batches_timed: int = 0
     batches_over_p95: int = 0
     batches_over_p99: int = 0
     m2: int = 0

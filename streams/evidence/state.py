@@ -258,12 +258,17 @@ class RolloutEvidence:
         zeros = np.zeros(rows.size, dtype=np.int64)
         b, n, errors = (_col(rows, c) for c in ("bucket", "n", "errors"))
         over95, over99 = (_col(rows, c) if timed else zeros for c in ("over_p95", "over_p99"))
+        # Batch-unit latency counts: from producers that time answers per batch, in records
+        # of schema version 2 on (version 1's batches_over_* compared the batch's own time,
+        # not its answers'); any other cell is compared per item.
+        units = ev.schema_version >= 2 and ev.latency_unit == "batch" and timed
         batch = BatchSums(
             batches=ev.batches,
             batch_items=ev.batch_items,
             max_batch=ev.max_batch,
-            batches_over_p95=ev.batches_over_p95,
-            batches_over_p99=ev.batches_over_p99,
+            batches_timed=ev.batches_timed if units else 0,
+            batches_over_p95=ev.batches_over_p95 if units else 0,
+            batches_over_p99=ev.batches_over_p99 if units else 0,
             m2=ev.batch_m2,
             e2_errors=ev.batch_e2_errors,
             em_errors=ev.batch_em_errors,

@@ -9,8 +9,9 @@ arms by :func:`model_canary.streams.routing.arms_of_buckets`, the router's own s
 Micro-batches: each arm's worker group batches what arrives within ``batch_window_ms``, up
 to ``max_batch`` items, so batch sizes grow with the arm's load; a batch's items are slower
 by ``batch_cost`` per extra item; with ``latency_unit: batch`` every item reports its batch's
-latency (the slowest item's); a whole batch may fail; the first batch of a new worker group
-(canary, control) is ``cold_factor`` slower.
+latency (the slowest item's), and the worker publishes batch-unit counts (batches with a timed
+item, and with one over each threshold); a whole batch may fail; the first batch of a new
+worker group (canary, control) is ``cold_factor`` slower.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Cells:
     routed: IntArray  #: (R', 3) requests routed to each arm
     buckets: IntArray  #: (R', 3, K) bucket rows (TRASH padding)
     counts: IntArray  #: (R', 3, K, 5): n, errors, timed, over_p95, over_p99
-    batch: FloatArray  #: (R', 3, 8) batch moments
+    batch: FloatArray  #: (R', 3, len(BATCH_FIELDS)) batch moments and batch-unit counts
     #: (R', 3, K, 4): labelled, incorrect, rated, rated down (rows as ``buckets``)
     labels: IntArray | None
     hist_bins: IntArray  #: (R', K2) latency bins of baseline/control successful items
@@ -237,10 +238,18 @@ def serve(
     )
     e_err, m_t, e95, e99 = per_batch.T
     mf = m.astype(np.float64)
+    # Batch-unit counts, as workers that time answers per batch publish them: batches with a
+    # timed item, and with one over each threshold (``batch_unit_timed`` is the tally's).
+    unit_b = np.bincount(bid.ravel(), weights=batch_unit.ravel(), minlength=nb) > 0
+    timed_b = unit_b & (m_t > 0)
     moments = np.stack(
-        [mf**2, e_err**2, e_err * mf, m_t**2, e95**2, e95 * m_t, e99**2, e99 * m_t], axis=1
-    )[:-1]
-    moments = moments.reshape(reps, len(ARMS), kmax + 1, 8).sum(axis=2)
+        [
+            mf**2, e_err**2, e_err * mf, m_t**2, e95**2, e95 * m_t, e99**2, e99 * m_t,
+            timed_b, timed_b & (e95 > 0), timed_b & (e99 > 0), np.zeros(nb),
+        ],
+        axis=1,
+    )[:-1]  # fmt: skip
+    moments = moments.reshape(reps, len(ARMS), kmax + 1, moments.shape[1]).sum(axis=2)
 
     labels = None
     if scenario.labelled or scenario.rated:

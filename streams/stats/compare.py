@@ -50,7 +50,9 @@ from model_canary.streams.errors import ConfigError
 from model_canary.streams.stats.layout import (
     ARMS,
     BASELINE,
+    BATCH_UNIT_TIMED,
     CANARY,
+    CELL_B2,
     CONTROL,
     MAX_BP,
     MetricDef,
@@ -64,6 +66,9 @@ BoolArray = npt.NDArray[np.bool_]
 
 #: Comparators: the control arm alone, or every arm serving the baseline version.
 COMPARATORS = ("control", "baseline")
+#: What a comparison counts: requests, or (latency timed per micro-batch, promotion only)
+#: batches.
+UNITS = ("item", "batch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +111,13 @@ class Comparison:
     subtests: BoolArray  #: (K, W): strata in each sub-test
     phi: FloatArray  #: (R, K) design effect of each sub-test
     variances: VarianceParts | None = None
+    #: What the counts count: ``item`` (requests), or ``batch`` (worker micro-batches: the
+    #: batch-unit latency test, see :func:`compare`), per replica.
+    unit: tuple[str, ...] = ()
+
+    def unit_of(self, replica: int = 0) -> str:
+        """``item`` or ``batch``: what replica ``replica``'s counts count."""
+        return self.unit[replica] if self.unit else "item"
 
     @property
     def rho(self) -> FloatArray:
@@ -166,14 +178,23 @@ def compare(
     comparator: str,
     starts: Sequence[int],
     replicas: npt.ArrayLike | None = None,
+    unit: str = "item",
 ) -> Comparison:
     """The metric's :class:`Comparison` from ``tally`` (``metric`` in :data:`~.layout.METRICS`,
     one of the tally's outcome metrics, or ``"labels"`` / ``"labels:NAME"`` for the labelled
     sample-ratio check of accuracy / of outcome metric NAME: :func:`~.layout.metric_def`);
     ``starts``: the sub-tests' first weights; ``replicas``: a subset of the tally's replicas
-    (default all)."""
+    (default all).
+
+    ``unit``: ``"item"`` counts requests (the roll-back test's unit, for every metric);
+    ``"batch"`` counts worker micro-batches for the latency metrics of replicas whose timed
+    items all came with batch-unit counts (the promotion test's unit, see
+    :func:`_batch_unit_counts`), and requests elsewhere. ``Comparison.unit`` says which.
+    """
     if comparator not in COMPARATORS:
         raise ConfigError(f"comparator must be one of {COMPARATORS}, got {comparator!r}")
+    if unit not in UNITS:
+        raise ConfigError(f"unit must be one of {UNITS}, got {unit!r}")
     mdef = metric_def(metric)
     fields = (tally.index(mdef.exposure), tally.index(mdef.bad))
     idx = (
@@ -202,7 +223,85 @@ def compare(
     batch_excess, items = _batch_variance(tally, idx, pairs, mdef, others, counts, subtests)
     parts = VarianceParts(bucket, bucket_items, batch_excess, items)
     c, n_c, b, n_b = counts
-    return Comparison(metric, comparator, weights, n_c, c, n_b, b, subtests, parts.phi(), parts)
+    phi = parts.phi()
+    per_batch_unit = np.zeros(idx.size, dtype=bool)
+    if unit == "batch" and mdef.batch_unit is not None and pairs:
+        # Batch-unit counts, where every timed item of both arms in every stratum came with
+        # them: the batch is then the unit, its clustering is gone from the counts, and only
+        # the buckets' (users') clustering is left in the design effect.
+        per_batch, per_batch_unit = _batch_unit_counts(
+            tally, idx, pairs, mdef.batch_unit, others, counts
+        )
+        by_bucket = np.asarray(VarianceParts(bucket, bucket_items, 0 * bucket, items).phi())
+        # Two-way: buckets (users) and routed seconds (a stalled worker slows every batch of
+        # its arm for a while): V_bucket + V_second - V_batch, over V_batch.
+        by_second = _second_ratio(tally, idx, pairs, mdef.batch_unit, others, per_batch, subtests)
+        by_bucket = np.maximum(1.0, by_bucket + by_second - 1.0)
+        pick = zip(per_batch, counts, strict=True)
+        c, n_c, b, n_b = (np.where(per_batch_unit[:, None], x, y) for x, y in pick)
+        phi = np.where(per_batch_unit[:, None], by_bucket, phi)
+    return Comparison(
+        metric,
+        comparator,
+        weights,
+        n_c,
+        c,
+        n_b,
+        b,
+        subtests,
+        phi,
+        parts,
+        tuple("batch" if u else "item" for u in per_batch_unit.tolist()),
+    )
+
+
+def _second_ratio(
+    tally: Tally,
+    idx: IntArray,
+    pairs: list[tuple[int, int]],
+    fields: tuple[int, int, int, int],
+    others: list[int],
+    counts: Counts,
+    subtests: BoolArray,
+) -> FloatArray:
+    """(R, K) the batch-unit score's variance summed over routed seconds (each arm's batches
+    of one second as one cluster, from the tally's ``cell_*`` moments) over its variance
+    summed over single batches (1 where there is none)."""
+    _, _, x2, xb = fields
+    seconds = _cluster_sum(tally, idx, pairs, others, counts, (x2, xb, CELL_B2))
+    sub = subtests.astype(np.float64).T
+    v_sec, v_one = seconds @ sub, _item_variance(counts) @ sub
+    return np.asarray(np.where(v_one > 0, v_sec / np.maximum(v_one, 1e-300), 1.0))
+
+
+def _batch_unit_counts(
+    tally: Tally,
+    idx: IntArray,
+    pairs: list[tuple[int, int]],
+    fields: tuple[int, int, int, int],
+    others: list[int],
+    counts: Counts,
+) -> tuple[Counts, BoolArray]:
+    """The batch-unit counts (canary bad batches, batches, comparator bad batches, batches),
+    each (R, W), and per replica whether they cover every timed item of the comparison: every
+    stratum, both sides (the timed items of cells that carried batch counts equal all timed
+    items, and a side with timed items has batches)."""
+    exp, bad = fields[:2]
+    mom = tally.batch[idx]  # (R, slots, arms, fields)
+    jc = [p[0] for p in pairs]
+    jb = [p[1] for p in pairs]
+
+    def side(arms: list[int], at: list[int], k: int) -> IntArray:
+        return np.asarray(np.rint(mom[:, at][:, :, arms, k].sum(axis=-1)), dtype=np.int64)
+
+    c, n_c = side([CANARY], jc, bad), side([CANARY], jc, exp)
+    b, n_b = side(others, jb, bad), side(others, jb, exp)
+    covered_c = side([CANARY], jc, BATCH_UNIT_TIMED)
+    covered_b = side(others, jb, BATCH_UNIT_TIMED)
+    _, timed_c, _, timed_b = counts
+    whole = (covered_c == timed_c) & (covered_b == timed_b)
+    any_timed = ((timed_c + timed_b) > 0).any(axis=1)
+    return (c, n_c, b, n_b), whole.all(axis=1) & any_timed
 
 
 Counts = tuple[IntArray, IntArray, IntArray, IntArray]
@@ -299,8 +398,25 @@ def _batch_variance(
     if mdef.batch is None or not pairs:
         zero = items @ subtests.astype(np.float64).T
         return np.zeros_like(zero), zero
-    rho, lam, usable = _shares(counts)
     m2, e2, em = mdef.batch
+    batch = _cluster_sum(tally, idx, pairs, others, counts, (e2, em, m2))
+    sub = subtests.astype(np.float64).T
+    return (batch - items) @ sub, items @ sub
+
+
+def _cluster_sum(
+    tally: Tally,
+    idx: IntArray,
+    pairs: list[tuple[int, int]],
+    others: list[int],
+    counts: Counts,
+    moments: tuple[int, int, int],
+) -> FloatArray:
+    """(R, W) the score's variance summed over clusters (micro-batches, or an arm's batches of
+    one routed second), from each cell's moments in ``tally.batch`` at ``moments``: the sums
+    of e^2, e m and m^2 over its clusters (e a cluster's bad units, m its units)."""
+    e2, em, m2 = moments
+    rho, lam, usable = _shares(counts)
     mom = tally.batch[idx]  # (R, slots, arms, moments)
 
     def q(arms: list[int], at: list[int]) -> FloatArray:
@@ -309,6 +425,6 @@ def _batch_variance(
 
     g_c = np.where(usable, 1.0 - rho, 0.0)
     g_b = np.where(usable, -rho, 0.0)
-    batch = g_c**2 * q([CANARY], [p[0] for p in pairs]) + g_b**2 * q(others, [p[1] for p in pairs])
-    sub = subtests.astype(np.float64).T
-    return (batch - items) @ sub, items @ sub
+    return np.asarray(
+        g_c**2 * q([CANARY], [p[0] for p in pairs]) + g_b**2 * q(others, [p[1] for p in pairs])
+    )

@@ -19,8 +19,10 @@ For each replica, in this order:
   last step before 100% - every metric is *shown acceptable*: its promotion e-value reaches
   ``M / alpha``, i.e. the canary's rate is below ``(1 + tolerance)`` times its comparator's
   plus ``margin``. So a canary worse than that on some metric is promoted with probability
-  at most ``alpha``; and, where the plan compares latency, the rollout's latency thresholds
-  are fixed (until then no latency is compared at all, so a step that advanced would have
+  at most ``alpha`` (for latency timed per micro-batch the promotion test's rate is the share
+  of *batches* with an answer over the threshold, ``StepSnapshot.promotions``; the roll-back
+  test always counts requests); and, where the plan compares latency, the rollout's latency
+  thresholds are fixed (until then no latency is compared at all, so a step that advanced would have
   tested nothing on latency: HOLD ``waiting-for-thresholds``);
 * **HOLD** otherwise, saying why (``max-duration-exceeded`` once the step overran).
 """
@@ -147,7 +149,11 @@ class StepSnapshot:
     evidence_s: FloatArray
     #: Canary items served at this step's weight after the warm-up, complete in every arm.
     canary_requests: IntArray
+    #: Per metric: its evidence in requests (the roll-back test's, and every test's default).
     comparisons: Mapping[str, Comparison]
+    #: Per metric: the promotion test's evidence where it differs from ``comparisons``
+    #: (latency timed per micro-batch: counted in batches, see :func:`~.compare.compare`).
+    promotions: Mapping[str, Comparison] = dataclasses.field(default_factory=dict)
     #: Per labelled metric: its sample-ratio check (labels counted per served item).
     labels: Mapping[str, Comparison] = dataclasses.field(default_factory=dict)
     #: Per labelled metric: the share of this step's items whose label arrived.
@@ -159,6 +165,12 @@ class StepSnapshot:
     #: Whether the rollout's latency thresholds are fixed, per replica (None: not known to
     #: the caller, and not required: a replay judged without thresholds).
     thresholds_fixed: BoolArray | None = None
+
+    def promotion_comparison(self, metric: str) -> Comparison:
+        """The evidence the promotion test of ``metric`` reads (its roll-back evidence unless
+        :attr:`promotions` has its own)."""
+        own = self.promotions.get(metric)
+        return own if own is not None else self.comparisons[metric]
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +229,7 @@ def decide_many(s: StepSnapshot, p: StepPolicy) -> Decisions:
     final_w = p.final_weight
     if final_w is not None and np.any(s.final):
         for name in names:
-            rule, comp = p.metrics[name], s.comparisons[name]
+            rule, comp = p.metrics[name], s.promotion_comparison(name)
             if final_w in comp.weights:
                 stratum = comp.weights.index(final_w)
                 sub = p.starts.index(final_w)

@@ -52,9 +52,18 @@ FIELDS: tuple[str, ...] = (
 )
 N, ERRORS, TIMED, OVER_P95, OVER_P99, LABELLED, INCORRECT = range(7)
 
-#: Batch second moments per (weight, arm) cell. For every worker batch that touched the cell,
+#: Batch figures per (weight, arm) cell. For every worker batch that touched the cell,
 #: ``m`` = its items in the cell (``m_timed``: its timed items) and ``e`` its bad items:
 #: ``m2`` = sum m^2, ``e2_<bad>`` = sum e^2, ``em_<bad>`` = sum e*m (``m_timed`` for latency).
+#: Then the **batch-unit** latency counts, from producers that time items per batch: batches
+#: with a timed item in the cell (``batches_timed``), those with a timed item over the p95 /
+#: p99 threshold, and ``batch_unit_timed``, the cell's timed items when it carried batch
+#: counts (the tally fills it in: a comparison uses batches as its unit only when every timed
+#: item it would compare is covered, see :func:`~.compare.compare`). Producers give the first
+#: 8 or 12. Last, the tally's per-second moments of the batch-unit counts: with ``B`` a cell's
+#: timed batches in one routed second and ``X`` those over a threshold, ``cell_b2`` = sum B^2,
+#: ``cell_x2_<bad>`` = sum X^2, ``cell_xb_<bad>`` = sum X*B (a worker stall slows every batch
+#: of its arm for a while: batches of one second are not independent).
 BATCH_FIELDS: tuple[str, ...] = (
     "m2",
     "e2_errors",
@@ -64,24 +73,40 @@ BATCH_FIELDS: tuple[str, ...] = (
     "em_over_p95",
     "e2_over_p99",
     "em_over_p99",
+    "batches_timed",
+    "batches_over_p95",
+    "batches_over_p99",
+    "batch_unit_timed",
+    "cell_b2",
+    "cell_x2_over_p95",
+    "cell_xb_over_p95",
+    "cell_x2_over_p99",
+    "cell_xb_over_p99",
 )
+#: Positions in :data:`BATCH_FIELDS`: the batch-unit counts, the covered timed items, the
+#: first per-second moment; producers give at most :data:`PRODUCED` fields.
+BATCHES_TIMED, BATCH_UNIT_TIMED, CELL_B2 = 8, 11, 12
+PRODUCED = 12
 
 
 @dataclass(frozen=True, slots=True)
 class MetricDef:
     """A metric as a rate: ``bad`` items per ``exposure`` item (both :data:`FIELDS` names);
     ``batch``: indices of its ``(m2, e2, em)`` batch moments in :data:`BATCH_FIELDS` (None: not
-    batch-clustered, e.g. labels, joined one by one)."""
+    batch-clustered, e.g. labels, joined one by one); ``batch_unit``: indices in
+    :data:`BATCH_FIELDS` of its batch-unit exposure and bad counts and of their per-second
+    moments ``cell_x2``, ``cell_xb`` (None: items only)."""
 
     bad: str
     exposure: str
     batch: tuple[int, int, int] | None
+    batch_unit: tuple[int, int, int, int] | None = None
 
 
 METRICS: dict[str, MetricDef] = {
     "errors": MetricDef("errors", "n", (0, 1, 2)),
-    "latency_p95": MetricDef("over_p95", "timed", (3, 4, 5)),
-    "latency_p99": MetricDef("over_p99", "timed", (3, 6, 7)),
+    "latency_p95": MetricDef("over_p95", "timed", (3, 4, 5), (8, 9, 13, 14)),
+    "latency_p99": MetricDef("over_p99", "timed", (3, 6, 7), (8, 10, 15, 16)),
     "accuracy": MetricDef("incorrect", "labelled", None),
 }
 #: The labelled sample-ratio check, as a "rate": labelled items per served item.

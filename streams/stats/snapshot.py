@@ -116,6 +116,15 @@ def take_snapshot(
     comparisons = {
         name: compare(tally, name, r.comparator, starts, idx) for name, r in rule.metrics.items()
     }
+    # The promotion test counts latency per micro-batch where the workers time batches (the
+    # roll-back test keeps counting requests): only needed where a step can promote.
+    promotions = {}
+    if np.any(progress.final):
+        promotions = {
+            name: compare(tally, name, r.comparator, starts, idx, unit="batch")
+            for name, r in rule.metrics.items()
+            if metric_def(name).batch_unit is not None
+        }
     # Per labelled metric: its sample-ratio check, and the share of this step's items whose
     # label (feedback that counts for it) has arrived.
     labelled = tuple(rule.min_label_coverage)
@@ -148,6 +157,7 @@ def take_snapshot(
         evidence_s=np.maximum(0.0, tally.watermark[idx] + 1.0 - progress.step_started_s),
         canary_requests=canary,
         comparisons=comparisons,
+        promotions=promotions,
         labels=labels,
         label_coverage={name: share[:, i] for i, name in enumerate(labelled)},
         behind_s=np.maximum(0.0, behind),

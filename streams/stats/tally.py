@@ -42,7 +42,10 @@ from model_canary.streams.errors import CanaryError, ConfigError
 from model_canary.streams.stats.layout import (
     ARMS,
     BATCH_FIELDS,
+    BATCH_UNIT_TIMED,
+    BATCHES_TIMED,
     BUCKETS,
+    CELL_B2,
     ERRORS,
     FIELDS,
     INCORRECT,
@@ -50,6 +53,7 @@ from model_canary.streams.stats.layout import (
     MAX_BP,
     OVER_P95,
     OVER_P99,
+    PRODUCED,
     SHADOW_PAIR_BP,
     TIMED,
     N,
@@ -67,6 +71,8 @@ UNIT_DTYPE = np.int32
 TRASH = BUCKETS  #: padding rows point at this extra bucket, which no statistic reads
 #: Seconds between folds of the per-bucket evidence into the design effect's sums.
 REFRESH_S = 30
+#: Routed seconds whose batch-unit counts stay open to later parts (see ``Tally.open_sums``).
+OPEN_SECONDS = 64
 
 
 class ImpossibleEvidence(CanaryError):
@@ -170,6 +176,12 @@ class Tally:
         self.totals = np.zeros((replicas, len(keys), len(ARMS), F), dtype=np.int64)
         self.refreshed_totals = self.totals.copy()
         self.batch = np.zeros((replicas, len(keys), len(ARMS), len(BATCH_FIELDS)))
+        #: The batch-unit counts (timed batches, over p95, over p99) of each (slot, arm) in the
+        #: last :data:`OPEN_SECONDS` routed seconds folded, at ``second % OPEN_SECONDS``, and
+        #: which second each holds (-1: none): a part of a second folded after the rest adds
+        #: to its cluster, so the per-second moments do not depend on when parts are released.
+        self.open_sums = np.zeros((replicas, len(keys), len(ARMS), OPEN_SECONDS, 3))
+        self.open_second = np.full((replicas, len(keys), len(ARMS), OPEN_SECONDS), -1, np.int64)
         self.first_second = np.full((replicas, len(keys)), np.iinfo(np.int64).max, np.int64)
         dim = len(keys) * len(ARMS) * F
         self.gram = np.zeros((replicas, dim, dim))
@@ -231,6 +243,12 @@ class Tally:
         )
         self.first_second = np.concatenate(
             [self.first_second, np.full((r, 1), np.iinfo(np.int64).max, dtype=np.int64)], axis=1
+        )
+        self.open_sums = np.concatenate(
+            [self.open_sums, np.zeros((r, 1, len(ARMS), OPEN_SECONDS, 3))], axis=1
+        )
+        self.open_second = np.concatenate(
+            [self.open_second, np.full((r, 1, len(ARMS), OPEN_SECONDS), -1, np.int64)], axis=1
         )
         self.cache.clear()
         # The new slot's Gram rows and columns come last and start at zero (no data yet).
@@ -340,6 +358,7 @@ class Tally:
             moments = _moments(batch, b.shape[0], latency)
             if not np.all(np.isfinite(moments)) or np.any(moments < 0):
                 raise ImpossibleEvidence("bad-batch-moments", "batch moments must be finite, >= 0")
+            _check_batch_units(moments, deltas)
         self._add(second, weight_bp, arm, b, deltas, moments, replicas)
 
     def add_labelled(
@@ -493,10 +512,26 @@ class Tally:
             deltas = np.concatenate([it.deltas for it in items], axis=1)
         if warm.any():
             deltas = np.where(warm[:, None, None], 0, deltas)  # a copy: the items stay as they are
+        cell = np.zeros((idx.size, len(BATCH_FIELDS)))
         for it in items:
             self.totals[idx, j, arm] += np.where(warm[:, None], 0, it.deltas.sum(axis=1))
             if it.batch is not None:
-                self.batch[idx, j, arm] += np.where(warm[:, None], 0.0, it.batch)
+                cell += np.where(warm[:, None], 0.0, it.batch)
+        # The second's batch-unit counts are one cluster (see BATCH_FIELDS: cell_*): the
+        # squares grow by (S + d)^2 - S^2 with S what the second held (exact: whole numbers).
+        w = first.second % OPEN_SECONDS
+        held = self.open_second[idx, j, arm, w] == first.second
+        old_sums = np.where(held[:, None], self.open_sums[idx, j, arm, w], 0.0)
+        new_sums = old_sums + cell[:, BATCHES_TIMED : BATCHES_TIMED + 3]
+        self.open_sums[idx, j, arm, w] = new_sums
+        self.open_second[idx, j, arm, w] = first.second
+
+        def squares(x: FloatArray) -> FloatArray:
+            b, x95, x99 = x[:, 0], x[:, 1], x[:, 2]
+            return np.stack([b * b, x95 * x95, x95 * b, x99 * x99, x99 * b], 1)
+
+        cell[:, CELL_B2 : CELL_B2 + 5] = squares(new_sums) - squares(old_sums)
+        self.batch[idx, j, arm] += cell
         keep = deltas.any(axis=(1, 2))
         if np.any(keep):
             self._queue.append((j, arm, idx[keep], buckets[keep], deltas[keep]))
@@ -589,7 +624,12 @@ class Tally:
         flat[where, block] += deltas.reshape(-1, F).astype(UNIT_DTYPE)
 
 
-ROWS_VERSION = 1
+#: 2: ``batch`` and ``pending_batch`` rows carry the batch-unit counts and their per-second
+#: moments (17 batch fields); rows of version 1 (8 batch fields) are read with those at 0
+#: (items only).
+ROWS_VERSION = 2
+#: The batch fields of each rows version.
+BATCH_FIELDS_OF = {1: 8, 2: len(BATCH_FIELDS)}
 
 
 @dataclass
@@ -624,6 +664,10 @@ class TallyRows:
     #: The outcome metrics counted after the built-in fields (rows written before outcome
     #: metrics existed have none).
     outcomes: list[str] = field(default_factory=list)
+    #: Version 2: ``Tally.open_sums`` as (slots, arms * OPEN_SECONDS * 3) and
+    #: ``Tally.open_second`` as (slots, arms * OPEN_SECONDS); None in version 1 rows.
+    open_sums: FloatArray | None = None
+    open_second: IntArray | None = None
 
 
 def to_rows(t: Tally) -> TallyRows:
@@ -667,13 +711,18 @@ def to_rows(t: Tally) -> TallyRows:
             [d[0] for *_, d in t._queue] or [np.zeros((0, F), np.int64)]
         ).reshape(-1, F),
         outcomes=list(t.outcomes),
+        open_sums=t.open_sums[0].reshape(len(t.slots), len(ARMS) * OPEN_SECONDS * 3).copy(),
+        open_second=t.open_second[0].reshape(len(t.slots), len(ARMS) * OPEN_SECONDS).copy(),
     )
 
 
 def from_rows(rows: TallyRows) -> Tally:
     """The tally :func:`to_rows` stored (``Tally.from_rows``)."""
-    if rows.version != ROWS_VERSION:
-        raise ConfigError(f"tally rows version {rows.version}, this code reads {ROWS_VERSION}")
+    if rows.version not in BATCH_FIELDS_OF:
+        raise ConfigError(
+            f"tally rows version {rows.version}, this code reads {sorted(BATCH_FIELDS_OF)}"
+        )
+    width = BATCH_FIELDS_OF[rows.version]
     t = Tally(
         1,
         control=rows.control,
@@ -688,8 +737,13 @@ def from_rows(rows: TallyRows) -> Tally:
     t.units[0] = np.asarray(rows.units).reshape(BUCKETS + 1, n, F).astype(UNIT_DTYPE)
     t.totals[0] = np.asarray(rows.totals).reshape(n, len(ARMS), F)
     t.refreshed_totals[0] = np.asarray(rows.refreshed_totals).reshape(n, len(ARMS), F)
-    t.batch[0] = np.asarray(rows.batch).reshape(n, len(ARMS), len(BATCH_FIELDS))
+    t.batch[0, ..., :width] = np.asarray(rows.batch).reshape(n, len(ARMS), width)
+    pending_batch = np.zeros((len(np.asarray(rows.pending_meta)), len(BATCH_FIELDS)))
+    pending_batch[:, :width] = np.asarray(rows.pending_batch).reshape(-1, width)
     t.first_second[0] = rows.first_second
+    if rows.open_sums is not None and rows.open_second is not None:
+        t.open_sums[0] = np.asarray(rows.open_sums).reshape(t.open_sums.shape[1:])
+        t.open_second[0] = np.asarray(rows.open_second).reshape(t.open_second.shape[1:])
     t.gram[0] = rows.gram
     t.hist[0] = rows.hist
     t.watermark[0] = rows.watermark
@@ -700,7 +754,7 @@ def from_rows(rows: TallyRows) -> Tally:
     for k, (second, j, arm, count, has_batch) in enumerate(np.asarray(rows.pending_meta)):
         part = slice(at, at + int(count))
         at += int(count)
-        moments = np.asarray(rows.pending_batch)[k][None, :] if has_batch else None
+        moments = pending_batch[k][None, :] if has_batch else None
         item = _Pending(
             int(second),
             int(j),
@@ -849,15 +903,51 @@ def _ints(values: ArrayIn) -> IntArray:
 def _moments(batch: object, rows: int, latency: bool) -> FloatArray:
     """A cell's batch moments as ``(rows, len(BATCH_FIELDS))``, from numbers in that order or
     from a record with those attributes (``m2_timed`` defaults to ``m2``: batches' errors are
-    rare, so their timed items are about all their items)."""
+    rare, so their timed items are about all their items; the batch-unit counts default to 0:
+    the cell carried none: numbers may stop after the 8 moments). ``batch_unit_timed`` is left
+    0: :func:`_check_batch_units` sets it.
+    """
     if isinstance(batch, np.ndarray | list | tuple):
-        out = np.asarray(batch, dtype=np.float64).reshape(rows, len(BATCH_FIELDS))
+        given = np.asarray(batch, dtype=np.float64).reshape(rows, -1)
+        if given.shape[1] not in (BATCHES_TIMED, PRODUCED):
+            raise ImpossibleEvidence(
+                "bad-batch-moments", f"{given.shape[1]} batch figures per row, not 8 or 12"
+            )
+        out = np.zeros((rows, len(BATCH_FIELDS)))
+        out[:, : given.shape[1]] = given
+        out[:, BATCH_UNIT_TIMED:] = 0.0
     else:
         values = []
-        for name in BATCH_FIELDS:
+        for name in BATCH_FIELDS[:BATCH_UNIT_TIMED]:
             default = getattr(batch, "m2", 0) if name == "m2_timed" else 0
             values.append(float(getattr(batch, name, default)))
+        values += [0.0] * (len(BATCH_FIELDS) - BATCH_UNIT_TIMED)
         out = np.tile(np.array(values), (rows, 1))
     if not latency:
         out[:, BATCH_FIELDS.index("m2_timed") :] = 0.0
     return out
+
+
+def _check_batch_units(moments: FloatArray, deltas: IntArray) -> None:
+    """Refuse batch-unit counts that cannot be true, and fill in ``batch_unit_timed``: the
+    cell's timed items when it carried batch counts (0 when it did not).
+
+    A cell's timed items lie in at least one and at most that many batches, and a batch over
+    a threshold has a timed item over it: ``1 <= batches_timed <= timed`` (or no batches and
+    no timed items), ``batches_over_p99 <= batches_over_p95 <= batches_timed``, and
+    ``batches_over_p95 <= over_p95`` (likewise p99)."""
+    timed = deltas[..., TIMED].sum(axis=-1)
+    over95, over99 = deltas[..., OVER_P95].sum(axis=-1), deltas[..., OVER_P99].sum(axis=-1)
+    nb, b95, b99 = (moments[:, BATCHES_TIMED + i] for i in range(3))
+    counted = nb > 0
+    given = moments[:, BATCHES_TIMED:BATCH_UNIT_TIMED]
+    if np.any(given != np.round(given)):
+        raise ImpossibleEvidence("bad-batch-moments", "batch counts must be whole numbers")
+    wrong = (nb > timed) | (b95 > nb) | (b99 > b95) | (b95 > over95) | (b99 > over99)
+    if np.any(counted & wrong) or np.any(~counted & ((b95 > 0) | (b99 > 0))):
+        raise ImpossibleEvidence(
+            "inconsistent-counts",
+            "batch counts must satisfy batches_over_p99 <= batches_over_p95 <= batches_timed "
+            "<= timed items, and no more batches over a threshold than items over it",
+        )
+    moments[:, BATCH_UNIT_TIMED] = np.where(counted, timed, 0)

@@ -175,11 +175,14 @@ def _reason(
         for name, log_e in d.promotion.items():
             if log_e[r] < d.threshold:
                 rule = p.metrics[name]
-                e = next(x for x in evidence if x.metric == name)
+                # The promotion test's own counts (batches, for latency timed per batch).
+                pc = s.promotion_comparison(name)
+                bad, n = int(pc.canary_bad[r].sum()), int(pc.canary_n[r].sum())
                 texts.append(
                     f"{name} not yet shown below {1 + rule.tolerance:g}x "
-                    f"{s.comparisons[name].comparator} + {rule.margin:g} "
-                    f"(canary {_rate(e.canary_bad, e.canary_n)}, "
+                    f"{pc.comparator} + {rule.margin:g} "
+                    f"(canary {_counted(name, 'batch') if pc.unit_of(r) == 'batch' else ''}"
+                    f"{_rate(bad, n)}, "
                     f"evidence {math.exp(float(log_e[r])):.3g} of {math.exp(d.threshold):.3g})"
                 )
     if code == THRESHOLDS or (
@@ -202,7 +205,7 @@ def _evidence(name: str, s: StepSnapshot, d: Decisions, p: StepPolicy, r: int) -
     comp = s.comparisons[name]
     log_e = float(d.rollback[name][r])
     alarmed = bool(d.outcome[r] == 2) and log_e >= d.threshold
-    lower, upper = ratio_bounds(comp, p, d.threshold, r)
+    lower, upper = ratio_bounds(comp, p, d.threshold, r, s.promotion_comparison(name))
     return MetricEvidence(
         metric=name,
         baseline_n=int(comp.other_n[r].sum()),
@@ -219,11 +222,17 @@ def _evidence(name: str, s: StepSnapshot, d: Decisions, p: StepPolicy, r: int) -
 
 
 def ratio_bounds(
-    comp: Comparison, p: StepPolicy, threshold: float, r: int = 0
+    comp: Comparison,
+    p: StepPolicy,
+    threshold: float,
+    r: int = 0,
+    promotion: Comparison | None = None,
 ) -> tuple[float, float | None]:
     """Anytime-valid bounds on the canary/comparator ratio, for display: the largest ratio the
     roll-back test (all weights) shows the canary above, and the smallest the promotion test
-    (the newest weight with data, margin 0) shows it below (None: not yet bounded)."""
+    (the newest weight with data, margin 0) shows it below (None: not yet bounded), each on
+    its own evidence: ``comp`` (requests) and ``promotion`` (default ``comp``; for latency
+    timed per micro-batch, batches: the upper bound is then on the ratio of batch rates)."""
     one = _replica(comp, np.array([r]))
     k = one.subtests.shape[0]
     if k == 0 or not one.usable.any():
@@ -234,6 +243,11 @@ def ratio_bounds(
     first[0] = 0.0
     above = rollback_log_e(many, np.log(BOUND_RATIOS), deltas, grid_w, first) >= threshold
     lower = float(BOUND_RATIOS[above].max()) if above.any() else 0.0
+    if promotion is not None and promotion is not comp:
+        one = _replica(promotion, np.array([r]))
+        if not one.usable.any():
+            return lower, None
+        many = _replica(one, np.zeros(BOUND_RATIOS.size, dtype=np.int64))
     stratum = int(np.flatnonzero(one.usable[0])[-1])
     sub = int(np.flatnonzero(one.subtests[:, stratum])[-1])
     below = promotion_log_e(many, stratum, sub, BOUND_RATIOS - 1.0, 0.0) >= threshold
@@ -254,18 +268,23 @@ def _replica(c: Comparison, sl: npt.NDArray[np.int64]) -> Comparison:
     )
 
 
-def _counted(metric: str) -> str:
+def _counted(metric: str, unit: str = "item") -> str:
     """What a metric's rate counts, where its name does not say it: the rates are of *bad*
     events (a wrong label, an answer slower than the baseline's percentile), so "accuracy:
-    canary 97.83%" would read as the accuracy.
+    canary 97.83%" would read as the accuracy; latency compared per batch counts batches.
 
     >>> _counted("accuracy"), _counted("latency_p99"), _counted("errors")
     ('wrong on ', 'slower than the p99 threshold on ', '')
+    >>> _counted("latency_p95", "batch")
+    'batches with an answer slower than the p95 threshold: '
     """
     if metric == "accuracy":
         return "wrong on "
     if metric in QUANTILES:
-        return f"slower than the {metric.removeprefix('latency_')} threshold on "
+        q = metric.removeprefix("latency_")
+        if unit == "batch":
+            return f"batches with an answer slower than the {q} threshold: "
+        return f"slower than the {q} threshold on "
     return ""
 
 

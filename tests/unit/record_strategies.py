@@ -195,6 +195,7 @@ EXAMPLES: dict[type[Record], Any] = {
         latency_hist=b"\x10\x00\x05\x00\x00\x00",
         batch_latency_hist=b"\x10\x00\x03\x00\x00\x00",
         thresholds_revision=4,
+        batches_timed=3,
         batches_over_p95=1,
         batches_over_p99=0,
         batch_m2=4100,
@@ -274,7 +275,7 @@ _COUNTS = frozenset(
         "counted",
         "bad",
     }
-    | {"batches_over_p95", "batches_over_p99", "batch_m2"}
+    | {"batches_over_p95", "batches_over_p99", "batches_timed", "batch_m2"}
     | {f"batch_{m}_{k}" for m in ("e2", "em") for k in ("errors", "over_p95", "over_p99")}
 )
 _SPECIAL: dict[str, st.SearchStrategy[Any]] = {

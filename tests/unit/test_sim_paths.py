@@ -29,7 +29,7 @@ from model_canary.streams.outcomes.expr import Outcome
 from model_canary.streams.outcomes.metrics import condition, judge
 from model_canary.streams.plan import parse_plan
 from model_canary.streams.stats import decide_many, policy, take_snapshot, tally_for
-from model_canary.streams.stats.layout import ARMS, BATCH_FIELDS
+from model_canary.streams.stats.layout import ARMS, BATCH_FIELDS, PRODUCED
 from model_canary.streams.stats.snapshot import Progress
 from model_canary.streams.stats.tally import TRASH
 from model_canary.streams.stats.watermark import Completeness
@@ -138,7 +138,7 @@ def _rows(records: list[Evidence | None]) -> dict[str, npt.NDArray[Any]]:
         c: np.zeros((len(records), k), dtype=np.int64) for c in ("n", "errors", "o95", "o99")
     }
     out["buckets"] = np.full((len(records), k), TRASH, dtype=np.int64)
-    out["batch"] = np.zeros((len(records), len(BATCH_FIELDS)))
+    out["batch"] = np.zeros((len(records), PRODUCED))
     for i, (ev, u) in enumerate(zip(records, units, strict=True)):
         if ev is None or u is None:
             continue
@@ -154,9 +154,11 @@ def _rows(records: list[Evidence | None]) -> dict[str, npt.NDArray[Any]]:
             "m2": ev.batch_m2, "e2_errors": ev.batch_e2_errors, "em_errors": ev.batch_em_errors,
             "m2_timed": ev.batch_m2, "e2_over_p95": ev.batch_e2_over_p95,
             "em_over_p95": ev.batch_em_over_p95, "e2_over_p99": ev.batch_e2_over_p99,
-            "em_over_p99": ev.batch_em_over_p99,
+            "em_over_p99": ev.batch_em_over_p99, "batches_timed": ev.batches_timed,
+            "batches_over_p95": ev.batches_over_p95, "batches_over_p99": ev.batches_over_p99,
+            "batch_unit_timed": 0,
         }  # fmt: skip
-        out["batch"][i] = [fields[name] for name in BATCH_FIELDS]
+        out["batch"][i] = [fields[name] for name in BATCH_FIELDS[:PRODUCED]]
     return out
 
 

@@ -185,7 +185,7 @@ def test_many_replicas_are_decided_as_each_alone() -> None:
     fields: dict[str, Any] = {
         f: (
             {m: _stack(getattr(a, f)[m], getattr(b, f)[m]) for m in getattr(a, f)}
-            if f in ("comparisons", "labels")
+            if f in ("comparisons", "promotions", "labels")
             else {m: np.concatenate([getattr(a, f)[m], getattr(b, f)[m]]) for m in getattr(a, f)}
             if f == "label_coverage"
             else getattr(a, f) + getattr(b, f)
