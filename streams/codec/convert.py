@@ -28,8 +28,6 @@ Convert = Callable[[Any], Any]
 _Plan = tuple[tuple[str, Convert | None, Convert | None], ...]
 
 _PLANS: dict[type, _Plan] = {}
-# record type -> (its field names, the fields whose Avro value needs converting)
-_READS: dict[type, tuple[frozenset[str], tuple[tuple[str, Convert], ...]]] = {}
 
 
 def to_avro(record: object) -> dict[str, Any]:
@@ -44,22 +42,11 @@ def to_avro(record: object) -> dict[str, Any]:
 def from_avro(record_type: type[T], data: Mapping[str, Any]) -> T:
     """Build ``record_type`` from an Avro dict; fields absent from ``data`` keep their dataclass
     default (``TypeError`` if they have none), keys unknown to the dataclass are ignored."""
-    reads = _READS.get(record_type)
-    if reads is None:
-        fields = plan(record_type)
-        reads = _READS[record_type] = (
-            frozenset(name for name, _, _ in fields),
-            tuple((name, decode) for name, _, decode in fields if decode is not None),
-        )
-    names, converts = reads
-    if data.keys() <= names:  # the usual case: the fields of the record's own schema
-        kwargs = dict(data)
-    else:
-        kwargs = {name: value for name, value in data.items() if name in names}
-    for name, decode in converts:
-        value = kwargs.get(name)
-        if value is not None:
-            kwargs[name] = decode(value)
+    kwargs: dict[str, Any] = {}
+    for name, _, decode in plan(record_type):
+        if name in data:
+            value = data[name]
+            kwargs[name] = value if decode is None or value is None else decode(value)
     return record_type(**kwargs)
 
 
