@@ -203,7 +203,7 @@ def _late(records: list[Evidence], arm: str, lag: int) -> list[Evidence]:
     return out + [ev for _i, ev in held]
 
 
-@hyp_settings(max_examples=30, deadline=None)
+@hyp_settings(max_examples=20, deadline=None)
 @given(
     seed=st.integers(0, 10_000),
     lag=st.integers(0, 8),
