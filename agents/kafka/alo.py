@@ -2,9 +2,13 @@
 loop without transactions, for users who prefer a few milliseconds to exactly-once.
 
 An output is readable as soon as the broker has it (no transaction to wait for); the consumed
-offsets are committed after every output written for them is acknowledged, every ``max_ms`` of
-the commit policy (an answer does not wait for it, so committing sooner would only stall the
-loop more often; it bounds what is handled again after a crash). Nothing is lost: an input
+offsets are committed after every output written for them is acknowledged, every second
+(:data:`~model_canary.streams.latency.AT_LEAST_ONCE_COMMIT_MS`, through
+``Settings.data_commit_policy``; ``CANARY_COMMIT_INTERVAL_MS`` when set). An answer does not
+wait for that commit, but the loop does: a commit waits for the outputs it covers to be
+acknowledged, so it is made at a turn of the loop at which none is on its way (then it waits
+for nothing but the evidence it writes), and committing often would only stall the loop more
+often; the interval bounds what is handled again after a crash. Nothing is lost: an input
 whose outputs are not all acknowledged is handled again. But an input may be answered twice:
 after a crash between writing and committing, or when a batch that failed part way is handled
 again (the outputs written before the failure stay). Every result an at-least-once agent
