@@ -130,7 +130,7 @@ class AtLeastOnceLoop(ExactlyOnceLoop):
     def _commit_due(self) -> None:
         """Commit once every output written is acknowledged: the commit then waits for
         nothing but the evidence it writes, and the loop goes on handling inputs meanwhile.
-        Outputs are on their way almost all the time under load, so a commit due waits for a
+        Under load outputs are often on their way, so a commit due waits for a
         turn of the loop at which none is (served delivery reports first), at most
         ``QUIET_WAIT_FACTOR`` times the commit interval; then it waits for them."""
         producer = self._producer
