@@ -125,6 +125,13 @@ class LatencyProfile:
 DEFAULT_LATENCY = LatencyMode.BALANCED
 DEFAULT_DELIVERY = Delivery.EXACTLY_ONCE
 
+#: How often an at-least-once loop commits its consumed offsets (ms), whatever the profile.
+#: An answer never waits for this commit; it bounds what is handled again after a crash
+#: (a second's inputs at most, as Kafka consumers' ``auto.commit.interval.ms`` bounds it
+#: with five), and each commit first waits for the outputs it covers to be acknowledged,
+#: which holds up the loop: the rarer, the fewer requests wait behind one.
+AT_LEAST_ONCE_COMMIT_MS = 1000
+
 PROFILES: dict[LatencyMode, LatencyProfile] = {
     LatencyMode.LOW: LatencyProfile(LatencyMode.LOW, CommitPolicy(0, 20), 0, 10),
     LatencyMode.BALANCED: LatencyProfile(LatencyMode.BALANCED, CommitPolicy(0, 50), 1, 50),

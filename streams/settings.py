@@ -26,6 +26,7 @@ from typing import Any
 
 from model_canary.streams.errors import ConfigError
 from model_canary.streams.latency import (
+    AT_LEAST_ONCE_COMMIT_MS,
     DEFAULT_DELIVERY,
     DEFAULT_LATENCY,
     CommitPolicy,
@@ -138,6 +139,21 @@ class Settings:
         if self.commit_interval_ms is not None:
             return CommitPolicy.every(self.commit_interval_ms)
         return self.profile.commit
+
+    @property
+    def data_commit_policy(self) -> CommitPolicy:
+        """When the data path's loops (router, workers) commit: :attr:`commit_policy` with
+        exactly-once delivery; with at-least-once, every ``AT_LEAST_ONCE_COMMIT_MS`` (or
+        ``commit_interval_ms`` when that is set), whatever the profile.
+
+        >>> Settings(delivery="at-least-once").data_commit_policy
+        CommitPolicy(min_ms=1000, max_ms=1000)
+        >>> Settings().data_commit_policy == Settings().commit_policy
+        True
+        """
+        if self.exactly_once or self.commit_interval_ms is not None:
+            return self.commit_policy
+        return CommitPolicy.every(AT_LEAST_ONCE_COMMIT_MS)
 
     @property
     def exactly_once(self) -> bool:

@@ -62,6 +62,7 @@ def register(
         "--commit-interval-ms",
         type=int,
         help="commit transactions every MS milliseconds instead of as --latency says "
+        "(at-least-once: the consumed offsets, instead of every second) "
         "(CANARY_COMMIT_INTERVAL_MS; for tests and experiments)",
     )
     router.add_argument(
@@ -101,6 +102,7 @@ def register(
         "--commit-interval-ms",
         type=int,
         help="commit transactions every MS milliseconds instead of as --latency says "
+        "(at-least-once: the consumed offsets, instead of every second) "
         "(CANARY_COMMIT_INTERVAL_MS; for tests and experiments)",
     )
     worker.add_argument(

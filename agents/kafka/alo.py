@@ -2,9 +2,13 @@
 loop without transactions, for users who prefer a few milliseconds to exactly-once.
 
 An output is readable as soon as the broker has it (no transaction to wait for); the consumed
-offsets are committed after every output written for them is acknowledged, every ``max_ms`` of
-the commit policy (an answer does not wait for it, so committing sooner would only stall the
-loop more often; it bounds what is handled again after a crash). Nothing is lost: an input
+offsets are committed after every output written for them is acknowledged, every second
+(:data:`~model_canary.streams.latency.AT_LEAST_ONCE_COMMIT_MS`, through
+``Settings.data_commit_policy``; ``CANARY_COMMIT_INTERVAL_MS`` when set). An answer does not
+wait for that commit, but the loop does: a commit waits for the outputs it covers to be
+acknowledged, so it is made at a turn of the loop at which none is on its way (then it waits
+for nothing but the evidence it writes), and committing often would only stall the loop more
+often; the interval bounds what is handled again after a crash. Nothing is lost: an input
 whose outputs are not all acknowledged is handled again. But an input may be answered twice:
 after a crash between writing and committing, or when a batch that failed part way is handled
 again (the outputs written before the failure stay). Every result an at-least-once agent
@@ -66,6 +70,9 @@ log = logging.getLogger(__name__)
 
 #: How long a commit waits for the outputs it covers to be acknowledged.
 FLUSH_TIMEOUT_S = 30.0
+#: A commit due waits for a moment with no output unacknowledged at most this many times the
+#: commit interval, then waits for the outputs (see AtLeastOnceLoop._commit_due).
+QUIET_WAIT_FACTOR = 1.0
 
 
 class AtLeastOnceLoop(ExactlyOnceLoop):
@@ -78,6 +85,8 @@ class AtLeastOnceLoop(ExactlyOnceLoop):
 
     #: Commit offsets synchronously (set around a revocation).
     _synchronous = False
+    #: Since when a commit due has waited for every output to be acknowledged (monotonic s).
+    _quiet_wait_since: float | None = None
 
     @classmethod
     def configured(cls, config: LoopConfig) -> LoopConfig:
@@ -111,10 +120,36 @@ class AtLeastOnceLoop(ExactlyOnceLoop):
         if error is not None and self._out is not None:
             self._out.failures.append((None, error))
 
+    def _input_wait_s(self, now: float) -> float:
+        # A commit waiting for the producer to go quiet (_commit_due) is not urgent: wait for
+        # input as when no commit is due (an input, or the turn's end, checks again).
+        if self._in_txn and self._quiet_wait_since is not None:
+            return self.config.poll_timeout_s
+        return super()._input_wait_s(now)
+
+    def _commit_due(self) -> None:
+        """Commit once every output written is acknowledged: the commit then waits for
+        nothing but the evidence it writes, and the loop goes on handling inputs meanwhile.
+        Under load outputs are often on their way, so a commit due waits for a
+        turn of the loop at which none is (served delivery reports first), at most
+        ``QUIET_WAIT_FACTOR`` times the commit interval; then it waits for them."""
+        producer = self._producer
+        now = time.monotonic()
+        if producer is not None and self._pending < self.config.max_in_txn:
+            if self._quiet_wait_since is None:
+                self._quiet_wait_since = now
+            waited_ms = (now - self._quiet_wait_since) * 1000
+            producer.poll(0)
+            if len(producer) and waited_ms < QUIET_WAIT_FACTOR * self.config.commit.max_ms:
+                return
+        self._quiet_wait_since = None
+        self.commit()
+
     def _begin(self) -> None:
         self._in_txn = True
         self._txn_started = time.monotonic()
         self._pending = 0
+        self._quiet_wait_since = None
 
     def commit(self) -> None:
         """Wait for every output written since the last commit to be acknowledged; then write
@@ -236,5 +271,7 @@ def data_loop(
 ) -> ExactlyOnceLoop:
     """The loop of a data-path agent (router, worker): exactly-once, or at-least-once when
     ``settings.delivery`` says so."""
-    kind = ExactlyOnceLoop if settings.exactly_once else AtLeastOnceLoop
-    return kind(settings, config, handler, on_idle, refuse=refuse, hooks=hooks)
+    if settings.exactly_once:
+        return ExactlyOnceLoop(settings, config, handler, on_idle, refuse=refuse, hooks=hooks)
+    config = replace(config, commit=settings.data_commit_policy)
+    return AtLeastOnceLoop(settings, config, handler, on_idle, refuse=refuse, hooks=hooks)

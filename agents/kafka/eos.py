@@ -487,12 +487,7 @@ class ExactlyOnceLoop:
             while not stop.is_set():
                 now = self._turn_started = time.monotonic()
                 self._retried_s = 0.0
-                if self._in_txn:
-                    # Waits for more input at most STOP_CHECK_S at a time, so that ``stop``
-                    # is seen even when the policy holds the transaction open for long.
-                    wait = min(c.commit.wait_s((now - self._txn_started) * 1000), STOP_CHECK_S)
-                else:
-                    wait = c.poll_timeout_s
+                wait = self._input_wait_s(now)
                 msgs = fetch(consumer, c.max_batch, wait, self._held)
                 if self._after_rebalance():
                     msgs = []  # read again from the committed offsets
@@ -517,7 +512,7 @@ class ExactlyOnceLoop:
                         drained=len(msgs) < c.max_batch,
                     )
                 ):
-                    self.commit()
+                    self._commit_due()
             if self._in_txn:
                 self.commit()
         except BaseException:
@@ -528,6 +523,19 @@ class ExactlyOnceLoop:
             raise
         finally:
             self.close()
+
+    def _input_wait_s(self, now: float) -> float:
+        """How long this turn may wait for input."""
+        if self._in_txn:
+            # Waits for more input at most STOP_CHECK_S at a time, so that ``stop`` is seen
+            # even when the policy holds the transaction open for long.
+            age_ms = (now - self._txn_started) * 1000
+            return min(self.config.commit.wait_s(age_ms), STOP_CHECK_S)
+        return self.config.poll_timeout_s
+
+    def _commit_due(self) -> None:
+        """The commit policy says the open transaction is due: commit it."""
+        self.commit()
 
     def _after_rebalance(self) -> bool:
         """What a revocation left to do outside librdkafka's callback: raise its error (too

@@ -6,19 +6,21 @@ makes the evaluator's state count every input, and a range cited again once only
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator, Sequence
 from typing import cast
 
 import pytest
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, Message, Producer
 
-from model_canary.agents.kafka.alo import AtLeastOnceLoop
+from model_canary.agents.kafka import alo
+from model_canary.agents.kafka.alo import QUIET_WAIT_FACTOR, AtLeastOnceLoop, data_loop
 from model_canary.agents.kafka.eos import LoopConfig, TxnHooks, TxnOutput
 from model_canary.agents.testing import FakeConsumer, FakeKafka, run_until_idle, using
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.evidence.builder import Cell, EvidenceBuilder
 from model_canary.streams.evidence.state import RolloutEvidence
-from model_canary.streams.latency import Delivery
+from model_canary.streams.latency import AT_LEAST_ONCE_COMMIT_MS, CommitPolicy, Delivery
 from model_canary.streams.messages import Evidence
 from model_canary.streams.settings import Settings
 from model_canary.streams.stats.tally import Tally
@@ -158,3 +160,64 @@ def test_a_restart_citing_more_than_the_last_range_loses_nothing(kafka: FakeKafk
     assert kafka.group_offsets["g", "in", 0] == 15
     # The overlap counts twice, as it was answered twice; m10..m14 are not lost with it.
     assert evaluated(kafka).totals()["canary"]["routed"] == 25
+
+
+class _InFlight:
+    """The loop's producer with ``unacknowledged`` outputs on their way (the in-memory one
+    acknowledges everything at once)."""
+
+    def __init__(self, producer: object) -> None:
+        self._producer = producer
+        self.unacknowledged = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._producer, name)
+
+    def __len__(self) -> int:
+        return self.unacknowledged
+
+
+def test_settings_commit_at_least_once_offsets_every_second_unless_told() -> None:
+    assert SETTINGS.data_commit_policy == CommitPolicy.every(AT_LEAST_ONCE_COMMIT_MS)
+    assert SETTINGS.with_overrides(commit_interval_ms=30).data_commit_policy == CommitPolicy(30, 30)
+    eos = Settings(bootstrap="fake:9092")
+    assert eos.data_commit_policy == eos.commit_policy == eos.profile.commit
+    loop = data_loop(SETTINGS, LoopConfig("c", "g", ("in",), "c-1"), lambda batch, out: None)
+    assert loop.config.commit == CommitPolicy.every(AT_LEAST_ONCE_COMMIT_MS)
+
+
+def test_a_commit_due_waits_for_the_outputs_in_flight_then_for_at_most_an_interval(
+    kafka: FakeKafka, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(3):
+        kafka.send("in", f"m{i}".encode())
+    agent = Copier("a")
+    loop = agent.loop
+    consumer, producer = loop._open()
+    in_flight = _InFlight(producer)
+    loop._producer = cast(Producer, in_flight)
+    loop._begin()
+    agent.handle(consumer.consume(3, 0), loop.output)
+    loop._pending = 3
+    in_flight.unacknowledged = 2
+    loop._commit_due()
+    assert loop.in_transaction and ("g", "in", 0) not in kafka.group_offsets
+    # While it waits, the loop waits for input as if no commit were due (no busy turn).
+    assert loop._input_wait_s(time.monotonic()) == loop.config.poll_timeout_s
+    in_flight.unacknowledged = 0
+    loop._commit_due()
+    assert not loop.in_transaction and kafka.group_offsets["g", "in", 0] == 3
+
+    # Outputs always in flight: the commit waits one interval more at most, then flushes.
+    kafka.send("in", b"m3")
+    loop._begin()
+    agent.handle(consumer.consume(1, 0), loop.output)
+    loop._pending = 1
+    in_flight.unacknowledged = 5
+    began = time.monotonic()
+    loop._commit_due()
+    assert loop.in_transaction
+    later = began + QUIET_WAIT_FACTOR * loop.config.commit.max_ms / 1000 + 0.001
+    monkeypatch.setattr(alo.time, "monotonic", lambda: later)
+    loop._commit_due()
+    assert not loop.in_transaction and kafka.group_offsets["g", "in", 0] == 4
