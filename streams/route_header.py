@@ -172,11 +172,11 @@ def read_route(meta: Mapping[str, str | bytes | None]) -> RouteHeader:
     text) was routed: from ``canary-route``, or from an older router's separate headers.
 
     An older router wrote ``canary-arm`` on every routed copy and removed a client's
-    ``canary-route`` from no request, so when ``canary-arm`` is there the separate headers
-    are read (as before: an unreadable value counts as absent) and ``canary-route`` is
-    ignored; a current router removes a client's ``canary-arm``. Without either: the
-    ``stable`` arm. With the separate headers, ``canary-redriven: 1`` marks a re-driven
-    request.
+    ``canary-route`` from no request, so when ``canary-arm`` is there (with a value) the
+    separate headers are read (as before: an unreadable value counts as absent) and
+    ``canary-route`` is ignored; a current router removes a client's ``canary-arm``. A header
+    without a value counts as absent. Without either: the ``stable`` arm. With the separate
+    headers, ``canary-redriven: 1`` marks a re-driven request.
 
     >>> read_route({h.ROUTE: b"1;canary;v2;500;0;;ro1"}).weight_bp
     500
@@ -187,7 +187,7 @@ def read_route(meta: Mapping[str, str | bytes | None]) -> RouteHeader:
     """
     get = meta.get
     packed = get(h.ROUTE)
-    if packed is not None and get(h.ARM) is None:
+    if packed and not get(h.ARM):  # a header without a value counts as absent
         return decode_route(packed)
     try:
         arm = Arm(h.header_text(get(h.ARM, Arm.STABLE.value)))
@@ -241,7 +241,7 @@ def redriven_headers(raw: h.RawHeaders, baseline_version: str) -> h.RawHeaders:
     """
     meta = dict(raw)
     packed = meta.get(h.ROUTE)
-    if packed is not None and meta.get(h.ARM) is None:
+    if packed and not meta.get(h.ARM):
         route = replace(
             decode_route(packed), arm=Arm.BASELINE, version=baseline_version, redriven=True
         )
@@ -268,5 +268,5 @@ def is_shadow_copy(meta: Mapping[str, str | bytes | None]) -> bool:
     try:
         return not read_route(meta).served
     except InvalidRecordError:
-        legacy = meta.get(h.ROUTE) is None or meta.get(h.ARM) is not None
+        legacy = not meta.get(h.ROUTE) or bool(meta.get(h.ARM))
         return legacy and _legacy_text(meta.get(h.SHADOW)) == "1"
