@@ -50,7 +50,8 @@ def _as_older_router_wrote(msg: FakeMessage) -> FakeMessage:
     raw = h.as_list(msg.headers())
     own = [(k, v) for k, v in raw if k != h.ROUTE]
     route = decode_route(dict(raw)[h.ROUTE] or b"")
-    return replace(msg, _headers=[*own, *old_router_headers(route)])
+    written = [*own, *old_router_headers(route)]
+    return replace(msg, _headers=[(k, v.encode() if isinstance(v, str) else v) for k, v in written])
 
 
 def _answered(rollout: RolloutState, routed: list[FakeMessage]) -> dict[str, object]:
@@ -61,7 +62,9 @@ def _answered(rollout: RolloutState, routed: list[FakeMessage]) -> dict[str, obj
         kafka.create(CAT.rollout_state)
         kafka.send(CAT.rollout_state, codec_for(RolloutState).encode(rollout), key=b"iris")
         for msg in routed:
-            kafka.send(msg.topic() or "", msg.value(), key=msg.key(), headers=msg.headers())
+            kafka.send(
+                msg.topic() or "", msg.value(), key=msg.key(), headers=h.as_list(msg.headers())
+            )
         for version in ("v1", "v2"):
             worker = Worker(SETTINGS, WorkerOptions("iris", version), EchoAdapter())
             worker.view.catch_up(timeout=1)
