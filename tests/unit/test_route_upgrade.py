@@ -15,8 +15,8 @@ from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.codec.results import decode_result
 from model_canary.streams.latency import Delivery
-from model_canary.streams.messages import Evidence, Mode, Phase, RolloutState
-from model_canary.streams.route_header import decode_route
+from model_canary.streams.messages import Arm, Evidence, Mode, Phase, RolloutState
+from model_canary.streams.route_header import decode_route, read_route
 from model_canary.streams.settings import Settings
 from tests.unit.test_agents_in_process import CAT, SETTINGS, avro_request, serve_router, state
 from tests.unit.test_route_header import old_router_headers
@@ -107,3 +107,45 @@ def test_workers_answer_requests_routed_by_this_router_or_an_older_one_alike(
         for _, _, headers, _ in new["answers"]  # type: ignore[attr-defined]
     }
     assert marked == {delivery is Delivery.AT_LEAST_ONCE}
+
+
+@pytest.mark.parametrize("older", [False, True])
+def test_after_a_rollback_a_canary_request_is_redriven_in_its_form_and_answered_once(
+    older: bool,
+) -> None:
+    """A canary worker re-drives a rolled-back rollout's queued requests to the baseline
+    keeping the form they were routed in; the baseline answers each once, in no comparison."""
+    rollout = STATES["canary-50"]
+    canary = [
+        m for m in _routed(SETTINGS, rollout) if m.topic() == CAT.version_requests("iris", "v2")
+    ]
+    assert canary
+    if older:
+        canary = [_as_older_router_wrote(m) for m in canary]
+    kafka = FakeKafka()
+    with using(kafka):
+        kafka.create(CAT.rollout_state)
+        rolled_back = replace(rollout, phase=Phase.ROLLED_BACK)
+        kafka.send(CAT.rollout_state, codec_for(RolloutState).encode(rolled_back), key=b"iris")
+        for msg in canary:
+            kafka.send(
+                msg.topic() or "", msg.value(), key=msg.key(), headers=h.as_list(msg.headers())
+            )
+        for version in ("v2", "v1"):
+            worker = Worker(SETTINGS, WorkerOptions("iris", version), EchoAdapter())
+            worker.view.catch_up(timeout=1)
+            run_until_idle(worker.loop, kafka)
+        redriven = kafka.read(CAT.version_requests("iris", "v1"))
+        assert len(redriven) == len(canary)
+        for msg in redriven:
+            names = [k for k, _ in h.as_list(msg.headers())]
+            assert (h.ROUTE in names, h.ARM in names) == (not older, older)
+            route = read_route(dict(h.as_list(msg.headers())))
+            assert (route.arm, route.version, route.redriven) == (Arm.BASELINE, "v1", True)
+        answers = [decode_result(m.value(), m.headers()) for m in kafka.read(CAT.results)]
+        assert sorted(r.request_id for r in answers) == sorted(
+            h.header_text(dict(h.as_list(m.headers()))[h.REQUEST_ID]) for m in canary
+        )
+        assert {(r.version, r.arm) for r in answers} == {("v1", Arm.BASELINE)}
+        evidence = [codec_for(Evidence).decode(m.value() or b"") for m in kafka.read(CAT.evidence)]
+        assert evidence == []  # re-driven requests count in no comparison
