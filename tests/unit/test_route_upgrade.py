@@ -15,7 +15,15 @@ from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.codec.results import decode_result
 from model_canary.streams.latency import Delivery
-from model_canary.streams.messages import Arm, Evidence, Mode, Phase, RolloutState
+from model_canary.streams.messages import (
+    EPOCH,
+    Arm,
+    Evidence,
+    InferenceRequest,
+    Mode,
+    Phase,
+    RolloutState,
+)
 from model_canary.streams.route_header import decode_route, read_route
 from model_canary.streams.settings import Settings
 from tests.unit.test_agents_in_process import CAT, SETTINGS, avro_request, serve_router, state
@@ -149,3 +157,29 @@ def test_after_a_rollback_a_canary_request_is_redriven_in_its_form_and_answered_
         assert {(r.version, r.arm) for r in answers} == {("v1", Arm.BASELINE)}
         evidence = [codec_for(Evidence).decode(m.value() or b"") for m in kafka.read(CAT.evidence)]
         assert evidence == []  # re-driven requests count in no comparison
+
+
+def test_a_request_routed_by_a_newer_router_is_refused_saying_so_and_answered() -> None:
+    """A worker older than the router (upgraded in the wrong order) loses nothing: each such
+    request gets an error answer and a dead letter naming the header's version."""
+    kafka = FakeKafka()
+    with using(kafka):
+        kafka.create(CAT.rollout_state)
+        value = codec_for(InferenceRequest).encode(
+            InferenceRequest(request_id="n1", model="iris", inputs=b"{}", created_at=EPOCH)
+        )
+        headers: h.RawHeaders = [
+            (h.MODEL, b"iris"),
+            (h.REQUEST_ID, b"n1"),
+            (h.ROUTE, b"2;canary;v1;500;1700000000000;;ro1"),
+        ]
+        kafka.send(CAT.version_requests("iris", "v1"), value, key=b"user-1", headers=headers)
+        worker = Worker(SETTINGS, WorkerOptions("iris", "v1"), EchoAdapter())
+        worker.view.catch_up(timeout=1)
+        run_until_idle(worker.loop, kafka)
+        (answer,) = kafka.read(CAT.results)
+        result = decode_result(answer.value(), answer.headers())
+        assert (result.request_id, result.error_type) == ("n1", "unknown-route-version")
+        assert "canary-route is version 2; this reader knows version 1 only" in (result.error or "")
+        (dead,) = kafka.read(CAT.dead_letters)
+        assert dict(h.as_list(dead.headers()))[h.DLQ_REASON] == b"unknown-route-version"
