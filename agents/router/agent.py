@@ -68,7 +68,7 @@ class _Output:
     stamp, metric labels, and the cohort buckets of the batch's requests routed there (a
     rollout's arms: for the routed evidence; every route: their number is the routed count)."""
 
-    __slots__ = ("buckets", "cell", "labels", "parts", "tail", "topic")
+    __slots__ = ("buckets", "cell", "labels", "parts", "shadow", "tail", "topic")
 
     def __init__(
         self,
@@ -76,9 +76,15 @@ class _Output:
         parts: tuple[bytes, bytes],
         labels: tuple[str, str, str],
         cell: Cell | None,
+        *,
+        shadow: bool = False,
     ) -> None:
         self.topic = topic
         self.parts = parts
+        # A shadow copy also carries canary-shadow: 1, so that a worker older than
+        # canary-route (upgraded after the router, against the documented order) never writes
+        # it as a served answer.
+        self.shadow: h.RawHeaders = [(h.SHADOW, b"1")] if shadow else []
         self.labels = labels
         self.cell = cell  # None: no evidence (no rollout in progress)
         self.buckets: list[int] = []
@@ -88,7 +94,7 @@ class _Output:
     def stamp(self, routed_at: bytes) -> None:
         """Set :attr:`tail` for a batch routed at ``routed_at`` (epoch ms, as text)."""
         head, rest = self.parts
-        self.tail = [(_ROUTE, head + routed_at + rest)]
+        self.tail = [(_ROUTE, head + routed_at + rest), *self.shadow]
 
 
 class _Plan(NamedTuple):
@@ -405,7 +411,8 @@ class Router:
             if route.arm is not Arm.STABLE:
                 arm = route.arm.value
                 cell = Cell(model, route.rollout_id, "", arm, route.served, route.weight_bp, 0)
-            output = _Output(topic, parts, (model, route.version, route.arm.value), cell)
+            labels = (model, route.version, route.arm.value)
+            output = _Output(topic, parts, labels, cell, shadow=not route.served)
             output.stamp(self._routed_at)
             outputs[route] = output
         by_set = {id(s): tuple(outputs[r] for r in s) for s in plan.route_sets()}

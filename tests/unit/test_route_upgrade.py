@@ -56,7 +56,7 @@ def _routed(settings: Settings, rollout: RolloutState) -> list[FakeMessage]:
 def _as_older_router_wrote(msg: FakeMessage) -> FakeMessage:
     """The same routed copy with the headers a router before ``canary-route`` wrote."""
     raw = h.as_list(msg.headers())
-    own = [(k, v) for k, v in raw if k != h.ROUTE]
+    own = [(k, v) for k, v in raw if k not in (h.ROUTE, h.SHADOW)]
     route = decode_route(dict(raw)[h.ROUTE] or b"")
     written = [*own, *old_router_headers(route)]
     return replace(msg, _headers=[(k, v.encode() if isinstance(v, str) else v) for k, v in written])
@@ -98,12 +98,15 @@ def test_workers_answer_requests_routed_by_this_router_or_an_older_one_alike(
 ) -> None:
     rollout = STATES[name]
     routed = _routed(replace(SETTINGS, delivery=delivery), rollout)
-    assert {k for m in routed for k, _ in h.as_list(m.headers())} == {
-        h.CONTENT_TYPE,
-        h.MODEL,
-        h.REQUEST_ID,
-        h.ROUTE,
-    }
+    for m in routed:
+        names = [k for k, _ in h.as_list(m.headers())]
+        route = decode_route(dict(h.as_list(m.headers()))[h.ROUTE] or b"")
+        # One routing header; a shadow copy also canary-shadow, for workers before it.
+        added = [h.ROUTE] if route.served else [h.ROUTE, h.SHADOW]
+        assert names == [h.CONTENT_TYPE, h.MODEL, h.REQUEST_ID, *added]
+        # A worker that reads only the separate headers never takes a shadow copy as served.
+        separate = {k: v for k, v in h.as_list(m.headers()) if k != h.ROUTE}
+        assert read_route(separate).served is route.served
     arms = {decode_route(dict(h.as_list(m.headers()))[h.ROUTE] or b"").arm for m in routed}
     assert len(arms) >= 2  # both arms' workers have requests to answer
     new = _answered(rollout, routed)
