@@ -18,14 +18,20 @@ CONTENT_TYPE = "content-type"
 REQUEST_ID = "canary-request-id"
 MODEL = "canary-model"
 ROUTING_KEY = "canary-routing-key"
-# Set by the router on every routed request; a client may also set it to force an arm
-# (header match for testers).
+#: Set by the router on every routed request: arm, version, weight, routed-at stamp, flags
+#: and rollout id packed in one versioned value (see :mod:`~.route_header`).
+ROUTE = "canary-route"
+# Set by routers before ``canary-route`` (one header each; workers still read them). A client
+# may set ``canary-arm`` on a request to force an arm (header match for testers); ``canary-arm``
+# and ``canary-version`` are also on every result.
 ARM = "canary-arm"
 VERSION = "canary-version"
 ROLLOUT_ID = "canary-rollout-id"
 WEIGHT_BP = "canary-weight-bp"
 ROUTED_AT_MS = "canary-routed-at-ms"
 SHADOW = "canary-shadow"
+#: On a request a worker re-drove to the baseline after a rollback, with the separate headers.
+REDRIVEN = "canary-redriven"
 #: On a result written with at-least-once delivery: ``at-least-once`` (the same request may
 #: be answered more than once; readers drop the repeats by request id).
 DELIVERY = "canary-delivery"

@@ -17,6 +17,7 @@ from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.codec.results import decode_result
 from model_canary.streams.errors import DecodeError
 from model_canary.streams.messages import InferenceResult
+from model_canary.streams.route_header import is_shadow_copy
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 
@@ -111,7 +112,7 @@ class _Accountant:
             rid = position_id(source, _int(meta.get(h.DLQ_PARTITION)), _int(meta.get(h.DLQ_OFFSET)))
         if self.only is None or rid in self.only:
             reason = meta.get(h.DLQ_REASON, "unknown")
-            self.ledger.dead_letter(rid, reason, shadow=meta.get(h.SHADOW) == "1")
+            self.ledger.dead_letter(rid, reason, shadow=is_shadow_copy(meta))
 
 
 def audit(settings: Settings, since: datetime | None = None, timeout: float = 30.0) -> AuditReport:

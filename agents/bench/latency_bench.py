@@ -82,6 +82,7 @@ from model_canary.streams.errors import (
 from model_canary.streams.latency import Delivery, LatencyMode
 from model_canary.streams.messages import InferenceResult
 from model_canary.streams.percentiles import percentile_interval, target_vs_interval
+from model_canary.streams.route_header import decode_route
 from model_canary.streams.settings import Settings
 
 MODEL, VERSION = "bench", "v1"
@@ -453,7 +454,7 @@ def _latency(
         t = times.get(rid or "")
         if t is not None and t.routed_ns is None:
             t.routed_ns = now
-            t.routed_at_ms = int(header_value(msg, h.ROUTED_AT_MS) or 0) or None
+            t.routed_at_ms = decode_route(header_value(msg, h.ROUTE) or "").routed_at_ms
             t.routed_append_ms = _appended_ms(msg)
 
     def requested(msg: Message, _now: int) -> None:

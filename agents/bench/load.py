@@ -17,6 +17,7 @@ from model_canary.agents.kafka.clients import new_producer, produce
 from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import INFERENCE_REQUEST_CONTENT_TYPE, codec_for
 from model_canary.streams.messages import Arm, InferenceRequest, utc_now
+from model_canary.streams.route_header import RouteHeader, encode_route
 from model_canary.streams.settings import Settings
 
 # Header a latency request carries: its send time, ``time.time_ns()`` in decimal.
@@ -133,12 +134,14 @@ def produce_routed(
     extra_headers: Mapping[str, str] | None = None,
     timeout: float = 120.0,
 ) -> list[str]:
-    """``n`` Avro requests written straight to a version topic with the headers the router
-    sets (baseline arm, weight 0), as a worker receives them. Returns the request ids."""
+    """``n`` Avro requests written straight to a version topic with the header the router
+    sets (``canary-route``: baseline arm, weight 0), as a worker receives them. Returns the
+    request ids."""
     producer = new_producer(settings, "canary-bench-load")
     codec = codec_for(InferenceRequest)
     ids = [f"{id_prefix}{i}" for i in range(n)]
-    routed_at = str(int(time.time() * 1000))
+    route = RouteHeader(Arm.BASELINE, version, 0, int(time.time() * 1000), rollout_id)
+    routed = encode_route(route).decode()
     extra = list((extra_headers or {}).items())
 
     def send(i: int) -> None:
@@ -153,11 +156,7 @@ def produce_routed(
                     (h.REQUEST_ID, rid),
                     (h.MODEL, model),
                     (h.ROUTING_KEY, rid),
-                    (h.ARM, Arm.BASELINE.value),
-                    (h.VERSION, version),
-                    (h.ROLLOUT_ID, rollout_id),
-                    (h.WEIGHT_BP, "0"),
-                    (h.ROUTED_AT_MS, routed_at),
+                    (h.ROUTE, routed),
                     *extra,
                 ]
             )

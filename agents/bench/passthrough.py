@@ -13,7 +13,8 @@ variables. Stops gracefully on SIGTERM/SIGINT.
 
 Shaped like the router's output (``canary bench router``'s second reference): ``--header
 NAME=VALUE`` adds headers after each copy's own, ``--stamp-header NAME`` adds one carrying the
-batch's time in milliseconds (as the router's routed-at stamp), and ``--split-bp BP`` with two
+batch's time in milliseconds (as the router's routed-at stamp; ``--stamp-format`` puts it in a
+longer value, as the router's ``canary-route`` has it), and ``--split-bp BP`` with two
 outputs writes each message once, to the second output when its key's bucket
 (``crc32(key) % 10000``) is below ``BP``, else to the first (a rollout's split at that weight),
 instead of copying it to every output. Then the only difference from the router is the
@@ -57,6 +58,7 @@ class Passthrough:
         max_batch: int = 1000,
         headers: Sequence[tuple[str, bytes]] = (),
         stamp_header: str | None = None,
+        stamp_format: str = "{ms}",
         split_bp: int | None = None,
     ) -> None:
         if split_bp is not None and len(outputs) != 2:
@@ -65,6 +67,9 @@ class Passthrough:
         self.max_batch = max_batch
         self.headers = list(headers)
         self.stamp_header = stamp_header
+        # The stamp's value around its milliseconds.
+        head, _, rest = stamp_format.partition("{ms}")
+        self.stamp_parts = (head.encode(), rest.encode())
         self.split_bp = split_bp
         self.policy = settings.commit_policy
         self.in_txn = False
@@ -118,7 +123,9 @@ class Passthrough:
                     producer.begin_transaction()
                     self.in_txn, started = True, time.monotonic()
                 if msgs and self.stamp_header is not None:
-                    stamp = (self.stamp_header, str(int(time.time() * 1000)).encode())
+                    head, rest = self.stamp_parts
+                    ms = str(int(time.time() * 1000)).encode()
+                    stamp = (self.stamp_header, head + ms + rest)
                     tail = [*self.headers, stamp]
                 for msg in msgs:
                     err = msg.error()
@@ -176,6 +183,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--stamp-header", metavar="NAME", help="a header carrying the batch's time in ms"
     )
     parser.add_argument(
+        "--stamp-format",
+        default="{ms}",
+        metavar="TEXT",
+        help="the --stamp-header value, {ms} replaced by the time (default: {ms})",
+    )
+    parser.add_argument(
         "--split-bp",
         type=int,
         metavar="BP",
@@ -201,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_batch=args.max_batch,
         headers=headers,
         stamp_header=args.stamp_header,
+        stamp_format=args.stamp_format,
         split_bp=args.split_bp,
     ).run(stop)
     return 0

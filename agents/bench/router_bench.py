@@ -54,8 +54,10 @@ from model_canary.agents.bench.session import (
     require_at_least_one,
 )
 from model_canary.streams import headers as h
+from model_canary.streams.enums import Arm
 from model_canary.streams.errors import ConfigError
 from model_canary.streams.percentiles import mean_interval, target_vs_interval
+from model_canary.streams.route_header import RouteHeader, encode_parts
 from model_canary.streams.settings import Settings
 
 MODEL = "bench"
@@ -277,19 +279,17 @@ def _ratios(tops: list[Drain], bottoms: list[Drain]) -> list[float]:
 
 def _shape_args(weight_bp: int) -> list[str]:
     """The passthrough's arguments that make it write what the router writes at
-    ``weight_bp``: the router's added headers (values of the same sizes) and the split.
+    ``weight_bp``: the router's added header (``canary-route``, stamped per batch, its value
+    of the same size) and the split.
 
-    >>> _shape_args(2000)[-2:]
-    ['--split-bp', '2000']
+    >>> args = _shape_args(2000)
+    >>> args[:3], args[3].startswith("1;baseline;v1;2000;{ms};;"), args[-2:]
+    (['--stamp-header', 'canary-route', '--stamp-format'], True, ['--split-bp', '2000'])
     """
-    added = [
-        (h.ARM, "baseline"),
-        (h.VERSION, BASELINE),
-        (h.ROLLOUT_ID, uuid.uuid4().hex),
-        (h.WEIGHT_BP, str(weight_bp)),
-    ]
-    args = [a for name, value in added for a in ("--header", f"{name}={value}")]
-    return [*args, "--stamp-header", h.ROUTED_AT_MS, "--split-bp", str(weight_bp)]
+    route = RouteHeader(Arm.BASELINE, BASELINE, weight_bp, None, uuid.uuid4().hex)
+    head, rest = encode_parts(route)
+    stamp_format = (head + b"{ms}" + rest).decode()
+    return ["--stamp-header", h.ROUTE, "--stamp-format", stamp_format, "--split-bp", str(weight_bp)]
 
 
 def _median_of(values: list[float | None]) -> float | None:

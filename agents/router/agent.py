@@ -31,6 +31,7 @@ from model_canary.streams.enums import Arm
 from model_canary.streams.errors import DecodeError
 from model_canary.streams.evidence.builder import Cell, EvidenceBuilder
 from model_canary.streams.messages import Evidence
+from model_canary.streams.route_header import RouteHeader, encode_parts
 from model_canary.streams.routing import Route, RoutePlan
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
@@ -38,40 +39,62 @@ from model_canary.streams.topics import TopicCatalogue
 log = logging.getLogger(__name__)
 
 AGENT = "router"
-# Headers the router sets; a client's values for them are replaced (canary-arm is read first
-# as a forced arm).
+# Headers a router sets (this one canary-route only; older ones the others, which workers
+# still read); a client's values for them are dropped (canary-arm is read first as a forced
+# arm).
 _ROUTER_HEADERS = frozenset(
-    {h.ARM, h.VERSION, h.ROLLOUT_ID, h.WEIGHT_BP, h.ROUTED_AT_MS, h.SHADOW, h.DELIVERY}
+    {
+        h.ROUTE,
+        h.ARM,
+        h.VERSION,
+        h.ROLLOUT_ID,
+        h.WEIGHT_BP,
+        h.ROUTED_AT_MS,
+        h.SHADOW,
+        h.DELIVERY,
+        h.REDRIVEN,
+    }
 )
 
 
 _JSON = h.JSON.encode()
 _JSON_LEN = len(_JSON)
 _MODEL, _REQUEST_ID, _CONTENT_TYPE, _ARM = h.MODEL, h.REQUEST_ID, h.CONTENT_TYPE, h.ARM
-_ROUTED_AT = h.ROUTED_AT_MS
+_ROUTE = h.ROUTE
 
 
 class _Output:
-    """Where one route's requests go: topic, encoded route headers, metric labels, and the
-    cohort buckets of the batch's requests routed there (a rollout's arms: for the routed
-    evidence; every route: their number is the routed count)."""
+    """Where one route's requests go: topic, its ``canary-route`` value around the routed-at
+    stamp, metric labels, and the cohort buckets of the batch's requests routed there (a
+    rollout's arms: for the routed evidence; every route: their number is the routed count)."""
 
-    __slots__ = ("buckets", "cell", "headers", "labels", "tail", "topic")
+    __slots__ = ("buckets", "cell", "labels", "parts", "shadow", "tail", "topic")
 
     def __init__(
         self,
         topic: str,
-        headers: h.RawHeaders,
+        parts: tuple[bytes, bytes],
         labels: tuple[str, str, str],
         cell: Cell | None,
+        *,
+        shadow: bool = False,
     ) -> None:
         self.topic = topic
-        self.headers = headers
+        self.parts = parts
+        # A shadow copy also carries canary-shadow: 1, so that a worker older than
+        # canary-route (upgraded after the router, against the documented order) never writes
+        # it as a served answer.
+        self.shadow: h.RawHeaders = [(h.SHADOW, b"1")] if shadow else []
         self.labels = labels
         self.cell = cell  # None: no evidence (no rollout in progress)
         self.buckets: list[int] = []
-        #: The headers the router adds, with the batch's routed-at stamp (set per batch).
-        self.tail: h.RawHeaders = headers
+        #: The header the router adds, with the batch's routed-at stamp (set per batch).
+        self.tail: h.RawHeaders = []
+
+    def stamp(self, routed_at: bytes) -> None:
+        """Set :attr:`tail` for a batch routed at ``routed_at`` (epoch ms, as text)."""
+        head, rest = self.parts
+        self.tail = [(_ROUTE, head + routed_at + rest), *self.shadow]
 
 
 class _Plan(NamedTuple):
@@ -141,7 +164,7 @@ class Router:
         self.evidence = EvidenceBuilder("routed", source=self.loop.config.transactional_id)
         self._evidence_codec = codec_for(Evidence)
         self._last_state_poll = 0.0
-        self._routed_at: tuple[str, bytes] = (_ROUTED_AT, b"0")  # the current batch's stamp
+        self._routed_at = b"0"  # the current batch's stamp (epoch ms)
         # Compiled per model (keyed by the raw model header), dropped when any state changes.
         self._plans: dict[str | bytes, _Plan] = {}
         # Per model, the (rollout id, revision) of the state last logged as routed by.
@@ -191,7 +214,7 @@ class Router:
         # State changes are applied between batches only, so one batch routes consistently.
         self._refresh_state()
         routed_at = str(int(time.time() * 1000)).encode()
-        self._stamp((_ROUTED_AT, routed_at))
+        self._stamp(routed_at)
         # The common case inline, with everything it touches in locals: a request of a model
         # already routed in this state, with its metadata headers, not JSON, no router
         # headers. Everything else (and any doubt) takes the full path, _route.
@@ -233,12 +256,12 @@ class Router:
             self._route(msg, out)
         self._collect_evidence(int(routed_at) // 1000)
 
-    def _stamp(self, routed_at: tuple[str, bytes]) -> None:
-        """Every output's added headers, with this batch's routed-at stamp."""
+    def _stamp(self, routed_at: bytes) -> None:
+        """Every output's added header, with this batch's routed-at stamp."""
         self._routed_at = routed_at
         for plan in self._plans.values():
             for output in plan.outputs.values():
-                output.tail = [*output.headers, routed_at]
+                output.stamp(routed_at)
 
     def _collect_evidence(self, second: int) -> None:
         """The batch's routed requests into the transaction's evidence and the routed
@@ -364,30 +387,33 @@ class Router:
             output.buckets.append(bucket)
 
     def _compile(self, model: str) -> _Plan | None:
-        """The model's route plan with each route's topic, encoded headers and metric labels."""
+        """The model's route plan with each route's topic, encoded header and metric labels."""
         state = self.view.get(model)
         if state is None:
             return None
         plan = RoutePlan(state)
         outputs: dict[Route, _Output] = {}
         for route in plan.all_routes():
-            headers: h.RawHeaders = [
-                (h.ARM, route.arm.value.encode()),
-                (h.VERSION, route.version.encode()),
-                (h.ROLLOUT_ID, route.rollout_id.encode()),
-                (h.WEIGHT_BP, str(route.weight_bp).encode()),
-            ]
-            if not route.served:
-                headers.append((h.SHADOW, b"1"))
             # Routed at least once: the workers mark their answers so (they may repeat).
-            headers += h.delivery_headers(self.settings.exactly_once) or []
+            parts = encode_parts(
+                RouteHeader(
+                    route.arm,
+                    route.version,
+                    route.weight_bp,
+                    None,
+                    route.rollout_id,
+                    served=route.served,
+                    at_least_once=not self.settings.exactly_once,
+                )
+            )
             topic = self.catalogue.version_requests(model, route.version)
             cell = None
             if route.arm is not Arm.STABLE:
                 arm = route.arm.value
                 cell = Cell(model, route.rollout_id, "", arm, route.served, route.weight_bp, 0)
-            output = _Output(topic, headers, (model, route.version, route.arm.value), cell)
-            output.tail = [*headers, self._routed_at]
+            labels = (model, route.version, route.arm.value)
+            output = _Output(topic, parts, labels, cell, shadow=not route.served)
+            output.stamp(self._routed_at)
             outputs[route] = output
         by_set = {id(s): tuple(outputs[r] for r in s) for s in plan.route_sets()}
         limits = self.loop.output.limits

@@ -50,11 +50,10 @@ from model_canary.streams.codec.json_records import is_json
 from model_canary.streams.codec.requests import decode_request
 from model_canary.streams.codec.results import encode_answer
 from model_canary.streams.cohort import bucket as cohort_bucket
-from model_canary.streams.errors import DecodeError, InvalidRecordError, OutputRefusedError
+from model_canary.streams.errors import DecodeError, OutputRefusedError
 from model_canary.streams.evaluation import plan_of
 from model_canary.streams.evidence.builder import Cell, EvidenceBuilder, Thresholds
 from model_canary.streams.messages import (
-    MAX_BP,
     Arm,
     Evidence,
     InferenceRequest,
@@ -67,6 +66,7 @@ from model_canary.streams.messages import (
     utc_now,
 )
 from model_canary.streams.plan import labelled_metrics
+from model_canary.streams.route_header import read_route, redriven_headers
 from model_canary.streams.settings import Settings
 from model_canary.streams.stats.layout import SHADOW_PAIR_BP
 from model_canary.streams.topics import TopicCatalogue
@@ -74,12 +74,19 @@ from model_canary.streams.topics import TopicCatalogue
 log = logging.getLogger(__name__)
 
 AGENT = "worker"
-#: Epoch milliseconds of 10000-01-01: every time below it is a datetime (checked per request
-#: only beyond it).
-_YEAR_10000_MS = 253_402_300_800_000
-REDRIVEN = "canary-redriven"
-#: The headers a request's routing is read from (see _Routed.from_headers).
-_ROUTING = (h.ARM, h.ROLLOUT_ID, h.WEIGHT_BP, h.ROUTED_AT_MS, h.SHADOW, REDRIVEN, h.DELIVERY)
+REDRIVEN = h.REDRIVEN
+#: The headers a request's routing is read from (see _Routed.from_headers): the router's
+#: packed one, and those an older router wrote.
+_ROUTING = (
+    h.ROUTE,
+    h.ARM,
+    h.ROLLOUT_ID,
+    h.WEIGHT_BP,
+    h.ROUTED_AT_MS,
+    h.SHADOW,
+    REDRIVEN,
+    h.DELIVERY,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,34 +119,21 @@ class _Routed:
     def from_headers(
         cls, meta: Mapping[str, str | bytes | None], *, preflight: bool = False
     ) -> _Routed:
-        """Read from a message's headers by name (values as Kafka gives them, or as text)."""
-        get = meta.get
-        try:
-            arm = Arm(h.header_text(get(h.ARM, Arm.STABLE.value)))
-        except ValueError:
-            arm = Arm.STABLE
-        weight_bp = _int(_text(get(h.WEIGHT_BP)), 0)
-        routed_at_ms = _int(_text(get(h.ROUTED_AT_MS)), 0) or None
-        # Values the router never writes would only fail later, when the result is built,
-        # outside the per-message handling: the worker would stop, and stop again on restart.
-        if not 0 <= weight_bp <= MAX_BP:
-            raise InvalidRecordError(f"header {h.WEIGHT_BP} {weight_bp} is outside 0..{MAX_BP}")
-        if routed_at_ms is not None and not 0 < routed_at_ms < _YEAR_10000_MS:
-            try:
-                from_epoch_ms(routed_at_ms)
-            except OverflowError:
-                raise InvalidRecordError(
-                    f"header {h.ROUTED_AT_MS} {routed_at_ms} is not a time"
-                ) from None
+        """Read from a message's headers by name (values as Kafka gives them, or as text):
+        the router's ``canary-route``, or an older router's separate headers
+        (:func:`~model_canary.streams.route_header.read_route`). Values the router never
+        writes are refused here (an error raised when the result is built would be outside
+        the per-message handling: the worker would stop, and stop again on restart)."""
+        route = read_route(meta)
         return cls(
-            arm=arm,
-            rollout_id=_text(get(h.ROLLOUT_ID)) or None,
-            weight_bp=weight_bp,
-            served=_text(get(h.SHADOW)) != "1",
-            routed_at_ms=routed_at_ms,
-            redriven=_text(get(REDRIVEN)) == "1",
-            at_least_once=_text(get(h.DELIVERY)) == h.AT_LEAST_ONCE.decode(),
-            preflight=(_text(get(h.PREFLIGHT)) or "unknown") if preflight else None,
+            arm=route.arm,
+            rollout_id=route.rollout_id,
+            weight_bp=route.weight_bp,
+            served=route.served,
+            routed_at_ms=route.routed_at_ms,
+            redriven=route.redriven,
+            at_least_once=route.at_least_once,
+            preflight=(_text(meta.get(h.PREFLIGHT)) or "unknown") if preflight else None,
         )
 
 
@@ -335,13 +329,8 @@ class Worker:
     def _redrive(self, out: TxnOutput, msg: Message, raw: h.RawHeaders) -> None:
         state = self.view.get(self.options.model)
         assert state is not None
-        replaced = {h.ARM, h.VERSION, REDRIVEN}
-        headers: h.RawHeaders = [(k, v) for k, v in raw if k not in replaced] + [
-            (h.ARM, Arm.BASELINE.value.encode()),
-            (h.VERSION, state.baseline_version.encode()),
-            (REDRIVEN, b"1"),
-        ]
         topic = self.catalogue.version_requests(self.options.model, state.baseline_version)
+        headers = redriven_headers(raw, state.baseline_version)
         out.produce(topic, msg.value(), key=msg.key(), headers=headers)
         metrics.REDRIVEN.labels(self.options.model, self.options.version).inc()
 
@@ -673,10 +662,3 @@ def _text(raw: str | bytes | None) -> str | None:
     """A header value as text (as h.header_dict has it); None when absent or without a value
     (every header read here means the same either way)."""
     return None if raw is None else h.header_text(raw)
-
-
-def _int(raw: str | None, default: int) -> int:
-    try:
-        return int(raw) if raw is not None else default
-    except ValueError:
-        return default

@@ -28,14 +28,28 @@ from datetime import UTC, datetime
 from model_canary.streams import headers as h
 from model_canary.streams.codec.requests import decode_request
 from model_canary.streams.cohort import bucket
+from model_canary.streams.enums import Arm
 from model_canary.streams.errors import ConfigError, DecodeError
 from model_canary.streams.record_base import MAX_BP
+from model_canary.streams.route_header import RouteHeader, encode_route
 from model_canary.streams.stats.layout import SHADOW_PAIR_BP
 
 _JSON = h.JSON.encode()
-#: Headers the router writes (a recorded request's values for them are dropped).
+#: Headers a router writes (this one ``canary-route``, older ones the others) and the
+#: pre-flight's own: a recorded request's values for them are dropped.
 ROUTER_HEADERS = frozenset(
-    {h.ARM, h.VERSION, h.ROLLOUT_ID, h.WEIGHT_BP, h.ROUTED_AT_MS, h.SHADOW, h.PREFLIGHT}
+    {
+        h.ROUTE,
+        h.ARM,
+        h.VERSION,
+        h.ROLLOUT_ID,
+        h.WEIGHT_BP,
+        h.ROUTED_AT_MS,
+        h.SHADOW,
+        h.DELIVERY,
+        h.REDRIVEN,
+        h.PREFLIGHT,
+    }
 )
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
@@ -114,16 +128,15 @@ def replay_headers(
     rec: Recorded, arm: str, version: str, preflight_id: str, routed_at_ms: int
 ) -> h.RawHeaders:
     """The headers of a replayed copy: the recorded ones, then what the router writes for a
-    shadow pair (each arm answers every replayed request), and ``canary-preflight``."""
-    return [
-        *rec.headers,
-        (h.ARM, arm.encode()),
-        (h.VERSION, version.encode()),
-        (h.ROLLOUT_ID, preflight_id.encode()),
-        (h.WEIGHT_BP, str(SHADOW_PAIR_BP).encode()),
-        (h.ROUTED_AT_MS, str(routed_at_ms).encode()),
-        (h.PREFLIGHT, preflight_id.encode()),
-    ]
+    shadow pair (each arm answers every replayed request; the pre-flight id as rollout id),
+    and ``canary-preflight``.
+
+    >>> rec = Recorded("iris", "r1", b"k1", [("canary-model", b"iris")])
+    >>> replay_headers(rec, "canary", "v2", "pf-1", 7)[1:]
+    [('canary-route', b'1;canary;v2;5000;7;;pf-1'), ('canary-preflight', b'pf-1')]
+    """
+    route = RouteHeader(Arm(arm), version, SHADOW_PAIR_BP, routed_at_ms, preflight_id)
+    return [*rec.headers, (h.ROUTE, encode_route(route)), (h.PREFLIGHT, preflight_id.encode())]
 
 
 def sampled(request_id: str, preflight_id: str, sample_bp: int) -> bool:

@@ -28,6 +28,7 @@ from model_canary.agents.process import AgentProcess, canary_command
 from model_canary.streams import headers as h
 from model_canary.streams.messages import RolloutState
 from model_canary.streams.plan import parse_plan
+from model_canary.streams.route_header import RouteHeader, decode_route
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 
@@ -357,3 +358,8 @@ def header(msg: Message, name: str) -> str | None:
         if k == name:
             return v.decode() if isinstance(v, bytes) else v
     return None
+
+
+def route_of(msg: Message) -> RouteHeader:
+    """How the router routed a routed copy: its ``canary-route`` header."""
+    return decode_route(header(msg, h.ROUTE) or "")

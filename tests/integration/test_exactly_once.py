@@ -18,7 +18,7 @@ from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.messages import Evidence
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
-from tests.integration.conftest import Agent, header, read_topic, send_requests
+from tests.integration.conftest import Agent, header, read_topic, route_of, send_requests
 
 pytestmark = pytest.mark.integration
 
@@ -91,9 +91,9 @@ def test_router_killed_mid_stream_routes_every_request_exactly_once(
     assert len(counts) == n, f"{n - len(counts)} requests lost"
     assert max(counts.values()) == 1, f"duplicates: {[k for k, c in counts.items() if c > 1][:5]}"
     # The restarted router restored the rollout state: every key kept its arm across the kill.
-    arms: dict[bytes, set[str | None]] = {}
+    arms: dict[bytes, set[str]] = {}
     for m in routed:
-        arms.setdefault(m.key() or b"", set()).add(header(m, h.ARM))
+        arms.setdefault(m.key() or b"", set()).add(route_of(m).arm.value)
     assert all(len(a) == 1 for a in arms.values()), "a key changed arms across the restart"
     # At 50% the default plan's control arm takes the baseline's whole share.
     assert {a for s in arms.values() for a in s} == {"control", "canary"}

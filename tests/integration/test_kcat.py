@@ -98,7 +98,9 @@ def serving(
 def test_json_requests_labels_and_commands_with_kcat(
     settings: Settings, serving: None, tmp_path: Path
 ) -> None:
-    setup, request, bare, answers, unknown, refusal, label, command, events, state = sh_blocks()
+    blocks = sh_blocks()
+    setup, request, bare, answers, unknown, refusal, label, command, events, state = blocks[:10]
+    (routed_copies,) = blocks[10:]
     assert setup.startswith("KAFKA=")
     run(request, settings, tmp_path)
     run(bare, settings, tmp_path)
@@ -115,6 +117,20 @@ def test_json_requests_labels_and_commands_with_kcat(
     assert by_id["r2"]["routing_key"] == "user-8" and by_id["r1"]["routing_key"] == "user-7"
     assert by_id["r1"]["outputs"]["inputs"][0]["data"] == [1.5, 2.5]  # type: ignore[index]
     assert all(r["served"] is True and r["error"] is None for r in by_id.values())
+
+    # The routed copies carry the request's headers and the router's one canary-route.
+    out = read_until(routed_copies, settings, tmp_path, lambda o: o.count("canary-route=") >= 2)
+    for line in out.splitlines():
+        key, names = line.split(" ", 1)[0], re.findall(r"(?:^|,)([\w-]+)=", line.split(" ", 1)[1])
+        assert names == ["content-type", "canary-model", "canary-request-id", "canary-route"], line
+        route = re.search(r"canary-route=1;(\w+);(v[12]);(\d+);(\d+);;(\w+)$", line)
+        assert route is not None and route.group(3) in ("0", "100", "10000"), line
+        assert (route.group(1), route.group(2)) in (
+            ("baseline", "v1"),
+            ("control", "v1"),
+            ("canary", "v2"),
+        ), line
+        assert key in ("user-7", "user-8")
 
     run(unknown, settings, tmp_path)
     out = read_until(refusal, settings, tmp_path, lambda o: "r3 " in o)

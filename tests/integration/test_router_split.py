@@ -15,7 +15,7 @@ from model_canary.agents.client.control import ControlClient
 from model_canary.streams import headers as h
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
-from tests.integration.conftest import Agent, header, read_topic, send_requests
+from tests.integration.conftest import Agent, header, read_topic, route_of, send_requests
 
 pytestmark = pytest.mark.integration
 
@@ -44,8 +44,9 @@ def test_split_is_within_binomial_tolerance_sticky_and_monotone(
         assert len(this_step) == PER_STEP, "every request routed exactly once"
         arms: dict[str, set[str]] = defaultdict(set)
         for m in this_step:
-            arms[(m.key() or b"").decode()].add(header(m, h.ARM) or "")
-            assert header(m, h.WEIGHT_BP) == str(weight_pct * 100)
+            route = route_of(m)
+            arms[(m.key() or b"").decode()].add(route.arm.value)
+            assert route.weight_bp == weight_pct * 100
         assert all(len(a) == 1 for a in arms.values()), "a key switched arms within a step"
         canary_keys = sum(1 for a in arms.values() if a == {"canary"})
         p = weight_pct / 100
@@ -76,5 +77,6 @@ def test_header_match_forces_an_arm(
     send_requests(settings, "iris", [f"k{i}" for i in range(200)], headers={h.ARM: "canary"})
     routed = read_topic(settings, topics.version_requests("iris", "v2"), 200)
     assert len(routed) == 200
-    assert Counter(header(m, h.WEIGHT_BP) for m in routed) == {"10000": 200}
+    assert Counter(route_of(m).weight_bp for m in routed) == {10_000: 200}
+    assert {header(m, h.ARM) for m in routed} == {None}  # the client's canary-arm is dropped
     assert read_topic(settings, topics.version_requests("iris", "v1"), 0, timeout=0) == []

@@ -469,6 +469,17 @@ HEADER_VALUES: st.SearchStrategy[str | bytes | None] = st.one_of(
     st.text(max_size=40),
     st.integers(-(2**80), 2**80).map(lambda n: str(n).encode()),
     st.integers(1_000, 10_000).map(lambda n: b"9" * n),  # a huge number
+    st.sampled_from(  # canary-route values, good and bad
+        [
+            b"1;canary;v2;500;1700000000000;;ro1",
+            b"1;stable;v1;0;0;a;",
+            b"1;canary;v2;5000;0;s;ro1",
+            b"2;canary;v2;500;0;;ro1",
+            b"1;canary;v2;10001;0;;ro1",
+            b"1;canary;v2;500;0;zz;ro1",
+            b"1;canary",
+        ]
+    ),
 )
 
 HEADERS: st.SearchStrategy[list[tuple[str, str | bytes | None]]] = st.lists(
@@ -485,6 +496,8 @@ HEADERS: st.SearchStrategy[list[tuple[str, str | bytes | None]]] = st.lists(
                 "canary-routed-at-ms",
                 "canary-shadow",
                 "canary-redriven",
+                "canary-route",
+                "canary-delivery",
             ]
         )
         | st.text(max_size=20),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 import pytest
 from confluent_kafka import KafkaError, Message
@@ -31,6 +32,7 @@ from model_canary.streams.messages import (
     Phase,
     RolloutState,
 )
+from model_canary.streams.route_header import RouteHeader, decode_route, encode_route
 from model_canary.streams.settings import Settings
 from model_canary.streams.signing_keys import KeyRing
 from model_canary.streams.topics import TopicCatalogue
@@ -48,6 +50,11 @@ def kafka() -> Iterator[FakeKafka]:
 
 def header(msg: Message | FakeMessage, name: str) -> str | None:
     return h.header_dict(h.as_list(msg.headers())).get(name)
+
+
+def route_of(msg: Message | FakeMessage) -> RouteHeader:
+    """How the router routed a routed copy (its ``canary-route`` header)."""
+    return decode_route(header(msg, h.ROUTE) or "")
 
 
 def state(**fields: object) -> RolloutState:
@@ -149,12 +156,12 @@ def test_a_write_refused_after_queueing_refuses_its_input_and_the_loop_goes_on(
 # -- the router --------------------------------------------------------------------------------
 
 
-def serve_router(kafka: FakeKafka, *states: RolloutState) -> Router:
+def serve_router(kafka: FakeKafka, *states: RolloutState, settings: Settings = SETTINGS) -> Router:
     codec = codec_for(RolloutState)
     kafka.create(CAT.rollout_state)
     for s in states:
         kafka.send(CAT.rollout_state, codec.encode(s), key=s.model.encode())
-    router = Router(SETTINGS, RouterOptions(instance="r1"))
+    router = Router(settings, RouterOptions(instance="r1"))
     router.view.catch_up(timeout=1)
     run_until_idle(router.loop, kafka)
     return router
@@ -192,7 +199,8 @@ def test_the_router_routes_avro_and_bare_json_requests_and_answers_a_refusal(
     routed = kafka.read(CAT.version_requests("iris", "v1"))
     assert [header(m, h.REQUEST_ID) for m in routed] == ["r1", "t.requests[0]@1"]
     assert [m.key() for m in routed] == [b"r1", b"user-7"]
-    assert {header(m, h.ARM) for m in routed} == {"stable"}
+    assert {route_of(m).arm for m in routed} == {Arm.STABLE}
+    assert all(header(m, h.ARM) is None for m in routed)  # one header: canary-route
     (answer,) = kafka.read(CAT.results)
     result = decode_result(answer.value(), answer.headers())
     assert (result.request_id, result.error_type) == ("t.requests[0]@2", "unknown-model")
@@ -398,7 +406,17 @@ def messages(draw: st.DrawFn) -> FakeMessage:
             headers.append((name, value.encode()))
     if content_type is not None:
         headers.append((h.CONTENT_TYPE, content_type))
-    extra = draw(st.sampled_from([None, (h.ARM, b"canary"), (h.ARM, b"odd"), (h.VERSION, b"v9")]))
+    extra = draw(
+        st.sampled_from(
+            [
+                None,
+                (h.ARM, b"canary"),
+                (h.ARM, b"odd"),
+                (h.VERSION, b"v9"),
+                (h.ROUTE, b"1;canary;v9;0;0;;forged"),
+            ]
+        )
+    )
     if extra is not None:
         headers.append(extra)
     key = draw(st.sampled_from([None, b"user-1", b"user-2", b"u" * 40]))
@@ -413,7 +431,13 @@ def _written(kafka: FakeKafka) -> list[Written]:
     out: list[Written] = []
     for topic in sorted(kafka.topics):
         for m in kafka.read(topic):
-            kept = [(k, v) for k, v in h.as_list(m.headers()) if k != h.ROUTED_AT_MS]
+            # The routed-at stamp aside (each batch has its own).
+            kept = [
+                (k, encode_route(replace(decode_route(v or b""), routed_at_ms=None)))
+                if k == h.ROUTE
+                else (k, v)
+                for k, v in h.as_list(m.headers())
+            ]
             value = m.value() if topic.startswith(CAT.requests) else None
             out.append((topic, m.key(), kept, value))
     return out

@@ -22,6 +22,7 @@ from model_canary.streams.codec.results import decode_result
 from model_canary.streams.enums import BaselineMode, PreflightStatus
 from model_canary.streams.messages import EPOCH, InferenceRequest, OffsetRange, Preflight
 from model_canary.streams.preflight.replay import Pacer
+from model_canary.streams.route_header import decode_route
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 
@@ -117,10 +118,9 @@ def test_a_replay_stopped_half_way_resumes_and_replays_each_request_once(
         assert set(per_request.values()) == {1}
         arm = "canary" if version == "v2" else "baseline"
         first_copy = copies[0]
-        assert header(first_copy, h.PREFLIGHT) == "pf-1" and header(first_copy, h.ARM) == arm
-        assert (
-            header(first_copy, h.VERSION) == version and header(first_copy, h.WEIGHT_BP) == "5000"
-        )
+        route = decode_route(header(first_copy, h.ROUTE) or "")
+        assert header(first_copy, h.PREFLIGHT) == "pf-1" and route.arm == arm
+        assert (route.version, route.weight_bp, route.rollout_id) == (version, 5000, "pf-1")
     by_id = {header(m, h.REQUEST_ID): m for m in kafka.read(CAT.preflight_requests("iris", "v2"))}
     assert by_id["r10"].key() == b"user-10" and by_id["r10"].value() == record("iris", "r10")
     assert by_id[f"{CAT.requests}[0]@9"].value() == b'{"x": 1}'

@@ -1,6 +1,7 @@
 """A worker reads each micro-batch's routings once per distinct set of routing headers
 (``_Routes``): what it reads for each request is what reading that request's headers alone
-gives (as the worker did before, from ``header_dict``), raising the same errors."""
+gives (as the worker did before, from ``header_dict``), raising the same errors; in either
+form (``canary-route``, or an older router's separate headers)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ _NAMES = [
     h.CONTENT_TYPE,
     h.MODEL,
     h.REQUEST_ID,
+    h.ROUTE,
     h.ARM,
     h.VERSION,
     h.ROLLOUT_ID,
@@ -58,6 +60,12 @@ _VALUES: st.SearchStrategy[str | bytes | None] = (
             b"1700000000124",
             b"99999999999999999999",
             b"pf1",
+            b"1;canary;v2;500;1700000000123;;ro1",
+            "1;canary;v2;500;1700000000123;;ro1",
+            b"1;baseline;v1;500;1700000000124;a;ro1",
+            b"1;canary;v2;5000;0;s;ro2",
+            b"2;canary;v2;500;0;;ro1",
+            b"1;canary;v2;500;0;x;ro1",
         ]
     )
     | HEADER_VALUES
