@@ -36,6 +36,11 @@ REDRIVEN = "canary-redriven"
 #: be answered more than once; readers drop the repeats by request id).
 DELIVERY = "canary-delivery"
 AT_LEAST_ONCE = b"at-least-once"
+#: Headers a router sets on a routed request (this release ``canary-route`` only; older ones
+#: the others, which workers still read): a client's values for them are dropped on the way in.
+ROUTER_SET = frozenset(
+    {ROUTE, ARM, VERSION, ROLLOUT_ID, WEIGHT_BP, ROUTED_AT_MS, SHADOW, DELIVERY, REDRIVEN}
+)
 #: On every result: ``true`` for the answer a client gets, ``false`` for a shadow's.
 SERVED = "canary-served"
 #: On a replayed copy of a recorded request and on its answer: the pre-flight's id.

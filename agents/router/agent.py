@@ -39,22 +39,9 @@ from model_canary.streams.topics import TopicCatalogue
 log = logging.getLogger(__name__)
 
 AGENT = "router"
-# Headers a router sets (this one canary-route only; older ones the others, which workers
-# still read); a client's values for them are dropped (canary-arm is read first as a forced
-# arm).
-_ROUTER_HEADERS = frozenset(
-    {
-        h.ROUTE,
-        h.ARM,
-        h.VERSION,
-        h.ROLLOUT_ID,
-        h.WEIGHT_BP,
-        h.ROUTED_AT_MS,
-        h.SHADOW,
-        h.DELIVERY,
-        h.REDRIVEN,
-    }
-)
+# Headers a router sets; a client's values for them are dropped (canary-arm is read first as a
+# forced arm).
+_ROUTER_HEADERS = h.ROUTER_SET
 
 
 _JSON = h.JSON.encode()

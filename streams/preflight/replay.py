@@ -37,20 +37,7 @@ from model_canary.streams.stats.layout import SHADOW_PAIR_BP
 _JSON = h.JSON.encode()
 #: Headers a router writes (this one ``canary-route``, older ones the others) and the
 #: pre-flight's own: a recorded request's values for them are dropped.
-ROUTER_HEADERS = frozenset(
-    {
-        h.ROUTE,
-        h.ARM,
-        h.VERSION,
-        h.ROLLOUT_ID,
-        h.WEIGHT_BP,
-        h.ROUTED_AT_MS,
-        h.SHADOW,
-        h.DELIVERY,
-        h.REDRIVEN,
-        h.PREFLIGHT,
-    }
-)
+ROUTER_HEADERS = h.ROUTER_SET | {h.PREFLIGHT}
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
 
