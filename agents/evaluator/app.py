@@ -4,9 +4,7 @@
   producer transaction, whatever the request rate. Each record is applied to its rollout's
   :class:`~model_canary.streams.evidence.state.RolloutEvidence`, which counts it once however
   often it is read, so faust's offset handling (its commits stall behind transactional input,
-  faust-streaming issue #606) can never count anything twice. The rollouts a burst of
-  records counted in are settled once, at the burst's end (:data:`BURST_S`), not after
-  each record: the seconds the burst completed are released then, and an evaluation is due.
+  faust-streaming issue #606) can never count anything twice.
 * A timer decides on the clock: for every rollout whose evidence this instance owns, it
   settles the complete seconds, runs the decision rule and publishes the decision (with the
   evidence offsets it rests on) and, where one is due, a command.
@@ -35,7 +33,7 @@ import faust
 from faust.types import TP
 
 from model_canary.agents import metrics
-from model_canary.agents.evaluator.brain import CheckpointData, Evaluator, NeedsRollout
+from model_canary.agents.evaluator.brain import Applied, CheckpointData, Evaluator, NeedsRollout
 from model_canary.agents.evaluator.decisions import DecisionSink
 from model_canary.agents.evaluator.security import faust_credentials
 from model_canary.agents.evaluator.store import StateStore
@@ -54,12 +52,6 @@ T = TypeVar("T")
 ROLLOUT_WAIT_S = 10.0
 #: Least time between two evaluations (evidence arrives in bursts, one per transaction).
 MIN_SPACING_S = 0.1
-#: Evidence arrives in bursts (each transaction's records, a fetch's transactions), handed
-#: over by faust one record at a time. The records applied within this long (s) after the
-#: first of a burst are settled together, once, at its end...
-BURST_S = 0.05
-#: ... or as soon as this many have been (a backlog read as fast as it can be).
-BURST_MAX = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,9 +175,6 @@ class Runtime:
         self._decide_thread = ThreadPoolExecutor(1, thread_name_prefix="evaluator-decide")
         self._stopping = False
         self.due = asyncio.Event()  # an evaluation is due (evidence completed a second)
-        self.unsettled = 0  # records handled since the last settle
-        self._burst: asyncio.TimerHandle | None = None  # the settle at the burst's end
-        self.read = self.bursts = 0  # records handled, bursts settled (logged at the end)
         self.view.start()
 
     async def _off_loop(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
@@ -230,7 +219,6 @@ class Runtime:
 
     async def on_shutdown(self, _sender: Any, *_args: Any, **_kw: Any) -> None:
         self._stopping = True
-        log.info("%d evidence records read, settled in %d bursts", self.read, self.bursts)
         await self.checkpoint_all()
         if self._on_shutdown is not None:
             await self._off_loop(self._decide_thread, self._on_shutdown)
@@ -250,15 +238,9 @@ class Runtime:
             self._loading[partition] = fut
             await self._load(partition, fut)
         await fut
-        self.unsettled += 1
-        self.read += 1
-        if self.unsettled >= BURST_MAX:
-            self.settle()
-        elif self._burst is None:
-            self._burst = asyncio.get_running_loop().call_later(BURST_S, self.settle)
         source = (message.topic, partition, message.offset)
         args = (message.value, source, message.key, message.headers)
-        result = self.brain.on_evidence(*args)
+        result = self.brain.on_evidence(*args, now_ms=int(time.time() * 1000))
         if isinstance(result, NeedsRollout):
             state = await self.view.wait_for(result.model, result.rollout_id, ROLLOUT_WAIT_S)
             if state is None:
@@ -269,17 +251,8 @@ class Runtime:
                 )
                 self.brain.skip(source)
                 return
-            self.brain.on_evidence(*args)
-
-    def settle(self) -> None:
-        """The end of a burst of records: release the seconds they completed (an evaluation
-        is due if any)."""
-        if self._burst is not None:
-            self._burst.cancel()
-            self._burst = None
-        self.unsettled = 0
-        self.bursts += 1
-        if self.brain.settle(int(time.time() * 1000)):
+            result = self.brain.on_evidence(*args, now_ms=int(time.time() * 1000))
+        if isinstance(result, Applied) and result.released:
             self.due.set()
 
     # -- deciding --------------------------------------------------------------------------

@@ -19,7 +19,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from model_canary.agents import metrics
 from model_canary.agents.evaluator.decisions import DecisionSink, Emitted
@@ -55,10 +54,11 @@ class NeedsRollout:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """:meth:`Evaluator.on_evidence` counted a record of ``model`` (:meth:`Evaluator.settle`
-    then tells whether it completed a second)."""
+    """:meth:`Evaluator.on_evidence` counted a record of ``model``; ``released``: it let
+    the model's watermark move (an evaluation is due)."""
 
     model: str
+    released: bool
 
 
 @dataclass
@@ -104,8 +104,6 @@ class Evaluator:
         self._pending: dict[str, tuple[int, float]] = {}  # model -> (revision, sent at)
         #: model -> (the last verdict that moved nothing, when it was published)
         self._last_said: dict[str, tuple[str, float]] = {}
-        #: Rollouts that counted evidence since the last :meth:`settle`.
-        self._unsettled: dict[str, RolloutEvidence] = {}
 
     # -- partitions ------------------------------------------------------------------------
     def install(self, partition: int, checkpoint: Checkpoint) -> None:
@@ -136,7 +134,6 @@ class Evaluator:
             return
         for model in part.models:
             self.states.pop(model, None)
-            self._unsettled.pop(model, None)
             self._pending.pop(model, None)
             self._last_said.pop(model, None)
 
@@ -147,12 +144,13 @@ class Evaluator:
         source: tuple[str, int, int],
         key: bytes | None = None,
         headers: object = None,
+        now_ms: int = 0,
     ) -> NeedsRollout | Applied | None:
         """Apply one evidence record read at ``source`` (topic, partition, offset); returns
         :class:`NeedsRollout` when the record's rollout must first be confirmed by the view
         (call again after :meth:`FollowedView.wait_for`, with the same arguments), or
-        :class:`Applied` when it counted. Call :meth:`settle` once the burst of records read
-        together has been applied, so a second they complete is released at once."""
+        :class:`Applied` when it counted (``now_ms``: settle the rollout then, so a second
+        it completes is released at once)."""
         _topic, partition, offset = source
         part = self.partitions[partition]
         if offset < part.covered:
@@ -180,13 +178,14 @@ class Evaluator:
         # A transaction's records are applied together, once all have arrived.
         items = part.gathering.offer(ev, offset=offset, now_ms=_monotonic_ms())
         raw = (offset, value, key, headers)
-        return self._apply(part, partition, items, raw)
+        return self._apply(part, partition, items, now_ms, raw)
 
     def _apply(
         self,
         part: Partition,
         partition: int,
         items: list[Item],
+        now_ms: int,
         raw: tuple[int, bytes | None, bytes | None, object] | None = None,
     ) -> Applied | None:
         """Count ``items`` (records and their offsets) in their rollouts' states; returns
@@ -207,28 +206,16 @@ class Evaluator:
                 source = (self.catalogue.evidence, partition, offset)
                 self._dead(part, value, key, headers, source, "invalid-record", str(exc))
                 continue
-            _counter(ev.kind.value, "applied" if applied else "duplicate").inc()
+            metrics.EVIDENCE.labels(ev.kind.value, "applied" if applied else "duplicate").inc()
             if applied:
                 part.dirty.add(ev.model)
                 counted[ev.model] = state
-        result = None
+        result, released = None, False
         for model, state in counted.items():
-            self._unsettled[model] = state
-            result = Applied(model)
-        return result
-
-    def settle(self, now_ms: int) -> bool:
-        """Settle the rollouts that counted evidence since the last call (once per burst of
-        records read together, not per record: a rollout's state after a burst is the same
-        either way); returns whether a watermark moved (an evaluation is due)."""
-        released = False
-        for model, state in self._unsettled.items():
-            if self.states.get(model) is not state:
-                continue  # revoked, or a new rollout since
             before = state.watermark
-            released = state.settle(now_ms) > before or released
-        self._unsettled.clear()
-        return released
+            released = (bool(now_ms) and state.settle(now_ms) > before) or released
+            result = Applied(model, released)
+        return result
 
     def skip(self, source: tuple[str, int, int]) -> None:
         """A record of a rollout that never showed up in the view: an older rollout's late
@@ -260,7 +247,7 @@ class Evaluator:
         for partition, part in self.partitions.items():
             if len(part.gathering):
                 late = part.gathering.overdue(_monotonic_ms())
-                self._apply(part, partition, late)
+                self._apply(part, partition, late, now_ms)
         for model, evidence in list(self.states.items()):
             state = self.view.get(model)
             if state is None or state.rollout_id != evidence.rollout_id:
@@ -346,18 +333,6 @@ class Evaluator:
         if part is not None:
             part.dirty |= data.models
             part.dead[:0] = data.dead
-
-
-_COUNTERS: dict[tuple[str, str], Any] = {}
-
-
-def _counter(kind: str, outcome: str) -> Any:
-    """The ``canary_evidence_records_total`` counter of ``kind`` and ``outcome`` (looked up
-    once: a label lookup costs as much as a small record's columns)."""
-    counter = _COUNTERS.get((kind, outcome))
-    if counter is None:
-        counter = _COUNTERS[(kind, outcome)] = metrics.EVIDENCE.labels(kind, outcome)
-    return counter
 
 
 def _monotonic_ms() -> int:

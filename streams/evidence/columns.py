@@ -115,26 +115,14 @@ def pack_histogram(dense: Ints) -> bytes:
 
 def unpack_histogram(data: bytes) -> Ints:
     """Sparse pairs back to a dense histogram; :class:`ValueError` for malformed bytes."""
-    rows = histogram_rows(data)
+    rows = _rows(data, HIST_DTYPE, "latency histogram")
     dense = np.zeros(BINS, dtype=np.int64)
     if rows.size:
-        np.add.at(dense, rows["bin"].astype(np.int64), rows["count"].astype(np.int64))
+        bins = rows["bin"].astype(np.int64)
+        if bins.max() > MAX_BIN:
+            raise EvidenceError(f"latency histogram bin {int(bins.max())} is above {MAX_BIN}")
+        np.add.at(dense, bins, rows["count"].astype(np.int64))
     return dense
-
-
-def histogram_rows(data: bytes) -> npt.NDArray[np.void]:
-    """The sparse ``(bin, count)`` pairs of a packed histogram as they are (``["bin"]``,
-    ``["count"]``), checked as :func:`unpack_histogram` checks them but without building the
-    dense histogram: :class:`ValueError` for malformed bytes or a bin above :data:`MAX_BIN`.
-
-    >>> rows = histogram_rows(pack_histogram(histogram([0.5, 0.5, 12.0])))
-    >>> rows["count"].tolist(), bool(rows["bin"][1] == bin_of(12.0))
-    ([2, 1], True)
-    """
-    rows = _rows(data, HIST_DTYPE, "latency histogram")
-    if rows.size and int(rows["bin"].max()) > MAX_BIN:
-        raise EvidenceError(f"latency histogram bin {int(rows['bin'].max())} is above {MAX_BIN}")
-    return rows
 
 
 def bucket_array(buckets: Iterable[int] | Ints) -> Ints:

@@ -64,7 +64,7 @@ from model_canary.streams.evidence import snapshot
 from model_canary.streams.evidence.columns import (
     BatchSums,
     Ints,
-    histogram_rows,
+    unpack_histogram,
     unpack_units,
 )
 from model_canary.streams.messages import Evidence
@@ -250,10 +250,10 @@ class RolloutEvidence:
                 second, weight, arm, b, lab, bad, outcomes=outcomes
             )
         rows = unpack_units("served", ev.units)
-        # Both histograms are checked; only a latency histogram from before the thresholds
-        # counts (its rows as they are: the tally adds them bin by bin).
-        hist = histogram_rows(ev.latency_hist)
-        histogram_rows(ev.batch_latency_hist)
+        hist = unpack_histogram(ev.latency_hist) if ev.latency_hist else None
+        hist_bins = np.flatnonzero(hist) if hist is not None else np.zeros(0, dtype=np.int64)
+        if ev.batch_latency_hist:
+            unpack_histogram(ev.batch_latency_hist)
         timed = ev.thresholds_revision >= 0
         zeros = np.zeros(rows.size, dtype=np.int64)
         b, n, errors = (_col(rows, c) for c in ("bucket", "n", "errors"))
@@ -280,11 +280,11 @@ class RolloutEvidence:
 
         def served() -> None:
             self.tally.add_served(second, weight, arm, b, n, errors, over95, over99, batch, timed)
-            if hist.size and not timed and ev.served:
+            if hist is not None and hist_bins.size and not timed and ev.served:
                 # Answers measured before the thresholds were known: the baseline's (and
                 # control's) fix the thresholds (the tally pools those arms only).
                 self.tally.add_latency_hist(
-                    arm, bins=_col(hist, "bin")[None, :], counts=_col(hist, "count")[None, :]
+                    arm, bins=hist_bins[None, :], counts=hist[hist_bins][None, :]
                 )
             if second > self.watermark:
                 self.completeness.add_done(second, arm, [ev.requests + ev.refused])

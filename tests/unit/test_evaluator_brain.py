@@ -7,17 +7,12 @@ import dataclasses
 from datetime import timedelta
 from typing import Any
 
-from hypothesis import given
-from hypothesis import settings as hyp_settings
-from hypothesis import strategies as st
-
 from model_canary.agents.evaluator.brain import Applied, Evaluator, NeedsRollout
 from model_canary.agents.evaluator.decisions import DecisionSink
 from model_canary.agents.evaluator.store import Checkpoint
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.enums import Action
 from model_canary.streams.evidence.builder import Cell, EvidenceBuilder
-from model_canary.streams.evidence.state import CLOSE_MS
 from model_canary.streams.messages import (
     Evidence,
     OffsetRange,
@@ -30,7 +25,6 @@ from model_canary.streams.plan import parse_plan
 from model_canary.streams.settings import Settings
 from model_canary.streams.stats.thresholds import THRESHOLD_ITEMS
 from model_canary.streams.stats.verdicts import REPEAT_S
-from tests.unit.test_evidence_state import fingerprint, traffic
 
 NOW = utc_now()
 T0 = epoch_ms(NOW) // 1000 - 30
@@ -186,67 +180,3 @@ def test_no_decision_sees_half_of_a_joiner_transaction() -> None:
     again.on_evidence(codec.encode(baseline), ("t.evidence", 0, at + 1))
     totals = again.states["iris"].totals()
     assert (totals["canary"]["labelled"], totals["baseline"]["labelled"]) == (1500, 1500)
-
-
-def _late(records: list[Evidence], arm: str, lag: int) -> list[Evidence]:
-    """``records`` with the served records of ``arm`` read ``lag`` records later (a worker
-    that lags behind the others)."""
-    out: list[Evidence] = []
-    held: list[tuple[int, Evidence]] = []
-    for i, ev in enumerate(records):
-        if ev.kind == "served" and ev.arm == arm:
-            held.append((i + lag, ev))
-        else:
-            out.append(ev)
-        while held and held[0][0] <= i:
-            out.append(held.pop(0)[1])
-    return out + [ev for _i, ev in held]
-
-
-@hyp_settings(max_examples=20, deadline=None)
-@given(
-    seed=st.integers(0, 10_000),
-    lag=st.integers(0, 8),
-    bursts=st.lists(st.integers(1, 9), min_size=1, max_size=40),
-    ticks=st.lists(st.integers(0, 900), min_size=1, max_size=40),
-)
-def test_settling_once_per_burst_counts_exactly_as_settling_after_every_record(
-    seed: int, lag: int, bursts: list[int], ticks: list[int]
-) -> None:
-    """The app settles once per burst of records read together; settled after every record
-    instead (as it did), the state after each burst is the same: tally, watermark, seconds
-    still open, records counted."""
-    records = _late(traffic(seed, seconds=6, thresholds=True), "canary", lag)
-    codec = codec_for(Evidence)
-    data = [codec.encode(ev) for ev in records]
-    s = state(weight_bp=2000)
-    each, once = brain(s), brain(s)
-    # The time each record is read at: on by the ticks, but never so late that the clock
-    # closed a second the router still routes in (its routed records are read in time).
-    latest = [0] * len(records)
-    bound = 2**62
-    for i in range(len(records) - 1, -1, -1):
-        if records[i].kind == "routed":
-            bound = min(bound, (records[i].second + 1) * 1000 + CLOSE_MS - 1)
-        latest[i] = bound
-    start = records[0].second * 1000
-    at, k, elapsed = 0, 0, 0
-    while at < len(data):
-        size = bursts[k % len(bursts)]
-        for i in range(at, min(at + size, len(data))):
-            elapsed += ticks[i % len(ticks)]
-            clock = min(latest[i], start + elapsed)
-            assert not isinstance(each.on_evidence(data[i], ("t.evidence", 0, i)), NeedsRollout)
-            each.settle(clock)
-            once.on_evidence(data[i], ("t.evidence", 0, i))
-        released = once.settle(clock)
-        a, b = each.states["iris"], once.states["iris"]
-        assert fingerprint(b) == fingerprint(a)
-        assert (b.records, b.totals(), b.evidence_offsets) == (
-            a.records,
-            a.totals(),
-            a.evidence_offsets,
-        )
-        assert not released or b.watermark >= 0
-        at, k = at + size, k + 1
-    assert each.states["iris"].watermark > records[0].second, "seconds were released"
