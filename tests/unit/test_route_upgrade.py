@@ -62,21 +62,27 @@ def _as_older_router_wrote(msg: FakeMessage) -> FakeMessage:
     return replace(msg, _headers=[(k, v.encode() if isinstance(v, str) else v) for k, v in written])
 
 
+def _serve(
+    kafka: FakeKafka, rollout: RolloutState, routed: list[FakeMessage], versions: tuple[str, ...]
+) -> None:
+    """Publish ``rollout`` and the ``routed`` copies, then run a worker of each of
+    ``versions`` (in that order) until it is idle."""
+    kafka.create(CAT.rollout_state)
+    kafka.send(CAT.rollout_state, codec_for(RolloutState).encode(rollout), key=b"iris")
+    for msg in routed:
+        kafka.send(msg.topic() or "", msg.value(), key=msg.key(), headers=h.as_list(msg.headers()))
+    for version in versions:
+        worker = Worker(SETTINGS, WorkerOptions("iris", version), EchoAdapter())
+        worker.view.catch_up(timeout=1)
+        run_until_idle(worker.loop, kafka)
+
+
 def _answered(rollout: RolloutState, routed: list[FakeMessage]) -> dict[str, object]:
     """What the v1 and v2 workers write for ``routed``: answers (key, headers and the
     result's routing fields) and served evidence (its cells and counts)."""
     kafka = FakeKafka()
     with using(kafka):
-        kafka.create(CAT.rollout_state)
-        kafka.send(CAT.rollout_state, codec_for(RolloutState).encode(rollout), key=b"iris")
-        for msg in routed:
-            kafka.send(
-                msg.topic() or "", msg.value(), key=msg.key(), headers=h.as_list(msg.headers())
-            )
-        for version in ("v1", "v2"):
-            worker = Worker(SETTINGS, WorkerOptions("iris", version), EchoAdapter())
-            worker.view.catch_up(timeout=1)
-            run_until_idle(worker.loop, kafka)
+        _serve(kafka, rollout, routed, ("v1", "v2"))
         answers = []
         for topic in (CAT.results, CAT.shadow_results):
             for m in kafka.read(topic):
@@ -135,17 +141,7 @@ def test_after_a_rollback_a_canary_request_is_redriven_in_its_form_and_answered_
         canary = [_as_older_router_wrote(m) for m in canary]
     kafka = FakeKafka()
     with using(kafka):
-        kafka.create(CAT.rollout_state)
-        rolled_back = replace(rollout, phase=Phase.ROLLED_BACK)
-        kafka.send(CAT.rollout_state, codec_for(RolloutState).encode(rolled_back), key=b"iris")
-        for msg in canary:
-            kafka.send(
-                msg.topic() or "", msg.value(), key=msg.key(), headers=h.as_list(msg.headers())
-            )
-        for version in ("v2", "v1"):
-            worker = Worker(SETTINGS, WorkerOptions("iris", version), EchoAdapter())
-            worker.view.catch_up(timeout=1)
-            run_until_idle(worker.loop, kafka)
+        _serve(kafka, replace(rollout, phase=Phase.ROLLED_BACK), canary, ("v2", "v1"))
         redriven = kafka.read(CAT.version_requests("iris", "v1"))
         assert len(redriven) == len(canary)
         for msg in redriven:
