@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -65,6 +66,12 @@ def register(
         help="variance inflation from users whose requests are alike (1: independent)",
     )
     chk.add_argument(
+        "--batch-size",
+        type=float,
+        help="answers per micro-batch that a worker times as one (1: each answer timed alone; "
+        "default: measured from the baseline's evidence, else 1)",
+    )
+    chk.add_argument(
         "--window", type=float, default=600.0, help="seconds of evidence to read (default 600)"
     )
     chk.add_argument("--json", action="store_true", help="print one JSON object")
@@ -80,6 +87,8 @@ def run_check(args: argparse.Namespace) -> int:
     coverage = args.label_coverage
     if args.design_effect < 1 or not (coverage is None or 0 < coverage <= 1):
         raise ConfigError("--design-effect must be >= 1 and --label-coverage in (0, 1]")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError("--batch-size must be >= 1")
     if args.rate is not None:
         if args.rate <= 0:
             raise ConfigError("--rate must be positive")
@@ -113,12 +122,19 @@ def run_check(args: argparse.Namespace) -> int:
             raise ConfigError(f"--outcome-rate: NAME=SHARE, got {given!r}") from None
         if name not in plan.metrics or not 0 < rates[name] < 1:
             raise ConfigError(f"--outcome-rate {given}: a metric of the plan, a share in (0, 1)")
-    traffic = Traffic(traffic.rate_per_min, rates, traffic.label_coverage, traffic.design_effect)
+    traffic = dataclasses.replace(traffic, base_rates=rates)
+    if args.batch_size is not None:
+        traffic = dataclasses.replace(traffic, batch_size=args.batch_size, batch_clump=None)
     result = check(plan, traffic)
     if args.json:
         print(
             json.dumps(
-                {"model": args.model, "rate_per_min": traffic.rate_per_min, **result.to_json()}
+                {
+                    "model": args.model,
+                    "rate_per_min": traffic.rate_per_min,
+                    "batch_size": round(traffic.batch_size, 2),
+                    **result.to_json(),
+                }
             )
         )
     else:
@@ -153,15 +169,7 @@ def recent_evidence(settings: Settings, model: str, window_s: float) -> TrafficS
                 except DecodeError:
                     continue
                 if ev.model == model and ev.second * 1000 >= since_ms - 1000:
-                    sample.add(
-                        ev.kind.value,
-                        ev.arm.value,
-                        ev.second,
-                        requests=ev.requests,
-                        errors=ev.errors,
-                        labelled=ev.labelled,
-                        incorrect=ev.incorrect,
-                    )
+                    sample.add_record(ev)
     finally:
         consumer.close()
     return sample
@@ -170,6 +178,12 @@ def recent_evidence(settings: Settings, model: str, window_s: float) -> TrafficS
 def describe(result: PlanCheck, traffic: Traffic) -> list[str]:
     doc = result.to_json()
     lines = [f"traffic: {traffic.rate_per_min:,.0f} requests/min"]
+    if traffic.batch_size > 1:
+        clump = traffic.latency_design_effect() - traffic.design_effect + 1
+        lines.append(
+            f"latency timed per micro-batch: {traffic.batch_size:,.1f} answers per batch "
+            f"({clump:,.1f} size-weighted)"
+        )
     lines.append("step      minutes  canary requests  bound by")
     for s in doc["steps"]:
         lines.append(

@@ -11,6 +11,10 @@ formulas (the tests' expected evidence, no noise: typical values, about the medi
   duration);
 * the time to promote an identical canary (the last step lasts until every metric is shown
   acceptable), and the total time to finalize;
+* for workers that time micro-batches (every answer of a batch reports the batch's time), the
+  latency metrics as the tests count them: the roll-back test counts answers with the batch
+  clustering in its variance (a design effect of about the size-weighted mean batch), the
+  promotion test at the last step before 100% counts batches;
 * warnings when a plan cannot reach its gates at this traffic.
 
 >>> from model_canary.streams.plan import parse_plan
@@ -28,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from model_canary.streams.evidence.columns import unpack_units
+from model_canary.streams.messages import Evidence
 from model_canary.streams.plan import RolloutPlan, labelled_metrics
 from model_canary.streams.stats.decide import StepPolicy
 from model_canary.streams.stats.layout import MAX_BP, control_share
@@ -53,10 +59,33 @@ class Traffic:
     base_rates: dict[str, float] = field(default_factory=dict)
     label_coverage: float = 0.5
     design_effect: float = 1.0
+    #: Answers per micro-batch timed as one (1: every answer timed alone): the mean batch
+    #: size, what the promotion test divides the answers by when it counts batches.
+    batch_size: float = 1.0
+    #: The size-weighted mean batch size (sum of squared sizes over answers; ``batch_size``
+    #: when batches are all alike): the roll-back test's design effect of batch-timed latency.
+    batch_clump: float | None = None
+    #: Per latency metric, the share of timed batches with an answer over its threshold, as
+    #: measured (the thresholds are the first step's, so at another load it can be far from
+    #: the answers' share); the answers' share when not measured.
+    batch_base_rates: dict[str, float] = field(default_factory=dict)
 
-    def base(self, metric: str) -> float:
+    def latency_design_effect(self) -> float:
+        """The design effect of a latency metric's per-answer counts: the users' (given)
+        plus the batches' excess (answers of a batch share one time)."""
+        clump = self.batch_size if self.batch_clump is None else self.batch_clump
+        return self.design_effect + max(0.0, clump - 1.0)
+
+    def design_effect_of(self, metric: str) -> float:
+        """The design effect of ``metric``'s per-request counts."""
+        return self.latency_design_effect() if metric in LATENCY_BASE else self.design_effect
+
+    def base(self, metric: str, unit: str = "item") -> float:
+        """``metric``'s bad-event rate per answer, or (``unit="batch"``) per timed batch."""
         if metric in LATENCY_BASE:
-            return LATENCY_BASE[metric]
+            if unit == "batch" and metric in self.batch_base_rates:
+                return self.batch_base_rates[metric]
+            return self.base_rates.get(metric, LATENCY_BASE[metric])
         return self.base_rates.get(metric, {"errors": 0.01, "accuracy": 0.1}.get(metric, 0.01))
 
 
@@ -143,6 +172,17 @@ class TrafficSample:
     errors: int = 0
     labelled: int = 0
     incorrect: int = 0
+    #: The baseline's answers timed per micro-batch (records whose producer times batches),
+    #: their batches and the sum of each batch's squared size.
+    batched: int = 0
+    batches: int = 0
+    batch_m2: int = 0
+    #: The baseline's batch-unit latency counts: timed batches, those over p95, over p99.
+    batches_timed: int = 0
+    batches_over: list[int] = field(default_factory=lambda: [0, 0])
+    #: The baseline's answers compared with the latency thresholds, those over p95, over p99.
+    timed: int = 0
+    over: list[int] = field(default_factory=lambda: [0, 0])
 
     def add(
         self,
@@ -154,8 +194,17 @@ class TrafficSample:
         errors: int = 0,
         labelled: int = 0,
         incorrect: int = 0,
+        batches: int = 0,
+        batch_m2: int = 0,
+        batches_timed: int = 0,
+        batches_over: tuple[int, int] = (0, 0),
+        timed: int = 0,
+        over: tuple[int, int] = (0, 0),
     ) -> None:
-        """One evidence record (its kind, arm, routed second and counts)."""
+        """One evidence record (its kind, arm, routed second and counts; the batch figures
+        only for answers timed per micro-batch: batches, the sum of their squared sizes, the
+        timed ones and those over the p95 and p99 thresholds; ``timed`` and ``over``: the
+        answers compared with the latency thresholds and those over each)."""
         if kind == "routed":
             self.routed += requests
             self.first_second = second if self.first_second < 0 else min(self.first_second, second)
@@ -164,9 +213,32 @@ class TrafficSample:
             if kind == "served":
                 self.served += requests
                 self.errors += errors
+                self.timed += timed
+                self.over = [a + b for a, b in zip(self.over, over, strict=True)]
+                if batches:
+                    self.batched += requests
+                    self.batches += batches
+                    self.batch_m2 += batch_m2
+                    self.batches_timed += batches_timed
+                    self.batches_over = [
+                        a + b for a, b in zip(self.batches_over, batches_over, strict=True)
+                    ]
             elif kind == "labelled":
                 self.labelled += labelled
                 self.incorrect += incorrect
+
+    def add_record(self, ev: Evidence) -> None:
+        """One evidence record as the evidence topic carries it."""
+        self.add(
+            ev.kind.value,
+            ev.arm.value,
+            ev.second,
+            requests=ev.requests,
+            errors=ev.errors,
+            labelled=ev.labelled,
+            incorrect=ev.incorrect,
+            **_latency_counts(ev),
+        )
 
     def traffic(
         self, *, label_coverage: float | None = None, design_effect: float = 1.0
@@ -180,15 +252,55 @@ class TrafficSample:
         rates = {"errors": self.errors / self.served} if self.served else {}
         if self.labelled:
             rates["accuracy"] = self.incorrect / self.labelled
+        if self.timed:
+            # The thresholds are fixed at the first step: at another load, the share of
+            # answers over them is not 1 - q.
+            for name, over in zip(LATENCY_BASE, self.over, strict=True):
+                rates[name] = over / self.timed
         if label_coverage is None:
             measured = min(1.0, self.labelled / self.served) if self.served else 0.0
             label_coverage = measured if measured > 0 else 0.5
+        size, clump = 1.0, None
+        batch_rates: dict[str, float] = {}
+        if self.batches and self.batched:
+            size = max(1.0, self.batched / self.batches)
+            clump = max(size, self.batch_m2 / self.batched)
+        if self.batches_timed:
+            for name, over in zip(LATENCY_BASE, self.batches_over, strict=True):
+                batch_rates[name] = over / self.batches_timed
         return Traffic(
             rate_per_min=self.routed / seconds * 60.0,
             base_rates=rates,
             label_coverage=label_coverage,
             design_effect=design_effect,
+            batch_size=size,
+            batch_clump=clump,
+            batch_base_rates=batch_rates,
         )
+
+
+def _latency_counts(ev: Evidence) -> dict[str, Any]:
+    """A served record's latency figures for :meth:`TrafficSample.add` (none before the
+    thresholds are known): answers compared with the thresholds and over each, and, from a
+    producer that times micro-batches, its batches as the evaluator counts them."""
+    if ev.kind.value != "served" or ev.thresholds_revision < 0:
+        return {}
+    try:
+        rows = unpack_units("served", ev.units)
+    except ValueError:
+        return {}
+    got: dict[str, Any] = {
+        "timed": int(rows["n"].sum() - rows["errors"].sum()),
+        "over": (int(rows["over_p95"].sum()), int(rows["over_p99"].sum())),
+    }
+    if ev.latency_unit == "batch":
+        got.update(
+            batches=ev.batches,
+            batch_m2=ev.batch_m2,
+            batches_timed=ev.batches_timed if ev.schema_version >= 2 else 0,
+            batches_over=(ev.batches_over_p95, ev.batches_over_p99),
+        )
+    return got
 
 
 def check(plan: RolloutPlan, traffic: Traffic) -> PlanCheck:
@@ -280,7 +392,8 @@ def _per_canary_llr(
     per_canary = deltas - (n1 - n0)
     per_other = -(n1 - n0)
     return np.asarray(
-        (p * ratio * per_canary + p * (b_share / c_share) * per_other) / traffic.design_effect
+        (p * ratio * per_canary + p * (b_share / c_share) * per_other)
+        / traffic.design_effect_of(name)
     )
 
 
@@ -364,7 +477,8 @@ def _promote_seconds(
     m = rule.metrics[name]
     c_share, b_share = _shares(rule, plan, name, w)
     cover = traffic.label_coverage if name in labelled_metrics(plan) else 1.0
-    p = traffic.base(name)
+    batched = name in LATENCY_BASE and traffic.batch_size > 1
+    p = traffic.base(name, "batch" if batched else "item")
     scale = 1.0 + m.tolerance
     boundary = scale * p + m.margin
     if boundary <= 0 or c_share <= 0 or b_share <= 0:
@@ -372,7 +486,11 @@ def _promote_seconds(
     grid = promotion_grid(m.tolerance)
     drift = (boundary - p) / boundary
     # Information per second: I = boundary^2 / (phi (boundary / n_c + scale^2 p / n_b)).
+    # Latency timed per micro-batch is counted in batches here (the promotion test's unit;
+    # a batch is taken as slow as often as an answer is).
     per_s = traffic.rate_per_min / 60 * cover
+    if batched:
+        per_s /= traffic.batch_size
     n_c, n_b = per_s * c_share, per_s * b_share
     info_per_s = boundary**2 / (traffic.design_effect * (boundary / n_c + scale**2 * p / n_b))
     # log E(I) = max_k (delta_k drift - delta_k^2 / 2) I - log K >= threshold.
