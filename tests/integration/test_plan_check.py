@@ -55,12 +55,13 @@ def test_plan_check_reads_the_models_evidence(
 
     args = argparse.Namespace(
         model="iris", plan=None, rate=None, error_rate=None, accuracy=None, outcome_rate=[],
-        label_coverage=None, design_effect=1.0, window=600.0, json=True,
+        label_coverage=None, design_effect=1.0, window=600.0, json=True, batch_size=None,
         bootstrap=settings.bootstrap, topic_prefix=settings.topic_prefix,
     )  # fmt: skip
     assert plan_cmd.run_check(args) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["rate_per_min"] == pytest.approx(1200.0) and len(doc["steps"]) == 4
+    assert doc["batch_size"] == 1.0, "records without batches: answers timed alone"
 
     args.model = "never-rolled-out"
     with pytest.raises(ConfigError, match="no evidence for 'never-rolled-out'"):
