@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -114,11 +115,26 @@ def run(args: argparse.Namespace) -> int:
         on_shutdown=joiner.stop,
     )
     logging.getLogger("faust").setLevel(logging.WARNING)
+    return serve(faust_worker(app, verbose=args.verbose), joiner)
+
+
+def serve(worker: Any, joiner: JoinerChild) -> int:
+    """Run faust's ``worker`` until it stops, then stop ``joiner``; the exit code: 1 when the
+    joiner failed (faust's worker exits 0 after the SIGTERM the joiner's watcher sends), else
+    the worker's."""
+    code: object = 0
     try:
-        faust_worker(app, verbose=args.verbose).execute_from_commandline()
+        worker.execute_from_commandline()
+    except SystemExit as exc:  # faust's worker always ends so
+        code = exc.code
     finally:
         joiner.stop()
-    return 1 if joiner.failed.is_set() else 0
+    if joiner.failed.is_set():
+        return 1
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=sys.stderr)  # as sys.exit prints a message
+    return 1
 
 
 def faust_worker(app: Any, *, verbose: bool) -> Any:

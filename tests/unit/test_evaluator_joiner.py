@@ -1,15 +1,17 @@
 """The evaluator's label joiner child: a stop the evaluator asked for is not a failure, even
-when the joiner, still starting, dies of the SIGTERM (-15); a joiner ending on its own is."""
+when the joiner, still starting, dies of the SIGTERM (-15); a joiner ending on its own is, and
+the evaluator then exits 1 (faust's worker itself exits 0 after a SIGTERM)."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import threading
+from collections.abc import Callable
 
 import pytest
 
-from model_canary.agents.cli.evaluator_cmd import JoinerChild
+from model_canary.agents.cli.evaluator_cmd import JoinerChild, serve
 
 _SIGTERM = -signal.SIGTERM
 
@@ -129,3 +131,40 @@ def test_no_joiner_starts_nothing() -> None:
     child.stop()
     assert child.process is None and child.watcher is None
     assert not child.failed.is_set()
+
+
+class _FaustWorker:
+    """Stands for faust's worker: runs ``during`` (the evaluator at work), then exits as
+    faust's does after a SIGTERM, with ``code``."""
+
+    def __init__(self, during: Callable[[], None], code: object = 0) -> None:
+        self.during = during
+        self.code = code
+
+    def execute_from_commandline(self) -> None:
+        self.during()
+        raise SystemExit(self.code)
+
+
+def test_the_evaluator_exits_1_when_its_joiner_crashed() -> None:
+    ev = _Evaluator(_FakeJoiner())
+    ev.child.start()
+
+    def crash() -> None:
+        ev.fake.crash(-signal.SIGKILL)
+        ev.watcher_done()
+
+    assert serve(_FaustWorker(crash), ev.child) == 1
+    assert ev.stopped == 1
+
+
+@pytest.mark.parametrize(("code", "expected"), [(0, 0), (None, 0), (3, 3), ("boom", 1)])
+def test_the_evaluator_exits_as_faust_did_when_it_stopped_its_joiner(
+    code: object, expected: int
+) -> None:
+    ev = _Evaluator(_FakeJoiner())
+    ev.child.start()
+    assert serve(_FaustWorker(lambda: None, code), ev.child) == expected
+    ev.watcher_done()
+    assert ev.fake.stops == 1
+    assert not ev.child.failed.is_set()
