@@ -157,8 +157,9 @@ class AgentProcess:
         terminate(self.proc, timeout)
         return self.proc.returncode
 
-    def wait(self, timeout: float) -> int | None:
-        """Wait up to ``timeout`` seconds for the process to end; its exit code or ``None``."""
+    def wait(self, timeout: float | None) -> int | None:
+        """Wait up to ``timeout`` seconds (``None``: until it ends) for the process to end; its
+        exit code or ``None``."""
         if self.proc is None:
             return None
         try:

@@ -8,8 +8,10 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from model_canary.agents import metrics
 from model_canary.agents.cli.common import settings_from_args
@@ -88,16 +90,9 @@ def run(args: argparse.Namespace) -> int:
     metrics.serve(args.metrics_port or settings.metrics_port)
     from model_canary.agents.evaluator.app import EvaluatorOptions, build_app
 
-    failed = threading.Event()
-    joiner: AgentProcess | None = None
-
-    def start_joiner() -> None:
-        # Once faust runs (its signal handlers installed): a stop then always reaches
-        # stop_joiner. A process of its own: joining tens of thousands of labels a second
-        # must not take the evaluator's event loop's time (one interpreter lock per process).
-        nonlocal joiner
-        if args.no_joiner or joiner is not None:
-            return
+    def make_joiner() -> AgentProcess:
+        # A process of its own: joining tens of thousands of labels a second must not take
+        # the evaluator's event loop's time (one interpreter lock per process).
         joiner_args = ["joiner", "--instance", args.instance, "--parent-pid", str(os.getpid())]
         if args.joiner_metrics_port:
             joiner_args += ["--metrics-port", str(args.joiner_metrics_port)]
@@ -105,27 +100,41 @@ def run(args: argparse.Namespace) -> int:
             joiner_args.append("-v")
         # (Not the evaluator's metrics port: the joiner serves its own, if given one.)
         child = dataclasses.replace(settings, metrics_port=None)
-        joiner = AgentProcess.canary("joiner", joiner_args, child, None).start()
-        _watch(joiner, failed)
+        return AgentProcess.canary("joiner", joiner_args, child, None)
 
-    def stop_joiner() -> None:
-        if joiner is not None:
-            joiner.stop(timeout=30)
+    joiner = JoinerChild(None if args.no_joiner else make_joiner)
 
     options = EvaluatorOptions(interval_s=args.interval, checkpoint_s=args.checkpoint_interval)
     app = build_app(
         settings,
         options,
         instance=args.instance,
-        on_start=start_joiner,
-        on_shutdown=stop_joiner,
+        # Started once faust runs (its signal handlers installed): a stop then always reaches
+        # joiner.stop.
+        on_start=joiner.start,
+        on_shutdown=joiner.stop,
     )
     logging.getLogger("faust").setLevel(logging.WARNING)
+    return serve(faust_worker(app, verbose=args.verbose), joiner)
+
+
+def serve(worker: Any, joiner: JoinerChild) -> int:
+    """Run faust's ``worker`` until it stops, then stop ``joiner``; the exit code: 1 when the
+    joiner failed (faust's worker exits 0 after the SIGTERM the joiner's watcher sends), else
+    the worker's."""
+    code: object = 0
     try:
-        faust_worker(app, verbose=args.verbose).execute_from_commandline()
+        worker.execute_from_commandline()
+    except SystemExit as exc:  # faust's worker always ends so
+        code = exc.code
     finally:
-        stop_joiner()
-    return 1 if failed.is_set() else 0
+        joiner.stop()
+    if joiner.failed.is_set():
+        return 1
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=sys.stderr)  # as sys.exit prints a message
+    return 1
 
 
 def faust_worker(app: Any, *, verbose: bool) -> Any:
@@ -143,16 +152,74 @@ def faust_worker(app: Any, *, verbose: bool) -> Any:
     return worker
 
 
-def _watch(joiner: AgentProcess, failed: threading.Event) -> None:
-    """If the joiner ends on its own, stop the evaluator too (a supervisor restarts both)."""
+class _Child(Protocol):
+    """What :class:`JoinerChild` needs of its process (an :class:`AgentProcess`)."""
 
-    def watch() -> None:
-        proc = joiner.proc
-        assert proc is not None
-        code = proc.wait()
-        if code != 0 and not failed.is_set():
+    def start(self) -> object: ...
+
+    def stop(self, timeout: float = 30.0) -> int | None: ...
+
+    def wait(self, timeout: float | None) -> int | None: ...
+
+
+def _stop_this_process() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+class JoinerChild:
+    """The evaluator's label joiner, a child process: started once, stopped at shutdown, and
+    watched by a thread of its own. If it ends on its own with a non-zero code, the evaluator
+    logs an error, sets :attr:`failed` and stops too (``stop_evaluator``; a supervisor
+    restarts both). An end that :meth:`stop` asked for is not a failure, whatever its code:
+    a joiner still starting when the SIGTERM comes dies of it (-15) before it can exit 0.
+
+    ``make`` builds the child's process (``None``: no joiner, ``--no-joiner``).
+    """
+
+    def __init__(
+        self,
+        make: Callable[[], _Child] | None,
+        *,
+        stop_evaluator: Callable[[], None] = _stop_this_process,
+    ) -> None:
+        self._make = make
+        self._stop_evaluator = stop_evaluator
+        self._lock = threading.Lock()
+        self._stopping = False
+        self.process: _Child | None = None
+        #: The joiner ended on its own with a non-zero code.
+        self.failed = threading.Event()
+        #: The thread that waits for the process to end (None until started).
+        self.watcher: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the joiner and its watcher, unless already started or stopping."""
+        with self._lock:
+            if self._make is None or self.process is not None or self._stopping:
+                return
+            self.process = process = self._make()
+            process.start()
+            self.watcher = threading.Thread(
+                target=self._watch, args=(process,), name="joiner-watch", daemon=True
+            )
+            self.watcher.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the joiner (SIGTERM, SIGKILL after ``timeout``); its end is then expected.
+        Idempotent; no joiner starts after it."""
+        with self._lock:
+            self._stopping = True
+            process = self.process
+        if process is not None:
+            process.stop(timeout=timeout)
+
+    def _watch(self, process: _Child) -> None:
+        code = process.wait(None)
+        with self._lock:
+            stopping = self._stopping
+        if stopping:
+            log.info("the label joiner stopped (exit code %s)", code)
+        elif code != 0 and not self.failed.is_set():
             log.error("the label joiner exited with code %s: stopping", code)
-            failed.set()
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="joiner-watch", daemon=True).start()
+            self.failed.set()
+            self._stop_evaluator()
