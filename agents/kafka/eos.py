@@ -491,7 +491,8 @@ class ExactlyOnceLoop:
                 msgs = fetch(consumer, c.max_batch, wait, self._held)
                 if self._after_rebalance():
                     msgs = []  # read again from the committed offsets
-                batch = [m for m in msgs if usable(m)]
+                # usable() only for the rare event or error: a call per message costs.
+                batch = [m for m in msgs if m.error() is None or usable(m)]
                 if batch:
                     if len(self._range_starts) < len(self.assigned):
                         self._note_starts(batch)
@@ -1033,8 +1034,14 @@ class ExactlyOnceLoop:
     def _consumed(self, consumer: Consumer) -> list[TopicPartition]:
         """Where the handled inputs end, per assigned partition: the consumer's positions,
         but not past a message a fetch holds unhandled (a commit made in a rebalance callback
-        the fetch served: see :class:`~model_canary.agents.kafka.clients.Held`)."""
-        positions = consumer.position(consumer.assignment())
+        the fetch served: see :class:`~model_canary.agents.kafka.clients.Held`).
+
+        The partitions are the loop's own record of its assignment (:attr:`assigned`, kept by
+        the rebalance callbacks, which librdkafka calls for every change, a lost assignment
+        included), not ``consumer.assignment()``: that is a request served by librdkafka's
+        main thread, made holding the interpreter lock, so it waits until that thread is
+        scheduled (most of a commit's own Python time under load, per py-spy)."""
+        positions = consumer.position(self.assigned) if self.assigned else []
         return self._held.cap([tp for tp in positions if tp.offset >= 0])
 
     def _positions(self) -> dict[tuple[str, int], int]:

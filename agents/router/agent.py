@@ -47,7 +47,13 @@ _ROUTER_HEADERS = h.ROUTER_SET
 _JSON = h.JSON.encode()
 _JSON_LEN = len(_JSON)
 _MODEL, _REQUEST_ID, _CONTENT_TYPE, _ARM = h.MODEL, h.REQUEST_ID, h.CONTENT_TYPE, h.ARM
-_ROUTE = h.ROUTE
+_ROUTE, _ROUTING_KEY = h.ROUTE, h.ROUTING_KEY
+#: The headers as the Python client writes a request (``CanaryClient.send``), in its order:
+#: a request laid out so is read by position, without a dictionary of its headers. Four
+#: distinct names, none of them a router's (so a request laid out so has no router header).
+CLIENT_LAYOUT = (_CONTENT_TYPE, _REQUEST_ID, _MODEL, _ROUTING_KEY)
+assert len(set(CLIENT_LAYOUT)) == len(CLIENT_LAYOUT)
+assert _ROUTER_HEADERS.isdisjoint(CLIENT_LAYOUT)
 
 
 class _Output:
@@ -218,18 +224,34 @@ class Router:
             value = msg.value()
             raw = msg.headers()
             if value and raw and len(value) <= limit:
-                meta = dict(raw)
-                plan = plans.get(meta.get(_MODEL))  # type: ignore[arg-type]
-                content_type = meta.get(_CONTENT_TYPE)
+                if len(raw) == 4:
+                    # Maybe the client's layout: read by position (the same values the
+                    # dictionary below would give, its names being distinct).
+                    (n0, content_type), (n1, request_id), (n2, model), (n3, _) = raw  # type: ignore[str-unpack]
+                    laid_out = (
+                        n0 == _CONTENT_TYPE
+                        and n1 == _REQUEST_ID
+                        and n2 == _MODEL
+                        and n3 == _ROUTING_KEY
+                    )
+                else:
+                    laid_out = False
+                if not laid_out:
+                    meta = dict(raw)
+                    model = meta.get(_MODEL)
+                    content_type = meta.get(_CONTENT_TYPE)
+                    request_id = meta.get(_REQUEST_ID)
+                    if not plain(meta):
+                        request_id = None  # a router header: the full path drops it
+                plan = plans.get(model)  # type: ignore[arg-type]
                 if (
                     plan is not None
                     and len(value) <= plan.largest
-                    and meta.get(_REQUEST_ID)
-                    and plain(meta)
+                    and request_id
                     and not (content_type and content_type[:_JSON_LEN] == _JSON)
                 ):
                     # Consumed header values are bytes (the stubs allow str for produce).
-                    key: bytes = msg.key() or meta[_REQUEST_ID]  # type: ignore[assignment]
+                    key: bytes = msg.key() or request_id  # type: ignore[assignment]
                     chosen, bucket = plan.routes.cached(key) or plan.routes.routed(key)
                     for output in plan.by_set[id(chosen)]:
                         # Consumed headers are a list (the stubs allow a dict for produce).

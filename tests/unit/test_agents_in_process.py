@@ -400,12 +400,16 @@ def messages(draw: st.DrawFn) -> FakeMessage:
             ]
         )
     )
-    headers: list[tuple[str, bytes | None]] = []
-    for name, value in ((h.MODEL, model), (h.REQUEST_ID, rid)):
-        if value is not None:
-            headers.append((name, value.encode()))
-    if content_type is not None:
-        headers.append((h.CONTENT_TYPE, content_type))
+    routing_key = draw(st.sampled_from([None, b"user-1", b""]))
+    # In the Python client's order (which the router reads by position), a header of its
+    # own or a router's maybe put in or in place of one, then maybe shuffled.
+    named = [
+        (h.CONTENT_TYPE, content_type),
+        (h.REQUEST_ID, None if rid is None else rid.encode()),
+        (h.MODEL, None if model is None else model.encode()),
+        (h.ROUTING_KEY, routing_key),
+    ]
+    headers: list[tuple[str, bytes | None]] = [(n, v) for n, v in named if v is not None]
     extra = draw(
         st.sampled_from(
             [
@@ -414,11 +418,19 @@ def messages(draw: st.DrawFn) -> FakeMessage:
                 (h.ARM, b"odd"),
                 (h.VERSION, b"v9"),
                 (h.ROUTE, b"1;canary;v9;0;0;;forged"),
+                (h.MODEL, b"nope"),
+                ("x-trace", b"t"),
             ]
         )
     )
     if extra is not None:
-        headers.append(extra)
+        at = draw(st.integers(0, len(headers)))
+        if at < len(headers) and draw(st.booleans()):
+            headers[at] = extra
+        else:
+            headers.insert(at, extra)
+    if draw(st.booleans()):
+        headers = draw(st.permutations(headers))
     key = draw(st.sampled_from([None, b"user-1", b"user-2", b"u" * 40]))
     offset = draw(st.integers(0, 10))
     return FakeMessage(CAT.requests, 0, offset, key, body, headers or None, 0)
@@ -443,11 +455,8 @@ def _written(kafka: FakeKafka) -> list[Written]:
     return out
 
 
-@settings(max_examples=150, deadline=None)
-@given(msg=messages(), weight=st.sampled_from([0, 100, 5000, 10_000]), shadow=st.booleans())
-def test_the_fast_path_routes_any_message_as_route_does(
-    msg: FakeMessage, weight: int, shadow: bool
-) -> None:
+def _fast_and_slow(msg: FakeMessage, weight: int = 5000, shadow: bool = False) -> None:
+    """Route ``msg`` through the hot loop and through ``_route``: the same writes."""
     kafka = FakeKafka()
     with using(kafka):
         live = state(
@@ -468,7 +477,51 @@ def test_the_fast_path_routes_any_message_as_route_does(
     assert _written(fast) == _written(slow)
 
 
-def test_a_plain_avro_request_of_a_known_model_takes_the_fast_path(kafka: FakeKafka) -> None:
+@settings(max_examples=300, deadline=None)
+@given(msg=messages(), weight=st.sampled_from([0, 100, 5000, 10_000]), shadow=st.booleans())
+def test_the_fast_path_routes_any_message_as_route_does(
+    msg: FakeMessage, weight: int, shadow: bool
+) -> None:
+    _fast_and_slow(msg, weight, shadow)
+
+
+_CLIENT_HEADERS: list[tuple[str, bytes]] = [
+    (h.CONTENT_TYPE, _AVRO),
+    (h.REQUEST_ID, b"r1"),
+    (h.MODEL, b"iris"),
+    (h.ROUTING_KEY, b"user-1"),
+]
+
+
+@pytest.mark.parametrize("at", range(4))
+@pytest.mark.parametrize(
+    "other",
+    [
+        (h.ROUTE, b"1;canary;v9;0;0;;forged"),
+        (h.ARM, b"canary"),
+        (h.CONTENT_TYPE, b"application/json"),
+        (h.MODEL, b"nope"),
+        (h.REQUEST_ID, b""),
+        ("x-trace", b"t"),
+    ],
+)
+def test_four_headers_not_in_the_clients_layout_route_as_route_does(
+    at: int, other: tuple[str, bytes]
+) -> None:
+    # The hot loop reads the client's four headers by position: any other four take the
+    # dictionary's reading, so a router header or a repeated name in any place is seen.
+    headers: list[tuple[str, bytes | None]] = list(_CLIENT_HEADERS)
+    headers[at] = other
+    body = codec_for(InferenceRequest).encode(
+        InferenceRequest(request_id="r1", model="iris", inputs=b"{}", created_at=EPOCH)
+    )
+    _fast_and_slow(FakeMessage(CAT.requests, 0, 0, b"user-1", body, headers, 0))
+
+
+@pytest.mark.parametrize("client_layout", [False, True])
+def test_a_plain_avro_request_of_a_known_model_takes_the_fast_path(
+    kafka: FakeKafka, client_layout: bool
+) -> None:
     router = serve_router(kafka, state())
     plan = router._compile("iris")
     assert plan is not None
@@ -479,7 +532,11 @@ def test_a_plain_avro_request_of_a_known_model_takes_the_fast_path(kafka: FakeKa
 
     router._route = no_slow_path  # type: ignore[method-assign, assignment]
     request = avro_request("r9")
-    msg = FakeMessage(CAT.requests, 0, 0, b"r9", request["value"], request["headers"], 0)  # type: ignore[arg-type]
+    headers = request["headers"]
+    if client_layout:  # as CanaryClient.send writes them
+        headers = [(h.CONTENT_TYPE, _AVRO), (h.REQUEST_ID, b"r9"), (h.MODEL, b"iris")]
+        headers.append((h.ROUTING_KEY, b"r9"))
+    msg = FakeMessage(CAT.requests, 0, 0, b"r9", request["value"], headers, 0)  # type: ignore[arg-type]
     out = FakeKafka()
     router.handle([msg], TxnOutput(out.producer({}), router.loop.output.limits))  # type: ignore[list-item, arg-type]
     assert [header(m, h.REQUEST_ID) for m in out.read(CAT.version_requests("iris", "v1"))] == ["r9"]
