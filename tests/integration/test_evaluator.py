@@ -1,12 +1,10 @@
 """The evaluator on a real broker with the router and two workers: automatic rollback at the
-1% step, automatic promotion to the end, and a restart that resumes with the same counts."""
+1% step and automatic promotion to the end (its restarts: test_evaluator_restart.py)."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -131,78 +129,6 @@ def test_an_identical_canary_advances_through_every_step_and_is_finalized(
     outcomes = [d.outcome for d in read_history(settings, "iris") if isinstance(d, Decision)]
     acted = [o for o in outcomes if o is not Outcome.HOLD]
     assert acted == [Outcome.ADVANCE, Outcome.ADVANCE, Outcome.FINALIZE], outcomes
-
-
-def _counts(port: int) -> dict[str, float]:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return {}
-    return {
-        line.split("{", 1)[1].split("}", 1)[0]: float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("canary_evaluated_requests{")
-    }
-
-
-def _wait_counts(port: int, total: int, timeout: float = 60) -> dict[str, float]:
-    deadline = time.monotonic() + timeout
-    counts: dict[str, float] = {}
-    while time.monotonic() < deadline:
-        counts = _counts(port)
-        errors = {k: v for k, v in counts.items() if 'metric="errors"' in k}
-        if sum(errors.values()) >= total:
-            time.sleep(2.0)  # let the last transaction commit, then read once more
-            return _counts(port)
-        time.sleep(0.5)
-    raise AssertionError(f"evaluator counted {counts} of {total}")
-
-
-def test_a_restarted_evaluator_resumes_with_the_same_counts(
-    settings: Settings,
-    topics: TopicCatalogue,
-    spawn: Callable[..., Agent],
-    start_worker: Callable[..., Agent],
-    tmp_path: Path,
-) -> None:
-    import socket
-
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    router = spawn("router", "--instance", "r1")
-    start_worker("v1")
-    start_worker("v2")
-    first = spawn("evaluator", "--metrics-port", str(ports[0]))
-    router.ready()
-    control = ControlClient(settings)
-    _start(
-        control,
-        {
-            "steps": [50, 100],
-            "step": {"min_duration": "1h", "warmup": 0},
-            "metrics": {"errors": {}},
-        },
-    )
-    send_requests(settings, "iris", [f"u{i}" for i in range(2000)], prefix="a")
-    before = _wait_counts(ports[0], 2000)
-    errors_before = {k: v for k, v in before.items() if 'metric="errors"' in k}
-    assert sum(errors_before.values()) == 2000, before
-
-    first.kill()
-    spawn("evaluator", "--metrics-port", str(ports[1]))
-    after = _wait_counts(ports[1], 2000)
-    assert {k: v for k, v in after.items() if 'metric="errors"' in k} == errors_before
-
-    send_requests(settings, "iris", [f"u{i}" for i in range(500)], prefix="b")
-    final = _wait_counts(ports[1], 2500)
-    assert sum(v for k, v in final.items() if 'metric="errors"' in k) == 2500, "no double counting"
-    (tmp_path / "counts.json").write_text(json.dumps({"before": before, "after": after}))
 
 
 def test_a_less_accurate_canary_is_rolled_back_on_ground_truth_labels(
