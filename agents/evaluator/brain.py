@@ -19,6 +19,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from math import isfinite
 
 from model_canary.agents import metrics
 from model_canary.agents.evaluator.decisions import DecisionSink, Emitted
@@ -33,9 +34,11 @@ from model_canary.streams.evidence.gather import Gathering, Item
 from model_canary.streams.evidence.state import FrozenState, RolloutEvidence
 from model_canary.streams.evidence.wire import decode_evidence
 from model_canary.streams.messages import Evidence, epoch_ms
-from model_canary.streams.stats import decide, policy, tally_for
+from model_canary.streams.stats import policy, tally_for
+from model_canary.streams.stats.decide import CODES, OUTCOMES, decide_many
 from model_canary.streams.stats.layout import ARMS, METRICS, N, metric_def
 from model_canary.streams.stats.verdicts import should_publish
+from model_canary.streams.stats.verdicts import verdict as in_words
 from model_canary.streams.topics import TopicCatalogue
 
 log = logging.getLogger(__name__)
@@ -285,16 +288,21 @@ class Evaluator:
                 out.append((model, state.revision, self.sink.thresholds(state, thresholds)))
                 continue
             rule = policy(plan)
-            verdict = decide(step_snapshot(evidence, state, rule, now), rule)
+            snapshot = step_snapshot(evidence, state, rule, now)
+            decided = decide_many(snapshot, rule)
             _export_decided(model, evidence, now.timestamp())
-            for e in verdict.evidence:
-                metrics.TEST_STATISTIC.labels(model, e.metric).set(e.statistic)
+            for name, log_e in decided.rollback.items():
+                value = float(log_e[0])
+                metrics.TEST_STATISTIC.labels(model, name).set(value if isfinite(value) else 0.0)
             # A verdict that moves nothing (a HOLD, or a shadow's "no harm" ADVANCE) is
             # published when it changes and again every minute with its newest evidence; one
-            # with a command is retried by the pending timeout above.
-            said = f"{state.revision}:{verdict.outcome.value}:{verdict.code}"
+            # with a command is retried by the pending timeout above. Its words and displayed
+            # bounds (most of a decision's cost) are worked out only when it is published.
+            outcome, code = OUTCOMES[int(decided.outcome[0])], CODES[int(decided.code[0])]
+            said = f"{state.revision}:{outcome.value}:{code}"
             if not should_publish(self._last_said.get(model), said, now.timestamp()):
                 continue
+            verdict = in_words(snapshot, decided, rule)
             emitted = self.sink.decision(state, verdict, evidence.evidence_offsets)
             out.append((model, state.revision, emitted))
             self._last_said[model] = (said, now.timestamp())
