@@ -37,10 +37,9 @@ class ReadCommittedThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         # aiokafka hands this to its fetcher when the consumer starts (not yet started here).
         consumer._isolation_level = "read_committed"
-        import os
-
-        consumer._fetch_min_bytes = int(os.environ.get("EVX_MIN", "1"))
-        consumer._fetch_max_wait_ms = int(os.environ.get("EVX_WAIT", "1500"))
+        # Fewer, larger fetches (see FETCH_MIN_BYTES).
+        consumer._fetch_min_bytes = FETCH_MIN_BYTES
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
 
 
