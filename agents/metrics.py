@@ -121,6 +121,12 @@ EVIDENCE = Counter(
     "duplicate: counted before, stale: an older rollout's).",
     ["kind", "outcome"],
 )
+EVIDENCE_MESSAGES = Counter(
+    "canary_evidence_messages_total",
+    "Messages the evaluator read from the evidence topic, by format (record: one evidence "
+    "record; set: a transaction's records of one model).",
+    ["format"],
+)
 CHECKPOINT_SECONDS = Histogram(
     "canary_evaluator_checkpoint_duration_seconds",
     "Time to write one evidence partition's checkpoint (snapshots and offsets).",

@@ -596,6 +596,41 @@ class Evidence(Record):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EvidenceSet(Record):
+    """The evidence records one producer transaction wrote for one model, in one message
+    (``schemas/evidence_set.avsc``, keyed by the model; see ``docs/evidence.md``): the
+    evaluator reads one message per transaction and model, not one per cell. Each record is
+    the :class:`Evidence` that would otherwise be written alone; all are of one model.
+
+    >>> ev = Evidence(kind="routed", model="iris", rollout_id="ro1", arm="canary",
+    ...               second=1_700_000_000, source="r1", requests=3)
+    >>> EvidenceSet(records=(ev, ev)).model, EvidenceSet(records=(ev,)).schema_version
+    ('iris', 1)
+    >>> from dataclasses import replace
+    >>> EvidenceSet(records=(ev, replace(ev, model="wine")))
+    Traceback (most recent call last):
+    ...
+    model_canary.streams.errors.RecordValidationError: EvidenceSet.records must all be of one model
+    """
+
+    schema_version: int = 1
+    records: tuple[Evidence, ...] = ()
+
+    def __post_init__(self) -> None:
+        Record.__post_init__(self)
+        if not self.records:
+            raise RecordValidationError("EvidenceSet.records must not be empty")
+        model = self.records[0].model
+        if any(ev.model != model for ev in self.records):
+            raise RecordValidationError("EvidenceSet.records must all be of one model")
+
+    @property
+    def model(self) -> str:
+        """The model every record is of (the message's key)."""
+        return self.records[0].model
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Prediction(Record):
     """One arm's prediction for a request, waiting for the request's ground truth.
 
@@ -641,5 +676,6 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     Preflight,
     Evidence,
     Prediction,
+    EvidenceSet,
 )
 """The top-level records, one per schema file (nested records are not listed)."""

@@ -85,6 +85,9 @@ class Settings:
     extra_config: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     # Keys that sign and verify control commands (CANARY_CONTROL_KEY, CANARY_CONTROL_KEY_FILE).
     control_keys: KeyRing = field(default_factory=KeyRing)
+    # How producers write evidence: "records" (one message per cell) or "sets" (one per
+    # transaction and model); readers take both (docs/evidence.md).
+    evidence_format: str = "records"
 
     def __post_init__(self) -> None:
         if not self.topic_prefix or not all(c.isalnum() or c in "._-" for c in self.topic_prefix):
@@ -103,6 +106,20 @@ class Settings:
         if not self.connect_timeout_s > 0:
             raise ConfigError(f"the connect timeout must be > 0 s, got {self.connect_timeout_s}")
         object.__setattr__(self, "extra_config", MappingProxyType(dict(self.extra_config)))
+        if self.evidence_format not in ("records", "sets"):
+            raise ConfigError(
+                f"the evidence format must be records or sets, got {self.evidence_format!r}"
+            )
+
+    @property
+    def evidence_sets(self) -> bool:
+        """Whether producers write evidence as sets (``CANARY_EVIDENCE_FORMAT=sets``).
+
+        >>> sets = Settings.from_env({"CANARY_EVIDENCE_FORMAT": "sets"})
+        >>> Settings().evidence_sets, sets.evidence_sets, sets.to_env()["CANARY_EVIDENCE_FORMAT"]
+        (False, True, 'sets')
+        """
+        return self.evidence_format == "sets"
 
     def __repr__(self) -> str:
         # Settings end up in logs, tracebacks and test reports: never with a password in them.
@@ -237,6 +254,7 @@ _TEXT_VARS = {
     # Checked (and made the enum) by Settings itself.
     "CANARY_LATENCY": "latency",
     "CANARY_DELIVERY": "delivery",
+    "CANARY_EVIDENCE_FORMAT": "evidence_format",
 }
 _NUMBER_VARS = {
     "CANARY_BROKER_PORT": "broker_port",

@@ -32,6 +32,7 @@ from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.enums import Arm, Mode
 from model_canary.streams.evaluation import plan_of
 from model_canary.streams.evidence.builder import Cell, EvidenceBuilder
+from model_canary.streams.evidence.wire import encode_evidence
 from model_canary.streams.messages import (
     Evidence,
     Feedback,
@@ -137,14 +138,13 @@ class SimulatedServing:
         self.served = {
             arm: EvidenceBuilder("served", source=txn.tid) for arm, txn in self.workers.items()
         }
-        self._evidence = codec_for(Evidence)
+        self._sets = settings.evidence_sets  # CANARY_EVIDENCE_FORMAT, as the producers
         self._prediction = codec_for(Prediction)
         self._feedback = codec_for(Feedback)
         self._labels: collections.deque[tuple[float, str, str]] = collections.deque()
         self._label_producer: LazyProducer | None = None
         self._seq = 0
         self._py = random.Random(seed)
-        self._key = state.model.encode()
 
     def _split(self, buckets: np.ndarray) -> dict[str, np.ndarray]:
         """The buckets of each arm, as the router routes them."""
@@ -167,11 +167,10 @@ class SimulatedServing:
         for arm, b in by_arm.items():
             cell = Cell(s.model, s.rollout_id, "", arm, True, self.weight, second)
             self.routed.add_routed(cell, b.tolist())
-        for ev in self.routed.build((self.router.span(n),)):
-            self.router.produce(
-                self.catalogue.evidence, self._evidence.encode(ev), s.model.encode()
-            )
-            records += 1
+        routed = self.routed.build((self.router.span(n),))
+        for key, value in encode_evidence(routed, sets=self._sets):
+            self.router.produce(self.catalogue.evidence, value, key)
+        records += len(routed)
         self.router.commit()
         preds = 0
         for arm, b in by_arm.items():
@@ -182,9 +181,10 @@ class SimulatedServing:
             self._answer(arm, b, second)
             if self.predictions:
                 preds += self._predict(arm, b, second, now, worker)
-            for ev in self.served[arm].build((worker.span(int(b.size)),)):
-                worker.produce(self.catalogue.evidence, self._evidence.encode(ev), self._key)
-                records += 1
+            served = self.served[arm].build((worker.span(int(b.size)),))
+            for key, value in encode_evidence(served, sets=self._sets):
+                worker.produce(self.catalogue.evidence, value, key)
+            records += len(served)
             worker.commit()
         return TickResult(n, records, preds)
 
@@ -261,7 +261,6 @@ class SimulatedServing:
             samples.append(self._template(per_tick, seed_second=i))
         ticks = int(seconds * 10)
         start = time.time() - seconds - 5
-        model = self.state.model.encode()
         total = TickResult(0, 0, 0)
         for t in range(ticks):
             records, sizes = samples[t % templates]
@@ -279,8 +278,8 @@ class SimulatedServing:
             for who, evs in by_producer.items():
                 txn = self.router if who == "router" else self.workers[who]
                 txn.producer.begin_transaction()
-                for ev in evs:
-                    txn.produce(self.catalogue.evidence, self._evidence.encode(ev), model)
+                for key, value in encode_evidence(evs, sets=self._sets):
+                    txn.produce(self.catalogue.evidence, value, key)
                 txn.commit()
                 total.records += len(evs)
             total.requests += sizes["router"]

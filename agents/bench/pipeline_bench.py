@@ -264,6 +264,7 @@ def run_pipeline_bench(
         "evaluator_cpu_s_per_s": top["agents"]["evaluator"]["cpu_s_per_s"],  # type: ignore[index]
         "evaluator_idle_cpu_s_per_s": idle["cpu_s_per_s"]["evaluator"] if idle else None,  # type: ignore[index]
         "evidence_records_per_s": top["evidence_records_per_s"],
+        "evidence_messages_per_s": top["evidence_messages_per_s"],
         "decision_delay_p50_ms": top["decision_delay_p50_ms"],
         "decision_delay_p99_ms": top["decision_delay_p99_ms"],
         "evaluation_age_max_s": top["evaluation_age_max_s"],
@@ -374,6 +375,7 @@ def _run_rate(
     first = scrape(ev_port) or {}
     decided0 = total(first, "canary_decided_requests")
     records0 = total(first, "canary_evidence_records_total")
+    messages0 = total(first, "canary_evidence_messages_total")
     load = _Load(settings, rate, o.seconds, o, id_prefix)
     began = time.monotonic()
     load.start()
@@ -409,7 +411,9 @@ def _run_rate(
         n: _cpu_s(a.child.proc.pid if a.child.proc else None) - cpu0[n] for n, a in agents.items()
     }
     wall = time.monotonic() - began
-    records = total(scrape(ev_port) or {}, "canary_evidence_records_total") - records0
+    last = scrape(ev_port) or {}
+    records = total(last, "canary_evidence_records_total") - records0
+    messages = total(last, "canary_evidence_messages_total") - messages0
     delays = _delays(load.sent, decided)
     per_agent: dict[str, dict[str, object]] = {}
     for name, series in lags.items():
@@ -432,6 +436,7 @@ def _run_rate(
         "all_kept_up": all(a["kept_up"] for a in per_agent.values()),
         "evaluator_cpu_share": cpu["evaluator"] / pipeline_cpu if pipeline_cpu else None,
         "evidence_records_per_s": records / wall,
+        "evidence_messages_per_s": messages / wall,
         "decision_delay_p50_ms": percentile(delays, 50),
         "decision_delay_p99_ms": percentile(delays, 99),
         "evaluation_age_max_s": max(ages) if ages else None,

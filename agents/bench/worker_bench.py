@@ -31,9 +31,8 @@ from model_canary.agents.bench.measure import (
 from model_canary.agents.bench.probe import OffsetProbe
 from model_canary.agents.bench.report import fmt, median, table
 from model_canary.agents.bench.session import BenchSession, Progress, require_at_least_one
-from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.errors import DecodeError
-from model_canary.streams.messages import Evidence
+from model_canary.streams.evidence.wire import decode_evidence
 from model_canary.streams.settings import Settings
 
 MODEL, VERSION = "bench", "v1"
@@ -153,17 +152,15 @@ def _cpu_us_per_msg(drains: Sequence[Drain]) -> float | None:
 
 def _evidenced(settings: Settings, topic: str) -> int:
     """Requests the served evidence on ``topic`` counts (read_committed, to its end)."""
-    codec = codec_for(Evidence)
     total = 0
 
     def requests(msg: Message) -> str | None:
         nonlocal total
         try:
-            ev = codec.decode(msg.value() or b"")
+            records, _set = decode_evidence(msg.value() or b"")
         except DecodeError:
             return None
-        if ev.kind == "served":
-            total += ev.requests
+        total += sum(ev.requests for ev in records if ev.kind == "served")
         return None
 
     read_ids(settings, [topic], requests)

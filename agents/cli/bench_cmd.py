@@ -286,11 +286,13 @@ def register(
         "and cpu_s_per_1000_requests per agent (/proc/PID/stat), evaluator_cpu_share (of the "
         "pipeline's CPU), evaluator_cpu_s_per_s (CPU seconds per second of the run), "
         "evidence_records_per_s (evidence records the evaluator read per second), "
-        "decision_delay_p50_ms and decision_delay_p99_ms (a second of "
-        "requests sent -> the first evaluation counting them), evaluation_age_max_s, all for "
-        "the top rate, and runs (every rate; per agent also cpu_s_per_s). Then, once every "
-        "agent has caught up, --idle-seconds without requests, the rollout still in progress: "
-        "idle (each agent's CPU seconds per second) and evaluator_idle_cpu_s_per_s.",
+        "evidence_messages_per_s (the messages carrying them: fewer with "
+        "CANARY_EVIDENCE_FORMAT=sets), decision_delay_p50_ms and decision_delay_p99_ms (a "
+        "second of requests sent -> the first evaluation counting them), "
+        "evaluation_age_max_s, all for the top rate, and runs (every rate; per agent also "
+        "cpu_s_per_s). Then, once every agent has caught up, --idle-seconds without "
+        "requests, the rollout still in progress: idle (each agent's CPU seconds per "
+        "second) and evaluator_idle_cpu_s_per_s.",
     )
     pipeline.add_argument(
         "--rate", type=float, default=5_000.0, help="the top rate, requests/s (5000)"

@@ -13,9 +13,8 @@ from confluent_kafka import TopicPartition
 from model_canary.agents.cli.common import settings_from_args
 from model_canary.agents.kafka.clients import new_reader
 from model_canary.agents.kafka.reachable import wait_for_kafka
-from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.errors import ConfigError, DecodeError
-from model_canary.streams.messages import Evidence
+from model_canary.streams.evidence.wire import decode_evidence
 from model_canary.streams.plan import load_plan, parse_plan
 from model_canary.streams.settings import Settings
 from model_canary.streams.stats.planning import PlanCheck, Traffic, TrafficSample, check
@@ -147,7 +146,6 @@ def recent_evidence(settings: Settings, model: str, window_s: float) -> TrafficS
     every partition from the window's start, records of other models skipped)."""
     topic = TopicCatalogue(settings.topic_prefix).evidence
     consumer = new_reader(settings, "canary-plan-check")
-    codec = codec_for(Evidence)
     since_ms = int((time.time() - window_s) * 1000)
     sample = TrafficSample()
     try:
@@ -165,11 +163,12 @@ def recent_evidence(settings: Settings, model: str, window_s: float) -> TrafficS
                 if msg.error() is not None:
                     continue
                 try:
-                    ev = codec.decode(msg.value() or b"")
+                    records, _set = decode_evidence(msg.value() or b"")
                 except DecodeError:
                     continue
-                if ev.model == model and ev.second * 1000 >= since_ms - 1000:
-                    sample.add_record(ev)
+                for ev in records:
+                    if ev.model == model and ev.second * 1000 >= since_ms - 1000:
+                        sample.add_record(ev)
     finally:
         consumer.close()
     return sample

@@ -240,8 +240,9 @@ class Runtime:
         await fut
         source = (message.topic, partition, message.offset)
         args = (message.value, source, message.key, message.headers)
+        left_out: frozenset[tuple[str, str]] = frozenset()
         result = self.brain.on_evidence(*args, now_ms=int(time.time() * 1000))
-        if isinstance(result, NeedsRollout):
+        while isinstance(result, NeedsRollout):
             state = await self.view.wait_for(result.model, result.rollout_id, ROLLOUT_WAIT_S)
             if state is None:
                 log.info(
@@ -249,9 +250,10 @@ class Runtime:
                     result.model,
                     result.rollout_id,
                 )
-                self.brain.skip(source)
-                return
-            result = self.brain.on_evidence(*args, now_ms=int(time.time() * 1000))
+                left_out |= {(result.model, result.rollout_id)}
+            result = self.brain.on_evidence(
+                *args, now_ms=int(time.time() * 1000), left_out=left_out
+            )
         if isinstance(result, Applied) and result.released:
             self.due.set()
 

@@ -19,6 +19,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from math import isfinite
 
 from model_canary.agents import metrics
 from model_canary.agents.evaluator.decisions import DecisionSink, Emitted
@@ -31,10 +32,13 @@ from model_canary.streams.errors import DecodeError
 from model_canary.streams.evaluation import due_thresholds, plan_of, step_snapshot
 from model_canary.streams.evidence.gather import Gathering, Item
 from model_canary.streams.evidence.state import FrozenState, RolloutEvidence
+from model_canary.streams.evidence.wire import decode_evidence
 from model_canary.streams.messages import Evidence, epoch_ms
-from model_canary.streams.stats import decide, policy, tally_for
+from model_canary.streams.stats import policy, tally_for
+from model_canary.streams.stats.decide import CODES, OUTCOMES, decide_many
 from model_canary.streams.stats.layout import ARMS, METRICS, N, metric_def
 from model_canary.streams.stats.verdicts import should_publish
+from model_canary.streams.stats.verdicts import verdict as in_words
 from model_canary.streams.topics import TopicCatalogue
 
 log = logging.getLogger(__name__)
@@ -145,39 +149,57 @@ class Evaluator:
         key: bytes | None = None,
         headers: object = None,
         now_ms: int = 0,
+        left_out: frozenset[tuple[str, str]] = frozenset(),
     ) -> NeedsRollout | Applied | None:
-        """Apply one evidence record read at ``source`` (topic, partition, offset); returns
-        :class:`NeedsRollout` when the record's rollout must first be confirmed by the view
-        (call again after :meth:`FollowedView.wait_for`, with the same arguments), or
-        :class:`Applied` when it counted (``now_ms``: settle the rollout then, so a second
-        it completes is released at once)."""
+        """Apply the evidence message read at ``source`` (topic, partition, offset): one
+        record, or an :class:`~model_canary.streams.messages.EvidenceSet` (a transaction's
+        records of one model, applied together). Returns :class:`NeedsRollout` when a
+        record's rollout must first be confirmed by the view (nothing is applied then: call
+        again after :meth:`FollowedView.wait_for`, with the same arguments and, if the view
+        never showed that rollout, ``(model, rollout_id)`` added to ``left_out``: its records
+        are an older rollout's late evidence, left out), or :class:`Applied` when it counted
+        (``now_ms``: settle the rollout then, so a second it completes is released at once)."""
         _topic, partition, offset = source
         part = self.partitions[partition]
         if offset < part.covered:
             return None  # in the restored snapshots already
         try:
-            ev = self._codec.decode(value or b"")
+            records, is_set = decode_evidence(value or b"")
         except DecodeError as exc:
             self._dead(part, value, key, headers, source, exc.reason, str(exc))
             part.processed = offset
             return None
-        if ev.arm is Arm.STABLE:
-            part.processed = offset
-            return None
-        state = self.states.get(ev.model)
-        if state is None or state.rollout_id != ev.rollout_id:
-            rollout = self.view.get(ev.model)
-            if rollout is None or rollout.rollout_id != ev.rollout_id:
-                return NeedsRollout(ev.model, ev.rollout_id)
-            state = RolloutEvidence.new(ev.model, ev.rollout_id, tally_for(plan_of(rollout)))
-            self.states[ev.model] = state
-            part.models.add(ev.model)
-            self._pending.pop(ev.model, None)
-            self._last_said.pop(ev.model, None)
+        kept: list[Evidence] = []
+        for ev in records:
+            if ev.arm is Arm.STABLE:
+                continue
+            if (ev.model, ev.rollout_id) in left_out:
+                metrics.EVIDENCE.labels("unknown", "stale").inc()
+                continue
+            state = self.states.get(ev.model)
+            if state is None or state.rollout_id != ev.rollout_id:
+                rollout = self.view.get(ev.model)
+                if rollout is None or rollout.rollout_id != ev.rollout_id:
+                    return NeedsRollout(ev.model, ev.rollout_id)
+            kept.append(ev)
         part.processed = offset
+        metrics.EVIDENCE_MESSAGES.labels("set" if is_set else "record").inc()
+        if not kept:
+            return None
+        for ev in kept:  # every rollout is confirmed: start the new ones' states
+            state = self.states.get(ev.model)
+            if state is None or state.rollout_id != ev.rollout_id:
+                rollout = self.view.get(ev.model)
+                assert rollout is not None  # confirmed above
+                state = RolloutEvidence.new(ev.model, ev.rollout_id, tally_for(plan_of(rollout)))
+                self.states[ev.model] = state
+                part.models.add(ev.model)
+                self._pending.pop(ev.model, None)
+                self._last_said.pop(ev.model, None)
         # A transaction's records are applied together, once all have arrived.
-        items = part.gathering.offer(ev, offset=offset, now_ms=_monotonic_ms())
-        raw = (offset, value, key, headers)
+        at = _monotonic_ms()
+        items = [item for ev in kept for item in part.gathering.offer(ev, offset=offset, now_ms=at)]
+        raw = None if is_set else (offset, value, key, headers)
         return self._apply(part, partition, items, now_ms, raw)
 
     def _apply(
@@ -216,13 +238,6 @@ class Evaluator:
             released = (bool(now_ms) and state.settle(now_ms) > before) or released
             result = Applied(model, released)
         return result
-
-    def skip(self, source: tuple[str, int, int]) -> None:
-        """A record of a rollout that never showed up in the view: an older rollout's late
-        evidence, left out."""
-        _topic, partition, offset = source
-        self.partitions[partition].processed = offset
-        metrics.EVIDENCE.labels("unknown", "stale").inc()
 
     def _dead(
         self,
@@ -273,16 +288,21 @@ class Evaluator:
                 out.append((model, state.revision, self.sink.thresholds(state, thresholds)))
                 continue
             rule = policy(plan)
-            verdict = decide(step_snapshot(evidence, state, rule, now), rule)
+            snapshot = step_snapshot(evidence, state, rule, now)
+            decided = decide_many(snapshot, rule)
             _export_decided(model, evidence, now.timestamp())
-            for e in verdict.evidence:
-                metrics.TEST_STATISTIC.labels(model, e.metric).set(e.statistic)
+            for name, log_e in decided.rollback.items():
+                value = float(log_e[0])
+                metrics.TEST_STATISTIC.labels(model, name).set(value if isfinite(value) else 0.0)
             # A verdict that moves nothing (a HOLD, or a shadow's "no harm" ADVANCE) is
             # published when it changes and again every minute with its newest evidence; one
-            # with a command is retried by the pending timeout above.
-            said = f"{state.revision}:{verdict.outcome.value}:{verdict.code}"
+            # with a command is retried by the pending timeout above. Its words and displayed
+            # bounds (most of a decision's cost) are worked out only when it is published.
+            outcome, code = OUTCOMES[int(decided.outcome[0])], CODES[int(decided.code[0])]
+            said = f"{state.revision}:{outcome.value}:{code}"
             if not should_publish(self._last_said.get(model), said, now.timestamp()):
                 continue
+            verdict = in_words(snapshot, decided, rule)
             emitted = self.sink.decision(state, verdict, evidence.evidence_offsets)
             out.append((model, state.revision, emitted))
             self._last_said[model] = (said, now.timestamp())

@@ -52,7 +52,8 @@ from model_canary.streams.evidence.join import (
     dump_ops,
     load_ops,
 )
-from model_canary.streams.messages import MAX_BP, Arm, Evidence, Feedback, Prediction, utc_now
+from model_canary.streams.evidence.wire import encode_evidence
+from model_canary.streams.messages import MAX_BP, Arm, Feedback, Prediction, utc_now
 from model_canary.streams.outcomes.expr import Condition, Outcome
 from model_canary.streams.outcomes.metrics import condition
 from model_canary.streams.plan import labelled_metrics, outcome_metrics
@@ -129,7 +130,6 @@ class LabelJoiner:
         self.logs: dict[int, _Log] = {}
         self._prediction = codec_for(Prediction)
         self._feedback = codec_for(Feedback)
-        self._evidence = codec_for(Evidence)
         self._labels_wanted: dict[str, _Wanted] = {}
         self._view_revision = -1
         self._expired_at = 0.0
@@ -299,10 +299,10 @@ class LabelJoiner:
     def _before_commit(self, out: TxnOutput) -> None:
         if self.builder:
             offsets = self.loop.consumed_ranges()
-            for ev in self.builder.build(offsets):
-                out.produce(
-                    self.catalogue.evidence, self._evidence.encode(ev), key=ev.model.encode()
-                )
+            records = self.builder.build(offsets)
+            for key, value in encode_evidence(records, sets=self.settings.evidence_sets):
+                out.produce(self.catalogue.evidence, value, key=key)
+            for ev in records:
                 metrics.LABELS_JOINED.inc(ev.labelled)
         for p, join in self.joins.items():
             self._write_changes(out, p, join, self.logs[p])

@@ -25,12 +25,11 @@ from model_canary.agents.kafka.refusals import Refusals, answer_to_unrouted
 from model_canary.agents.kafka.state_view import StateView
 from model_canary.streams import headers as h
 from model_canary.streams.accounting import position_id
-from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.codec.requests import decode_request
 from model_canary.streams.enums import Arm
 from model_canary.streams.errors import DecodeError
 from model_canary.streams.evidence.builder import Cell, EvidenceBuilder
-from model_canary.streams.messages import Evidence
+from model_canary.streams.evidence.wire import encode_evidence
 from model_canary.streams.route_header import RouteHeader, encode_parts
 from model_canary.streams.routing import Route, RoutePlan
 from model_canary.streams.settings import Settings
@@ -155,7 +154,6 @@ class Router:
             self.catalogue, AGENT, delivery_headers=h.delivery_headers(settings.exactly_once)
         )
         self.evidence = EvidenceBuilder("routed", source=self.loop.config.transactional_id)
-        self._evidence_codec = codec_for(Evidence)
         self._last_state_poll = 0.0
         self._routed_at = b"0"  # the current batch's stamp (epoch ms)
         # Compiled per model (keyed by the raw model header), dropped when any state changes.
@@ -290,10 +288,9 @@ class Router:
         citing the requests the transaction consumed."""
         if not self.evidence:
             return
-        for ev in self.evidence.build(self.loop.consumed_ranges()):
-            out.produce(
-                self.catalogue.evidence, self._evidence_codec.encode(ev), key=ev.model.encode()
-            )
+        records = self.evidence.build(self.loop.consumed_ranges())
+        for key, value in encode_evidence(records, sets=self.settings.evidence_sets):
+            out.produce(self.catalogue.evidence, value, key=key)
 
     def _drop_evidence(self) -> None:
         # The aborted transaction's routing is done again: so is its evidence.

@@ -53,9 +53,9 @@ from model_canary.streams.cohort import bucket as cohort_bucket
 from model_canary.streams.errors import DecodeError, OutputRefusedError
 from model_canary.streams.evaluation import plan_of
 from model_canary.streams.evidence.builder import Cell, EvidenceBuilder, Thresholds
+from model_canary.streams.evidence.wire import encode_evidence
 from model_canary.streams.messages import (
     Arm,
-    Evidence,
     InferenceRequest,
     MetricEvent,
     Mode,
@@ -205,7 +205,6 @@ class Worker:
             self.catalogue, AGENT, delivery_headers=h.delivery_headers(settings.exactly_once)
         )
         self.evidence = EvidenceBuilder("served", source=self.loop.config.transactional_id)
-        self._evidence_codec = codec_for(Evidence)
         self._prediction_codec = codec_for(Prediction)
 
     def run(self, stop: threading.Event) -> None:
@@ -488,10 +487,9 @@ class Worker:
         refused), citing the requests it consumed."""
         if not self.evidence:
             return
-        for ev in self.evidence.build(self.loop.consumed_ranges()):
-            out.produce(
-                self.catalogue.evidence, self._evidence_codec.encode(ev), key=ev.model.encode()
-            )
+        records = self.evidence.build(self.loop.consumed_ranges())
+        for key, value in encode_evidence(records, sets=self.settings.evidence_sets):
+            out.produce(self.catalogue.evidence, value, key=key)
 
     def _drop_evidence(self) -> None:
         self.evidence.clear()

@@ -45,6 +45,7 @@ from model_canary.streams.messages import (
     DeadLetter,
     Decision,
     Evidence,
+    EvidenceSet,
     Feedback,
     InferenceRequest,
     InferenceResult,
@@ -72,6 +73,7 @@ DECISION_CONTENT_TYPE = "application/vnd.modelcanary.decision+avro"
 DEAD_LETTER_CONTENT_TYPE = "application/vnd.modelcanary.dead-letter+avro"
 PREFLIGHT_CONTENT_TYPE = "application/vnd.modelcanary.preflight+avro"
 EVIDENCE_CONTENT_TYPE = "application/vnd.modelcanary.evidence+avro"
+EVIDENCE_SET_CONTENT_TYPE = "application/vnd.modelcanary.evidence-set+avro"
 PREDICTION_CONTENT_TYPE = "application/vnd.modelcanary.prediction+avro"
 
 CONTENT_TYPES: Mapping[type, str] = {
@@ -86,6 +88,7 @@ CONTENT_TYPES: Mapping[type, str] = {
     DeadLetter: DEAD_LETTER_CONTENT_TYPE,
     Preflight: PREFLIGHT_CONTENT_TYPE,
     Evidence: EVIDENCE_CONTENT_TYPE,
+    EvidenceSet: EVIDENCE_SET_CONTENT_TYPE,
     Prediction: PREDICTION_CONTENT_TYPE,
 }
 """The ``content-type`` header value of each record type."""

@@ -1,5 +1,6 @@
 """The evaluator counts committed evidence only (faust reads uncommitted records unless it runs
-exactly-once; the evaluator's transport reads read_committed)."""
+exactly-once; the evaluator's transport reads read_committed), written as records alone or as
+evidence sets (``CANARY_EVIDENCE_FORMAT=sets``)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import pytest
 
 from model_canary.agents.bench.scrape import free_port, scrape, total
 from model_canary.agents.kafka.clients import new_producer
-from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.evidence.builder import Cell, EvidenceBuilder
-from model_canary.streams.messages import Evidence, OffsetRange, RolloutState
+from model_canary.streams.evidence.wire import encode_evidence
+from model_canary.streams.messages import OffsetRange, RolloutState
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 from tests.integration.conftest import Agent
@@ -25,12 +26,12 @@ BUCKET = 9001
 class _Producer:
     """A worker's evidence, written by hand in transactions that commit or abort."""
 
-    def __init__(self, settings: Settings, rollout_id: str) -> None:
+    def __init__(self, settings: Settings, rollout_id: str, *, sets: bool = False) -> None:
         self.topic = TopicCatalogue(settings.topic_prefix).evidence
         self.rollout_id = rollout_id
         self.producer = new_producer(settings, "test-evidence", transactional_id="test-ev-1")
         self.producer.init_transactions(30)
-        self.codec = codec_for(Evidence)
+        self.sets = sets
         self.offset = 0
 
     def transaction(self, n: int, *, commit: bool, second: int) -> None:
@@ -50,8 +51,9 @@ class _Producer:
         span = OffsetRange(topic="in", partition=0, first=self.offset, last=self.offset + n - 1)
         self.offset += n + 1
         self.producer.begin_transaction()
-        for ev in routed.build((span,)) + served.build((span,)):
-            self.producer.produce(self.topic, self.codec.encode(ev), key=b"iris")
+        records = routed.build((span,)) + served.build((span,))
+        for key, value in encode_evidence(records, sets=self.sets):
+            self.producer.produce(self.topic, value, key=key)
         if commit:
             self.producer.commit_transaction(30)
         else:
@@ -74,7 +76,9 @@ def _wait_counted(port: int, n: float, timeout: float = 60.0) -> float:
     raise AssertionError(f"counted {_counted(port)} of {n}")
 
 
+@pytest.mark.parametrize("sets", [False, True], ids=["records", "sets"])
 def test_evidence_of_an_aborted_transaction_never_counts(
+    sets: bool,
     settings: Settings,
     topics: TopicCatalogue,
     spawn: Callable[..., Agent],
@@ -83,7 +87,7 @@ def test_evidence_of_an_aborted_transaction_never_counts(
     rollout_id = start_rollout("iris", {"errors": {}}, control=False).rollout_id
     port = free_port()
     spawn("evaluator", "--metrics-port", str(port), "--no-joiner")
-    writer = _Producer(settings, rollout_id)
+    writer = _Producer(settings, rollout_id, sets=sets)
     now = int(time.time())
     writer.transaction(100, commit=True, second=now)
     writer.transaction(500, commit=False, second=now)

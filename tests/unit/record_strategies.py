@@ -24,6 +24,7 @@ from model_canary.streams.messages import (
     Decision,
     Evidence,
     EvidenceKind,
+    EvidenceSet,
     Feedback,
     Header,
     InferenceRequest,
@@ -259,6 +260,12 @@ EXAMPLES: dict[type[Record], Any] = {
         updated_at=T1,
     ),
 }
+EXAMPLES[EvidenceSet] = EvidenceSet(
+    records=(
+        EXAMPLES[Evidence],
+        dataclasses.replace(EXAMPLES[Evidence], arm=Arm.CONTROL, part=0, parts=0),
+    )
+)
 
 _INT = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 # Evidence and prediction fields the records check beyond their Avro type.
@@ -345,6 +352,16 @@ def record_strategy(cls: type[Any], schema: dict[str, Any] | None = None) -> st.
         else:
             fields[f["name"]] = _value(f["type"], hints[f["name"]], f["name"])
     assert set(fields) == {f.name for f in dataclasses.fields(cls)}
+    if cls is EvidenceSet:  # one to three records, all of one model
+        evs = st.lists(record_strategy(Evidence), min_size=1, max_size=3)
+        return st.builds(
+            lambda v, es: cls(
+                schema_version=v,
+                records=tuple(dataclasses.replace(e, model=es[0].model) for e in es),
+            ),
+            fields["schema_version"],
+            evs,
+        )
     if cls is Evidence:  # part of parts: 0 of 0 (not numbered), or 1..n of n
         del fields["part"], fields["parts"]
         numbered = st.integers(0, 5).flatmap(

@@ -13,6 +13,7 @@ from model_canary.agents.evaluator.store import Checkpoint
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.enums import Action
 from model_canary.streams.evidence.builder import Cell, EvidenceBuilder
+from model_canary.streams.evidence.wire import encode_evidence
 from model_canary.streams.messages import (
     Evidence,
     OffsetRange,
@@ -74,13 +75,14 @@ def brain(*states: RolloutState) -> Evaluator:
     return ev
 
 
-def records(n: int, *, first: int = 0, arm: str = "baseline", second: int = T0) -> list[bytes]:
-    codec = codec_for(Evidence)
+def records(
+    n: int, *, first: int = 0, arm: str = "baseline", second: int = T0, rollout: str = "ro1"
+) -> list[Evidence]:
     bucket = 1 if arm == "canary" else 9001  # at 50%: buckets below 5000 are the canary's
     routed = EvidenceBuilder("routed", source="r")
-    routed.add_routed(Cell("iris", "ro1", "", arm, True, 5000, second), [bucket] * n)
+    routed.add_routed(Cell("iris", rollout, "", arm, True, 5000, second), [bucket] * n)
     served = EvidenceBuilder("served", source="w")
-    cell = Cell("iris", "ro1", "v1", arm, True, 5000, second)
+    cell = Cell("iris", rollout, "v1", arm, True, 5000, second)
     served.add_batch(
         [cell] * n,
         buckets=[bucket] * n,
@@ -89,12 +91,17 @@ def records(n: int, *, first: int = 0, arm: str = "baseline", second: int = T0) 
         batch_latency_ms=4.0,
     )
     span = (OffsetRange(topic="in", partition=0, first=first, last=first + n - 1),)
-    return [codec.encode(ev) for ev in routed.build(span) + served.build(span)]
+    return routed.build(span) + served.build(span)
+
+
+def messages(n: int, **kw: Any) -> list[bytes]:
+    """:func:`records` written one message each (the ``records`` evidence format)."""
+    return [codec_for(Evidence).encode(ev) for ev in records(n, **kw)]
 
 
 def test_records_count_once_and_the_checkpoint_covers_exactly_what_was_handled() -> None:
     ev = brain(state())
-    data = records(10)
+    data = messages(10)
     results = [ev.on_evidence(v, ("t.evidence", 0, i)) for i, v in enumerate(data)]
     assert all(isinstance(r, Applied) for r in results)
     again = [ev.on_evidence(v, ("t.evidence", 0, 5 + i)) for i, v in enumerate(data)]
@@ -112,10 +119,11 @@ def test_records_count_once_and_the_checkpoint_covers_exactly_what_was_handled()
 
 def test_a_rollout_the_view_has_not_shown_waits_and_an_unreadable_record_is_dead_lettered() -> None:
     ev = brain()
-    data = records(3)
+    data = messages(3)
     need = ev.on_evidence(data[0], ("t.evidence", 0, 0))
     assert isinstance(need, NeedsRollout) and need.rollout_id == "ro1"
-    ev.skip(("t.evidence", 0, 0))
+    left_out = frozenset({("iris", "ro1")})  # the view never showed it: left out
+    assert ev.on_evidence(data[0], ("t.evidence", 0, 0), left_out=left_out) is None
     assert ev.on_evidence(b"junk", ("t.evidence", 0, 1), b"iris", []) is None
     cp = ev.checkpoint(0)
     assert cp is not None and cp.position == 2 and len(cp.dead) == 1
@@ -125,7 +133,7 @@ def test_a_rollout_the_view_has_not_shown_waits_and_an_unreadable_record_is_dead
 def test_a_verdict_is_published_once_a_minute_and_thresholds_fixed_first() -> None:
     s = state({"errors": {}, "latency_p95": {}})
     ev = brain(s)
-    for i, v in enumerate(records(THRESHOLD_ITEMS)):
+    for i, v in enumerate(messages(THRESHOLD_ITEMS)):
         ev.on_evidence(v, ("t.evidence", 0, i))
     out = ev.decide(NOW)
     assert [e.command.action for _m, _r, e in out if e.command] == [Action.SET_THRESHOLDS]
@@ -152,7 +160,7 @@ def test_no_decision_sees_half_of_a_joiner_transaction() -> None:
     ev = brain(state({"accuracy": {}}))
     at = 0
     for arm in ("canary", "baseline"):
-        for value in records(2000, first=at, arm=arm):
+        for value in messages(2000, first=at, arm=arm):
             ev.on_evidence(value, ("t.evidence", 0, at))
             at += 1
     for published in ev.decide(NOW):  # the evaluator decides every second
@@ -180,3 +188,39 @@ def test_no_decision_sees_half_of_a_joiner_transaction() -> None:
     again.on_evidence(codec.encode(baseline), ("t.evidence", 0, at + 1))
     totals = again.states["iris"].totals()
     assert (totals["canary"]["labelled"], totals["baseline"]["labelled"]) == (1500, 1500)
+
+
+def test_a_set_counts_as_its_records_written_alone_and_once() -> None:
+    """An EvidenceSet (``CANARY_EVIDENCE_FORMAT=sets``) counts what its records written one
+    message each count; read again, nothing counts twice; old and new messages mix."""
+    alone, together = brain(state()), brain(state())
+    for i, v in enumerate(messages(10) + messages(4, first=10, arm="canary")):
+        alone.on_evidence(v, ("t.evidence", 0, i))
+    sets = [value for _k, value in encode_evidence(records(10), sets=True)]
+    sets += messages(4, first=10, arm="canary")  # an older producer's records, alone
+    for i, v in enumerate(sets):
+        assert isinstance(together.on_evidence(v, ("t.evidence", 0, i)), Applied)
+    assert len(sets) == 3
+    assert together.states["iris"].totals() == alone.states["iris"].totals()
+    assert together.states["iris"].totals()["baseline"] == {
+        "routed": 10,
+        "answered": 10,
+        "errors": 0,
+        "labelled": 0,
+    }
+    assert together.on_evidence(sets[0], ("t.evidence", 0, 7)) is None, "read again: a duplicate"
+    assert together.states["iris"].totals() == alone.states["iris"].totals()
+
+
+def test_a_set_with_an_unknown_rollout_counts_the_rest() -> None:
+    """A set whose records include a rollout the view never showed waits for it and, left
+    out, counts the records of the known rollout."""
+    ev = brain(state())
+    mixed = records(3, rollout="gone") + records(5)
+    [(_key, value)] = encode_evidence(mixed, sets=True)
+    need = ev.on_evidence(value, ("t.evidence", 0, 0))
+    assert isinstance(need, NeedsRollout) and need.rollout_id == "gone"
+    assert "iris" not in ev.states, "nothing applied before every rollout is known"
+    left_out = frozenset({("iris", "gone")})
+    assert isinstance(ev.on_evidence(value, ("t.evidence", 0, 0), left_out=left_out), Applied)
+    assert ev.states["iris"].totals()["baseline"]["answered"] == 5
