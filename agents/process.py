@@ -9,8 +9,8 @@ SIGKILL only if it does not exit in time.
 
 >>> agent = AgentProcess.canary("router", ["router", "--instance", "r1"], Settings(),
 ...                             Path("/tmp/router.log"))
->>> agent.argv[1:4], agent.alive
-(['-m', 'model_canary.agents.cli.main', 'router'], False)
+>>> agent.argv[1:5], agent.alive
+(['-P', '-m', 'model_canary.agents.cli.main', 'router'], False)
 >>> # agent.start(); ...; agent.stop()
 """
 
@@ -28,8 +28,15 @@ CLI_MODULE = "model_canary.agents.cli.main"
 
 
 def canary_command(*args: str) -> list[str]:
-    """The command line of ``canary ARGS...`` run by this Python."""
-    return [sys.executable, "-m", CLI_MODULE, *args]
+    """The command line of ``canary ARGS...`` run by this Python.
+
+    ``-P``: the working directory is not put first on the child's ``sys.path``, so a child
+    started from a source checkout runs the package this Python has installed, not the
+    checkout's (a benchmark that compares two installs would otherwise run one of them twice).
+    A worker's ``python:`` adapter still finds modules in the working directory: it adds the
+    folder itself (:meth:`PythonCallableAdapter.from_reference`).
+    """
+    return [sys.executable, "-P", "-m", CLI_MODULE, *args]
 
 
 def terminate(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float) -> None:

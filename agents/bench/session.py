@@ -76,7 +76,7 @@ class BenchSession:
     def child(self, name: str, args: Sequence[str], settings: Settings | None = None) -> Child:
         """A ``python ARGS...`` child process (not started)."""
         env = self.env(settings)
-        made = Child(name, [sys.executable, *args], env, self.log_dir / f"{name}.log")
+        made = Child(name, [sys.executable, "-P", *args], env, self.log_dir / f"{name}.log")
         self.children.append(made)
         return made
 
