@@ -160,6 +160,9 @@ class RolloutEvidence:
     completeness: Completeness = field(
         default_factory=lambda: Completeness(1, origin=None), repr=False, compare=False
     )
+    #: The closed second of the last :meth:`settle` that looked at the counts, or None once
+    #: a record changed a count of a second it had looked at (then the next one looks again).
+    _settled_closed: int | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def new(cls, model: str, rollout_id: str, tally: Tally) -> RolloutEvidence:
@@ -240,6 +243,7 @@ class RolloutEvidence:
                 self.routers[ev.source] = max(self.routers.get(ev.source, second), second)
                 if second > self.watermark:
                     self.completeness.add_routed(second, arm, [ev.requests])
+                    self._touched(second)
 
             return routed
         if ev.kind is EvidenceKind.LABELLED:
@@ -288,6 +292,7 @@ class RolloutEvidence:
                 )
             if second > self.watermark:
                 self.completeness.add_done(second, arm, [ev.requests + ev.refused])
+                self._touched(second)
 
         return served
 
@@ -307,10 +312,23 @@ class RolloutEvidence:
         upto = self.completeness.complete_upto(closed + 1)[0]
         return {arm: int(upto[a]) for a, arm in enumerate(ARMS)}, closed
 
+    def _touched(self, second: int) -> None:
+        """A count of routed ``second`` changed: a settle that looked at it looks again."""
+        if self._settled_closed is not None and second <= self._settled_closed:
+            self._settled_closed = None
+
     def settle(self, now_ms: int) -> int:
         """Move the watermark as far as every arm is complete and release the tally up to
-        it; returns the watermark (-1 before anything was released)."""
+        it; returns the watermark (-1 before anything was released).
+
+        The watermark depends only on the closed second and the counts of seconds up to it:
+        while neither changed since the last settle (records of the open seconds, the
+        common case, or none), the watermark is the one that settle found, and the counts
+        are not looked at again."""
         closed = self.closed_upto(now_ms)
+        if closed == self._settled_closed:
+            return self.watermark
+        self._settled_closed = closed
         watermark = int(self.completeness.watermark(closed + 1)[0])
         if watermark > self.watermark:
             self.watermark = watermark
