@@ -64,6 +64,7 @@ from model_canary.streams.evidence import snapshot
 from model_canary.streams.evidence.columns import (
     BatchSums,
     Ints,
+    check_histogram,
     unpack_histogram,
     unpack_units,
 )
@@ -254,11 +255,17 @@ class RolloutEvidence:
                 second, weight, arm, b, lab, bad, outcomes=outcomes
             )
         rows = unpack_units("served", ev.units)
-        hist = unpack_histogram(ev.latency_hist) if ev.latency_hist else None
+        timed = ev.thresholds_revision >= 0
+        # The histogram counts only for answers not timed against thresholds (below); any
+        # other is only checked, like the batch latency histogram.
+        hist = None
+        if ev.latency_hist and not timed and ev.served:
+            hist = unpack_histogram(ev.latency_hist)
+        elif ev.latency_hist:
+            check_histogram(ev.latency_hist)
         hist_bins = np.flatnonzero(hist) if hist is not None else np.zeros(0, dtype=np.int64)
         if ev.batch_latency_hist:
-            unpack_histogram(ev.batch_latency_hist)
-        timed = ev.thresholds_revision >= 0
+            check_histogram(ev.batch_latency_hist)
         zeros = np.zeros(rows.size, dtype=np.int64)
         b, n, errors = (_col(rows, c) for c in ("bucket", "n", "errors"))
         over95, over99 = (_col(rows, c) if timed else zeros for c in ("over_p95", "over_p99"))
