@@ -85,9 +85,10 @@ class Settings:
     extra_config: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     # Keys that sign and verify control commands (CANARY_CONTROL_KEY, CANARY_CONTROL_KEY_FILE).
     control_keys: KeyRing = field(default_factory=KeyRing)
-    # How producers write evidence: "records" (one message per cell) or "sets" (one per
-    # transaction and model); readers take both (docs/evidence.md).
-    evidence_format: str = "records"
+    # How producers write evidence: "sets" (one message per transaction and model, the
+    # default: half the evaluator's messages) or "records" (one per cell); readers take both
+    # (docs/evidence.md).
+    evidence_format: str = "sets"
 
     def __post_init__(self) -> None:
         if not self.topic_prefix or not all(c.isalnum() or c in "._-" for c in self.topic_prefix):
@@ -115,9 +116,9 @@ class Settings:
     def evidence_sets(self) -> bool:
         """Whether producers write evidence as sets (``CANARY_EVIDENCE_FORMAT=sets``).
 
-        >>> sets = Settings.from_env({"CANARY_EVIDENCE_FORMAT": "sets"})
-        >>> Settings().evidence_sets, sets.evidence_sets, sets.to_env()["CANARY_EVIDENCE_FORMAT"]
-        (False, True, 'sets')
+        >>> alone = Settings.from_env({"CANARY_EVIDENCE_FORMAT": "records"})
+        >>> Settings().evidence_sets, alone.evidence_sets, alone.to_env()["CANARY_EVIDENCE_FORMAT"]
+        (True, False, 'records')
         """
         return self.evidence_format == "sets"
 

@@ -15,11 +15,14 @@ and prepares checkpoints; the app around it does the Kafka calls off the loop.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from math import isfinite
+
+from prometheus_client import Counter
 
 from model_canary.agents import metrics
 from model_canary.agents.evaluator.decisions import DecisionSink, Emitted
@@ -183,7 +186,7 @@ class Evaluator:
                     return NeedsRollout(ev.model, ev.rollout_id)
             kept.append(ev)
         part.processed = offset
-        metrics.EVIDENCE_MESSAGES.labels("set" if is_set else "record").inc()
+        _message_counter("set" if is_set else "record").inc()
         if not kept:
             return None
         for ev in kept:  # every rollout is confirmed: start the new ones' states
@@ -228,7 +231,7 @@ class Evaluator:
                 source = (self.catalogue.evidence, partition, offset)
                 self._dead(part, value, key, headers, source, "invalid-record", str(exc))
                 continue
-            metrics.EVIDENCE.labels(ev.kind.value, "applied" if applied else "duplicate").inc()
+            _evidence_counter(ev.kind.value, "applied" if applied else "duplicate").inc()
             if applied:
                 part.dirty.add(ev.model)
                 counted[ev.model] = state
@@ -353,6 +356,19 @@ class Evaluator:
         if part is not None:
             part.dirty |= data.models
             part.dead[:0] = data.dead
+
+
+@functools.cache
+def _evidence_counter(kind: str, outcome: str) -> Counter:
+    """``canary_evidence_records_total{kind, outcome}``, looked up once (it is counted per
+    record; ``labels`` takes a lock and checks its arguments every time)."""
+    return metrics.EVIDENCE.labels(kind, outcome)
+
+
+@functools.cache
+def _message_counter(form: str) -> Counter:
+    """``canary_evidence_messages_total{format}``, looked up once."""
+    return metrics.EVIDENCE_MESSAGES.labels(form)
 
 
 def _monotonic_ms() -> int:

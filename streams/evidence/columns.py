@@ -125,6 +125,21 @@ def unpack_histogram(data: bytes) -> Ints:
     return dense
 
 
+def check_histogram(data: bytes) -> None:
+    """Refuse what :func:`unpack_histogram` refuses, without building the histogram (for a
+    record whose histogram is not counted: its answers were timed against thresholds).
+
+    >>> check_histogram(pack_histogram(histogram([0.5])))
+    >>> check_histogram(b"\\x00\\x00\\x01")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    model_canary.streams.errors.EvidenceError: latency histogram: 3 bytes is not a whole ...
+    """
+    rows = _rows(data, HIST_DTYPE, "latency histogram")
+    if rows.size and int(rows["bin"].max()) > MAX_BIN:
+        raise EvidenceError(f"latency histogram bin {int(rows['bin'].max())} is above {MAX_BIN}")
+
+
 def bucket_array(buckets: Iterable[int] | Ints) -> Ints:
     """``buckets`` as an int64 array, each checked to be a cohort bucket (``0..BUCKETS-1``).
 

@@ -64,6 +64,7 @@ from model_canary.streams.evidence import snapshot
 from model_canary.streams.evidence.columns import (
     BatchSums,
     Ints,
+    check_histogram,
     unpack_histogram,
     unpack_units,
 )
@@ -160,6 +161,9 @@ class RolloutEvidence:
     completeness: Completeness = field(
         default_factory=lambda: Completeness(1, origin=None), repr=False, compare=False
     )
+    #: The closed second of the last :meth:`settle` that looked at the counts, or None once
+    #: a record changed a count of a second it had looked at (then the next one looks again).
+    _settled_closed: int | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def new(cls, model: str, rollout_id: str, tally: Tally) -> RolloutEvidence:
@@ -240,6 +244,7 @@ class RolloutEvidence:
                 self.routers[ev.source] = max(self.routers.get(ev.source, second), second)
                 if second > self.watermark:
                     self.completeness.add_routed(second, arm, [ev.requests])
+                    self._touched(second)
 
             return routed
         if ev.kind is EvidenceKind.LABELLED:
@@ -250,11 +255,17 @@ class RolloutEvidence:
                 second, weight, arm, b, lab, bad, outcomes=outcomes
             )
         rows = unpack_units("served", ev.units)
-        hist = unpack_histogram(ev.latency_hist) if ev.latency_hist else None
+        timed = ev.thresholds_revision >= 0
+        # The histogram counts only for answers not timed against thresholds (below); any
+        # other is only checked, like the batch latency histogram.
+        hist = None
+        if ev.latency_hist and not timed and ev.served:
+            hist = unpack_histogram(ev.latency_hist)
+        elif ev.latency_hist:
+            check_histogram(ev.latency_hist)
         hist_bins = np.flatnonzero(hist) if hist is not None else np.zeros(0, dtype=np.int64)
         if ev.batch_latency_hist:
-            unpack_histogram(ev.batch_latency_hist)
-        timed = ev.thresholds_revision >= 0
+            check_histogram(ev.batch_latency_hist)
         zeros = np.zeros(rows.size, dtype=np.int64)
         b, n, errors = (_col(rows, c) for c in ("bucket", "n", "errors"))
         over95, over99 = (_col(rows, c) if timed else zeros for c in ("over_p95", "over_p99"))
@@ -288,6 +299,7 @@ class RolloutEvidence:
                 )
             if second > self.watermark:
                 self.completeness.add_done(second, arm, [ev.requests + ev.refused])
+                self._touched(second)
 
         return served
 
@@ -307,10 +319,23 @@ class RolloutEvidence:
         upto = self.completeness.complete_upto(closed + 1)[0]
         return {arm: int(upto[a]) for a, arm in enumerate(ARMS)}, closed
 
+    def _touched(self, second: int) -> None:
+        """A count of routed ``second`` changed: a settle that looked at it looks again."""
+        if self._settled_closed is not None and second <= self._settled_closed:
+            self._settled_closed = None
+
     def settle(self, now_ms: int) -> int:
         """Move the watermark as far as every arm is complete and release the tally up to
-        it; returns the watermark (-1 before anything was released)."""
+        it; returns the watermark (-1 before anything was released).
+
+        The watermark depends only on the closed second and the counts of seconds up to it:
+        while neither changed since the last settle (records of the open seconds, the
+        common case, or none), the watermark is the one that settle found, and the counts
+        are not looked at again."""
         closed = self.closed_upto(now_ms)
+        if closed == self._settled_closed:
+            return self.watermark
+        self._settled_closed = closed
         watermark = int(self.completeness.watermark(closed + 1)[0])
         if watermark > self.watermark:
             self.watermark = watermark

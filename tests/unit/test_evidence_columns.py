@@ -16,6 +16,7 @@ from model_canary.streams.evidence.columns import (
     bin_of,
     bin_upper_ms,
     bins_of,
+    check_histogram,
     histogram,
     pack_dense_units,
     pack_histogram,
@@ -51,12 +52,16 @@ def test_unusable_latencies_land_at_the_edges() -> None:
 
 
 def test_malformed_histograms_are_refused() -> None:
-    with pytest.raises(ValueError, match="whole number"):
-        unpack_histogram(b"\x00\x00\x01")
-    bad_bin = np.zeros(1, dtype=[("bin", "<u2"), ("count", "<u4")])
-    bad_bin["bin"] = MAX_BIN + 1
-    with pytest.raises(ValueError, match="above"):
-        unpack_histogram(bad_bin.tobytes())
+    bad_bin = np.zeros(2, dtype=[("bin", "<u2"), ("count", "<u4")])
+    bad_bin["bin"] = [3, MAX_BIN + 1]
+    # check_histogram refuses what unpack_histogram refuses, for the same reason.
+    for read in (unpack_histogram, check_histogram):
+        with pytest.raises(ValueError, match="whole number"):
+            read(b"\x00\x00\x01")
+        with pytest.raises(ValueError, match="above"):
+            read(bad_bin.tobytes())
+    check_histogram(bad_bin[:1].tobytes())
+    check_histogram(b"")
     with pytest.raises(ValueError, match="bins"):
         pack_histogram(np.zeros(3, dtype=np.int64))
 

@@ -67,7 +67,8 @@ def test_a_set_is_one_model_and_not_empty() -> None:
 
 
 def test_the_format_is_a_setting() -> None:
-    assert not Settings().evidence_sets
+    assert Settings().evidence_sets  # the default since session 24
     assert Settings.from_env({"CANARY_EVIDENCE_FORMAT": "sets"}).evidence_sets
+    assert not Settings.from_env({"CANARY_EVIDENCE_FORMAT": "records"}).evidence_sets
     with pytest.raises(ConfigError):
         Settings(evidence_format="both")

@@ -14,11 +14,11 @@ from model_canary.agents.worker.agent import Worker, WorkerOptions
 from model_canary.streams import headers as h
 from model_canary.streams.codec.avro import codec_for
 from model_canary.streams.codec.results import decode_result
+from model_canary.streams.evidence.wire import decode_evidence
 from model_canary.streams.latency import Delivery
 from model_canary.streams.messages import (
     EPOCH,
     Arm,
-    Evidence,
     InferenceRequest,
     Mode,
     Phase,
@@ -91,9 +91,9 @@ def _answered(rollout: RolloutState, routed: list[FakeMessage]) -> dict[str, obj
                 answers.append((topic, m.key(), h.as_list(m.headers()), fields))
         evidence = []
         for m in kafka.read(CAT.evidence):
-            ev = codec_for(Evidence).decode(m.value() or b"")
-            cell = (ev.kind, ev.rollout_id, ev.version, ev.arm, ev.served, ev.weight_bp)
-            evidence.append((*cell, ev.second, ev.requests, ev.errors))
+            for ev in decode_evidence(m.value() or b"")[0]:  # a record alone or a set
+                cell = (ev.kind, ev.rollout_id, ev.version, ev.arm, ev.served, ev.weight_bp)
+                evidence.append((*cell, ev.second, ev.requests, ev.errors))
     return {"answers": sorted(answers, key=repr), "evidence": sorted(evidence, key=repr)}
 
 
@@ -154,7 +154,9 @@ def test_after_a_rollback_a_canary_request_is_redriven_in_its_form_and_answered_
             h.header_text(dict(h.as_list(m.headers()))[h.REQUEST_ID]) for m in canary
         )
         assert {(r.version, r.arm) for r in answers} == {("v1", Arm.BASELINE)}
-        evidence = [codec_for(Evidence).decode(m.value() or b"") for m in kafka.read(CAT.evidence)]
+        evidence = [
+            ev for m in kafka.read(CAT.evidence) for ev in decode_evidence(m.value() or b"")[0]
+        ]
         assert evidence == []  # re-driven requests count in no comparison
 
 
