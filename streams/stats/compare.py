@@ -246,7 +246,7 @@ def compare(
     c, n_c, b, n_b = counts
     phi = parts.phi()
     per_batch_unit = np.zeros(idx.size, dtype=bool)
-    if unit == "batch" and per_batch is not None:
+    if unit == "batch" and per_batch is not None and mdef.batch_unit is not None:
         # Batch-unit counts, where every timed item of both arms in every stratum came with
         # them: the batch is then the unit, its clustering is gone from the counts, and only
         # the buckets' (users') clustering is left in the design effect (a slow user's batch

@@ -47,7 +47,7 @@ def serve(
         second, W, arm, buckets=[uniq], n=[n], errors=[0 * n], over_p95=[o], over_p99=[o],
         batch=np.array([moments]), timed=True,
     )  # fmt: skip
-    return sizes.tolist()
+    return [int(x) for x in sizes]
 
 
 def tally(*, units: bool, max_size: int, seconds: int = 300) -> tuple[Tally, float]:
