@@ -19,7 +19,10 @@ not look like harm), and the score ``U = sum_w (c_w - rho_w t_w)`` (``t = c + b`
   the same sum over batches, from each cell's batch moments.
 
 The two are combined as two-way clustering (Cameron, Gelbach and Miller 2011): ``V_bucket +
-V_batch - V_item``, where ``V_item`` is the same sum over single items. The **design
+V_batch - V_item``, where ``V_item`` is the same sum over single items. For latency timed per
+batch (every answer reports its batch's time) a slow bucket drags its batch-mates' answers
+over the threshold too, so the buckets' excess ``V_bucket - V_item`` counts ``kappa^2`` times,
+``kappa = sum m^2 / sum m`` the size-biased mean batch size (:func:`_spread`). The **design
 effect** ``phi = max(1, that / V_item)`` (all three at the observed counts, so the ratio
 measures clustering only) divides the likelihood ratios of the tests (a quasi-likelihood):
 with independent items it is 1 and the tests are the exact coin-flip tests; with clustering
