@@ -104,7 +104,8 @@ class VarianceParts:
         )
         if self.spread is not None:
             excess = by_bucket - 1.0
-            by_bucket = 1.0 + self.spread * np.maximum(excess, 0.0) + np.minimum(excess, 0.0)
+            spread = 1.0 + self.spread * np.maximum(excess, 0.0) + np.minimum(excess, 0.0)
+            by_bucket = np.where(self.spread != 1.0, spread, by_bucket)  # exact where 1
         by_batch = np.where(self.items > 0, self.batch_excess / np.maximum(self.items, 1e-300), 0.0)
         return np.asarray(np.maximum(1.0, by_bucket + by_batch))
 
