@@ -19,7 +19,10 @@ not look like harm), and the score ``U = sum_w (c_w - rho_w t_w)`` (``t = c + b`
   the same sum over batches, from each cell's batch moments.
 
 The two are combined as two-way clustering (Cameron, Gelbach and Miller 2011): ``V_bucket +
-V_batch - V_item``, where ``V_item`` is the same sum over single items. The **design
+V_batch - V_item``, where ``V_item`` is the same sum over single items. For latency timed per
+batch (every answer reports its batch's time) a slow bucket drags its batch-mates' answers
+over the threshold too, so the buckets' excess ``V_bucket - V_item`` counts ``kappa^2`` times,
+``kappa = sum m^2 / sum m`` the size-biased mean batch size (:func:`_spread`). The **design
 effect** ``phi = max(1, that / V_item)`` (all three at the observed counts, so the ratio
 measures clustering only) divides the likelihood ratios of the tests (a quasi-likelihood):
 with independent items it is 1 and the tests are the exact coin-flip tests; with clustering
@@ -87,12 +90,22 @@ class VarianceParts:
     bucket_items: FloatArray
     batch_excess: FloatArray
     items: FloatArray
+    #: (R, K) how far a bucket's persistent excess spreads through shared batches: the
+    #: square of the size-biased mean batch size ``kappa = sum m^2 / sum m`` where every answer
+    #: reports its batch's time (latency timed per batch), else 1 (see :func:`_spread`).
+    spread: FloatArray | None = None
 
     def phi(self) -> FloatArray:
-        """The design effect: ``max(1, bucket / bucket_items + batch_excess / items)``."""
+        """The design effect: ``max(1, 1 + spread (bucket / bucket_items - 1)_+ + (bucket /
+        bucket_items - 1)_- + batch_excess / items)`` (``spread`` 1: ``max(1, bucket /
+        bucket_items + batch_excess / items)``)."""
         by_bucket = np.where(
             self.bucket_items > 0, self.bucket / np.maximum(self.bucket_items, 1e-300), 1.0
         )
+        if self.spread is not None:
+            excess = by_bucket - 1.0
+            spread = 1.0 + self.spread * np.maximum(excess, 0.0) + np.minimum(excess, 0.0)
+            by_bucket = np.where(self.spread != 1.0, spread, by_bucket)  # exact where 1
         by_batch = np.where(self.items > 0, self.batch_excess / np.maximum(self.items, 1e-300), 0.0)
         return np.asarray(np.maximum(1.0, by_bucket + by_batch))
 
@@ -221,17 +234,28 @@ def compare(
         tally.cache[key] = cached
     bucket, bucket_items = cached
     batch_excess, items = _batch_variance(tally, idx, pairs, mdef, others, counts, subtests)
-    parts = VarianceParts(bucket, bucket_items, batch_excess, items)
+    spread = None
+    per_batch: Counts | None = None
+    timed_per_batch = np.zeros(idx.size, dtype=bool)
+    if mdef.batch_unit is not None and mdef.batch is not None and pairs:
+        # Latency timed per batch (every timed item of the comparison came with batch-unit
+        # counts): an answer reports its batch's time, so a bucket's slowness reaches its
+        # batch-mates' answers too, and its persistent excess spreads by kappa (_spread).
+        per_batch, timed_per_batch = _batch_unit_counts(
+            tally, idx, pairs, mdef.batch_unit, others, counts
+        )
+        kappa2 = _spread(tally, idx, pairs, mdef.batch[0], others, counts, subtests)
+        spread = np.where(timed_per_batch[:, None], kappa2, 1.0)
+    parts = VarianceParts(bucket, bucket_items, batch_excess, items, spread)
     c, n_c, b, n_b = counts
     phi = parts.phi()
     per_batch_unit = np.zeros(idx.size, dtype=bool)
-    if unit == "batch" and mdef.batch_unit is not None and pairs:
+    if unit == "batch" and per_batch is not None and mdef.batch_unit is not None:
         # Batch-unit counts, where every timed item of both arms in every stratum came with
         # them: the batch is then the unit, its clustering is gone from the counts, and only
-        # the buckets' (users') clustering is left in the design effect.
-        per_batch, per_batch_unit = _batch_unit_counts(
-            tally, idx, pairs, mdef.batch_unit, others, counts
-        )
+        # the buckets' (users') clustering is left in the design effect (a slow user's batch
+        # counts once however many answers it holds: its excess does not spread).
+        per_batch_unit = timed_per_batch
         by_bucket = np.asarray(VarianceParts(bucket, bucket_items, 0 * bucket, items).phi())
         # Two-way: buckets (users) and routed seconds (a stalled worker slows every batch of
         # its arm for a while): V_bucket + V_second - V_batch, over V_batch.
@@ -272,6 +296,41 @@ def _second_ratio(
     sub = subtests.astype(np.float64).T
     v_sec, v_one = seconds @ sub, _item_variance(counts) @ sub
     return np.asarray(np.where(v_one > 0, v_sec / np.maximum(v_one, 1e-300), 1.0))
+
+
+def _spread(
+    tally: Tally,
+    idx: IntArray,
+    pairs: list[tuple[int, int]],
+    m2: int,
+    others: list[int],
+    counts: Counts,
+    subtests: BoolArray,
+) -> FloatArray:
+    """(R, K) ``kappa^2``: the square of the largest size-biased mean batch size ``kappa =
+    sum m^2 / sum m`` (``m`` a batch's timed items in the cell) over the two sides and the
+    strata of each sub-test (1 where nothing is timed).
+
+    Why: with latency timed per batch every answer of a batch reports the batch's time, the
+    slowest item's, so a user whose requests are slow makes its batch-mates' answers slow too
+    (interference: another bucket's outcome depends on this bucket's arm). A bucket's
+    influence on the score is then its own excess plus its batch-mates' answers dragged over
+    the threshold with it: at most ``m`` answers for each of its own in a batch of ``m``, and
+    over its many answers the mean ``m`` is the size-biased ``kappa``. Its persistent excess
+    in the bucket variance therefore scales by at most ``kappa^2`` (docs/statistics.md,
+    "Latency timed per batch: interference through batch-mates")."""
+    mom = tally.batch[idx]  # (R, slots, arms, fields)
+    _, timed_c, _, timed_b = counts
+    jc = [p[0] for p in pairs]
+    jb = [p[1] for p in pairs]
+    m2_c = mom[:, jc][:, :, CANARY, m2]
+    m2_b = mom[:, jb][:, :, others, m2].sum(axis=-1)
+    k_c = np.where(timed_c > 0, m2_c / np.maximum(timed_c, 1), 1.0)
+    k_b = np.where(timed_b > 0, m2_b / np.maximum(timed_b, 1), 1.0)
+    kappa = np.maximum(1.0, np.maximum(k_c, k_b))  # (R, W)
+    on = subtests[None, :, :]  # (1, K, W)
+    worst = np.where(on, kappa[:, None, :], 1.0).max(axis=-1) if kappa.shape[1] else None
+    return np.asarray(worst**2) if worst is not None else np.ones((idx.size, subtests.shape[0]))
 
 
 def _batch_unit_counts(
