@@ -31,8 +31,10 @@ from model_canary.streams.stats.layout import (
     control_share,
 )
 
-#: Routing keys whose routes a plan remembers: users send many requests, and a dictionary hit
-#: costs a tenth of the hash. Cleared when full, so memory stays bounded.
+#: Routing keys whose routes a plan remembers (and the router, per compiled plan, their
+#: outputs): users send many requests, and a dictionary hit costs a fraction of the hash (a
+#: fifth in the router's process, where the memo's entries are mostly out of the CPU's cache).
+#: Cleared when full, so memory stays bounded.
 MEMO_KEYS = 65_536
 
 

@@ -222,7 +222,7 @@ class TxnOutput:
     hot loops that checked sizes themselves (call :meth:`produce` on ``BufferError``). It takes
     confluent-kafka's arguments, also positionally in their order (:data:`PRODUCE_DEFAULTS`):
     ``fast_produce(topic, value, key, *PRODUCE_DEFAULTS, headers)`` gives no keyword to look up,
-    which costs confluent-kafka a quarter of a plain produce.
+    which cost confluent-kafka about a fifth of a plain produce (measured in process).
     """
 
     def __init__(self, producer: Producer, limits: OutputLimits) -> None:
