@@ -581,7 +581,7 @@ def test_the_routers_key_memo_routes_as_the_plain_path(
         router._plans[b"iris"] = plan
         limits = router.loop.output.limits
         fast, slow = FakeKafka(), FakeKafka()
-        fast_out = TxnOutput(fast.producer({}), limits)
+        fast_out = TxnOutput(fast.producer({}), limits)  # type: ignore[arg-type]
         for i in range(0, len(msgs), 7):  # batches of 7: the memo carries over between them
             router.handle(msgs[i : i + 7], fast_out)  # type: ignore[arg-type]
         for msg in msgs:
