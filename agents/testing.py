@@ -304,10 +304,15 @@ class FakeProducer:
         topic: str,
         value: bytes | None = None,
         key: bytes | None = None,
-        headers: RawHeaders | None = None,
+        partition: int = -1,
+        callback: Callable[..., None] | None = None,
         on_delivery: Callable[..., None] | None = None,
-        **_: Any,
+        timestamp: int = 0,
+        headers: RawHeaders | None = None,
     ) -> None:
+        # confluent-kafka's arguments in its order (a hot loop passes them positionally); the
+        # partition and timestamp are the fake broker's choice.
+        on_delivery = on_delivery or callback
         if self.transactional and not self._in_txn:
             raise KafkaException(KafkaError(KafkaError._STATE, "not in a transaction"))
         if self._fatal is not None:

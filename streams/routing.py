@@ -31,8 +31,10 @@ from model_canary.streams.stats.layout import (
     control_share,
 )
 
-#: Routing keys whose routes a plan remembers: users send many requests, and a dictionary hit
-#: costs a tenth of the hash. Cleared when full, so memory stays bounded.
+#: Routing keys whose routes a plan remembers (and the router, per compiled plan, their
+#: outputs): users send many requests, and a dictionary hit costs a fraction of the hash (a
+#: fifth in the router's process, where the memo's entries are mostly out of the CPU's cache).
+#: Cleared when full, so memory stays bounded.
 MEMO_KEYS = 65_536
 
 
@@ -81,7 +83,6 @@ class RoutePlan:
         "_memo",
         "_shadow",
         "_threshold",
-        "cached",
     )
 
     def __init__(self, state: RolloutState) -> None:
@@ -91,9 +92,6 @@ class RoutePlan:
         self._shadow = state.mode is Mode.SHADOW
         self._forced: dict[str, tuple[Route, ...]] = {}
         self._memo: dict[bytes, tuple[tuple[Route, ...], int]] = {}
-        #: ``cached(key)``: :meth:`routed` of a key routed before (without a forced arm), or
-        #: None; a dictionary lookup, for the router's hot loop.
-        self.cached = self._memo.get
         self._baseline: tuple[Route, ...]
         self._canary: tuple[Route, ...]
         self._control: tuple[Route, ...] = ()
@@ -151,15 +149,20 @@ class RoutePlan:
             memo = self._memo
             if len(memo) >= MEMO_KEYS:
                 memo.clear()
-            bucket = self._cohorts.bucket(key)
-            if bucket < self._threshold:
-                routes = self._canary
-            elif bucket < self._control_end:
-                routes = self._control
-            else:
-                routes = self._baseline
-            got = memo[key] = (routes, bucket)
+            got = memo[key] = self.decide(key)
         return got
+
+    def decide(self, key: bytes) -> tuple[tuple[Route, ...], int]:
+        """:meth:`routed` without a forced arm and without remembering the key: for a caller
+        that keeps its own memo (the router remembers each key's outputs)."""
+        if not self._active:
+            return self._baseline, -1
+        bucket = self._cohorts.bucket(key)
+        if bucket < self._threshold:
+            return self._canary, bucket
+        if bucket < self._control_end:
+            return self._control, bucket
+        return self._baseline, bucket
 
     def route_sets(self) -> tuple[tuple[Route, ...], ...]:
         """Every tuple of routes :meth:`routed` can return, as the very objects it returns (a

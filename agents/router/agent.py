@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, cast
 
@@ -20,7 +20,13 @@ from confluent_kafka import Message
 
 from model_canary.agents import metrics
 from model_canary.agents.kafka.alo import data_loop
-from model_canary.agents.kafka.eos import LoopConfig, TxnHooks, TxnOutput, tune_gc
+from model_canary.agents.kafka.eos import (
+    PRODUCE_DEFAULTS,
+    LoopConfig,
+    TxnHooks,
+    TxnOutput,
+    tune_gc,
+)
 from model_canary.agents.kafka.refusals import Refusals, answer_to_unrouted
 from model_canary.agents.kafka.state_view import StateView
 from model_canary.streams import headers as h
@@ -31,7 +37,7 @@ from model_canary.streams.errors import DecodeError
 from model_canary.streams.evidence.builder import Cell, EvidenceBuilder
 from model_canary.streams.evidence.wire import encode_evidence
 from model_canary.streams.route_header import RouteHeader, encode_parts
-from model_canary.streams.routing import Route, RoutePlan
+from model_canary.streams.routing import MEMO_KEYS, Route, RoutePlan
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 
@@ -89,15 +95,34 @@ class _Output:
         self.tail = [(_ROUTE, head + routed_at + rest), *self.shadow]
 
 
+_Routed = tuple[tuple[_Output, ...], int]
+
+
 class _Plan(NamedTuple):
     """A model's route plan compiled for routing: per route its output, per tuple of routes
-    the plan returns (by identity) their outputs, and the largest request value its output
-    topics take (headers aside)."""
+    the plan returns (by identity) their outputs, the largest request value its output
+    topics take (headers aside), and a memo of the routing keys routed by it: per key its
+    outputs and its cohort bucket (``recall(key)``: the memo's ``get``; see :func:`_remember`).
+    The plan, memo included, is dropped when any rollout state changes."""
 
     routes: RoutePlan
     outputs: dict[Route, _Output]
     by_set: dict[int, tuple[_Output, ...]]
     largest: int
+    memo: dict[bytes, _Routed]
+    recall: Callable[[bytes], _Routed | None]
+
+
+def _remember(plan: _Plan, key: bytes) -> _Routed:
+    """Where ``plan`` routes ``key`` (no forced arm): its outputs and its cohort bucket, now
+    remembered (the memo is cleared when it holds :data:`MEMO_KEYS` keys, so it stays
+    bounded)."""
+    memo = plan.memo
+    if len(memo) >= MEMO_KEYS:
+        memo.clear()
+    chosen, bucket = plan.routes.decide(key)
+    got = memo[key] = (plan.by_set[id(chosen)], bucket)
+    return got
 
 
 #: Room left for a routed request's headers when its size is checked against a topic's limit.
@@ -211,11 +236,13 @@ class Router:
         # headers. Everything else (and any doubt) takes the full path, _route.
         # Anything that raises here (a bug, a write Kafka refuses) aborts the transaction; the
         # loop then refuses the input it was on (out.source) and handles the batch again.
-        # Per request: one route lookup (memoised per key), one list of headers, one produce
+        # Per request: one lookup of its key's outputs and bucket (the plan's memo), one list
+        # of headers, one produce
         # and one bucket appended; the evidence and the metrics are summed per batch.
         plans = self._plans
         limit = self.settings.max_request_bytes
         produce = out.fast_produce
+        ua, no_cb, _, now = PRODUCE_DEFAULTS  # produce's arguments before headers, positional
         plain = _ROUTER_HEADERS.isdisjoint
         for msg in batch:
             out.source = msg
@@ -250,12 +277,15 @@ class Router:
                 ):
                     # Consumed header values are bytes (the stubs allow str for produce).
                     key: bytes = msg.key() or request_id  # type: ignore[assignment]
-                    chosen, bucket = plan.routes.cached(key) or plan.routes.routed(key)
-                    for output in plan.by_set[id(chosen)]:
+                    got = plan.recall(key)
+                    if got is None:
+                        got = _remember(plan, key)
+                    outputs, bucket = got
+                    for output in outputs:
                         # Consumed headers are a list (the stubs allow a dict for produce).
                         headers = raw + output.tail  # type: ignore[operator]
                         try:
-                            produce(output.topic, value, key, headers=headers)
+                            produce(output.topic, value, key, ua, no_cb, no_cb, now, headers)
                         except BufferError:
                             out.produce(output.topic, value, key=key, headers=headers)
                         output.buckets.append(bucket)
@@ -387,7 +417,7 @@ class Router:
         for output in plan.by_set[id(chosen)]:
             headers = kept + output.tail
             try:
-                out.fast_produce(output.topic, value, key, headers=headers)
+                out.fast_produce(output.topic, value, key, *PRODUCE_DEFAULTS, headers)
             except BufferError:
                 out.produce(output.topic, value, key=key, headers=headers)
             output.buckets.append(bucket)
@@ -424,7 +454,8 @@ class Router:
         by_set = {id(s): tuple(outputs[r] for r in s) for s in plan.route_sets()}
         limits = self.loop.output.limits
         largest = min(limits.limit(o.topic) for o in outputs.values()) - HEADER_ROOM
-        return _Plan(plan, outputs, by_set, largest)
+        memo: dict[bytes, _Routed] = {}
+        return _Plan(plan, outputs, by_set, largest, memo, memo.get)
 
     def _refuse(self, out: TxnOutput, msg: Message, reason: str, detail: str) -> None:
         """Answer a request the router cannot route with an error result and dead-letter it

@@ -540,3 +540,51 @@ def test_a_plain_avro_request_of_a_known_model_takes_the_fast_path(
     out = FakeKafka()
     router.handle([msg], TxnOutput(out.producer({}), router.loop.output.limits))  # type: ignore[list-item, arg-type]
     assert [header(m, h.REQUEST_ID) for m in out.read(CAT.version_requests("iris", "v1"))] == ["r9"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    keys=st.lists(
+        st.sampled_from([b"user-1", b"user-2", b"user-3", b"u" * 40, b"k9"]), max_size=30
+    ),
+    memo_keys=st.integers(1, 4),
+    weight=st.sampled_from([0, 2000, 5000, 10_000]),
+    shadow=st.booleans(),
+)
+def test_the_routers_key_memo_routes_as_the_plain_path(
+    keys: list[bytes], memo_keys: int, weight: int, shadow: bool
+) -> None:
+    """Repeated routing keys (memo hits) and a memo cleared many times over (it holds at most
+    ``memo_keys``) route each request as ``_route``, which asks the rollout's plan afresh."""
+    import model_canary.agents.router.agent as agent
+
+    body = codec_for(InferenceRequest).encode(
+        InferenceRequest(request_id="r1", model="iris", inputs=b"{}", created_at=EPOCH)
+    )
+    msgs = [
+        FakeMessage(CAT.requests, 0, i, key, body, [*_CLIENT_HEADERS[:3], (h.ROUTING_KEY, key)], 0)
+        for i, key in enumerate(keys)
+    ]
+    kafka = FakeKafka()
+    with using(kafka), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(agent, "MEMO_KEYS", memo_keys)
+        live = state(
+            phase=Phase.PROGRESSING,
+            canary_version="v2",
+            weight_bp=weight,
+            mode=Mode.SHADOW if shadow else Mode.CANARY,
+            shadow_sample_bp=5000,
+        )
+        router = serve_router(kafka, live)
+        plan = router._compile("iris")
+        assert plan is not None
+        router._plans[b"iris"] = plan
+        limits = router.loop.output.limits
+        fast, slow = FakeKafka(), FakeKafka()
+        fast_out = TxnOutput(fast.producer({}), limits)  # type: ignore[arg-type]
+        for i in range(0, len(msgs), 7):  # batches of 7: the memo carries over between them
+            router.handle(msgs[i : i + 7], fast_out)  # type: ignore[arg-type]
+        for msg in msgs:
+            router._route(msg, TxnOutput(slow.producer({}), limits))  # type: ignore[arg-type]
+        assert len(plan.memo) <= memo_keys
+    assert _written(fast) == _written(slow)

@@ -106,11 +106,11 @@ def test_a_plan_without_a_control_arm_splits_in_two() -> None:
     assert {routes_for(half, k)[0].arm for k in KEYS} == {Arm.CANARY, Arm.CONTROL}
 
 
-def test_the_cached_lookup_agrees_with_routing_and_returns_the_plans_own_tuples(
+def test_deciding_agrees_with_routing_and_returns_the_plans_own_tuples(
     monkeypatch: Any,
 ) -> None:
-    # The router's hot loop takes plan.cached(key) when it has it, else plan.routed(key), and
-    # finds its outputs by the identity of the tuple of routes (plan.route_sets()).
+    # The router's hot loop remembers plan.decide(key) in a memo of its own, and finds its
+    # outputs by the identity of the tuple of routes (plan.route_sets()).
     import model_canary.streams.routing as routing
 
     monkeypatch.setattr(routing, "MEMO_KEYS", 100)
@@ -118,8 +118,8 @@ def test_the_cached_lookup_agrees_with_routing_and_returns_the_plans_own_tuples(
         plan = routing.RoutePlan(s)
         sets = [id(t) for t in plan.route_sets()]
         for k in [*KEYS[:300], *KEYS[:300]]:
-            hit = plan.cached(k)
+            decided = plan.decide(k)
             got = plan.routed(k)
-            assert hit is None or (hit == got and hit[0] is got[0])
+            assert decided == got and decided[0] is got[0]
             assert got == routing.RoutePlan(s).routed(k)
             assert id(got[0]) in sets
