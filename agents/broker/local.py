@@ -352,6 +352,24 @@ class LocalBroker:
         return f"-Dcanary.broker.home={self.home}".encode() in args
 
 
+def running_ports(state_dir: Path, exclude: int | None = None) -> list[int]:
+    """Ports of the development brokers of ``state_dir`` whose process is alive (``exclude``:
+    one port left out), read from their homes ``broker-PORT``.
+
+    >>> running_ports(Path("/nonexistent"))
+    []
+    """
+    ports = []
+    for home in sorted(state_dir.glob("broker-*")):
+        port = home.name.removeprefix("broker-")
+        if not port.isdigit() or int(port) == exclude:
+            continue
+        broker = LocalBroker(Settings(broker_port=int(port), state_dir=state_dir))
+        if broker.pid() is not None:
+            ports.append(int(port))
+    return ports
+
+
 def cluster_id_in(folder: Path) -> str:
     """The cluster id kept in ``folder/cluster.id``, made the first time."""
     cluster_file = folder / "cluster.id"

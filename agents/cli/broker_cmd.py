@@ -8,6 +8,7 @@ from pathlib import Path
 
 from model_canary.agents.broker import KAFKA_VERSION, BrokerSecurity, LocalBroker
 from model_canary.agents.broker.cluster import LocalCluster
+from model_canary.agents.broker.local import running_ports
 from model_canary.agents.broker.security import read_users
 from model_canary.agents.broker.tls import make_tls
 from model_canary.agents.cli.common import settings_from_args
@@ -111,10 +112,27 @@ def run(args: argparse.Namespace) -> int:
     if action == "stop":
         stopped = broker.stop()
         print("stopped" if stopped else f"no local broker was running for {broker.bootstrap}")
+        if not stopped:
+            _hint_other_ports(settings)
         return 0
     status = broker.status()
     print(status.describe())
+    if status.pid is None:
+        _hint_other_ports(settings)
     return 0 if status.answering else 1
+
+
+def _hint_other_ports(settings: Settings) -> None:
+    """Name the brokers of the same state folder that run on other ports: a broker is found by
+    its port (its home is ``STATE_DIR/broker-PORT``), so ``stop`` without the port it was
+    started with looks for one on 9092."""
+    others = running_ports(settings.state_dir, exclude=settings.broker_port)
+    if others:
+        listed = ", ".join(map(str, others))
+        print(
+            f"{settings.state_dir} has a broker running on port {listed}: "
+            f"add --broker-port {others[0]} (or set CANARY_BROKER_PORT)"
+        )
 
 
 def _run_cluster(args: argparse.Namespace, settings: Settings) -> int:

@@ -76,6 +76,13 @@ def test_start_twice_is_harmless_and_stop_leaves_no_process(tmp_path: Path) -> N
         status = _canary("status", env_state=tmp_path, port=port)
         assert status.returncode == 0 and "answering" in status.stdout
 
+        # A stop or status for another port of the same state folder touches nothing and
+        # names the port that runs (a broker's home is STATE_DIR/broker-PORT).
+        for action in ("stop", "status"):
+            wrong = _canary(action, env_state=tmp_path, port=port + 7)
+            assert f"add --broker-port {port}" in wrong.stdout, wrong.stdout + wrong.stderr
+            assert broker.pid() == pid, f"{action} for another port touched the broker"
+
         stop = _canary("stop", env_state=tmp_path, port=port)
         assert stop.returncode == 0 and "stopped" in stop.stdout
         assert broker._find_pids() == [], "a broker process survived stop"
