@@ -21,22 +21,19 @@ True
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import logging
 import time
 from collections.abc import Callable
 
 from model_canary.agents import metrics
 
-log = logging.getLogger(__name__)
-
 
 def _load_malloc_trim() -> Callable[[int], int] | None:
     """glibc's ``malloc_trim``, or None where the C library has none."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        fn = libc.malloc_trim
-    except (OSError, AttributeError):
+        # The symbols the process already has (its C library's among them): no lookup of a
+        # library file, which would run ldconfig at import.
+        fn = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
         return None
     fn.argtypes = [ctypes.c_size_t]
     fn.restype = ctypes.c_int
