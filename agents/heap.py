@@ -6,9 +6,9 @@ checkpoint (a tally's arrays copied, joined, compressed; the producer's copies o
 records) land at new places in the fragmented arenas each time, so the high-water mark of
 touched pages ratchets. ``malloc_trim(0)`` hands every whole free page of every arena back
 (``madvise(MADV_DONTNEED)``), not only the top of the main heap: called after each
-checkpoint, the evaluator's RSS follows what it keeps (issue #11: flat from 1 to 5 million
-labelled requests). It costs about half a millisecond of CPU on a 100-200 MB heap, once per
-checkpoint (every 2 s at most); the CPU seconds spent are counted in
+checkpoint, the evaluator's RSS falls back to what it holds instead of staying at the highest
+it has been (issue #11). It costs about 0.6 ms of CPU on a 200 MB heap, once per checkpoint
+(every 2 s at most); the CPU seconds spent are counted in
 ``canary_heap_trim_cpu_seconds_total``.
 
 Other C libraries (musl, macOS) have no ``malloc_trim``: :func:`trim` does nothing there and
