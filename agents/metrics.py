@@ -132,6 +132,10 @@ CHECKPOINT_SECONDS = Histogram(
     "Time to write one evidence partition's checkpoint (snapshots and offsets).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+HEAP_TRIM_CPU_SECONDS = Counter(
+    "canary_heap_trim_cpu_seconds_total",
+    "CPU time spent giving free heap pages back to the system (after each checkpoint).",
+)
 DECIDED = Gauge(
     "canary_decided_requests",
     "Answered requests of complete seconds the evaluator's latest evaluation of a rollout "

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Producer, TopicPartition
 
+from model_canary.agents import heap
 from model_canary.agents.kafka.clients import new_producer, new_reader, produce
 from model_canary.agents.kafka.errors import wrap
 from model_canary.streams.errors import KafkaOperationError
@@ -133,7 +134,8 @@ class StateStore:
         dead_letters: Sequence[DeadLetterOut] = (),
     ) -> None:
         """One checkpoint of ``partition`` (in one transaction): the snapshots of the models
-        that changed, the manifest, and the dead letters since the last checkpoint."""
+        that changed, the manifest, and the dead letters since the last checkpoint; then the
+        heap's free pages go back to the system (:func:`~model_canary.agents.heap.trim`)."""
         producer = self._producer(partition)
         try:
             producer.begin_transaction()
@@ -149,6 +151,9 @@ class StateStore:
             if isinstance(err, KafkaError) and err.txn_requires_abort():
                 producer.abort_transaction(30)
             raise wrap(f"checkpoint {self.topic}[{partition}]", exc) from None
+        # The serialized snapshots and the producer's copies of them were the largest
+        # transient allocations: give their pages back, or RSS ratchets while state is flat.
+        heap.trim()
 
     def release(self, partition: int) -> None:
         """Forget the partition's producer (another instance owns it now)."""
