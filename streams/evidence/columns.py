@@ -115,13 +115,10 @@ def pack_histogram(dense: Ints) -> bytes:
 
 def unpack_histogram(data: bytes) -> Ints:
     """Sparse pairs back to a dense histogram; :class:`ValueError` for malformed bytes."""
-    rows = _rows(data, HIST_DTYPE, "latency histogram")
+    rows = _histogram_rows(data)
     dense = np.zeros(BINS, dtype=np.int64)
     if rows.size:
-        bins = rows["bin"].astype(np.int64)
-        if bins.max() > MAX_BIN:
-            raise EvidenceError(f"latency histogram bin {int(bins.max())} is above {MAX_BIN}")
-        np.add.at(dense, bins, rows["count"].astype(np.int64))
+        np.add.at(dense, rows["bin"].astype(np.int64), rows["count"].astype(np.int64))
     return dense
 
 
@@ -135,9 +132,15 @@ def check_histogram(data: bytes) -> None:
     ...
     model_canary.streams.errors.EvidenceError: latency histogram: 3 bytes is not a whole ...
     """
+    _histogram_rows(data)
+
+
+def _histogram_rows(data: bytes) -> npt.NDArray[np.void]:
+    """The sparse ``(bin, count)`` rows of a packed histogram, each bin checked."""
     rows = _rows(data, HIST_DTYPE, "latency histogram")
     if rows.size and int(rows["bin"].max()) > MAX_BIN:
         raise EvidenceError(f"latency histogram bin {int(rows['bin'].max())} is above {MAX_BIN}")
+    return rows
 
 
 def bucket_array(buckets: Iterable[int] | Ints) -> Ints:
