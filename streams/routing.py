@@ -15,6 +15,7 @@ for every request; the payload is republished unchanged to each route's version 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -57,6 +58,24 @@ class Route:
 
     def __hash__(self) -> int:
         return self._hash
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def remember(memo: dict[_K, _V], key: _K, value: _V) -> _V:
+    """Put ``value`` in ``memo`` under ``key`` and return it; a memo that holds
+    :data:`MEMO_KEYS` keys is cleared first, so it stays bounded.
+
+    >>> memo: dict[bytes, int] = {}
+    >>> remember(memo, b"u1", 7), memo
+    (7, {b'u1': 7})
+    """
+    if len(memo) >= MEMO_KEYS:
+        memo.clear()
+    memo[key] = value
+    return value
 
 
 class RoutePlan:
@@ -146,10 +165,7 @@ class RoutePlan:
                 return forced, self._cohorts.bucket(key)
         got = self._memo.get(key)
         if got is None:
-            memo = self._memo
-            if len(memo) >= MEMO_KEYS:
-                memo.clear()
-            got = memo[key] = self.decide(key)
+            got = remember(self._memo, key, self.decide(key))
         return got
 
     def decide(self, key: bytes) -> tuple[tuple[Route, ...], int]:

@@ -37,7 +37,7 @@ from model_canary.streams.errors import DecodeError
 from model_canary.streams.evidence.builder import Cell, EvidenceBuilder
 from model_canary.streams.evidence.wire import encode_evidence
 from model_canary.streams.route_header import RouteHeader, encode_parts
-from model_canary.streams.routing import MEMO_KEYS, Route, RoutePlan
+from model_canary.streams.routing import Route, RoutePlan, remember
 from model_canary.streams.settings import Settings
 from model_canary.streams.topics import TopicCatalogue
 
@@ -117,12 +117,8 @@ def _remember(plan: _Plan, key: bytes) -> _Routed:
     """Where ``plan`` routes ``key`` (no forced arm): its outputs and its cohort bucket, now
     remembered (the memo is cleared when it holds :data:`MEMO_KEYS` keys, so it stays
     bounded)."""
-    memo = plan.memo
-    if len(memo) >= MEMO_KEYS:
-        memo.clear()
     chosen, bucket = plan.routes.decide(key)
-    got = memo[key] = (plan.by_set[id(chosen)], bucket)
-    return got
+    return remember(plan.memo, key, (plan.by_set[id(chosen)], bucket))
 
 
 #: Room left for a routed request's headers when its size is checked against a topic's limit.

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model_canary.agents.kafka.eos import ExactlyOnceLoop, LoopConfig, TxnOutput
-from model_canary.agents.router.agent import Router, RouterOptions
+from model_canary.agents.router.agent import Router, RouterOptions, _Plan
 from model_canary.agents.router.controller import Controller
 from model_canary.agents.testing import FakeKafka, FakeMessage, run_until_idle, using
 from model_canary.agents.worker.adapters import EchoAdapter
@@ -455,6 +455,16 @@ def _written(kafka: FakeKafka) -> list[Written]:
     return out
 
 
+def _router_with_plan(kafka: FakeKafka, live: RolloutState) -> tuple[Router, _Plan]:
+    """A router serving ``live``, as after iris's first request: its plan compiled, so the
+    fast path can run."""
+    router = serve_router(kafka, live)
+    plan = router._compile("iris")
+    assert plan is not None
+    router._plans[b"iris"] = plan
+    return router, plan
+
+
 def _fast_and_slow(msg: FakeMessage, weight: int = 5000, shadow: bool = False) -> None:
     """Route ``msg`` through the hot loop and through ``_route``: the same writes."""
     kafka = FakeKafka()
@@ -465,11 +475,7 @@ def _fast_and_slow(msg: FakeMessage, weight: int = 5000, shadow: bool = False) -
             weight_bp=weight,
             mode=Mode.SHADOW if shadow else Mode.CANARY,
         )
-        router = serve_router(kafka, live)
-        # As after the model's first request: its plan compiled, so the fast path can run.
-        plan = router._compile("iris")
-        assert plan is not None
-        router._plans[b"iris"] = plan
+        router, _ = _router_with_plan(kafka, live)
         limits = router.loop.output.limits
         fast, slow = FakeKafka(), FakeKafka()
         router.handle([msg], TxnOutput(fast.producer({}), limits))  # type: ignore[list-item, arg-type]
@@ -556,7 +562,7 @@ def test_the_routers_key_memo_routes_as_the_plain_path(
 ) -> None:
     """Repeated routing keys (memo hits) and a memo cleared many times over (it holds at most
     ``memo_keys``) route each request as ``_route``, which asks the rollout's plan afresh."""
-    import model_canary.agents.router.agent as agent
+    import model_canary.streams.routing as routing
 
     body = codec_for(InferenceRequest).encode(
         InferenceRequest(request_id="r1", model="iris", inputs=b"{}", created_at=EPOCH)
@@ -567,7 +573,7 @@ def test_the_routers_key_memo_routes_as_the_plain_path(
     ]
     kafka = FakeKafka()
     with using(kafka), pytest.MonkeyPatch.context() as patch:
-        patch.setattr(agent, "MEMO_KEYS", memo_keys)
+        patch.setattr(routing, "MEMO_KEYS", memo_keys)
         live = state(
             phase=Phase.PROGRESSING,
             canary_version="v2",
@@ -575,10 +581,7 @@ def test_the_routers_key_memo_routes_as_the_plain_path(
             mode=Mode.SHADOW if shadow else Mode.CANARY,
             shadow_sample_bp=5000,
         )
-        router = serve_router(kafka, live)
-        plan = router._compile("iris")
-        assert plan is not None
-        router._plans[b"iris"] = plan
+        router, plan = _router_with_plan(kafka, live)
         limits = router.loop.output.limits
         fast, slow = FakeKafka(), FakeKafka()
         fast_out = TxnOutput(fast.producer({}), limits)  # type: ignore[arg-type]
