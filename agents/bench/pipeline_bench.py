@@ -46,6 +46,15 @@ from model_canary.streams.settings import Settings
 
 MODEL = "bench"
 LABEL = "a"  # what the noop workers predict with labels on
+#: The evaluator's samples the benchmark reads: its scrapes (every half second) ask for these
+#: only, so they cost the evaluator, whose CPU share is measured, little more than the
+#: Prometheus scrape it would have in production (``scrape``'s ``names``).
+EVALUATOR_SAMPLES = (
+    "canary_decided_requests",
+    "canary_evaluation_timestamp_seconds",
+    "canary_evidence_records_total",
+    "canary_evidence_messages_total",
+)
 #: The most lag (records) of an agent taken to have caught up before the idle measurement.
 IDLE_LAG = 100
 
@@ -350,7 +359,7 @@ def _idle_run(
 def _wait_ready(probe: OffsetProbe, agents: dict[str, Contender], ev_port: int) -> None:
     """Until every agent runs and the evaluator serves its metrics."""
     deadline = time.monotonic() + 120
-    while scrape(ev_port) is None:
+    while scrape(ev_port, names=EVALUATOR_SAMPLES) is None:
         for a in agents.values():
             a.child.check_alive()
         if time.monotonic() > deadline:
@@ -372,7 +381,7 @@ def _run_rate(
 ) -> dict[str, object]:
     cpu0 = {n: _cpu_s(a.child.proc.pid if a.child.proc else None) for n, a in agents.items()}
     ends0 = {n: probe.end_total(a.inputs) for n, a in agents.items()}
-    first = scrape(ev_port) or {}
+    first = scrape(ev_port, names=EVALUATOR_SAMPLES) or {}
     decided0 = total(first, "canary_decided_requests")
     records0 = total(first, "canary_evidence_records_total")
     messages0 = total(first, "canary_evidence_messages_total")
@@ -391,7 +400,7 @@ def _run_rate(
             lag = max(0, end - probe.committed_total(a.group, a.inputs))
             per_s = (end - ends0[name]) / max(0.1, now - began)
             lags[name].append((now - began, lag / per_s if per_s > 0 else 0.0))
-        got = scrape(ev_port) or {}
+        got = scrape(ev_port, names=EVALUATOR_SAMPLES) or {}
         decided.append((now, total(got, "canary_decided_requests") - decided0))
         at = total(got, "canary_evaluation_timestamp_seconds")
         if at:
@@ -405,13 +414,17 @@ def _run_rate(
     while time.monotonic() < deadline and (not decided or decided[-1][1] < requests):
         time.sleep(0.5)
         decided.append(
-            (time.monotonic(), total(scrape(ev_port) or {}, "canary_decided_requests") - decided0)
+            (
+                time.monotonic(),
+                total(scrape(ev_port, names=EVALUATOR_SAMPLES) or {}, "canary_decided_requests")
+                - decided0,
+            )
         )
     cpu = {
         n: _cpu_s(a.child.proc.pid if a.child.proc else None) - cpu0[n] for n, a in agents.items()
     }
     wall = time.monotonic() - began
-    last = scrape(ev_port) or {}
+    last = scrape(ev_port, names=EVALUATOR_SAMPLES) or {}
     records = total(last, "canary_evidence_records_total") - records0
     messages = total(last, "canary_evidence_messages_total") - messages0
     delays = _delays(load.sent, decided)
