@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -515,6 +516,7 @@ _EVIDENCE_COUNTS = (
     "labelled",
     "incorrect",
 )
+_evidence_counts = operator.attrgetter(*_EVIDENCE_COUNTS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -583,7 +585,7 @@ class Evidence(Record):
 
     def __post_init__(self) -> None:
         Record.__post_init__(self)
-        if min(getattr(self, name) for name in _EVIDENCE_COUNTS) < 0:
+        if min(_evidence_counts(self)) < 0:
             raise RecordValidationError("Evidence counts must not be negative")
         if not (0 <= self.part <= self.parts and (self.part == 0) == (self.parts == 0)):
             raise RecordValidationError(

@@ -42,12 +42,32 @@ def to_avro(record: object) -> dict[str, Any]:
 def from_avro(record_type: type[T], data: Mapping[str, Any]) -> T:
     """Build ``record_type`` from an Avro dict; fields absent from ``data`` keep their dataclass
     default (``TypeError`` if they have none), keys unknown to the dataclass are ignored."""
-    kwargs: dict[str, Any] = {}
-    for name, _, decode in plan(record_type):
+    plain, nested = _split(record_type)
+    try:  # every field there (a datum read with the record's own schema): one pass
+        kwargs = {name: data[name] for name in plain}
+    except KeyError:
+        kwargs = {name: data[name] for name in plain if name in data}
+    for name, decode in nested:
         if name in data:
             value = data[name]
-            kwargs[name] = value if decode is None or value is None else decode(value)
+            kwargs[name] = value if value is None else decode(value)
     return record_type(**kwargs)
+
+
+_SPLITS: dict[type, tuple[tuple[str, ...], tuple[tuple[str, Convert], ...]]] = {}
+
+
+def _split(record_type: type) -> tuple[tuple[str, ...], tuple[tuple[str, Convert], ...]]:
+    """The names of ``record_type``'s fields passed as they are, and the others with their
+    decoder (:func:`plan`, cached)."""
+    split = _SPLITS.get(record_type)
+    if split is None:
+        entries = plan(record_type)
+        split = _SPLITS[record_type] = (
+            tuple(name for name, _, decode in entries if decode is None),
+            tuple((name, decode) for name, _, decode in entries if decode is not None),
+        )
+    return split
 
 
 def plan(record_type: type) -> _Plan:

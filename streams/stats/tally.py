@@ -917,12 +917,12 @@ def _moments(batch: object, rows: int, latency: bool) -> FloatArray:
         out[:, : given.shape[1]] = given
         out[:, BATCH_UNIT_TIMED:] = 0.0
     else:
-        values = []
-        for name in BATCH_FIELDS[:BATCH_UNIT_TIMED]:
-            default = getattr(batch, "m2", 0) if name == "m2_timed" else 0
-            values.append(float(getattr(batch, name, default)))
-        values += [0.0] * (len(BATCH_FIELDS) - BATCH_UNIT_TIMED)
-        out = np.tile(np.array(values), (rows, 1))
+        out = np.zeros((rows, len(BATCH_FIELDS)))
+        m2 = getattr(batch, "m2", 0)
+        out[:, :BATCH_UNIT_TIMED] = [
+            float(getattr(batch, name, m2 if name == "m2_timed" else 0))
+            for name in BATCH_FIELDS[:BATCH_UNIT_TIMED]
+        ]
     if not latency:
         out[:, BATCH_FIELDS.index("m2_timed") :] = 0.0
     return out
@@ -936,8 +936,11 @@ def _check_batch_units(moments: FloatArray, deltas: IntArray) -> None:
     a threshold has a timed item over it: ``1 <= batches_timed <= timed`` (or no batches and
     no timed items), ``batches_over_p99 <= batches_over_p95 <= batches_timed``, and
     ``batches_over_p95 <= over_p95`` (likewise p99)."""
-    timed = deltas[..., TIMED].sum(axis=-1)
-    over95, over99 = deltas[..., OVER_P95].sum(axis=-1), deltas[..., OVER_P99].sum(axis=-1)
+    sums = deltas.sum(axis=1)  # (R', F)
+    if moments.shape[0] == 1:  # the evaluator's one rollout: the same checks on numbers
+        moments[0, BATCH_UNIT_TIMED] = _batch_unit_timed(moments[0].tolist(), sums[0].tolist())
+        return
+    timed, over95, over99 = sums[:, TIMED], sums[:, OVER_P95], sums[:, OVER_P99]
     nb, b95, b99 = (moments[:, BATCHES_TIMED + i] for i in range(3))
     counted = nb > 0
     given = moments[:, BATCHES_TIMED:BATCH_UNIT_TIMED]
@@ -945,9 +948,25 @@ def _check_batch_units(moments: FloatArray, deltas: IntArray) -> None:
         raise ImpossibleEvidence("bad-batch-moments", "batch counts must be whole numbers")
     wrong = (nb > timed) | (b95 > nb) | (b99 > b95) | (b95 > over95) | (b99 > over99)
     if np.any(counted & wrong) or np.any(~counted & ((b95 > 0) | (b99 > 0))):
-        raise ImpossibleEvidence(
-            "inconsistent-counts",
-            "batch counts must satisfy batches_over_p99 <= batches_over_p95 <= batches_timed "
-            "<= timed items, and no more batches over a threshold than items over it",
-        )
+        raise ImpossibleEvidence("inconsistent-counts", _BATCH_COUNTS_RULE)
     moments[:, BATCH_UNIT_TIMED] = np.where(counted, timed, 0)
+
+
+_BATCH_COUNTS_RULE = (
+    "batch counts must satisfy batches_over_p99 <= batches_over_p95 <= batches_timed "
+    "<= timed items, and no more batches over a threshold than items over it"
+)
+
+
+def _batch_unit_timed(moments: list[float], sums: list[int]) -> int:
+    """:func:`_check_batch_units` for one row: ``moments`` (:data:`~.layout.BATCH_FIELDS`)
+    and the row's summed ``deltas`` as numbers; returns its ``batch_unit_timed``."""
+    timed, over95, over99 = sums[TIMED], sums[OVER_P95], sums[OVER_P99]
+    nb, b95, b99 = moments[BATCHES_TIMED : BATCHES_TIMED + 3]
+    if not all(float(v).is_integer() for v in (nb, b95, b99)):
+        raise ImpossibleEvidence("bad-batch-moments", "batch counts must be whole numbers")
+    counted = nb > 0
+    wrong = nb > timed or b95 > nb or b99 > b95 or b95 > over95 or b99 > over99
+    if (counted and wrong) or (not counted and (b95 > 0 or b99 > 0)):
+        raise ImpossibleEvidence("inconsistent-counts", _BATCH_COUNTS_RULE)
+    return timed if counted else 0

@@ -17,6 +17,8 @@ import math
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from model_canary.schemas import schema_dir
 from model_canary.streams.codec.avro import codec_for
@@ -341,3 +343,39 @@ def test_a_seconds_moments_do_not_depend_on_when_its_parts_are_released() -> Non
         tallies.append(t)
     assert np.array_equal(tallies[0].batch, tallies[1].batch)
     assert np.array_equal(from_rows(tallies[1].to_rows()).open_sums, tallies[1].open_sums)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    counts=st.lists(st.tuples(*(st.integers(0, 6) for _ in range(5))), min_size=1, max_size=4),
+    batch_counts=st.tuples(*(st.integers(0, 8) for _ in range(3))),
+)
+def test_one_rows_batch_unit_check_is_the_many_rows_check(
+    counts: list[tuple[int, int, int, int, int]], batch_counts: tuple[int, int, int]
+) -> None:
+    """The evaluator's one-row shortcut (:func:`tally._batch_unit_timed`) refuses what the
+    vectorised check refuses and fills in the same covered timed answers."""
+    from model_canary.streams.stats import tally as tally_mod
+    from model_canary.streams.stats.layout import ERRORS, OVER_P95, OVER_P99, TIMED, N
+
+    deltas = np.zeros((1, len(counts), 7), dtype=np.int64)
+    for k, (n, e, t, p95, p99) in enumerate(counts):
+        deltas[0, k, [N, ERRORS, TIMED, OVER_P95, OVER_P99]] = (n, e, t, p95, p99)
+    moments = np.zeros((1, len(BATCH_FIELDS)))
+    moments[0, BATCHES_TIMED : BATCHES_TIMED + 3] = batch_counts
+
+    def outcome(m: npt.NDArray[np.float64], d: npt.NDArray[np.int64]) -> str | list[float]:
+        try:
+            tally_mod._check_batch_units(m, d)
+        except ImpossibleEvidence as exc:
+            return exc.reason
+        got: list[float] = m[:, BATCH_UNIT_TIMED].tolist()
+        return got
+
+    one = outcome(moments.copy(), deltas)
+    # Two replicas with the same row take the vectorised path.
+    many = outcome(np.repeat(moments, 2, axis=0), np.repeat(deltas, 2, axis=0))
+    if isinstance(one, str):
+        assert one == many
+    else:
+        assert [one[0], one[0]] == many
