@@ -15,11 +15,15 @@ fetch sizes (:data:`FETCH_MIN_BYTES`); the evaluator's broker URLs use its schem
 from __future__ import annotations
 
 import asyncio
+from time import monotonic
 from typing import Any
 
+from faust.sensors import Monitor
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, Message
+from mode import Service
 
 SCHEME = "canary-kafka"
 
@@ -125,6 +129,41 @@ class ReadCommittedConsumer(faust_aiokafka.Consumer):
             raise
         finally:
             unset_flag(CONSUMER_FETCHING)
+
+
+class QuietMonitor(Monitor):
+    """faust's monitor without its per-record statistics (the app's ``Monitor``).
+
+    faust's :class:`~faust.sensors.Monitor` counts and times every record and event for its
+    web statistics page, which the evaluator does not serve (``web_enabled=False``; its own
+    figures are Prometheus metrics), and samples them every second. This one keeps only what
+    faust itself reads back: when a stream last took an event from a partition (its
+    slow-processing warnings).
+    """
+
+    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
+        return None
+
+    def on_stream_event_in(
+        self, tp: TP, offset: int, stream: Any, event: Any
+    ) -> dict[str, Any] | None:
+        self.stream_inbound_time[tp] = monotonic()
+        return None
+
+    def on_stream_event_out(
+        self, tp: TP, offset: int, stream: Any, event: Any, state: dict[str, Any] | None = None
+    ) -> None:
+        return None
+
+    def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
+        return None
+
+    def track_tp_end_offset(self, tp: TP, offset: int) -> None:
+        return None
+
+    @Service.task
+    async def _sampler(self) -> None:
+        return None
 
 
 class Transport(faust_aiokafka.Transport):
