@@ -37,7 +37,7 @@ from model_canary.agents.evaluator.brain import Applied, CheckpointData, Evaluat
 from model_canary.agents.evaluator.decisions import DecisionSink
 from model_canary.agents.evaluator.security import faust_credentials
 from model_canary.agents.evaluator.store import StateStore
-from model_canary.agents.evaluator.transport import SCHEME
+from model_canary.agents.evaluator.transport import SCHEME, QuietMonitor
 from model_canary.agents.evaluator.view import FollowedView
 from model_canary.streams.messages import utc_now
 from model_canary.streams.settings import Settings
@@ -99,6 +99,8 @@ def build_app(
         web_enabled=False,
         datadir=str(datadir),
         consumer_auto_offset_reset="earliest",
+        # No per-record statistics for a web page the evaluator does not serve.
+        Monitor=QuietMonitor,
     )
     # acks=False: faust neither tracks nor commits this topic's offsets; the checkpoints do.
     evidence = app.topic(

@@ -4,8 +4,9 @@ faust reads committed records only under its exactly-once processing guarantee; 
 evaluator runs at-least-once (its state counts each evidence record once by itself, and its
 checkpoints hold the offsets), yet it must never count evidence of a transaction that was
 aborted. This transport is faust's own but for the worker consumer's isolation level and its
-fetch sizes (:data:`FETCH_MIN_BYTES`); the evaluator's broker URLs use its scheme,
-:data:`SCHEME`.
+fetch sizes (:data:`FETCH_MIN_BYTES`), and a shorter way from each fetch to the agent (the
+consumer's drain loop and its thread's ``getmany``); the evaluator's broker URLs use its
+scheme, :data:`SCHEME`. :class:`QuietMonitor` is the app's faust monitor.
 
 >>> from faust.transport import by_url
 >>> by_url(f"{SCHEME}://127.0.0.1:9092").__name__
@@ -14,10 +15,16 @@ fetch sizes (:data:`FETCH_MIN_BYTES`); the evaluator's broker URLs use its schem
 
 from __future__ import annotations
 
+import asyncio
+from time import monotonic
 from typing import Any
 
+from faust.sensors import Monitor
+from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, Message
+from mode import Service
 
 SCHEME = "canary-kafka"
 
@@ -29,6 +36,8 @@ SCHEME = "canary-kafka"
 #: idle). A decision waits at most a quarter of a second longer for its evidence.
 FETCH_MIN_BYTES = 32 * 1024
 FETCH_MAX_WAIT_MS = 250
+#: Records handed on between two yields to the event loop (faust's figure).
+YIELD_EVERY = 100
 
 
 class ReadCommittedThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -41,10 +50,121 @@ class ReadCommittedThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
 
+    async def getmany(self, active_partitions: Any, timeout: float) -> Any:
+        """The next fetched records, from this thread's loop straight to the caller's.
+
+        faust passes each fetch through mode's method queue, whose workers wait for it with
+        a few tasks of their own in this thread per call; here the fetch is a coroutine run
+        on this thread's loop (``run_coroutine_threadsafe``) and awaited from the caller's.
+        Cancelling the caller (a rebalance or shutdown stops faust's fetcher) cancels it.
+        """
+        consumer = self._ensure_consumer()
+        fetched = asyncio.run_coroutine_threadsafe(
+            self._fetch_records(
+                consumer, active_partitions, timeout=timeout, max_records=consumer._max_poll_records
+            ),
+            self.thread_loop,
+        )
+        return await asyncio.wrap_future(fetched)
+
 
 class ReadCommittedConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> ReadCommittedThread:
         return ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        """faust's loop from fetched records to the agent, without a race per record.
+
+        faust awaits ``wait_first(callback(message), suspend_flow.wait())`` for every record:
+        four tasks and an ``asyncio.wait`` per record, about as much CPU as the evaluator's
+        own work on it. Here the callback is awaited directly. Nothing is lost by that: the
+        records of one fetch stop as soon as the flow stops (faust's ``getmany`` checks), and
+        a rebalance or shutdown stops the fetcher, which cancels this loop wherever it waits
+        (faust's ``Fetcher.on_stop``), a callback waiting on the suspended flow included.
+        The rest (read offsets, gaps, commits every ``broker_commit_every``) is faust's.
+        """
+        callback = self.callback
+        getmany = self.getmany
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        num_since_yield = 0
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(CONSUMER_FETCHING)
+                # faust sleeps here so that a loop of empty fetches still yields to the event
+                # loop; a plain sleep(0) does that without a task of its own.
+                await asyncio.sleep(0)
+                if self.should_stop:
+                    break
+                async for tp, message in getmany(timeout=1.0):
+                    num_since_yield += 1
+                    if num_since_yield > YIELD_EVERY:
+                        await asyncio.sleep(0)
+                        num_since_yield = 0
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is not None and offset < r_offset:
+                        continue  # read before (faust drops it too)
+                    gap = offset - (r_offset or 0)
+                    if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                        await self._add_gap(tp, r_offset + 1, offset)
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    await callback(message)
+                    set_read_offset(tp, offset)
+                unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+        finally:
+            unset_flag(CONSUMER_FETCHING)
+
+
+class QuietMonitor(Monitor):
+    """faust's monitor without its per-record statistics (the app's ``Monitor``).
+
+    faust's :class:`~faust.sensors.Monitor` counts and times every record and event for its
+    web statistics page, which the evaluator does not serve (``web_enabled=False``; its own
+    figures are Prometheus metrics), and samples them every second. This one keeps only what
+    faust itself reads back: when a stream last took an event from a partition (its
+    slow-processing warnings).
+    """
+
+    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
+        return None
+
+    def on_stream_event_in(
+        self, tp: TP, offset: int, stream: Any, event: Any
+    ) -> dict[str, Any] | None:
+        self.stream_inbound_time[tp] = monotonic()
+        return None
+
+    def on_stream_event_out(
+        self, tp: TP, offset: int, stream: Any, event: Any, state: dict[str, Any] | None = None
+    ) -> None:
+        return None
+
+    def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
+        return None
+
+    def track_tp_end_offset(self, tp: TP, offset: int) -> None:
+        return None
+
+    @Service.task
+    async def _sampler(self) -> None:
+        return None
 
 
 class Transport(faust_aiokafka.Transport):

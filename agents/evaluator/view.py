@@ -19,6 +19,11 @@ from model_canary.streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: Longest wait of one poll of the rollout states: a new state is applied as soon as it
+#: arrives whatever this is; it bounds how long :meth:`FollowedView.stop` waits for the thread
+#: and how often an idle thread wakes (each wakeup a few librdkafka and Python calls).
+POLL_S = 0.5
+
 
 class FollowedView:
     """``view.get(model)`` -> the newest :class:`RolloutState` read so far, or None.
@@ -49,7 +54,7 @@ class FollowedView:
                     self._stop.wait(2.0)
             self.ready.set()
             while not self._stop.is_set():
-                self._view.poll(0.1)
+                self._view.poll(POLL_S)
         except Exception:
             log.exception("following the rollout states failed")
         finally:
