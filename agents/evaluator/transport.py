@@ -50,23 +50,6 @@ class ReadCommittedThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
 
-    async def getmany(self, active_partitions: Any, timeout: float) -> Any:
-        """The next fetched records, from this thread's loop straight to the caller's.
-
-        faust passes each fetch through mode's method queue, whose workers wait for it with
-        a few tasks of their own in this thread per call; here the fetch is a coroutine run
-        on this thread's loop (``run_coroutine_threadsafe``) and awaited from the caller's.
-        Cancelling the caller (a rebalance or shutdown stops faust's fetcher) cancels it.
-        """
-        consumer = self._ensure_consumer()
-        fetched = asyncio.run_coroutine_threadsafe(
-            self._fetch_records(
-                consumer, active_partitions, timeout=timeout, max_records=consumer._max_poll_records
-            ),
-            self.thread_loop,
-        )
-        return await asyncio.wrap_future(fetched)
-
 
 class ReadCommittedConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> ReadCommittedThread:
