@@ -5,7 +5,8 @@ evaluator runs at-least-once (its state counts each evidence record once by itse
 checkpoints hold the offsets), yet it must never count evidence of a transaction that was
 aborted. This transport is faust's own but for the worker consumer's isolation level and its
 fetch sizes (:data:`FETCH_MIN_BYTES`), and a shorter way from each fetch to the agent (the
-consumer's drain loop); the evaluator's broker URLs use its scheme, :data:`SCHEME`. :class:`QuietMonitor` is the app's faust monitor.
+consumer's drain loop); the evaluator's broker URLs use its scheme, :data:`SCHEME`.
+:class:`QuietMonitor` is the app's faust monitor.
 
 >>> from faust.transport import by_url
 >>> by_url(f"{SCHEME}://127.0.0.1:9092").__name__
