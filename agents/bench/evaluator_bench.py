@@ -31,11 +31,14 @@ by :class:`~model_canary.agents.bench.evidence_load.SimulatedServing` in this pr
    first), N more labelled requests served as fast as this process writes them (each
    labelled at once); the RSS of the evaluator and of each joiner at the start and
    whenever the joiners have joined another ``rss_every`` (a million by default):
-   ``rss_by_labelled_mb``, the growth from the first mark to the last
-   (``evaluator_rss_growth_from_1m``, ``joiner_rss_growth_from_1m``: the joiner that grew
-   most), each process's MB per million labelled requests fitted through the marks
-   (``rss_mb_per_million_labelled``) and ``rss_flat_met``: every growth within
-   ``rss_flat_target`` (10%; :mod:`~model_canary.agents.bench.rss_marks`).
+   ``rss_by_labelled_mb`` (each mark also with every process's lowest and highest RSS over
+   the last ``rss_window_s``, 30 s), the growth from the first mark to the last of the single
+   readings (``evaluator_rss_growth_from_1m``, ``joiner_rss_growth_from_1m``: the joiner that
+   grew most) and of the lowest and highest (``evaluator_rss_low_growth_from_1m``, ...
+   ``joiner_rss_high_growth_from_1m``), each process's MB per million labelled requests
+   fitted through the marks (``rss_mb_per_million_labelled``) and ``rss_flat_met``: every
+   growth of the lowest and the highest within ``rss_flat_target`` (10%;
+   :mod:`~model_canary.agents.bench.rss_marks` says why not the single readings).
 6. Restart: the evaluator is killed (SIGKILL) and started again; ``restart_s`` is the time
    from the new process's start to its first evaluation counting everything the killed one
    had counted (``restart_counts_equal``: exactly that).
@@ -57,7 +60,7 @@ from model_canary.agents.bench.evidence_load import SimulatedServing
 from model_canary.agents.bench.probe import OffsetProbe
 from model_canary.agents.bench.procs import RssSampler, read_cpu_s
 from model_canary.agents.bench.report import fmt, percentile, table
-from model_canary.agents.bench.rss_marks import RSS_EVERY, rss_summary
+from model_canary.agents.bench.rss_marks import RSS_EVERY, RSS_WINDOW_S, rss_summary
 from model_canary.agents.bench.scrape import free_port, scrape, total
 from model_canary.agents.bench.session import BenchSession, Contender, Progress, bench_metrics
 from model_canary.agents.client.control import ControlClient
@@ -653,6 +656,11 @@ def _rss_run(
             # mark: a transient peak shows in the highest, memory kept in the lowest too.
             "evaluator_low_high": _low_high(ev, since[0]),
         }
+        # The same over the last RSS_WINDOW_S at every mark: what the verdict is taken on
+        # (a single reading lands anywhere in a cycle of the process's memory; rss_marks).
+        window = time.monotonic() - RSS_WINDOW_S
+        taken["evaluator_window_low_high"] = _low_high(ev, window)
+        taken["joiners_window_low_high"] = [_low_high(j.child.rss, window) for j in joiners]
         since[0] = time.monotonic()
         return taken
 

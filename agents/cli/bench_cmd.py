@@ -241,10 +241,11 @@ def register(
         default=0,
         metavar="N",
         help="with --labels: after the paced phase, N more labelled requests as fast as the "
-        "joiners keep up; the RSS of the evaluator and joiners at every --rss-every joined "
-        "(rss_by_labelled_mb, evaluator_rss_growth_from_1m and joiner_rss_growth_from_1m from "
-        "the first mark to the last, rss_mb_per_million_labelled, rss_flat_met: every growth "
-        "within 10%%)",
+        "joiners keep up; the RSS of the evaluator and joiners at every --rss-every joined, "
+        "with their lowest and highest over the 30 s before (rss_by_labelled_mb; "
+        "evaluator_rss_growth_from_1m, joiner_rss_growth_from_1m and their _low_ and _high_ "
+        "variants from the first mark to the last, rss_mb_per_million_labelled, rss_flat_met: "
+        "the lowest and the highest each within 10%%)",
     )
     evaluator.add_argument(
         "--rss-every",

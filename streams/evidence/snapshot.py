@@ -52,16 +52,33 @@ class SnapshotError(EvidenceError):
 
 def dump(obj: Any) -> bytes:
     """``obj`` as compressed bytes (see the module docstring)."""
-    parts: list[bytes] = []
-    size = [0]
+    writer = _Writer()
+    doc = json.dumps(writer.enc(obj), separators=(",", ":"), allow_nan=True).encode()
+    body = struct.pack("<I", len(doc)) + doc + b"".join(writer.parts)
+    return MAGIC + zlib.compress(body, 1)
 
-    def put(raw: bytes) -> list[int]:
-        ref = [size[0], len(raw)]
-        parts.append(raw)
-        size[0] += len(raw)
+
+class _Writer:
+    """One :func:`dump`: the JSON tree of a value and the raw parts its references point into.
+
+    A class, not nested functions: a recursive closure refers to itself through its cell,
+    and that reference cycle kept every part (the whole state's raw bytes) alive after
+    :func:`dump` returned, until the cycle collector next ran (in the evaluator, checkpoints
+    every 2 s piled 30-40 MB up between two collections; issue #11)."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def put(self, raw: bytes) -> list[int]:
+        ref = [self.size, len(raw)]
+        self.parts.append(raw)
+        self.size += len(raw)
         return ref
 
-    def enc(v: Any) -> Any:
+    def enc(self, v: Any) -> Any:
         if v is None or isinstance(v, bool | int | float | str):
             return v
         if isinstance(v, np.integer):
@@ -72,28 +89,24 @@ def dump(obj: Any) -> bytes:
             arr = np.ascontiguousarray(v)
             dtype = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
             stored = _narrowest(arr, dtype)
-            ref = [dtype.str, list(arr.shape), *put(arr.astype(stored).tobytes())]
+            ref = [dtype.str, list(arr.shape), *self.put(arr.astype(stored).tobytes())]
             return {"a": ref if stored == dtype else [*ref, stored.str]}
         if isinstance(v, bytes):
-            return {"b": put(v)}
+            return {"b": self.put(v)}
         if dataclasses.is_dataclass(v) and not isinstance(v, type):
-            fields = {f.name: enc(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            fields = {f.name: self.enc(getattr(v, f.name)) for f in dataclasses.fields(v)}
             return {"d": type(v).__name__, "f": fields}
         if isinstance(v, dict):
             # Sorted: equal states give equal bytes, whatever order their keys arrived in.
             items = sorted(v.items(), key=lambda kv: repr(kv[0]))
-            return {"m": [[enc(k), enc(x)] for k, x in items]}
+            return {"m": [[self.enc(k), self.enc(x)] for k, x in items]}
         if isinstance(v, tuple):
-            return {"t": [enc(x) for x in v]}
+            return {"t": [self.enc(x) for x in v]}
         if isinstance(v, set | frozenset):
-            return {"s": [enc(x) for x in sorted(v, key=repr)]}
+            return {"s": [self.enc(x) for x in sorted(v, key=repr)]}
         if isinstance(v, list):
-            return [enc(x) for x in v]
+            return [self.enc(x) for x in v]
         raise SnapshotError(f"cannot snapshot a {type(v).__name__}")
-
-    doc = json.dumps(enc(obj), separators=(",", ":"), allow_nan=True).encode()
-    body = struct.pack("<I", len(doc)) + doc + b"".join(parts)
-    return MAGIC + zlib.compress(body, 1)
 
 
 def load(data: bytes, types: Iterable[type]) -> Any:
@@ -108,19 +121,31 @@ def load(data: bytes, types: Iterable[type]) -> Any:
         doc = json.loads(body[4 : 4 + size])
     except (zlib.error, struct.error, ValueError) as exc:
         raise SnapshotError(f"corrupt snapshot: {exc}") from None
-    blob = memoryview(body)[4 + size :]
+    return _Reader(memoryview(body)[4 + size :], known).dec(doc)
 
-    def raw(ref: list[int]) -> bytes:
+
+class _Reader:
+    """One :func:`load`: rebuilds the JSON tree, reading arrays and bytes from the blob (a
+    class for the reason :class:`_Writer` is one: a recursive closure would keep the whole
+    decompressed snapshot alive until the cycle collector ran)."""
+
+    __slots__ = ("blob", "known")
+
+    def __init__(self, blob: memoryview, known: dict[str, type]) -> None:
+        self.blob = blob
+        self.known = known
+
+    def raw(self, ref: list[int]) -> bytes:
         start, n = int(ref[0]), int(ref[1])
-        if start < 0 or n < 0 or start + n > len(blob):
+        if start < 0 or n < 0 or start + n > len(self.blob):
             raise SnapshotError("snapshot blob reference out of range")
-        return bytes(blob[start : start + n])
+        return bytes(self.blob[start : start + n])
 
-    def dec(v: Any) -> Any:
+    def dec(self, v: Any) -> Any:
         if v is None or isinstance(v, bool | int | float | str):
             return v
         if isinstance(v, list):
-            return [dec(x) for x in v]
+            return [self.dec(x) for x in v]
         if not isinstance(v, dict) or len(v) not in (1, 2):
             raise SnapshotError(f"unexpected snapshot node {str(v)[:60]}")
         if "a" in v:
@@ -128,30 +153,28 @@ def load(data: bytes, types: Iterable[type]) -> Any:
             stored = ref.pop() if len(ref) == 3 else dtype  # narrowed: the dtype stored in
             if dtype not in _DTYPES or stored not in _DTYPES:
                 raise SnapshotError(f"array dtype {dtype} ({stored}) not allowed")
-            arr = np.frombuffer(raw(ref), dtype=np.dtype(stored))
+            arr = np.frombuffer(self.raw(ref), dtype=np.dtype(stored))
             try:
                 return arr.reshape(shape).astype(np.dtype(dtype))  # a copy, writable
             except ValueError as exc:
                 raise SnapshotError(f"array shape: {exc}") from None
         if "b" in v:
-            return raw(v["b"])
+            return self.raw(v["b"])
         if "d" in v:
-            cls = known.get(v["d"])
+            cls = self.known.get(v["d"])
             if cls is None:
                 raise SnapshotError(f"unknown type {v['d']!r} in snapshot")
             try:
-                return cls(**{k: dec(x) for k, x in v["f"].items()})
+                return cls(**{k: self.dec(x) for k, x in v["f"].items()})
             except TypeError as exc:
                 raise SnapshotError(f"{v['d']}: {exc}") from None
         if "m" in v:
-            return {dec(k): dec(x) for k, x in v["m"]}
+            return {self.dec(k): self.dec(x) for k, x in v["m"]}
         if "t" in v:
-            return tuple(dec(x) for x in v["t"])
+            return tuple(self.dec(x) for x in v["t"])
         if "s" in v:
-            return {dec(x) for x in v["s"]}
+            return {self.dec(x) for x in v["s"]}
         raise SnapshotError(f"unexpected snapshot node {str(v)[:60]}")
-
-    return dec(doc)
 
 
 def _narrowest(arr: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> np.dtype[Any]:
