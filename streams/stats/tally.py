@@ -32,6 +32,7 @@ Every array has a leading **replica** axis: the evaluator keeps one rollout per 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -124,6 +125,8 @@ class Tally:
         if replicas < 1:
             raise ConfigError("a tally needs at least one replica")
         self.replicas = replicas
+        self._every = np.arange(replicas, dtype=np.int64)  # ``_replicas(None)``, read-only
+        self._every.flags.writeable = False
         #: The plan's outcome metrics: each adds its two counters after :data:`~.layout.FIELDS`.
         self.outcomes: tuple[str, ...] = tuple(dict.fromkeys(outcomes))
         self.fields: tuple[str, ...] = FIELDS + tuple(
@@ -307,6 +310,10 @@ class Tally:
         idx = self._replicas(replicas)
         for slot_arm in ("canary", "baseline") if self.paired(weight_bp) else ("all",):
             j = self.slot(weight_bp, slot_arm)
+            if replicas is None and self.replicas == 1:  # the evaluator's: one number
+                if second < self.first_second[0, j]:
+                    self.first_second[0, j] = second
+                continue
             self.first_second[idx, j] = np.minimum(self.first_second[idx, j], second)
 
     def add_served(
@@ -330,6 +337,18 @@ class Tally:
         attributes). ``timed``: per bucket, the items compared on latency; or ``True`` when
         the cell carried latency exceedances (every successful item is timed) and ``False``
         when it did not (the rollout's thresholds had not reached its producer)."""
+        if (
+            replicas is None
+            and self.replicas == 1
+            and isinstance(timed, bool)
+            and batch is not None
+            and not isinstance(batch, np.ndarray | list | tuple)
+        ):
+            vectors = _int64_vectors(buckets, n, errors, over_p95, over_p99)
+            if vectors is not None and self._served_row(
+                second, weight_bp, arm, vectors, batch, timed
+            ):
+                return
         b = _ints(buckets)
         counts = _ints(n).reshape(b.shape)
         errs = np.zeros_like(counts) if errors is None else _ints(errors).reshape(b.shape)
@@ -360,6 +379,46 @@ class Tally:
                 raise ImpossibleEvidence("bad-batch-moments", "batch moments must be finite, >= 0")
             _check_batch_units(moments, deltas)
         self._add(second, weight_bp, arm, b, deltas, moments, replicas)
+
+    def _served_row(
+        self,
+        second: int,
+        weight_bp: int,
+        arm: str,
+        cols: tuple[IntArray, ...],
+        batch: object,
+        timed: bool,
+    ) -> bool:
+        """:meth:`add_served` of one replica's row of 1-D int64 columns (the evaluator's
+        records), checked on the contiguous columns; False (nothing counted) when a check
+        fails, for :meth:`add_served`'s own path to refuse it with its reason."""
+        b, counts, errs, over95, over99 = cols
+        if b.size:
+            if counts.min() < 0 or errs.min() < 0 or np.any(errs > counts):
+                return False
+            if timed and (
+                over99.min() < 0 or np.any(over99 > over95) or np.any(over95 > counts - errs)
+            ):
+                return False
+        deltas = np.zeros((1, b.size, self.F), dtype=np.int64)
+        d = deltas[0]
+        d[:, N] = counts
+        d[:, ERRORS] = errs
+        if timed:
+            d[:, TIMED] = counts - errs
+            d[:, OVER_P95] = over95
+            d[:, OVER_P99] = over99
+        moments = _moments(batch, 1, timed)
+        figures = moments[0].tolist()
+        if not all(0.0 <= v < math.inf for v in figures):  # (NaN fails too)
+            return False
+        sums = [0] * self.F
+        if timed:
+            sums[TIMED] = int(d[:, TIMED].sum())
+            sums[OVER_P95], sums[OVER_P99] = int(over95.sum()), int(over99.sum())
+        moments[0, BATCH_UNIT_TIMED] = _batch_unit_timed(figures, sums)
+        self._add(second, weight_bp, arm, b[None, :], deltas, moments, None)
+        return True
 
     def add_labelled(
         self,
@@ -414,10 +473,21 @@ class Tally:
             )
         # (add_served and add_labelled refused negative counts already.)
         lo, hi = self._arm_range(weight_bp, arm)
-        if not _rows_fit(buckets, lo, hi):
+        one = idx.size == 1  # the evaluator's: the same steps on numbers
+        if not (_row_fits(buckets[0], lo, hi) if one else _rows_fit(buckets, lo, hi)):
             _refuse_rows(buckets, deltas, lo, hi, arm, weight_bp)
         j = self.slot(weight_bp, arm)
         # Warm-up starts at a second with requests in it (a row of zeros is no traffic).
+        if one:
+            r = int(idx[0])
+            if second < self.first_second[r, j] and deltas.any():
+                self.first_second[r, j] = second
+            item = _Pending(second, j, ARMS.index(arm), idx, buckets, deltas, moments)
+            if second > self.watermark[r]:
+                self._pending.setdefault(second, []).append(item)
+            else:  # a late record of an already released second (labels, mostly)
+                self._fold([item])
+            return
         busy = idx[deltas.reshape(len(idx), -1).any(axis=1)]
         self.first_second[busy, j] = np.minimum(self.first_second[busy, j], second)
         item = _Pending(second, j, ARMS.index(arm), idx, buckets, deltas, moments)
@@ -453,7 +523,7 @@ class Tally:
 
     def _replicas(self, replicas: ArrayIn | None) -> IntArray:
         if replicas is None:
-            return np.arange(self.replicas, dtype=np.int64)
+            return self._every
         idx = np.asarray(replicas, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= self.replicas):
             raise ConfigError("replica index out of range")
@@ -836,6 +906,13 @@ def _rows_fit(buckets: IntArray, lo: int, hi: int) -> bool:
     )
 
 
+def _row_fits(row: IntArray, lo: int, hi: int) -> bool:
+    """:func:`_rows_fit` for one row."""
+    return bool(
+        row.size and lo <= row[0] and row[-1] < hi and (row.size == 1 or (row[1:] > row[:-1]).all())
+    )
+
+
 def _refuse_rows(
     buckets: IntArray, deltas: IntArray, lo: int, hi: int, arm: str, weight_bp: int
 ) -> None:
@@ -898,6 +975,18 @@ def _ints(values: ArrayIn) -> IntArray:
     if arr.ndim == 1:
         arr = arr[None, :]
     return np.asarray(arr, dtype=np.int64)
+
+
+def _int64_vectors(*values: object) -> tuple[IntArray, ...] | None:
+    """``values`` when every one is a 1-D int64 array of one length, else None."""
+    size = -1
+    for v in values:
+        if not isinstance(v, np.ndarray) or v.dtype != np.int64 or v.ndim != 1:
+            return None
+        if size >= 0 and v.size != size:
+            return None
+        size = v.size
+    return values  # type: ignore[return-value]
 
 
 def _moments(batch: object, rows: int, latency: bool) -> FloatArray:
