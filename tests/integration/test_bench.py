@@ -195,15 +195,27 @@ def test_bench_evaluator_smoke(
     marks = figures["rss_by_labelled_mb"]
     assert isinstance(marks, dict) and list(marks) == ["0", "1000", "2000", "3000"]
     for mark, taken in marks.items():
-        assert set(taken) == {"evaluator", "joiners", "pending", "evaluator_low_high"}, mark
+        assert set(taken) == {
+            "evaluator",
+            "joiners",
+            "pending",
+            "evaluator_low_high",
+            "evaluator_window_low_high",
+            "joiners_window_low_high",
+        }, mark
         assert taken["pending"] >= 0, mark
         low, high = taken["evaluator_low_high"]
         assert 0 < low <= high, mark
+        low, high = taken["evaluator_window_low_high"]
+        assert 0 < low <= high, mark
+        assert len(taken["joiners_window_low_high"]) == 1, mark
         assert taken["evaluator"] > 0 and len(taken["joiners"]) == 1, mark
         assert all(mb > 0 for mb in taken["joiners"]), mark
     assert figures["rss_every"] == 1000
     _positive(figures, "evaluator_rss_growth_from_1m", "joiner_rss_growth_from_1m")
     assert isinstance(figures["rss_flat_met"], bool)
+    assert figures["rss_flat_on"] == "window"
+    _positive(figures, "evaluator_rss_low_growth_from_1m", "evaluator_rss_high_growth_from_1m")
     assert figures["restart_counts_equal"] is True
 
 
