@@ -236,8 +236,8 @@ class RolloutEvidence:
         """Check and unpack ``ev``'s columns; returns the function that counts it."""
         second, weight, arm = ev.second, ev.weight_bp, ev.arm.value
         if ev.kind is EvidenceKind.ROUTED:
-            rows = unpack_units("routed", ev.units)
-            b, n = _col(rows, "bucket"), _col(rows, "n")
+            rows = unpack_units("routed", ev.units)  # checked; the tally reads no routed row
+            b, n = rows["bucket"], rows["n"]
 
             def routed() -> None:
                 self.tally.add_routed(second, weight, arm, b, n)

@@ -393,31 +393,30 @@ class Tally:
         records), checked on the contiguous columns; False (nothing counted) when a check
         fails, for :meth:`add_served`'s own path to refuse it with its reason."""
         b, counts, errs, over95, over99 = cols
-        if b.size:
-            if counts.min() < 0 or errs.min() < 0 or np.any(errs > counts):
-                return False
-            if timed and (
-                over99.min() < 0 or np.any(over99 > over95) or np.any(over95 > counts - errs)
-            ):
-                return False
         deltas = np.zeros((1, b.size, self.F), dtype=np.int64)
         d = deltas[0]
         d[:, N] = counts
         d[:, ERRORS] = errs
         if timed:
-            d[:, TIMED] = counts - errs
+            d[:, TIMED] = counts - errs  # cannot wrap unless a count is negative (refused)
             d[:, OVER_P95] = over95
             d[:, OVER_P99] = over99
-        moments = _moments(batch, 1, timed)
-        figures = moments[0].tolist()
+        if b.size:
+            # Every count >= 0 (with timed = n - errors: errors <= n), then
+            # over_p99 <= over_p95 <= timed: the timed, p95 columns against the p95, p99 ones.
+            if d.min() < 0:
+                return False
+            if timed:
+                if (d[:, TIMED : OVER_P95 + 1] < d[:, OVER_P95 : OVER_P99 + 1]).any():
+                    return False
+            elif (errs > counts).any():
+                return False
+        figures = _moment_figures(batch, timed)
         if not all(0.0 <= v < math.inf for v in figures):  # (NaN fails too)
             return False
-        sums = [0] * self.F
-        if timed:
-            sums[TIMED] = int(d[:, TIMED].sum())
-            sums[OVER_P95], sums[OVER_P99] = int(over95.sum()), int(over99.sum())
-        moments[0, BATCH_UNIT_TIMED] = _batch_unit_timed(figures, sums)
-        self._add(second, weight_bp, arm, b[None, :], deltas, moments, None)
+        sums = d.sum(axis=0).tolist() if timed else [0] * self.F
+        figures[BATCH_UNIT_TIMED] = float(_batch_unit_timed(figures, sums))
+        self._add(second, weight_bp, arm, b[None, :], deltas, np.array([figures]), None)
         return True
 
     def add_labelled(
@@ -1007,14 +1006,29 @@ def _moments(batch: object, rows: int, latency: bool) -> FloatArray:
         out[:, BATCH_UNIT_TIMED:] = 0.0
     else:
         out = np.zeros((rows, len(BATCH_FIELDS)))
-        m2 = getattr(batch, "m2", 0)
-        out[:, :BATCH_UNIT_TIMED] = [
-            float(getattr(batch, name, m2 if name == "m2_timed" else 0))
-            for name in BATCH_FIELDS[:BATCH_UNIT_TIMED]
-        ]
+        out[:] = _moment_figures(batch, latency)
     if not latency:
         out[:, BATCH_FIELDS.index("m2_timed") :] = 0.0
     return out
+
+
+def _moment_figures(batch: object, latency: bool) -> list[float]:
+    """:func:`_moments` of one record with the batch figures as attributes (one row, as
+    numbers)."""
+    m2 = getattr(batch, "m2", 0)
+    figures = [
+        float(getattr(batch, name, m2 if name == "m2_timed" else 0))
+        for name in BATCH_FIELDS[:BATCH_UNIT_TIMED]
+    ]
+    figures += [0.0] * (len(BATCH_FIELDS) - BATCH_UNIT_TIMED)
+    if not latency:
+        figures[_M2_TIMED:] = [0.0] * (len(BATCH_FIELDS) - _M2_TIMED)
+    return figures
+
+
+_M2_TIMED = BATCH_FIELDS.index("m2_timed")
+if (TIMED + 1, OVER_P95 + 1) != (OVER_P95, OVER_P99):
+    raise AssertionError("Tally._served_row reads timed, over_p95, over_p99 as adjacent columns")
 
 
 def _check_batch_units(moments: FloatArray, deltas: IntArray) -> None:
