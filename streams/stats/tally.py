@@ -581,11 +581,13 @@ class Tally:
             deltas = np.concatenate([it.deltas for it in items], axis=1)
         if warm.any():
             deltas = np.where(warm[:, None, None], 0, deltas)  # a copy: the items stay as they are
+        self.totals[idx, j, arm] += deltas.sum(axis=1)  # warm rows: zeros (above)
         cell = np.zeros((idx.size, len(BATCH_FIELDS)))
-        for it in items:
-            self.totals[idx, j, arm] += np.where(warm[:, None], 0, it.deltas.sum(axis=1))
+        for it in items:  # in order: float sums as the items arrived
             if it.batch is not None:
-                cell += np.where(warm[:, None], 0.0, it.batch)
+                cell += it.batch
+        if warm.any():
+            cell[warm] = 0.0
         # The second's batch-unit counts are one cluster (see BATCH_FIELDS: cell_*): the
         # squares grow by (S + d)^2 - S^2 with S what the second held (exact: whole numbers).
         w = first.second % OPEN_SECONDS
