@@ -33,8 +33,10 @@ Every array has a leading **replica** axis: the evaluator keeps one rollout per 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -85,8 +87,10 @@ class ImpossibleEvidence(CanaryError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
+class _Pending(NamedTuple):
+    """Rows of one record waiting for their second's release (a named tuple: one is built
+    per record, and a frozen dataclass costs several times as much to build)."""
+
     second: int
     j: int  #: slot
     arm: int
@@ -412,7 +416,9 @@ class Tally:
             elif (errs > counts).any():
                 return False
         figures = _moment_figures(batch, timed)
-        if not all(0.0 <= v < math.inf for v in figures):  # (NaN fails too)
+        # Every figure >= 0 and finite: a NaN or an infinity makes the sum one (a sum that
+        # overflows, or a NaN min() skipped, only sends the record down the general path).
+        if not (min(figures) >= 0.0 and sum(figures) < math.inf):
             return False
         sums = d.sum(axis=0).tolist() if timed else [0] * self.F
         figures[BATCH_UNIT_TIMED] = float(_batch_unit_timed(figures, sums))
@@ -946,11 +952,10 @@ def _sum_by_key(keys: IntArray, rows: IntArray) -> tuple[IntArray, IntArray]:
     starts_at[:1] = True
     np.not_equal(ordered[1:], ordered[:-1], out=starts_at[1:])
     starts = np.flatnonzero(starts_at)
-    summed = np.zeros((starts.size, rows.shape[1]), dtype=np.int64)
-    if starts.size:
-        # Only the columns with anything in them (served rows leave the label columns empty).
-        for f in np.flatnonzero(rows.any(axis=0)):
-            summed[:, f] = np.add.reduceat(rows[order, f], starts)
+    if not starts.size:
+        return ordered[starts], np.zeros((0, rows.shape[1]), dtype=np.int64)
+    # The rows in key order, then each run of one key summed: all columns in one pass.
+    summed = np.add.reduceat(np.asarray(rows, dtype=np.int64)[order], starts, axis=0)
     return ordered[starts], summed
 
 
@@ -1008,20 +1013,29 @@ def _moments(batch: object, rows: int, latency: bool) -> FloatArray:
         out[:, BATCH_UNIT_TIMED:] = 0.0
     else:
         out = np.zeros((rows, len(BATCH_FIELDS)))
-        out[:] = _moment_figures(batch, latency)
+        m2 = getattr(batch, "m2", 0)
+        out[:, :BATCH_UNIT_TIMED] = [
+            float(getattr(batch, name, m2 if name == "m2_timed" else 0))
+            for name in BATCH_FIELDS[:BATCH_UNIT_TIMED]
+        ]
     if not latency:
         out[:, BATCH_FIELDS.index("m2_timed") :] = 0.0
     return out
 
 
 def _moment_figures(batch: object, latency: bool) -> list[float]:
-    """:func:`_moments` of one record with the batch figures as attributes (one row, as
-    numbers)."""
-    m2 = getattr(batch, "m2", 0)
-    figures = [
-        float(getattr(batch, name, m2 if name == "m2_timed" else 0))
-        for name in BATCH_FIELDS[:BATCH_UNIT_TIMED]
-    ]
+    """:func:`_moments` of one record with the batch figures as attributes, as numbers: read
+    at once from a record with every figure but ``m2_timed`` (a
+    :class:`~model_canary.streams.evidence.columns.BatchSums`), else by :func:`_moments`."""
+    try:
+        given = _GIVEN_FIGURES(batch)
+    except AttributeError:
+        given = None
+    if given is None or hasattr(batch, "m2_timed"):
+        figures: list[float] = _moments(batch, 1, latency)[0].tolist()
+        return figures
+    figures = [float(v) for v in given]
+    figures.insert(_M2_TIMED, figures[0])  # m2_timed defaults to m2
     figures += [0.0] * (len(BATCH_FIELDS) - BATCH_UNIT_TIMED)
     if not latency:
         figures[_M2_TIMED:] = [0.0] * (len(BATCH_FIELDS) - _M2_TIMED)
@@ -1029,6 +1043,12 @@ def _moment_figures(batch: object, latency: bool) -> list[float]:
 
 
 _M2_TIMED = BATCH_FIELDS.index("m2_timed")
+#: The figures a producer gives, m2_timed left out (its default is m2, the first).
+_GIVEN_FIGURES = operator.attrgetter(
+    *(f for f in BATCH_FIELDS[:BATCH_UNIT_TIMED] if f != "m2_timed")
+)
+if BATCH_FIELDS[0] != "m2":
+    raise AssertionError("_moment_figures takes m2 as the first batch figure")
 if (TIMED + 1, OVER_P95 + 1) != (OVER_P95, OVER_P99):
     raise AssertionError("Tally._served_row reads timed, over_p95, over_p99 as adjacent columns")
 
