@@ -546,6 +546,9 @@ class Tally:
         mark = np.maximum(self.watermark, np.broadcast_to(given, self.watermark.shape))
         self.watermark = mark
         for second in sorted(s for s in self._pending if s <= int(mark.max())):
+            if self.replicas == 1:  # one rollout: every item of the second is ready
+                self._fold_all(self._pending.pop(second))
+                continue
             left, ready_parts = [], []
             for item in self._pending[second]:
                 ready = second <= mark[item.replicas]
