@@ -389,9 +389,10 @@ def _monotonic_ms() -> int:
 
 
 def _export_decided(model: str, evidence: RolloutEvidence, at: float) -> None:
-    totals = evidence.tally.totals[0]  # (slots, arms, fields): released, warm-up left out
+    # (slots, arms, fields): released, warm-up left out; summed over slots, as numbers
+    totals = evidence.tally.totals[0].sum(axis=0).tolist()
     for a, arm in enumerate(ARMS):
-        _child(metrics.DECIDED, model, arm).set(int(totals[:, a, N].sum()))
+        _child(metrics.DECIDED, model, arm).set(totals[a][N])
     _child(metrics.EVALUATED_AT, model).set(at)
 
 
@@ -399,10 +400,10 @@ def _export(model: str, evidence: RolloutEvidence) -> None:
     """Per metric (the built-in ones and the rollout's outcome metrics) and arm: items
     compared and bad items (``canary_evaluated_requests``, ``canary_bad_events``)."""
     tally = evidence.tally
-    totals = tally.totals[0]
+    totals = tally.totals[0].sum(axis=0).tolist()  # (arms, fields), over every slot
     for name in (*METRICS, *tally.outcomes):
         mdef = metric_def(name)
         n, bad = tally.index(mdef.exposure), tally.index(mdef.bad)
         for a, arm in enumerate(ARMS):
-            _child(metrics.EVALUATED, model, name, arm).set(int(totals[:, a, n].sum()))
-            _child(metrics.BAD_EVENTS, model, name, arm).set(int(totals[:, a, bad].sum()))
+            _child(metrics.EVALUATED, model, name, arm).set(totals[a][n])
+            _child(metrics.BAD_EVENTS, model, name, arm).set(totals[a][bad])
