@@ -112,6 +112,7 @@ def _checker(cls: type[Record]) -> Callable[[Any], None]:
         "_bad_time": _bad_time,
         "_bad_bp": _bad_bp,
         "_cls": cls,
+        "_set": object.__setattr__,
         "datetime": datetime,
         "MAX_BP": MAX_BP,
     }
@@ -119,11 +120,17 @@ def _checker(cls: type[Record]) -> Callable[[Any], None]:
     for name in cls.IDENTITY:
         lines += [f"    if record.{name} == '':", f"        _empty(_cls, {name!r})"]
     for i, (name, enum) in enumerate(rules.enums):
-        ns[f"_E{i}"] = enum
+        # An exact str is looked up among the members' values (what the enum's own call
+        # does first); anything else, or a text no member has, goes through the enum.
+        ns[f"_E{i}"], ns[f"_M{i}"] = enum, {m.value: m for m in enum}
         lines += [
             f"    value = record.{name}",
             f"    if value is not None and type(value) is not _E{i}:",
-            f"        _to_enum(record, {name!r}, _E{i}, value)",
+            f"        member = _M{i}.get(value) if type(value) is str else None",
+            "        if member is None:",
+            f"            _to_enum(record, {name!r}, _E{i}, value)",
+            "        else:",
+            f"            _set(record, {name!r}, member)",
         ]
     for name in rules.times:
         lines += [
