@@ -1050,10 +1050,9 @@ _M2_TIMED = BATCH_FIELDS.index("m2_timed")
 _GIVEN_FIGURES = operator.attrgetter(
     *(f for f in BATCH_FIELDS[:BATCH_UNIT_TIMED] if f != "m2_timed")
 )
-if BATCH_FIELDS[0] != "m2":
-    raise AssertionError("_moment_figures takes m2 as the first batch figure")
-if (TIMED + 1, OVER_P95 + 1) != (OVER_P95, OVER_P99):
-    raise AssertionError("Tally._served_row reads timed, over_p95, over_p99 as adjacent columns")
+assert BATCH_FIELDS[0] == "m2"  # _moment_figures takes m2 as the first batch figure
+# Tally._served_row reads timed, over_p95, over_p99 as adjacent columns.
+assert (TIMED + 1, OVER_P95 + 1) == (OVER_P95, OVER_P99)
 
 
 def _check_batch_units(moments: FloatArray, deltas: IntArray) -> None:
