@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -90,29 +91,107 @@ def _rules(cls: type) -> _Rules:
 
 
 def _check(record: Record) -> None:
+    """Check and normalise ``record`` (see :class:`Record`) with its type's checker, compiled
+    once (:func:`_checker`): the same conversions and errors as :func:`_check_generic`."""
+    check = _CHECKERS.get(type(record))
+    if check is None:
+        check = _checker(type(record))
+    check(record)
+
+
+_CHECKERS: dict[type, Callable[[Any], None]] = {}
+
+
+def _checker(cls: type[Record]) -> Callable[[Any], None]:
+    """:func:`_check_generic` for ``cls`` as straight-line code, built once from its rules:
+    the same checks in the same order (identities, enums, times, basis points)."""
+    rules = _rules(cls)
+    ns: dict[str, Any] = {
+        "_empty": _empty,
+        "_to_enum": _to_enum,
+        "_bad_time": _bad_time,
+        "_bad_bp": _bad_bp,
+        "_cls": cls,
+        "_set": object.__setattr__,
+        "datetime": datetime,
+        "MAX_BP": MAX_BP,
+    }
+    lines = ["def check(record):"]
+    for name in cls.IDENTITY:
+        lines += [f"    if record.{name} == '':", f"        _empty(_cls, {name!r})"]
+    for i, (name, enum) in enumerate(rules.enums):
+        # An exact str is looked up among the members' values (what the enum's own call
+        # does first); anything else, or a text no member has, goes through the enum.
+        ns[f"_E{i}"], ns[f"_M{i}"] = enum, {m.value: m for m in enum}
+        lines += [
+            f"    value = record.{name}",
+            f"    if value is not None and type(value) is not _E{i}:",
+            f"        member = _M{i}.get(value) if type(value) is str else None",
+            "        if member is None:",
+            f"            _to_enum(record, {name!r}, _E{i}, value)",
+            "        else:",
+            f"            _set(record, {name!r}, member)",
+        ]
+    for name in rules.times:
+        lines += [
+            f"    value = record.{name}",
+            "    if not isinstance(value, datetime) or value.tzinfo is None:",
+            f"        _bad_time(_cls, {name!r})",
+        ]
+    for name in rules.bps:
+        lines += [
+            f"    value = record.{name}",
+            "    for bp in value if isinstance(value, tuple) else (value,):",
+            "        if bp is not None and not 0 <= bp <= MAX_BP:",
+            f"            _bad_bp(_cls, {name!r}, bp)",
+        ]
+    lines.append("    return None")
+    exec("\n".join(lines), ns)  # the code built above from the type's field names
+    check: Callable[[Any], None] = ns["check"]
+    _CHECKERS[cls] = check
+    return check
+
+
+def _check_generic(record: Record) -> None:
+    """The checks of :class:`Record`, rule by rule (the reference :func:`_checker` is held to)."""
     cls = type(record)
     rules = _rules(cls)
     for name in cls.IDENTITY:
         if getattr(record, name) == "":
-            raise RecordValidationError(f"{cls.__name__}.{name} must not be empty")
+            _empty(cls, name)
     for name, enum in rules.enums:
         value = getattr(record, name)
         if value is not None and type(value) is not enum:
-            try:
-                object.__setattr__(record, name, enum(value))
-            except ValueError:  # the enum's own
-                allowed = ", ".join(m.value for m in enum)
-                raise RecordValidationError(
-                    f"{cls.__name__}.{name} must be one of {allowed}; got {value!r}"
-                ) from None
+            _to_enum(record, name, enum, value)
     for name in rules.times:
         value = getattr(record, name)
         if not isinstance(value, datetime) or value.tzinfo is None:
-            raise RecordValidationError(f"{cls.__name__}.{name} must be a timezone-aware datetime")
+            _bad_time(cls, name)
     for name in rules.bps:
         value = getattr(record, name)
         for bp in value if isinstance(value, tuple) else (value,):
             if bp is not None and not 0 <= bp <= MAX_BP:
-                raise RecordValidationError(
-                    f"{cls.__name__}.{name} must be within 0..{MAX_BP}; got {bp}"
-                )
+                _bad_bp(cls, name, bp)
+
+
+def _empty(cls: type, name: str) -> None:
+    raise RecordValidationError(f"{cls.__name__}.{name} must not be empty")
+
+
+def _to_enum(record: Record, name: str, enum: type[StrEnum], value: Any) -> None:
+    """Set field ``name`` to the member of ``enum`` that ``value`` names."""
+    try:
+        object.__setattr__(record, name, enum(value))
+    except ValueError:  # the enum's own
+        allowed = ", ".join(m.value for m in enum)
+        raise RecordValidationError(
+            f"{type(record).__name__}.{name} must be one of {allowed}; got {value!r}"
+        ) from None
+
+
+def _bad_time(cls: type, name: str) -> None:
+    raise RecordValidationError(f"{cls.__name__}.{name} must be a timezone-aware datetime")
+
+
+def _bad_bp(cls: type, name: str, bp: object) -> None:
+    raise RecordValidationError(f"{cls.__name__}.{name} must be within 0..{MAX_BP}; got {bp}")

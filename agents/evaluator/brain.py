@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from math import isfinite
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from model_canary.agents import metrics
 from model_canary.agents.evaluator.decisions import DecisionSink, Emitted
@@ -30,7 +30,7 @@ from model_canary.agents.evaluator.store import Checkpoint, DeadLetterOut
 from model_canary.agents.evaluator.view import FollowedView
 from model_canary.agents.kafka.dead_letters import dead_letter_headers
 from model_canary.streams.codec.avro import codec_for
-from model_canary.streams.enums import Arm, Phase
+from model_canary.streams.enums import Arm, EvidenceKind, Phase
 from model_canary.streams.errors import DecodeError
 from model_canary.streams.evaluation import due_thresholds, plan_of, step_snapshot
 from model_canary.streams.evidence.gather import Gathering, Item
@@ -217,24 +217,30 @@ class Evaluator:
         :class:`Applied` for the last model that counted one (``raw``: the offset, value, key
         and headers of the record just read, for a dead letter)."""
         counted: dict[str, RolloutEvidence] = {}
-        for ev, offset in items:
-            state = self.states.get(ev.model)
-            if state is None or state.rollout_id != ev.rollout_id:
-                continue  # the rollout changed while the record was held: late evidence
-            try:
-                applied = state.apply(ev, partition=partition, offset=offset)
-            except ValueError as exc:
-                if raw is not None and raw[0] == offset:
-                    _at, value, key, headers = raw
-                else:  # a record held earlier: its content, encoded again
-                    value, key, headers = self._codec.encode(ev), ev.model.encode(), None
-                source = (self.catalogue.evidence, partition, offset)
-                self._dead(part, value, key, headers, source, "invalid-record", str(exc))
-                continue
-            _evidence_counter(ev.kind.value, "applied" if applied else "duplicate").inc()
-            if applied:
-                part.dirty.add(ev.model)
-                counted[ev.model] = state
+        outcomes: dict[tuple[EvidenceKind, bool], int] = {}  # counted once per message
+        try:
+            for ev, offset in items:
+                state = self.states.get(ev.model)
+                if state is None or state.rollout_id != ev.rollout_id:
+                    continue  # the rollout changed while the record was held: late evidence
+                try:
+                    applied = state.apply(ev, partition=partition, offset=offset)
+                except ValueError as exc:
+                    if raw is not None and raw[0] == offset:
+                        _at, value, key, headers = raw
+                    else:  # a record held earlier: its content, encoded again
+                        value, key, headers = self._codec.encode(ev), ev.model.encode(), None
+                    source = (self.catalogue.evidence, partition, offset)
+                    self._dead(part, value, key, headers, source, "invalid-record", str(exc))
+                    continue
+                outcome = (ev.kind, applied)
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                if applied:
+                    part.dirty.add(ev.model)
+                    counted[ev.model] = state
+        finally:
+            for (kind, applied), n in outcomes.items():
+                _evidence_counter(kind.value, "applied" if applied else "duplicate").inc(n)
         result, released = None, False
         for model, state in counted.items():
             before = state.watermark
@@ -271,7 +277,7 @@ class Evaluator:
             if state is None or state.rollout_id != evidence.rollout_id:
                 continue
             for phase in Phase:
-                metrics.PHASE.labels(model, phase.value).set(1 if phase is state.phase else 0)
+                _child(metrics.PHASE, model, phase.value).set(1 if phase is state.phase else 0)
             before = evidence.watermark
             if evidence.settle(now_ms) != before:
                 self._dirty(model)
@@ -296,7 +302,7 @@ class Evaluator:
             _export_decided(model, evidence, now.timestamp())
             for name, log_e in decided.rollback.items():
                 value = float(log_e[0])
-                metrics.TEST_STATISTIC.labels(model, name).set(value if isfinite(value) else 0.0)
+                _child(metrics.TEST_STATISTIC, model, name).set(value if isfinite(value) else 0.0)
             # A verdict that moves nothing (a HOLD, or a shadow's "no harm" ADVANCE) is
             # published when it changes and again every minute with its newest evidence; one
             # with a command is retried by the pending timeout above. Its words and displayed
@@ -371,25 +377,33 @@ def _message_counter(form: str) -> Counter:
     return metrics.EVIDENCE_MESSAGES.labels(form)
 
 
+@functools.lru_cache(maxsize=4096)
+def _child(gauge: Gauge, *labels: str) -> Gauge:
+    """``gauge.labels(*labels)``, looked up once (a decision sets some thirty of them; the
+    evaluator never removes a series, so a child once looked up stays the one exported)."""
+    return gauge.labels(*labels)
+
+
 def _monotonic_ms() -> int:
     return int(time.monotonic() * 1000)
 
 
 def _export_decided(model: str, evidence: RolloutEvidence, at: float) -> None:
-    totals = evidence.tally.totals[0]  # (slots, arms, fields): released, warm-up left out
+    # (slots, arms, fields): released, warm-up left out; summed over slots, as numbers
+    totals = evidence.tally.totals[0].sum(axis=0).tolist()
     for a, arm in enumerate(ARMS):
-        metrics.DECIDED.labels(model, arm).set(int(totals[:, a, N].sum()))
-    metrics.EVALUATED_AT.labels(model).set(at)
+        _child(metrics.DECIDED, model, arm).set(totals[a][N])
+    _child(metrics.EVALUATED_AT, model).set(at)
 
 
 def _export(model: str, evidence: RolloutEvidence) -> None:
     """Per metric (the built-in ones and the rollout's outcome metrics) and arm: items
     compared and bad items (``canary_evaluated_requests``, ``canary_bad_events``)."""
     tally = evidence.tally
-    totals = tally.totals[0]
+    totals = tally.totals[0].sum(axis=0).tolist()  # (arms, fields), over every slot
     for name in (*METRICS, *tally.outcomes):
         mdef = metric_def(name)
         n, bad = tally.index(mdef.exposure), tally.index(mdef.bad)
         for a, arm in enumerate(ARMS):
-            metrics.EVALUATED.labels(model, name, arm).set(int(totals[:, a, n].sum()))
-            metrics.BAD_EVENTS.labels(model, name, arm).set(int(totals[:, a, bad].sum()))
+            _child(metrics.EVALUATED, model, name, arm).set(totals[a][n])
+            _child(metrics.BAD_EVENTS, model, name, arm).set(totals[a][bad])

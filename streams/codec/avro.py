@@ -249,7 +249,9 @@ class AvroCodec(Generic[T]):
     def decode(self, data: bytes) -> T:
         """The record in ``data``; raises only
         :class:`~model_canary.streams.errors.DecodeError` subclasses."""
-        raw = self._read(data)
+        return self._build(self._read(data))
+
+    def _build(self, raw: Any) -> T:
         try:
             return from_avro(self.record_type, raw)
         except (TypeError, ValueError) as exc:
@@ -267,7 +269,10 @@ class AvroCodec(Generic[T]):
 
     def _read(self, data: bytes) -> Any:
         """The Avro datum in ``data``, read with its writer's schema resolved to this side's."""
-        data, fp, writer = _writer_of(data, self.store, self.name)
+        return self._read_body(*_writer_of(data, self.store, self.name))
+
+    def _read_body(self, data: bytes, fp: bytes, writer: dict[str, Any]) -> Any:
+        """:meth:`_read` of a message whose writer schema was looked up (:func:`_writer_of`)."""
         body = io.BytesIO(data)
         body.seek(HEADER_SIZE)
         try:
@@ -303,11 +308,15 @@ def codec_for(record_type: type[T]) -> AvroCodec[T]:
 def decode_any(data: bytes) -> Record:
     """Decode a message of any top-level record type, chosen by its writer schema's name
     (for topics carrying several types, such as the control topic)."""
-    _, _, writer = _writer_of(data, default_store(), "record")
-    record_type = _BY_NAME.get(writer["name"])
+    store = default_store()
+    found = _writer_of(data, store, "record")
+    record_type = _BY_NAME.get(found[2]["name"])
     if record_type is None:
-        raise InvalidRecordError(f"writer schema {writer['name']} is not a top-level record")
-    return codec_for(record_type).decode(data)
+        raise InvalidRecordError(f"writer schema {found[2]['name']} is not a top-level record")
+    codec = codec_for(record_type)
+    if codec.store is not store:  # (a codec registered with a store of its own)
+        return codec.decode(data)
+    return codec._build(codec._read_body(*found))  # the writer schema is looked up once
 
 
 _BY_NAME: dict[str, type[Record]] = {f"dev.modelcanary.{t.__name__}": t for t in CONTENT_TYPES}

@@ -216,8 +216,9 @@ class RolloutEvidence:
             f"{ev.thresholds_revision}"
         )
         marks = []
+        kind = ev.kind.value
         for r in ev.offsets:
-            key = f"{ev.kind.value}|{r.topic}|{r.partition}"
+            key = f"{kind}|{r.topic}|{r.partition}"
             mark = self.applied.get(key)
             if mark is not None:
                 if (r.first, r.last) == (mark.first, mark.last):
@@ -236,8 +237,8 @@ class RolloutEvidence:
         """Check and unpack ``ev``'s columns; returns the function that counts it."""
         second, weight, arm = ev.second, ev.weight_bp, ev.arm.value
         if ev.kind is EvidenceKind.ROUTED:
-            rows = unpack_units("routed", ev.units)
-            b, n = _col(rows, "bucket"), _col(rows, "n")
+            rows = unpack_units("routed", ev.units)  # checked; the tally reads no routed row
+            b, n = rows["bucket"], rows["n"]
 
             def routed() -> None:
                 self.tally.add_routed(second, weight, arm, b, n)
@@ -266,9 +267,11 @@ class RolloutEvidence:
         hist_bins = np.flatnonzero(hist) if hist is not None else np.zeros(0, dtype=np.int64)
         if ev.batch_latency_hist:
             check_histogram(ev.batch_latency_hist)
-        zeros = np.zeros(rows.size, dtype=np.int64)
-        b, n, errors = (_col(rows, c) for c in ("bucket", "n", "errors"))
-        over95, over99 = (_col(rows, c) if timed else zeros for c in ("over_p95", "over_p99"))
+        b, n, errors = _col(rows, "bucket"), _col(rows, "n"), _col(rows, "errors")
+        if timed:
+            over95, over99 = _col(rows, "over_p95"), _col(rows, "over_p99")
+        else:
+            over95 = over99 = np.zeros(rows.size, dtype=np.int64)
         # Batch-unit latency counts: from producers that time answers per batch, in records
         # of schema version 2 on (version 1's batches_over_* compared the batch's own time,
         # not its answers'); any other cell is compared per item.
@@ -428,7 +431,9 @@ class RolloutEvidence:
 
     # -- reading ---------------------------------------------------------------------------
     def _count(self, ev: Evidence) -> None:
-        acc = self.counted.setdefault(ev.arm.value, dict.fromkeys(_TOTALS, 0))
+        acc = self.counted.get(ev.arm.value)
+        if acc is None:
+            acc = self.counted[ev.arm.value] = dict.fromkeys(_TOTALS, 0)
         if ev.kind is EvidenceKind.ROUTED:
             acc["routed"] += ev.requests
         elif ev.kind is EvidenceKind.LABELLED:

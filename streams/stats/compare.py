@@ -204,10 +204,25 @@ def compare(
     items all came with batch-unit counts (the promotion test's unit, see
     :func:`_batch_unit_counts`), and requests elsewhere. ``Comparison.unit`` says which.
     """
+    return compare_units(tally, metric, comparator, starts, replicas, (unit,))[unit]
+
+
+def compare_units(
+    tally: Tally,
+    metric: str,
+    comparator: str,
+    starts: Sequence[int],
+    replicas: npt.ArrayLike | None = None,
+    units: Sequence[str] = UNITS,
+) -> dict[str, Comparison]:
+    """:func:`compare` in each of ``units`` at once (the roll-back and the promotion test's
+    comparisons of one metric): what they share is worked out once, and each comparison
+    gets arrays of its own."""
     if comparator not in COMPARATORS:
         raise ConfigError(f"comparator must be one of {COMPARATORS}, got {comparator!r}")
-    if unit not in UNITS:
-        raise ConfigError(f"unit must be one of {UNITS}, got {unit!r}")
+    for unit in units:
+        if unit not in UNITS:
+            raise ConfigError(f"unit must be one of {UNITS}, got {unit!r}")
     mdef = metric_def(metric)
     fields = (tally.index(mdef.exposure), tally.index(mdef.bad))
     idx = (
@@ -246,37 +261,54 @@ def compare(
         )
         kappa2 = _spread(tally, idx, pairs, mdef.batch[0], others, counts, subtests)
         spread = np.where(timed_per_batch[:, None], kappa2, 1.0)
-    parts = VarianceParts(bucket, bucket_items, batch_excess, items, spread)
+    out = {}
+    for i, unit in enumerate(units):
+        if i:  # arrays of its own (not bucket, bucket_items: the tally's cache, shared as ever)
+            counts = _copies(counts)
+            subtests, timed_per_batch = subtests.copy(), timed_per_batch.copy()
+            batch_excess, items = batch_excess.copy(), items.copy()
+            spread = None if spread is None else spread.copy()
+            per_batch = None if per_batch is None else _copies(per_batch)
+        parts = VarianceParts(bucket, bucket_items, batch_excess, items, spread)
+        c, n_c, b, n_b = counts
+        phi = parts.phi()
+        per_batch_unit = np.zeros(idx.size, dtype=bool)
+        if unit == "batch" and per_batch is not None and mdef.batch_unit is not None:
+            # Batch-unit counts, where every timed item of both arms in every stratum came
+            # with them: the batch is then the unit, its clustering is gone from the counts,
+            # and only the buckets' (users') clustering is left in the design effect (a slow
+            # user's batch counts once however many answers it holds: its excess does not
+            # spread).
+            per_batch_unit = timed_per_batch
+            by_bucket = np.asarray(VarianceParts(bucket, bucket_items, 0 * bucket, items).phi())
+            # Two-way: buckets (users) and routed seconds (a stalled worker slows every batch
+            # of its arm for a while): V_bucket + V_second - V_batch, over V_batch.
+            by_second = _second_ratio(
+                tally, idx, pairs, mdef.batch_unit, others, per_batch, subtests
+            )
+            by_bucket = np.maximum(1.0, by_bucket + by_second - 1.0)
+            pick = zip(per_batch, counts, strict=True)
+            c, n_c, b, n_b = (np.where(per_batch_unit[:, None], x, y) for x, y in pick)
+            phi = np.where(per_batch_unit[:, None], by_bucket, phi)
+        out[unit] = Comparison(
+            metric,
+            comparator,
+            weights,
+            n_c,
+            c,
+            n_b,
+            b,
+            subtests,
+            phi,
+            parts,
+            tuple("batch" if u else "item" for u in per_batch_unit.tolist()),
+        )
+    return out
+
+
+def _copies(counts: Counts) -> Counts:
     c, n_c, b, n_b = counts
-    phi = parts.phi()
-    per_batch_unit = np.zeros(idx.size, dtype=bool)
-    if unit == "batch" and per_batch is not None and mdef.batch_unit is not None:
-        # Batch-unit counts, where every timed item of both arms in every stratum came with
-        # them: the batch is then the unit, its clustering is gone from the counts, and only
-        # the buckets' (users') clustering is left in the design effect (a slow user's batch
-        # counts once however many answers it holds: its excess does not spread).
-        per_batch_unit = timed_per_batch
-        by_bucket = np.asarray(VarianceParts(bucket, bucket_items, 0 * bucket, items).phi())
-        # Two-way: buckets (users) and routed seconds (a stalled worker slows every batch of
-        # its arm for a while): V_bucket + V_second - V_batch, over V_batch.
-        by_second = _second_ratio(tally, idx, pairs, mdef.batch_unit, others, per_batch, subtests)
-        by_bucket = np.maximum(1.0, by_bucket + by_second - 1.0)
-        pick = zip(per_batch, counts, strict=True)
-        c, n_c, b, n_b = (np.where(per_batch_unit[:, None], x, y) for x, y in pick)
-        phi = np.where(per_batch_unit[:, None], by_bucket, phi)
-    return Comparison(
-        metric,
-        comparator,
-        weights,
-        n_c,
-        c,
-        n_b,
-        b,
-        subtests,
-        phi,
-        parts,
-        tuple("batch" if u else "item" for u in per_batch_unit.tolist()),
-    )
+    return c.copy(), n_c.copy(), b.copy(), n_b.copy()
 
 
 def _second_ratio(

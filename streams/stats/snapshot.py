@@ -26,7 +26,7 @@ from model_canary.streams.plan import (
     labelled_metrics,
     outcome_metrics,
 )
-from model_canary.streams.stats.compare import compare
+from model_canary.streams.stats.compare import UNITS, compare, compare_units
 from model_canary.streams.stats.decide import MetricRule, StepPolicy, StepSnapshot
 from model_canary.streams.stats.layout import ARMS, CANARY, MAX_BP, N, coverage_def, metric_def
 from model_canary.streams.stats.tally import Tally
@@ -113,18 +113,18 @@ def take_snapshot(
         else np.asarray(replicas, dtype=np.int64).reshape(-1)
     )
     starts = rule.starts
-    comparisons = {
-        name: compare(tally, name, r.comparator, starts, idx) for name, r in rule.metrics.items()
-    }
     # The promotion test counts latency per micro-batch where the workers time batches (the
-    # roll-back test keeps counting requests): only needed where a step can promote.
+    # roll-back test keeps counting requests): only needed where a step can promote. Both
+    # comparisons of such a metric are worked out together (compare_units).
+    final = bool(np.any(progress.final))
+    comparisons = {}
     promotions = {}
-    if np.any(progress.final):
-        promotions = {
-            name: compare(tally, name, r.comparator, starts, idx, unit="batch")
-            for name, r in rule.metrics.items()
-            if metric_def(name).batch_unit is not None
-        }
+    for name, r in rule.metrics.items():
+        both = final and metric_def(name).batch_unit is not None
+        got = compare_units(tally, name, r.comparator, starts, idx, UNITS if both else ("item",))
+        comparisons[name] = got["item"]
+        if both:
+            promotions[name] = got["batch"]
     # Per labelled metric: its sample-ratio check, and the share of this step's items whose
     # label (feedback that counts for it) has arrived.
     labelled = tuple(rule.min_label_coverage)

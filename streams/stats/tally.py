@@ -33,8 +33,10 @@ Every array has a leading **replica** axis: the evaluator keeps one rollout per 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -85,8 +87,10 @@ class ImpossibleEvidence(CanaryError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
+class _Pending(NamedTuple):
+    """Rows of one record waiting for their second's release (a named tuple: one is built
+    per record, and a frozen dataclass costs several times as much to build)."""
+
     second: int
     j: int  #: slot
     arm: int
@@ -393,31 +397,32 @@ class Tally:
         records), checked on the contiguous columns; False (nothing counted) when a check
         fails, for :meth:`add_served`'s own path to refuse it with its reason."""
         b, counts, errs, over95, over99 = cols
-        if b.size:
-            if counts.min() < 0 or errs.min() < 0 or np.any(errs > counts):
-                return False
-            if timed and (
-                over99.min() < 0 or np.any(over99 > over95) or np.any(over95 > counts - errs)
-            ):
-                return False
         deltas = np.zeros((1, b.size, self.F), dtype=np.int64)
         d = deltas[0]
         d[:, N] = counts
         d[:, ERRORS] = errs
         if timed:
-            d[:, TIMED] = counts - errs
+            d[:, TIMED] = counts - errs  # cannot wrap unless a count is negative (refused)
             d[:, OVER_P95] = over95
             d[:, OVER_P99] = over99
-        moments = _moments(batch, 1, timed)
-        figures = moments[0].tolist()
-        if not all(0.0 <= v < math.inf for v in figures):  # (NaN fails too)
+        if b.size:
+            # Every count >= 0 (with timed = n - errors: errors <= n), then
+            # over_p99 <= over_p95 <= timed: the timed, p95 columns against the p95, p99 ones.
+            if d.min() < 0:
+                return False
+            if timed:
+                if (d[:, TIMED : OVER_P95 + 1] < d[:, OVER_P95 : OVER_P99 + 1]).any():
+                    return False
+            elif (errs > counts).any():
+                return False
+        figures = _moment_figures(batch, timed)
+        # Every figure >= 0 and finite: a NaN or an infinity makes the sum one (a sum that
+        # overflows, or a NaN min() skipped, only sends the record down the general path).
+        if not (min(figures) >= 0.0 and sum(figures) < math.inf):
             return False
-        sums = [0] * self.F
-        if timed:
-            sums[TIMED] = int(d[:, TIMED].sum())
-            sums[OVER_P95], sums[OVER_P99] = int(over95.sum()), int(over99.sum())
-        moments[0, BATCH_UNIT_TIMED] = _batch_unit_timed(figures, sums)
-        self._add(second, weight_bp, arm, b[None, :], deltas, moments, None)
+        sums = d.sum(axis=0).tolist() if timed else [0] * self.F
+        figures[BATCH_UNIT_TIMED] = float(_batch_unit_timed(figures, sums))
+        self._add(second, weight_bp, arm, b[None, :], deltas, np.array([figures]), None)
         return True
 
     def add_labelled(
@@ -541,6 +546,9 @@ class Tally:
         mark = np.maximum(self.watermark, np.broadcast_to(given, self.watermark.shape))
         self.watermark = mark
         for second in sorted(s for s in self._pending if s <= int(mark.max())):
+            if self.replicas == 1:  # one rollout: every item of the second is ready
+                self._fold_all(self._pending.pop(second))
+                continue
             left, ready_parts = [], []
             for item in self._pending[second]:
                 ready = second <= mark[item.replicas]
@@ -582,11 +590,13 @@ class Tally:
             deltas = np.concatenate([it.deltas for it in items], axis=1)
         if warm.any():
             deltas = np.where(warm[:, None, None], 0, deltas)  # a copy: the items stay as they are
+        self.totals[idx, j, arm] += deltas.sum(axis=1)  # warm rows: zeros (above)
         cell = np.zeros((idx.size, len(BATCH_FIELDS)))
-        for it in items:
-            self.totals[idx, j, arm] += np.where(warm[:, None], 0, it.deltas.sum(axis=1))
+        for it in items:  # in order: float sums as the items arrived
             if it.batch is not None:
-                cell += np.where(warm[:, None], 0.0, it.batch)
+                cell += it.batch
+        if warm.any():
+            cell[warm] = 0.0
         # The second's batch-unit counts are one cluster (see BATCH_FIELDS: cell_*): the
         # squares grow by (S + d)^2 - S^2 with S what the second held (exact: whole numbers).
         w = first.second % OPEN_SECONDS
@@ -945,11 +955,10 @@ def _sum_by_key(keys: IntArray, rows: IntArray) -> tuple[IntArray, IntArray]:
     starts_at[:1] = True
     np.not_equal(ordered[1:], ordered[:-1], out=starts_at[1:])
     starts = np.flatnonzero(starts_at)
-    summed = np.zeros((starts.size, rows.shape[1]), dtype=np.int64)
-    if starts.size:
-        # Only the columns with anything in them (served rows leave the label columns empty).
-        for f in np.flatnonzero(rows.any(axis=0)):
-            summed[:, f] = np.add.reduceat(rows[order, f], starts)
+    if not starts.size:
+        return ordered[starts], np.zeros((0, rows.shape[1]), dtype=np.int64)
+    # The rows in key order, then each run of one key summed: all columns in one pass.
+    summed = np.add.reduceat(np.asarray(rows, dtype=np.int64)[order], starts, axis=0)
     return ordered[starts], summed
 
 
@@ -1015,6 +1024,35 @@ def _moments(batch: object, rows: int, latency: bool) -> FloatArray:
     if not latency:
         out[:, BATCH_FIELDS.index("m2_timed") :] = 0.0
     return out
+
+
+def _moment_figures(batch: object, latency: bool) -> list[float]:
+    """:func:`_moments` of one record with the batch figures as attributes, as numbers: read
+    at once from a record with every figure but ``m2_timed`` (a
+    :class:`~model_canary.streams.evidence.columns.BatchSums`), else by :func:`_moments`."""
+    try:
+        given = _GIVEN_FIGURES(batch)
+    except AttributeError:
+        given = None
+    if given is None or hasattr(batch, "m2_timed"):
+        figures: list[float] = _moments(batch, 1, latency)[0].tolist()
+        return figures
+    figures = [float(v) for v in given]
+    figures.insert(_M2_TIMED, figures[0])  # m2_timed defaults to m2
+    figures += [0.0] * (len(BATCH_FIELDS) - BATCH_UNIT_TIMED)
+    if not latency:
+        figures[_M2_TIMED:] = [0.0] * (len(BATCH_FIELDS) - _M2_TIMED)
+    return figures
+
+
+_M2_TIMED = BATCH_FIELDS.index("m2_timed")
+#: The figures a producer gives, m2_timed left out (its default is m2, the first).
+_GIVEN_FIGURES = operator.attrgetter(
+    *(f for f in BATCH_FIELDS[:BATCH_UNIT_TIMED] if f != "m2_timed")
+)
+assert BATCH_FIELDS[0] == "m2"  # _moment_figures takes m2 as the first batch figure
+# Tally._served_row reads timed, over_p95, over_p99 as adjacent columns.
+assert (TIMED + 1, OVER_P95 + 1) == (OVER_P95, OVER_P99)
 
 
 def _check_batch_units(moments: FloatArray, deltas: IntArray) -> None:

@@ -87,8 +87,17 @@ class Completeness:
     ) -> None:
         """Requests of ``arm`` routed in ``second``."""
         i = self._slot(second)
-        idx = self._idx(replicas)
         a = ARMS.index(arm)
+        n = _one_count(counts) if replicas is None and self.replicas == 1 else None
+        total = None if n is None else int(self.routed[0, a, i]) + n
+        if total is not None and _INT64_MIN <= total <= _INT64_MAX:
+            # The evaluator's one rollout: the same steps on numbers (a sum beyond int64
+            # takes the array path, which wraps it).
+            self.routed[0, a, i] = total
+            if second < self._next[0, a]:
+                self._next[0, a] = second  # look at it again
+            return
+        idx = self._idx(replicas)
         self.routed[idx, a, i] += np.asarray(counts, dtype=np.int64)
         self._next[idx, a] = np.minimum(self._next[idx, a], second)  # look at it again
 
@@ -97,8 +106,14 @@ class Completeness:
     ) -> None:
         """Answered or refused requests of ``arm`` routed in ``second``."""
         i = self._slot(second)
+        a = ARMS.index(arm)
+        n = _one_count(counts) if replicas is None and self.replicas == 1 else None
+        total = None if n is None else int(self.done[0, a, i]) + n
+        if total is not None and _INT64_MIN <= total <= _INT64_MAX:  # the evaluator's
+            self.done[0, a, i] = total
+            return
         idx = self._idx(replicas)
-        self.done[idx, ARMS.index(arm), i] += np.asarray(counts, dtype=np.int64)
+        self.done[idx, a, i] += np.asarray(counts, dtype=np.int64)
 
     def _idx(self, replicas: npt.ArrayLike | None) -> IntArray | slice:
         if replicas is None:
@@ -161,6 +176,18 @@ class Completeness:
         r, d = self.routed[replica], self.done[replica]
         used = np.flatnonzero((r != 0).any(axis=0) | (d != 0).any(axis=0))
         return {int(i) + self.origin: (r[:, i].copy(), d[:, i].copy()) for i in used}
+
+
+def _one_count(counts: object) -> int | None:
+    """The count in ``counts`` when it is a list of one int (the evaluator's records), else
+    None (the array path converts and checks it)."""
+    if type(counts) is list and len(counts) == 1 and type(counts[0]) is int:
+        n: int = counts[0]
+        return n
+    return None
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def watermark(complete_upto: Mapping[str, int], closed_upto: int) -> int:
