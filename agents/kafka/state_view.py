@@ -26,10 +26,14 @@ log = logging.getLogger(__name__)
 #: change a few times per rollout). A new state ends the wait at once, its transaction's
 #: commit included (measured: seen 1 ms after the commit with a 5 s wait), and the view reads
 #: every partition from its start, so it never waits for a fetch in flight to take a new
-#: partition in. The latency profile's ``fetch.wait.max.ms`` (10-100 ms) is for data paths: a
-#: view with it fetched 20 times a second in every router, worker and evaluator, about 0.0015
-#: CPU seconds per second each (``canary bench pipeline``'s idle figures).
-FETCH_WAIT_MS = 1000
+#: partition in. A broker answers one request of a connection at a time, though: the end
+#: offsets a :meth:`StateView.catch_up` asks for wait behind a held fetch, up to this long
+#: (the controller catches up after each reassignment of its control partition; a view's
+#: first catch-up, at start, has no fetch held yet). The latency profile's
+#: ``fetch.wait.max.ms`` (10-100 ms) is for data paths: a view with it fetched 20 times a
+#: second in every router, worker and evaluator, about 0.0015 CPU seconds per second each
+#: (``canary bench pipeline``'s idle figures).
+FETCH_WAIT_MS = 500
 
 
 class StateView:
@@ -98,14 +102,17 @@ class StateView:
                     time.sleep(0.2)
             ends[tp.partition] = high
         read = 0
-        while time.monotonic() < deadline:
-            read += self.poll(0.2)
+        while True:
+            # Caught up already (a view that keeps reading usually is): no poll to wait out.
             positions = consumer.position(consumer.assignment())
             if all(
                 ends[tp.partition] <= 0 or (tp.offset >= 0 and tp.offset >= ends[tp.partition])
                 for tp in positions
             ):
                 return read
+            if time.monotonic() >= deadline:
+                break
+            read += self.poll(0.2)
         log.warning(
             "rollout state not fully read within %.0fs; going on with what arrived", timeout
         )

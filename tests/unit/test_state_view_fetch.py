@@ -33,3 +33,23 @@ def test_the_views_fetch_wait_is_its_own_not_the_latency_profiles() -> None:
     assert config["client.id"] == "view-test"
     # Longer than any profile's: a view is not a data path.
     assert max(p.fetch_wait_ms for p in PROFILES.values()) < FETCH_WAIT_MS
+
+
+def test_a_caught_up_view_catches_up_without_waiting_for_a_poll() -> None:
+    settings = Settings(bootstrap="fake:9092", topic_prefix="v", partitions=1)
+    kafka = FakeKafka()
+    topic = TopicCatalogue("v").rollout_state
+    kafka.send(topic, None, key=b"iris")  # a tombstone: a record the view counts as read
+    kafka.send(topic, None, key=b"wine")
+    with using(kafka):
+        view = StateView(settings)
+        assert view.catch_up(timeout=5) == 2
+        polls: list[float] = []
+
+        def poll(timeout: float = 0.0) -> int:
+            polls.append(timeout)
+            return 0
+
+        view.poll = poll  # type: ignore[method-assign]
+        assert view.catch_up(timeout=5) == 0
+    assert polls == []  # at the end already: no poll (each would wait its 0.2 s out)
