@@ -121,7 +121,8 @@ def _nested_reader(record_type: type, name: str, decode: Convert) -> Convert:
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return reader(hint)
     if typing.get_origin(hint) is tuple:
-        item = typing.get_args(hint)[0]
+        args = typing.get_args(hint)  # tuple[A, ...] only, as _converters reads it
+        item = args[0] if len(args) == 2 and args[1] is Ellipsis else None
         if isinstance(item, type) and dataclasses.is_dataclass(item):
             read_item = reader(item)
             return lambda values: tuple([read_item(v) for v in values])
