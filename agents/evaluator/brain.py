@@ -21,8 +21,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from math import isfinite
+from typing import TypeVar
 
-from prometheus_client import Counter, Gauge
+from prometheus_client.metrics import MetricWrapperBase
 
 from model_canary.agents import metrics
 from model_canary.agents.evaluator.decisions import DecisionSink, Emitted
@@ -45,6 +46,7 @@ from model_canary.streams.stats.verdicts import verdict as in_words
 from model_canary.streams.topics import TopicCatalogue
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=MetricWrapperBase)
 
 AGENT = "evaluator"
 DECIDING = frozenset({Phase.PROGRESSING, Phase.HOLDING, Phase.PROMOTING})
@@ -186,7 +188,7 @@ class Evaluator:
                     return NeedsRollout(ev.model, ev.rollout_id)
             kept.append(ev)
         part.processed = offset
-        _message_counter("set" if is_set else "record").inc()
+        _child(metrics.EVIDENCE_MESSAGES, "set" if is_set else "record").inc()
         if not kept:
             return None
         for ev in kept:  # every rollout is confirmed: start the new ones' states
@@ -240,7 +242,7 @@ class Evaluator:
                     counted[ev.model] = state
         finally:
             for (kind, applied), n in outcomes.items():
-                _evidence_counter(kind.value, "applied" if applied else "duplicate").inc(n)
+                _child(metrics.EVIDENCE, kind.value, "applied" if applied else "duplicate").inc(n)
         result, released = None, False
         for model, state in counted.items():
             before = state.watermark
@@ -364,24 +366,13 @@ class Evaluator:
             part.dead[:0] = data.dead
 
 
-@functools.cache
-def _evidence_counter(kind: str, outcome: str) -> Counter:
-    """``canary_evidence_records_total{kind, outcome}``, looked up once (it is counted per
-    record; ``labels`` takes a lock and checks its arguments every time)."""
-    return metrics.EVIDENCE.labels(kind, outcome)
-
-
-@functools.cache
-def _message_counter(form: str) -> Counter:
-    """``canary_evidence_messages_total{format}``, looked up once."""
-    return metrics.EVIDENCE_MESSAGES.labels(form)
-
-
 @functools.lru_cache(maxsize=4096)
-def _child(gauge: Gauge, *labels: str) -> Gauge:
-    """``gauge.labels(*labels)``, looked up once (a decision sets some thirty of them; the
-    evaluator never removes a series, so a child once looked up stays the one exported)."""
-    return gauge.labels(*labels)
+def _child(metric: M, *labels: str) -> M:
+    """``metric.labels(*labels)``, looked up once: ``labels`` takes a lock and checks its
+    arguments every time, and the evaluator counts per message and sets some thirty gauges
+    per decision (it never removes a series, so a child once looked up stays the one
+    exported)."""
+    return metric.labels(*labels)
 
 
 def _monotonic_ms() -> int:
