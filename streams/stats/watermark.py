@@ -88,12 +88,7 @@ class Completeness:
         """Requests of ``arm`` routed in ``second``."""
         i = self._slot(second)
         a = ARMS.index(arm)
-        n = _one_count(counts) if replicas is None and self.replicas == 1 else None
-        total = None if n is None else int(self.routed[0, a, i]) + n
-        if total is not None and _INT64_MIN <= total <= _INT64_MAX:
-            # The evaluator's one rollout: the same steps on numbers (a sum beyond int64
-            # takes the array path, which wraps it).
-            self.routed[0, a, i] = total
+        if self._added_one(self.routed, a, i, counts, replicas):
             if second < self._next[0, a]:
                 self._next[0, a] = second  # look at it again
             return
@@ -107,13 +102,27 @@ class Completeness:
         """Answered or refused requests of ``arm`` routed in ``second``."""
         i = self._slot(second)
         a = ARMS.index(arm)
-        n = _one_count(counts) if replicas is None and self.replicas == 1 else None
-        total = None if n is None else int(self.done[0, a, i]) + n
-        if total is not None and _INT64_MIN <= total <= _INT64_MAX:  # the evaluator's
-            self.done[0, a, i] = total
+        if self._added_one(self.done, a, i, counts, replicas):
             return
         idx = self._idx(replicas)
         self.done[idx, a, i] += np.asarray(counts, dtype=np.int64)
+
+    def _added_one(
+        self, into: IntArray, a: int, i: int, counts: npt.ArrayLike, replicas: npt.ArrayLike | None
+    ) -> bool:
+        """The evaluator's one rollout: a list of one int added to ``into[0, a, i]`` on
+        numbers (True); False, nothing added, for anything else, or for a sum beyond int64
+        (the array path, which wraps it)."""
+        if replicas is not None or self.replicas != 1:
+            return False
+        n = _one_count(counts)
+        if n is None:
+            return False
+        total = int(into[0, a, i]) + n
+        if not _INT64_MIN <= total <= _INT64_MAX:
+            return False
+        into[0, a, i] = total
+        return True
 
     def _idx(self, replicas: npt.ArrayLike | None) -> IntArray | slice:
         if replicas is None:
